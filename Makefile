@@ -1,0 +1,46 @@
+# One-command set-up: `make run` (demo training) and `make test` (whole suite) both create
+# .venv and install mpitrain with MPICH from PyPI, numba, scikit-learn and the test tools.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MPIEXEC := $(VENV)/bin/mpiexec
+EXTRAS ?= mpich,datasets,plot,secure,test
+STAMP := $(VENV)/.installed-$(EXTRAS)
+# Per-test timeout for MPI runs, and a hard cap on each mpiexec so a deadlock fails fast.
+MPI_TEST_TIMEOUT ?= 600
+PYTEST_MPI := -q --with-mpi -m mpi --timeout=240
+
+.PHONY: install run test test-serial test-mpi lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+run: install
+	$(MPIEXEC) -n 4 $(PY) -m mpitrain train --data digits --model mlp --hidden 64 \
+	    --reduce ring --epochs 20 --out runs/digits --overwrite
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint test-serial test-mpi
+
+test-serial: install
+	$(PY) -m pytest -q -m "not mpi"
+
+test-mpi: install
+	for n in 2 3 4; do \
+	    echo "== MPI tests on $$n ranks"; \
+	    timeout -k 10 $(MPI_TEST_TIMEOUT) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) tests \
+	        || exit 1; \
+	done
+
+bench: install
+	$(MPIEXEC) -n 2 $(PY) -m mpitrain bench allreduce --json bench-results/allreduce.json
+
+clean:
+	rm -rf $(VENV) runs bench-results

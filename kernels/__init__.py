@@ -1,0 +1,1 @@
+"""numba kernels for mpitrain: pure functions on arrays, no MPI inside."""
