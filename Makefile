@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 MPI_TEST_TIMEOUT ?= 600
 PYTEST_MPI := -q --with-mpi -m mpi --timeout=240
 
-.PHONY: install run test test-serial test-mpi lint bench clean
+.PHONY: install run test test-serial test-mpi test-slurm lint bench clean
 
 install: $(STAMP)
 
@@ -27,10 +27,10 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install lint test-serial test-mpi
+test: install lint test-serial test-mpi test-slurm
 
 test-serial: install
-	$(PY) -m pytest -q -m "not mpi"
+	$(PY) -m pytest -q -m "not mpi and not slurm"
 
 test-mpi: install
 	for n in 2 3 4; do \
@@ -38,6 +38,11 @@ test-mpi: install
 	    timeout -k 10 $(MPI_TEST_TIMEOUT) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) tests \
 	        || exit 1; \
 	done
+
+# Starts a single-node Slurm from Debian packages when root (tests skip with a reason if not).
+test-slurm: install
+	bash .ci/slurm-setup
+	timeout -k 10 900 $(PY) -m pytest -q -m slurm tests/slurm
 
 bench: install
 	$(MPIEXEC) -n 2 $(PY) -m mpitrain bench allreduce --json bench-results/allreduce.json

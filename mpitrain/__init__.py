@@ -1,7 +1,35 @@
-"""mpitrain: data-parallel and federated training over MPI with numba kernels."""
+"""mpitrain: data-parallel and federated training over MPI with numba kernels.
+
+Python API (collective: call on every rank)::
+
+    from mpitrain import train
+    result = train(data="digits", model="mlp", hidden=(64,), epochs=20)
+    result.params["W0"], result.history[-1]["test_accuracy"]
+
+Importing :mod:`mpitrain` alone does not initialise MPI; the names below load on first use.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "train": "mpitrain.training",
+    "TrainResult": "mpitrain.training",
+    "TrainConfig": "mpitrain.config",
+    "UserError": "mpitrain.errors",
+    "allreduce": "mpitrain.collectives",
+    "load_model": "mpitrain.models",
+    "predict": "mpitrain.predict",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mpitrain' has no attribute {name!r}")

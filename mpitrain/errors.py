@@ -20,7 +20,14 @@ EXIT_USER_ERROR = 2
 
 
 class UserError(Exception):
-    """A problem with the user's input: reported once by rank 0, exit status 2."""
+    """A problem with the user's input: reported once by rank 0, exit status 2.
+
+    ``agreed`` is true once every rank is known to hold the same error (it came out of
+    :func:`agree`); the CLI then exits cleanly. A UserError that did not pass through
+    :func:`agree` may exist on one rank only, so the CLI aborts the job to be safe.
+    """
+
+    agreed: bool = False
 
 
 def agree(comm: MPI.Comm, message: str | None) -> None:
@@ -31,7 +38,15 @@ def agree(comm: MPI.Comm, message: str | None) -> None:
     messages = comm.allgather(message)
     for text in messages:
         if text is not None:
-            raise UserError(text)
+            raise shared_error(text)
+
+
+def shared_error(message: str) -> UserError:
+    """A UserError for a condition every rank has observed identically (e.g. a loss after
+    the allreduce): safe to raise without another collective."""
+    error = UserError(message)
+    error.agreed = True
+    return error
 
 
 def checked(comm: MPI.Comm, fn: Callable[..., T], *args: object, **kwargs: object) -> T:

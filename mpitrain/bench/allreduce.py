@@ -1,0 +1,290 @@
+"""``mpitrain bench allreduce``: latency and bandwidth of every allreduce algorithm.
+
+For every message size from ``--min-bytes`` to ``--max-bytes`` (doubling), every dtype and
+every algorithm, time ``allreduce(buf, comm, algorithm=..., op=...)`` on a buffer of zeros
+(no overflow, no denormals). Iteration counts scale with size like the OSU
+micro-benchmarks (many for small messages, few for large ones); ``--iterations`` and
+``--warmup`` override them. Within one size the algorithms and the memcpy reference run
+round-robin, one iteration each in turn, so a burst of noise from other processes hits
+them all alike and their ratios stay meaningful.
+
+Definitions (one row of the JSON ``results`` list):
+
+- ``latency_us``: every timed iteration starts after a Barrier; an iteration's time is
+  the slowest rank's time (max over ranks); ``latency_us`` is the median of those over the
+  ``iterations`` timed iterations, in microseconds.
+- ``algbw_GBps`` = ``bytes / latency`` in GB/s (1e9 bytes/s);
+  ``busbw_GBps`` = ``algbw * 2(P-1)/P`` (the nccl-tests bus bandwidth; 0 on one rank).
+- ``memcpy_GBps``: the physical reference: ``bytes / t`` for ``numpy.copyto`` of a buffer
+  of that size by one core, where every rank copies its own buffer at the same time (as
+  every rank works during an allreduce) and ``t`` is defined like the latency above.
+
+JSON file (``--json FILE``, written by rank 0)::
+
+    {"ranks": P, "mpi_library": "MPICH Version: ...", "mpitrain_version": "0.1.0",
+     "op": "sum",
+     "results": [{"algorithm": "ring", "dtype": "float32", "bytes": 1048576,
+                  "elements": 262144, "iterations": 100, "latency_us": 93.1,
+                  "algbw_GBps": 11.26, "busbw_GBps": 11.26, "memcpy_GBps": 45.0}, ...]}
+
+Sizes smaller than one element of a dtype are skipped for that dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain import __version__
+from mpitrain.collectives import allreduce
+from mpitrain.errors import UserError, checked, shared_error
+
+ALGORITHMS = ("ring", "mpi", "root", "auto")
+DTYPES = ("float32", "float64")
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
+          "g": 1 << 30, "gib": 1 << 30}
+_SMALL = 8 * 1024  # OSU's boundary between small and large messages
+
+
+@dataclass
+class Result:
+    """One row of the JSON ``results`` list (see the module docstring)."""
+
+    algorithm: str
+    dtype: str
+    bytes: int
+    elements: int
+    iterations: int
+    latency_us: float
+    algbw_GBps: float
+    busbw_GBps: float
+    memcpy_GBps: float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bench allreduce``."""
+    parser.add_argument("--min-bytes", default="4", metavar="SIZE",
+                        help="smallest message, e.g. 4, 64K, 1M (default: 4)")
+    parser.add_argument("--max-bytes", default="64M", metavar="SIZE",
+                        help="largest message; sizes double from --min-bytes (default: 64M)")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS), metavar="LIST",
+                        help=f"comma-separated subset of {','.join(ALGORITHMS)} (default: all)")
+    parser.add_argument("--dtypes", default=",".join(DTYPES), metavar="LIST",
+                        help="comma-separated subset of float32,float64 (default: both)")
+    parser.add_argument("--op", default="sum", choices=("sum", "mean"),
+                        help="reduction (default: sum)")
+    parser.add_argument("--iterations", type=int, default=None, metavar="N",
+                        help="timed iterations per size (default: scaled by size, 1000 for "
+                        "small messages down to 20 for the largest)")
+    parser.add_argument("--warmup", type=int, default=None, metavar="N",
+                        help="untimed iterations per size first (default: scaled by size)")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON (rank 0)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw busbw against size per algorithm (needs matplotlib)")
+
+
+def parse_size(text: str, option: str) -> int:
+    """Bytes in ``text`` such as ``4``, ``64K``, ``1MiB``; UserError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS or int(match.group(1)) < 1:
+        raise shared_error(f"{option} must be a positive size such as 4, 64K or 1M "
+                           f"(got {text!r})")
+    return int(match.group(1)) * _UNITS[unit]
+
+
+def _parse_list(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    bad = [item for item in items if item not in allowed]
+    if not items or bad:
+        raise shared_error(f"{option} must be a comma-separated subset of "
+                           f"{','.join(allowed)} (got {text!r})")
+    return list(dict.fromkeys(items))
+
+
+def default_counts(nbytes: int) -> tuple[int, int]:
+    """(warm-up, timed) iterations for a message of ``nbytes``, OSU-style."""
+    if nbytes <= _SMALL:
+        return 100, 1000
+    iterations = int(min(100, max(20, (1 << 31) // nbytes)))
+    return max(2, iterations // 10), iterations
+
+
+def sizes(min_bytes: int, max_bytes: int) -> list[int]:
+    """``min_bytes``, doubling, up to ``max_bytes`` inclusive."""
+    out = []
+    size = min_bytes
+    while size <= max_bytes:
+        out.append(size)
+        size *= 2
+    return out
+
+
+def _time_round_robin(
+    comm: MPI.Comm, actions: list, warmup: int, iterations: int
+) -> list[float]:
+    """Median over iterations of the slowest rank's time, per action, in seconds."""
+    times = np.empty((iterations, len(actions)), dtype=np.float64)
+    for i in range(warmup + iterations):
+        for a, action in enumerate(actions):
+            comm.Barrier()
+            start = MPI.Wtime()
+            action()
+            if i >= warmup:
+                times[i - warmup, a] = MPI.Wtime() - start
+    slowest = np.empty_like(times)
+    comm.Allreduce(times, slowest, op=MPI.MAX)
+    return [float(t) for t in np.median(slowest, axis=0)]
+
+
+def measure(
+    comm: MPI.Comm, algorithms: list[str], dtype: np.dtype, nbytes: int, op: str,
+    warmup: int, iterations: int,
+) -> list[Result]:
+    """One size and dtype: a row per algorithm, all sharing one memcpy reference."""
+    n = nbytes // dtype.itemsize
+    buf = np.zeros(n, dtype=dtype)
+    src, dst = np.zeros(n, dtype=dtype), np.empty(n, dtype=dtype)
+    actions = [lambda name=name: allreduce(buf, comm, algorithm=name, op=op)
+               for name in algorithms]
+    actions.append(lambda: np.copyto(dst, src))
+    medians = _time_round_robin(comm, actions, warmup, iterations)
+    size = comm.Get_size()
+    nbytes = n * dtype.itemsize
+    memcpy = nbytes / medians[-1] / 1e9
+    results = []
+    for name, seconds in zip(algorithms, medians, strict=False):
+        algbw = nbytes / seconds / 1e9
+        results.append(Result(name, dtype.name, nbytes, n, iterations, seconds * 1e6, algbw,
+                              algbw * 2 * (size - 1) / size, memcpy))
+    return results
+
+
+def _header(algorithms: list[str]) -> str:
+    cells = "".join(f" | {name:>7} us {'GB/s':>6}" for name in algorithms)
+    return f"{'dtype':>7} {'bytes':>10} {'iters':>5}{cells} | memcpy GB/s"
+
+
+def _row(results: list[Result]) -> str:
+    first = results[0]
+    cells = "".join(f" | {r.latency_us:10.1f} {r.busbw_GBps:6.2f}" for r in results)
+    return f"{first.dtype:>7} {first.bytes:>10} {first.iterations:>5}{cells} | " \
+           f"{first.memcpy_GBps:11.2f}"
+
+
+def write_json(path: str, comm: MPI.Comm, op: str, results: list[Result]) -> None:
+    """The JSON file described in the module docstring."""
+    document: dict[str, Any] = {
+        "ranks": comm.Get_size(),
+        "mpi_library": MPI.Get_library_version().strip().splitlines()[0].strip(),
+        "mpitrain_version": __version__,
+        "op": op,
+        "results": [asdict(r) for r in results],
+    }
+    try:
+        Path(path).write_text(json.dumps(document, indent=1) + "\n")
+    except OSError as exc:
+        raise UserError(f"--json could not write {path!r} ({exc.strerror})") from exc
+
+
+def write_plot(path: str, comm: MPI.Comm, results: list[Result]) -> bool:
+    """busbw against size, one line per (algorithm, dtype); False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    keys = dict.fromkeys((r.algorithm, r.dtype) for r in results)
+    for algorithm, dtype in keys:
+        rows = [r for r in results if (r.algorithm, r.dtype) == (algorithm, dtype)]
+        ax.plot([r.bytes for r in rows], [r.busbw_GBps for r in rows], marker="o",
+                markersize=3, label=f"{algorithm} {dtype}")
+    for dtype in dict.fromkeys(r.dtype for r in results):
+        rows = [r for r in results if r.dtype == dtype and r.algorithm == results[0].algorithm]
+        ax.plot([r.bytes for r in rows], [r.memcpy_GBps for r in rows], linestyle="--",
+                color="grey", label=f"memcpy one core {dtype}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("message size (bytes)")
+    ax.set_ylabel("bus bandwidth (GB/s)")
+    ax.set_title(f"allreduce on {comm.Get_size()} ranks")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    try:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    except OSError as exc:
+        raise UserError(f"--plot could not write {path!r} ({exc.strerror})") from exc
+    finally:
+        plt.close(fig)
+    return True
+
+
+def _outputs(args: argparse.Namespace, comm: MPI.Comm, results: list[Result]) -> None:
+    if comm.Get_rank() != 0:
+        return
+    if args.json:
+        write_json(args.json, comm, args.op, results)
+        print(f"wrote {args.json}", flush=True)
+    if args.plot:
+        if write_plot(args.plot, comm, results):
+            print(f"wrote {args.plot}", flush=True)
+        else:
+            print("--plot skipped: matplotlib is not installed "
+                  "(pip install 'mpitrain[plot]')", flush=True)
+
+
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
+    """Collective: the whole sweep; rank 0 prints the table and writes the outputs."""
+    min_bytes = parse_size(args.min_bytes, "--min-bytes")
+    max_bytes = parse_size(args.max_bytes, "--max-bytes")
+    if max_bytes < min_bytes:
+        raise shared_error(f"--max-bytes must be >= --min-bytes ({min_bytes}) "
+                           f"(got {max_bytes})")
+    algorithms = _parse_list(args.algorithms, "--algorithms", ALGORITHMS)
+    dtypes = [np.dtype(name) for name in _parse_list(args.dtypes, "--dtypes", DTYPES)]
+    for option in ("iterations", "warmup"):
+        value = getattr(args, option)
+        if value is not None and value < (1 if option == "iterations" else 0):
+            raise shared_error(f"--{option} must be >= {int(option == 'iterations')} "
+                               f"(got {value})")
+    rank0 = comm.Get_rank() == 0
+    if rank0:
+        print(f"# allreduce op={args.op} on {comm.Get_size()} ranks; latency: median over "
+              "iterations of the slowest rank (us); GB/s: busbw = bytes/latency*2(P-1)/P; "
+              "memcpy: one core, all ranks copying at once", flush=True)
+        print(_header(algorithms), flush=True)
+    results: list[Result] = []
+    for dtype in dtypes:
+        for nbytes in sizes(min_bytes, max_bytes):
+            if nbytes < dtype.itemsize:
+                continue
+            warmup, iterations = default_counts(nbytes)
+            iterations = args.iterations or iterations
+            warmup = warmup if args.warmup is None else args.warmup
+            rows = measure(comm, algorithms, dtype, nbytes, args.op, warmup, iterations)
+            results.extend(rows)
+            if rank0:
+                print(_row(rows), flush=True)
+    checked(comm, _outputs, args, comm, results)
+    return 0
+
+
+def main() -> int:
+    """``python -m mpitrain.bench.allreduce`` (the same as ``mpitrain bench allreduce``)."""
+    parser = argparse.ArgumentParser(prog="python -m mpitrain.bench.allreduce",
+                                     description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(), MPI.COMM_WORLD)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

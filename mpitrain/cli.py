@@ -1,0 +1,146 @@
+"""Command line: ``python -m mpitrain train|bench ...`` under mpirun/mpiexec/srun.
+
+Flags are generated from :class:`mpitrain.config.TrainConfig`; ``--config FILE.toml`` takes
+the same options and flags override it. Errors in the input end the job with one message from
+rank 0 and exit status 2; an unexpected exception on any rank aborts the whole job (MPI
+Abort) with that rank named, so no rank is left waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from mpi4py import MPI
+
+from . import __version__
+from .config import FIELDS, TrainConfig, field_kind, flag, parse_ints, read_toml, resolve
+from .errors import EXIT_USER_ERROR, UserError, checked
+from .launch import MPIWiringError
+from .preemption import EXIT_PREEMPTED, install_stop_handlers
+
+BENCHMARKS = {
+    "allreduce": ("mpitrain.bench.allreduce", "latency and bandwidth of every allreduce"),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser that raises UserError instead of exiting, and prints on rank 0 only."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if MPI.COMM_WORLD.Get_rank() == 0 and message:
+            (file or sys.stdout).write(message)
+
+
+def build_parser() -> Parser:
+    """The whole CLI: train and bench subcommands."""
+    parser = Parser(prog="mpitrain", allow_abbrev=False,
+                    description="Data-parallel and federated training over MPI. Run under "
+                    "mpirun/mpiexec/srun, e.g. 'mpirun -n 4 python -m mpitrain train "
+                    "--data digits --model mlp --hidden 64 --epochs 20 --out runs/digits'.")
+    parser.add_argument("--version", action="version", version=f"mpitrain {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=Parser)
+    train = commands.add_parser("train", help="train a model", allow_abbrev=False,
+                                description="Train a model with every rank; flags override "
+                                "--config. Rank 0 writes --out.")
+    add_train_arguments(train)
+    train.set_defaults(handler=run_train)
+    bench = commands.add_parser("bench", help="benchmarks", allow_abbrev=False)
+    kinds = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True,
+                                 parser_class=Parser)
+    for name, (module, text) in BENCHMARKS.items():
+        sub = kinds.add_parser(name, help=text, description=text, allow_abbrev=False)
+        importlib.import_module(module).add_arguments(sub)
+        sub.set_defaults(handler=_bench_runner(module))
+    return parser
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, plus --config; unspecified flags stay None."""
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="read options from a TOML file (keys as the flags, with _ or -)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, field in FIELDS.items():
+        group_name = field.metadata["group"]
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(group_name)
+        group = groups[group_name]
+        kind = field_kind(name)
+        default = field.default
+        help_text = field.metadata["help"]
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if kind == "bool":
+            group.add_argument(f"--{flag(name)}", dest=name, default=None,
+                               action=argparse.BooleanOptionalAction,
+                               help=f"{help_text} (default: {str(default).lower()})")
+            continue
+        converter = {"int": int, "float": float, "str": str, "optional str": str,
+                     "ints": lambda text, n=name: parse_ints(text, name=n)}[kind]
+        optional = {"nargs": "?", "const": field.metadata["const"]} if field.metadata[
+            "const"] else {}
+        group.add_argument(f"--{flag(name)}", dest=name, default=None, type=converter,
+                           choices=field.metadata["choices"], **optional,
+                           metavar=field.metadata["metavar"] or (None if field.metadata[
+                               "choices"] else name.upper()),
+                           help=f"{help_text} (default: {shown})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Resolve defaults < --config file < flags."""
+    file_options = read_toml(args.config) if args.config else {}
+    flags = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
+    return resolve(file_options, flags)
+
+
+def run_train(args: argparse.Namespace, comm: MPI.Comm) -> int:
+    """``mpitrain train``."""
+    from .training import train
+
+    config = checked(comm, config_from_args, args)
+    result = train(config, comm=comm, stop_requested=install_stop_handlers())
+    return EXIT_PREEMPTED if result.status == "stopped" else 0
+
+
+def _bench_runner(module: str):
+    def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
+        return importlib.import_module(module).run(args, comm)
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m mpitrain`` and the ``mpitrain`` script."""
+    comm = MPI.COMM_WORLD
+    try:
+        args = checked(comm, build_parser().parse_args, argv)
+        return int(args.handler(args, comm) or 0)
+    except MPIWiringError as exc:  # every process is its own world: print from task 0
+        if exc.task in (None, 0):
+            print(f"mpitrain: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except UserError as exc:
+        if exc.agreed:
+            if comm.Get_rank() == 0:
+                print(f"mpitrain: error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_USER_ERROR
+        _abort(comm, f"error: {exc}", EXIT_USER_ERROR)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:
+        _abort(comm, "unexpected error:\n" + traceback.format_exc(), 1)
+    return 1  # not reached: _abort does not return
+
+
+def _abort(comm: MPI.Comm, text: str, code: int) -> NoReturn:
+    """Print with the rank named and take the whole job down."""
+    print(f"mpitrain: rank {comm.Get_rank()} of {comm.Get_size()}: {text}",
+          file=sys.stderr, flush=True)
+    comm.Abort(code)
+    raise SystemExit(code)  # Abort does not return; keeps type checkers honest

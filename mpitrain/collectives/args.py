@@ -1,0 +1,35 @@
+"""Argument checks shared by every algorithm (local checks: no communication)."""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+ALGORITHMS = ("auto", "ring", "mpi", "root")
+OPS = ("sum", "mean")
+
+MPI_TYPES = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else ValueError naming the bad value."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+def flat_view(buf: object) -> np.ndarray:
+    """A 1-D view sharing memory with ``buf``, after checking it can be reduced in place.
+
+    TypeError for a non-array or a dtype other than native float32/float64; ValueError for
+    a non-C-contiguous or read-only array.
+    """
+    if not isinstance(buf, np.ndarray):
+        raise TypeError(f"buf must be a numpy.ndarray (got {type(buf).__name__})")
+    if buf.dtype not in MPI_TYPES or not buf.dtype.isnative:
+        raise TypeError(f"buf must have dtype float32 or float64 (got {buf.dtype})")
+    if not buf.flags.c_contiguous:
+        raise ValueError("buf must be C-contiguous (got a strided view; pass a contiguous copy)")
+    if not buf.flags.writeable:
+        raise ValueError("buf must be writeable (got a read-only array)")
+    return buf.reshape(-1)

@@ -1,0 +1,76 @@
+"""Per-communicator state of the collectives, cached on the communicator as an MPI attribute.
+
+The first collective call on a communicator (on every rank, since calls are collective):
+
+- duplicates it, so the point-to-point messages of the ring never match a message of the
+  caller's own traffic on the same communicator;
+- compiles (or loads from numba's cache) the reduction kernels in the same waves as
+  :mod:`mpitrain.compile` (rank 0, then one rank per node, then the rest), so processes
+  never race on the cache files.
+
+Each call then takes the next sequence number, identical on all ranks because calls happen
+in the same order everywhere, and derives its message tags from it, so several nonblocking
+allreduces can be in flight on one communicator at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mpi4py import MPI
+
+from kernels import reduce as kreduce
+
+# Tags of one call are 2*(seq % TAG_SLOTS) + phase; the result stays below 32767, the smallest
+# MPI_TAG_UB the standard allows. More than TAG_SLOTS calls in flight at once would reuse tags.
+TAG_SLOTS = 16000
+
+_KEYVAL: int | None = None
+_KERNELS_READY = False
+
+
+@dataclass
+class CommState:
+    """What the collectives keep per communicator."""
+
+    comm: MPI.Comm  # private duplicate used for all traffic
+    seq: int = 0
+
+    def next_tags(self) -> tuple[int, int]:
+        """Two tags (reduce-scatter, allgather) unique to the next call."""
+        base = 2 * (self.seq % TAG_SLOTS)
+        self.seq += 1
+        return base, base + 1
+
+
+def _warm_kernels(comm: MPI.Comm) -> None:
+    """Collective: load the kernels in waves (rank 0, then the first rank of every other
+    node, then the rest) so no two processes write the same numba cache entries at once."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    wave = 0 if comm.Get_rank() == 0 else (1 if node.Get_rank() == 0 else 2)
+    node.Free()
+    for turn in range(3):
+        if wave == turn:
+            _load_kernels()
+        comm.Barrier()
+
+
+def _load_kernels() -> None:
+    global _KERNELS_READY
+    if not _KERNELS_READY:
+        kreduce.warm_up()
+        _KERNELS_READY = True
+
+
+def state_of(comm: MPI.Comm) -> CommState:
+    """Collective on first use of ``comm``: the cached :class:`CommState` of ``comm``."""
+    global _KEYVAL
+    if _KEYVAL is None:
+        _KEYVAL = MPI.Comm.Create_keyval()
+    state = comm.Get_attr(_KEYVAL)
+    if state is None:
+        private = comm.Dup()
+        _warm_kernels(private)
+        state = CommState(private)
+        comm.Set_attr(_KEYVAL, state)
+    return state

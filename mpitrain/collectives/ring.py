@@ -1,0 +1,202 @@
+"""``ring``: reduce-scatter then allgather around the ring of ranks, pipelined in segments.
+
+The flat buffer of ``n`` elements is cut into ``P`` chunks (chunk ``i`` starts at
+``i*q + min(i, r)`` with ``q, r = divmod(n, P)``: the first ``r`` chunks are one element
+longer, chunks may be empty). Each chunk is cut the same way into ``nseg`` segments of at
+most ``segment_bytes``. A *block* is one segment of one step; block ``k`` belongs to step
+``k // nseg``. Steps ``0 .. P-2`` reduce-scatter (rank ``p`` receives chunk ``p-s-1``
+from its left neighbour into scratch and adds it into its own copy), steps ``P-1 .. 2P-3``
+allgather (the received segment lands directly in the buffer). Every received block ``k``
+is forwarded to the right neighbour as block ``k + nseg`` as soon as it has been reduced,
+so the reduction of one segment overlaps the transfer of the next and steps overlap too.
+
+Receives are posted ``window`` blocks ahead (reduce-scatter blocks use ``window`` scratch
+slots taken from :mod:`scratch`). All messages of a call carry its two tags (one per
+phase) on the caller's private communicator; MPI's non-overtaking rule keeps them in order.
+
+Progress is made only inside :meth:`RingAllreduce.test` / :meth:`RingAllreduce.wait`
+(MPI itself moves already-posted messages during any MPI call).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from kernels.reduce import add_into, scale_inplace
+from mpitrain.collectives import scratch
+from mpitrain.collectives.args import MPI_TYPES
+
+# Tuned on 2 ranks with mpitrain.bench.allreduce (see select.py for the measurements).
+SEGMENT_BYTES = 256 * 1024
+WINDOW = 4
+# Blocking calls whose chunks are shorter than this skip the pipeline (no segment would
+# overlap anything, and one Sendrecv per step has the least per-message overhead).
+PIPELINE_MIN_BYTES = 2 * 1024 * 1024
+
+
+class RingAllreduce:
+    """One ring allreduce in flight over ``flat`` (a 1-D view of ``buf``)."""
+
+    def __init__(
+        self,
+        buf: np.ndarray,
+        flat: np.ndarray,
+        comm: MPI.Comm,
+        tags: tuple[int, int],
+        mean: bool,
+        segment_bytes: int | None = None,
+        window: int | None = None,
+    ) -> None:
+        segment_bytes = SEGMENT_BYTES if segment_bytes is None else segment_bytes
+        window = WINDOW if window is None else window
+        size, rank = comm.Get_size(), comm.Get_rank()
+        n = flat.size
+        q, rem = divmod(n, size)
+        self._buf, self._flat, self._comm, self._tags = buf, flat, comm, tags
+        self._size, self._rank = size, rank
+        self._left, self._right = (rank - 1) % size, (rank + 1) % size
+        self._mpitype = MPI_TYPES[flat.dtype]
+        self._factor = 1.0 / size if mean else None
+        self._off = [i * q + min(i, rem) for i in range(size + 1)]
+        longest = q + (rem > 0)
+        per_seg = max(1, segment_bytes // flat.itemsize)
+        self._nseg = nseg = max(1, -(-longest // per_seg))
+        self._seg = -(-longest // nseg)  # longest segment, in elements
+        self._rs_blocks = (size - 1) * nseg
+        self._nblocks = 2 * self._rs_blocks
+        self._window = max(1, min(window, self._rs_blocks))
+        self._scratch = scratch.acquire(flat.dtype, self._window * self._seg)
+        self._recvs: list[MPI.Request | None] = [None] * self._nblocks
+        self._regions: list[tuple[int, int]] = [(0, 0)] * self._nblocks
+        self._sends: list[MPI.Request | None] = [None] * self._nblocks
+        self._posted = 0  # receives posted: blocks [0, _posted)
+        self._done = 0  # blocks received and processed: [0, _done)
+        self._finished = False
+        for j in range(min(nseg, self._nblocks)):
+            self._send(j, *self._segment(rank, j))
+        self._post_recvs()
+
+    # -- geometry ---------------------------------------------------------------------
+    def _segment(self, chunk: int, j: int) -> tuple[int, int]:
+        start = self._off[chunk]
+        sq, sr = divmod(self._off[chunk + 1] - start, self._nseg)
+        lo = start + j * sq + min(j, sr)
+        return lo, lo + sq + (j < sr)
+
+    def _recv_chunk(self, k: int) -> int:
+        step = k // self._nseg
+        if step < self._size - 1:
+            return (self._rank - step - 1) % self._size
+        return (self._rank - step + self._size - 1) % self._size
+
+    # -- messages ---------------------------------------------------------------------
+    def _send(self, k: int, lo: int, hi: int) -> None:
+        tag = self._tags[k >= self._rs_blocks]
+        spec = [self._flat[lo:hi], self._mpitype]
+        self._sends[k] = self._comm.Isend(spec, self._right, tag)
+
+    def _post_recvs(self) -> None:
+        """Post every receive the window and the send-buffer rule allow (never blocks)."""
+        limit = min(self._done + self._window, self._nblocks)
+        while self._posted < limit:
+            m = self._posted
+            lo, hi = self._segment(self._recv_chunk(m), m % self._nseg)
+            if m < self._rs_blocks:
+                slot = (m % self._window) * self._seg
+                view = self._scratch[slot : slot + hi - lo]
+            else:
+                # The region was sent in reduce-scatter block m - rs_blocks: that send
+                # must be complete before anything may be received into it.
+                dep = self._sends[m - self._rs_blocks]
+                if dep is not None and not dep.Test():
+                    return
+                view = self._flat[lo:hi]
+            self._regions[m] = (lo, hi)
+            self._recvs[m] = self._comm.Irecv([view, self._mpitype], self._left,
+                                              self._tags[m >= self._rs_blocks])
+            self._posted += 1
+
+    def _on_received(self, k: int) -> None:
+        lo, hi = self._regions[k]
+        if k < self._rs_blocks:
+            slot = (k % self._window) * self._seg
+            dst = self._flat[lo:hi]
+            add_into(dst, self._scratch[slot : slot + hi - lo])
+            if self._factor is not None and k >= self._rs_blocks - self._nseg:
+                scale_inplace(dst, self._factor)  # this rank's fully reduced chunk
+        if k + self._nseg < self._nblocks:
+            self._send(k + self._nseg, lo, hi)
+
+    # -- driving ------------------------------------------------------------------------
+    def _advance(self, blocking: bool) -> bool:
+        while self._done < self._nblocks:
+            self._post_recvs()
+            k = self._done
+            req = self._recvs[k]
+            if req is None:  # not posted: waiting for an old send to complete
+                dep = self._sends[k - self._rs_blocks]
+                if blocking:
+                    dep.Wait()
+                elif not dep.Test():
+                    return False
+                continue
+            if blocking:
+                req.Wait()
+            elif not req.Test():
+                return False
+            self._recvs[k] = None
+            self._on_received(k)
+            self._done += 1
+        sends = [req for req in self._sends if req is not None]
+        if blocking:
+            MPI.Request.Waitall(sends)
+        elif not MPI.Request.Testall(sends):
+            return False
+        if not self._finished:
+            self._finished = True
+            scratch.release(self._scratch)
+        return True
+
+    def test(self) -> bool:
+        """Progress as far as possible without blocking; True when the result is ready."""
+        return self._finished or self._advance(blocking=False)
+
+    def wait(self) -> np.ndarray:
+        """Drive the ring to completion and return the buffer."""
+        if not self._finished:
+            self._advance(blocking=True)
+        return self._buf
+
+
+def _sendrecv_ring(flat: np.ndarray, comm: MPI.Comm, tags: tuple[int, int], mean: bool) -> None:
+    """The same ring without pipelining: one blocking Sendrecv per step (least overhead)."""
+    size, rank = comm.Get_size(), comm.Get_rank()
+    q, rem = divmod(flat.size, size)
+    off = [i * q + min(i, rem) for i in range(size + 1)]
+    right, left = (rank + 1) % size, (rank - 1) % size
+    mpitype = MPI_TYPES[flat.dtype]
+    tmp = scratch.acquire(flat.dtype, q + (rem > 0))
+    for step in range(size - 1):
+        out, into = (rank - step) % size, (rank - step - 1) % size
+        dst = flat[off[into] : off[into + 1]]
+        got = tmp[: dst.size]
+        comm.Sendrecv([flat[off[out] : off[out + 1]], mpitype], right, tags[0],
+                      [got, mpitype], left, tags[0])
+        add_into(dst, got)
+    scratch.release(tmp)
+    if mean:
+        own = (rank + 1) % size
+        scale_inplace(flat[off[own] : off[own + 1]], 1.0 / size)
+    for step in range(size - 1):
+        out, into = (rank + 1 - step) % size, (rank - step) % size
+        comm.Sendrecv([flat[off[out] : off[out + 1]], mpitype], right, tags[1],
+                      [flat[off[into] : off[into + 1]], mpitype], left, tags[1])
+
+
+def allreduce(flat: np.ndarray, comm: MPI.Comm, tags: tuple[int, int], mean: bool) -> None:
+    """Blocking ring allreduce of ``flat`` in place: pipelined only for long chunks."""
+    if flat.nbytes < PIPELINE_MIN_BYTES * comm.Get_size():
+        _sendrecv_ring(flat, comm, tags, mean)
+    else:
+        RingAllreduce(flat, flat, comm, tags, mean).wait()

@@ -1,0 +1,384 @@
+"""The resolved training configuration: one frozen dataclass, read from flags and TOML.
+
+Every option is a field of :class:`TrainConfig` whose metadata carries its help text and
+allowed values; the CLI flags, the TOML keys and the written ``config.toml`` are all derived
+from those fields, so an option is declared exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+MODELS = ("linear", "logistic", "softmax", "mlp")
+REDUCE_ALGORITHMS = ("auto", "ring", "mpi", "root")
+
+
+def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
+           group: str = "training", metavar: str | None = None,
+           const: str | None = None) -> Any:
+    """Declare a config field with its CLI help text (dataclass field with metadata).
+
+    ``const`` makes the flag's value optional: ``--resume`` alone means ``const``.
+    """
+    meta = {"help": help, "choices": choices, "group": group, "metavar": metavar,
+            "const": const}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Every option of ``mpitrain train``; field names are the TOML keys."""
+
+    # data
+    data: str = option("synthetic", "training data: 'synthetic', 'digits', a .npz/.csv/"
+                       ".svm/.libsvm file or a directory holding X.npy and y.npy", group="data")
+    test_data: str | None = option(None, "separate test data (same kinds as --data); "
+                                   "default: hold out --test-fraction of --data", group="data")
+    test_fraction: float = option(0.2, "fraction of rows held out as the test set", group="data")
+    standardize: bool = option(True, "scale features to zero mean and unit variance "
+                               "(global statistics over the training rows)", group="data")
+    dtype: str = option("float32", "floating-point type of data and parameters",
+                        choices=("float32", "float64"), group="data")
+    samples: int = option(10000, "synthetic data: number of rows", group="data")
+    features: int = option(20, "synthetic data: number of features", group="data")
+    classes: int = option(2, "synthetic data: number of classes", group="data")
+    noise: float = option(1.0, "synthetic data: noise standard deviation", group="data")
+    # model
+    model: str = option("mlp", "model to train", choices=MODELS, group="model")
+    hidden: tuple[int, ...] = option((128,), "mlp hidden layer sizes, e.g. 128,64",
+                                     group="model", metavar="N[,N...]")
+    weight_decay: float = option(0.0, "L2 penalty added to the gradient", group="model")
+    seed: int = option(0, "seed of every random stream (init, shuffling, data)", group="model")
+    # optimisation
+    optimizer: str = option("sgd", "update rule", choices=("sgd", "momentum", "adam"))
+    lr: float = option(0.1, "learning rate")
+    lr_schedule: str = option("constant", "learning-rate schedule",
+                              choices=("constant", "cosine", "step"))
+    lr_step_epochs: int = option(10, "step schedule: epochs between decays")
+    lr_gamma: float = option(0.1, "step schedule: decay factor")
+    momentum: float = option(0.9, "momentum factor (--optimizer momentum)")
+    nesterov: bool = option(False, "Nesterov momentum (--optimizer momentum)")
+    beta1: float = option(0.9, "Adam beta1")
+    beta2: float = option(0.999, "Adam beta2")
+    eps: float = option(1e-8, "Adam epsilon")
+    epochs: int = option(10, "passes over the training data")
+    batch_size: int = option(64, "GLOBAL batch size (rows per step over all ranks)")
+    shuffle: str = option("global", "global: one seeded permutation of all rows (same model "
+                          "for any number of ranks); local: each rank shuffles its block and "
+                          "takes an equal share of each batch; none: file order",
+                          choices=("global", "local", "none"))
+    reduce: str = option("auto", "gradient averaging: ring allreduce, MPI's Allreduce, "
+                         "Reduce+Bcast through rank 0, or auto by message size",
+                         choices=REDUCE_ALGORITHMS, group="parallel")
+    # federated
+    mode: str = option("sync", "sync: data-parallel SGD over the global batch; fedavg: "
+                       "federated rounds over --clients simulated clients",
+                       choices=("sync", "fedavg"), group="federated")
+    clients: int = option(100, "number of simulated clients K (K >= number of ranks)",
+                          group="federated")
+    partition: str = option("iid", "how training rows are split into clients: iid, "
+                            "dirichlet (label proportions ~ Dir(--alpha)), shards (sort by "
+                            "label, 2K shards, two per client), labels (--labels-per-client "
+                            "classes each)", choices=("iid", "dirichlet", "shards", "labels"),
+                            group="federated")
+    alpha: float = option(0.5, "Dirichlet concentration for --partition dirichlet (small: "
+                          "skewed)", group="federated")
+    labels_per_client: int = option(2, "classes per client for --partition labels",
+                                    group="federated")
+    client_fraction: float = option(0.1, "fraction C of clients sampled each round: "
+                                    "max(1, round(C*K)) clients", group="federated")
+    local_epochs: int = option(5, "local epochs E each sampled client runs per round",
+                               group="federated")
+    local_batch: int = option(10, "local batch size B; 0: full batch (FedSGD with E=1)",
+                              group="federated")
+    local_lr: float = option(0.05, "learning rate of the clients' local SGD", group="federated")
+    rounds: int = option(100, "federated rounds R", group="federated")
+    eval_every: int = option(1, "evaluate the global model every N rounds (and at the end)",
+                             group="federated")
+    server_opt: str = option("fedavg", "server update rule applied to the averaged client "
+                             "update (Reddi et al. 2021)",
+                             choices=("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"),
+                             group="federated")
+    server_lr: float = option(0.0, "server learning rate; 0: the rule's default (1 for "
+                              "fedavg/fedavgm, 0.01 for fedadam/fedyogi, 0.1 for fedadagrad)",
+                              group="federated")
+    server_momentum: float = option(0.9, "server momentum (--server-opt fedavgm)",
+                                    group="federated")
+    server_beta1: float = option(0.9, "first-moment decay of fedadam/fedyogi/fedadagrad",
+                                 group="federated")
+    server_beta2: float = option(0.99, "second-moment decay of fedadam/fedyogi",
+                                 group="federated")
+    server_tau: float = option(1e-3, "adaptivity tau of fedadam/fedyogi/fedadagrad",
+                               group="federated")
+    prox_mu: float = option(0.0, "FedProx proximal weight mu (0: plain FedAvg local SGD)",
+                            group="federated")
+    aggregate: str = option("mean", "how client updates are combined: example-weighted mean "
+                            "(one allreduce) or a robust rule over individual updates",
+                            choices=("mean", "median", "trimmed-mean", "krum"),
+                            group="federated")
+    trim_fraction: float = option(0.1, "fraction trimmed at each end by --aggregate "
+                                  "trimmed-mean", group="federated")
+    byzantine: int = option(0, "Byzantine clients f that --aggregate krum tolerates",
+                            group="federated")
+    secure_agg: bool = option(False, "secure aggregation: clipped, fixed-point, pairwise-"
+                              "masked updates (needs --dp-clip and the [secure] extra)",
+                              group="federated")
+    dp_clip: float = option(0.0, "clip each client update to this L2 norm; 0: no clipping",
+                            group="federated")
+    dp_noise: float = option(0.0, "DP-FedAvg noise multiplier z: Gaussian noise of std "
+                             "z*dp_clip on the sum of updates; 0: no DP", group="federated")
+    dp_delta: float = option(1e-5, "delta at which epsilon is reported", group="federated")
+    # checkpoints and reliability
+    checkpoint_every: int = option(0, "write a checkpoint every N steps (sync) or rounds "
+                                   "(federated), and at the end; 0: only at the end",
+                                   group="checkpoints")
+    keep: int = option(3, "checkpoints to keep in OUT/checkpoints", group="checkpoints")
+    resume: str | None = option(None, "continue from a checkpoint file or run directory; "
+                                "alone: the latest checkpoint in --out (a fresh start when "
+                                "there is none)", group="checkpoints", metavar="PATH",
+                                const="latest")
+    stall_timeout: float = option(0.0, "abort with a report of the missing ranks when a "
+                                  "collective waits longer than this many seconds; 0: off",
+                                  group="checkpoints")
+    # outputs
+    out: str | None = option(None, "output directory written by rank 0", group="output")
+    overwrite: bool = option(False, "replace a finished run in --out", group="output")
+    quiet: bool = option(False, "no per-epoch progress lines", group="output")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every option (tuples become lists) for JSON/TOML output."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# options that describe this invocation, not the training: not written to config.toml
+RUN_ONLY = ("overwrite", "quiet", "resume")
+
+
+def field_kind(name: str) -> str:
+    """'bool', 'int', 'float', 'str', 'ints' or 'optional str' for a config field."""
+    return {
+        "bool": "bool", "int": "int", "float": "float", "str": "str",
+        "tuple[int, ...]": "ints", "str | None": "optional str",
+    }[str(FIELDS[name].type)]
+
+
+def parse_ints(text: str, *, name: str) -> tuple[int, ...]:
+    """Parse '128,64' into (128, 64)."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"--{flag(name)} expects comma-separated integers like 128,64 "
+                        f"(got {text!r})") from None
+    return values
+
+
+def flag(name: str) -> str:
+    """CLI spelling of a field name."""
+    return name.replace("_", "-")
+
+
+def coerce(name: str, value: Any, *, source: str) -> Any:
+    """Check a TOML value's type against the field and convert it (int→float, list→tuple)."""
+    if name not in FIELDS:
+        close = difflib.get_close_matches(name, FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"{source}: unknown option {name!r}{hint}")
+    kind = field_kind(name)
+    bad = UserError(f"{source}: option {name!r} expects {_kind_text(kind)} (got {value!r})")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        value = float(value)
+    elif kind in ("str", "optional str"):
+        if not isinstance(value, str):
+            raise bad
+    elif kind == "ints":
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = (value,)
+        elif isinstance(value, str):
+            value = parse_ints(value, name=name)
+        elif isinstance(value, list) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            value = tuple(value)
+        else:
+            raise bad
+    return value
+
+
+def _kind_text(kind: str) -> str:
+    return {"bool": "true or false", "int": "an integer", "float": "a number",
+            "str": "a string", "optional str": "a string",
+            "ints": "a list of integers like [128, 64]"}[kind]
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """Options from a TOML file (flat keys, or any tables flattened: [train] etc.)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--config: file {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--config: cannot read {path!r}: {exc}") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"--config: {path!r} is not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        items = value.items() if isinstance(value, dict) else [(key, value)]
+        for name, item in items:
+            name = name.replace("-", "_")
+            flat[name] = coerce(name, item, source=f"--config {path}")
+    return flat
+
+
+def resolve(file_options: Mapping[str, Any], flag_options: Mapping[str, Any]) -> TrainConfig:
+    """Defaults, overridden by the config file, overridden by flags; then validated."""
+    merged = {**file_options, **flag_options}
+    config = TrainConfig(**merged)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise UserError naming the first option whose value is out of range."""
+    for name in FIELDS:
+        choices = FIELDS[name].metadata.get("choices")
+        value = getattr(config, name)
+        if choices and value not in choices:
+            raise UserError(f"--{flag(name)} must be one of {', '.join(choices)} "
+                            f"(got {value!r})")
+    checks = [
+        (config.epochs >= 1, "epochs", ">= 1"),
+        (config.batch_size >= 1, "batch_size", ">= 1"),
+        (_positive(config.lr), "lr", "a positive number"),
+        (0.0 <= config.test_fraction < 1.0, "test_fraction", "in [0, 1)"),
+        (config.weight_decay >= 0.0, "weight_decay", ">= 0"),
+        (0.0 <= config.momentum < 1.0, "momentum", "in [0, 1)"),
+        (0.0 <= config.beta1 < 1.0, "beta1", "in [0, 1)"),
+        (0.0 <= config.beta2 < 1.0, "beta2", "in [0, 1)"),
+        (_positive(config.eps), "eps", "a positive number"),
+        (config.lr_step_epochs >= 1, "lr_step_epochs", ">= 1"),
+        (config.checkpoint_every >= 0, "checkpoint_every", ">= 0"),
+        (config.keep >= 1, "keep", ">= 1"),
+        (config.stall_timeout >= 0.0, "stall_timeout", ">= 0 seconds"),
+        (_positive(config.lr_gamma), "lr_gamma", "a positive number"),
+        (config.samples >= 2, "samples", ">= 2"),
+        (config.features >= 1, "features", ">= 1"),
+        (config.classes >= 2, "classes", ">= 2"),
+        (config.noise >= 0.0 and math.isfinite(config.noise), "noise", ">= 0"),
+        (len(config.hidden) >= 1 or config.model != "mlp", "hidden",
+         "at least one layer size for --model mlp"),
+        (all(h >= 1 for h in config.hidden), "hidden", "positive layer sizes"),
+    ]
+    for ok, name, expected in checks:
+        if not ok:
+            value = getattr(config, name)
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            raise UserError(f"--{flag(name)} must be {expected} (got {shown})")
+    # federated
+    for ok, name, expected in _federated_ranges(config):
+        if not ok:
+            raise UserError(f"--{flag(name)} must be {expected} (got {getattr(config, name)})")
+    if config.mode == "fedavg":
+        _check_federated_combinations(config)
+
+
+def _federated_ranges(config: TrainConfig) -> list[tuple[bool, str, str]]:
+    """(ok, field, expected range) of every federated option."""
+    return [
+        (config.clients >= 1, "clients", ">= 1"),
+        (0.0 < config.client_fraction <= 1.0, "client_fraction", "in (0, 1]"),
+        (_positive(config.alpha), "alpha", "a positive number"),
+        (config.labels_per_client >= 1, "labels_per_client", ">= 1"),
+        (config.local_epochs >= 1, "local_epochs", ">= 1"),
+        (config.local_batch >= 0, "local_batch", ">= 0 (0: full batch)"),
+        (_positive(config.local_lr), "local_lr", "a positive number"),
+        (config.rounds >= 1, "rounds", ">= 1"),
+        (config.eval_every >= 1, "eval_every", ">= 1"),
+        (config.server_lr >= 0.0 and math.isfinite(config.server_lr), "server_lr",
+         ">= 0 (0: the rule's default)"),
+        (0.0 <= config.server_momentum < 1.0, "server_momentum", "in [0, 1)"),
+        (0.0 <= config.server_beta1 < 1.0, "server_beta1", "in [0, 1)"),
+        (0.0 <= config.server_beta2 < 1.0, "server_beta2", "in [0, 1)"),
+        (_positive(config.server_tau), "server_tau", "a positive number"),
+        (config.prox_mu >= 0.0 and math.isfinite(config.prox_mu), "prox_mu", ">= 0"),
+        (0.0 <= config.trim_fraction < 0.5, "trim_fraction", "in [0, 0.5)"),
+        (config.byzantine >= 0, "byzantine", ">= 0"),
+        (config.dp_clip >= 0.0 and math.isfinite(config.dp_clip), "dp_clip", ">= 0"),
+        (config.dp_noise >= 0.0 and math.isfinite(config.dp_noise), "dp_noise", ">= 0"),
+        (0.0 < config.dp_delta < 1.0, "dp_delta", "in (0, 1)"),
+    ]
+
+
+def _check_federated_combinations(config: TrainConfig) -> None:
+    """Options of --mode fedavg that are valid alone but not together."""
+    sampled = max(1, round(config.client_fraction * config.clients))
+    if sampled > config.clients:
+        raise UserError(f"--client-fraction {config.client_fraction:g} samples {sampled} "
+                        f"clients per round but there are only --clients {config.clients}")
+    if config.dp_noise > 0 and config.dp_clip <= 0:
+        raise UserError(f"--dp-noise {config.dp_noise:g} needs --dp-clip > 0 (the noise std "
+                        f"is dp-noise × dp-clip) (got --dp-clip {config.dp_clip:g})")
+    if config.secure_agg and config.dp_clip <= 0:
+        raise UserError("--secure-agg needs --dp-clip > 0 to bound each update for the "
+                        f"fixed-point encoding (got --dp-clip {config.dp_clip:g})")
+    if config.aggregate != "mean" and config.secure_agg:
+        raise UserError(f"--aggregate {config.aggregate} needs individual client updates, "
+                        "which --secure-agg hides; use --aggregate mean")
+    if config.aggregate != "mean" and config.dp_noise > 0:
+        raise UserError(f"--aggregate {config.aggregate} has no DP accounting; use "
+                        f"--aggregate mean with --dp-noise (got --dp-noise {config.dp_noise:g})")
+    if config.aggregate == "krum" and sampled < 2 * config.byzantine + 3:
+        raise UserError(f"--aggregate krum with --byzantine {config.byzantine} needs at least "
+                        f"{2 * config.byzantine + 3} sampled clients per round (got {sampled}"
+                        f" = max(1, round({config.client_fraction:g} × {config.clients})))")
+    if config.model == "linear" and config.partition in ("dirichlet", "labels"):
+        raise UserError(f"--partition {config.partition} needs class labels but --model linear "
+                        "is regression; use --partition iid or shards")
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0.0
+
+
+def to_toml(config: TrainConfig) -> str:
+    """The resolved config as TOML that ``--config`` reads back."""
+    lines = ["# mpitrain resolved configuration", ""]
+    for name, value in config.to_dict().items():
+        if name in RUN_ONLY or value is None:
+            continue
+        lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

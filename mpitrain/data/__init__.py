@@ -1,0 +1,12 @@
+"""Data: files or generators → this rank's shard (holdout, block split, standardisation).
+
+Every rank reads only its own rows; the result never depends on the number of ranks.
+"""
+
+from __future__ import annotations
+
+from mpitrain.data.dataset import Dataset, Shard, load_dataset
+from mpitrain.data.sharding import block_range
+from mpitrain.data.synthetic import SyntheticSpec
+
+__all__ = ["Dataset", "Shard", "SyntheticSpec", "block_range", "load_dataset"]

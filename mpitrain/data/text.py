@@ -1,0 +1,265 @@
+"""Line-oriented text formats: CSV (label in the last column) and libsvm/svmlight.
+
+Opening a source scans the file once, counting data lines and remembering the byte
+offset of every :data:`CHECKPOINT_ROWS`-th one. Reading seeks to the checkpoint before the
+first wanted row and parses only the wanted lines, so a rank never holds other ranks' rows.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from mpitrain.data.base import Block, Source
+
+#: A byte offset is remembered for every this many data lines.
+CHECKPOINT_ROWS = 1024
+#: Largest libsvm feature index accepted (features are stored densely).
+MAX_INDEX = 2**31 - 1
+
+
+class TextSource(Source):
+    """Row counting and selective line reading shared by the text formats."""
+
+    def __init__(self, path: Path, *, option: str) -> None:
+        super().__init__(option, path.name, f"'{path}'")
+        self.path = path
+
+    def is_data(self, line: bytes) -> bool:
+        """Whether a raw line holds a row (blank lines and comments do not)."""
+        return bool(line.strip())
+
+    def open_file(self) -> IO[bytes]:
+        try:
+            return self.path.open("rb")
+        except OSError as exc:
+            raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
+
+    def scan(self, offset: int = 0, line: int = 1) -> None:
+        """Count the data lines from byte ``offset`` (line number ``line``) to the end."""
+        offsets, numbers = [], []
+        count, is_data = 0, self.is_data
+        with self.open_file() as fp:
+            fp.seek(offset)
+            for raw in fp:
+                if is_data(raw):
+                    if count % CHECKPOINT_ROWS == 0:
+                        offsets.append(offset)
+                        numbers.append(line)
+                    count += 1
+                offset += len(raw)
+                line += 1
+        self.n_rows = count
+        self.offsets = np.array(offsets, dtype=np.int64)
+        self.numbers = np.array(numbers, dtype=np.int64)
+
+    def lines(self, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The text and 1-based line numbers of the data lines with the given sorted indices."""
+        if len(rows) == 0:
+            return [], np.empty(0, dtype=np.int64)
+        wanted = rows.tolist()
+        raws: list[bytes] = []
+        numbers: list[int] = []
+        checkpoint = wanted[0] // CHECKPOINT_ROWS
+        index = checkpoint * CHECKPOINT_ROWS
+        line = int(self.numbers[checkpoint])
+        is_data, target = self.is_data, wanted[0]
+        with self.open_file() as fp:
+            fp.seek(int(self.offsets[checkpoint]))
+            for raw in fp:
+                if is_data(raw):
+                    if index == target:
+                        raws.append(raw)
+                        numbers.append(line)
+                        if len(raws) == len(wanted):
+                            break
+                        target = wanted[len(raws)]
+                    index += 1
+                line += 1
+        if len(raws) != len(wanted):
+            raise self.error(f"{self.quoted} changed while being read")
+        texts = [_decode(raw) for raw in raws]
+        return texts, np.array(numbers, dtype=np.int64)
+
+
+def _decode(raw: bytes) -> str:
+    """A raw line as text without surrounding white space or a UTF-8 byte order mark."""
+    return raw.decode("utf-8", errors="replace").strip().lstrip("\ufeff")
+
+
+def _floats(fields: list[str]) -> bool:
+    """Whether every field parses as a number."""
+    try:
+        for field in fields:
+            float(field)
+    except ValueError:
+        return False
+    return True
+
+
+class CsvSource(TextSource):
+    """Comma-separated numbers, label in the last column, optional header line."""
+
+    def __init__(self, path: Path, *, option: str) -> None:
+        super().__init__(path, option=option)
+        offset, line, raw = 0, 1, b""
+        with self.open_file() as fp:
+            for raw in fp:  # find the first non-blank line: header or first row
+                if self.is_data(raw):
+                    break
+                offset += len(raw)
+                line += 1
+        if not self.is_data(raw):
+            raise self.error(f"{self.quoted} has no data rows")
+        first = _decode(raw).split(",")
+        self.header = not _floats(first)
+        self.n_columns = len(first)
+        self.first_line = line
+        if self.n_columns < 2:
+            raise self.error(
+                f"{self.quoted} line {line} has 1 column "
+                "(expected feature columns followed by a label column)"
+            )
+        if self.header:
+            offset += len(raw)
+            line += 1
+        self.scan(offset, line)
+        if self.n_rows == 0:
+            raise self.error(f"{self.quoted} has a header line but no data rows")
+        self.n_features = self.n_columns - 1
+
+    def read(self, rows: np.ndarray) -> Block:
+        texts, numbers = self.lines(rows)
+        values = self.parse(texts, numbers)
+        return Block(X=values[:, :-1], y=values[:, -1].copy(), rows=rows, lines=numbers)
+
+    def parse(self, texts: list[str], numbers: np.ndarray) -> np.ndarray:
+        """Parse lines into a (rows, columns) float64 array, naming the first bad line."""
+        if not texts:
+            return np.empty((0, self.n_columns))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = np.loadtxt(texts, delimiter=",", dtype=np.float64, ndmin=2)
+            if values.shape == (len(texts), self.n_columns):
+                return values
+        except ValueError:
+            pass
+        for text, number in zip(texts, numbers, strict=True):  # find and name the problem
+            fields = text.split(",")
+            if len(fields) != self.n_columns:
+                raise self.error(
+                    f"{self.quoted} line {number} has {len(fields)} columns but line "
+                    f"{self.first_line} has {self.n_columns}"
+                )
+            for field in fields:
+                if not _floats([field]):
+                    raise self.error(
+                        f"{self.quoted} line {number} has a non-numeric value {field.strip()!r}"
+                    )
+        raise self.error(f"cannot parse {self.quoted} as CSV")
+
+
+class LibsvmSource(TextSource):
+    """libsvm/svmlight lines ``label index:value ...`` with 1-based feature indices.
+
+    The feature count is the largest index over the whole file, known only once every
+    rank has parsed its lines, so ``n_features`` is None and readers return rows as wide
+    as their own widest row.
+    """
+
+    n_features = None
+    signed_labels = True
+
+    def __init__(self, path: Path, *, option: str) -> None:
+        super().__init__(path, option=option)
+        self.scan()
+        if self.n_rows == 0:
+            raise self.error(f"{self.quoted} has no data rows")
+
+    def is_data(self, line: bytes) -> bool:
+        return bool(line.split(b"#", 1)[0].strip())
+
+    def read(self, rows: np.ndarray) -> Block:
+        texts, numbers = self.lines(rows)
+        bodies = [text.split("#", 1)[0].split(None, 1) for text in texts]
+        labels = [body[0] for body in bodies]
+        pairs = [body[1] if len(body) > 1 else "" for body in bodies]
+        try:
+            y, counts, entries = _parse_fast(labels, pairs)
+        except ValueError:
+            y, counts, entries = self._parse_line_by_line(labels, pairs, numbers)
+        cols = entries[0::2].astype(np.int64) - 1
+        X = np.zeros((len(texts), int(cols.max()) + 1 if len(cols) else 0))
+        X[np.repeat(np.arange(len(texts)), counts), cols] = entries[1::2]
+        return Block(X=X, y=y, rows=rows, lines=numbers)
+
+    def _parse_line_by_line(
+        self, labels: list[str], pairs: list[str], numbers: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :func:`_parse_fast`, token by token: skips ``qid:``, names the first bad line."""
+        y = np.empty(len(labels))
+        counts = np.zeros(len(labels), dtype=np.int64)
+        entries: list[float] = []
+        for i, (label, line_pairs, number) in enumerate(zip(labels, pairs, numbers, strict=True)):
+            y[i] = self._number(label, number, "label")
+            for pair in line_pairs.split():
+                key, sep, value = pair.partition(":")
+                if key == "qid":
+                    continue
+                if not sep:
+                    raise self.error(
+                        f"{self.quoted} line {number} has {pair!r} (expected index:value)"
+                    )
+                entries += [self._index(key, number), self._number(value, number, "value")]
+                counts[i] += 1
+        return y, counts, np.array(entries, dtype=np.float64)
+
+    def _number(self, text: str, number: int, what: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise self.error(
+                f"{self.quoted} line {number} has a non-numeric {what} {text!r}"
+            ) from None
+
+    def _index(self, text: str, number: int) -> int:
+        """A 1-based feature index."""
+        try:
+            index = int(text)
+        except ValueError:
+            index = 0
+        if not 1 <= index <= MAX_INDEX:
+            raise self.error(
+                f"{self.quoted} line {number} has feature index {text!r} "
+                f"(expected an integer from 1 to {MAX_INDEX})"
+            )
+        return index
+
+
+#: A token without a colon, or with more than one.
+_NOT_A_PAIR = re.compile(r"(?<!\S)[^\s:]+(?!\S)|:\S*:")
+
+
+def _parse_fast(labels: list[str], pairs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse labels and ``index:value`` pairs with a few vectorised calls.
+
+    Returns the labels, the number of pairs per line and the flat (index, value, ...) list.
+    Raises ValueError on anything unusual (bad tokens, ``qid:``), which the caller then
+    parses line by line to name the problem.
+    """
+    y = np.array(labels, dtype=np.float64)
+    flat = " ".join(pairs)
+    if "qid" in flat or _NOT_A_PAIR.search(flat):
+        raise ValueError("needs the line-by-line parser")
+    counts = np.array([text.count(":") for text in pairs], dtype=np.int64)
+    entries = np.array(flat.replace(":", " ").split(), dtype=np.float64)
+    index = entries[0::2]
+    valid = (index >= 1) & (index <= MAX_INDEX) & (index == np.floor(index))
+    if len(entries) != 2 * counts.sum() or not valid.all():
+        raise ValueError("needs the line-by-line parser")
+    return y, counts, entries

@@ -1,0 +1,95 @@
+"""Turn the raw rows a rank read into checked arrays: features, targets and class labels.
+
+Local checks (non-finite values, bad labels) name the file and the row; the collective
+steps (libsvm's -1/+1 labels, the class count) see every rank's rows, so the outcome does
+not depend on how the rows are split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain.data.base import Block, Source
+
+#: Rows per chunk when looking for non-finite values (bounds the boolean temporary).
+CHUNK_ROWS = 4096
+#: Largest class label accepted (the class count sizes the model's output layer).
+MAX_LABEL = 2**31 - 1
+
+
+def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.ndarray:
+    """Local: ``block.X`` as a C-contiguous ``(rows, width)`` array of ``dtype``.
+
+    Narrower blocks (sparse formats) are padded with zero columns. Values that are not
+    finite in ``dtype`` (including float32 overflow) raise UserError.
+    """
+    with np.errstate(over="ignore"):  # overflow becomes inf, reported below
+        if block.X.shape[1] == width:
+            X = np.ascontiguousarray(block.X, dtype=dtype)
+        else:
+            X = np.zeros((len(block.X), width), dtype=dtype)
+            X[:, : block.X.shape[1]] = block.X
+    for start in range(0, len(X), CHUNK_ROWS):
+        bad = ~np.isfinite(X[start : start + CHUNK_ROWS]).all(axis=1)
+        if bad.any():
+            where = block.where(start + int(np.argmax(bad)))
+            raise source.error(f"{source.quoted} has a non-finite value in {where}")
+    return X
+
+
+def targets(block: Block, source: Source, dtype: np.dtype) -> np.ndarray:
+    """Local: regression targets as ``dtype``; non-finite values raise UserError."""
+    with np.errstate(over="ignore"):  # overflow becomes inf, reported below
+        y = block.y.astype(dtype)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        where = block.where(int(np.argmax(bad)))
+        raise source.error(f"{source.quoted} has a non-finite target in {where}")
+    return y
+
+
+def labels(block: Block, source: Source) -> np.ndarray:
+    """Local: class labels as int64; anything but a non-negative integer raises UserError."""
+    y = block.y
+    bad = ~(np.isfinite(y) & (y >= 0) & (y <= MAX_LABEL) & (y == np.floor(y)))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise source.error(
+            f"{source.quoted} has label {y[i]:g} in {block.where(i)} "
+            "(expected non-negative integer class labels)"
+        )
+    return y.astype(np.int64)
+
+
+def map_signed_labels(comm: MPI.Comm, parts: list[tuple[Block, Source]]) -> list[Block]:
+    """Collective: map labels -1/+1 to 0/1 in libsvm sources whose labels are all -1 or +1.
+
+    Decided over the labels of all such sources on all ranks, so every rank maps alike.
+    Every rank must pass the same sources (in kind and order).
+    """
+    signed = [block for block, source in parts if source.signed_labels]
+    if not signed:
+        return [block for block, _ in parts]
+    counts = np.zeros(2, dtype=np.int64)  # labels other than -1/+1, labels equal to -1
+    for block in signed:
+        counts[0] += np.count_nonzero((block.y != -1) & (block.y != 1))
+        counts[1] += np.count_nonzero(block.y == -1)
+    total = np.empty_like(counts)
+    comm.Allreduce(counts, total, op=MPI.SUM)
+    if total[0] or not total[1]:
+        return [block for block, _ in parts]
+    return [
+        dataclasses.replace(block, y=(block.y + 1) / 2) if source.signed_labels else block
+        for block, source in parts
+    ]
+
+
+def class_count(comm: MPI.Comm, ys: list[np.ndarray], declared: int) -> int:
+    """Collective: the global largest label plus one, at least ``declared``."""
+    local = np.array([max((int(y.max()) for y in ys if len(y)), default=-1)], dtype=np.int64)
+    largest = np.empty_like(local)
+    comm.Allreduce(local, largest, op=MPI.MAX)
+    return max(int(largest[0]) + 1, declared)

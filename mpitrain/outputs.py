@@ -1,0 +1,130 @@
+"""What a run leaves in ``--out``: written by rank 0 only.
+
+``config.toml`` (resolved options), ``metrics.jsonl`` (one JSON object per epoch or round,
+flushed as it comes), ``model.npz`` and ``summary.json``. ``summary.json`` is written at the
+start with ``"status": "running"`` so an unfinished run is recognisable, and rewritten at the
+end with ``"finished"`` (or ``"stopped"`` when the job was asked to stop).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from mpi4py import MPI
+
+from .errors import UserError, checked
+
+OWNED = ("config.toml", "metrics.jsonl", "model.npz", "summary.json", "checkpoints")
+
+
+@dataclass(kw_only=True)
+class RunOutput:
+    """Files of one run; every method is a no-op on ranks other than 0 or without --out."""
+
+    directory: Path | None
+    quiet: bool = False
+    printing: bool = False
+    _metrics: IO[str] | None = field(default=None, init=False)
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write ``directory/name`` atomically (temp file + rename)."""
+        if self.directory is None:
+            return
+        target = self.directory / name
+        temp = target.with_name(f".{name}.tmp")
+        temp.write_text(text, encoding="utf-8")
+        temp.replace(target)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        """``write_text`` of indented JSON."""
+        self.write_text(name, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+    def record(self, metrics: dict[str, Any], line: str) -> None:
+        """Append one metrics line to metrics.jsonl and print the progress line."""
+        if self.directory is not None:
+            if self._metrics is None:
+                self._metrics = open(self.directory / "metrics.jsonl", "a", encoding="utf-8")
+            self._metrics.write(json.dumps(metrics, default=_jsonable) + "\n")
+            self._metrics.flush()
+        self.say(line)
+
+    def say(self, line: str) -> None:
+        """Print a progress line (rank 0 only, unless --quiet)."""
+        if self.printing and not self.quiet:
+            print(line, file=sys.stdout, flush=True)
+
+    def keep_metrics(self, lines: int) -> None:
+        """Resume: drop metrics.jsonl lines written after the checkpoint being resumed."""
+        if self.directory is None:
+            return
+        path = self.directory / "metrics.jsonl"
+        if path.exists():
+            kept = path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
+            self.write_text("metrics.jsonl", "".join(kept))
+
+    def close(self) -> None:
+        """Close metrics.jsonl."""
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def open_run_output(out: str | None, *, comm: MPI.Comm, overwrite: bool, resume: bool,
+                    quiet: bool) -> RunOutput:
+    """Collective: check ``out`` on rank 0 and prepare it; every rank gets a RunOutput."""
+    rank0 = comm.Get_rank() == 0
+    directory = Path(out) if (out is not None and rank0) else None
+
+    def prepare() -> None:
+        if directory is not None:
+            _prepare_directory(directory, overwrite=overwrite, resume=resume)
+
+    checked(comm, prepare)
+    return RunOutput(directory=directory, quiet=quiet, printing=rank0)
+
+
+def run_status(directory: Path) -> str | None:
+    """'running', 'finished', 'stopped', ... from summary.json, or None for a fresh dir."""
+    summary = directory / "summary.json"
+    if not summary.exists():
+        return None
+    try:
+        return str(json.loads(summary.read_text(encoding="utf-8")).get("status", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+def _prepare_directory(directory: Path, *, overwrite: bool, resume: bool) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"--out: {str(directory)!r} exists and is not a directory")
+    status = run_status(directory) if directory.exists() else None
+    if status is not None and not overwrite:
+        if status == "finished":
+            raise UserError(f"--out: {str(directory)!r} holds a finished run; pass "
+                            "--overwrite to replace it or choose another directory")
+        if not resume:
+            raise UserError(f"--out: {str(directory)!r} holds an unfinished run "
+                            f"(status {status!r}); pass --resume to continue it or "
+                            "--overwrite to start over")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in OWNED:
+                path = directory / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    except OSError as exc:
+        raise UserError(f"--out: cannot prepare {str(directory)!r}: {exc.strerror}") from None

@@ -1,0 +1,98 @@
+"""``--stall-timeout``: report the ranks that never reach a collective, then abort.
+
+A background thread per rank watches the main thread's collectives. When one has waited
+longer than the timeout, the waiting ranks tell each other so on a private communicator;
+whoever is not heard from within a grace period did not arrive. The lowest waiting rank
+prints the report and aborts the job (exit status :data:`EXIT_STALLED`), so a rank stuck in
+I/O, a deadlock or a livelock cannot keep the others waiting forever.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from mpi4py import MPI
+
+from .errors import UserError
+
+EXIT_STALLED = 124
+_TAG = 0x57A1
+
+
+@dataclass(kw_only=True)
+class Watchdog:
+    """Call ``enter(label)`` before and ``leave()`` after each watched collective."""
+
+    comm: MPI.Comm
+    timeout: float
+    entered: float | None = None
+    count: int = 0
+    label: str = ""
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def enter(self, label: str) -> None:
+        """The main thread is about to wait in collective number ``count``."""
+        self.count += 1
+        self.label = label
+        self.entered = time.monotonic()
+
+    def leave(self) -> None:
+        """The collective completed."""
+        self.entered = None
+
+    def stop(self) -> None:
+        """End the watching thread and free the private communicator."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Thread body: poll, and run the stall protocol once a wait exceeds the timeout."""
+        poll = min(1.0, self.timeout / 4)
+        while not self._stop.wait(poll):
+            entered = self.entered
+            if entered is not None and time.monotonic() - entered > self.timeout:
+                self._report(self.count, self.label)
+                return
+
+    def _report(self, count: int, label: str) -> None:
+        comm, rank, size = self.comm, self.comm.Get_rank(), self.comm.Get_size()
+        mine = np.array([count], dtype=np.int64)
+        requests = [comm.Isend(mine, dest=other, tag=_TAG) for other in range(size)
+                    if other != rank]
+        arrived = {rank}
+        grace = max(2.0, min(self.timeout, 10.0))
+        deadline = time.monotonic() + grace
+        status = MPI.Status()
+        theirs = np.zeros(1, dtype=np.int64)
+        while time.monotonic() < deadline and len(arrived) < size:
+            if comm.Iprobe(source=MPI.ANY_SOURCE, tag=_TAG, status=status):
+                comm.Recv(theirs, source=status.Get_source(), tag=_TAG)
+                if theirs[0] == count:
+                    arrived.add(status.Get_source())
+            else:
+                time.sleep(0.01)
+        missing = sorted(set(range(size)) - arrived)
+        if rank == min(arrived):
+            names = ", ".join(map(str, missing)) or "none (all ranks wait: a deadlock?)"
+            print(f"mpitrain: stall: rank(s) {names} did not reach {label} within "
+                  f"{self.timeout:g} s (--stall-timeout); aborting the job", file=sys.stderr,
+                  flush=True)
+        else:
+            time.sleep(grace)  # leave the report to the lowest waiting rank
+        del requests
+        comm.Abort(EXIT_STALLED)
+
+
+def start_watchdog(comm: MPI.Comm, *, timeout: float) -> Watchdog | None:
+    """Collective: a running Watchdog for ``comm``, or None when ``timeout`` is 0."""
+    if timeout <= 0:
+        return None
+    if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+        raise UserError("--stall-timeout needs MPI initialised with MPI_THREAD_MULTIPLE "
+                        "(mpi4py's default); check mpi4py.rc.thread_level")
+    watchdog = Watchdog(comm=comm.Dup(), timeout=timeout)
+    threading.Thread(target=watchdog.run, name="mpitrain-watchdog", daemon=True).start()
+    return watchdog

@@ -1,0 +1,31 @@
+"""Shared helpers: run the CLI the way users do, under mpiexec, with a hard timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MPIEXEC = str(Path(sys.executable).with_name("mpiexec"))
+
+
+def run_mpi(args: list[str], *, ranks: int, cwd: Path | None = None, timeout: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``mpiexec -n ranks python ARGS`` with output captured; fails the test on timeout."""
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, *args]
+    full_env = {**os.environ, **(env or {})}
+    try:
+        return subprocess.run(command, cwd=cwd or ROOT, env=full_env, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"timed out after {timeout}s (a hang?): {' '.join(command)}\n"
+                    f"{exc.stdout}\n{exc.stderr}")
+
+
+def run_train(args: list[str], *, ranks: int = 2, **kwargs) -> subprocess.CompletedProcess[str]:
+    """``mpiexec -n ranks python -m mpitrain train ARGS``."""
+    return run_mpi(["-m", "mpitrain", "train", *args], ranks=ranks, **kwargs)

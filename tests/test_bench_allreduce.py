@@ -1,0 +1,115 @@
+"""mpitrain.bench.allreduce on tiny sizes: the JSON has the documented fields and sane values."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from mpi4py import MPI
+
+from mpitrain import __version__
+from mpitrain.bench import allreduce as bench
+from mpitrain.errors import UserError
+
+pytestmark = pytest.mark.timeout(120)
+
+FIELDS = {"algorithm", "dtype", "bytes", "elements", "iterations", "latency_us",
+          "algbw_GBps", "busbw_GBps", "memcpy_GBps"}
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def run_and_load(comm: MPI.Comm, directory: str, *extra: str) -> dict:
+    path = str(Path(directory) / "allreduce.json")
+    args = parse("--min-bytes", "4", "--max-bytes", "4K", "--iterations", "3",
+                 "--warmup", "1", "--json", path, *extra)
+    assert bench.run(args, comm) == 0
+    comm.Barrier()
+    return json.loads(Path(path).read_text())
+
+
+def check_document(document: dict, ranks: int) -> None:
+    assert document["ranks"] == ranks
+    assert document["mpitrain_version"] == __version__
+    assert document["mpi_library"].strip()
+    results = document["results"]
+    algorithms = {"ring", "mpi", "root", "auto"}
+    expected_rows = len(algorithms) * (11 + 10)  # 4..4K for float32, 8..4K for float64
+    assert len(results) == expected_rows
+    for row in results:
+        assert set(row) == FIELDS
+        assert row["algorithm"] in algorithms
+        itemsize = {"float32": 4, "float64": 8}[row["dtype"]]
+        assert row["elements"] * itemsize == row["bytes"]
+        assert row["bytes"] & (row["bytes"] - 1) == 0 and 4 <= row["bytes"] <= 4096
+        assert row["iterations"] == 3
+        assert 0 < row["latency_us"] < 1e6
+        assert row["algbw_GBps"] == pytest.approx(row["bytes"] / row["latency_us"] / 1e3)
+        factor = 2 * (ranks - 1) / ranks
+        assert row["busbw_GBps"] == pytest.approx(row["algbw_GBps"] * factor)
+        assert row["memcpy_GBps"] > 0
+
+
+@pytest.mark.mpi
+def test_bench_json_many_ranks():
+    comm = MPI.COMM_WORLD
+    directory = tempfile.mkdtemp() if comm.Get_rank() == 0 else None
+    directory = comm.bcast(directory, root=0)
+    document = run_and_load(comm, directory)
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        shutil.rmtree(directory)
+    check_document(document, comm.Get_size())
+
+
+def test_bench_json_one_rank(tmp_path, capsys):
+    document = run_and_load(MPI.COMM_SELF, str(tmp_path))
+    check_document(document, 1)
+    out = capsys.readouterr().out
+    assert "memcpy" in out and "wrote" in out
+
+
+def test_bench_subset_and_plot(tmp_path, capsys):
+    plot = tmp_path / "busbw.png"
+    args = parse("--min-bytes", "1K", "--max-bytes", "2K", "--iterations", "2",
+                 "--algorithms", "ring,mpi", "--dtypes", "float64", "--op", "mean",
+                 "--json", str(tmp_path / "r.json"), "--plot", str(plot))
+    assert bench.run(args, MPI.COMM_SELF) == 0
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["algorithm"], r["bytes"]) for r in document["results"]] == [
+        ("ring", 1024), ("mpi", 1024), ("ring", 2048), ("mpi", 2048)]
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "--plot skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--min-bytes", "0"), "--min-bytes must be a positive size"),
+    (("--max-bytes", "lots"), "--max-bytes must be a positive size"),
+    (("--min-bytes", "1M", "--max-bytes", "1K"), "--max-bytes must be >= --min-bytes"),
+    (("--algorithms", "ring,fast"), "--algorithms must be a comma-separated subset"),
+    (("--dtypes", "float16"), "--dtypes must be a comma-separated subset"),
+    (("--iterations", "0"), "--iterations must be >= 1"),
+])
+def test_bench_bad_options(argv, message):
+    with pytest.raises(UserError, match=message) as info:
+        bench.run(parse(*argv), MPI.COMM_SELF)
+    assert info.value.agreed
+
+
+def test_sizes_and_counts():
+    assert bench.sizes(4, 64) == [4, 8, 16, 32, 64]
+    assert bench.parse_size("64K", "--x") == 65536
+    assert bench.parse_size("1MiB", "--x") == 1 << 20
+    small, large = bench.default_counts(4), bench.default_counts(64 << 20)
+    assert small[1] > large[1] >= 20 and small[0] > large[0] >= 2

@@ -1,0 +1,141 @@
+"""End-to-end: the CLI under mpiexec, as users run it — output files, exit codes, errors."""
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_mpi, run_train
+
+pytestmark = pytest.mark.timeout(300)
+
+SMALL = ["--data", "synthetic", "--samples", "600", "--features", "8", "--classes", "3",
+         "--model", "mlp", "--hidden", "16", "--epochs", "3", "--batch-size", "64"]
+
+
+def test_train_writes_outputs(tmp_path):
+    out = tmp_path / "run"
+    done = run_train([*SMALL, "--reduce", "ring", "--out", str(out)], ranks=3)
+    assert done.returncode == 0, done.stderr
+    progress = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(progress) == 3, done.stdout  # one line per epoch, printed once
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2, 3]
+    for key in ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                "seconds", "samples_per_second", "compute_seconds", "comm_seconds"):
+        assert key in lines[-1]
+    assert lines[-1]["step"] == 3 * 8  # 480 training rows / 64 → 8 steps per epoch
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["ranks"] == 3
+    assert summary["final"] == lines[-1]
+    assert summary["config"]["hidden"] == [16]
+    with np.load(out / "model.npz", allow_pickle=False) as model:
+        assert model["W0"].shape == (8, 16) and model["W1"].shape == (16, 3)
+        assert str(model["meta_model"]) == "mlp"
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["reduce"] == "ring" and config["samples"] == 600
+
+
+def test_config_file_and_flags_and_refusal_to_overwrite(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('data = "synthetic"\nsamples = 300\nmodel = "softmax"\nepochs = 5\n')
+    out = tmp_path / "run"
+    done = run_train(["--config", str(config), "--epochs", "2", "--quiet", "--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    again = run_train(["--config", str(config), "--out", str(out)])
+    assert again.returncode == 2
+    assert "holds a finished run; pass --overwrite" in again.stderr
+    replaced = run_train(["--config", str(config), "--out", str(out), "--overwrite",
+                          "--quiet"])
+    assert replaced.returncode == 0, replaced.stderr
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_help_lists_every_option():
+    done = run_mpi(["-m", "mpitrain", "train", "--help"], ranks=2)
+    assert done.returncode == 0
+    for option in ("--data", "--test-data", "--model", "--hidden", "--reduce", "--shuffle",
+                   "--lr-schedule", "--optimizer", "--nesterov", "--dtype", "--out",
+                   "--config", "--quiet", "--weight-decay", "--standardize"):
+        assert option in done.stdout
+    assert done.stdout.count("usage:") == 1  # printed by rank 0 only
+
+
+def write_csv(path, X, y):
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", fmt="%.6g")
+    return str(path)
+
+
+def bad_inputs(tmp_path):
+    """(argv, expected message fragment) for every user error the core must catch."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4))
+    good = write_csv(tmp_path / "good.csv", X, np.arange(40) % 2)
+    wide = write_csv(tmp_path / "wide.csv", rng.normal(size=(10, 5)), np.arange(10) % 2)
+    nan = X.copy()
+    nan[33, 2] = np.nan
+    with_nan = write_csv(tmp_path / "nan.csv", nan, np.arange(40) % 2)
+    fractional = write_csv(tmp_path / "frac.csv", X, np.arange(40) % 2 + 0.5)
+    negative = write_csv(tmp_path / "neg.csv", X, -(np.arange(40) % 2))
+    tiny = write_csv(tmp_path / "tiny.csv", X[:2], np.array([0, 1]))
+    return [
+        (["--data", str(tmp_path / "missing.csv")], "does not exist"),
+        (["--data", good, "--bogus", "1"], "unrecognized arguments: --bogus"),
+        (["--data", good, "--reduce", "tree"], "invalid choice: 'tree'"),
+        (["--data", good, "--epochs", "two"], "invalid int value: 'two'"),
+        (["--data", good, "--test-data", wide], "features"),
+        (["--data", with_nan], "non-finite"),
+        (["--data", fractional], "label"),
+        (["--data", negative], "label"),
+        (["--data", tiny, "--test-fraction", "0"], "ranks but only 2 training rows"),
+        (["--data", good, "--batch-size", "0"], "--batch-size must be >= 1 (got 0)"),
+        (["--data", good, "--lr", "-1"], "--lr must be a positive number (got -1.0)"),
+        (["--data", good, "--lr", "0"], "--lr must be a positive number (got 0.0)"),
+        (["--data", good, "--epochs", "0"], "--epochs must be >= 1 (got 0)"),
+        (["--data", good, "--model", "logistic", "--data", "digits"], "needs binary labels"),
+    ]
+
+
+def test_user_errors_exit_2_with_one_message(tmp_path):
+    for argv, fragment in bad_inputs(tmp_path):
+        done = run_train([*argv, "--quiet"], ranks=3, timeout=60)
+        assert done.returncode == 2, (argv, done.returncode, done.stderr)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, (argv, done.stderr)  # once, by rank 0, no traceback
+        assert lines[0].startswith("mpitrain: error: "), lines
+        assert fragment in lines[0], (argv, lines[0])
+
+
+def test_unexpected_exception_on_one_rank_aborts_the_job(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import sys\n"
+        "from mpi4py import MPI\n"
+        "import mpitrain.strategies.sync as sync\n"
+        "original = sync.SyncStrategy.contribute\n"
+        "def contribute(self, unit):\n"
+        "    if MPI.COMM_WORLD.Get_rank() == 1 and unit.index == 3:\n"
+        "        raise RuntimeError('boom on purpose')\n"
+        "    original(self, unit)\n"
+        "sync.SyncStrategy.contribute = contribute\n"
+        "from mpitrain.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    done = run_mpi([str(script), "train", *SMALL, "--quiet"], ranks=3, timeout=60)
+    assert done.returncode != 0
+    assert "mpitrain: rank 1 of 3: unexpected error:" in done.stderr
+    assert "boom on purpose" in done.stderr
+
+
+def test_python_api_example_runs():
+    done = run_mpi([str(ROOT / "examples" / "train_api.py")], ranks=2)
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy" in done.stdout
+
+
+def test_example_config_runs(tmp_path):
+    done = run_train(["--config", str(ROOT / "examples" / "digits_mlp.toml"), "--epochs", "2",
+                      "--out", str(tmp_path / "digits")], ranks=4)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "digits" / "model.npz").exists()

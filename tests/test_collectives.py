@@ -1,0 +1,253 @@
+"""mpitrain.collectives: every algorithm against numpy on the gathered inputs.
+
+MPI tests run under ``mpiexec -n P python -m pytest --with-mpi -m mpi`` (P = 2, 3, 4);
+the serial tests cover one rank (``MPI.COMM_SELF``), argument checks and the kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from kernels.reduce import add_into, scale_inplace
+from mpitrain.collectives import ALGORITHMS, allreduce, ring, scratch, start_allreduce
+
+pytestmark = pytest.mark.timeout(120)
+
+DTYPES = (np.float32, np.float64)
+OPS = ("sum", "mean")
+BIG = 2**20 + 3
+
+
+def sizes_for(nranks: int) -> list[int]:
+    """The element counts every algorithm must handle on ``nranks`` ranks."""
+    return sorted({0, 1, max(nranks - 1, 0), nranks + 1, 1000, BIG})
+
+
+def inputs(comm: MPI.Comm, n: int, dtype: type, shape: tuple[int, ...] | None = None):
+    """This rank's random input (seeded by rank: fine in a test)."""
+    rng = np.random.default_rng([comm.Get_rank(), n])
+    return rng.standard_normal(n).astype(dtype).reshape(shape or (n,))
+
+
+def check(comm: MPI.Comm, x: np.ndarray, result: np.ndarray, op: str) -> None:
+    """``result`` matches numpy's reduction of every rank's ``x`` and is the same everywhere.
+
+    The tolerance bounds the rounding of any summation order: each of the P-1 additions
+    (and the final scaling) errs by at most one ulp of the running magnitude.
+    """
+    size = comm.Get_size()
+    flat_in, flat_out = x.reshape(-1), result.reshape(-1)
+    n = flat_in.size
+    gathered = np.empty((size, n), dtype=x.dtype)
+    comm.Allgather(flat_in, gathered)
+    wide = gathered.astype(np.float64)
+    expected = wide.sum(axis=0)
+    magnitude = np.abs(wide).sum(axis=0)
+    if op == "mean":
+        expected /= size
+        magnitude /= size
+    eps = np.finfo(x.dtype).eps
+    error = np.abs(flat_out.astype(np.float64) - expected)
+    bound = 2 * (size + 1) * eps * magnitude + np.finfo(x.dtype).tiny
+    worst = int(np.argmax(error - bound)) if n else 0
+    assert n == 0 or error[worst] <= bound[worst], (
+        f"element {worst}: got {flat_out[worst]!r}, expected {expected[worst]!r}")
+    everywhere = np.empty((size, n), dtype=x.dtype)
+    comm.Allgather(flat_out, everywhere)
+    assert (everywhere.view(np.uint8) == everywhere[:1].view(np.uint8)).all(), \
+        "result differs between ranks"
+
+
+def reduce_and_check(comm, n, dtype, algorithm, op, shape=None):
+    buf = inputs(comm, n, dtype, shape)
+    original = buf.copy()
+    out = allreduce(buf, comm, algorithm=algorithm, op=op)
+    assert out is buf and out.shape == original.shape and out.dtype == original.dtype
+    check(comm, original, out, op)
+
+
+# -- many ranks -------------------------------------------------------------------------
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_matches_numpy(algorithm, dtype, op):
+    comm = MPI.COMM_WORLD
+    for n in sizes_for(comm.Get_size()):
+        reduce_and_check(comm, n, dtype, algorithm, op)
+
+
+@pytest.fixture
+def tiny_segments(monkeypatch):
+    """Force the pipelined ring with 16-byte segments on small buffers."""
+    monkeypatch.setattr(ring, "PIPELINE_MIN_BYTES", 0)
+    monkeypatch.setattr(ring, "SEGMENT_BYTES", 16)
+    monkeypatch.setattr(ring, "WINDOW", 3)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pipelined_ring_many_segments(tiny_segments, dtype, op):
+    comm = MPI.COMM_WORLD
+    size = comm.Get_size()
+    for n in (1, size - 1, size + 1, 5 * size + 3, 1000):
+        reduce_and_check(comm, n, dtype, "ring", op)
+
+
+@pytest.mark.mpi
+def test_pipelined_ring_unsegmented(monkeypatch):
+    """The pipeline with one segment per chunk (what nonblocking small calls use)."""
+    monkeypatch.setattr(ring, "PIPELINE_MIN_BYTES", 0)
+    comm = MPI.COMM_WORLD
+    for n in (1, comm.Get_size() + 1, 1000):
+        reduce_and_check(comm, n, np.float64, "ring", "sum")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_any_shape(algorithm):
+    comm = MPI.COMM_WORLD
+    for shape in ((3, 5, 7), (2, 0, 3), (1, 1), ()):
+        n = int(np.prod(shape))
+        reduce_and_check(comm, n, np.float32, algorithm, "mean", shape)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_nonblocking(algorithm):
+    comm = MPI.COMM_WORLD
+    for n in (0, 1, 1000, 100_003):
+        for op in OPS:
+            buf = inputs(comm, n, np.float64)
+            original = buf.copy()
+            handle = start_allreduce(buf, comm, algorithm=algorithm, op=op)
+            polls = 0
+            while not handle.test():
+                polls += 1
+                assert polls < 10_000_000, "test() never completed"
+            assert handle.test()
+            assert handle.wait() is buf
+            check(comm, original, buf, op)
+
+
+@pytest.mark.mpi
+def test_nonblocking_many_in_flight(tiny_segments):
+    """Several calls in flight at once (distinct tags), finished in another order."""
+    comm = MPI.COMM_WORLD
+    specs = [("ring", 1000, "sum"), ("mpi", 777, "mean"), ("ring", 333, "mean"),
+             ("root", 50, "sum"), ("auto", 2000, "sum"), ("ring", 5, "sum")]
+    bufs = [inputs(comm, n, np.float32) * (i + 1) for i, (_, n, _) in enumerate(specs)]
+    originals = [b.copy() for b in bufs]
+    handles = [start_allreduce(b, comm, algorithm=alg, op=op)
+               for b, (alg, _, op) in zip(bufs, specs, strict=True)]
+    handles[2].test()
+    blocking = inputs(comm, 999, np.float32)
+    blocking_in = blocking.copy()
+    allreduce(blocking, comm, algorithm="ring")  # a blocking call in between
+    for i in reversed(range(len(handles))):
+        handles[i].wait()
+    check(comm, blocking_in, blocking, "sum")
+    for original, buf, (_, _, op) in zip(originals, bufs, specs, strict=True):
+        check(comm, original, buf, op)
+
+
+@pytest.mark.mpi
+def test_private_messages_do_not_mix_with_callers():
+    """The ring runs on a private duplicate: the caller's pending messages stay intact."""
+    comm = MPI.COMM_WORLD
+    size, rank = comm.Get_size(), comm.Get_rank()
+    mine = np.full(3, rank, dtype=np.float64)
+    got = np.empty(3, dtype=np.float64)
+    recv = comm.Irecv(got, source=(rank - 1) % size, tag=0)
+    send = comm.Isend(mine, dest=(rank + 1) % size, tag=0)
+    reduce_and_check(comm, 1000, np.float64, "ring", "sum")
+    MPI.Request.Waitall([recv, send])
+    assert (got == (rank - 1) % size).all()
+
+
+@pytest.mark.mpi
+def test_repeated_calls_reuse_scratch():
+    comm = MPI.COMM_WORLD
+    buf = inputs(comm, 10_000, np.float32)
+    allreduce(buf, comm, algorithm="ring", op="mean")
+    before = {key: [id(b) for b in bufs] for key, bufs in scratch._FREE.items()}
+    for _ in range(3):
+        allreduce(buf, comm, algorithm="ring", op="mean")
+    after = {key: [id(b) for b in bufs] for key, bufs in scratch._FREE.items()}
+    assert after == before
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_bad_arguments_raise_on_every_rank(algorithm):
+    assert_bad_arguments_raise(MPI.COMM_WORLD, algorithm)
+
+
+# -- one rank ---------------------------------------------------------------------------
+
+def assert_bad_arguments_raise(comm, algorithm):
+    good = np.zeros(8, dtype=np.float32)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        allreduce(good, comm, algorithm="fastest")
+    with pytest.raises(ValueError, match="op must be one of"):
+        allreduce(good, comm, algorithm=algorithm, op="max")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        allreduce(np.zeros(8, dtype=np.int32), comm, algorithm=algorithm)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        allreduce(np.zeros(8, dtype=">f8"), comm, algorithm=algorithm)
+    with pytest.raises(TypeError, match=r"numpy\.ndarray"):
+        allreduce([1.0, 2.0], comm, algorithm=algorithm)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        allreduce(np.zeros((4, 4), dtype=np.float64)[:, 1], comm, algorithm=algorithm)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        allreduce(np.zeros((4, 4), dtype=np.float64, order="F"), comm, algorithm=algorithm)
+    readonly = np.zeros(8, dtype=np.float64)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        allreduce(readonly, comm, algorithm=algorithm)
+    with pytest.raises(TypeError, match="comm must be"):
+        allreduce(good, "world", algorithm=algorithm)
+    with pytest.raises(ValueError, match="op must be one of"):
+        start_allreduce(good, comm, algorithm=algorithm, op="prod")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_bad_arguments_raise(algorithm):
+    assert_bad_arguments_raise(MPI.COMM_SELF, algorithm)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_single_rank_is_identity(algorithm, dtype, op):
+    comm = MPI.COMM_SELF
+    for n in sizes_for(1):
+        buf = inputs(comm, n, dtype)
+        original = buf.copy()
+        assert allreduce(buf, comm, algorithm=algorithm, op=op) is buf
+        assert np.array_equal(buf, original)
+        handle = start_allreduce(buf, comm, algorithm=algorithm, op=op)
+        assert handle.wait() is buf
+        assert np.array_equal(buf, original)
+
+
+def test_single_rank_shapes():
+    buf = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    assert allreduce(buf, MPI.COMM_SELF, algorithm="ring", op="mean") is buf
+    assert np.array_equal(buf, np.arange(24).reshape(2, 3, 4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels(dtype):
+    rng = np.random.default_rng(0)
+    dst, src = rng.standard_normal(1001).astype(dtype), rng.standard_normal(1003).astype(dtype)
+    expected = dst + src[:1001]
+    add_into(dst, src)
+    assert np.array_equal(dst, expected)
+    expected = dst * dtype(1 / 3)
+    scale_inplace(dst, 1 / 3)
+    assert np.array_equal(dst, expected)
