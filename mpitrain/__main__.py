@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+from .launch import configure_threads
+
+configure_threads()  # before numpy/numba load: one BLAS/numba thread per rank by default
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mpi4py import MPI
 
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-"""Thread-count variables set by :func:`configure_threads_from_slurm`."""
+"""Thread-count variables set by :func:`configure_threads`."""
 
 # Variables a PMI or PMIx server hands to the processes it wired up.
 _PMI_VARIABLES = ("PMI_FD", "PMI_PORT", "PMI_SIZE", "PMI_RANK", "PMIX_NAMESPACE", "PMIX_RANK")
@@ -106,27 +106,36 @@ def check_mpi_wiring(comm: MPI.Comm, env: Mapping[str, str] | None = None) -> No
         raise MPIWiringError(message, task)
 
 
-def configure_threads_from_slurm(
-    env: MutableMapping[str, str] | None = None,
-) -> dict[str, str]:
-    """Set NUMBA/OMP/OPENBLAS thread counts from ``SLURM_CPUS_PER_TASK`` where unset.
+def configure_threads(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set NUMBA/OMP/OPENBLAS thread counts per rank where unset: ``SLURM_CPUS_PER_TASK``
+    under Slurm, else 1.
 
-    Under Slurm with ``--cpus-per-task=C``, each rank should use C threads, not every core
-    of the node (N ranks x all cores oversubscribes it). Variables already set (by the user
-    or the batch script) win. Returns what was set.
+    One rank per core is the data-parallel layout, so each rank's BLAS and numba pools must
+    not spawn a thread per core of the node (N ranks x all cores oversubscribes it, and
+    spinning BLAS threads slow a step by orders of magnitude). torchrun makes the same
+    choice. Variables already set (by the user or the batch script) win. Returns what was
+    set.
 
-    Must run before numpy and numba are imported to matter: OpenBLAS reads its variable
-    when numpy loads it, and numba fixes its thread pool size at import. So call it first
-    thing in the entry point (``python -m mpitrain``), before importing numpy or anything
-    that does.
+    Must run before numpy and numba are imported to matter for them (``python -m mpitrain``
+    calls it first thing); :func:`limit_loaded_blas` covers libraries already loaded.
     """
     env = os.environ if env is None else env
     cpus = _int(env, "SLURM_CPUS_PER_TASK")
-    if cpus is None or cpus < 1:
-        return {}
+    threads = str(cpus if cpus is not None and cpus >= 1 else 1)
     changed = {}
     for name in THREAD_VARIABLES:
         if not env.get(name, "").strip():
-            env[name] = str(cpus)
-            changed[name] = str(cpus)
+            env[name] = threads
+            changed[name] = threads
     return changed
+
+
+def limit_loaded_blas() -> None:
+    """Apply ``OPENBLAS_NUM_THREADS`` (after :func:`configure_threads`) to BLAS libraries
+    that are already loaded, e.g. when mpitrain is imported after numpy in a script."""
+    from threadpoolctl import threadpool_limits
+
+    configure_threads()
+    threads = _int(os.environ, "OPENBLAS_NUM_THREADS")
+    if threads is not None and threads >= 1:
+        threadpool_limits(limits=threads, user_api="blas")

@@ -25,7 +25,7 @@ from .data import Dataset, SyntheticSpec, load_dataset
 from .errors import UserError, agree, checked
 from .evaluation import Evaluator, label_stats
 from .gradients import BatchGradient
-from .launch import check_mpi_wiring
+from .launch import check_mpi_wiring, limit_loaded_blas
 from .loop import run_loop
 from .models import Layout, init_params, loss_kind, network_dims, save_model, task_of
 from .optimizers import make_optimizer
@@ -58,6 +58,7 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     config = checked(comm, _config_from, config, options)
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
+    limit_loaded_blas()
     dataset = load_dataset(
         config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
@@ -72,7 +73,7 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     params = init_params(layout, seed=config.seed, dtype=config.dtype)
     strategy = _sync_strategy(config, layout=layout, kind=kind, params=params,
                               dataset=dataset, comm=comm)
-    resume_from = load_resume_checkpoint(config, comm)
+    resume_from = load_resume_checkpoint(config, comm, strategy)
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
                              resume=config.resume is not None, quiet=config.quiet)
     checkpointer = make_checkpointer(strategy, config, comm)
@@ -98,6 +99,8 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         result = run_loop(strategy, start=start, on_period=on_period,
                           stop_requested=stop_requested or (lambda: False),
                           after_unit=checkpointer.after_unit, watchdog=watchdog)
+        if not result.stopped:
+            checkpointer.save(result.next_unit)
     except UserError as exc:
         output.write_json("summary.json", {**summary, "status": "failed", "error": str(exc)})
         raise
@@ -106,8 +109,6 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         if watchdog is not None:
             watchdog.stop()
     status = "stopped" if result.stopped else "finished"
-    if not result.stopped:
-        checkpointer.save(result.next_unit)
     _write_final(output, config, layout, params, dataset, summary, history, status,
                  seconds=time.perf_counter() - started)
     return TrainResult(params=layout.views(params), flat=params, history=history,

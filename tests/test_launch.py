@@ -13,7 +13,7 @@ from mpitrain.launch import (
     THREAD_VARIABLES,
     MPIWiringError,
     check_mpi_wiring,
-    configure_threads_from_slurm,
+    configure_threads,
     mpi_wiring_problem,
 )
 
@@ -123,7 +123,7 @@ def test_real_comm_uses_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_threads_from_slurm() -> None:
     env = {"SLURM_CPUS_PER_TASK": "4", "OMP_NUM_THREADS": "2"}
-    assert configure_threads_from_slurm(env) == {
+    assert configure_threads(env) == {
         "NUMBA_NUM_THREADS": "4",
         "OPENBLAS_NUM_THREADS": "4",
     }
@@ -132,10 +132,9 @@ def test_threads_from_slurm() -> None:
 
 
 @pytest.mark.parametrize("value", [None, "", "0", "x"])
-def test_threads_without_usable_slurm_value(value: str | None) -> None:
+def test_one_thread_per_rank_without_usable_slurm_value(value: str | None) -> None:
     env = {} if value is None else {"SLURM_CPUS_PER_TASK": value}
-    assert configure_threads_from_slurm(env) == {}
-    assert not any(name in env for name in THREAD_VARIABLES)
+    assert configure_threads(env) == dict.fromkeys(THREAD_VARIABLES, "1")
 
 
 def test_threads_reach_numba_when_set_before_import() -> None:
@@ -146,9 +145,9 @@ def test_threads_reach_numba_when_set_before_import() -> None:
         "for name in ('NUMBA_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):\n"
         "    os.environ.pop(name, None)\n"
         "import sys\n"
-        "from mpitrain.launch import configure_threads_from_slurm\n"
+        "from mpitrain.launch import configure_threads\n"
         "assert 'numpy' not in sys.modules and 'numba' not in sys.modules, 'imported too early'\n"
-        "configure_threads_from_slurm()\n"
+        "configure_threads()\n"
         "import numba\n"
         "print(numba.config.NUMBA_NUM_THREADS)\n"
     )
