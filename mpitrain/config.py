@@ -298,16 +298,7 @@ def validate(config: TrainConfig) -> None:
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
             raise UserError(f"--{flag(name)} must be {expected} (got {shown})")
     # federated
-    for ok, name, expected in _federated_ranges(config):
-        if not ok:
-            raise UserError(f"--{flag(name)} must be {expected} (got {getattr(config, name)})")
-    if config.mode == "fedavg":
-        _check_federated_combinations(config)
-
-
-def _federated_ranges(config: TrainConfig) -> list[tuple[bool, str, str]]:
-    """(ok, field, expected range) of every federated option."""
-    return [
+    federated = [
         (config.clients >= 1, "clients", ">= 1"),
         (0.0 < config.client_fraction <= 1.0, "client_fraction", "in (0, 1]"),
         (_positive(config.alpha), "alpha", "a positive number"),
@@ -330,33 +321,37 @@ def _federated_ranges(config: TrainConfig) -> list[tuple[bool, str, str]]:
         (config.dp_noise >= 0.0 and math.isfinite(config.dp_noise), "dp_noise", ">= 0"),
         (0.0 < config.dp_delta < 1.0, "dp_delta", "in (0, 1)"),
     ]
-
-
-def _check_federated_combinations(config: TrainConfig) -> None:
-    """Options of --mode fedavg that are valid alone but not together."""
+    for ok, name, expected in federated:
+        if not ok:
+            raise UserError(f"--{flag(name)} must be {expected} (got {getattr(config, name)})")
     sampled = max(1, round(config.client_fraction * config.clients))
-    if sampled > config.clients:
-        raise UserError(f"--client-fraction {config.client_fraction:g} samples {sampled} "
-                        f"clients per round but there are only --clients {config.clients}")
-    if config.dp_noise > 0 and config.dp_clip <= 0:
-        raise UserError(f"--dp-noise {config.dp_noise:g} needs --dp-clip > 0 (the noise std "
-                        f"is dp-noise × dp-clip) (got --dp-clip {config.dp_clip:g})")
-    if config.secure_agg and config.dp_clip <= 0:
-        raise UserError("--secure-agg needs --dp-clip > 0 to bound each update for the "
-                        f"fixed-point encoding (got --dp-clip {config.dp_clip:g})")
-    if config.aggregate != "mean" and config.secure_agg:
-        raise UserError(f"--aggregate {config.aggregate} needs individual client updates, "
-                        "which --secure-agg hides; use --aggregate mean")
-    if config.aggregate != "mean" and config.dp_noise > 0:
-        raise UserError(f"--aggregate {config.aggregate} has no DP accounting; use "
-                        f"--aggregate mean with --dp-noise (got --dp-noise {config.dp_noise:g})")
-    if config.aggregate == "krum" and sampled < 2 * config.byzantine + 3:
-        raise UserError(f"--aggregate krum with --byzantine {config.byzantine} needs at least "
-                        f"{2 * config.byzantine + 3} sampled clients per round (got {sampled}"
-                        f" = max(1, round({config.client_fraction:g} × {config.clients})))")
-    if config.model == "linear" and config.partition in ("dirichlet", "labels"):
-        raise UserError(f"--partition {config.partition} needs class labels but --model linear "
-                        "is regression; use --partition iid or shards")
+    combinations = [
+        (sampled > config.clients,
+         f"--client-fraction {config.client_fraction:g} samples {sampled} clients per round "
+         f"but there are only --clients {config.clients}"),
+        (config.dp_noise > 0 and config.dp_clip <= 0,
+         f"--dp-noise {config.dp_noise:g} needs --dp-clip > 0 (the noise std is dp-noise × "
+         f"dp-clip) (got --dp-clip {config.dp_clip:g})"),
+        (config.secure_agg and config.dp_clip <= 0,
+         "--secure-agg needs --dp-clip > 0 to bound each update for the fixed-point encoding "
+         f"(got --dp-clip {config.dp_clip:g})"),
+        (config.aggregate != "mean" and config.secure_agg,
+         f"--aggregate {config.aggregate} needs individual client updates, which --secure-agg "
+         "hides; use --aggregate mean"),
+        (config.aggregate != "mean" and config.dp_noise > 0,
+         f"--aggregate {config.aggregate} has no DP accounting; use --aggregate mean with "
+         f"--dp-noise (got --dp-noise {config.dp_noise:g})"),
+        (config.aggregate == "krum" and sampled < 2 * config.byzantine + 3,
+         f"--aggregate krum with --byzantine {config.byzantine} needs at least "
+         f"{2 * config.byzantine + 3} sampled clients per round (got {sampled} = max(1, "
+         f"round({config.client_fraction:g} × {config.clients})))"),
+        (config.model == "linear" and config.partition in ("dirichlet", "labels"),
+         f"--partition {config.partition} needs class labels but --model linear is "
+         "regression; use --partition iid or shards"),
+    ]
+    for bad, message in combinations:
+        if bad and config.mode == "fedavg":
+            raise UserError(message)
 
 
 def _positive(value: float) -> bool:

@@ -24,13 +24,15 @@ from .config import TrainConfig, resolve, to_toml, validate
 from .data import Dataset, SyntheticSpec, load_dataset
 from .errors import UserError, agree, checked
 from .evaluation import Evaluator, label_stats
+from .federated.metrics import format_round_progress
 from .gradients import BatchGradient
 from .launch import check_mpi_wiring, limit_loaded_blas
 from .loop import run_loop
 from .models import Layout, init_params, loss_kind, network_dims, save_model, task_of
 from .optimizers import make_optimizer
 from .outputs import RunOutput, open_run_output
-from .strategies import SyncStrategy
+from .strategies import Strategy, SyncStrategy
+from .strategies.federated import build_federated_strategy
 from .watchdog import start_watchdog
 
 
@@ -71,8 +73,14 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
                                  n_classes=dataset.n_classes, hidden=config.hidden))
     warm_kernels(comm, dtype=np.dtype(config.dtype), label_dtype=dataset.train.y.dtype)
     params = init_params(layout, seed=config.seed, dtype=config.dtype)
-    strategy = _sync_strategy(config, layout=layout, kind=kind, params=params,
-                              dataset=dataset, comm=comm)
+    federated = config.mode == "fedavg"
+    strategy: Strategy
+    if federated:
+        strategy = build_federated_strategy(config, layout=layout, kind=kind, params=params,
+                                            dataset=dataset, comm=comm)
+    else:
+        strategy = _sync_strategy(config, layout=layout, kind=kind, params=params,
+                                  dataset=dataset, comm=comm)
     resume_from = load_resume_checkpoint(config, comm, strategy)
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
                              resume=config.resume is not None, quiet=config.quiet)
@@ -86,13 +94,17 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         output.say(f"resuming from {resume_from.path} at unit {start}")
     output.write_text("config.toml", to_toml(config))
     summary = _summary_head(config, dataset, layout, comm)
+    if federated:
+        summary["federated"] = strategy.summary()
     output.write_json("summary.json", {**summary, "status": "running"})
     history: list[dict[str, Any]] = []
 
     def on_period(metrics: dict[str, Any]) -> None:
         history.append(metrics)
         checkpointer.periods += 1
-        output.record(metrics, format_progress(metrics, epochs=config.epochs))
+        line = (format_round_progress(metrics, rounds=config.rounds) if federated
+                else format_progress(metrics, epochs=config.epochs))
+        output.record(metrics, line)
 
     watchdog = start_watchdog(comm, timeout=config.stall_timeout)
     try:
@@ -109,6 +121,8 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         if watchdog is not None:
             watchdog.stop()
     status = "stopped" if result.stopped else "finished"
+    if federated:
+        summary["federated"] = strategy.summary()  # with the final epsilon
     _write_final(output, config, layout, params, dataset, summary, history, status,
                  seconds=time.perf_counter() - started)
     return TrainResult(params=layout.views(params), flat=params, history=history,

@@ -82,7 +82,8 @@ class SyncStrategy(Strategy):
         n = self.layout.size
         loss, correct = self.gradient.compute(self.params, self.message, self.train.X,
                                               self.train.y, rows)
-        self.message[n] = loss
+        with np.errstate(over="ignore"):  # too big for the dtype: inf, which apply() reports
+            self.message[n] = loss
         self.message[n + 1] = correct
         self.message[n + 2] = len(rows)
 

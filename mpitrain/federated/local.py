@@ -1,0 +1,114 @@
+"""A client's local training: E epochs of minibatch SGD (or FedProx) from the global model.
+
+Runs on the numba kernels (``network_grad`` for the summed batch gradient, ``sgd_update`` /
+``proximal_sgd_update`` for the step) with buffers preallocated for the rank's largest
+client, so training a client allocates only its random generator. The client's stream is
+keyed by ``(seed, CLIENT_STREAM, round, client id)``: the same on any rank, for any P.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+from kernels.network import network_grad, network_loss, network_predict, workspace_size
+from kernels.optimizers import proximal_sgd_update, sgd_update
+
+from ..models import Layout
+from .clients import LocalClients
+
+CLIENT_STREAM = 0xC11E
+
+
+@dataclass
+class ClientStats:
+    """What one client's local training reports (sums over every local step)."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    rows: int = 0  # rows processed (E × client size)
+
+
+class LocalTrainer:
+    """Trains this rank's clients one after another; ``delta`` holds the last update."""
+
+    def __init__(self, layout: Layout, *, loss_kind: int, clients: LocalClients, epochs: int,
+                 batch: int, lr: float, weight_decay: float, prox_mu: float, seed: int,
+                 dtype: np.dtype) -> None:
+        self.dims = layout.dims_array
+        self.loss_kind = loss_kind
+        self.clients = clients
+        self.epochs, self.batch, self.lr = epochs, batch, lr
+        self.weight_decay, self.prox_mu, self.seed = weight_decay, prox_mu, seed
+        largest = max(1, clients.largest)
+        self.max_rows = largest if batch == 0 else min(batch, largest)
+        self.work = np.empty(workspace_size(layout.dims, self.max_rows), dtype=dtype)
+        self.grad = np.empty(layout.size, dtype=dtype)
+        self.local = np.empty(layout.size, dtype=dtype)
+        self.order = np.empty(largest, dtype=np.int64)
+
+    @property
+    def delta(self) -> np.ndarray:
+        """``local - global`` of the client trained last (valid until the next call)."""
+        return self.local
+
+    def train(self, index: int, round_index: int, params: np.ndarray) -> ClientStats:
+        """Train the client at position ``index`` of this rank's clients from ``params``;
+        leaves its update ``local - params`` in :attr:`delta`."""
+        clients = self.clients
+        rows = clients.rows_of(index)
+        count = len(rows)
+        client = int(clients.ids[index])
+        rng = np.random.default_rng([self.seed, CLIENT_STREAM, round_index, client])
+        batch = count if self.batch == 0 else min(self.batch, count)
+        order = self.order[:count]
+        local, grad, work = self.local, self.grad, self.work
+        np.copyto(local, params)
+        stats = ClientStats()
+        for _ in range(self.epochs):
+            order[:] = rows
+            if batch < count:
+                rng.shuffle(order)
+            for start in range(0, count, batch):
+                chunk = order[start:start + batch]
+                loss, correct = network_grad(local, grad, self.dims, self.loss_kind, clients.X,
+                                             clients.y, chunk, work)
+                scale = 1.0 / len(chunk)
+                if self.prox_mu > 0.0:
+                    proximal_sgd_update(local, grad, params, scale, self.lr, self.weight_decay,
+                                        self.prox_mu)
+                else:
+                    sgd_update(local, grad, scale, self.lr, self.weight_decay)
+                stats.loss_sum += loss
+                stats.correct += correct
+                stats.rows += len(chunk)
+        local -= params
+        return stats
+
+
+def warm_federated_kernels(comm: MPI.Comm, *, dtype: np.dtype, label_dtype: np.dtype,
+                           loss_kind: int) -> None:
+    """Collective: compile (or load) every kernel federated mode calls, rank 0 first, so ranks
+    never race on numba's cache (same reason as :func:`mpitrain.compile.warm_kernels`)."""
+    if comm.Get_rank() == 0:
+        _call_kernels(np.dtype(dtype), np.dtype(label_dtype), loss_kind)
+    comm.Barrier()
+    if comm.Get_rank() != 0:
+        _call_kernels(np.dtype(dtype), np.dtype(label_dtype), loss_kind)
+
+
+def _call_kernels(dtype: np.dtype, label_dtype: np.dtype, loss_kind: int) -> None:
+    dims = np.array([2, 1], dtype=np.int64)
+    params = np.zeros(3, dtype=dtype)
+    grad = np.zeros(3, dtype=dtype)
+    X = np.zeros((1, 2), dtype=dtype)
+    y = np.zeros(1, dtype=label_dtype)
+    work = np.zeros(workspace_size(dims, 1), dtype=dtype)
+    rows = np.zeros(1, dtype=np.int64)
+    network_grad(params, grad, dims, loss_kind, X, y, rows, work)
+    network_loss(params, dims, loss_kind, X, y, work, 1)
+    network_predict(params, dims, loss_kind, X, np.zeros(1, dtype=dtype), work, 1)
+    sgd_update(params, grad, 1.0, 0.1, 0.0)
+    proximal_sgd_update(params, grad, params.copy(), 1.0, 0.1, 0.0, 0.1)
