@@ -13,9 +13,10 @@ possibly followed by tail slots that belong to the caller.
 
 The kernels never allocate: the caller preallocates a workspace of
 :func:`workspace_size` elements (same dtype as the parameters) and reuses it every step.
-Its layout for a batch of ``n`` rows is ``[A_0 | A_1 | ... | A_L | scratch]`` where
-``A_0`` is the gathered input ``(n, dims[0])``, ``A_l`` the output of layer ``l - 1``
-``(n, dims[l])`` and ``scratch`` holds ``(n, widest hidden layer)``. Each layer is a single
+Its layout for a batch of ``n`` rows is ``[A_0 | A_1 | ... | A_L | labels | scratch]``
+where ``A_0`` is the gathered input ``(n, dims[0])``, ``A_l`` the output of layer ``l - 1``
+``(n, dims[l])``, ``labels`` the gathered labels (as floats: exact for class indices) and
+``scratch`` holds ``(n, widest hidden layer)``. Each layer is a single
 BLAS matrix product on contiguous views; the backward pass overwrites the activations by
 the deltas. ``dims`` is read at run time, so one compiled function serves any depth.
 
@@ -43,6 +44,7 @@ SOFTMAX_XENT = 2
 LOSS_KINDS = (SQUARED, BINARY_XENT, SOFTMAX_XENT)
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
+_MAX_CLASSES = 2**24  # class indices stay exact in a float32 workspace
 
 
 # ----------------------------------------------------------------------------------------
@@ -67,7 +69,7 @@ def workspace_size(dims: Sequence[int] | np.ndarray, max_rows: int) -> int:
     if max_rows < 0:
         raise ValueError(f"max_rows must be >= 0 (got {max_rows})")
     arr = as_dims(dims)
-    return int(max_rows) * int(_act_width.py_func(arr) + _widest_hidden.py_func(arr))
+    return int(max_rows) * int(_act_width.py_func(arr) + 1 + _widest_hidden.py_func(arr))
 
 
 # ----------------------------------------------------------------------------------------
@@ -102,7 +104,7 @@ def _widest_hidden(dims):
 
 @njit(**_JIT)
 def _work_needed(dims, nrows):
-    return nrows * (_act_width(dims) + _widest_hidden(dims))
+    return nrows * (_act_width(dims) + 1 + _widest_hidden(dims))
 
 
 @njit(**_JIT)
@@ -123,6 +125,8 @@ def _check_call(params, dims, loss_kind, X, nrows, work):
         raise ValueError("loss_kind must be SQUARED, BINARY_XENT or SOFTMAX_XENT")
     if loss_kind != SOFTMAX_XENT and dims[dims.size - 1] != 1:
         raise ValueError("SQUARED and BINARY_XENT need one output (dims[-1] == 1)")
+    if dims[dims.size - 1] > _MAX_CLASSES:
+        raise ValueError("too many classes: labels are held as floats in the workspace")
 
 
 @njit(**_JIT)
@@ -141,13 +145,23 @@ def _input_view(dims, work, nrows):
 
 
 @njit(**_JIT)
-def _gather_rows(X, rows, A):
-    """Copy ``X[rows]`` into the contiguous block ``A`` (each row index checked once)."""
+def _labels_view(dims, work, nrows):
+    a_end = nrows * _act_width(dims)
+    return work[a_end : a_end + nrows]
+
+
+@njit(**_JIT)
+def _gather_rows(X, y, rows, A, labels):
+    """Copy ``X[rows]`` into the contiguous block ``A`` and ``y[rows]`` into ``labels``.
+
+    One pass, so the (random, cache-missing) loads of rows and labels overlap.
+    """
     n, d = X.shape
     for i in range(rows.size):
         r = rows[i]
         if r < 0 or r >= n:
             raise IndexError("row index out of range")
+        labels[i] = y[r]
         for j in range(d):
             A[i, j] = X[r, j]
 
@@ -213,12 +227,6 @@ def _forward_chunk(params, dims, X, start, nrows, work):
 # Heads: loss, correct count and (optionally) dloss/dlogits written over the logits.
 
 
-@njit(**_JIT)
-def _label(y, rows, start, i):
-    """Label of output row ``i``: ``y[rows[i]]`` for a gathered batch, else ``y[start + i]``."""
-    return y[rows[i]] if rows.size > 0 else y[start + i]
-
-
 def _exp_nonpositive(buf):
     """In place ``buf <- exp(buf)`` for ``buf <= 0`` (NaN propagates); numba-only."""
     raise NotImplementedError("call from numba-compiled code")
@@ -272,27 +280,35 @@ def _exp_nonpositive_impl(buf):
 
 
 @njit(**_JIT)
-def _softmax_block(Z, y, rows, start, want_delta):
-    """Softmax cross-entropy of each row of logits ``Z`` (``logsumexp(z) - z[y]``).
+def _row_max(z):
+    """Maximum and arg-max (first maximum on ties) of one row, without branches."""
+    m = z[0]
+    best = 0
+    for j in range(1, z.size):
+        better = z[j] > m
+        m = z[j] if better else m
+        best = j if better else best
+    return m, best
 
-    Stable: each row is shifted by its maximum before the (vectorised) exponential; sums,
-    logs and the returned totals are float64. ``Z`` is overwritten (by the deltas
-    ``softmax(z) - onehot(y)`` when ``want_delta``, else by scratch values).
+
+@njit(**_JIT)
+def _softmax_block(Z, labels, want_delta):
+    """Softmax cross-entropy of each row of logits ``Z`` (``logsumexp(z) - z[label]``).
+
+    ``labels`` holds one class index (as a float) per row. Stable: each row is shifted by
+    its maximum before the (vectorised) exponential; sums, logs and the returned totals are
+    float64. ``Z`` is overwritten (by the deltas ``softmax(z) - onehot(label)`` when
+    ``want_delta``, else by scratch values).
     """
     k = Z.shape[1]
     loss_sum = 0.0
     correct = 0.0
     for i in range(Z.shape[0]):
         z = Z[i]
-        lab = int(_label(y, rows, start, i))
+        lab = int(labels[i])
         if lab < 0 or lab >= k:
             raise ValueError("class label out of range 0..k-1")
-        m = z[0]
-        best = 0
-        for j in range(1, k):  # branch-free arg-max (first maximum on ties)
-            better = z[j] > m
-            m = z[j] if better else m
-            best = j if better else best
+        m, best = _row_max(z)
         loss_sum += np.float64(m) - np.float64(z[lab])
         if best == lab:
             correct += 1.0
@@ -309,7 +325,7 @@ def _softmax_block(Z, y, rows, start, want_delta):
             inv = 1.0 / s
             for j in range(k):
                 z[j] = z[j] * inv
-            z[int(_label(y, rows, start, i))] -= 1
+            z[int(labels[i])] -= 1
     return loss_sum, correct
 
 
@@ -322,13 +338,13 @@ def _sigmoid(z):
 
 
 @njit(**_JIT)
-def _binary_block(Z, y, rows, start, want_delta):
+def _binary_block(Z, labels, want_delta):
     """Sigmoid cross-entropy of each row's single logit, in the stable softplus form."""
     loss_sum = 0.0
     correct = 0.0
     for i in range(Z.shape[0]):
         z = np.float64(Z[i, 0])
-        t = np.float64(_label(y, rows, start, i))
+        t = np.float64(labels[i])
         loss_sum += max(z, 0.0) - z * t + np.log1p(np.exp(-abs(z)))
         if want_delta:
             Z[i, 0] = _sigmoid(z) - t
@@ -338,11 +354,11 @@ def _binary_block(Z, y, rows, start, want_delta):
 
 
 @njit(**_JIT)
-def _squared_block(Z, y, rows, start, want_delta):
+def _squared_block(Z, labels, want_delta):
     """Squared error ``(f - y)^2`` of each row's single output; ``correct`` is 0."""
     loss_sum = 0.0
     for i in range(Z.shape[0]):
-        r = np.float64(Z[i, 0]) - np.float64(_label(y, rows, start, i))
+        r = np.float64(Z[i, 0]) - np.float64(labels[i])
         loss_sum += r * r
         if want_delta:
             Z[i, 0] = 2.0 * r
@@ -350,24 +366,20 @@ def _squared_block(Z, y, rows, start, want_delta):
 
 
 @njit(**_JIT)
-def _head(Z, y, rows, start, loss_kind, want_delta):
+def _head(Z, labels, loss_kind, want_delta):
     """(loss_sum, correct) of the logits ``Z``; with ``want_delta``, ``Z <- dloss/dZ``."""
     if loss_kind == SOFTMAX_XENT:
-        return _softmax_block(Z, y, rows, start, want_delta)
+        return _softmax_block(Z, labels, want_delta)
     if loss_kind == BINARY_XENT:
-        return _binary_block(Z, y, rows, start, want_delta)
-    return _squared_block(Z, y, rows, start, want_delta)
+        return _binary_block(Z, labels, want_delta)
+    return _squared_block(Z, labels, want_delta)
 
 
 @njit(**_JIT)
 def _prediction(z, loss_kind):
     """Regression value / probability of class 1 / arg-max class of one row of logits."""
     if loss_kind == SOFTMAX_XENT:
-        best = 0
-        for j in range(1, z.size):
-            if z[j] > z[best]:
-                best = j
-        return np.float64(best)
+        return np.float64(_row_max(z)[1])
     if loss_kind == BINARY_XENT:
         return _sigmoid(np.float64(z[0]))
     return np.float64(z[0])
@@ -402,7 +414,7 @@ def _backward(params, grad, dims, work, nrows):
     """
     p_end = _n_params(dims)
     a_end = nrows * _act_width(dims)
-    scratch = work[a_end:]
+    scratch = work[a_end + nrows :]
     for l in range(dims.size - 2, -1, -1):
         din = dims[l]
         dout = dims[l + 1]
@@ -445,9 +457,10 @@ def network_grad(params, grad, dims, loss_kind, X, y, rows, work):
     if nrows == 0:
         grad[: params.size] = 0
         return 0.0, 0.0
-    _gather_rows(X, rows, _input_view(dims, work, nrows))
+    labels = _labels_view(dims, work, nrows)
+    _gather_rows(X, y, rows, _input_view(dims, work, nrows), labels)
     logits = _forward(params, dims, work, nrows)
-    loss_sum, correct = _head(logits, y, rows, 0, loss_kind, True)
+    loss_sum, correct = _head(logits, labels, loss_kind, True)
     _backward(params, grad, dims, work, nrows)
     return loss_sum, correct
 
@@ -465,13 +478,14 @@ def network_loss(params, dims, loss_kind, X, y, work, max_rows):
     n = X.shape[0]
     _check_call(params, dims, loss_kind, X, min(n, max_rows), work)
     _check_labels(X, y)
-    no_rows = np.empty(0, dtype=np.int64)
     loss_sum = 0.0
     correct = 0.0
     for start in range(0, n, max_rows):
         nrows = min(max_rows, n - start)
         logits = _forward_chunk(params, dims, X, start, nrows, work)
-        chunk_loss, chunk_correct = _head(logits, y, no_rows, start, loss_kind, False)
+        labels = _labels_view(dims, work, nrows)
+        labels[:] = y[start : start + nrows]
+        chunk_loss, chunk_correct = _head(logits, labels, loss_kind, False)
         loss_sum += chunk_loss
         correct += chunk_correct
     return loss_sum, correct

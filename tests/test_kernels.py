@@ -104,10 +104,10 @@ CASES = [
 def test_sizes_follow_the_flat_layout():
     assert n_params([4, 5, 3]) == 4 * 5 + 5 + 5 * 3 + 3
     assert n_params(np.array([7, 1])) == 8
-    # gathered input + all activations + widest hidden layer, per row
-    assert workspace_size([4, 5, 3], 10) == 10 * (4 + 5 + 3 + 5)
-    assert workspace_size([4, 6, 9, 3], 2) == 2 * (4 + 6 + 9 + 3 + 9)
-    assert workspace_size([4, 1], 8) == 8 * 5
+    # gathered input + all activations + the label + widest hidden layer, per row
+    assert workspace_size([4, 5, 3], 10) == 10 * (4 + 5 + 3 + 1 + 5)
+    assert workspace_size([4, 6, 9, 3], 2) == 2 * (4 + 6 + 9 + 3 + 1 + 9)
+    assert workspace_size([4, 1], 8) == 8 * (5 + 1)
     with pytest.raises(ValueError):
         as_dims([4])
     with pytest.raises(ValueError):
@@ -238,6 +238,26 @@ def test_ties_pick_the_first_class(dtype):
         out = np.full(3, np.nan, dtype=dtype)
         network_predict(params, dims, kind, X, out, np.empty(workspace_size(dims, 3), dtype), 3)
         np.testing.assert_array_equal(out, 0.0 if kind == SOFTMAX_XENT else 0.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_exponentials_are_accurate_over_the_whole_range(dtype):
+    """The head's own vectorised exp, checked through the loss and the deltas."""
+    rng = np.random.default_rng(10)
+    k = 50
+    span = 80.0 if dtype == np.float32 else 700.0
+    dims = as_dims([k, k])
+    params = np.concatenate([np.eye(k).ravel(), np.zeros(k)]).astype(dtype)  # logits = X
+    X = (-span * rng.random((40, k)) ** 3).astype(dtype)
+    y = rng.integers(0, k, 40)
+    grad, _, loss, _ = _grad(params, dims, SOFTMAX_XENT, X, y, np.arange(40, dtype=np.int64))
+    Z = X.astype(np.float64)
+    expected = logsumexp(Z, axis=1) - Z[np.arange(40), y]
+    rtol = 1e-13 if dtype == np.float64 else 1e-6
+    assert loss == pytest.approx(expected.sum(), rel=rtol)
+    probs = np.exp(Z - logsumexp(Z, axis=1, keepdims=True))
+    probs[np.arange(40), y] -= 1
+    np.testing.assert_allclose(grad[k * k:], probs.sum(axis=0), rtol=rtol * 10, atol=rtol)
 
 
 @pytest.mark.parametrize("kind", LOSS_KINDS)
