@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from kernels.network import network_predict, workspace_size
@@ -11,12 +13,12 @@ from .models import Layout, SavedModel, load_model, loss_kind
 PREDICT_ROWS = 4096
 
 
-def predict(model: SavedModel | str, X: np.ndarray) -> np.ndarray:
+def predict(model: SavedModel | str | Path, X: np.ndarray) -> np.ndarray:
     """Regression values, probability of class 1 (logistic) or class indices (softmax/mlp).
 
     ``X`` holds raw features; the model's stored standardisation is applied first.
     """
-    saved = load_model(model) if isinstance(model, str) else model
+    saved = model if isinstance(model, SavedModel) else load_model(model)
     layout = Layout(saved.dims)
     dtype = next(iter(saved.params.values())).dtype
     flat = np.concatenate([saved.params[name].ravel() for name, _, _ in layout.tensors])
