@@ -5,7 +5,7 @@ import tomllib
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_mpi, run_train
+from cli_runner import ROOT, run_mpi, run_train
 
 pytestmark = pytest.mark.timeout(300)
 

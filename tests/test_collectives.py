@@ -11,7 +11,14 @@ import pytest
 from mpi4py import MPI
 
 from kernels.reduce import add_into, scale_inplace
-from mpitrain.collectives import ALGORITHMS, allreduce, ring, scratch, start_allreduce
+from mpitrain.collectives import (
+    ALGORITHMS,
+    allreduce,
+    context,
+    ring,
+    scratch,
+    start_allreduce,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -167,6 +174,16 @@ def test_private_messages_do_not_mix_with_callers():
     reduce_and_check(comm, 1000, np.float64, "ring", "sum")
     MPI.Request.Waitall([recv, send])
     assert (got == (rank - 1) % size).all()
+
+
+@pytest.mark.mpi
+def test_private_duplicate_freed_with_comm():
+    comm = MPI.COMM_WORLD.Dup()
+    reduce_and_check(comm, 10, np.float64, "ring", "sum")
+    private = context.state_of(comm).comm
+    assert private != MPI.COMM_NULL
+    comm.Free()
+    assert private == MPI.COMM_NULL
 
 
 @pytest.mark.mpi

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_train
+from cli_runner import run_train
 from mpi4py import MPI
 from scipy import integrate, stats
 

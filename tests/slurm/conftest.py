@@ -7,7 +7,8 @@ daemons do not come up). Set ``MPITRAIN_REQUIRE_SLURM=1`` to turn those skips in
 ``MPITRAIN_KEEP_SLURM=1`` to leave the daemons running after the session.
 
 Tests get a :class:`SlurmCluster`: ``slurm.submit_and_wait(script, env=..., timeout=...)``
-returns ``(state, exit_code, stdout)`` of a batch job.
+returns ``(state, exit_code, stdout)`` of a batch job; ``slurm.release_requeued(job_id)``
+starts a requeued job without Slurm's two-minute hold.
 """
 
 from __future__ import annotations
@@ -156,6 +157,25 @@ class SlurmCluster:
                 return text
             time.sleep(0.2)
         raise TimeoutError(f"{pattern!r} not {count}x in {output} after {timeout:g}s:\n{text}")
+
+    def release_requeued(self, job_id: int, *, restarts: int = 1, timeout: float = 120) -> None:
+        """Wait until a requeued job is pending again (its ``restarts``-th time) and let it
+        start now: Slurm holds requeued jobs back for about two minutes."""
+        deadline = time.monotonic() + timeout
+        info: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            info = self.job_info(job_id)
+            if info.get("JobState") == "PENDING" and info.get("Restarts") == str(restarts):
+                break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"job {job_id} not pending after restart {restarts}: {info}")
+        # not within the second of the requeue: slurmd refuses to launch a job whose
+        # credential is no newer than its revocation ("Job credential revoked")
+        time.sleep(2)
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30
+        )
 
     def submit_and_wait(
         self,

@@ -10,7 +10,6 @@ import re
 import stat
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -97,24 +96,6 @@ def test_example_scripts_launch_two_ranks(slurm, tmp_path: Path, example: str, l
     ], stdout
 
 
-def release_requeued(slurm, job_id: int) -> None:
-    """Wait until a requeued job is pending again and let it start now (Slurm holds
-    requeued jobs back for about two minutes)."""
-    info: dict[str, str] = {}
-    for _ in range(240):
-        info = slurm.job_info(job_id)
-        if info.get("JobState") == "PENDING" and info.get("Restarts") == "1":
-            break
-        time.sleep(0.5)
-    assert info.get("JobState") == "PENDING", info
-    # not within the second of the requeue: slurmd refuses to launch a job whose credential
-    # is no newer than its revocation ("Job credential revoked"), which the hold avoids
-    time.sleep(2)
-    subprocess.run(
-        ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30
-    )
-
-
 def check_resumed(slurm, job_id: int, output: Path, out: Path) -> None:
     state, exit_code = slurm.wait_for(job_id, timeout=180, output=output)
     text = output.read_text()
@@ -152,7 +133,7 @@ def test_preemptible_checkpoints_requeues_and_resumes(
         ["scancel", *scope, "--signal=USR1", str(job_id)], check=True, timeout=30
     )
     slurm.wait_for_output(output, r"requeueing job", timeout=120)
-    release_requeued(slurm, job_id)
+    slurm.release_requeued(job_id)
     check_resumed(slurm, job_id, output, tmp_path / "out")
     text = output.read_text()
     asked = "time limit near: asking the ranks to checkpoint and stop"
@@ -184,5 +165,5 @@ def test_preemptible_real_time_limit_signal(slurm, tmp_path: Path) -> None:
         options=["--ntasks=2", "--time=2", "--signal=B:USR1@90"],
     )
     slurm.wait_for_output(output, r"requeueing job", timeout=150)
-    release_requeued(slurm, job_id)
+    slurm.release_requeued(job_id)
     check_resumed(slurm, job_id, output, out)

@@ -1,4 +1,8 @@
-"""Shared helpers: run the CLI the way users do, under mpiexec, with a hard timeout."""
+"""Run the CLI the way users do, under mpiexec, with a hard timeout (shared test helpers).
+
+A plain module, not conftest.py: tests/slurm has its own conftest, and `from conftest import`
+would be ambiguous.
+"""
 
 from __future__ import annotations
 
