@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mpi4py import MPI
 
 from . import __version__
@@ -25,6 +26,7 @@ from .checkpoints import (
 )
 from .config import TrainConfig, flag
 from .errors import agree, checked
+from .preemption import stop_reached
 from .strategies import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
@@ -47,13 +49,29 @@ class Checkpointer:
 
     def after_unit(self, unit: Unit, stopping: bool) -> None:
         """Loop hook: save when due or when the job is stopping."""
+        if stopping:
+            stop_reached()  # every rank got here: the stop will complete
         due = self.every > 0 and (unit.index + 1) % self.every == 0
         if due or stopping:
-            self.save(unit.index + 1)
+            self._save(unit.index + 1)
 
     def save(self, next_unit: int) -> None:
-        """Write the checkpoint that resumes at ``next_unit`` (rank 0; once per index)."""
-        if self.directory is None or next_unit == self.last_saved:
+        """The final checkpoint, after the last unit (see :meth:`_save`)."""
+        stop_reached()  # a stop signal that came after the last step needs no more waiting
+        self._save(next_unit)
+
+    def _save(self, next_unit: int) -> None:
+        """Write the checkpoint that resumes at ``next_unit`` (rank 0; once per index).
+
+        Collective when there is an ``--out``: every rank calls it at the same units. Never
+        writes non-finite parameters (they would replace the last good checkpoint): raises
+        the same UserError on every rank instead.
+        """
+        if self.config.out is None or next_unit == self.last_saved:
+            return
+        agree(self.comm, self._not_finite(next_unit))
+        self.last_saved = next_unit
+        if self.directory is None:
             return
         arrays, meta = self.strategy.checkpoint_state()
         meta = {**meta, "next_unit": next_unit, "periods": self.periods,
@@ -61,7 +79,15 @@ class Checkpointer:
                 "ranks": self.comm.Get_size()}
         save_checkpoint(self.directory, index=next_unit, arrays=arrays, meta=meta,
                         keep=self.keep)
-        self.last_saved = next_unit
+
+    def _not_finite(self, next_unit: int) -> str | None:
+        params = getattr(self.strategy, "params", None)
+        if params is None or np.isfinite(params).all():
+            return None
+        unit = "round" if self.config.mode == "fedavg" else "step"
+        return (f"training diverged: the parameters are not finite after {unit} "
+                f"{next_unit}; not writing a checkpoint; try a smaller --lr; the last good "
+                "checkpoint is kept")
 
 
 def make_checkpointer(strategy: Strategy, config: TrainConfig, comm: MPI.Comm) -> Checkpointer:
@@ -74,9 +100,11 @@ def make_checkpointer(strategy: Strategy, config: TrainConfig, comm: MPI.Comm) -
                         every=config.checkpoint_every, keep=config.keep)
 
 
-def load_resume_checkpoint(config: TrainConfig, comm: MPI.Comm) -> Checkpoint | None:
+def load_resume_checkpoint(config: TrainConfig, comm: MPI.Comm,
+                           strategy: Strategy | None = None) -> Checkpoint | None:
     """Collective: the checkpoint ``--resume`` names (None: start fresh), checked against
-    ``config`` on every rank."""
+    ``config`` (and the state ``strategy`` will restore) on every rank, before anything in
+    ``--out`` is touched."""
     if config.resume is None:
         return None
     if config.resume == "latest" and config.out is None:
@@ -95,21 +123,67 @@ def load_resume_checkpoint(config: TrainConfig, comm: MPI.Comm) -> Checkpoint | 
     if path is None:
         return None
     checkpoint = checked(comm, load_checkpoint, path)
-    agree(comm, mismatch(checkpoint, config))
+    agree(comm, mismatch(checkpoint, config, strategy))
     return checkpoint
 
 
-def mismatch(checkpoint: Checkpoint, config: TrainConfig) -> str | None:
-    """Why ``checkpoint`` cannot continue a run with ``config``, or None."""
-    saved: dict[str, Any] = checkpoint.meta.get("config", {})
+# What Checkpointer.save adds to the strategy's metadata, and its JSON types.
+_RUN_META = {"next_unit": int, "periods": int, "config": dict}
+
+
+def mismatch(checkpoint: Checkpoint, config: TrainConfig,
+             strategy: Strategy | None = None) -> str | None:
+    """Why ``checkpoint`` cannot continue a run with ``config`` (and restore into
+    ``strategy``), or None."""
+    where = f"--resume: checkpoint {checkpoint.path}"
+    meta = checkpoint.meta
+    for key, kind in _RUN_META.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            return (f"{where} is not a training checkpoint (its metadata has no valid "
+                    f"{key!r}); was it written by 'mpitrain train'?")
+    saved: dict[str, Any] = meta["config"]
     current = config.to_dict()
     for name, value in current.items():
         if name in MAY_CHANGE or name not in saved:
             continue
         if saved[name] != value:
-            return (f"--resume: checkpoint {checkpoint.path} was written with "
-                    f"--{flag(name)} {_show(saved[name])} but this run has "
-                    f"--{flag(name)} {_show(value)}; use the same value or start a new run")
+            return (f"{where} was written with --{flag(name)} {_show(saved[name])} but "
+                    f"this run has --{flag(name)} {_show(value)}; use the same value or "
+                    "start a new run")
+    return None if strategy is None else _state_mismatch(checkpoint, config, strategy)
+
+
+def _state_mismatch(checkpoint: Checkpoint, config: TrainConfig,
+                    strategy: Strategy) -> str | None:
+    """The checkpoint's arrays and metadata must be exactly what ``strategy`` restores."""
+    where = f"--resume: checkpoint {checkpoint.path}"
+    arrays, meta = strategy.checkpoint_state()
+    missing = sorted(set(arrays) - set(checkpoint.arrays))
+    extra = sorted(set(checkpoint.arrays) - set(arrays))
+    if missing or extra:
+        return (f"{where} holds the state of another kind of run (arrays "
+                f"{', '.join(sorted(checkpoint.arrays)) or 'none'}; expected "
+                f"{', '.join(sorted(arrays))}); start a new run or resume a matching one")
+    for name, want in arrays.items():
+        got = checkpoint.arrays[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            dims = getattr(getattr(strategy, "layout", None), "dims", None)
+            model = "" if dims is None else f" (layer sizes {','.join(map(str, dims))})"
+            return (f"{where} holds {name} of shape {got.shape} and type {got.dtype} but "
+                    f"this run's model{model} needs shape {want.shape} and type "
+                    f"{want.dtype}: the data or the model changed since it was written; "
+                    "start a new run")
+    absent = sorted(set(meta) - set(checkpoint.meta))
+    if absent:
+        return (f"{where} lacks {', '.join(absent)} in its metadata; it was not written by "
+                "this kind of run")
+    next_unit, total = checkpoint.meta["next_unit"], strategy.total_units
+    if not 0 <= next_unit <= total:
+        unit, length = (("round", "--rounds") if config.mode == "fedavg"
+                        else ("step", "--epochs"))
+        return (f"{where} is at {unit} {next_unit} but this run ends at {unit} {total} "
+                f"({length} {getattr(config, length[2:])}); ask for at least as many "
+                f"{length} as the checkpointed run has done")
     return None
 
 

@@ -106,7 +106,17 @@ def run_train(args: argparse.Namespace, comm: MPI.Comm) -> int:
 
     config = checked(comm, config_from_args, args)
     result = train(config, comm=comm, stop_requested=install_stop_handlers())
-    return EXIT_PREEMPTED if result.status == "stopped" else 0
+    if result.status != "stopped":
+        return 0
+    # Rank 0 has written the checkpoint and summary.json once every rank is here: nobody
+    # exits 75 before, which 'srun --kill-on-bad-exit' would answer by killing the others.
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        saved = (f"wrote a checkpoint to {config.out}/checkpoints; continue with --resume"
+                 if config.out else "no --out, so nothing was saved")
+        print(f"mpitrain: stopped on SIGTERM/SIGUSR1: {saved} (exit status "
+              f"{EXIT_PREEMPTED})", file=sys.stderr, flush=True)
+    return EXIT_PREEMPTED
 
 
 def _bench_runner(module: str):

@@ -170,6 +170,15 @@ class SlurmCluster:
             time.sleep(0.5)
         else:
             raise TimeoutError(f"job {job_id} not pending after restart {restarts}: {info}")
+        # The previous run's step daemons must be gone: the next run reuses their step ids
+        # (JOBID.0, ...), and a slurmstepd still cleaning up (e.g. after srun
+        # --kill-on-bad-exit terminated its step) removes the new step's sockets, so its
+        # srun fails ("mpi/pmi2: failed to send temp kvs") and hangs. Slurm's own hold
+        # makes this impossible outside tests.
+        pattern = rf"^slurmstepd: \[{job_id}\."
+        while time.monotonic() < deadline and subprocess.run(
+                ["pgrep", "-f", pattern], capture_output=True, timeout=30).returncode == 0:
+            time.sleep(0.2)
         # not within the second of the requeue: slurmd refuses to launch a job whose
         # credential is no newer than its revocation ("Job credential revoked")
         time.sleep(2)

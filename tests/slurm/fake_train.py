@@ -49,4 +49,5 @@ if rank == 0:
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text("checkpoint of run 0\n")
 print(f"fake-train: rank {rank} got USR1, checkpointed, stopping", flush=True)
+comm.Barrier()  # like mpitrain: no rank exits before rank 0 has written everything
 sys.exit(75)  # like mpitrain.preemption.EXIT_PREEMPTED

@@ -1,0 +1,94 @@
+"""Run ``python -m mpitrain`` with faults injected, for the reliability tests.
+
+    mpiexec -n 2 python tests/chaos.py train ARGS...
+    mpiexec -n 2 python tests/chaos.py -m mpitrain train ARGS...   # as a stand-in python
+
+Behaves exactly like ``python -m mpitrain`` (same ``main``), plus, from the environment:
+
+- ``CHAOS_PIDS=DIR``: each rank writes its PID to ``DIR/rank-R.pid`` first thing, and the
+  time (``time.time()``) at which it injects a fault to ``DIR/signal-R.time`` or
+  ``DIR/stall-R.time``;
+- ``CHAOS_SLEEP=S``: every rank sleeps S seconds per step (before its part of the step;
+  slows a run down without changing a single bit of what it computes);
+- ``CHAOS_SIGNAL=RANK:STEP:NAME``: rank RANK sends itself signal NAME (``USR1``,
+  ``TERM``, ``KILL``, ...) while computing step STEP (0-based unit index: a step, or a
+  round with ``--mode fedavg``);
+- ``CHAOS_STALL=RANK:STEP:S``: rank RANK sleeps S seconds before the collective of step
+  STEP (a stuck rank, for ``--stall-timeout``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from mpitrain.launch import configure_threads
+
+configure_threads()  # as python -m mpitrain does, before numpy and numba load
+
+from mpi4py import MPI  # noqa: E402
+
+import mpitrain.strategies.federated as federated  # noqa: E402
+import mpitrain.strategies.sync as sync  # noqa: E402
+from mpitrain.cli import main  # noqa: E402
+
+RANK = MPI.COMM_WORLD.Get_rank()
+
+
+def _parse(name: str) -> tuple[int, int, str] | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    rank, step, what = value.split(":")
+    return int(rank), int(step), what
+
+
+PIDS = Path(os.environ["CHAOS_PIDS"]) if os.environ.get("CHAOS_PIDS") else None
+
+
+def _note(name: str, text: str) -> None:
+    """Write ``PIDS/name`` atomically (readers never see a partial file)."""
+    if PIDS is None:
+        return
+    PIDS.mkdir(parents=True, exist_ok=True)
+    temp = PIDS / f".{name}.tmp"
+    temp.write_text(text + "\n")
+    temp.replace(PIDS / name)
+
+
+_note(f"rank-{RANK}.pid", str(os.getpid()))
+
+SLEEP = float(os.environ.get("CHAOS_SLEEP") or 0)
+SIGNAL = _parse("CHAOS_SIGNAL")
+STALL = _parse("CHAOS_STALL")
+
+
+def patch(strategy: type) -> None:
+    """Inject the faults into ``strategy.contribute`` (a step, or a federated round)."""
+    original = strategy.contribute
+
+    def contribute(self, unit):
+        if SLEEP:
+            time.sleep(SLEEP)
+        if SIGNAL is not None and (RANK, unit.index) == SIGNAL[:2]:
+            _note(f"signal-{RANK}.time", repr(time.time()))
+            os.kill(os.getpid(), getattr(signal, "SIG" + SIGNAL[2]))
+        original(self, unit)
+        if STALL is not None and (RANK, unit.index) == STALL[:2]:
+            _note(f"stall-{RANK}.time", repr(time.time()))
+            time.sleep(float(STALL[2]))
+
+    strategy.contribute = contribute
+
+
+patch(sync.SyncStrategy)
+patch(federated.FederatedStrategy)
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[:2] == ["-m", "mpitrain"]:  # standing in for python: `chaos.py -m mpitrain ...`
+        args = args[2:]
+    sys.exit(main(args))
