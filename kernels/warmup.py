@@ -8,9 +8,13 @@ passes (see the "Argument types" notes in :mod:`kernels.network` and
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 from numpy.typing import DTypeLike
 
+from kernels import compress, shared
+from kernels.backward import backward_layer, forward_loss, step_gradient
 from kernels.network import (
     LOSS_KINDS,
     SOFTMAX_XENT,
@@ -25,10 +29,14 @@ from kernels.optimizers import adam_update, momentum_update, proximal_sgd_update
 
 _ROWS = 4
 _TAIL = 3
+KERNELS = ("network_grad", "network_loss", "network_predict", "step_gradient", "split_step",
+           "sgd", "momentum", "adam", "proximal_sgd", "compress", "shared")
+"""Names :func:`warm_up` accepts: the network kernels (``split_step`` is forward_loss +
+backward_layer), the optimizers, the 16-bit codecs and the shared-memory reduction."""
 
 
-def _warm_network(dtype: np.dtype, label_dtype: np.dtype, loss_kind: int) -> None:
-    """Run the network kernels once on a tiny [2, 3, k] network (one hidden layer)."""
+def _network_args(dtype: np.dtype, label_dtype: np.dtype, loss_kind: int) -> tuple:
+    """Arguments for the network kernels on a tiny [2, 3, k] network (one hidden layer)."""
     k = 2 if loss_kind == SOFTMAX_XENT else 1
     dims = as_dims([2, 3, k])
     params = np.linspace(-1.0, 1.0, n_params(dims)).astype(dtype)
@@ -37,25 +45,47 @@ def _warm_network(dtype: np.dtype, label_dtype: np.dtype, loss_kind: int) -> Non
     y = (np.arange(_ROWS) % 2).astype(label_dtype)
     rows = np.arange(_ROWS, dtype=np.int64)
     work = np.empty(workspace_size(dims, _ROWS), dtype=dtype)
-    out = np.empty(_ROWS, dtype=dtype)
-    network_grad(params, grad, dims, int(loss_kind), X, y, rows, work)
-    network_loss(params, dims, int(loss_kind), X, y, work, _ROWS)
-    network_predict(params, dims, int(loss_kind), X, out, work, _ROWS)
+    return dims, params, grad, X, y, rows, work
 
 
-def _warm_optimizers(dtype: np.dtype) -> None:
-    """Run every optimizer once; hyper-parameters are Python floats, ``t`` a Python int."""
+def _warm_network(dtype: np.dtype, label_dtype: np.dtype, loss_kind: int,
+                  kernels: Collection[str]) -> None:
+    """Run the chosen network kernels once."""
+    dims, params, grad, X, y, rows, work = _network_args(dtype, label_dtype, loss_kind)
+    kind = int(loss_kind)
+    if "network_grad" in kernels:
+        network_grad(params, grad, dims, kind, X, y, rows, work)
+    if "network_loss" in kernels:
+        network_loss(params, dims, kind, X, y, work, _ROWS)
+    if "network_predict" in kernels:
+        network_predict(params, dims, kind, X, np.empty(_ROWS, dtype=dtype), work, _ROWS)
+    if "step_gradient" in kernels:
+        step_gradient(params, grad, dims, kind, X, y, rows, work)
+    if "split_step" in kernels:
+        forward_loss(params, grad, dims, kind, X, y, rows, work)
+        for layer in range(dims.size - 2, -1, -1):
+            backward_layer(params, grad, dims, work, _ROWS, layer)
+
+
+def _warm_optimizers(dtype: np.dtype, kernels: Collection[str]) -> None:
+    """Run the chosen optimizers once; hyper-parameters are Python floats, ``t`` an int."""
     params = np.zeros(4, dtype=dtype)
     grad = np.ones(4 + _TAIL, dtype=dtype)
     state = [np.zeros(4, dtype=dtype) for _ in range(3)]
-    sgd_update(params, grad, 1.0, 0.1, 0.0)
-    momentum_update(params, grad, state[0], 1.0, 0.1, 0.9, 0.0, False)
-    adam_update(params, grad, state[1], state[2], 1.0, 0.1, 0.9, 0.999, 1e-8, 0.0, 1)
-    proximal_sgd_update(params, grad, state[0], 1.0, 0.1, 0.0, 0.01)
+    if "sgd" in kernels:
+        sgd_update(params, grad, 1.0, 0.1, 0.0)
+    if "momentum" in kernels:
+        momentum_update(params, grad, state[0], 1.0, 0.1, 0.9, 0.0, False)
+    if "adam" in kernels:
+        adam_update(params, grad, state[1], state[2], 1.0, 0.1, 0.9, 0.999, 1e-8, 0.0, 1)
+    if "proximal_sgd" in kernels:
+        proximal_sgd_update(params, grad, state[0], 1.0, 0.1, 0.0, 0.01)
 
 
-def warm_up(*, dtype: DTypeLike, label_dtype: DTypeLike, loss_kind: int | None = None) -> None:
-    """Compile or load every kernel for data ``dtype`` and labels ``label_dtype``.
+def warm_up(*, dtype: DTypeLike, label_dtype: DTypeLike, loss_kind: int | None = None,
+            kernels: Collection[str] | None = None) -> None:
+    """Compile or load every kernel (or those named in ``kernels``, see :data:`KERNELS`)
+    for data ``dtype`` and labels ``label_dtype``.
 
     ``dtype`` is float32 or float64 (parameters, gradients, workspace, X); ``label_dtype``
     is int64 for classification or ``dtype`` for regression. ``loss_kind`` only chooses
@@ -68,7 +98,15 @@ def warm_up(*, dtype: DTypeLike, label_dtype: DTypeLike, loss_kind: int | None =
         raise ValueError(f"dtype must be float32 or float64 (got {dtype})")
     if label_dtype not in (np.dtype(np.int64), dtype):
         raise ValueError(f"label_dtype must be int64 or {dtype} (got {label_dtype})")
+    chosen = frozenset(KERNELS if kernels is None else kernels)
+    unknown = sorted(chosen - frozenset(KERNELS))
+    if unknown:
+        raise ValueError(f"unknown kernels {unknown}; choose from {', '.join(KERNELS)}")
     kinds = LOSS_KINDS if loss_kind is None else (loss_kind,)
     for kind in kinds:
-        _warm_network(dtype, label_dtype, kind)
-    _warm_optimizers(dtype)
+        _warm_network(dtype, label_dtype, kind, chosen)
+    _warm_optimizers(dtype, chosen)
+    if "compress" in chosen and dtype == np.dtype(np.float32):  # --compress needs float32
+        compress.warm_up()
+    if "shared" in chosen:
+        shared.warm_up()

@@ -25,6 +25,8 @@ from .preemption import EXIT_PREEMPTED, install_stop_handlers
 
 BENCHMARKS = {
     "allreduce": ("mpitrain.bench.allreduce", "latency and bandwidth of every allreduce"),
+    "train": ("mpitrain.bench.train", "training throughput, compute/communication split, "
+              "weak scaling, kernel, start-up and memory checks"),
 }
 
 

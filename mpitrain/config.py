@@ -20,6 +20,7 @@ from .errors import UserError
 
 MODELS = ("linear", "logistic", "softmax", "mlp")
 REDUCE_ALGORITHMS = ("auto", "ring", "mpi", "root")
+COMPRESSIONS = ("none", "fp16", "bf16")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -137,6 +138,19 @@ class TrainConfig:
     dp_noise: float = option(0.0, "DP-FedAvg noise multiplier z: Gaussian noise of std "
                              "z*dp_clip on the sum of updates; 0: no DP", group="federated")
     dp_delta: float = option(1e-5, "delta at which epsilon is reported", group="federated")
+    # performance
+    compress: str = option("none", "transport of the step's gradient message: none (its own "
+                           "precision), fp16 or bf16 (16-bit words, sums in float32, counts "
+                           "exact; needs --dtype float32)", choices=COMPRESSIONS,
+                           group="parallel")
+    overlap: bool = option(False, "start each layer's gradient allreduce (nonblocking) while "
+                           "the layers below are still being computed; same result",
+                           group="parallel")
+    shared_memory: bool = option(True, "with --reduce auto and every rank on one node, sum "
+                                 "the step message through an MPI shared-memory window (one "
+                                 "barrier, no messages) instead of an allreduce (not "
+                                 "with --stall-timeout, whose watchdog watches MPI calls)",
+                                 group="parallel")
     # checkpoints and reliability
     checkpoint_every: int = option(0, "write a checkpoint every N steps (sync) or rounds "
                                    "(federated), and at the end; 0: only at the end",
@@ -297,6 +311,7 @@ def validate(config: TrainConfig) -> None:
             value = getattr(config, name)
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
             raise UserError(f"--{flag(name)} must be {expected} (got {shown})")
+    _validate_performance(config)
     # federated
     federated = [
         (config.clients >= 1, "clients", ">= 1"),
@@ -351,6 +366,24 @@ def validate(config: TrainConfig) -> None:
     ]
     for bad, message in combinations:
         if bad and config.mode == "fedavg":
+            raise UserError(message)
+
+
+def _validate_performance(config: TrainConfig) -> None:
+    """--compress / --overlap: sync mode only, float32 for 16-bit transport, not both."""
+    problems = [
+        (config.compress != "none" and config.mode != "sync",
+         f"--compress {config.compress} applies to --mode sync (got --mode {config.mode})"),
+        (config.overlap and config.mode != "sync",
+         f"--overlap applies to --mode sync (got --mode {config.mode})"),
+        (config.compress != "none" and config.dtype != "float32",
+         f"--compress {config.compress} needs --dtype float32 (got {config.dtype})"),
+        (config.compress != "none" and config.overlap,
+         f"--compress {config.compress} sends the whole message at once, so it cannot be "
+         "combined with --overlap; drop one of them"),
+    ]
+    for bad, message in problems:
+        if bad:
             raise UserError(message)
 
 

@@ -24,15 +24,14 @@ from .config import TrainConfig, resolve, to_toml, validate
 from .data import Dataset, SyntheticSpec, load_dataset
 from .errors import UserError, agree, checked
 from .evaluation import Evaluator, label_stats
-from .federated.metrics import format_round_progress
 from .gradients import BatchGradient
 from .launch import check_mpi_wiring, limit_loaded_blas
 from .loop import run_loop
 from .models import Layout, init_params, loss_kind, network_dims, save_model, task_of
 from .optimizers import make_optimizer
 from .outputs import RunOutput, open_run_output
+from .progress import progress_line
 from .strategies import Strategy, SyncStrategy
-from .strategies.federated import build_federated_strategy
 from .watchdog import start_watchdog
 
 
@@ -71,11 +70,15 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     kind = loss_kind(config.model)
     layout = Layout(network_dims(config.model, n_features=dataset.n_features,
                                  n_classes=dataset.n_classes, hidden=config.hidden))
-    warm_kernels(comm, dtype=np.dtype(config.dtype), label_dtype=dataset.train.y.dtype)
+    warm_kernels(comm, dtype=np.dtype(config.dtype), label_dtype=dataset.train.y.dtype,
+                 kernels=_kernels_needed(config, comm))
     params = init_params(layout, seed=config.seed, dtype=config.dtype)
     federated = config.mode == "fedavg"
     strategy: Strategy
     if federated:
+        # imported here: the federated code pulls in scipy, ~0.2 s of every sync start-up
+        from .strategies.federated import build_federated_strategy
+
         strategy = build_federated_strategy(config, layout=layout, kind=kind, params=params,
                                             dataset=dataset, comm=comm)
     else:
@@ -102,8 +105,8 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     def on_period(metrics: dict[str, Any]) -> None:
         history.append(metrics)
         checkpointer.periods += 1
-        line = (format_round_progress(metrics, rounds=config.rounds) if federated
-                else format_progress(metrics, epochs=config.epochs))
+        line = (progress_line(metrics, unit="round", total=config.rounds) if federated
+                else progress_line(metrics, unit="epoch", total=config.epochs))
         output.record(metrics, line)
 
     watchdog = start_watchdog(comm, timeout=config.stall_timeout)
@@ -113,8 +116,11 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
                           after_unit=checkpointer.after_unit, watchdog=watchdog)
         if not result.stopped:
             checkpointer.save(result.next_unit)
+        strategy.close()
     except UserError as exc:
         output.write_json("summary.json", {**summary, "status": "failed", "error": str(exc)})
+        if exc.agreed:  # every rank is here: collective clean-up is safe
+            strategy.close()
         raise
     finally:
         output.close()
@@ -136,6 +142,20 @@ def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainCo
         config = dataclasses.replace(config, **options)
     validate(config)
     return config
+
+
+def _kernels_needed(config: TrainConfig, comm: MPI.Comm) -> frozenset[str] | None:
+    """The kernels a sync run calls (loading each from numba's cache takes up to ~0.1 s per
+    process, so start-up loads only these); None (all) for federated runs."""
+    if config.mode != "sync":
+        return None
+    needed = {"split_step" if config.overlap else "step_gradient", "network_loss",
+              config.optimizer}
+    if config.compress != "none":
+        needed.add("compress")
+    if comm.Get_size() > 1:
+        needed.add("shared")
+    return frozenset(needed)
 
 
 def _model_data_mismatch(config: TrainConfig, dataset: Dataset) -> str | None:
@@ -166,7 +186,9 @@ def _sync_strategy(config: TrainConfig, *, layout: Layout, kind: int, params: np
         epochs=config.epochs, batch_size=config.batch_size, shuffle=config.shuffle,
         seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
         lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
-        reduce_algorithm=config.reduce)
+        reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
+        # the --stall-timeout watchdog expects waiting ranks to sit inside an MPI collective
+        shared_memory=config.shared_memory and config.stall_timeout <= 0)
 
 
 def _summary_head(config: TrainConfig, dataset: Dataset, layout: Layout,
@@ -195,21 +217,4 @@ def _write_final(output: RunOutput, config: TrainConfig, layout: Layout, params:
                                        "final": final})
 
 
-def format_progress(metrics: dict[str, Any], *, epochs: int) -> str:
-    """One human line per epoch, printed by rank 0."""
-    parts = [f"epoch {metrics['epoch']}/{epochs}"]
-    for split in ("train", "test"):
-        if f"{split}_loss" not in metrics:
-            continue
-        text = f"{split} loss {metrics[f'{split}_loss']:.4f}"
-        if f"{split}_accuracy" in metrics:
-            text += f" acc {metrics[f'{split}_accuracy']:.4f}"
-        if f"{split}_r2" in metrics:
-            text += f" r2 {metrics[f'{split}_r2']:.4f}"
-        parts.append(text)
-    parts.append(f"{metrics['samples_per_second']:,.0f} samples/s")
-    parts.append(f"{metrics['seconds']:.2f}s")
-    return "  ".join(parts)
-
-
-__all__ = ["TrainResult", "UserError", "format_progress", "train"]
+__all__ = ["TrainResult", "UserError", "train"]

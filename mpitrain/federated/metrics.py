@@ -74,25 +74,3 @@ def client_accuracy(histograms: np.ndarray, class_correct: np.ndarray,
     return {"client_accuracy_min": float(acc.min()),
             "client_accuracy_median": float(np.median(acc)),
             "client_accuracy_max": float(acc.max())}
-
-
-def format_round_progress(metrics: dict[str, Any], *, rounds: int) -> str:
-    """One human line per evaluated round, printed by rank 0."""
-    parts = [f"round {metrics['round']}/{rounds}"]
-    for split in ("train", "test"):
-        if f"{split}_loss" not in metrics:
-            continue
-        text = f"{split} loss {metrics[f'{split}_loss']:.4f}"
-        if f"{split}_accuracy" in metrics:
-            text += f" acc {metrics[f'{split}_accuracy']:.4f}"
-        if f"{split}_r2" in metrics:
-            text += f" r2 {metrics[f'{split}_r2']:.4f}"
-        parts.append(text)
-    if "client_accuracy_min" in metrics:
-        parts.append("clients acc min/med/max {:.3f}/{:.3f}/{:.3f}".format(
-            metrics["client_accuracy_min"], metrics["client_accuracy_median"],
-            metrics["client_accuracy_max"]))
-    if "epsilon" in metrics:
-        parts.append(f"ε {metrics['epsilon']:.3f}")
-    parts.append(f"{metrics['seconds']:.2f}s")
-    return "  ".join(parts)

@@ -7,7 +7,11 @@ or a group of rounds) ``evaluate`` reports metrics. Like Flower's configure/aggr
 but over MPI collectives.
 
 Message layout: ``payload | tail``; the LAST element is the stop flag, written by the loop
-(a rank asked to stop sets it to 1, and after the sum every rank sees it).
+(a rank asked to stop sets it to 1, and after the sum every rank sees it): after
+``contribute``, or before it when the strategy sets ``stop_flag_first`` (it then never
+writes that slot itself, and may start reducing parts of the message inside ``contribute``).
+The loop reads the ``message`` attribute at each use, so a strategy may point it at another
+buffer of the same layout from one hook to the next (e.g. a shared-memory slot).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Strategy(ABC):
     message: np.ndarray
     comm: MPI.Comm
     reduce_algorithm: str = "auto"
+    stop_flag_first: bool = False  # see the module docstring
 
     @abstractmethod
     def units(self, start: int) -> Iterator[Unit]:
@@ -55,6 +60,10 @@ class Strategy(ABC):
     @abstractmethod
     def apply(self, unit: Unit) -> None:
         """Update the model from the combined message."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Collective: release communication resources once the loop has ended (nothing by
+        default). Only called when every rank got there (normal end, stop, agreed error)."""
 
     @abstractmethod
     def evaluate(self, unit: Unit) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""Shared by the peer scripts: the standard workload's data, options and report line.
+
+The data is mpitrain's own synthetic set, loaded with ``mpitrain.data.load_dataset`` (it
+needs numpy and mpi4py only, not numba), so every framework trains on exactly the rows,
+holdout, sharding and standardisation mpitrain uses. The repository root is put on
+``sys.path`` so a separate environment (one with torch or Horovod) can import it without
+installing mpitrain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def skip(name: str, why: str) -> int:
+    """Print why a peer cannot run and return exit status 0 (skipped is not failed)."""
+    print(f"{name}: skipped: {why}", flush=True)
+    return 0
+
+
+def parser(name: str, description: str) -> argparse.ArgumentParser:
+    """Options of every peer script; defaults are the standard workload."""
+    p = argparse.ArgumentParser(prog=name, description=description)
+    p.add_argument("--samples", type=int, default=200_000)
+    p.add_argument("--features", type=int, default=64)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--rows-per-rank", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON (rank 0)")
+    return p
+
+
+def load(args: argparse.Namespace, comm: Any) -> Any:
+    """This rank's shard of the standard workload (float32), as mpitrain loads it."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import numpy as np
+
+    from mpitrain.data import SyntheticSpec, load_dataset
+
+    return load_dataset("synthetic", comm=comm, task="classification", dtype=np.float32,
+                        seed=args.seed, test_fraction=0.2,
+                        synthetic=SyntheticSpec(samples=args.samples, features=args.features,
+                                                classes=args.classes, noise=1.0))
+
+
+def report(name: str, args: argparse.Namespace, comm: Any, seconds: list[float],
+           samples: list[int], accuracy: float, extra: dict[str, Any]) -> None:
+    """Rank 0: one line (and --json) with samples/s over the training loop and accuracy.
+
+    ``seconds`` / ``samples`` are per epoch (training loop only, evaluation excluded);
+    ``seconds`` is the slowest rank's.
+    """
+    if comm.Get_rank() != 0:
+        return
+    size = comm.Get_size()
+    rate = sum(samples) / sum(seconds)
+    result = {"framework": name, "ranks": size, "epochs": args.epochs,
+              "rows_per_rank": args.rows_per_rank, "samples_per_second": round(rate),
+              "samples_per_second_per_rank": round(rate / size),
+              "epoch_samples_per_second": [round(n / s) for n, s in zip(samples, seconds,
+                                                                       strict=True)],
+              "test_accuracy": accuracy, **extra}
+    print(f"{name}: {size} ranks, {args.epochs} epochs, {args.rows_per_rank} rows/rank/step: "
+          f"{rate:,.0f} samples/s ({rate / size:,.0f} per rank), test accuracy "
+          f"{accuracy:.4f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

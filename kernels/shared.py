@@ -1,0 +1,33 @@
+"""Kernel of the shared-memory step reduction (:mod:`mpitrain.node_reduce`).
+
+``slots`` is a C-contiguous ``(P, 2, n)`` array of float32 or float64 (every rank's two
+message slots, in rank order), ``b`` a Python int, ``out`` a C-contiguous 1-D array of ``n``
+elements of the same dtype. No allocation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def sum_slots(slots, b, out):  # pragma: no cover - compiled
+    """``out[i] = slots[0, b, i] + slots[1, b, i] + ...`` added in rank order (the same bits
+    on every rank that runs it), one call (vectorised loops, no Python loop over ranks)."""
+    if out.size != slots.shape[2]:
+        raise ValueError("out must have one element per slot element")
+    first = slots[0, b]
+    for i in range(out.size):
+        out[i] = first[i]
+    for r in range(1, slots.shape[0]):
+        src = slots[r, b]
+        for i in range(out.size):
+            out[i] += src[i]
+
+
+def warm_up() -> None:
+    """Compile or load both dtypes' specialisations."""
+    for dtype in (np.float32, np.float64):
+        slots = np.zeros((2, 2, 3), dtype=dtype)
+        sum_slots(slots, 0, np.empty(3, dtype=dtype))

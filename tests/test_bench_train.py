@@ -1,0 +1,160 @@
+"""``mpitrain bench train`` on tiny sizes (JSON fields and sane values), the peer scripts'
+clean skip, and the --overlap / --compress / shared-memory paths against the plain path."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cli_runner import ROOT, run_mpi
+from mpi4py import MPI
+
+from mpitrain import __version__
+
+pytestmark = pytest.mark.timeout(240)
+
+TOP = {"ranks", "mpi_library", "mpitrain_version", "workload", "throughput", "step",
+       "accuracy", "kernels", "startup", "memory"}
+FIELDS = {
+    "workload": {"model", "dims", "samples", "train_rows", "features", "classes",
+                 "rows_per_rank", "global_batch", "epochs", "lr", "dtype", "shuffle", "reduce",
+                 "compress", "overlap", "shared_memory", "repeats"},
+    "throughput": {"samples_per_second", "samples_per_second_per_rank",
+                   "reference_samples_per_second", "speedup", "weak_scaling_efficiency",
+                   "runs", "reference_runs"},
+    "step": {"steps", "step_seconds", "compute_seconds", "comm_seconds", "comm_fraction",
+             "kernel_seconds", "loop_overhead_seconds"},
+    "accuracy": {"test_accuracy", "reference_test_accuracy", "train_loss"},
+    "startup": {"launch_to_first_step_s", "process_start_to_first_step_s", "launcher",
+                "kernels_compiled"},
+    "memory": {"rss_mb_per_epoch", "rss_growth_after_first_epoch_mb", "window_steps",
+               "traced_peak_bytes", "traced_net_bytes", "kernel_allocations",
+               "allocation_free"},
+}
+TINY = ["--samples", "3000", "--features", "8", "--classes", "3", "--hidden", "16",
+        "--rows-per-rank", "32", "--epochs", "2", "--repeats", "2", "--kernel-steps", "20"]
+
+
+def run_bench(tmp_path, *extra: str, ranks: int = 2) -> dict:
+    out = tmp_path / "train.json"
+    done = run_mpi(["-m", "mpitrain", "bench", "train", *TINY, *extra, "--json", str(out)],
+                   ranks=ranks, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "weak-scaling efficiency" in done.stdout or ranks == 1
+    return json.loads(out.read_text())
+
+
+def test_bench_train_json_has_the_documented_fields(tmp_path):
+    doc = run_bench(tmp_path)
+    assert set(doc) == TOP
+    for section, names in FIELDS.items():
+        assert set(doc[section]) == names, section
+    assert doc["ranks"] == 2 and doc["mpitrain_version"] == __version__
+    assert doc["mpi_library"].strip()
+    w, t, s = doc["workload"], doc["throughput"], doc["step"]
+    assert w["dims"] == [8, 16, 3] and w["global_batch"] == 64 and w["train_rows"] == 2400
+    assert len(t["runs"]) == len(t["reference_runs"]) == 2
+    assert t["samples_per_second"] > 0 and t["reference_samples_per_second"] > 0
+    assert t["speedup"] == pytest.approx(t["samples_per_second"]
+                                         / t["reference_samples_per_second"], rel=1e-2)
+    assert t["weak_scaling_efficiency"] == pytest.approx(t["speedup"] / 2, rel=1e-2)
+    assert s["steps"] == 2 * math.ceil(2400 / 64)
+    assert 0 < s["compute_seconds"] and 0 <= s["comm_seconds"] and s["kernel_seconds"] > 0
+    assert s["compute_seconds"] + s["comm_seconds"] <= s["step_seconds"] * 1.5
+    assert 0.3 < doc["accuracy"]["test_accuracy"] <= 1
+    assert [k["model"] for k in doc["kernels"]] == ["softmax", "mlp"]
+    for k in doc["kernels"]:
+        assert k["speedup"] == pytest.approx(k["numba_samples_per_second"]
+                                             / k["numpy_samples_per_second"], rel=1e-2)
+    start = doc["startup"]
+    assert 0 < start["process_start_to_first_step_s"] <= start["launch_to_first_step_s"] < 120
+    assert start["kernels_compiled"] >= 0
+    m = doc["memory"]
+    assert len(m["rss_mb_per_epoch"]) == 2 and min(m["rss_mb_per_epoch"]) > 10
+    assert m["window_steps"] > 0 and m["kernel_allocations"] == 0
+    assert m["allocation_free"] is True, m
+
+
+def test_bench_train_one_rank_with_options(tmp_path):
+    doc = run_bench(tmp_path, "--model", "softmax", "--compress", "bf16", "--no-shared-memory",
+                    ranks=1)
+    assert doc["ranks"] == 1 and doc["workload"]["compress"] == "bf16"
+    assert doc["workload"]["dims"] == [8, 3]
+    assert doc["throughput"]["weak_scaling_efficiency"] == pytest.approx(1.0)
+
+
+def test_bench_train_rejects_bad_options(tmp_path):
+    done = run_mpi(["-m", "mpitrain", "bench", "train", "--repeats", "0"], ranks=2, timeout=60)
+    assert done.returncode == 2
+    assert "--repeats must be >= 1 (got 0)" in done.stderr
+
+
+@pytest.mark.parametrize("script", ["torch_ddp.py", "horovod_mlp.py"])
+def test_peer_scripts_skip_cleanly_without_their_framework(script):
+    """The test environment has no torch/Horovod: exit 0 with one 'skipped' line."""
+    pytest.importorskip("numpy")
+    try:
+        import torch  # noqa: F401
+        pytest.skip("torch is installed here: the skip path cannot be exercised")
+    except ImportError:
+        pass
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers" / script),
+                           "--epochs", "1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "skipped:" in done.stdout and "not installed" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# MPI (in-process, `make test` under 2, 3 and 4 ranks): same results as the plain path.
+
+from mpitrain import train  # noqa: E402
+
+BASE = dict(data="synthetic", samples=700, features=6, classes=3, noise=2.0, model="mlp",
+            hidden=(12, 8), shuffle="global", epochs=2, batch_size=48, lr=0.2, quiet=True)
+
+
+def same_on_every_rank(flat: np.ndarray) -> None:
+    comm = MPI.COMM_WORLD
+    gathered = np.empty((comm.Get_size(), flat.size), dtype=flat.dtype)
+    comm.Allgather(flat, gathered)
+    assert (gathered == gathered[0]).all()
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("algorithm", ["ring", "mpi", "root", "auto"])
+def test_overlap_gives_the_plain_result(algorithm):
+    plain = train(reduce=algorithm, dtype="float64", **BASE)
+    overlapped = train(reduce=algorithm, dtype="float64", overlap=True, **BASE)
+    # Buckets change only which elements a ring step sums together: rounding-level.
+    np.testing.assert_allclose(overlapped.flat, plain.flat, rtol=1e-10, atol=1e-13)
+    same_on_every_rank(overlapped.flat)
+    assert overlapped.history[-1]["train_loss"] == pytest.approx(
+        plain.history[-1]["train_loss"], rel=1e-10)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_shared_memory_reduction_gives_the_allreduce_result():
+    shm = train(reduce="auto", shared_memory=True, dtype="float64", **BASE)
+    mpi = train(reduce="mpi", dtype="float64", **BASE)
+    np.testing.assert_allclose(shm.flat, mpi.flat, rtol=1e-10, atol=1e-13)
+    same_on_every_rank(shm.flat)
+    if MPI.COMM_WORLD.Get_size() == 2:  # a + b either way round: bitwise
+        assert np.array_equal(shm.flat, mpi.flat)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("codec,tolerance", [("fp16", 2e-3), ("bf16", 2e-2)])
+def test_compressed_training_stays_close_to_the_plain_path(codec, tolerance):
+    plain = train(dtype="float32", **BASE)
+    packed = train(dtype="float32", compress=codec, **BASE)
+    same_on_every_rank(packed.flat)
+    difference = np.linalg.norm(packed.flat - plain.flat) / np.linalg.norm(plain.flat)
+    assert difference < tolerance
+    # counts travel exactly: the same number of samples per epoch
+    assert [h["samples_per_second"] * h["seconds"] for h in packed.history] == pytest.approx(
+        [h["samples_per_second"] * h["seconds"] for h in plain.history])
+    assert abs(packed.history[-1]["test_accuracy"] - plain.history[-1]["test_accuracy"]) <= 0.02
