@@ -4,9 +4,9 @@ For every message size from ``--min-bytes`` to ``--max-bytes`` (doubling), every
 every algorithm, time ``allreduce(buf, comm, algorithm=..., op=...)`` on a buffer of zeros
 (no overflow, no denormals). Iteration counts scale with size like the OSU
 micro-benchmarks (many for small messages, few for large ones); ``--iterations`` and
-``--warmup`` override them. Within one size the algorithms and the memcpy reference run
-round-robin, one iteration each in turn, so a burst of noise from other processes hits
-them all alike and their ratios stay meaningful.
+``--warmup`` override them. Within one size the algorithms run round-robin on one buffer,
+one iteration each in turn (rotating the starting algorithm every iteration), so a burst
+of noise from other processes hits them all alike and their ratios stay meaningful.
 
 Definitions (one row of the JSON ``results`` list):
 
@@ -17,7 +17,8 @@ Definitions (one row of the JSON ``results`` list):
   ``busbw_GBps`` = ``algbw * 2(P-1)/P`` (the nccl-tests bus bandwidth; 0 on one rank).
 - ``memcpy_GBps``: the physical reference: ``bytes / t`` for ``numpy.copyto`` of a buffer
   of that size by one core, where every rank copies its own buffer at the same time (as
-  every rank works during an allreduce) and ``t`` is defined like the latency above.
+  every rank works during an allreduce) and ``t`` is defined like the latency above;
+  measured right after the algorithms at each size.
 
 JSON file (``--json FILE``, written by rank 0)::
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,15 +130,21 @@ def sizes(min_bytes: int, max_bytes: int) -> list[int]:
 
 
 def _time_round_robin(
-    comm: MPI.Comm, actions: list, warmup: int, iterations: int
+    comm: MPI.Comm, actions: list[Callable[[], object]], warmup: int, iterations: int
 ) -> list[float]:
-    """Median over iterations of the slowest rank's time, per action, in seconds."""
-    times = np.empty((iterations, len(actions)), dtype=np.float64)
+    """Median over iterations of the slowest rank's time, per action, in seconds.
+
+    Iteration ``i`` runs the actions in turn starting from action ``i % len(actions)``, so
+    each action follows every other one equally often (cache state, MPI internal state).
+    """
+    count = len(actions)
+    times = np.empty((iterations, count), dtype=np.float64)
     for i in range(warmup + iterations):
-        for a, action in enumerate(actions):
+        for shift in range(count):
+            a = (i + shift) % count
             comm.Barrier()
             start = MPI.Wtime()
-            action()
+            actions[a]()
             if i >= warmup:
                 times[i - warmup, a] = MPI.Wtime() - start
     slowest = np.empty_like(times)
@@ -148,19 +156,24 @@ def measure(
     comm: MPI.Comm, algorithms: list[str], dtype: np.dtype, nbytes: int, op: str,
     warmup: int, iterations: int,
 ) -> list[Result]:
-    """One size and dtype: a row per algorithm, all sharing one memcpy reference."""
+    """One size and dtype: a row per algorithm, all sharing one memcpy reference.
+
+    The algorithms share one buffer and run round-robin; the memcpy runs in a loop of its
+    own right after (inside the round-robin it would evict the buffer from the cache
+    before whichever algorithm came next).
+    """
     n = nbytes // dtype.itemsize
     buf = np.zeros(n, dtype=dtype)
-    src, dst = np.zeros(n, dtype=dtype), np.empty(n, dtype=dtype)
     actions = [lambda name=name: allreduce(buf, comm, algorithm=name, op=op)
                for name in algorithms]
-    actions.append(lambda: np.copyto(dst, src))
     medians = _time_round_robin(comm, actions, warmup, iterations)
+    src, dst = np.zeros(n, dtype=dtype), np.empty(n, dtype=dtype)
+    copy_time = _time_round_robin(comm, [lambda: np.copyto(dst, src)], warmup, iterations)[0]
     size = comm.Get_size()
     nbytes = n * dtype.itemsize
-    memcpy = nbytes / medians[-1] / 1e9
+    memcpy = nbytes / copy_time / 1e9
     results = []
-    for name, seconds in zip(algorithms, medians, strict=False):
+    for name, seconds in zip(algorithms, medians, strict=True):
         algbw = nbytes / seconds / 1e9
         results.append(Result(name, dtype.name, nbytes, n, iterations, seconds * 1e6, algbw,
                               algbw * 2 * (size - 1) / size, memcpy))

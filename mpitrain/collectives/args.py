@@ -32,4 +32,4 @@ def flat_view(buf: object) -> np.ndarray:
         raise ValueError("buf must be C-contiguous (got a strided view; pass a contiguous copy)")
     if not buf.flags.writeable:
         raise ValueError("buf must be writeable (got a read-only array)")
-    return buf.reshape(-1)
+    return buf if buf.ndim == 1 else buf.reshape(-1)

@@ -3,7 +3,8 @@
 The first collective call on a communicator (on every rank, since calls are collective):
 
 - duplicates it, so the point-to-point messages of the ring never match a message of the
-  caller's own traffic on the same communicator;
+  caller's own traffic on the same communicator (the duplicate is freed when the
+  communicator is);
 - compiles (or loads from numba's cache) the reduction kernels in the same waves as
   :mod:`mpitrain.compile` (rank 0, then one rank per node, then the rest), so processes
   never race on the cache files.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from mpi4py import MPI
 
 from kernels import reduce as kreduce
@@ -45,7 +47,12 @@ class CommState:
 
 def _warm_kernels(comm: MPI.Comm) -> None:
     """Collective: load the kernels in waves (rank 0, then the first rank of every other
-    node, then the rest) so no two processes write the same numba cache entries at once."""
+    node, then the rest) so no two processes write the same numba cache entries at once.
+    Skipped when every rank has them already (one tiny Allreduce)."""
+    ready = np.array([int(_KERNELS_READY)], dtype=np.int32)
+    comm.Allreduce(MPI.IN_PLACE, ready, op=MPI.MIN)
+    if ready[0]:
+        return
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     wave = 0 if comm.Get_rank() == 0 else (1 if node.Get_rank() == 0 else 2)
     node.Free()
@@ -62,11 +69,16 @@ def _load_kernels() -> None:
         _KERNELS_READY = True
 
 
+def _free_state(comm: MPI.Comm, keyval: int, state: CommState) -> None:
+    """Attribute delete callback: freeing ``comm`` (collective) frees its duplicate too."""
+    state.comm.Free()
+
+
 def state_of(comm: MPI.Comm) -> CommState:
     """Collective on first use of ``comm``: the cached :class:`CommState` of ``comm``."""
     global _KEYVAL
     if _KEYVAL is None:
-        _KEYVAL = MPI.Comm.Create_keyval()
+        _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free_state)
     state = comm.Get_attr(_KEYVAL)
     if state is None:
         private = comm.Dup()

@@ -27,12 +27,16 @@ from kernels.reduce import add_into, scale_inplace
 from mpitrain.collectives import scratch
 from mpitrain.collectives.args import MPI_TYPES
 
-# Tuned on 2 ranks with mpitrain.bench.allreduce (see select.py for the measurements).
-SEGMENT_BYTES = 256 * 1024
-WINDOW = 4
-# Blocking calls whose chunks are shorter than this skip the pipeline (no segment would
-# overlap anything, and one Sendrecv per step has the least per-message overhead).
-PIPELINE_MIN_BYTES = 2 * 1024 * 1024
+# Measured on 2 ranks (MPICH 5.0 wheel, CMA single-copy, 2 MiB L2 per core, 32 MiB L3):
+# chunks that fit in cache go fastest as one Sendrecv per step (segmenting only adds
+# per-message cost); from ~6 MiB chunks the whole-chunk scratch spills to DRAM, and 1 MiB
+# segments with 2 receives in flight win (+20-30% busbw at 16-64 MiB). Per-message costs
+# (mpi4py): Isend+Irecv+Waitall ~3 us vs persistent Startall+Waitall ~1.5 us vs Sendrecv
+# ~1 us, so persistent requests would save under 1% at 1 MiB segments: not used.
+SEGMENT_BYTES = 1024 * 1024
+WINDOW = 2
+# Blocking calls whose chunks are shorter than this take the unsegmented Sendrecv ring.
+PIPELINE_MIN_BYTES = 6 * 1024 * 1024
 
 
 class RingAllreduce:

@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import numpy as np
 
-_FREE: dict[tuple[np.dtype, int], list[np.ndarray]] = {}
-
-
-def _capacity(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
+_FREE: dict[tuple[str, int], list[np.ndarray]] = {}
 
 
 def acquire(dtype: np.dtype, n: int) -> np.ndarray:
     """A buffer of at least ``n`` elements of ``dtype``; give it back with :func:`release`."""
-    key = (np.dtype(dtype), _capacity(n))
-    free = _FREE.get(key)
+    capacity = 1 << max(0, n - 1).bit_length()
+    free = _FREE.get((dtype.char, capacity))
     if free:
         return free.pop()
-    return np.empty(key[1], dtype=key[0])
+    return np.empty(capacity, dtype=dtype)
 
 
 def release(buf: np.ndarray) -> None:
     """Return a buffer obtained from :func:`acquire` for later calls."""
-    _FREE.setdefault((buf.dtype, buf.size), []).append(buf)
+    key = (buf.dtype.char, buf.size)
+    free = _FREE.get(key)
+    if free is None:
+        _FREE[key] = [buf]
+    else:
+        free.append(buf)
 
 
 def clear() -> None:
