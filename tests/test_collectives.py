@@ -14,6 +14,7 @@ from kernels.reduce import add_into, scale_inplace
 from mpitrain.collectives import (
     ALGORITHMS,
     allreduce,
+    choose,
     context,
     ring,
     scratch,
@@ -256,6 +257,17 @@ def test_single_rank_shapes():
     buf = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
     assert allreduce(buf, MPI.COMM_SELF, algorithm="ring", op="mean") is buf
     assert np.array_equal(buf, np.arange(24).reshape(2, 3, 4))
+
+
+def test_auto_choice():
+    for size in (2, 3, 4, 5, 64):
+        for itemsize in (4, 8):
+            choices = [choose(1 << k, size, itemsize) for k in range(3, 30)]
+            assert set(choices) <= {"mpi", "root", "ring"}
+            assert choices[0] in ("mpi", "root") and choices[-1] == "ring"
+            first_ring = choices.index("ring")
+            assert set(choices[first_ring:]) == {"ring"}
+    assert choose(1 << 30, 1) == "mpi"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

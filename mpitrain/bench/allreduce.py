@@ -4,9 +4,10 @@ For every message size from ``--min-bytes`` to ``--max-bytes`` (doubling), every
 every algorithm, time ``allreduce(buf, comm, algorithm=..., op=...)`` on a buffer of zeros
 (no overflow, no denormals). Iteration counts scale with size like the OSU
 micro-benchmarks (many for small messages, few for large ones); ``--iterations`` and
-``--warmup`` override them. Within one size the algorithms run round-robin on one buffer,
-one iteration each in turn (rotating the starting algorithm every iteration), so a burst
-of noise from other processes hits them all alike and their ratios stay meaningful.
+``--warmup`` override them. Within one size the algorithms take turns on one buffer, in an
+order shuffled every iteration, so a burst of noise from other processes hits them all
+alike and their ratios stay meaningful; each timed call directly follows an untimed call
+of the same algorithm, as in a training loop that uses one algorithm throughout.
 
 Definitions (one row of the JSON ``results`` list):
 
@@ -134,14 +135,16 @@ def _time_round_robin(
 ) -> list[float]:
     """Median over iterations of the slowest rank's time, per action, in seconds.
 
-    Iteration ``i`` runs the actions in turn starting from action ``i % len(actions)``, so
-    each action follows every other one equally often (cache state, MPI internal state).
+    Every iteration runs each action twice in a row, untimed then timed, so the timed call
+    always follows a call of the same action (the steady state of a loop that uses one
+    algorithm: MPI's internal buffers, the cache); the actions take turns in an order
+    shuffled per iteration (the same on every rank) so noise hits them all alike.
     """
     count = len(actions)
     times = np.empty((iterations, count), dtype=np.float64)
     for i in range(warmup + iterations):
-        for shift in range(count):
-            a = (i + shift) % count
+        for a in np.random.default_rng(i).permutation(count):
+            actions[a]()
             comm.Barrier()
             start = MPI.Wtime()
             actions[a]()
@@ -208,7 +211,8 @@ def write_json(path: str, comm: MPI.Comm, op: str, results: list[Result]) -> Non
 
 
 def write_plot(path: str, comm: MPI.Comm, results: list[Result]) -> bool:
-    """busbw against size, one line per (algorithm, dtype); False without matplotlib."""
+    """busbw against size, one panel per dtype, one line per algorithm plus the memcpy
+    reference; False when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -216,24 +220,27 @@ def write_plot(path: str, comm: MPI.Comm, results: list[Result]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    keys = dict.fromkeys((r.algorithm, r.dtype) for r in results)
-    for algorithm, dtype in keys:
-        rows = [r for r in results if (r.algorithm, r.dtype) == (algorithm, dtype)]
-        ax.plot([r.bytes for r in rows], [r.busbw_GBps for r in rows], marker="o",
-                markersize=3, label=f"{algorithm} {dtype}")
-    for dtype in dict.fromkeys(r.dtype for r in results):
-        rows = [r for r in results if r.dtype == dtype and r.algorithm == results[0].algorithm]
+    dtypes = list(dict.fromkeys(r.dtype for r in results))
+    algorithms = list(dict.fromkeys(r.algorithm for r in results))
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False,
+                             sharey=True)
+    for ax, dtype in zip(axes[0], dtypes, strict=True):
+        for algorithm in algorithms:
+            rows = [r for r in results if (r.algorithm, r.dtype) == (algorithm, dtype)]
+            ax.plot([r.bytes for r in rows], [r.busbw_GBps for r in rows], marker="o",
+                    markersize=3, label=algorithm)
+        rows = [r for r in results if (r.algorithm, r.dtype) == (algorithms[0], dtype)]
         ax.plot([r.bytes for r in rows], [r.memcpy_GBps for r in rows], linestyle="--",
-                color="grey", label=f"memcpy one core {dtype}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("message size (bytes)")
-    ax.set_ylabel("bus bandwidth (GB/s)")
-    ax.set_title(f"allreduce on {comm.Get_size()} ranks")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+                color="black", label="memcpy, one core")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("message size (bytes)")
+        ax.set_title(f"{dtype}, {comm.Get_size()} ranks")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("bus bandwidth (GB/s)")
+    axes[0][0].legend(fontsize="small")
     try:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
     except OSError as exc:
         raise UserError(f"--plot could not write {path!r} ({exc.strerror})") from exc
     finally:

@@ -12,9 +12,10 @@ over every rank of ``comm`` and returns it. Algorithms:
 
 Like any collective, every rank of ``comm`` must make the same calls in the same order
 with the same ``algorithm``, ``op``, dtype and element count; this is not checked (a
-mismatch is undefined: wrong results or a hang). The first call on a communicator is
-collective setup (it duplicates ``comm`` and loads the numba kernels rank 0 first).
-Results are bitwise identical on every rank.
+mismatch is undefined: wrong results or a hang). Argument errors are therefore detected
+locally, without communication, and raise the same exception on every rank. The first call
+on a communicator is collective setup (it duplicates ``comm`` and loads the numba kernels,
+rank 0 first). Results are bitwise identical on every rank.
 
 ``start_allreduce`` starts the same operation and returns a handle; the buffer must not
 be read or written until ``handle.wait()`` returns it (``handle.test()`` polls). See
@@ -42,13 +43,13 @@ def _prepare(
     flat = flat_view(buf)
     check_choice("algorithm", algorithm, ALGORITHMS)
     check_choice("op", op, OPS)
-    if not isinstance(comm, MPI.Comm):
-        raise TypeError(f"comm must be an mpi4py MPI.Comm (got {type(comm).__name__})")
+    if not isinstance(comm, MPI.Intracomm):
+        raise TypeError(f"comm must be an mpi4py MPI.Intracomm (got {type(comm).__name__})")
     state = state_of(comm)
     tags = state.next_tags()
     size = state.comm.Get_size()
     if algorithm == "auto":
-        algorithm = choose(flat.nbytes, size)
+        algorithm = choose(flat.nbytes, size, flat.itemsize)
     return flat, state.comm, tags, algorithm
 
 
@@ -59,7 +60,7 @@ def allreduce(
 
     ``buf``: C-contiguous, writeable float32/float64 array of any shape (TypeError /
     ValueError otherwise). ``algorithm``: one of :data:`ALGORITHMS`; ``op``: ``"sum"`` or
-    ``"mean"`` (ValueError otherwise).
+    ``"mean"`` (ValueError otherwise). All arguments must be the same on every rank.
     """
     flat, pcomm, tags, algorithm = _prepare(buf, comm, algorithm, op)
     mean = op == "mean"

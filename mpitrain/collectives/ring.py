@@ -30,9 +30,11 @@ from mpitrain.collectives.args import MPI_TYPES
 # Measured on 2 ranks (MPICH 5.0 wheel, CMA single-copy, 2 MiB L2 per core, 32 MiB L3):
 # chunks that fit in cache go fastest as one Sendrecv per step (segmenting only adds
 # per-message cost); from ~6 MiB chunks the whole-chunk scratch spills to DRAM, and 1 MiB
-# segments with 2 receives in flight win (+20-30% busbw at 16-64 MiB). Per-message costs
-# (mpi4py): Isend+Irecv+Waitall ~3 us vs persistent Startall+Waitall ~1.5 us vs Sendrecv
-# ~1 us, so persistent requests would save under 1% at 1 MiB segments: not used.
+# segments with 2 receives in flight win (+20-30% busbw at 16-64 MiB). Persistent requests:
+# a 4-byte Isend+Irecv+Waitall costs ~5.8 us in mpi4py, Startall+Waitall of persistent ones
+# ~2.4 us, Sendrecv ~1.3 us. Only the scratch receives could be persistent (sends come from
+# the caller's buffer), saving ~1.7 us per 1 MiB block of 70-100 us, under 1% of a 64 MiB
+# allreduce; small messages already use Sendrecv. So they are not used.
 SEGMENT_BYTES = 1024 * 1024
 WINDOW = 2
 # Blocking calls whose chunks are shorter than this take the unsegmented Sendrecv ring.

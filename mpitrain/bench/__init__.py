@@ -1,0 +1,1 @@
+"""Benchmarks shipped with mpitrain: `python -m mpitrain bench allreduce|train`."""
