@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,48 @@ def report(name: str, args: argparse.Namespace, comm: Any, seconds: list[float],
           f"{accuracy:.4f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def train_torch_mlp(args: argparse.Namespace, comm: Any, data: Any, *, wrap: Any,
+                    make_optimizer: Any) -> tuple[Any, list[float], list[int], float]:
+    """The standard workload with a torch MLP, the same for every torch-based peer.
+
+    ``wrap(model)`` returns the module to train (DDP wraps it; Horovod returns it as is),
+    ``make_optimizer(module)`` its optimizer. Each rank takes equal shares of its own shuffled
+    rows per step, as mpitrain's ``--shuffle local``. Returns the model, per-epoch seconds
+    (slowest rank), rows per epoch and the global test accuracy.
+    """
+    import numpy as np
+    import torch
+    from mpi4py import MPI
+
+    size = comm.Get_size()
+    torch.manual_seed(args.seed)
+    model = torch.nn.Sequential(torch.nn.Linear(args.features, args.hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(args.hidden, args.classes))
+    module = wrap(model)
+    optimizer = make_optimizer(module)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    X = torch.from_numpy(data.train.X)
+    y = torch.from_numpy(data.train.y)
+    steps = -(-data.train.n_total // (args.rows_per_rank * size))
+    rng = np.random.default_rng([args.seed, comm.Get_rank()])
+    seconds: list[float] = []
+    samples: list[int] = []
+    for _ in range(args.epochs):
+        order = torch.from_numpy(rng.permutation(len(y)))
+        bounds = (np.arange(steps + 1) * len(y)) // steps
+        comm.Barrier()
+        start = time.perf_counter()
+        for step in range(steps):
+            rows = order[bounds[step]:bounds[step + 1]]
+            optimizer.zero_grad()
+            loss = loss_fn(module(X[rows]), y[rows])
+            loss.backward()
+            optimizer.step()
+        seconds.append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
+        samples.append(data.train.n_total)
+    with torch.no_grad():
+        correct = int((model(torch.from_numpy(data.test.X)).argmax(1)
+                       == torch.from_numpy(data.test.y)).sum())
+    return model, seconds, samples, comm.allreduce(correct) / data.test.n_total

@@ -11,9 +11,8 @@ Horovod, torch or mpi4py is missing. Not a dependency of mpitrain.
 from __future__ import annotations
 
 import sys
-import time
 
-from common import load, parser, report, skip
+from common import load, parser, report, skip, train_torch_mlp
 
 NAME = "horovod"
 
@@ -33,42 +32,21 @@ def main() -> int:
         from mpi4py import MPI
     except ImportError:
         return skip(NAME, "mpi4py is not installed in this Python (pip install mpi4py)")
-    import numpy as np
 
     comm = MPI.COMM_WORLD
     hvd.init()
-    rank, size = hvd.rank(), hvd.size()
+
     torch.set_num_threads(1)
     data = load(args, comm)
-    torch.manual_seed(args.seed)
-    model = torch.nn.Sequential(torch.nn.Linear(args.features, args.hidden), torch.nn.ReLU(),
-                                torch.nn.Linear(args.hidden, args.classes))
-    optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=args.lr),
-                                         named_parameters=model.named_parameters())
-    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    X = torch.from_numpy(data.train.X)
-    y = torch.from_numpy(data.train.y)
-    steps = -(-data.train.n_total // (args.rows_per_rank * size))
-    rng = np.random.default_rng([args.seed, rank])
-    seconds, samples = [], []
-    for _ in range(args.epochs):
-        order = torch.from_numpy(rng.permutation(len(y)))
-        bounds = (np.arange(steps + 1) * len(y)) // steps
-        comm.Barrier()
-        start = time.perf_counter()
-        for step in range(steps):
-            rows = order[bounds[step]:bounds[step + 1]]
-            optimizer.zero_grad()
-            loss = loss_fn(model(X[rows]), y[rows])
-            loss.backward()
-            optimizer.step()
-        seconds.append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
-        samples.append(data.train.n_total)
-    with torch.no_grad():
-        correct = int((model(torch.from_numpy(data.test.X)).argmax(1)
-                       == torch.from_numpy(data.test.y)).sum())
-    accuracy = comm.allreduce(correct) / data.test.n_total
+
+    def make_optimizer(module):
+        optimizer = hvd.DistributedOptimizer(torch.optim.SGD(module.parameters(), lr=args.lr),
+                                             named_parameters=module.named_parameters())
+        hvd.broadcast_parameters(module.state_dict(), root_rank=0)
+        return optimizer
+
+    _, seconds, samples, accuracy = train_torch_mlp(
+        args, comm, data, wrap=lambda model: model, make_optimizer=make_optimizer)
     report(NAME, args, comm, seconds, samples, accuracy,
            {"horovod_version": getattr(sys.modules.get("horovod"), "__version__", None),
             "torch_version": torch.__version__, "threads": 1})

@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 
-from common import load, parser, report, skip
+from common import load, parser, report, skip, train_torch_mlp
 
 NAME = "torch_ddp"
 
@@ -32,7 +31,6 @@ def main() -> int:
         from mpi4py import MPI
     except ImportError:
         return skip(NAME, "mpi4py is not installed in this Python (pip install mpi4py)")
-    import numpy as np
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -46,35 +44,9 @@ def main() -> int:
     os.environ["MASTER_PORT"] = str(comm.bcast(port, root=0))
     dist.init_process_group("gloo", rank=rank, world_size=size)
     data = load(args, comm)
-    torch.manual_seed(args.seed)
-    model = torch.nn.Sequential(torch.nn.Linear(args.features, args.hidden), torch.nn.ReLU(),
-                                torch.nn.Linear(args.hidden, args.classes))
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
-    optimizer = torch.optim.SGD(ddp.parameters(), lr=args.lr)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    X = torch.from_numpy(data.train.X)
-    y = torch.from_numpy(data.train.y)
-    steps = -(-data.train.n_total // (args.rows_per_rank * size))
-    rng = np.random.default_rng([args.seed, rank])
-    seconds, samples = [], []
-    for _ in range(args.epochs):
-        order = torch.from_numpy(rng.permutation(len(y)))
-        bounds = (np.arange(steps + 1) * len(y)) // steps
-        comm.Barrier()
-        start = time.perf_counter()
-        for step in range(steps):
-            rows = order[bounds[step]:bounds[step + 1]]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(ddp(X[rows]), y[rows])
-            loss.backward()
-            optimizer.step()
-        elapsed = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-        seconds.append(elapsed)
-        samples.append(data.train.n_total)
-    with torch.no_grad():
-        correct = int((model(torch.from_numpy(data.test.X)).argmax(1)
-                       == torch.from_numpy(data.test.y)).sum())
-    accuracy = comm.allreduce(correct) / data.test.n_total
+    _, seconds, samples, accuracy = train_torch_mlp(
+        args, comm, data, wrap=torch.nn.parallel.DistributedDataParallel,
+        make_optimizer=lambda module: torch.optim.SGD(module.parameters(), lr=args.lr))
     report(NAME, args, comm, seconds, samples, accuracy,
            {"torch_version": torch.__version__, "backend": "gloo", "threads": 1})
     dist.destroy_process_group()
