@@ -55,20 +55,11 @@ def step_gradient(params, message, dims, loss_kind, X, y, rows, work):
 
     Returns nothing: every result the loop needs is in the message.
     """
-    nrows = rows.size
-    n = params.size
-    _check_call(params, dims, loss_kind, X, nrows, work)
-    _check_labels(X, y)
-    if nrows == 0:
-        message[:n] = 0
-        _write_tail(message, n, 0.0, 0.0, 0)
+    forward_loss(params, message, dims, loss_kind, X, y, rows, work)
+    if rows.size == 0:
+        message[:params.size] = 0
         return
-    labels = _labels_view(dims, work, nrows)
-    _gather_rows(X, y, rows, _input_view(dims, work, nrows), labels)
-    logits = _forward(params, dims, work, nrows)
-    loss_sum, correct = _head(logits, labels, loss_kind, True)
-    _backward(params, message, dims, work, nrows)
-    _write_tail(message, n, loss_sum, correct, nrows)
+    _backward(params, message, dims, work, rows.size)
 
 
 @njit(**_JIT)
