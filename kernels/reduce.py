@@ -1,6 +1,6 @@
 """Elementwise reduction kernels used by the collectives: in place, no allocation.
 
-Both kernels accept 1-D float32 or float64 arrays (one compiled specialisation per dtype).
+The kernels accept 1-D float32 or float64 arrays (one compiled specialisation per dtype).
 They are plain loops so LLVM vectorises them; ``fastmath`` is off on purpose so the
 result of a sum does not depend on how the loop was vectorised.
 """
@@ -19,6 +19,14 @@ def add_into(dst: np.ndarray, src: np.ndarray) -> None:  # pragma: no cover - co
 
 
 @njit(cache=True, nogil=True)
+def add_to(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover
+    """``out[i] = a[i] + b[i]`` for ``i < len(out)``; ``out`` must not overlap ``a`` or ``b``
+    (then LLVM vectorises the loop; an output aliasing an input halves its speed)."""
+    for i in range(out.shape[0]):
+        out[i] = a[i] + b[i]
+
+
+@njit(cache=True, nogil=True)
 def scale_inplace(buf: np.ndarray, factor: float) -> None:  # pragma: no cover - compiled
     """``buf[i] *= factor``, with ``factor`` rounded to the dtype of ``buf`` first."""
     f = buf.dtype.type(factor)
@@ -31,4 +39,5 @@ def warm_up() -> None:
     for dtype in (np.float32, np.float64):
         a = np.zeros(1, dtype=dtype)
         add_into(a, a)
+        add_to(np.zeros(1, dtype=dtype), a, a)
         scale_inplace(a, 1.0)

@@ -24,43 +24,13 @@ chosen for; it is only built when every rank of the communicator is on one node.
 
 from __future__ import annotations
 
-import os
-import time
-
 import numpy as np
 from mpi4py import MPI
 
 from kernels.reduce import add_into
 from kernels.shared import sum_slots
 
-_LINE = 64  # bytes: one cache line per rank's flag, so flags never share a line
-_SPINS_BEFORE_YIELD = 2000  # ~0.2-0.5 ms of polling, then yield the core on every poll
-
-
-def _cores() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _yield() -> None:
-    """Give the core to another runnable process (a 0-second sleep where sched_yield is
-    missing)."""
-    if hasattr(os, "sched_yield"):
-        os.sched_yield()
-    else:
-        time.sleep(0)
-
-
-def single_node(comm: MPI.Comm) -> bool:
-    """Collective: True when every rank of ``comm`` shares one node (same on all ranks)."""
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
-    try:
-        return node.Get_size() == comm.Get_size()
-    finally:
-        node.Free()
+from .shared_memory import Counters, free_window, shared_arrays
 
 
 class SharedMemoryAllreduce:
@@ -73,24 +43,11 @@ class SharedMemoryAllreduce:
         self.comm = comm
         self.rank = comm.Get_rank()
         dtype = np.dtype(dtype)
-        self.win = MPI.Win.Allocate_shared(2 * n * dtype.itemsize, dtype.itemsize, comm=comm)
-        self.slots: list[np.ndarray] = []
-        for rank in range(comm.Get_size()):
-            buf, _ = self.win.Shared_query(rank)
-            self.slots.append(np.frombuffer(buf, dtype=dtype, count=2 * n).reshape(2, n))
-        self.win.Lock_all(MPI.MODE_NOCHECK)
+        self.win, parts = shared_arrays(comm, count=2 * n, dtype=dtype)
+        self.slots = [part.reshape(2, n) for part in parts]
         self.calls = 0
-        # One 64-byte line per rank holding how many calls it has published: the barrier.
-        self.flag_win = MPI.Win.Allocate_shared(_LINE, 8, comm=comm)
-        self.flags = [np.frombuffer(self.flag_win.Shared_query(rank)[0], dtype=np.int64,
-                                    count=1) for rank in range(comm.Get_size())]
-        self.flags[self.rank][0] = 0
-        self.flag_win.Lock_all(MPI.MODE_NOCHECK)
-        self.others = [flag for rank, flag in enumerate(self.flags) if rank != self.rank]
-        # More ranks than cores: a polling rank would take the core of the rank it waits
-        # for, so yield on every poll; otherwise poll a while first (a flag flips in ~1 us).
-        self.patience = 0 if comm.Get_size() > _cores() else _SPINS_BEFORE_YIELD
-        comm.Barrier()  # every flag is 0 before anybody publishes
+        # One counter per rank holding how many calls it has published: the barrier.
+        self.flags = Counters(comm)
         # MPICH places the ranks' segments back to back: then one (P, 2, n) array over them
         # lets a single kernel pass read every slot (no Python loop over ranks).
         first = self.slots[0]
@@ -119,14 +76,10 @@ class SharedMemoryAllreduce:
         self.calls += 1
         calls = self.calls
         self.win.Sync()  # memory barrier: the slot's data is visible before the flag
-        self.flags[self.rank][0] = calls
-        spins = 0
-        patience = self.patience
-        for flag in self.others:
-            while flag[0] < calls:
-                spins += 1
-                if spins > patience:  # the rank we wait for may need this core
-                    _yield()
+        self.flags.publish(0, calls)
+        for rank in range(len(self.slots)):
+            if rank != self.rank:
+                self.flags.wait(rank, 0, calls)
         self.win.Sync()  # and no read of the slots before the flags were seen
         if self.all_slots is not None:
             sum_slots(self.all_slots, b, out)
@@ -140,10 +93,7 @@ class SharedMemoryAllreduce:
         """Collective: release the windows."""
         if self.win != MPI.WIN_NULL:
             self.slots.clear()
-            self.flags.clear()
-            self.others.clear()
             self.all_slots = None
-            self.win.Unlock_all()
-            self.win.Free()
-            self.flag_win.Unlock_all()
-            self.flag_win.Free()
+            free_window(self.win)
+            self.win = MPI.WIN_NULL
+            self.flags.close()

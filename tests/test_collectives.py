@@ -18,8 +18,10 @@ from mpitrain.collectives import (
     context,
     ring,
     scratch,
+    shared_ring,
     start_allreduce,
 )
+from mpitrain.collectives.shared_ring import SharedRing
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,8 +91,14 @@ def test_matches_numpy(algorithm, dtype, op):
 
 
 @pytest.fixture
-def tiny_segments(monkeypatch):
-    """Force the pipelined ring with 16-byte segments on small buffers."""
+def p2p_ring(monkeypatch):
+    """Send the ring's messages through MPI even when every rank is on one node."""
+    monkeypatch.setattr(shared_ring, "ENABLED", False)
+
+
+@pytest.fixture
+def tiny_segments(p2p_ring, monkeypatch):
+    """Force the pipelined point-to-point ring with 16-byte segments on small buffers."""
     monkeypatch.setattr(ring, "PIPELINE_MIN_BYTES", 0)
     monkeypatch.setattr(ring, "SEGMENT_BYTES", 16)
     monkeypatch.setattr(ring, "WINDOW", 3)
@@ -107,7 +115,42 @@ def test_pipelined_ring_many_segments(tiny_segments, dtype, op):
 
 
 @pytest.mark.mpi
-def test_pipelined_ring_unsegmented(monkeypatch):
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_memory_ring_gives_the_point_to_point_bits(p2p_ring, dtype, op):
+    """The shared-memory transport with 3-slot, 24-byte slots (so many pieces, slots
+    reused within and across calls): the same bits as the ring over MPI messages."""
+    comm = MPI.COMM_WORLD
+    size = comm.Get_size()
+    transport = SharedRing(comm, slot_bytes=24, slots=3)
+    try:
+        for n in (1, size - 1, size + 1, 5 * size + 3, 1000, 1000):
+            x = inputs(comm, n, dtype)
+            via_mpi = allreduce(x.copy(), comm, algorithm="ring", op=op)
+            via_memory = x.copy()
+            if n:
+                transport.allreduce(via_memory, op == "mean")
+            check(comm, x, via_memory, op)
+            assert via_memory.tobytes() == via_mpi.tobytes()
+    finally:
+        transport.close()
+
+
+@pytest.mark.mpi
+def test_ring_uses_shared_memory_on_one_node():
+    comm = MPI.COMM_WORLD.Dup()
+    reduce_and_check(comm, 1000, np.float32, "ring", "sum")
+    transport = context.state_of(comm).shared_ring
+    assert transport is not None  # every test rank runs on this machine
+    before = transport.messages
+    reduce_and_check(comm, 1000, np.float32, "ring", "sum")
+    assert transport.messages == before + 2 * comm.Get_size() - 2
+    comm.Free()
+    assert transport.win == MPI.WIN_NULL  # freed with the communicator
+
+
+@pytest.mark.mpi
+def test_pipelined_ring_unsegmented(p2p_ring, monkeypatch):
     """The pipeline with one segment per chunk (what nonblocking small calls use)."""
     monkeypatch.setattr(ring, "PIPELINE_MIN_BYTES", 0)
     comm = MPI.COMM_WORLD
@@ -164,7 +207,7 @@ def test_nonblocking_many_in_flight(tiny_segments):
 
 
 @pytest.mark.mpi
-def test_private_messages_do_not_mix_with_callers():
+def test_private_messages_do_not_mix_with_callers(p2p_ring):
     """The ring runs on a private duplicate: the caller's pending messages stay intact."""
     comm = MPI.COMM_WORLD
     size, rank = comm.Get_size(), comm.Get_rank()
@@ -188,7 +231,7 @@ def test_private_duplicate_freed_with_comm():
 
 
 @pytest.mark.mpi
-def test_repeated_calls_reuse_scratch():
+def test_repeated_calls_reuse_scratch(p2p_ring):
     comm = MPI.COMM_WORLD
     buf = inputs(comm, 10_000, np.float32)
     allreduce(buf, comm, algorithm="ring", op="mean")

@@ -4,8 +4,9 @@
 (``op="mean"``: the sum times ``1/P``) a C-contiguous float32/float64 array of any shape
 over every rank of ``comm`` and returns it. Algorithms:
 
-- ``"ring"``: pipelined reduce-scatter + allgather over point-to-point messages
-  (bandwidth-optimal; see :mod:`.ring`);
+- ``"ring"``: pipelined reduce-scatter + allgather (bandwidth-optimal), over point-to-point
+  messages (:mod:`.ring`), or through shared memory when every rank is on one node
+  (:mod:`.shared_ring`; same result bits);
 - ``"mpi"``: the MPI library's own ``Allreduce``;
 - ``"root"``: ``Reduce`` to rank 0, then ``Bcast``;
 - ``"auto"``: one of the above by message size and rank count (see :mod:`.select`).
@@ -27,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import native, ring, root
+from mpitrain.collectives import native, ring, root, shared_ring
 from mpitrain.collectives.args import ALGORITHMS, OPS, check_choice, flat_view
-from mpitrain.collectives.context import state_of
+from mpitrain.collectives.context import CommState, state_of
 from mpitrain.collectives.handles import AllreduceHandle, DoneHandle
 from mpitrain.collectives.select import choose
 
@@ -38,7 +39,7 @@ __all__ = ["ALGORITHMS", "OPS", "AllreduceHandle", "allreduce", "choose", "start
 
 def _prepare(
     buf: np.ndarray, comm: MPI.Comm, algorithm: str, op: str
-) -> tuple[np.ndarray, MPI.Comm, tuple[int, int], str]:
+) -> tuple[np.ndarray, CommState, tuple[int, int], str]:
     """Check the arguments, then (collective on first use) the private comm and tags."""
     flat = flat_view(buf)
     check_choice("algorithm", algorithm, ALGORITHMS)
@@ -50,7 +51,7 @@ def _prepare(
     size = state.comm.Get_size()
     if algorithm == "auto":
         algorithm = choose(flat.nbytes, size, flat.itemsize)
-    return flat, state.comm, tags, algorithm
+    return flat, state, tags, algorithm
 
 
 def allreduce(
@@ -62,12 +63,17 @@ def allreduce(
     ValueError otherwise). ``algorithm``: one of :data:`ALGORITHMS`; ``op``: ``"sum"`` or
     ``"mean"`` (ValueError otherwise). All arguments must be the same on every rank.
     """
-    flat, pcomm, tags, algorithm = _prepare(buf, comm, algorithm, op)
+    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op)
     mean = op == "mean"
+    pcomm = state.comm
     if flat.size == 0:
         return buf
     if algorithm == "ring":
-        ring.allreduce(flat, pcomm, tags, mean)
+        node_ring = state.node_ring() if shared_ring.ENABLED else None
+        if node_ring is not None:
+            node_ring.allreduce(flat, mean)
+        else:
+            ring.allreduce(flat, pcomm, tags, mean)
     elif algorithm == "mpi":
         native.allreduce(flat, pcomm, mean)
     else:
@@ -86,14 +92,16 @@ def start_allreduce(
     ``handle.test()`` now and then:
 
     - ``mpi``: ``Iallreduce``, moved by MPI during any MPI call;
-    - ``ring``: the first segments are sent at start; each ``test()`` reduces whatever
-      arrived and forwards it, ``wait()`` does the rest;
+    - ``ring``: over point-to-point messages even on one node; the first segments are
+      sent at start, each ``test()`` reduces whatever arrived and forwards it, ``wait()``
+      does the rest;
     - ``root``: ``Ireduce`` at start; the first ``test()``/``wait()`` waits for it and
       starts the ``Ibcast`` (nonblocking collectives must start in the same order on
       every rank, so this cannot depend on timing).
     """
-    flat, pcomm, tags, algorithm = _prepare(buf, comm, algorithm, op)
+    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op)
     mean = op == "mean"
+    pcomm = state.comm
     if flat.size == 0:
         return DoneHandle(buf)
     if algorithm == "ring":

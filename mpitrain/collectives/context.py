@@ -16,12 +16,14 @@ allreduces can be in flight on one communicator at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from mpi4py import MPI
 
 from kernels import reduce as kreduce
+from mpitrain.collectives.shared_ring import SharedRing
+from mpitrain.shared_memory import single_node
 
 # Tags of one call are 2*(seq % TAG_SLOTS) + phase; the result stays below 32767, the smallest
 # MPI_TAG_UB the standard allows. More than TAG_SLOTS calls in flight at once would reuse tags.
@@ -37,6 +39,18 @@ class CommState:
 
     comm: MPI.Comm  # private duplicate used for all traffic
     seq: int = 0
+    # the ring's shared-memory transport; None until asked for, or when ranks span nodes
+    shared_ring: SharedRing | None = field(default=None, repr=False)
+    _one_node: bool | None = None
+
+    def node_ring(self) -> SharedRing | None:
+        """Collective on first call: the shared-memory ring when every rank is on one
+        node (built once, then cached), else None."""
+        if self._one_node is None:
+            self._one_node = self.comm.Get_size() > 1 and single_node(self.comm)
+            if self._one_node:
+                self.shared_ring = SharedRing(self.comm)
+        return self.shared_ring
 
     def next_tags(self) -> tuple[int, int]:
         """Two tags (reduce-scatter, allgather) unique to the next call."""
@@ -70,7 +84,10 @@ def _load_kernels() -> None:
 
 
 def _free_state(comm: MPI.Comm, keyval: int, state: CommState) -> None:
-    """Attribute delete callback: freeing ``comm`` (collective) frees its duplicate too."""
+    """Attribute delete callback: freeing ``comm`` (collective) frees its duplicate and
+    shared window too."""
+    if state.shared_ring is not None:
+        state.shared_ring.close()
     state.comm.Free()
 
 

@@ -41,6 +41,27 @@ WINDOW = 2
 PIPELINE_MIN_BYTES = 6 * 1024 * 1024
 
 
+def chunk_offsets(n: int, size: int) -> list[int]:
+    """Start of each of the ``size`` chunks of ``n`` elements, plus ``n`` at the end."""
+    q, rem = divmod(n, size)
+    return [i * q + min(i, rem) for i in range(size + 1)]
+
+
+def segment_bounds(off: list[int], chunk: int, j: int, nseg: int) -> tuple[int, int]:
+    """``[lo, hi)`` of segment ``j`` of ``nseg`` of chunk ``chunk`` (``off`` from
+    :func:`chunk_offsets`); cut like the chunks, so segments may be empty."""
+    start = off[chunk]
+    sq, sr = divmod(off[chunk + 1] - start, nseg)
+    lo = start + j * sq + min(j, sr)
+    return lo, lo + sq + (j < sr)
+
+
+def segment_count(n: int, size: int, per_segment: int) -> int:
+    """Segments per chunk so that none is longer than ``per_segment`` elements."""
+    longest = -(-n // size)
+    return max(1, -(-longest // max(1, per_segment)))
+
+
 class RingAllreduce:
     """One ring allreduce in flight over ``flat`` (a 1-D view of ``buf``)."""
 
@@ -57,17 +78,14 @@ class RingAllreduce:
         segment_bytes = SEGMENT_BYTES if segment_bytes is None else segment_bytes
         window = WINDOW if window is None else window
         size, rank = comm.Get_size(), comm.Get_rank()
-        n = flat.size
-        q, rem = divmod(n, size)
         self._buf, self._flat, self._comm, self._tags = buf, flat, comm, tags
         self._size, self._rank = size, rank
         self._left, self._right = (rank - 1) % size, (rank + 1) % size
         self._mpitype = MPI_TYPES[flat.dtype]
         self._factor = 1.0 / size if mean else None
-        self._off = [i * q + min(i, rem) for i in range(size + 1)]
-        longest = q + (rem > 0)
-        per_seg = max(1, segment_bytes // flat.itemsize)
-        self._nseg = nseg = max(1, -(-longest // per_seg))
+        self._off = chunk_offsets(flat.size, size)
+        self._nseg = nseg = segment_count(flat.size, size, segment_bytes // flat.itemsize)
+        longest = -(-flat.size // size)  # elements of the first (longest) chunk
         self._seg = -(-longest // nseg)  # longest segment, in elements
         self._rs_blocks = (size - 1) * nseg
         self._nblocks = 2 * self._rs_blocks
@@ -85,10 +103,7 @@ class RingAllreduce:
 
     # -- geometry ---------------------------------------------------------------------
     def _segment(self, chunk: int, j: int) -> tuple[int, int]:
-        start = self._off[chunk]
-        sq, sr = divmod(self._off[chunk + 1] - start, self._nseg)
-        lo = start + j * sq + min(j, sr)
-        return lo, lo + sq + (j < sr)
+        return segment_bounds(self._off, chunk, j, self._nseg)
 
     def _recv_chunk(self, k: int) -> int:
         step = k // self._nseg
@@ -178,11 +193,10 @@ class RingAllreduce:
 def _sendrecv_ring(flat: np.ndarray, comm: MPI.Comm, tags: tuple[int, int], mean: bool) -> None:
     """The same ring without pipelining: one blocking Sendrecv per step (least overhead)."""
     size, rank = comm.Get_size(), comm.Get_rank()
-    q, rem = divmod(flat.size, size)
-    off = [i * q + min(i, rem) for i in range(size + 1)]
+    off = chunk_offsets(flat.size, size)
     right, left = (rank + 1) % size, (rank - 1) % size
     mpitype = MPI_TYPES[flat.dtype]
-    tmp = scratch.acquire(flat.dtype, q + (rem > 0))
+    tmp = scratch.acquire(flat.dtype, -(-flat.size // size))
     for step in range(size - 1):
         out, into = (rank - step) % size, (rank - step - 1) % size
         dst = flat[off[into] : off[into + 1]]

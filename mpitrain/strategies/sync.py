@@ -38,9 +38,10 @@ from ..errors import shared_error
 from ..evaluation import Evaluator, summarize
 from ..gradients import BatchGradient
 from ..models import Layout
-from ..node_reduce import SharedMemoryAllreduce, single_node
+from ..node_reduce import SharedMemoryAllreduce
 from ..optimizers import Optimizer
 from ..schedules import learning_rate
+from ..shared_memory import single_node
 from .base import Strategy, Unit
 
 TAIL = 4  # loss sum, correct count, row count, stop flag
