@@ -37,8 +37,9 @@ def run_and_load(comm: MPI.Comm, directory: str, *extra: str) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def check_document(document: dict, ranks: int) -> None:
+def check_document(document: dict, ranks: int, buffer: str = "private") -> None:
     assert document["ranks"] == ranks
+    assert document["buffer"] == buffer
     assert document["mpitrain_version"] == __version__
     assert document["mpi_library"].strip()
     results = document["results"]
@@ -60,15 +61,16 @@ def check_document(document: dict, ranks: int) -> None:
 
 
 @pytest.mark.mpi
-def test_bench_json_many_ranks():
+@pytest.mark.parametrize("buffer", bench.BUFFERS)
+def test_bench_json_many_ranks(buffer):
     comm = MPI.COMM_WORLD
     directory = tempfile.mkdtemp() if comm.Get_rank() == 0 else None
     directory = comm.bcast(directory, root=0)
-    document = run_and_load(comm, directory)
+    document = run_and_load(comm, directory, "--buffer", buffer)
     comm.Barrier()
     if comm.Get_rank() == 0:
         shutil.rmtree(directory)
-    check_document(document, comm.Get_size())
+    check_document(document, comm.Get_size(), buffer)
 
 
 def test_bench_json_one_rank(tmp_path, capsys):

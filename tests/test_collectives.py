@@ -18,6 +18,7 @@ from mpitrain.collectives import (
     context,
     ring,
     scratch,
+    shared_buffer,
     shared_ring,
     start_allreduce,
 )
@@ -147,6 +148,49 @@ def test_ring_uses_shared_memory_on_one_node():
     assert transport.messages == before + 2 * comm.Get_size() - 2
     comm.Free()
     assert transport.win == MPI.WIN_NULL  # freed with the communicator
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ring_on_shared_buffers_gives_the_point_to_point_bits(dtype, op):
+    """In place on shared buffers (whole, and the same slice on every rank; repeated, so
+    one call's end meets the next call's start): the bits of the ring over MPI."""
+    comm = MPI.COMM_WORLD
+    size = comm.Get_size()
+    big = shared_buffer((2, 600), dtype, comm)
+    assert big.shape == (2, 600) and big.dtype == dtype and not big.any()
+    for n in (1, size - 1, size + 1, 1000, 1000, 1200):
+        x = inputs(comm, n, dtype)
+        shared_ring.ENABLED = False
+        try:
+            via_mpi = allreduce(x.copy(), comm, algorithm="ring", op=op)
+        finally:
+            shared_ring.ENABLED = True
+        part = big if n == 1200 else big.reshape(-1)[7 : 7 + n]
+        part.reshape(-1)[...] = x
+        assert allreduce(part, comm, algorithm="ring", op=op) is part
+        check(comm, x, part.reshape(-1), op)
+        assert part.tobytes() == via_mpi.tobytes()
+
+
+@pytest.mark.mpi
+def test_shared_buffers_must_be_the_same_part_on_every_rank():
+    comm = MPI.COMM_WORLD
+    big = shared_buffer(100, np.float64, comm)
+    rank = comm.Get_rank()
+    if comm.Get_size() > 1:
+        with pytest.raises(ValueError, match=r"every rank must pass the same part"):
+            allreduce(big[rank : rank + 10], comm, algorithm="ring")
+        comm.Barrier()
+    reduce_and_check(comm, 1000, np.float64, "ring", "sum")  # still usable afterwards
+
+
+def test_shared_buffer_on_one_rank_is_an_ordinary_array():
+    buf = shared_buffer(5, np.float64, MPI.COMM_SELF)
+    assert buf.shape == (5,) and not buf.any()
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        shared_buffer(5, np.int32, MPI.COMM_SELF)
 
 
 @pytest.mark.mpi

@@ -24,12 +24,17 @@ Definitions (one row of the JSON ``results`` list):
 JSON file (``--json FILE``, written by rank 0)::
 
     {"ranks": P, "mpi_library": "MPICH Version: ...", "mpitrain_version": "0.1.0",
-     "op": "sum",
+     "op": "sum", "buffer": "private",
      "results": [{"algorithm": "ring", "dtype": "float32", "bytes": 1048576,
                   "elements": 262144, "iterations": 100, "latency_us": 93.1,
                   "algbw_GBps": 11.26, "busbw_GBps": 11.26, "memcpy_GBps": 45.0}, ...]}
 
 Sizes smaller than one element of a dtype are skipped for that dtype.
+
+``--buffer shared`` takes the message from :func:`mpitrain.collectives.shared_buffer`
+(shared memory when all ranks are on one node, where the ring reads its neighbours'
+buffers directly) instead of an ordinary numpy array; the JSON then says
+``"buffer": "shared"``. Every algorithm and the memcpy reference use the same kind.
 """
 
 from __future__ import annotations
@@ -46,11 +51,12 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain import __version__
-from mpitrain.collectives import allreduce
+from mpitrain.collectives import allreduce, shared_buffer
 from mpitrain.errors import UserError, checked, shared_error
 
 ALGORITHMS = ("ring", "mpi", "root", "auto")
 DTYPES = ("float32", "float64")
+BUFFERS = ("private", "shared")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gib": 1 << 30}
 _SMALL = 8 * 1024  # OSU's boundary between small and large messages
@@ -88,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "small messages down to 20 for the largest)")
     parser.add_argument("--warmup", type=int, default=None, metavar="N",
                         help="untimed iterations per size first (default: scaled by size)")
+    parser.add_argument("--buffer", default="private", choices=BUFFERS,
+                        help="message in an ordinary array, or from "
+                             "mpitrain.collectives.shared_buffer (default: private)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON (rank 0)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw busbw against size per algorithm (needs matplotlib)")
@@ -157,20 +166,27 @@ def _time_round_robin(
 
 def measure(
     comm: MPI.Comm, algorithms: list[str], dtype: np.dtype, nbytes: int, op: str,
-    warmup: int, iterations: int,
+    warmup: int, iterations: int, pool: np.ndarray | None = None,
 ) -> list[Result]:
     """One size and dtype: a row per algorithm, all sharing one memcpy reference.
 
-    The algorithms share one buffer and run round-robin; the memcpy runs in a loop of its
-    own right after (inside the round-robin it would evict the buffer from the cache
-    before whichever algorithm came next).
+    The algorithms share one buffer (the start of ``pool``, a byte array, when given) and
+    run round-robin; the memcpy, from a buffer of the same kind, runs in a loop of its own
+    right after (inside the round-robin it would evict the buffer from the cache before
+    whichever algorithm came next).
     """
     n = nbytes // dtype.itemsize
-    buf = np.zeros(n, dtype=dtype)
+    if pool is None:
+        buf, src = np.zeros(n, dtype=dtype), np.zeros(n, dtype=dtype)
+    else:
+        buf = pool[: n * dtype.itemsize].view(dtype)
+        src = pool[n * dtype.itemsize : 2 * n * dtype.itemsize].view(dtype)
+        buf[...] = 0
+        src[...] = 0
     actions = [lambda name=name: allreduce(buf, comm, algorithm=name, op=op)
                for name in algorithms]
     medians = _time_round_robin(comm, actions, warmup, iterations)
-    src, dst = np.zeros(n, dtype=dtype), np.empty(n, dtype=dtype)
+    dst = np.empty(n, dtype=dtype)
     copy_time = _time_round_robin(comm, [lambda: np.copyto(dst, src)], warmup, iterations)[0]
     size = comm.Get_size()
     nbytes = n * dtype.itemsize
@@ -195,13 +211,15 @@ def _row(results: list[Result]) -> str:
            f"{first.memcpy_GBps:11.2f}"
 
 
-def write_json(path: str, comm: MPI.Comm, op: str, results: list[Result]) -> None:
+def write_json(path: str, comm: MPI.Comm, op: str, results: list[Result],
+               buffer: str = "private") -> None:
     """The JSON file described in the module docstring."""
     document: dict[str, Any] = {
         "ranks": comm.Get_size(),
         "mpi_library": MPI.Get_library_version().strip().splitlines()[0].strip(),
         "mpitrain_version": __version__,
         "op": op,
+        "buffer": buffer,
         "results": [asdict(r) for r in results],
     }
     try:
@@ -252,7 +270,7 @@ def _outputs(args: argparse.Namespace, comm: MPI.Comm, results: list[Result]) ->
     if comm.Get_rank() != 0:
         return
     if args.json:
-        write_json(args.json, comm, args.op, results)
+        write_json(args.json, comm, args.op, results, args.buffer)
         print(f"wrote {args.json}", flush=True)
     if args.plot:
         if write_plot(args.plot, comm, results):
@@ -276,9 +294,13 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
         if value is not None and value < (1 if option == "iterations" else 0):
             raise shared_error(f"--{option} must be >= {int(option == 'iterations')} "
                                f"(got {value})")
+    # one pool for every size: the message and the memcpy source, as bytes
+    pool = (shared_buffer(max_bytes // 4 + 2, np.float64, comm).view(np.uint8)
+            if args.buffer == "shared" else None)
     rank0 = comm.Get_rank() == 0
     if rank0:
-        print(f"# allreduce op={args.op} on {comm.Get_size()} ranks; latency: median over "
+        print(f"# allreduce op={args.op} on {comm.Get_size()} ranks, {args.buffer} buffers; "
+              "latency: median over "
               "iterations of the slowest rank (us); GB/s: busbw = bytes/latency*2(P-1)/P; "
               "memcpy: one core, all ranks copying at once", flush=True)
         print(_header(algorithms), flush=True)
@@ -290,7 +312,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
             warmup, iterations = default_counts(nbytes)
             iterations = args.iterations or iterations
             warmup = warmup if args.warmup is None else args.warmup
-            rows = measure(comm, algorithms, dtype, nbytes, args.op, warmup, iterations)
+            rows = measure(comm, algorithms, dtype, nbytes, args.op, warmup, iterations,
+                           pool)
             results.extend(rows)
             if rank0:
                 print(_row(rows), flush=True)

@@ -18,6 +18,9 @@ locally, without communication, and raise the same exception on every rank. The 
 on a communicator is collective setup (it duplicates ``comm`` and loads the numba kernels,
 rank 0 first). Results are bitwise identical on every rank.
 
+``shared_buffer(shape, dtype, comm)`` allocates an array in shared memory (when all ranks
+are on one node), on which the ring runs without staging copies.
+
 ``start_allreduce`` starts the same operation and returns a handle; the buffer must not
 be read or written until ``handle.wait()`` returns it (``handle.test()`` polls). See
 :func:`start_allreduce` for when each algorithm progresses.
@@ -34,7 +37,8 @@ from mpitrain.collectives.context import CommState, state_of
 from mpitrain.collectives.handles import AllreduceHandle, DoneHandle
 from mpitrain.collectives.select import choose
 
-__all__ = ["ALGORITHMS", "OPS", "AllreduceHandle", "allreduce", "choose", "start_allreduce"]
+__all__ = ["ALGORITHMS", "OPS", "AllreduceHandle", "allreduce", "choose", "shared_buffer",
+           "start_allreduce"]
 
 
 def _prepare(
@@ -70,7 +74,10 @@ def allreduce(
         return buf
     if algorithm == "ring":
         node_ring = state.node_ring() if shared_ring.ENABLED else None
-        if node_ring is not None:
+        where = node_ring.locate(flat) if node_ring is not None else None
+        if where is not None:
+            node_ring.in_place(flat, where, mean)
+        elif node_ring is not None:
             node_ring.allreduce(flat, mean)
         else:
             ring.allreduce(flat, pcomm, tags, mean)
@@ -79,6 +86,34 @@ def allreduce(
     else:
         root.allreduce(flat, pcomm, mean)
     return buf
+
+
+def shared_buffer(
+    shape: int | tuple[int, ...], dtype: np.dtype | type = np.float32,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> np.ndarray:
+    """Collective: a zeroed array in shared memory, for the fastest ``ring`` on one node.
+
+    When every rank of ``comm`` is on one node, the array lives in an MPI shared-memory
+    window and ``allreduce(buf, comm, algorithm="ring")`` on it (or on the same slice of it
+    on every rank) reads the neighbours' buffers directly, with no staging copies
+    (:mod:`.shared_ring`); otherwise it is an ordinary array. Like any collective, call it
+    with the same arguments on every rank. The memory belongs to ``comm``: it is freed
+    when ``comm`` is, so do not use the array after that.
+    """
+    dtype = np.dtype(dtype)
+    check_choice("dtype", dtype.name, ("float32", "float64"))
+    if not isinstance(comm, MPI.Intracomm):
+        raise TypeError(f"comm must be an mpi4py MPI.Intracomm (got {type(comm).__name__})")
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    node_ring = state_of(comm).node_ring()
+    if node_ring is None:
+        return np.zeros(shape, dtype=dtype)
+    raw = node_ring.allocate(count * dtype.itemsize)
+    array = raw.view(dtype).reshape(shape)
+    array[...] = 0
+    return array
 
 
 def start_allreduce(

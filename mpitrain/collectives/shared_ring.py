@@ -19,9 +19,18 @@ its neighbours (:class:`mpitrain.shared_memory.Counters`), order everything: *pu
 (messages ``< value`` are in the slots) and *consumed* (messages ``< value`` of the left
 neighbour have been read). A rank reads message ``g`` of its left neighbour once that one
 has published ``g + 1``, and overwrites a slot only after its right neighbour has consumed
-what was in it. The user's buffer is never shared, so a call returns as soon as this rank's
-own result is complete. Blocking only: :func:`~mpitrain.collectives.start_allreduce` keeps
-the point-to-point ring, whose messages MPI progresses during other MPI calls.
+what was in it. The user's buffer is not shared, so a call returns as soon as this rank's
+own result is complete.
+
+Buffers from :func:`~mpitrain.collectives.shared_buffer` live in shared memory themselves
+(like ``MPI_Alloc_mem`` or NCCL's registered buffers), and the ring then needs no slots and
+no copies: each step adds or copies the left neighbour's chunk straight from its buffer
+(:meth:`SharedRing.in_place`), moving about half the bytes of the slotted path. Every rank
+must then pass the same part (offset) of such a buffer; that is checked before any data
+moves (a mismatch raises ``ValueError`` on the ranks that see it).
+
+Blocking only: :func:`~mpitrain.collectives.start_allreduce` keeps the point-to-point ring,
+whose messages MPI progresses during other MPI calls.
 """
 
 from __future__ import annotations
@@ -34,13 +43,14 @@ from mpitrain.collectives.ring import chunk_offsets, segment_bounds, segment_cou
 from mpitrain.shared_memory import Counters, free_window, shared_arrays
 
 # Measured on 2 ranks (this module's benchmark, 1-64 MiB float32): see README "Performance".
-SLOT_BYTES = 1024 * 1024
+SLOT_BYTES = 512 * 1024
 SLOTS = 2
 # Set to False to send every ring message through MPI even on one node (the same value on
 # every rank): for tests and for comparing the transports.
 ENABLED = True
 
-PUBLISHED, CONSUMED = 0, 1
+PUBLISHED, CONSUMED = 0, 1  # counters of the slotted path
+ENTERED, STEPS, WHERE = 0, 1, 2  # counters of the in-place path on shared buffers
 
 
 class SharedRing:
@@ -58,6 +68,28 @@ class SharedRing:
         self.win, self.parts = shared_arrays(comm, count=slots * slot_bytes, dtype=np.uint8)
         self.counters = Counters(comm, per_rank=2)
         self.messages = 0  # messages this rank has published (the same count on every rank)
+        self.shared: list[tuple[MPI.Win, list[np.ndarray]]] = []  # from :meth:`allocate`
+        self.in_place_counters = Counters(comm, per_rank=3)
+        self.calls = 0  # in-place calls entered
+        self.steps = 0  # in-place steps done
+
+    def allocate(self, nbytes: int) -> np.ndarray:
+        """Collective: ``nbytes`` bytes of this rank's part of a new shared window (every
+        rank's part is readable by the others; freed by :meth:`close`)."""
+        win, parts = shared_arrays(self.comm, count=max(nbytes, 1), dtype=np.uint8)
+        self.shared.append((win, parts))
+        return parts[self.rank][:nbytes]
+
+    def locate(self, flat: np.ndarray) -> tuple[int, int] | None:
+        """(window index, byte offset) of ``flat`` if it lies in this rank's part of a
+        window from :meth:`allocate`, else None."""
+        start = flat.__array_interface__["data"][0]
+        for index, (_, parts) in enumerate(self.shared):
+            part = parts[self.rank]
+            base = part.__array_interface__["data"][0]
+            if base <= start and start + flat.nbytes <= base + part.nbytes:
+                return index, start - base
+        return None
 
     def allreduce(self, flat: np.ndarray, mean: bool) -> None:
         """Collective: the ring allreduce of ``flat`` (1-D float32/float64) in place."""
@@ -118,10 +150,66 @@ class SharedRing:
                 counters.publish(PUBLISHED, g + 2)
         self.messages = g0 + steps
 
+    def in_place(self, flat: np.ndarray, where: tuple[int, int], mean: bool) -> None:
+        """Collective: the ring allreduce of ``flat``, a part of a shared buffer (the same
+        part on every rank, at ``where`` from :meth:`locate`), reading the neighbours'
+        buffers directly.
+
+        Rank ``p`` adds chunk ``p-k-1`` of its left neighbour's buffer into its own at
+        reduce-scatter step ``k`` (the left finished step ``k-1``, which completed that
+        chunk), and copies chunk ``p-t`` at allgather step ``t``, once its right neighbour
+        has finished reduce-scatter step ``t`` (its last read of that chunk). It returns
+        when the right neighbour has finished too: nothing reads its buffer any more.
+        """
+        size, rank, win = self.size, self.rank, self.win
+        counters = self.in_place_counters
+        index, offset = where
+        code = index * (1 << 48) + offset
+        left_part = self.shared[index][1][self.left]
+        theirs = left_part[offset : offset + flat.nbytes].view(flat.dtype)
+        self.calls += 1
+        counters.publish(WHERE, code)
+        win.Sync()  # the data and WHERE are visible before ENTERED
+        counters.publish(ENTERED, self.calls)
+        counters.wait(self.left, ENTERED, self.calls)
+        win.Sync()
+        left_code = int(counters.counters[self.left][WHERE][0])
+        if left_code != code:
+            raise ValueError(
+                f"allreduce on shared buffers: rank {self.left} passed part "
+                f"{divmod(left_code, 1 << 48)} and rank {rank} part {where} (window, byte "
+                "offset); every rank must pass the same part")
+        off = chunk_offsets(flat.size, size)
+        g0 = self.steps
+        for k in range(2 * size - 2):
+            if k > 0:
+                counters.wait(self.left, STEPS, g0 + k)
+            if k < size - 1:
+                lo, hi = off[(rank - k - 1) % size], off[(rank - k - 1) % size + 1]
+                win.Sync()
+                add_into(flat[lo:hi], theirs[lo:hi])
+                if k == size - 2 and mean:
+                    scale_inplace(flat[lo:hi], 1.0 / size)
+            else:
+                t = k - size + 1
+                counters.wait(self.right, STEPS, g0 + t + 1)
+                lo, hi = off[(rank - t) % size], off[(rank - t) % size + 1]
+                win.Sync()
+                flat[lo:hi] = theirs[lo:hi]
+            win.Sync()
+            counters.publish(STEPS, g0 + k + 1)
+        self.steps = g0 + 2 * size - 2
+        counters.wait(self.right, STEPS, self.steps)
+
     def close(self) -> None:
-        """Collective: release the windows."""
+        """Collective: release the windows (shared buffers from :meth:`allocate` too)."""
         if self.win != MPI.WIN_NULL:
             self.parts = []
             free_window(self.win)
             self.win = MPI.WIN_NULL
             self.counters.close()
+            self.in_place_counters.close()
+            for win, parts in self.shared:
+                parts.clear()
+                free_window(win)
+            self.shared = []
