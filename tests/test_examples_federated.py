@@ -21,10 +21,21 @@ def test_fedavg_config_trains(tmp_path):
     assert json.loads((out / "summary.json").read_text())["config"]["mode"] == "fedavg"
 
 
-def test_reproduction_script_writes_results(tmp_path):
-    done = run_mpi([str(FEDERATED / "reproduce.py"), "--out", str(tmp_path), "--rounds", "2",
-                    "--seeds", "0"], ranks=2)
+@pytest.mark.parametrize("dataset", ["digits", "paper-scale"])
+def test_reproduction_script_writes_results(tmp_path, dataset):
+    done = run_mpi([str(FEDERATED / "reproduce.py"), "--dataset", dataset, "--out",
+                    str(tmp_path), "--rounds", "2", "--seeds", "0"], ranks=2)
     assert done.returncode == 0, done.stderr
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results
-    assert (tmp_path / "results.md").read_text().count("| iid |") == 2
+    out = tmp_path / dataset
+    results = json.loads((out / "results.json").read_text())
+    assert results["args"]["rounds"] == 2
+    assert set(results["results"]) == {"iid/FedSGD", "iid/FedAvg", "shards/FedSGD",
+                                       "shards/FedAvg", "shards/FedProx", "shards/FedAdam"}
+    for item in results["results"].values():
+        assert item["runs"] and item["best"] in item["runs"]
+        assert all(len(r["mean_accuracy"]) in (0, 2) for r in item["runs"])
+    table = (out / "results.md").read_text()
+    assert table.count("| iid |") == 2 and table.count("| shards |") == 4
+    assert (out / "accuracy.png").read_bytes().startswith(b"\x89PNG")
+    if dataset == "paper-scale":  # 600 training rows per client, as in the paper
+        assert round(results["data"]["samples"] * (1 - results["data"]["test_fraction"])) == 60_000
