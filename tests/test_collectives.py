@@ -346,15 +346,19 @@ def test_single_rank_shapes():
     assert np.array_equal(buf, np.arange(24).reshape(2, 3, 4))
 
 
-def test_auto_choice():
+@pytest.mark.parametrize("shared", (False, True))
+def test_auto_choice(shared):
     for size in (2, 3, 4, 5, 64):
         for itemsize in (4, 8):
-            choices = [choose(1 << k, size, itemsize) for k in range(3, 30)]
+            choices = [choose(1 << k, size, itemsize, shared=shared) for k in range(3, 30)]
             assert set(choices) <= {"mpi", "root", "ring"}
             assert choices[0] in ("mpi", "root") and choices[-1] == "ring"
             first_ring = choices.index("ring")
             assert set(choices[first_ring:]) == {"ring"}
     assert choose(1 << 30, 1) == "mpi"
+    # measured: the ring through shared memory pays off at smaller messages
+    assert choose(16 * 1024, 2, 8, shared=True) == "ring"
+    assert choose(16 * 1024, 2, 8, shared=False) == "mpi"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -177,7 +177,9 @@ def measure(
     """
     n = nbytes // dtype.itemsize
     if pool is None:
-        buf, src = np.zeros(n, dtype=dtype), np.zeros(n, dtype=dtype)
+        # np.full writes every page: a calloc'ed np.zeros source would be read from the
+        # kernel's shared zero page, an in-cache copy at any size
+        buf, src = np.full(n, 0, dtype=dtype), np.full(n, 0, dtype=dtype)
     else:
         buf = pool[: n * dtype.itemsize].view(dtype)
         src = pool[n * dtype.itemsize : 2 * n * dtype.itemsize].view(dtype)

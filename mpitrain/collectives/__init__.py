@@ -42,9 +42,10 @@ __all__ = ["ALGORITHMS", "OPS", "AllreduceHandle", "allreduce", "choose", "share
 
 
 def _prepare(
-    buf: np.ndarray, comm: MPI.Comm, algorithm: str, op: str
+    buf: np.ndarray, comm: MPI.Comm, algorithm: str, op: str, *, blocking: bool
 ) -> tuple[np.ndarray, CommState, tuple[int, int], str]:
-    """Check the arguments, then (collective on first use) the private comm and tags."""
+    """Check the arguments, then (collective on first use) the private comm and tags, and
+    resolve ``auto`` (only blocking rings may go through shared memory)."""
     flat = flat_view(buf)
     check_choice("algorithm", algorithm, ALGORITHMS)
     check_choice("op", op, OPS)
@@ -54,7 +55,9 @@ def _prepare(
     tags = state.next_tags()
     size = state.comm.Get_size()
     if algorithm == "auto":
-        algorithm = choose(flat.nbytes, size, flat.itemsize)
+        shared = (blocking and size > 1 and shared_ring.ENABLED
+                  and state.node_ring() is not None)
+        algorithm = choose(flat.nbytes, size, flat.itemsize, shared=shared)
     return flat, state, tags, algorithm
 
 
@@ -67,7 +70,7 @@ def allreduce(
     ValueError otherwise). ``algorithm``: one of :data:`ALGORITHMS`; ``op``: ``"sum"`` or
     ``"mean"`` (ValueError otherwise). All arguments must be the same on every rank.
     """
-    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op)
+    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op, blocking=True)
     mean = op == "mean"
     pcomm = state.comm
     if flat.size == 0:
@@ -134,7 +137,7 @@ def start_allreduce(
       starts the ``Ibcast`` (nonblocking collectives must start in the same order on
       every rank, so this cannot depend on timing).
     """
-    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op)
+    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op, blocking=False)
     mean = op == "mean"
     pcomm = state.comm
     if flat.size == 0:

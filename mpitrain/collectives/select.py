@@ -1,29 +1,38 @@
-"""``auto``: choose an algorithm from the message size (bytes) and the number of ranks.
+"""``auto``: choose an algorithm from the message size (bytes), the number of ranks and the
+ring's transport (shared memory when every rank is on one node, MPI messages otherwise).
 
 Measured with the benchmark on one 2-core node (AMD EPYC VM, MPICH 5.0.2 wheel with CMA
-single-copy transfers), median latency in the benchmark's steady state, 3 runs for P=2::
+single-copy transfers), median latency in the benchmark's steady state::
 
-    mpiexec -n 2 python -m mpitrain.bench.allreduce
-    mpiexec -n P python -m mpitrain.bench.allreduce --algorithms ring,mpi,root \
-        --dtypes float32 --max-bytes 4M --iterations 60 --warmup 5        # P = 3, 4
+    mpiexec -n 2 python -m mpitrain bench allreduce --max-bytes 1M --algorithms ring,mpi,root
+    mpiexec -n P python -m mpitrain bench allreduce --max-bytes 4M \
+        --algorithms ring,mpi,root --iterations 60 --warmup 5                   # P = 3, 4
 
-    P=2  4-8 B           mpi 3.9-5.5 us; root 15-20% slower; ring 8.3-12.5 us (2 steps)
-         16 B..1 KiB     root 4.7-6.0 us, 2-9% faster than mpi (4.8-6.5 us)
-         2 KiB..128 KiB  mpi; ring 70% slower at 2 KiB, within +-10% from 64 KiB
-                         (float64: ring 10-14% slower at 128 KiB; float32: ring within
-                         3%, or 20% faster in the runs where MPI's float sum is slow)
-         256 KiB         ring within -8%..+31% of mpi (ring ahead in 3 of 6 dtype-runs)
-         >= 512 KiB      ring: same as mpi (float64 0.5-16 MiB) to 1.2-1.4x (float32) and
-                         3.2-4.1x from 32 MiB, where MPI's Allreduce drops to ~2.6 GB/s
-    P=3  4-8 B mpi (15 us); 16 B..2 KiB root (18-20 us vs mpi 26-35); 4-8 KiB mpi;
-         from 16-128 KiB ring ties or wins (two runs disagree), 1.5-2.6x mpi from 256 KiB
-    P=4  4-8 B mpi (30 us); 16 B..2 KiB root (34-39 us vs mpi 38-45); 4-128 KiB mpi;
-         256 KiB ring +13%, 1.2-1.4x mpi above
+Ring over shared memory (:mod:`.shared_ring`, what one node gets), 2026-11-22:
+
+    P=2  4 B..8 KiB   ring 10.4-19 us (2 steps of polling, Python-driven), mpi 4-8 us;
+                      root 2-9% faster than mpi from 16 B to 1 KiB
+         16 KiB       ring 11.2 us vs mpi 12.0-12.7, root 17-18
+         >= 32 KiB    ring ahead: 1.2x mpi at 32 KiB, 1.5x at 64 KiB, 2x at 512 KiB
+    P=3  4 B..8 KiB   root 24-60 us, mpi 30-61, ring 58-71;
+         from 16 KiB  ring (63-73 us vs 74-90), 2-3x mpi from 256 KiB
+    P=4  4 B..2 KiB   root 40-45 us, mpi 42-54, ring 83-95; 4-16 KiB mpi;
+         from 32 KiB  ring (101-107 us vs 104-117), 1.3-1.8x mpi from 128 KiB
+
+Ring over MPI messages (:mod:`.ring`, measured on the same node with shared memory
+disabled, before it existed), 3 runs for P=2:
+
+    P=2  2 KiB..128 KiB  mpi; ring 70% slower at 2 KiB, within +-10% from 64 KiB
+         256 KiB         ring within -8%..+31% of mpi; >= 512 KiB ring (float32 from
+                         128 KiB: MPI's float sum is in some runs 1.3-2x slower)
+    P=3  from 16-128 KiB ring ties or wins, 1.5-2.6x mpi from 256 KiB
+    P=4  4-128 KiB mpi; 256 KiB ring +13%, 1.2-1.4x mpi above
 
 P=3 and P=4 ran oversubscribed (more ranks than cores), where every message costs a context
 switch, so their small-message choices are specific to that setting. Beyond 4 ranks
 nothing was measured: ``mpi`` below the ring threshold, which grows like the ring's
-2(P-1) steps of latency.
+2(P-1) steps of latency. The point-to-point table is the only measurement of that
+transport, which is what several nodes use; across nodes it is an estimate.
 """
 
 from __future__ import annotations
@@ -32,29 +41,33 @@ KIB = 1024
 
 # (lowest, highest) message bytes for which "root" beat "mpi", per measured comm size.
 ROOT_BAND = {2: (16, 1 * KIB), 3: (16, 2 * KIB), 4: (16, 2 * KIB)}
-# Message bytes from which "ring" is chosen, per measured comm size.
+# Message bytes from which "ring" is chosen, per measured comm size, ring over shared memory.
+RING_FROM_SHARED = {2: 16 * KIB, 3: 16 * KIB, 4: 32 * KIB}
+# The same for the ring over MPI messages.
 RING_FROM = {2: 256 * KIB, 3: 128 * KIB, 4: 256 * KIB}
 # float32 on 2 ranks: MPI's float sum is in some runs 1.3-2x slower per byte than its
 # double sum (64 KiB..16 MiB), and the ring is never more than 3% behind from 128 KiB.
 RING_FROM_FLOAT32 = {2: 128 * KIB}
 
 
-def ring_threshold(size: int, itemsize: int = 8) -> int:
-    """Bytes from which ``auto`` uses the ring on ``size`` ranks (extrapolated beyond 4)."""
-    if itemsize == 4 and size in RING_FROM_FLOAT32:
+def ring_threshold(size: int, itemsize: int = 8, *, shared: bool = False) -> int:
+    """Bytes from which ``auto`` uses the ring on ``size`` ranks, through shared memory
+    (``shared``) or MPI messages (extrapolated beyond 4 ranks)."""
+    table = RING_FROM_SHARED if shared else RING_FROM
+    if not shared and itemsize == 4 and size in RING_FROM_FLOAT32:
         return RING_FROM_FLOAT32[size]
-    if size in RING_FROM:
-        return RING_FROM[size]
-    largest = max(RING_FROM)
-    return RING_FROM[largest] * (size - 1) // (largest - 1)
+    if size in table:
+        return table[size]
+    largest = max(table)
+    return table[largest] * (size - 1) // (largest - 1)
 
 
-def choose(nbytes: int, size: int, itemsize: int = 8) -> str:
+def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False) -> str:
     """The algorithm ``auto`` uses for ``nbytes`` bytes of ``itemsize``-byte elements on
-    ``size`` ranks."""
+    ``size`` ranks, the ring going through shared memory (``shared``) or MPI messages."""
     if size <= 1:
         return "mpi"
-    if nbytes >= ring_threshold(size, itemsize):
+    if nbytes >= ring_threshold(size, itemsize, shared=shared):
         return "ring"
     low, high = ROOT_BAND.get(size, (1, 0))
     if low <= nbytes <= high:
