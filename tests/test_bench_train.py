@@ -108,6 +108,14 @@ def test_peer_scripts_skip_cleanly_without_their_framework(script):
     assert "skipped:" in done.stdout and "not installed" in done.stdout
 
 
+def test_peer_setup_script_needs_a_directory():
+    """The Horovod build script stops before doing anything without its argument."""
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "peers" / "setup-peers.sh")],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "usage: setup-peers.sh VENV_DIR" in done.stderr
+
+
 # ------------------------------------------------------------------------------------------
 # MPI (in-process, `make test` under 2, 3 and 4 ranks): same results as the plain path.
 
