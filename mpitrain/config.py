@@ -53,6 +53,8 @@ class TrainConfig:
     features: int = option(20, "synthetic data: number of features", group="data")
     classes: int = option(2, "synthetic data: number of classes", group="data")
     noise: float = option(1.0, "synthetic data: noise standard deviation", group="data")
+    clusters: int = option(1, "synthetic data: Gaussian clusters per class (> 1: classes "
+                           "are not linearly separable)", group="data")
     # model
     model: str = option("mlp", "model to train", choices=MODELS, group="model")
     hidden: tuple[int, ...] = option((128,), "mlp hidden layer sizes, e.g. 128,64",
@@ -302,6 +304,7 @@ def validate(config: TrainConfig) -> None:
         (config.features >= 1, "features", ">= 1"),
         (config.classes >= 2, "classes", ">= 2"),
         (config.noise >= 0.0 and math.isfinite(config.noise), "noise", ">= 0"),
+        (config.clusters >= 1, "clusters", ">= 1"),
         (len(config.hidden) >= 1 or config.model != "mlp", "hidden",
          "at least one layer size for --model mlp"),
         (all(h >= 1 for h in config.hidden), "hidden", "positive layer sizes"),

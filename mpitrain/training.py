@@ -64,8 +64,7 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
         standardize=config.standardize,
-        synthetic=SyntheticSpec(samples=config.samples, features=config.features,
-                                classes=config.classes, noise=config.noise))
+        synthetic=synthetic_spec(config))
     agree(comm, _model_data_mismatch(config, dataset))
     kind = loss_kind(config.model)
     layout = Layout(network_dims(config.model, n_features=dataset.n_features,
@@ -133,6 +132,12 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
                  seconds=time.perf_counter() - started)
     return TrainResult(params=layout.views(params), flat=params, history=history,
                        config=config, status=status)
+
+
+def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
+    """The ``--data synthetic`` options of ``config``."""
+    return SyntheticSpec(samples=config.samples, features=config.features,
+                         classes=config.classes, noise=config.noise, clusters=config.clusters)
 
 
 def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainConfig:

@@ -48,6 +48,7 @@ def test_missing_config_file(tmp_path):
     ({"model": "cnn"}, "--model must be one of linear, logistic, softmax, mlp (got 'cnn')"),
     ({"test_fraction": 1.0}, "--test-fraction must be in [0, 1) (got 1.0)"),
     ({"hidden": (64, 0)}, "--hidden must be positive layer sizes (got 64,0)"),
+    ({"clusters": 0}, "--clusters must be >= 1 (got 0)"),
 ])
 def test_bad_values(options, message):
     with pytest.raises(UserError) as info:

@@ -5,6 +5,7 @@ The helpers here (file writers, error cases) are shared with ``test_data_mpi.py`
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import sys
@@ -20,6 +21,7 @@ from mpitrain.data.binary import NpyDirSource
 from mpitrain.data.holdout import make_holdout
 from mpitrain.data.synthetic import CHUNK_ROWS, SyntheticSource
 from mpitrain.errors import UserError
+from mpitrain.training import train
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -231,6 +233,10 @@ ERROR_CASES: dict[str, ErrorCase] = {
         {"source": "synthetic", "synthetic": SyntheticSpec(noise=-0.5)},
         "--data synthetic: noise must be a number >= 0 (got -0.5)",
     ),
+    "synthetic clusters": lambda d: (
+        {"source": "synthetic", "synthetic": SyntheticSpec(clusters=0)},
+        "--data synthetic: clusters must be an integer >= 1 (got 0)",
+    ),
     "test fraction": lambda d: (
         {"source": "synthetic", "test_fraction": 1.0},
         "--test-fraction must be in [0, 1) (got 1.0)",
@@ -430,11 +436,12 @@ def test_holdout_leaving_no_training_rows(tmp_path):
 # ---------------------------------------------------------------- synthetic
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
-def test_synthetic_rows_depend_only_on_seed_and_row(task):
-    spec = SyntheticSpec(samples=3 * CHUNK_ROWS + 5, features=4, classes=3)
+@pytest.mark.parametrize("task,clusters", [("classification", 1), ("classification", 3),
+                                           ("regression", 1)])
+def test_synthetic_rows_depend_only_on_seed_and_row(task, clusters):
+    spec = SyntheticSpec(samples=3 * CHUNK_ROWS + 5, features=4, classes=3, clusters=clusters)
     small = load("synthetic", task=task, synthetic=SyntheticSpec(samples=1500, features=4,
-                                                                 classes=3))
+                                                                 classes=3, clusters=clusters))
     big = load("synthetic", task=task, synthetic=spec)
     np.testing.assert_array_equal(big.train.X[:1500], small.train.X)
     np.testing.assert_array_equal(big.train.y[:1500], small.train.y)
@@ -444,6 +451,42 @@ def test_synthetic_rows_depend_only_on_seed_and_row(task):
     np.testing.assert_array_equal(block.X, big.train.X[rows])
     other = load("synthetic", task=task, seed=1, synthetic=spec)
     assert not np.array_equal(other.train.X, big.train.X)
+
+
+@pytest.mark.parametrize("task,digest", [
+    ("classification", "8580dddcec4081feb103a6e21f149c299ea7c4990d915bf13083dcbdd7cb190d"),
+    ("regression", "736f2aa46abdfe4f7c65209d151a8d8bc3cdb0f585f2d19ded528b77049ead2c"),
+])
+def test_synthetic_default_rows_are_unchanged(task, digest):
+    """One cluster per class (the default) generates the rows it always did: the checksum
+    was taken before --clusters existed."""
+    spec = SyntheticSpec(samples=3000, features=5, classes=3, noise=0.7)
+    block = SyntheticSource(spec, task=task, seed=3, option="--data").read(np.arange(3000))
+    assert hashlib.sha256(block.X.tobytes() + block.y.tobytes()).hexdigest() == digest
+    clustered = SyntheticSource(SyntheticSpec(samples=3000, features=5, classes=3, noise=0.7,
+                                              clusters=2), task=task, seed=3, option="--data")
+    changed = not np.array_equal(clustered.read(np.arange(3000)).X, block.X)
+    assert changed == (task == "classification")  # regression ignores clusters
+
+
+def test_synthetic_clusters_belong_to_class_k_mod_classes():
+    spec = SyntheticSpec(samples=6000, features=6, classes=3, clusters=4, noise=0.0)
+    source = SyntheticSource(spec, task="classification", seed=2, option="--data")
+    block = source.read(np.arange(spec.samples))
+    assert source.centres.shape == (12, 6)
+    centre = np.argmin(((block.X[:, None] - source.centres[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(block.y, centre % 3)
+    assert len(np.unique(centre)) == 12
+    np.testing.assert_allclose(np.bincount(block.y.astype(int)) / spec.samples, 1 / 3, atol=0.02)
+
+
+def test_synthetic_clusters_need_a_nonlinear_model():
+    """With several clusters per class a softmax model stays far below an MLP."""
+    data = dict(data="synthetic", samples=4000, features=4, classes=3, clusters=4, noise=0.2,
+                epochs=30, batch_size=32, lr=0.1, quiet=True, comm=MPI.COMM_SELF)
+    linear = train(model="softmax", **data).history[-1]["test_accuracy"]
+    mlp = train(model="mlp", hidden=(32,), **data).history[-1]["test_accuracy"]
+    assert mlp > 0.9 and linear < 0.75, (linear, mlp)  # measured: 0.61, 0.97
 
 
 def test_synthetic_classes_are_learnable_but_overlap():
@@ -463,6 +506,9 @@ def test_synthetic_classes_are_learnable_but_overlap():
 def test_synthetic_name():
     data = load("synthetic", synthetic=SyntheticSpec(samples=100, features=3, classes=4))
     assert data.name == "synthetic(100x3, 4 classes, noise 1)"
+    data = load("synthetic", synthetic=SyntheticSpec(samples=100, features=3, classes=4,
+                                                     clusters=5, noise=0.3))
+    assert data.name == "synthetic(100x3, 4 classes x 5 clusters, noise 0.3)"
 
 
 # ---------------------------------------------------------------- standardisation

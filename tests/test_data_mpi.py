@@ -79,10 +79,12 @@ def test_file_shards_do_not_depend_on_the_number_of_ranks(mpi_tmp_path, fmt, fra
     assert_same_as_one_rank(load(path, **options), load(path, MPI.COMM_SELF, **options))
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
-def test_synthetic_shards_do_not_depend_on_the_number_of_ranks(task):
+@pytest.mark.parametrize("task,clusters", [("classification", 1), ("classification", 3),
+                                           ("regression", 1)])
+def test_synthetic_shards_do_not_depend_on_the_number_of_ranks(task, clusters):
     options = {"task": task, "test_fraction": 0.2, "seed": 7, "dtype": np.float32,
-               "synthetic": SyntheticSpec(samples=3001, features=6, classes=4)}
+               "synthetic": SyntheticSpec(samples=3001, features=6, classes=4,
+                                          clusters=clusters)}
     assert_same_as_one_rank(load("synthetic", **options),
                             load("synthetic", MPI.COMM_SELF, **options))
 

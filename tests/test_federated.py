@@ -13,7 +13,7 @@ from scipy import integrate, stats
 
 from kernels.network import network_grad, workspace_size
 from mpitrain.config import resolve
-from mpitrain.data import SyntheticSpec, load_dataset
+from mpitrain.data import load_dataset
 from mpitrain.errors import UserError
 from mpitrain.federated import secure
 from mpitrain.federated.clients import assign_clients
@@ -36,6 +36,7 @@ from mpitrain.federated.sampling import clients_per_round, sample_clients
 from mpitrain.federated.server import ServerOptimizer
 from mpitrain.models import Layout, init_params, loss_kind, network_dims, task_of
 from mpitrain.strategies.federated import build_federated_strategy
+from mpitrain.training import synthetic_spec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,8 +49,7 @@ def build(comm=MPI.COMM_SELF, **options):
     dataset = load_dataset(
         config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, standardize=config.standardize,
-        synthetic=SyntheticSpec(samples=config.samples, features=config.features,
-                                classes=config.classes, noise=config.noise))
+        synthetic=synthetic_spec(config))
     layout = Layout(network_dims(config.model, n_features=dataset.n_features,
                                  n_classes=dataset.n_classes, hidden=config.hidden))
     params = init_params(layout, seed=config.seed, dtype=config.dtype)

@@ -8,7 +8,7 @@ from mpi4py import MPI
 
 from mpitrain.collectives import allreduce
 from mpitrain.config import resolve
-from mpitrain.data import SyntheticSpec, load_dataset
+from mpitrain.data import load_dataset
 from mpitrain.federated import secure
 from mpitrain.federated.local import ClientStats
 from mpitrain.federated.robust import RobustReducer, coordinate_median, krum_index
@@ -16,6 +16,7 @@ from mpitrain.loop import run_loop
 from mpitrain.models import Layout, init_params, loss_kind, network_dims, task_of
 from mpitrain.strategies.base import Unit
 from mpitrain.strategies.federated import TAIL, build_federated_strategy
+from mpitrain.training import synthetic_spec
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 
@@ -30,8 +31,7 @@ def build(comm, **options):
     dataset = load_dataset(
         config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, standardize=config.standardize,
-        synthetic=SyntheticSpec(samples=config.samples, features=config.features,
-                                classes=config.classes, noise=config.noise))
+        synthetic=synthetic_spec(config))
     layout = Layout(network_dims(config.model, n_features=dataset.n_features,
                                  n_classes=dataset.n_classes, hidden=config.hidden))
     params = init_params(layout, seed=config.seed, dtype=config.dtype)

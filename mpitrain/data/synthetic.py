@@ -4,6 +4,12 @@ Rows are produced in fixed chunks of :data:`CHUNK_ROWS`; chunk ``c`` comes from 
 Generator keyed by ``(seed, ROWS, c)`` and the model parameters (class centres or true
 weights) from ``(seed, PARAMS)``. A rank generates only the chunks that hold its rows, so
 the data never depends on the number of ranks, and a row never depends on ``samples``.
+
+Classification draws ``classes × clusters`` seeded Gaussian centres; a row picks a centre k
+uniformly and gets label ``k mod classes`` (scikit-learn's ``n_clusters_per_class``). With
+one cluster per class the classes are Gaussian blobs, nearly linearly separable; with
+several, each class is a union of centres scattered among the other classes' centres, so a
+linear model cannot separate them and a network needs many more steps.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ class SyntheticSpec:
     features: int = 20
     classes: int = 2  # ignored for regression
     noise: float = 1.0
+    clusters: int = 1  # Gaussian centres per class; ignored for regression
 
     def check(self, task: str) -> None:
         """Raise UserError naming the first bad value."""
         rules = {"samples": (_is_int, 2), "features": (_is_int, 1), "noise": (_is_real, 0)}
         if task == "classification":
             rules["classes"] = (_is_int, 2)
+            rules["clusters"] = (_is_int, 1)
         for name, (kind, least) in rules.items():
             value = getattr(self, name)
             if not (kind(value) and value >= least):
@@ -48,8 +56,12 @@ class SyntheticSpec:
                 )
 
     def describe(self, task: str) -> str:
-        """Short name for summaries, e.g. ``synthetic(10000x20, 2 classes, noise 1.0)``."""
-        classes = f", {self.classes} classes" if task == "classification" else ""
+        """Short name for summaries, e.g. ``synthetic(10000x20, 2 classes, noise 1.0)`` or
+        ``synthetic(10000x20, 2 classes x 4 clusters, noise 1.0)``."""
+        classes = ""
+        if task == "classification":
+            clusters = f" x {self.clusters} clusters" if self.clusters > 1 else ""
+            classes = f", {self.classes} classes{clusters}"
         return f"synthetic({self.samples}x{self.features}{classes}, noise {self.noise:g})"
 
 
@@ -62,7 +74,8 @@ def _is_real(value: object) -> bool:
 
 
 class SyntheticSource(Source):
-    """Gaussian classes around seeded centres, or a noisy seeded linear model."""
+    """Gaussian classes around seeded centres (one or more per class), or a noisy seeded
+    linear model."""
 
     def __init__(self, spec: SyntheticSpec, *, task: str, seed: int, option: str) -> None:
         spec.check(task)
@@ -76,7 +89,10 @@ class SyntheticSource(Source):
         d = spec.features
         if task == "classification":
             self.declared_classes = spec.classes
-            self.centres = params.standard_normal((spec.classes, d)) * (CENTRE_SCALE / math.sqrt(d))
+            # centre k belongs to class k mod classes (one per class: today's blobs, same bits)
+            self.n_centres = spec.classes * spec.clusters
+            self.centres = (params.standard_normal((self.n_centres, d))
+                            * (CENTRE_SCALE / math.sqrt(d)))
         else:
             self.w_true = params.standard_normal(d) / math.sqrt(d)
 
@@ -85,9 +101,9 @@ class SyntheticSource(Source):
         rng = np.random.default_rng([self.seed, ROWS, c])
         d, noise = self.spec.features, float(self.spec.noise)
         if self.task == "classification":
-            labels = rng.integers(0, self.spec.classes, size=CHUNK_ROWS)
-            X = self.centres[labels] + noise * rng.standard_normal((CHUNK_ROWS, d))
-            return X, labels.astype(np.float64)
+            centre = rng.integers(0, self.n_centres, size=CHUNK_ROWS)
+            X = self.centres[centre] + noise * rng.standard_normal((CHUNK_ROWS, d))
+            return X, (centre % self.spec.classes).astype(np.float64)
         X = rng.standard_normal((CHUNK_ROWS, d))
         y = X @ self.w_true + noise * rng.standard_normal(CHUNK_ROWS)
         return X, y
