@@ -81,12 +81,14 @@ def test_bench_json_one_rank(tmp_path, capsys):
 
 
 def test_bench_subset_and_plot(tmp_path, capsys):
-    plot = tmp_path / "busbw.png"
+    """Also: --json and --plot may name directories that do not exist yet."""
+    plot = tmp_path / "new" / "busbw.png"
+    path = tmp_path / "bench-results" / "r.json"
     args = parse("--min-bytes", "1K", "--max-bytes", "2K", "--iterations", "2",
                  "--algorithms", "ring,mpi", "--dtypes", "float64", "--op", "mean",
-                 "--json", str(tmp_path / "r.json"), "--plot", str(plot))
+                 "--json", str(path), "--plot", str(plot))
     assert bench.run(args, MPI.COMM_SELF) == 0
-    document = json.loads((tmp_path / "r.json").read_text())
+    document = json.loads(path.read_text())
     assert [(r["algorithm"], r["bytes"]) for r in document["results"]] == [
         ("ring", 1024), ("mpi", 1024), ("ring", 2048), ("mpi", 2048)]
     if importlib.util.find_spec("matplotlib") is not None:
@@ -107,6 +109,14 @@ def test_bench_bad_options(argv, message):
     with pytest.raises(UserError, match=message) as info:
         bench.run(parse(*argv), MPI.COMM_SELF)
     assert info.value.agreed
+
+
+def test_bench_json_that_cannot_be_written(tmp_path):
+    (tmp_path / "file").write_text("")
+    args = parse("--max-bytes", "8", "--iterations", "1", "--json",
+                 str(tmp_path / "file" / "r.json"))
+    with pytest.raises(UserError, match="--json could not write"):
+        bench.run(args, MPI.COMM_SELF)
 
 
 def test_sizes_and_counts():

@@ -40,7 +40,7 @@ TINY = ["--samples", "3000", "--features", "8", "--classes", "3", "--hidden", "1
 
 
 def run_bench(tmp_path, *extra: str, ranks: int = 2) -> dict:
-    out = tmp_path / "train.json"
+    out = tmp_path / "bench-results" / "train.json"  # a directory that does not exist yet
     done = run_mpi(["-m", "mpitrain", "bench", "train", *TINY, *extra, "--json", str(out)],
                    ranks=ranks, timeout=180)
     assert done.returncode == 0, done.stderr

@@ -1,1 +1,13 @@
 """Benchmarks shipped with mpitrain: `python -m mpitrain bench allreduce|train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def output_file(path: str) -> Path:
+    """``path`` as a Path, its directory created first (``--json``/``--plot`` may name a
+    new directory, as ``--out`` may); OSError when that is impossible."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target

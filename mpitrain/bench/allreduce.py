@@ -44,13 +44,13 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
 from mpitrain import __version__
+from mpitrain.bench import output_file
 from mpitrain.collectives import allreduce, shared_buffer
 from mpitrain.errors import UserError, checked, shared_error
 
@@ -225,7 +225,7 @@ def write_json(path: str, comm: MPI.Comm, op: str, results: list[Result],
         "results": [asdict(r) for r in results],
     }
     try:
-        Path(path).write_text(json.dumps(document, indent=1) + "\n")
+        output_file(path).write_text(json.dumps(document, indent=1) + "\n")
     except OSError as exc:
         raise UserError(f"--json could not write {path!r} ({exc.strerror})") from exc
 
@@ -260,7 +260,7 @@ def write_plot(path: str, comm: MPI.Comm, results: list[Result]) -> bool:
     axes[0][0].set_ylabel("bus bandwidth (GB/s)")
     axes[0][0].legend(fontsize="small")
     try:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(output_file(path), dpi=110, bbox_inches="tight")
     except OSError as exc:
         raise UserError(f"--plot could not write {path!r} ({exc.strerror})") from exc
     finally:

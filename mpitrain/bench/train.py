@@ -68,7 +68,6 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -76,6 +75,7 @@ from mpi4py import MPI
 
 from mpitrain import __version__
 from mpitrain.batches import steps_per_epoch
+from mpitrain.bench import output_file
 from mpitrain.bench.probes import StartClock, StepProbe, rss_bytes
 from mpitrain.config import COMPRESSIONS, MODELS, REDUCE_ALGORITHMS, TrainConfig, resolve
 from mpitrain.errors import UserError, agree, checked, shared_error
@@ -532,7 +532,7 @@ def _table(doc: dict[str, Any]) -> str:
 
 def _write(path: str, doc: dict[str, Any]) -> None:
     try:
-        Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+        output_file(path).write_text(json.dumps(doc, indent=1) + "\n")
     except OSError as exc:
         raise UserError(f"--json could not write {path!r} ({exc.strerror})") from exc
 
