@@ -148,10 +148,11 @@ class TrainConfig:
     overlap: bool = option(False, "start each layer's gradient allreduce (nonblocking) while "
                            "the layers below are still being computed; same result",
                            group="parallel")
-    shared_memory: bool = option(True, "with --reduce auto and every rank on one node, sum "
-                                 "the step message through an MPI shared-memory window (one "
-                                 "barrier, no messages) instead of an allreduce (not "
-                                 "with --stall-timeout, whose watchdog watches MPI calls)",
+    shared_memory: bool = option(True, "when every rank is on one node, reduce through MPI "
+                                 "shared-memory windows: with --reduce auto the step "
+                                 "message is summed there (one barrier, no messages), "
+                                 "and the ring passes its messages there (not with "
+                                 "--stall-timeout, whose watchdog watches MPI calls)",
                                  group="parallel")
     # checkpoints and reliability
     checkpoint_every: int = option(0, "write a checkpoint every N steps (sync) or rounds "
@@ -388,6 +389,12 @@ def _validate_performance(config: TrainConfig) -> None:
     for bad, message in problems:
         if bad:
             raise UserError(message)
+
+
+def shared_memory_allowed(config: TrainConfig) -> bool:
+    """May the reductions of this run wait in shared memory instead of inside MPI calls?
+    (--shared-memory, but never under --stall-timeout: its watchdog watches MPI calls.)"""
+    return config.shared_memory and config.stall_timeout <= 0
 
 
 def _positive(value: float) -> bool:

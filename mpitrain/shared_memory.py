@@ -90,6 +90,10 @@ class Counters:
         """Set this rank's counter ``which`` (after a ``Win.Sync`` of the data it announces)."""
         self.own[which][0] = value
 
+    def read(self, rank: int, which: int) -> int:
+        """The current value of counter ``which`` of ``rank``."""
+        return int(self.counters[rank][which][0])
+
     def wait(self, rank: int, which: int, value: int) -> None:
         """Poll until counter ``which`` of ``rank`` reaches ``value``."""
         counter = self.counters[rank][which]

@@ -20,7 +20,7 @@ from mpi4py import MPI
 from . import __version__
 from .checkpointing import load_resume_checkpoint, make_checkpointer
 from .compile import warm_kernels
-from .config import TrainConfig, resolve, to_toml, validate
+from .config import TrainConfig, resolve, shared_memory_allowed, to_toml, validate
 from .data import Dataset, SyntheticSpec, load_dataset
 from .errors import UserError, agree, checked
 from .evaluation import Evaluator, label_stats
@@ -192,8 +192,7 @@ def _sync_strategy(config: TrainConfig, *, layout: Layout, kind: int, params: np
         seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
         lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
         reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
-        # the --stall-timeout watchdog expects waiting ranks to sit inside an MPI collective
-        shared_memory=config.shared_memory and config.stall_timeout <= 0)
+        shared_memory=shared_memory_allowed(config))
 
 
 def _summary_head(config: TrainConfig, dataset: Dataset, layout: Layout,

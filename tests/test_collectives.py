@@ -19,7 +19,6 @@ from mpitrain.collectives import (
     ring,
     scratch,
     shared_buffer,
-    shared_ring,
     start_allreduce,
 )
 from mpitrain.collectives.shared_ring import SharedRing
@@ -71,10 +70,10 @@ def check(comm: MPI.Comm, x: np.ndarray, result: np.ndarray, op: str) -> None:
         "result differs between ranks"
 
 
-def reduce_and_check(comm, n, dtype, algorithm, op, shape=None):
+def reduce_and_check(comm, n, dtype, algorithm, op, shape=None, **options):
     buf = inputs(comm, n, dtype, shape)
     original = buf.copy()
-    out = allreduce(buf, comm, algorithm=algorithm, op=op)
+    out = allreduce(buf, comm, algorithm=algorithm, op=op, **options)
     assert out is buf and out.shape == original.shape and out.dtype == original.dtype
     check(comm, original, out, op)
 
@@ -91,15 +90,13 @@ def test_matches_numpy(algorithm, dtype, op):
         reduce_and_check(comm, n, dtype, algorithm, op)
 
 
-@pytest.fixture
-def p2p_ring(monkeypatch):
-    """Send the ring's messages through MPI even when every rank is on one node."""
-    monkeypatch.setattr(shared_ring, "ENABLED", False)
+P2P = {"shared_memory": False}  # the ring over MPI messages even on one node
 
 
 @pytest.fixture
-def tiny_segments(p2p_ring, monkeypatch):
-    """Force the pipelined point-to-point ring with 16-byte segments on small buffers."""
+def tiny_segments(monkeypatch):
+    """Force the pipelined point-to-point ring (with ``P2P``) to use 16-byte segments on
+    small buffers."""
     monkeypatch.setattr(ring, "PIPELINE_MIN_BYTES", 0)
     monkeypatch.setattr(ring, "SEGMENT_BYTES", 16)
     monkeypatch.setattr(ring, "WINDOW", 3)
@@ -112,13 +109,13 @@ def test_pipelined_ring_many_segments(tiny_segments, dtype, op):
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
     for n in (1, size - 1, size + 1, 5 * size + 3, 1000):
-        reduce_and_check(comm, n, dtype, "ring", op)
+        reduce_and_check(comm, n, dtype, "ring", op, **P2P)
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_shared_memory_ring_gives_the_point_to_point_bits(p2p_ring, dtype, op):
+def test_shared_memory_ring_gives_the_point_to_point_bits(dtype, op):
     """The shared-memory transport with 3-slot, 24-byte slots (so many pieces, slots
     reused within and across calls): the same bits as the ring over MPI messages."""
     comm = MPI.COMM_WORLD
@@ -127,7 +124,7 @@ def test_shared_memory_ring_gives_the_point_to_point_bits(p2p_ring, dtype, op):
     try:
         for n in (1, size - 1, size + 1, 5 * size + 3, 1000, 1000):
             x = inputs(comm, n, dtype)
-            via_mpi = allreduce(x.copy(), comm, algorithm="ring", op=op)
+            via_mpi = allreduce(x.copy(), comm, algorithm="ring", op=op, **P2P)
             via_memory = x.copy()
             if n:
                 transport.allreduce(via_memory, op == "mean")
@@ -151,6 +148,16 @@ def test_ring_uses_shared_memory_on_one_node():
 
 
 @pytest.mark.mpi
+def test_ring_without_shared_memory_waits_in_mpi_only():
+    """``shared_memory=False`` (what --stall-timeout needs): no window is ever built."""
+    comm = MPI.COMM_WORLD.Dup()
+    for algorithm in ("ring", "auto"):
+        reduce_and_check(comm, 100_000, np.float32, algorithm, "sum", **P2P)
+    assert context.state_of(comm).shared_ring is None
+    comm.Free()
+
+
+@pytest.mark.mpi
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_ring_on_shared_buffers_gives_the_point_to_point_bits(dtype, op):
@@ -162,11 +169,7 @@ def test_ring_on_shared_buffers_gives_the_point_to_point_bits(dtype, op):
     assert big.shape == (2, 600) and big.dtype == dtype and not big.any()
     for n in (1, size - 1, size + 1, 1000, 1000, 1200):
         x = inputs(comm, n, dtype)
-        shared_ring.ENABLED = False
-        try:
-            via_mpi = allreduce(x.copy(), comm, algorithm="ring", op=op)
-        finally:
-            shared_ring.ENABLED = True
+        via_mpi = allreduce(x.copy(), comm, algorithm="ring", op=op, **P2P)
         part = big if n == 1200 else big.reshape(-1)[7 : 7 + n]
         part.reshape(-1)[...] = x
         assert allreduce(part, comm, algorithm="ring", op=op) is part
@@ -178,12 +181,16 @@ def test_ring_on_shared_buffers_gives_the_point_to_point_bits(dtype, op):
 def test_shared_buffers_must_be_the_same_part_on_every_rank():
     comm = MPI.COMM_WORLD
     big = shared_buffer(100, np.float64, comm)
-    rank = comm.Get_rank()
-    if comm.Get_size() > 1:
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if size > 1:
+        offset = 1 if rank == size - 1 else 0  # only the last rank differs...
         with pytest.raises(ValueError, match=r"every rank must pass the same part"):
-            allreduce(big[rank : rank + 10], comm, algorithm="ring")
-        comm.Barrier()
-    reduce_and_check(comm, 1000, np.float64, "ring", "sum")  # still usable afterwards
+            allreduce(big[offset : offset + 10], comm, algorithm="ring")  # ...all raise
+    part = big[:10]  # and the very next call works, with no barrier in between
+    part[...] = rank
+    allreduce(part, comm, algorithm="ring")
+    assert (part == size * (size - 1) // 2).all()
+    reduce_and_check(comm, 1000, np.float64, "ring", "sum")
 
 
 def test_shared_buffer_on_one_rank_is_an_ordinary_array():
@@ -194,12 +201,12 @@ def test_shared_buffer_on_one_rank_is_an_ordinary_array():
 
 
 @pytest.mark.mpi
-def test_pipelined_ring_unsegmented(p2p_ring, monkeypatch):
+def test_pipelined_ring_unsegmented(monkeypatch):
     """The pipeline with one segment per chunk (what nonblocking small calls use)."""
     monkeypatch.setattr(ring, "PIPELINE_MIN_BYTES", 0)
     comm = MPI.COMM_WORLD
     for n in (1, comm.Get_size() + 1, 1000):
-        reduce_and_check(comm, n, np.float64, "ring", "sum")
+        reduce_and_check(comm, n, np.float64, "ring", "sum", **P2P)
 
 
 @pytest.mark.mpi
@@ -242,7 +249,7 @@ def test_nonblocking_many_in_flight(tiny_segments):
     handles[2].test()
     blocking = inputs(comm, 999, np.float32)
     blocking_in = blocking.copy()
-    allreduce(blocking, comm, algorithm="ring")  # a blocking call in between
+    allreduce(blocking, comm, algorithm="ring", **P2P)  # a blocking call in between
     for i in reversed(range(len(handles))):
         handles[i].wait()
     check(comm, blocking_in, blocking, "sum")
@@ -251,7 +258,7 @@ def test_nonblocking_many_in_flight(tiny_segments):
 
 
 @pytest.mark.mpi
-def test_private_messages_do_not_mix_with_callers(p2p_ring):
+def test_private_messages_do_not_mix_with_callers():
     """The ring runs on a private duplicate: the caller's pending messages stay intact."""
     comm = MPI.COMM_WORLD
     size, rank = comm.Get_size(), comm.Get_rank()
@@ -259,7 +266,7 @@ def test_private_messages_do_not_mix_with_callers(p2p_ring):
     got = np.empty(3, dtype=np.float64)
     recv = comm.Irecv(got, source=(rank - 1) % size, tag=0)
     send = comm.Isend(mine, dest=(rank + 1) % size, tag=0)
-    reduce_and_check(comm, 1000, np.float64, "ring", "sum")
+    reduce_and_check(comm, 1000, np.float64, "ring", "sum", **P2P)
     MPI.Request.Waitall([recv, send])
     assert (got == (rank - 1) % size).all()
 
@@ -275,13 +282,13 @@ def test_private_duplicate_freed_with_comm():
 
 
 @pytest.mark.mpi
-def test_repeated_calls_reuse_scratch(p2p_ring):
+def test_repeated_calls_reuse_scratch():
     comm = MPI.COMM_WORLD
     buf = inputs(comm, 10_000, np.float32)
-    allreduce(buf, comm, algorithm="ring", op="mean")
+    allreduce(buf, comm, algorithm="ring", op="mean", **P2P)
     before = {key: [id(b) for b in bufs] for key, bufs in scratch._FREE.items()}
     for _ in range(3):
-        allreduce(buf, comm, algorithm="ring", op="mean")
+        allreduce(buf, comm, algorithm="ring", op="mean", **P2P)
     after = {key: [id(b) for b in bufs] for key, bufs in scratch._FREE.items()}
     assert after == before
 

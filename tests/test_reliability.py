@@ -263,9 +263,13 @@ def test_rank_killed_with_sigkill_ends_the_job_on_every_rank(tmp_path):
     assert status(out) == "running"  # an unfinished run stays marked as such
 
 
-def test_stall_timeout_names_the_missing_rank_and_aborts(tmp_path):
+@pytest.mark.parametrize("reduce", ["auto", "ring"])
+def test_stall_timeout_names_the_missing_rank_and_aborts(tmp_path, reduce):
+    """Also with --reduce ring, whose shared-memory transport --stall-timeout turns off
+    (the watchdog's abort needs the waiting ranks inside MPI: else the job ends 9)."""
     out, pids = tmp_path / "run", tmp_path / "pids"
-    done = chaos([*BASE, "--epochs", "1000", "--stall-timeout", "3", "--out", str(out)],
+    done = chaos([*BASE, "--epochs", "1000", "--stall-timeout", "3", "--reduce", reduce,
+                  "--out", str(out)],
                  ranks=3, timeout=90,
                  env={"CHAOS_PIDS": str(pids), "CHAOS_STALL": "1:12:600"})
     ended = time.time()

@@ -6,7 +6,7 @@ over every rank of ``comm`` and returns it. Algorithms:
 
 - ``"ring"``: pipelined reduce-scatter + allgather (bandwidth-optimal), over point-to-point
   messages (:mod:`.ring`), or through shared memory when every rank is on one node
-  (:mod:`.shared_ring`; same result bits);
+  (:mod:`.shared_ring`; same result bits; ``shared_memory=False`` turns that off);
 - ``"mpi"``: the MPI library's own ``Allreduce``;
 - ``"root"``: ``Reduce`` to rank 0, then ``Bcast``;
 - ``"auto"``: one of the above by message size and rank count (see :mod:`.select`).
@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import native, ring, root, shared_ring
+from mpitrain.collectives import native, ring, root
 from mpitrain.collectives.args import ALGORITHMS, OPS, check_choice, flat_view
 from mpitrain.collectives.context import CommState, state_of
 from mpitrain.collectives.handles import AllreduceHandle, DoneHandle
@@ -42,10 +42,10 @@ __all__ = ["ALGORITHMS", "OPS", "AllreduceHandle", "allreduce", "choose", "share
 
 
 def _prepare(
-    buf: np.ndarray, comm: MPI.Comm, algorithm: str, op: str, *, blocking: bool
+    buf: np.ndarray, comm: MPI.Comm, algorithm: str, op: str, *, shared_memory: bool
 ) -> tuple[np.ndarray, CommState, tuple[int, int], str]:
     """Check the arguments, then (collective on first use) the private comm and tags, and
-    resolve ``auto`` (only blocking rings may go through shared memory)."""
+    resolve ``auto`` (for a ring through shared memory if ``shared_memory``)."""
     flat = flat_view(buf)
     check_choice("algorithm", algorithm, ALGORITHMS)
     check_choice("op", op, OPS)
@@ -55,28 +55,31 @@ def _prepare(
     tags = state.next_tags()
     size = state.comm.Get_size()
     if algorithm == "auto":
-        shared = (blocking and size > 1 and shared_ring.ENABLED
-                  and state.node_ring() is not None)
+        shared = shared_memory and size > 1 and state.node_ring() is not None
         algorithm = choose(flat.nbytes, size, flat.itemsize, shared=shared)
     return flat, state, tags, algorithm
 
 
 def allreduce(
-    buf: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD, *, algorithm: str = "auto", op: str = "sum"
+    buf: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD, *, algorithm: str = "auto",
+    op: str = "sum", shared_memory: bool = True,
 ) -> np.ndarray:
     """Reduce ``buf`` over ``comm`` in place and return it (collective).
 
     ``buf``: C-contiguous, writeable float32/float64 array of any shape (TypeError /
     ValueError otherwise). ``algorithm``: one of :data:`ALGORITHMS`; ``op``: ``"sum"`` or
-    ``"mean"`` (ValueError otherwise). All arguments must be the same on every rank.
+    ``"mean"`` (ValueError otherwise). ``shared_memory=False`` keeps the ring on MPI
+    messages even on one node, so a waiting rank always waits inside an MPI call (what
+    ``--stall-timeout``'s watchdog needs). All arguments must be the same on every rank.
     """
-    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op, blocking=True)
+    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op,
+                                            shared_memory=shared_memory)
     mean = op == "mean"
     pcomm = state.comm
     if flat.size == 0:
         return buf
     if algorithm == "ring":
-        node_ring = state.node_ring() if shared_ring.ENABLED else None
+        node_ring = state.node_ring() if shared_memory else None
         where = node_ring.locate(flat) if node_ring is not None else None
         if where is not None:
             node_ring.in_place(flat, where, mean)
@@ -137,7 +140,7 @@ def start_allreduce(
       starts the ``Ibcast`` (nonblocking collectives must start in the same order on
       every rank, so this cannot depend on timing).
     """
-    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op, blocking=False)
+    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op, shared_memory=False)
     mean = op == "mean"
     pcomm = state.comm
     if flat.size == 0:

@@ -27,7 +27,7 @@ Buffers from :func:`~mpitrain.collectives.shared_buffer` live in shared memory t
 no copies: each step adds or copies the left neighbour's chunk straight from its buffer
 (:meth:`SharedRing.in_place`), moving about half the bytes of the slotted path. Every rank
 must then pass the same part (offset) of such a buffer; that is checked before any data
-moves (a mismatch raises ``ValueError`` on the ranks that see it).
+moves (a mismatch raises the same ``ValueError`` on every rank).
 
 Blocking only: :func:`~mpitrain.collectives.start_allreduce` keeps the point-to-point ring,
 whose messages MPI progresses during other MPI calls.
@@ -46,12 +46,11 @@ from mpitrain.shared_memory import Counters, free_window, shared_arrays
 # slots of 256 KiB to 2 MiB and 2 to 4 slots measured within about +-10% of that.
 SLOT_BYTES = 512 * 1024
 SLOTS = 2
-# Set to False to send every ring message through MPI even on one node (the same value on
-# every rank): for tests and for comparing the transports.
-ENABLED = True
 
 PUBLISHED, CONSUMED = 0, 1  # counters of the slotted path
-ENTERED, STEPS, WHERE = 0, 1, 2  # counters of the in-place path on shared buffers
+# counters of the in-place path on shared buffers: WHERE + (call & 1) holds the part of a
+# call (two, so a rank already in the next call cannot overwrite what a slower one reads)
+ENTERED, STEPS, WHERE = 0, 1, 2
 
 
 class SharedRing:
@@ -70,7 +69,7 @@ class SharedRing:
         self.counters = Counters(comm, per_rank=2)
         self.messages = 0  # messages this rank has published (the same count on every rank)
         self.shared: list[tuple[MPI.Win, list[np.ndarray]]] = []  # from :meth:`allocate`
-        self.in_place_counters = Counters(comm, per_rank=3)
+        self.in_place_counters = Counters(comm, per_rank=4)
         self.calls = 0  # in-place calls entered
         self.steps = 0  # in-place steps done
 
@@ -170,17 +169,22 @@ class SharedRing:
         left_part = self.shared[index][1][self.left]
         theirs = left_part[offset : offset + flat.nbytes].view(flat.dtype)
         self.calls += 1
-        counters.publish(WHERE, code)
+        where_counter = WHERE + (self.calls & 1)
+        counters.publish(where_counter, code)
         win.Sync()  # the data and WHERE are visible before ENTERED
         counters.publish(ENTERED, self.calls)
-        counters.wait(self.left, ENTERED, self.calls)
+        # Every rank checks every rank's part, so a mismatch raises on all of them alike
+        # (nobody is left waiting for a rank that gave up).
+        for other in range(size):
+            counters.wait(other, ENTERED, self.calls)
         win.Sync()
-        left_code = int(counters.counters[self.left][WHERE][0])
-        if left_code != code:
+        parts = [counters.read(other, where_counter) for other in range(size)]
+        if any(part != parts[0] for part in parts):
+            other = next(r for r, part in enumerate(parts) if part != parts[0])
             raise ValueError(
-                f"allreduce on shared buffers: rank {self.left} passed part "
-                f"{divmod(left_code, 1 << 48)} and rank {rank} part {where} (window, byte "
-                "offset); every rank must pass the same part")
+                f"allreduce on shared buffers: rank {other} passed part "
+                f"{divmod(parts[other], 1 << 48)} and rank 0 part {divmod(parts[0], 1 << 48)} "
+                "(window, byte offset); every rank must pass the same part")
         off = chunk_offsets(flat.size, size)
         g0 = self.steps
         for k in range(2 * size - 2):

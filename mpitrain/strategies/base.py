@@ -43,6 +43,7 @@ class Strategy(ABC):
     message: np.ndarray
     comm: MPI.Comm
     reduce_algorithm: str = "auto"
+    shared_memory: bool = True  # may the reduction wait in shared memory (not in MPI)?
     stop_flag_first: bool = False  # see the module docstring
 
     @abstractmethod
@@ -55,7 +56,8 @@ class Strategy(ABC):
 
     def reduce(self, unit: Unit) -> None:
         """Combine the messages of all ranks: one sum allreduce by default."""
-        allreduce(self.message, self.comm, algorithm=self.reduce_algorithm, op="sum")
+        allreduce(self.message, self.comm, algorithm=self.reduce_algorithm, op="sum",
+                  shared_memory=self.shared_memory)
 
     @abstractmethod
     def apply(self, unit: Unit) -> None:

@@ -31,8 +31,7 @@ from mpi4py import MPI
 
 from kernels.network import SQUARED
 
-from ..collectives import allreduce
-from ..config import TrainConfig
+from ..config import TrainConfig, shared_memory_allowed
 from ..data import Dataset
 from ..errors import agree, checked, shared_error
 from ..evaluation import Evaluator, summarize
@@ -87,6 +86,7 @@ class FederatedStrategy(Strategy):
     noise: float = 0.0
     dp_delta: float = 1e-5
     reduce_algorithm: str = "auto"
+    shared_memory: bool = True
     robust: RobustReducer | None = None
     secure: SecureSum | None = None
     accountant: RdpAccountant | None = None
@@ -164,7 +164,7 @@ class FederatedStrategy(Strategy):
         elif self.secure is not None:
             self.secure.reduce(self.message, unit.period)
         else:
-            allreduce(self.message, self.comm, algorithm=self.reduce_algorithm, op="sum")
+            super().reduce(unit)
 
     def apply(self, unit: Unit) -> None:
         n = self.layout.size
@@ -313,7 +313,8 @@ def build_federated_strategy(config: TrainConfig, *, layout: Layout, kind: int,
         partition=partition, owner=owner, server=server, test=test, rounds=config.rounds,
         eval_every=config.eval_every, seed=config.seed, client_fraction=config.client_fraction,
         regression=regression, clip=config.dp_clip, noise=config.dp_noise,
-        dp_delta=config.dp_delta, reduce_algorithm=config.reduce, robust=robust, secure=secure,
+        dp_delta=config.dp_delta, reduce_algorithm=config.reduce,
+        shared_memory=shared_memory_allowed(config), robust=robust, secure=secure,
         accountant=accountant, histograms=histograms)
 
 
