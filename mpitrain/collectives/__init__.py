@@ -32,7 +32,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.collectives import native, ring, root
-from mpitrain.collectives.args import ALGORITHMS, OPS, check_choice, flat_view
+from mpitrain.collectives.args import ALGORITHMS, OPS, check_choice, check_comm, flat_view
 from mpitrain.collectives.context import CommState, state_of
 from mpitrain.collectives.handles import AllreduceHandle, DoneHandle
 from mpitrain.collectives.select import choose
@@ -49,8 +49,7 @@ def _prepare(
     flat = flat_view(buf)
     check_choice("algorithm", algorithm, ALGORITHMS)
     check_choice("op", op, OPS)
-    if not isinstance(comm, MPI.Intracomm):
-        raise TypeError(f"comm must be an mpi4py MPI.Intracomm (got {type(comm).__name__})")
+    check_comm(comm)
     state = state_of(comm)
     tags = state.next_tags()
     size = state.comm.Get_size()
@@ -109,8 +108,7 @@ def shared_buffer(
     """
     dtype = np.dtype(dtype)
     check_choice("dtype", dtype.name, ("float32", "float64"))
-    if not isinstance(comm, MPI.Intracomm):
-        raise TypeError(f"comm must be an mpi4py MPI.Intracomm (got {type(comm).__name__})")
+    check_comm(comm)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     count = int(np.prod(shape, dtype=np.int64))
     node_ring = state_of(comm).node_ring()

@@ -18,6 +18,13 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return value
 
 
+def check_comm(comm: object) -> MPI.Intracomm:
+    """``comm`` if it is an mpi4py intracommunicator, else TypeError naming its type."""
+    if not isinstance(comm, MPI.Intracomm):
+        raise TypeError(f"comm must be an mpi4py MPI.Intracomm (got {type(comm).__name__})")
+    return comm
+
+
 def flat_view(buf: object) -> np.ndarray:
     """A 1-D view sharing memory with ``buf``, after checking it can be reduced in place.
 
