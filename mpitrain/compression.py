@@ -36,6 +36,8 @@ from mpi4py import MPI
 
 from kernels import compress as codec16
 
+from .collectives.ring import chunk_offsets
+
 
 class CompressedAllreduce:
     """Sum a float32 message ``[gradient (n) | tail (t)]`` over ``comm`` with 16-bit words.
@@ -55,8 +57,7 @@ class CompressedAllreduce:
         k = max(0, int(batch_size).bit_length() - 1)
         self.scale = 2.0 ** -k
         self.unscale = 2.0 ** k
-        q, r = divmod(n, size)
-        self.offsets = np.array([i * q + min(i, r) for i in range(size + 1)], dtype=np.int64)
+        self.offsets = np.array(chunk_offsets(n, size), dtype=np.int64)  # the ring's chunks
         words = np.diff(self.offsets)
         words[-1] += 2 * tail  # the tail's raw float32 bits ride with the last chunk
         self.words = words.astype(np.int64)
