@@ -10,6 +10,7 @@ installing mpitrain.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -17,6 +18,26 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# What each peer script imports, and how to get it.
+INSTALL = {
+    "torch": "PyTorch is not installed in this Python (pip install torch)",
+    "horovod.torch": "Horovod is not installed in this Python (HOROVOD_WITH_PYTORCH=1 "
+                     "HOROVOD_WITH_MPI=1 pip install horovod; or benchmarks/peers/"
+                     "setup-peers.sh)",
+    "mpi4py": "mpi4py is not installed in this Python (pip install mpi4py)",
+}
+
+
+def first_missing(*modules: str) -> str | None:
+    """Why a peer cannot run: the first of ``modules`` that does not import (None: all do)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return INSTALL[module]
+    return None
 
 
 def skip(name: str, why: str) -> int:

@@ -12,26 +12,19 @@ from __future__ import annotations
 
 import sys
 
-from common import load, parser, report, skip, train_torch_mlp
+from common import first_missing, load, parser, report, skip, train_torch_mlp
 
 NAME = "horovod"
 
 
 def main() -> int:
     args = parser(NAME, __doc__.splitlines()[0]).parse_args()
-    try:
-        import torch
-    except ImportError:
-        return skip(NAME, "PyTorch is not installed in this Python (pip install torch)")
-    try:
-        import horovod.torch as hvd
-    except ImportError:
-        return skip(NAME, "Horovod is not installed in this Python (HOROVOD_WITH_PYTORCH=1 "
-                    "HOROVOD_WITH_MPI=1 pip install horovod)")
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        return skip(NAME, "mpi4py is not installed in this Python (pip install mpi4py)")
+    why = first_missing("torch", "horovod.torch", "mpi4py")
+    if why is not None:
+        return skip(NAME, why)
+    import horovod.torch as hvd
+    import torch
+    from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     hvd.init()

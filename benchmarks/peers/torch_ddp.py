@@ -15,22 +15,19 @@ import os
 import socket
 import sys
 
-from common import load, parser, report, skip, train_torch_mlp
+from common import first_missing, load, parser, report, skip, train_torch_mlp
 
 NAME = "torch_ddp"
 
 
 def main() -> int:
     args = parser(NAME, __doc__.splitlines()[0]).parse_args()
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:
-        return skip(NAME, "PyTorch is not installed in this Python (pip install torch)")
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        return skip(NAME, "mpi4py is not installed in this Python (pip install mpi4py)")
+    why = first_missing("torch", "mpi4py")
+    if why is not None:
+        return skip(NAME, why)
+    import torch
+    import torch.distributed as dist
+    from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
