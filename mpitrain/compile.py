@@ -11,7 +11,7 @@ the waiting ranks sleep instead of spinning (start-up, target 5 of the performan
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import numpy as np
 from mpi4py import MPI
@@ -49,6 +49,12 @@ def warm_kernels(comm: MPI.Comm, *, dtype: np.dtype, label_dtype: np.dtype,
     called later by several ranks at once unless the cache already holds it.
     """
     prepare_numba()
+    in_waves(comm, lambda: warm_up(dtype=dtype, label_dtype=label_dtype, kernels=kernels))
+
+
+def in_waves(comm: MPI.Comm, load: Callable[[], object]) -> None:
+    """Collective: run ``load`` on global rank 0, then on the first rank of every other
+    node, then on everybody else, with a (sleeping) barrier after each wave."""
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
         wave = 0 if comm.Get_rank() == 0 else (1 if node.Get_rank() == 0 else 2)
@@ -56,5 +62,5 @@ def warm_kernels(comm: MPI.Comm, *, dtype: np.dtype, label_dtype: np.dtype,
         node.Free()
     for turn in range(3):
         if wave == turn:
-            warm_up(dtype=dtype, label_dtype=label_dtype, kernels=kernels)
+            load()
         quiet_barrier(comm)

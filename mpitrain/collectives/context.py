@@ -23,6 +23,7 @@ from mpi4py import MPI
 
 from kernels import reduce as kreduce
 from mpitrain.collectives.shared_ring import SharedRing
+from mpitrain.compile import in_waves
 from mpitrain.shared_memory import single_node
 
 # Tags of one call are 2*(seq % TAG_SLOTS) + phase; the result stays below 32767, the smallest
@@ -67,13 +68,7 @@ def _warm_kernels(comm: MPI.Comm) -> None:
     comm.Allreduce(MPI.IN_PLACE, ready, op=MPI.MIN)
     if ready[0]:
         return
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
-    wave = 0 if comm.Get_rank() == 0 else (1 if node.Get_rank() == 0 else 2)
-    node.Free()
-    for turn in range(3):
-        if wave == turn:
-            _load_kernels()
-        comm.Barrier()
+    in_waves(comm, _load_kernels)
 
 
 def _load_kernels() -> None:
