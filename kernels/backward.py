@@ -1,6 +1,6 @@
 """The training step's gradient split into pieces the loop can interleave with communication.
 
-:func:`kernels.network.network_grad` runs forward and backward in one call. The pieces here
+:func:`mpitrain.kernels.network.network_grad` runs forward and backward in one call. The pieces here
 compute exactly the same numbers (they call the same helpers in the same order), so a run
 that uses them reproduces a run that does not, bit for bit:
 
@@ -12,16 +12,14 @@ that uses them reproduces a run that does not, bit for bit:
   buffer, and the deltas of the layer below. Called for ``layer = L-1, ..., 0`` in turn, so
   the caller can start reducing layer ``l``'s slice while layer ``l-1`` is computed.
 
-Same argument types as :mod:`kernels.network` (``message`` is the flat gradient buffer of
+Same argument types as :mod:`mpitrain.kernels.network` (``message`` is the flat gradient buffer of
 the parameters' dtype followed by ``tail`` caller slots); nothing allocates.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
-from kernels.network import (
+from mpitrain.kernels.network import (
     _act_width,
     _backward,
     _bias_grad,
@@ -35,6 +33,7 @@ from kernels.network import (
     _n_params,
     _relu_backward,
 )
+from numba import njit
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 
@@ -97,7 +96,7 @@ def layer_slice(dims, layer):
 def backward_layer(params, message, dims, work, nrows, layer):
     """Gradient of ``layer`` into its slice of ``message``; deltas of the layer below.
 
-    Exactly the work :func:`kernels.network._backward` does for this layer. Layers must be
+    Exactly the work :func:`mpitrain.kernels.network._backward` does for this layer. Layers must be
     processed from the top (``dims.size - 2``) down to 0 after :func:`forward_loss` with
     the same ``nrows``.
     """

@@ -114,7 +114,7 @@ def decode_add(words, acc, codec):
 
 
 def warm_up() -> None:
-    """Compile or load every specialisation used by :mod:`mpitrain.compression`."""
+    """Compile or load every specialisation used by :mod:`mpitrain.collectives.compressed`."""
     src = np.linspace(-2.0, 2.0, 8).astype(np.float32)
     words = np.empty(8, dtype=np.uint16)
     for codec in CODECS.values():

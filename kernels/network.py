@@ -21,7 +21,7 @@ BLAS matrix product on contiguous views; the backward pass overwrites the activa
 the deltas. ``dims`` is read at run time, so one compiled function serves any depth.
 
 Argument types (keep them identical everywhere so numba compiles each kernel once per
-dtype, see :mod:`kernels.warmup`): ``params``, ``grad``, ``work`` are writeable
+dtype, see :mod:`mpitrain.kernels.warmup`): ``params``, ``grad``, ``work`` are writeable
 C-contiguous 1-D arrays of the float dtype (float32 or float64), and so is ``out``; ``X`` is
 a writeable C-contiguous 2-D array of that dtype; ``y`` is a writeable C-contiguous 1-D
 array of int64 (classification) or of the float dtype (regression); ``dims`` and ``rows``

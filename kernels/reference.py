@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import numpy as np
-
-from kernels.network import BINARY_XENT, SOFTMAX_XENT, n_params
+from mpitrain.kernels.network import BINARY_XENT, SOFTMAX_XENT, n_params
 
 
 def unpack(params: np.ndarray, dims: Sequence[int] | np.ndarray) -> list[tuple[np.ndarray, ...]]:

@@ -1,4 +1,4 @@
-"""Kernel of the shared-memory step reduction (:mod:`mpitrain.node_reduce`).
+"""Kernel of the shared-memory step reduction (:mod:`mpitrain.collectives.slot_sum`).
 
 ``slots`` is a C-contiguous ``(P, 2, n)`` array of float32 or float64 (every rank's two
 message slots, in rank order), ``b`` a Python int, ``out`` a C-contiguous 1-D array of ``n``

@@ -2,8 +2,8 @@
 
 mpitrain runs :func:`warm_up` on rank 0 first and then on the other ranks, so processes
 never race on the cache. The arguments built here have exactly the types the training loop
-passes (see the "Argument types" notes in :mod:`kernels.network` and
-:mod:`kernels.optimizers`), so no compilation happens later.
+passes (see the "Argument types" notes in :mod:`mpitrain.kernels.network` and
+:mod:`mpitrain.kernels.optimizers`), so no compilation happens later.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import numpy as np
-from numpy.typing import DTypeLike
-
-from kernels import compress, shared
-from kernels.backward import backward_layer, forward_loss, step_gradient
-from kernels.network import (
+from mpitrain.kernels import compress, shared
+from mpitrain.kernels.backward import backward_layer, forward_loss, step_gradient
+from mpitrain.kernels.network import (
     LOSS_KINDS,
     SOFTMAX_XENT,
     as_dims,
@@ -25,7 +23,13 @@ from kernels.network import (
     network_predict,
     workspace_size,
 )
-from kernels.optimizers import adam_update, momentum_update, proximal_sgd_update, sgd_update
+from mpitrain.kernels.optimizers import (
+    adam_update,
+    momentum_update,
+    proximal_sgd_update,
+    sgd_update,
+)
+from numpy.typing import DTypeLike
 
 _ROWS = 4
 _TAIL = 3

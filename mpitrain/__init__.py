@@ -23,7 +23,7 @@ _LAZY = {
     "UserError": "mpitrain.errors",
     "allreduce": "mpitrain.collectives",
     "load_model": "mpitrain.models",
-    "predict": "mpitrain.inference",
+    "predict": "mpitrain.models.predict",
 }
 
 __all__ = ["__version__", *_LAZY]

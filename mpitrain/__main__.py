@@ -2,7 +2,7 @@
 
 import sys
 
-from .launch import configure_threads
+from mpitrain.runtime.launch import configure_threads
 
 configure_threads()  # before numpy/numba load: one BLAS/numba thread per rank by default
 

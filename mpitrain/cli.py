@@ -17,11 +17,12 @@ from typing import Any, NoReturn
 
 from mpi4py import MPI
 
+from mpitrain.runtime.launch import MPIWiringError
+from mpitrain.runtime.preemption import EXIT_PREEMPTED, install_stop_handlers
+
 from . import __version__
 from .config import FIELDS, TrainConfig, field_kind, flag, parse_ints, read_toml, resolve
 from .errors import EXIT_USER_ERROR, UserError, checked
-from .launch import MPIWiringError
-from .preemption import EXIT_PREEMPTED, install_stop_handlers
 
 BENCHMARKS = {
     "allreduce": ("mpitrain.bench.allreduce", "latency and bandwidth of every allreduce"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from kernels.network import SQUARED, network_loss, workspace_size
+from mpitrain.kernels.network import SQUARED, network_loss, workspace_size
 
 from .data import Shard
 from .models import Layout

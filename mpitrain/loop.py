@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from mpitrain.runtime.watchdog import Watchdog
+
 from .strategies import Strategy, Unit
-from .watchdog import Watchdog
 
 
 @dataclass(frozen=True)

@@ -17,22 +17,23 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from mpitrain.checkpoint.policy import load_resume_checkpoint, make_checkpointer
+from mpitrain.models.gradient import BatchGradient
+from mpitrain.optimizers import make_optimizer
+from mpitrain.runtime.compile import warm_kernels
+from mpitrain.runtime.launch import check_mpi_wiring, limit_loaded_blas
+from mpitrain.runtime.outputs import RunOutput, open_run_output
+from mpitrain.runtime.progress import progress_line
+from mpitrain.runtime.watchdog import start_watchdog
+
 from . import __version__
-from .checkpointing import load_resume_checkpoint, make_checkpointer
-from .compile import warm_kernels
 from .config import TrainConfig, resolve, shared_memory_allowed, to_toml, validate
 from .data import Dataset, SyntheticSpec, load_dataset
 from .errors import UserError, agree, checked
 from .evaluation import Evaluator, label_stats
-from .gradients import BatchGradient
-from .launch import check_mpi_wiring, limit_loaded_blas
 from .loop import run_loop
 from .models import Layout, init_params, loss_kind, network_dims, save_model, task_of
-from .optimizers import make_optimizer
-from .outputs import RunOutput, open_run_output
-from .progress import progress_line
 from .strategies import Strategy, SyncStrategy
-from .watchdog import start_watchdog
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from mpitrain.launch import configure_threads
+from mpitrain.runtime.launch import configure_threads
 
 configure_threads()  # as python -m mpitrain does, before numpy and numba load
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mpitrain.batches import epoch_plan, steps_per_epoch
+from mpitrain.data.batches import epoch_plan, steps_per_epoch
 from mpitrain.data.sharding import block_range
 
 

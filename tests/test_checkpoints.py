@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpitrain.checkpoints import (
+from mpitrain.checkpoint.store import (
     CHECKPOINT_SUBDIR,
     CHECKSUM_KEY,
     META_KEY,
@@ -346,7 +346,7 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    from mpitrain import checkpoints
+    from mpitrain.checkpoint import store as checkpoints
 
     directory, index = sys.argv[1], int(sys.argv[2])
 

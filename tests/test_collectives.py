@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mpi4py import MPI
+from mpitrain.kernels.reduce import add_into, scale_inplace
 
-from kernels.reduce import add_into, scale_inplace
 from mpitrain.collectives import (
     ALGORITHMS,
     allreduce,

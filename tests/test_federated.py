@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from cli_runner import run_train
 from mpi4py import MPI
+from mpitrain.kernels.network import network_grad, workspace_size
 from scipy import integrate, stats
 
-from kernels.network import network_grad, workspace_size
 from mpitrain.config import resolve
 from mpitrain.data import load_dataset
 from mpitrain.errors import UserError

@@ -2,9 +2,9 @@
 
 import numpy as np
 from mpi4py import MPI
+from mpitrain.kernels.reference import reference_predict
 
 import mpitrain
-from kernels.reference import reference_predict
 from mpitrain import load_model, predict, train
 
 

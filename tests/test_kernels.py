@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.special import expit, logsumexp
-
-from kernels.network import (
+from mpitrain.kernels.network import (
     BINARY_XENT,
     LOSS_KINDS,
     SOFTMAX_XENT,
@@ -22,8 +20,13 @@ from kernels.network import (
     network_predict,
     workspace_size,
 )
-from kernels.optimizers import adam_update, momentum_update, proximal_sgd_update, sgd_update
-from kernels.reference import (
+from mpitrain.kernels.optimizers import (
+    adam_update,
+    momentum_update,
+    proximal_sgd_update,
+    sgd_update,
+)
+from mpitrain.kernels.reference import (
     reference_adam,
     reference_grad,
     reference_loss,
@@ -33,7 +36,8 @@ from kernels.reference import (
     reference_sgd,
     unpack,
 )
-from kernels.warmup import warm_up
+from mpitrain.kernels.warmup import warm_up
+from scipy.special import expit, logsumexp
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -465,8 +469,8 @@ def test_adam_rejects_step_zero():
 
 _TRAINING_LIKE_CALLS = """
 import numpy as np
-from kernels import network as nw, optimizers as op
-from kernels.warmup import warm_up
+from mpitrain.kernels import network as nw, optimizers as op
+from mpitrain.kernels.warmup import warm_up
 
 dtype, label_dtype, kind = np.dtype("{dtype}"), np.dtype("{label_dtype}"), {kind}
 warm_up(dtype=dtype, label_dtype=label_dtype, loss_kind=kind)

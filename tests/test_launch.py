@@ -9,7 +9,7 @@ import pytest
 from mpi4py import MPI
 
 from mpitrain.errors import UserError
-from mpitrain.launch import (
+from mpitrain.runtime.launch import (
     THREAD_VARIABLES,
     MPIWiringError,
     check_mpi_wiring,
@@ -138,14 +138,14 @@ def test_one_thread_per_rank_without_usable_slurm_value(value: str | None) -> No
 
 
 def test_threads_reach_numba_when_set_before_import() -> None:
-    """Importing mpitrain.launch must not import numpy or numba, or the call is too late."""
+    """Importing mpitrain.runtime.launch must not import numpy or numba, or the call is too late."""
     code = (
         "import os\n"
         "os.environ['SLURM_CPUS_PER_TASK'] = '1'\n"
         "for name in ('NUMBA_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):\n"
         "    os.environ.pop(name, None)\n"
         "import sys\n"
-        "from mpitrain.launch import configure_threads\n"
+        "from mpitrain.runtime.launch import configure_threads\n"
         "assert 'numpy' not in sys.modules and 'numba' not in sys.modules, 'imported too early'\n"
         "configure_threads()\n"
         "import numba\n"

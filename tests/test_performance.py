@@ -9,10 +9,9 @@ import itertools
 import numpy as np
 import pytest
 from mpi4py import MPI
-
-from kernels import compress as c16
-from kernels.backward import backward_layer, forward_loss, layer_slice, step_gradient
-from kernels.network import (
+from mpitrain.kernels import compress as c16
+from mpitrain.kernels.backward import backward_layer, forward_loss, layer_slice, step_gradient
+from mpitrain.kernels.network import (
     BINARY_XENT,
     SOFTMAX_XENT,
     SQUARED,
@@ -20,11 +19,12 @@ from kernels.network import (
     network_grad,
     workspace_size,
 )
-from kernels.warmup import warm_up
-from mpitrain.compression import CompressedAllreduce
+from mpitrain.kernels.warmup import warm_up
+
+from mpitrain.collectives.compressed import CompressedAllreduce
+from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
 from mpitrain.config import resolve
 from mpitrain.errors import UserError
-from mpitrain.node_reduce import SharedMemoryAllreduce
 
 pytestmark = pytest.mark.timeout(120)
 

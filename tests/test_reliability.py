@@ -22,7 +22,7 @@ import pytest
 from cli_runner import MPIEXEC, ROOT, run_mpi, run_train
 from test_data import ERROR_CASES
 
-from mpitrain.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from mpitrain.checkpoint.store import list_checkpoints, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -321,7 +321,7 @@ def test_stop_signal_while_a_rank_hangs_gives_up_after_the_grace(tmp_path):
 def test_stop_flag_gives_up_only_before_the_boundary():
     """In-process: the give-up timer starts with the first stop signal and is cancelled
     when the ranks reach the step boundary (stop_reached)."""
-    from mpitrain import preemption
+    from mpitrain.runtime import preemption
 
     saved = {signum: signal.getsignal(signum) for signum in preemption.STOP_SIGNALS}
     gave_up: list[int] = []
@@ -374,7 +374,7 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path):
     is not written (the previous good one stays newest) and every rank gets the error."""
     from mpi4py import MPI
 
-    from mpitrain.checkpointing import Checkpointer
+    from mpitrain.checkpoint.policy import Checkpointer
     from mpitrain.config import TrainConfig
     from mpitrain.errors import UserError
 

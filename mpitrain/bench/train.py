@@ -15,7 +15,7 @@ command runs, in this order:
    random batches of its shard's size, no loop, no communication): the ceiling the loop is
    measured against.
 3. **numpy vs numba** (rank 0 alone, the others idle without spinning): the plain-numpy
-   reference step (:mod:`kernels.reference`) against the numba step, for softmax and for
+   reference step (:mod:`mpitrain.kernels.reference`) against the numba step, for softmax and for
    the MLP, on the same batches, interleaved in blocks.
 4. **throughput**, ``--repeats`` times: rank 0 alone trains the same per-rank work on one
    rank (``batch = rows per rank``, same data; ``comm=COMM_SELF``, the others idle), then
@@ -74,10 +74,10 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain import __version__
-from mpitrain.batches import steps_per_epoch
 from mpitrain.bench import output_file
 from mpitrain.bench.probes import StartClock, StepProbe, rss_bytes
 from mpitrain.config import COMPRESSIONS, MODELS, REDUCE_ALGORITHMS, TrainConfig, resolve
+from mpitrain.data.batches import steps_per_epoch
 from mpitrain.errors import UserError, agree, checked, shared_error
 
 T = TypeVar("T")
@@ -247,7 +247,7 @@ def _probe(args: argparse.Namespace, comm: MPI.Comm, clock: StartClock) -> dict[
 
 def _compiled_kernels() -> int:
     """Kernel specialisations numba compiled (rather than loaded from its cache) so far."""
-    from kernels import backward, network, optimizers, reduce, shared
+    from mpitrain.kernels import backward, network, optimizers, reduce, shared
 
     kernels = [network.network_grad, network.network_loss, network.network_predict,
                backward.step_gradient, backward.forward_loss, backward.backward_layer,
@@ -265,8 +265,8 @@ def _kernel_allocations(dtype: np.dtype) -> int | None:
     """
     from numba.core.runtime import _nrt_python, rtsys
 
-    from kernels import backward, compress, optimizers, reduce, shared
-    from kernels.network import SOFTMAX_XENT, workspace_size
+    from mpitrain.kernels import backward, compress, optimizers, reduce, shared
+    from mpitrain.kernels.network import SOFTMAX_XENT, workspace_size
 
     try:
         if not _nrt_python.memsys_stats_enabled():
@@ -314,7 +314,7 @@ def _finite(value: float) -> float | None:
 def _synthetic(rows: int, features: int, outputs: int, kind: int, dtype: np.dtype,
                seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random rows and labels of the kind the loss ``kind`` takes (``outputs`` classes)."""
-    from kernels.network import SQUARED
+    from mpitrain.kernels.network import SQUARED
 
     rng = np.random.default_rng([seed, 0xBE7C])
     X = rng.standard_normal((rows, features)).astype(dtype)
@@ -326,9 +326,9 @@ def _synthetic(rows: int, features: int, outputs: int, kind: int, dtype: np.dtyp
 def _kernel_step_seconds(args: argparse.Namespace, comm: MPI.Comm, dims: tuple[int, ...],
                          rows: int) -> float:
     """Phase 2: the fused numba step alone, on every rank at once; median seconds/step."""
-    from kernels.backward import step_gradient
-    from kernels.network import workspace_size
-    from kernels.optimizers import sgd_update
+    from mpitrain.kernels.backward import step_gradient
+    from mpitrain.kernels.network import workspace_size
+    from mpitrain.kernels.optimizers import sgd_update
     from mpitrain.models import Layout, init_params, loss_kind
 
     dtype = np.dtype(args.dtype)
@@ -359,10 +359,10 @@ def _kernel_step_seconds(args: argparse.Namespace, comm: MPI.Comm, dims: tuple[i
 
 def _numpy_vs_numba(args: argparse.Namespace, rows: int) -> list[dict[str, Any]]:
     """Phase 3 (rank 0 alone): plain-numpy reference step against the numba step."""
-    from kernels.backward import step_gradient
-    from kernels.network import SOFTMAX_XENT, workspace_size
-    from kernels.optimizers import sgd_update
-    from kernels.reference import reference_grad, reference_sgd
+    from mpitrain.kernels.backward import step_gradient
+    from mpitrain.kernels.network import SOFTMAX_XENT, workspace_size
+    from mpitrain.kernels.optimizers import sgd_update
+    from mpitrain.kernels.reference import reference_grad, reference_sgd
     from mpitrain.models import Layout, init_params
 
     dtype = np.dtype(args.dtype)

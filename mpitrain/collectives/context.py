@@ -6,7 +6,7 @@ The first collective call on a communicator (on every rank, since calls are coll
   caller's own traffic on the same communicator (the duplicate is freed when the
   communicator is);
 - compiles (or loads from numba's cache) the reduction kernels in the same waves as
-  :mod:`mpitrain.compile` (rank 0, then one rank per node, then the rest), so processes
+  :mod:`mpitrain.runtime.compile` (rank 0, then one rank per node, then the rest), so processes
   never race on the cache files.
 
 Each call then takes the next sequence number, identical on all ranks because calls happen
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from kernels import reduce as kreduce
+from mpitrain.collectives.shared_memory import single_node
 from mpitrain.collectives.shared_ring import SharedRing
-from mpitrain.compile import in_waves
-from mpitrain.shared_memory import single_node
+from mpitrain.kernels import reduce as kreduce
+from mpitrain.runtime.compile import in_waves
 
 # Tags of one call are 2*(seq % TAG_SLOTS) + phase; the result stays below 32767, the smallest
 # MPI_TAG_UB the standard allows. More than TAG_SLOTS calls in flight at once would reuse tags.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from kernels.reduce import scale_inplace
 from mpitrain.collectives.args import MPI_TYPES
+from mpitrain.kernels.reduce import scale_inplace
 
 
 def allreduce(flat: np.ndarray, comm: MPI.Comm, mean: bool) -> None:

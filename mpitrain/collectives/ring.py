@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from kernels.reduce import add_into, scale_inplace
 from mpitrain.collectives import scratch
 from mpitrain.collectives.args import MPI_TYPES
+from mpitrain.kernels.reduce import add_into, scale_inplace
 
 # Measured on 2 ranks (MPICH 5.0 wheel, CMA single-copy, 2 MiB L2 per core, 32 MiB L3):
 # chunks that fit in cache go fastest as one Sendrecv per step (segmenting only adds

@@ -15,7 +15,7 @@ every element is summed in the same order, so both transports give identical bit
 
 Messages are numbered across calls (every rank makes the same calls, so the numbers agree).
 Message ``g`` of a rank lives in its slot ``g mod SLOTS``. Two counters per rank, polled by
-its neighbours (:class:`mpitrain.shared_memory.Counters`), order everything: *published*
+its neighbours (:class:`mpitrain.collectives.shared_memory.Counters`), order everything: *published*
 (messages ``< value`` are in the slots) and *consumed* (messages ``< value`` of the left
 neighbour have been read). A rank reads message ``g`` of its left neighbour once that one
 has published ``g + 1``, and overwrites a slot only after its right neighbour has consumed
@@ -38,9 +38,9 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from kernels.reduce import add_into, add_to, scale_inplace
 from mpitrain.collectives.ring import chunk_offsets, segment_bounds, segment_count
-from mpitrain.shared_memory import Counters, free_window, shared_arrays
+from mpitrain.collectives.shared_memory import Counters, free_window, shared_arrays
+from mpitrain.kernels.reduce import add_into, add_to, scale_inplace
 
 # 2 slots of 512 KiB: 21.5, 21.6, 15.0, 13.2 GB/s busbw at 1, 4, 16, 64 MiB (float32, 2 ranks);
 # slots of 256 KiB to 2 MiB and 2 to 4 slots measured within about +-10% of that.

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from kernels.network import network_grad, network_loss, network_predict, workspace_size
-from kernels.optimizers import proximal_sgd_update, sgd_update
+from mpitrain.kernels.network import network_grad, network_loss, network_predict, workspace_size
+from mpitrain.kernels.optimizers import proximal_sgd_update, sgd_update
 
 from ..models import Layout
 from .clients import LocalClients
@@ -91,7 +91,7 @@ class LocalTrainer:
 def warm_federated_kernels(comm: MPI.Comm, *, dtype: np.dtype, label_dtype: np.dtype,
                            loss_kind: int) -> None:
     """Collective: compile (or load) every kernel federated mode calls, rank 0 first, so ranks
-    never race on numba's cache (same reason as :func:`mpitrain.compile.warm_kernels`)."""
+    never race on numba's cache (same reason as :func:`mpitrain.runtime.compile.warm_kernels`)."""
     if comm.Get_rank() == 0:
         _call_kernels(np.dtype(dtype), np.dtype(label_dtype), loss_kind)
     comm.Barrier()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from kernels.network import BINARY_XENT, network_loss, network_predict, workspace_size
+from mpitrain.kernels.network import BINARY_XENT, network_loss, network_predict, workspace_size
 
 from ..data import Shard
 from ..evaluation import EVAL_ROWS, summarize

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.network import BINARY_XENT, SOFTMAX_XENT, SQUARED
+from mpitrain.kernels.network import BINARY_XENT, SOFTMAX_XENT, SQUARED
 
 _LOSS = {"linear": SQUARED, "logistic": BINARY_XENT, "softmax": SOFTMAX_XENT,
          "mlp": SOFTMAX_XENT}

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from kernels.network import SQUARED
+from mpitrain.kernels.network import SQUARED
 
 from ..config import TrainConfig, shared_memory_allowed
 from ..data import Dataset

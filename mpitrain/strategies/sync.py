@@ -11,12 +11,12 @@ microseconds matter). Two variants of the reduction:
   ``reduce`` waits for them all. Same sums as the plain path (exactly for ``mpi`` and any
   algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks).
 - ``compress``: the message crosses the network as 16-bit words
-  (:mod:`mpitrain.compression`).
+  (:mod:`mpitrain.collectives.compressed`).
 
 Otherwise one allreduce of the whole message with ``reduce_algorithm``; except that with
 ``auto`` and every rank on one node (``shared_memory``), the kernel writes the message
 straight into this rank's slot of a shared-memory window and the ranks sum the slots
-(:mod:`mpitrain.node_reduce`): ``message`` is then that slot during ``contribute`` and the
+(:mod:`mpitrain.collectives.slot_sum`): ``message`` is then that slot during ``contribute`` and the
 private result after ``reduce``. One rank skips the reduction altogether.
 """
 
@@ -30,18 +30,18 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from ..batches import EpochPlan, epoch_plan, steps_per_epoch
+from mpitrain.collectives.compressed import CompressedAllreduce
+from mpitrain.collectives.shared_memory import single_node
+from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
+from mpitrain.data.batches import EpochPlan, epoch_plan, steps_per_epoch
+from mpitrain.models.gradient import BatchGradient
+from mpitrain.optimizers import Optimizer, learning_rate
+
 from ..collectives import AllreduceHandle, start_allreduce
-from ..compression import CompressedAllreduce
 from ..data import Shard
 from ..errors import shared_error
 from ..evaluation import Evaluator, summarize
-from ..gradients import BatchGradient
 from ..models import Layout
-from ..node_reduce import SharedMemoryAllreduce
-from ..optimizers import Optimizer
-from ..schedules import learning_rate
-from ..shared_memory import single_node
 from .base import Strategy, Unit
 
 TAIL = 4  # loss sum, correct count, row count, stop flag

@@ -50,4 +50,4 @@ if rank == 0:
     marker.write_text("checkpoint of run 0\n")
 print(f"fake-train: rank {rank} got USR1, checkpointed, stopping", flush=True)
 comm.Barrier()  # like mpitrain: no rank exits before rank 0 has written everything
-sys.exit(75)  # like mpitrain.preemption.EXIT_PREEMPTED
+sys.exit(75)  # like mpitrain.runtime.preemption.EXIT_PREEMPTED

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.launch import MPIWiringError, check_mpi_wiring
+from mpitrain.runtime.launch import MPIWiringError, check_mpi_wiring
 
 comm = MPI.COMM_WORLD
 try:

@@ -14,7 +14,7 @@
 # /etc/slurm/slurm.conf that this script did not write is never overwritten.
 #
 # MpiDefault=none like most sites: `srun --mpi=pmi2 ...` wires MPI up, a bare `srun` does
-# not (each task then sees a world of 1, which mpitrain.launch.check_mpi_wiring reports).
+# not (each task then sees a world of 1, which mpitrain.runtime.launch.check_mpi_wiring reports).
 #
 # Exit status: 0 when the node is idle, 1 on failure (the log tails are printed), 3 when
 # this machine cannot run it (not root, packages missing).

@@ -16,18 +16,18 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from . import __version__
-from .checkpoints import (
+from mpitrain import __version__
+from mpitrain.checkpoint.store import (
     CHECKPOINT_SUBDIR,
     Checkpoint,
     find_resume_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from .config import TrainConfig, flag
-from .errors import agree, checked
-from .preemption import stop_reached
-from .strategies import Strategy, Unit
+from mpitrain.config import TrainConfig, flag
+from mpitrain.errors import agree, checked
+from mpitrain.runtime.preemption import stop_reached
+from mpitrain.strategies import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
 MAY_CHANGE = frozenset({"epochs", "rounds", "reduce", "out", "overwrite", "quiet", "resume",

@@ -27,10 +27,9 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from kernels.reduce import add_into
-from kernels.shared import sum_slots
-
-from .shared_memory import Counters, free_window, shared_arrays
+from mpitrain.collectives.shared_memory import Counters, free_window, shared_arrays
+from mpitrain.kernels.reduce import add_into
+from mpitrain.kernels.shared import sum_slots
 
 
 class SharedMemoryAllreduce:

@@ -1,7 +1,7 @@
 """MPI-3 shared-memory windows and the polling counters the shared-memory reductions use.
 
 Two reductions move data through memory every rank of a node can read: the step reduction
-of :mod:`mpitrain.node_reduce` and the ring's intra-node transport
+of :mod:`mpitrain.collectives.slot_sum` and the ring's intra-node transport
 (:mod:`mpitrain.collectives.shared_ring`). Both need per-rank arrays in a shared window and
 per-rank counters that other ranks poll instead of calling ``MPI_Barrier`` (a counter flip
 costs one cache-line transfer, ~1 us, against ~3-4 us for MPICH's barrier here).

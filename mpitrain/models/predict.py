@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.network import network_predict, workspace_size
-
-from .models import Layout, SavedModel, load_model, loss_kind
+from mpitrain.kernels.network import network_predict, workspace_size
+from mpitrain.models import Layout, SavedModel, load_model, loss_kind
 
 PREDICT_ROWS = 4096
 

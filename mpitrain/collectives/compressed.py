@@ -34,9 +34,8 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from kernels import compress as codec16
-
-from .collectives.ring import chunk_offsets
+from mpitrain.collectives.ring import chunk_offsets
+from mpitrain.kernels import compress as codec16
 
 
 class CompressedAllreduce:

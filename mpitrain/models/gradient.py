@@ -1,7 +1,7 @@
 """Where a gradient is computed: this rank's part of a batch → the flat gradient buffer.
 
-Thin front end over the numba kernels: ``kernels.network.network_grad`` (fused forward +
-backward) and its pieces in ``kernels.backward`` (one call per step that also writes the
+Thin front end over the numba kernels: ``mpitrain.kernels.network.network_grad`` (fused forward +
+backward) and its pieces in ``mpitrain.kernels.backward`` (one call per step that also writes the
 message tail; or forward once, then backward layer by layer so each layer's slice can be
 reduced while the layers below are computed). It owns the preallocated workspace so the
 step loop allocates nothing.
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.backward import backward_layer, forward_loss, layer_slice, step_gradient
-from kernels.network import network_grad, workspace_size
-
-from .models import Layout
+from mpitrain.kernels.backward import backward_layer, forward_loss, layer_slice, step_gradient
+from mpitrain.kernels.network import network_grad, workspace_size
+from mpitrain.models import Layout
 
 
 class BatchGradient:

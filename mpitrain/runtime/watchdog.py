@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from .errors import UserError
+from mpitrain.errors import UserError
 
 EXIT_STALLED = 124
 _TAG = 0x57A1

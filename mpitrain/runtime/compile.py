@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 import numpy as np
 from mpi4py import MPI
 
-from kernels.warmup import warm_up
+from mpitrain.kernels.warmup import warm_up
 
 
 def quiet_barrier(comm: MPI.Comm, poll: float = 0.001) -> None:
@@ -44,7 +44,7 @@ def warm_kernels(comm: MPI.Comm, *, dtype: np.dtype, label_dtype: np.dtype,
                  kernels: Collection[str] | None = None) -> None:
     """Collective: warm the kernels for these dtypes on every rank, one wave at a time.
 
-    ``kernels`` names the kernels the run will call (:data:`kernels.warmup.KERNELS`;
+    ``kernels`` names the kernels the run will call (:data:`mpitrain.kernels.warmup.KERNELS`;
     None: all): loading fewer makes start-up faster. A kernel not warmed here must not be
     called later by several ranks at once unless the cache already holds it.
     """

@@ -1,6 +1,6 @@
 """Optimizers: apply the averaged gradient to the flat parameter buffer on every rank.
 
-The update itself is a numba kernel (``kernels.optimizers``); this module holds the state
+The update itself is a numba kernel (``mpitrain.kernels.optimizers``); this module holds the state
 buffers (same flat layout as the parameters) and the hyper-parameters, so every rank applies
 the identical update and checkpoints can save and restore the state.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernels import optimizers as updates
+from mpitrain.kernels import optimizers as updates
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 

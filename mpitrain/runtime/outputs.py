@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from mpi4py import MPI
 
-from .errors import UserError, checked
+from mpitrain.errors import UserError, checked
 
 OWNED = ("config.toml", "metrics.jsonl", "model.npz", "summary.json", "checkpoints")
 
