@@ -38,13 +38,15 @@ from .strategies import Strategy, SyncStrategy
 
 @dataclass(frozen=True, kw_only=True)
 class TrainResult:
-    """Trained parameters (named views of ``flat``), per-epoch metrics and the config."""
+    """Trained parameters (named views of ``flat``), per-period metrics, the config and the
+    run's summary (what ``summary.json`` holds: data sizes, layer sizes, status, ...)."""
 
     params: dict[str, np.ndarray]
     flat: np.ndarray
     history: list[dict[str, Any]]
     config: TrainConfig
     status: str
+    summary: dict[str, Any]
 
 
 def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
@@ -129,10 +131,11 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     status = "stopped" if result.stopped else "finished"
     if federated:
         summary["federated"] = strategy.summary()  # with the final epsilon
-    _write_final(output, config, layout, params, dataset, summary, history, status,
-                 seconds=time.perf_counter() - started)
+    summary = {**summary, "status": status, "seconds": time.perf_counter() - started,
+               "final": history[-1] if history else {}}
+    _write_final(output, config, layout, params, dataset, summary)
     return TrainResult(params=layout.views(params), flat=params, history=history,
-                       config=config, status=status)
+                       config=config, status=status, summary=summary)
 
 
 def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
@@ -211,15 +214,12 @@ def _summary_head(config: TrainConfig, dataset: Dataset, layout: Layout,
 
 
 def _write_final(output: RunOutput, config: TrainConfig, layout: Layout, params: np.ndarray,
-                 dataset: Dataset, summary: dict[str, Any], history: list[dict[str, Any]],
-                 status: str, *, seconds: float) -> None:
+                 dataset: Dataset, summary: dict[str, Any]) -> None:
     if output.directory is None:
         return
     save_model(output.directory / "model.npz", model=config.model, layout=layout,
                flat=params, mean=dataset.mean, std=dataset.std, version=__version__)
-    final = history[-1] if history else {}
-    output.write_json("summary.json", {**summary, "status": status, "seconds": seconds,
-                                       "final": final})
+    output.write_json("summary.json", summary)
 
 
 __all__ = ["TrainResult", "UserError", "train"]
