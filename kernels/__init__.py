@@ -1,7 +1,15 @@
-"""numba kernels for mpitrain: pure functions on arrays, no MPI inside.
+"""numba kernels for mpitrain, imported as ``mpitrain.kernels``: pure functions on arrays,
+no MPI inside. This folder sits at the repository root and ships inside the mpitrain
+package (pyproject.toml maps it); its modules import each other relatively.
 
-- :mod:`mpitrain.kernels.network`: one generic dense network (fused forward + backward);
-- :mod:`mpitrain.kernels.optimizers`: in-place updates of the flat parameter buffer;
-- :mod:`mpitrain.kernels.reference`: plain numpy references (tests and benchmarks);
-- :mod:`mpitrain.kernels.warmup`: compile or load every kernel before training.
+- :mod:`.network`: one generic dense network (fused forward + backward, loss, predict);
+- :mod:`.backward`: the fused step that also writes the message tail, and the split
+  forward / per-layer backward used by ``--overlap``;
+- :mod:`.optimizers`: in-place updates of the flat parameter buffer (sgd, momentum, adam,
+  FedProx);
+- :mod:`.compress`: 16-bit codecs of ``--compress``;
+- :mod:`.reduce`: element-wise helpers of the allreduce algorithms;
+- :mod:`.shared`: the sum over shared-memory slots;
+- :mod:`.reference`: plain numpy references (tests and benchmarks);
+- :mod:`.warmup`: compile or load the kernels a run needs before training.
 """

@@ -19,7 +19,9 @@ the parameters' dtype followed by ``tail`` caller slots); nothing allocates.
 from __future__ import annotations
 
 import numpy as np
-from mpitrain.kernels.network import (
+from numba import njit
+
+from .network import (
     _act_width,
     _backward,
     _bias_grad,
@@ -33,7 +35,6 @@ from mpitrain.kernels.network import (
     _n_params,
     _relu_backward,
 )
-from numba import njit
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 

@@ -42,6 +42,7 @@ SQUARED = 0
 BINARY_XENT = 1
 SOFTMAX_XENT = 2
 LOSS_KINDS = (SQUARED, BINARY_XENT, SOFTMAX_XENT)
+DTYPES = ("float32", "float64")  # the float types every kernel is compiled for
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 _MAX_CLASSES = 2**24  # class indices stay exact in a float32 workspace

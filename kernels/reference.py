@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import numpy as np
-from mpitrain.kernels.network import BINARY_XENT, SOFTMAX_XENT, n_params
+
+from .network import BINARY_XENT, SOFTMAX_XENT, n_params
 
 
 def unpack(params: np.ndarray, dims: Sequence[int] | np.ndarray) -> list[tuple[np.ndarray, ...]]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import numpy as np
-from mpitrain.kernels import compress, shared
-from mpitrain.kernels.backward import backward_layer, forward_loss, step_gradient
-from mpitrain.kernels.network import (
+from numpy.typing import DTypeLike
+
+from . import compress, shared
+from .backward import backward_layer, forward_loss, step_gradient
+from .network import (
     LOSS_KINDS,
     SOFTMAX_XENT,
     as_dims,
@@ -23,13 +25,12 @@ from mpitrain.kernels.network import (
     network_predict,
     workspace_size,
 )
-from mpitrain.kernels.optimizers import (
+from .optimizers import (
     adam_update,
     momentum_update,
     proximal_sgd_update,
     sgd_update,
 )
-from numpy.typing import DTypeLike
 
 _ROWS = 4
 _TAIL = 3

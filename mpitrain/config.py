@@ -2,7 +2,10 @@
 
 Every option is a field of :class:`TrainConfig` whose metadata carries its help text and
 allowed values; the CLI flags, the TOML keys and the written ``config.toml`` are all derived
-from those fields, so an option is declared exactly once.
+from those fields, so an option is declared exactly once. Choice lists are owned by the
+modules that implement them (models, optimizers, schedules, collectives, strategies, the
+federated parts) and read from there. Checks of single values live here; combinations
+that only make sense for one ``--mode`` are the strategy's (``Strategy.validate``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .collectives import ALGORITHMS
+from .collectives.compressed import COMPRESSIONS
+from .data.batches import SHUFFLES
 from .errors import UserError
+from .federated.partition import PARTITIONS
+from .federated.robust import AGGREGATES
+from .federated.server import SERVER_OPTIMIZERS
+from .kernels.network import DTYPES
+from .models import MODELS
+from .optimizers import OPTIMIZERS, SCHEDULES
+from .strategies import MODES, STRATEGIES, strategy_class
 
-MODELS = ("linear", "logistic", "softmax", "mlp")
-REDUCE_ALGORITHMS = ("auto", "ring", "mpi", "root")
-COMPRESSIONS = ("none", "fp16", "bf16")
+# Options only some modes honour: a strategy lists those it does in ``Strategy.options``;
+# any other mode rejects a value other than the default.
+MODE_ONLY = ("compress", "overlap")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -48,7 +61,7 @@ class TrainConfig:
     standardize: bool = option(True, "scale features to zero mean and unit variance "
                                "(global statistics over the training rows)", group="data")
     dtype: str = option("float32", "floating-point type of data and parameters",
-                        choices=("float32", "float64"), group="data")
+                        choices=DTYPES, group="data")
     samples: int = option(10000, "synthetic data: number of rows", group="data")
     features: int = option(20, "synthetic data: number of features", group="data")
     classes: int = option(2, "synthetic data: number of classes", group="data")
@@ -62,10 +75,10 @@ class TrainConfig:
     weight_decay: float = option(0.0, "L2 penalty added to the gradient", group="model")
     seed: int = option(0, "seed of every random stream (init, shuffling, data)", group="model")
     # optimisation
-    optimizer: str = option("sgd", "update rule", choices=("sgd", "momentum", "adam"))
+    optimizer: str = option("sgd", "update rule", choices=OPTIMIZERS)
     lr: float = option(0.1, "learning rate")
     lr_schedule: str = option("constant", "learning-rate schedule",
-                              choices=("constant", "cosine", "step"))
+                              choices=SCHEDULES)
     lr_step_epochs: int = option(10, "step schedule: epochs between decays")
     lr_gamma: float = option(0.1, "step schedule: decay factor")
     momentum: float = option(0.9, "momentum factor (--optimizer momentum)")
@@ -78,20 +91,20 @@ class TrainConfig:
     shuffle: str = option("global", "global: one seeded permutation of all rows (same model "
                           "for any number of ranks); local: each rank shuffles its block and "
                           "takes an equal share of each batch; none: file order",
-                          choices=("global", "local", "none"))
+                          choices=SHUFFLES)
     reduce: str = option("auto", "gradient averaging: ring allreduce, MPI's Allreduce, "
                          "Reduce+Bcast through rank 0, or auto by message size",
-                         choices=REDUCE_ALGORITHMS, group="parallel")
+                         choices=ALGORITHMS, group="parallel")
     # federated
-    mode: str = option("sync", "sync: data-parallel SGD over the global batch; fedavg: "
-                       "federated rounds over --clients simulated clients",
-                       choices=("sync", "fedavg"), group="federated")
+    mode: str = option("sync", "; ".join(f"{name}: {text}"
+                                         for name, (_, text) in STRATEGIES.items()),
+                       choices=MODES, group="federated")
     clients: int = option(100, "number of simulated clients K (K >= number of ranks)",
                           group="federated")
     partition: str = option("iid", "how training rows are split into clients: iid, "
                             "dirichlet (label proportions ~ Dir(--alpha)), shards (sort by "
                             "label, 2K shards, two per client), labels (--labels-per-client "
-                            "classes each)", choices=("iid", "dirichlet", "shards", "labels"),
+                            "classes each)", choices=PARTITIONS,
                             group="federated")
     alpha: float = option(0.5, "Dirichlet concentration for --partition dirichlet (small: "
                           "skewed)", group="federated")
@@ -109,7 +122,7 @@ class TrainConfig:
                              group="federated")
     server_opt: str = option("fedavg", "server update rule applied to the averaged client "
                              "update (Reddi et al. 2021)",
-                             choices=("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"),
+                             choices=SERVER_OPTIMIZERS,
                              group="federated")
     server_lr: float = option(0.0, "server learning rate; 0: the rule's default (1 for "
                               "fedavg/fedavgm, 0.01 for fedadam/fedyogi, 0.1 for fedadagrad)",
@@ -126,7 +139,7 @@ class TrainConfig:
                             group="federated")
     aggregate: str = option("mean", "how client updates are combined: example-weighted mean "
                             "(one allreduce) or a robust rule over individual updates",
-                            choices=("mean", "median", "trimmed-mean", "krum"),
+                            choices=AGGREGATES,
                             group="federated")
     trim_fraction: float = option(0.1, "fraction trimmed at each end by --aggregate "
                                   "trimmed-mean", group="federated")
@@ -343,43 +356,19 @@ def validate(config: TrainConfig) -> None:
     for ok, name, expected in federated:
         if not ok:
             raise UserError(f"--{flag(name)} must be {expected} (got {getattr(config, name)})")
-    sampled = max(1, round(config.client_fraction * config.clients))
-    combinations = [
-        (sampled > config.clients,
-         f"--client-fraction {config.client_fraction:g} samples {sampled} clients per round "
-         f"but there are only --clients {config.clients}"),
-        (config.dp_noise > 0 and config.dp_clip <= 0,
-         f"--dp-noise {config.dp_noise:g} needs --dp-clip > 0 (the noise std is dp-noise × "
-         f"dp-clip) (got --dp-clip {config.dp_clip:g})"),
-        (config.secure_agg and config.dp_clip <= 0,
-         "--secure-agg needs --dp-clip > 0 to bound each update for the fixed-point encoding "
-         f"(got --dp-clip {config.dp_clip:g})"),
-        (config.aggregate != "mean" and config.secure_agg,
-         f"--aggregate {config.aggregate} needs individual client updates, which --secure-agg "
-         "hides; use --aggregate mean"),
-        (config.aggregate != "mean" and config.dp_noise > 0,
-         f"--aggregate {config.aggregate} has no DP accounting; use --aggregate mean with "
-         f"--dp-noise (got --dp-noise {config.dp_noise:g})"),
-        (config.aggregate == "krum" and sampled < 2 * config.byzantine + 3,
-         f"--aggregate krum with --byzantine {config.byzantine} needs at least "
-         f"{2 * config.byzantine + 3} sampled clients per round (got {sampled} = max(1, "
-         f"round({config.client_fraction:g} × {config.clients})))"),
-        (config.model == "linear" and config.partition in ("dirichlet", "labels"),
-         f"--partition {config.partition} needs class labels but --model linear is "
-         "regression; use --partition iid or shards"),
-    ]
-    for bad, message in combinations:
-        if bad and config.mode == "fedavg":
-            raise UserError(message)
+    strategy_class(config.mode).validate(config)
 
 
 def _validate_performance(config: TrainConfig) -> None:
-    """--compress / --overlap: sync mode only, float32 for 16-bit transport, not both."""
+    """--compress / --overlap: only modes that honour them, float32 for 16-bit transport,
+    not both."""
+    for name in MODE_ONLY:
+        value = getattr(config, name)
+        if value != FIELDS[name].default and name not in strategy_class(config.mode).options:
+            shown = f"--{flag(name)}" + ("" if isinstance(value, bool) else f" {value}")
+            modes = ", ".join(mode for mode in MODES if name in strategy_class(mode).options)
+            raise UserError(f"{shown} applies to --mode {modes} (got --mode {config.mode})")
     problems = [
-        (config.compress != "none" and config.mode != "sync",
-         f"--compress {config.compress} applies to --mode sync (got --mode {config.mode})"),
-        (config.overlap and config.mode != "sync",
-         f"--overlap applies to --mode sync (got --mode {config.mode})"),
         (config.compress != "none" and config.dtype != "float32",
          f"--compress {config.compress} needs --dtype float32 (got {config.dtype})"),
         (config.compress != "none" and config.overlap,

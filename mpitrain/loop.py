@@ -1,7 +1,8 @@
 """The one training loop: contribute → reduce (one collective) → apply, unit after unit.
 
-Strategies (:mod:`mpitrain.strategies`) fill in what a unit means; the loop owns timing, the
-shared stop flag and the per-period metrics callback.
+Strategies (:mod:`mpitrain.strategies`) fill in what a unit means; the loop owns timing,
+stopping (it asks the strategy to carry each rank's stop vote, and ends when the reduction
+says any rank voted) and the per-period metrics callback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from mpitrain.runtime.watchdog import Watchdog
 
-from .strategies import Strategy, Unit
+from .strategies.base import StopRequested, Strategy, Unit
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class LoopResult:
 
 def run_loop(strategy: Strategy, *, start: int = 0,
              on_period: Callable[[dict[str, Any]], None] | None = None,
-             stop_requested: Callable[[], bool] = lambda: False,
+             stop_requested: StopRequested = lambda: False,
              after_unit: Callable[[Unit, bool], None] | None = None,
              watchdog: Watchdog | None = None) -> LoopResult:
     """Run ``strategy`` from unit ``start`` to the end or until any rank asks to stop.
@@ -36,26 +37,21 @@ def run_loop(strategy: Strategy, *, start: int = 0,
     including waiting for slower ranks; with ``--overlap`` the reductions started inside
     ``contribute`` count as compute). ``after_unit(unit, stopping)`` runs on every rank
     after each unit (checkpoints hook in here). ``watchdog`` watches every collective.
+    ``stop_requested`` is called once per unit, by the strategy (see
+    :meth:`~mpitrain.strategies.base.Strategy.contribute`).
     """
-    flag_first = strategy.stop_flag_first
     compute = comm = 0.0
     period_start = perf_counter()
     next_unit = start
     # Kept lean on purpose: this body runs once per step, next to a ~150 us kernel.
     for unit in strategy.units(start):
         t0 = perf_counter()
-        # ``strategy.message`` is read at each use: a strategy may swap buffers per step
-        if flag_first:
-            strategy.message[-1] = 1.0 if stop_requested() else 0.0
-            strategy.contribute(unit)
-        else:
-            strategy.contribute(unit)
-            strategy.message[-1] = 1.0 if stop_requested() else 0.0
+        strategy.contribute(unit, stop_requested)
         t1 = perf_counter()
         if watchdog is not None:
             watchdog.enter(f"the collective of unit {unit.index + 1} (period "
                            f"{unit.period + 1})")
-        strategy.reduce(unit)
+        stopping = strategy.reduce(unit)
         if watchdog is not None:
             watchdog.leave()
         t2 = perf_counter()
@@ -63,7 +59,6 @@ def run_loop(strategy: Strategy, *, start: int = 0,
         t3 = perf_counter()
         compute += (t1 - t0) + (t3 - t2)
         comm += t2 - t1
-        stopping = bool(strategy.message[-1] > 0)
         next_unit = unit.index + 1
         if unit.period_end:
             seconds = perf_counter() - period_start

@@ -1,9 +1,10 @@
 """``train()``: one training run from a resolved config — the shared core behind the CLI
 and the Python API.
 
-files → rank's shard (:mod:`.data`) → kernels (:mod:`.gradients`) → flat gradient buffer →
-collective (:mod:`.collectives`) → optimizer (:mod:`.optimizers`) → parameters, driven by
-the loop (:mod:`.loop`) and a strategy (:mod:`.strategies`).
+files → rank's shard (:mod:`.data`) → kernels (:mod:`.models.gradient`) → flat gradient
+buffer → collective (:mod:`.collectives`) → optimizer (:mod:`.optimizers`) → parameters,
+driven by the loop (:mod:`.loop`) and the strategy ``--mode`` names (:mod:`.strategies`),
+with checkpoints (:mod:`.checkpoint`) and run-time services (:mod:`.runtime`) around it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.checkpoint.policy import load_resume_checkpoint, make_checkpointer
-from mpitrain.models.gradient import BatchGradient
-from mpitrain.optimizers import make_optimizer
 from mpitrain.runtime.compile import warm_kernels
 from mpitrain.runtime.launch import check_mpi_wiring, limit_loaded_blas
 from mpitrain.runtime.outputs import RunOutput, open_run_output
@@ -27,13 +26,12 @@ from mpitrain.runtime.progress import progress_line
 from mpitrain.runtime.watchdog import start_watchdog
 
 from . import __version__
-from .config import TrainConfig, resolve, shared_memory_allowed, to_toml, validate
+from .config import TrainConfig, resolve, to_toml, validate
 from .data import Dataset, SyntheticSpec, load_dataset
 from .errors import UserError, agree, checked
-from .evaluation import Evaluator, label_stats
 from .loop import run_loop
 from .models import Layout, init_params, loss_kind, network_dims, save_model, task_of
-from .strategies import Strategy, SyncStrategy
+from .strategies import strategy_class
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,20 +70,12 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     kind = loss_kind(config.model)
     layout = Layout(network_dims(config.model, n_features=dataset.n_features,
                                  n_classes=dataset.n_classes, hidden=config.hidden))
+    mode = strategy_class(config.mode)
     warm_kernels(comm, dtype=np.dtype(config.dtype), label_dtype=dataset.train.y.dtype,
-                 kernels=_kernels_needed(config, comm))
+                 kernels=mode.kernels(config, ranks=comm.Get_size()))
     params = init_params(layout, seed=config.seed, dtype=config.dtype)
-    federated = config.mode == "fedavg"
-    strategy: Strategy
-    if federated:
-        # imported here: the federated code pulls in scipy, ~0.2 s of every sync start-up
-        from .strategies.federated import build_federated_strategy
-
-        strategy = build_federated_strategy(config, layout=layout, kind=kind, params=params,
-                                            dataset=dataset, comm=comm)
-    else:
-        strategy = _sync_strategy(config, layout=layout, kind=kind, params=params,
-                                  dataset=dataset, comm=comm)
+    strategy = mode.build(config, layout=layout, kind=kind, params=params, dataset=dataset,
+                          comm=comm)
     resume_from = load_resume_checkpoint(config, comm, strategy)
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
                              resume=config.resume is not None, quiet=config.quiet)
@@ -98,18 +88,15 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         output.keep_metrics(checkpointer.periods)
         output.say(f"resuming from {resume_from.path} at unit {start}")
     output.write_text("config.toml", to_toml(config))
-    summary = _summary_head(config, dataset, layout, comm)
-    if federated:
-        summary["federated"] = strategy.summary()
+    summary = {**_summary_head(config, dataset, layout, comm), **strategy.summary()}
     output.write_json("summary.json", {**summary, "status": "running"})
     history: list[dict[str, Any]] = []
 
     def on_period(metrics: dict[str, Any]) -> None:
         history.append(metrics)
         checkpointer.periods += 1
-        line = (progress_line(metrics, unit="round", total=config.rounds) if federated
-                else progress_line(metrics, unit="epoch", total=config.epochs))
-        output.record(metrics, line)
+        output.record(metrics, progress_line(metrics, unit=strategy.period_name,
+                                             total=getattr(config, strategy.length_option)))
 
     watchdog = start_watchdog(comm, timeout=config.stall_timeout)
     try:
@@ -129,10 +116,8 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         if watchdog is not None:
             watchdog.stop()
     status = "stopped" if result.stopped else "finished"
-    if federated:
-        summary["federated"] = strategy.summary()  # with the final epsilon
-    summary = {**summary, "status": status, "seconds": time.perf_counter() - started,
-               "final": history[-1] if history else {}}
+    summary = {**summary, **strategy.summary(), "status": status,
+               "seconds": time.perf_counter() - started, "final": history[-1] if history else {}}
     _write_final(output, config, layout, params, dataset, summary)
     return TrainResult(params=layout.views(params), flat=params, history=history,
                        config=config, status=status, summary=summary)
@@ -153,50 +138,12 @@ def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainCo
     return config
 
 
-def _kernels_needed(config: TrainConfig, comm: MPI.Comm) -> frozenset[str] | None:
-    """The kernels a sync run calls (loading each from numba's cache takes up to ~0.1 s per
-    process, so start-up loads only these); None (all) for federated runs."""
-    if config.mode != "sync":
-        return None
-    needed = {"split_step" if config.overlap else "step_gradient", "network_loss",
-              config.optimizer}
-    if config.compress != "none":
-        needed.add("compress")
-    if comm.Get_size() > 1:
-        needed.add("shared")
-    return frozenset(needed)
-
-
 def _model_data_mismatch(config: TrainConfig, dataset: Dataset) -> str | None:
     """Message when the data cannot train this model (same outcome on every rank)."""
     if config.model == "logistic" and dataset.n_classes > 2:
         return (f"--model logistic needs binary labels 0/1 but the data has "
                 f"{dataset.n_classes} classes; use --model softmax or mlp")
     return None
-
-
-def _sync_strategy(config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
-                   dataset: Dataset, comm: MPI.Comm) -> SyncStrategy:
-    size = comm.Get_size()
-    max_rows = -(-config.batch_size // size) if config.shuffle == "local" else config.batch_size
-    max_rows = min(max_rows, max(1, len(dataset.train.y)))
-    regression = task_of(config.model) == "regression"
-    test = (Evaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm)
-            if dataset.test.n_total > 0 else None)
-    return SyncStrategy(
-        comm=comm, layout=layout, params=params,
-        optimizer=make_optimizer(config.optimizer, params, weight_decay=config.weight_decay,
-                                 momentum=config.momentum, nesterov=config.nesterov,
-                                 beta1=config.beta1, beta2=config.beta2, eps=config.eps),
-        gradient=BatchGradient(layout, loss_kind=kind, max_rows=max_rows,
-                               dtype=params.dtype),
-        train=dataset.train, test=test,
-        train_label_stats=label_stats(dataset.train, comm) if regression else None,
-        epochs=config.epochs, batch_size=config.batch_size, shuffle=config.shuffle,
-        seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
-        lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
-        reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
-        shared_memory=shared_memory_allowed(config))
 
 
 def _summary_head(config: TrainConfig, dataset: Dataset, layout: Layout,

@@ -70,13 +70,13 @@ def patch(strategy: type) -> None:
     """Inject the faults into ``strategy.contribute`` (a step, or a federated round)."""
     original = strategy.contribute
 
-    def contribute(self, unit):
+    def contribute(self, unit, *args, **kwargs):
         if SLEEP:
             time.sleep(SLEEP)
         if SIGNAL is not None and (RANK, unit.index) == SIGNAL[:2]:
             _note(f"signal-{RANK}.time", repr(time.time()))
             os.kill(os.getpid(), getattr(signal, "SIG" + SIGNAL[2]))
-        original(self, unit)
+        original(self, unit, *args, **kwargs)
         if STALL is not None and (RANK, unit.index) == STALL[:2]:
             _note(f"stall-{RANK}.time", repr(time.time()))
             time.sleep(float(STALL[2]))

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mpitrain.checkpoint.policy import find_resume_checkpoint, resolve_resume_path
 from mpitrain.checkpoint.store import (
     CHECKPOINT_SUBDIR,
     CHECKSUM_KEY,
     META_KEY,
     Checkpoint,
+    CheckpointError,
     CorruptCheckpoint,
     checkpoint_name,
-    find_resume_checkpoint,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    resolve_resume_path,
     save_checkpoint,
 )
 from mpitrain.errors import UserError
@@ -128,7 +128,7 @@ def test_bad_arrays_are_refused_before_writing(tmp_path: Path, arrays: dict) -> 
 
 
 def test_bad_keep_and_index(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="--keep must be >= 1"):
+    with pytest.raises(ValueError, match="keep must be >= 1"):
         save_checkpoint(tmp_path, index=0, arrays={}, meta={}, keep=0)
     with pytest.raises(ValueError):
         save_checkpoint(tmp_path, index=-1, arrays={}, meta={}, keep=1)
@@ -259,7 +259,8 @@ def test_damage_is_detected_and_previous_good_one_used(tmp_path: Path, kind: str
     with pytest.raises(CorruptCheckpoint, match=message) as info:
         load_checkpoint(bad)
     assert str(bad) in str(info.value)
-    assert isinstance(info.value, UserError)
+    # the storage layer speaks of files, not options: the policy turns it into a UserError
+    assert isinstance(info.value, CheckpointError) and not isinstance(info.value, UserError)
 
     checkpoint, warnings = latest_checkpoint(tmp_path)
     assert checkpoint is not None and checkpoint.index == 100
@@ -332,7 +333,7 @@ def test_find_resume_checkpoint(tmp_path: Path) -> None:
     checkpoint, _ = find_resume_checkpoint(out, tmp_path / "elsewhere")
     assert checkpoint is not None and checkpoint.index == 10
     # an explicit file must load: no fallback
-    with pytest.raises(CorruptCheckpoint):
+    with pytest.raises(UserError, match=f"checkpoint {ckdir / checkpoint_name(20)}: "):
         find_resume_checkpoint(ckdir / checkpoint_name(20), out)
     # an explicit directory must hold a usable checkpoint
     (tmp_path / "emptydir").mkdir()

@@ -115,10 +115,10 @@ def test_unexpected_exception_on_one_rank_aborts_the_job(tmp_path):
         "from mpi4py import MPI\n"
         "import mpitrain.strategies.sync as sync\n"
         "original = sync.SyncStrategy.contribute\n"
-        "def contribute(self, unit):\n"
+        "def contribute(self, unit, *args):\n"
         "    if MPI.COMM_WORLD.Get_rank() == 1 and unit.index == 3:\n"
         "        raise RuntimeError('boom on purpose')\n"
-        "    original(self, unit)\n"
+        "    original(self, unit, *args)\n"
         "sync.SyncStrategy.contribute = contribute\n"
         "from mpitrain.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mpi4py import MPI
-from mpitrain.kernels.reduce import add_into, scale_inplace
 
 from mpitrain.collectives import (
     ALGORITHMS,
@@ -22,6 +21,7 @@ from mpitrain.collectives import (
     start_allreduce,
 )
 from mpitrain.collectives.shared_ring import SharedRing
+from mpitrain.kernels.reduce import add_into, scale_inplace
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from cli_runner import run_train
 from mpi4py import MPI
-from mpitrain.kernels.network import network_grad, workspace_size
 from scipy import integrate, stats
 
 from mpitrain.config import resolve
@@ -34,8 +33,9 @@ from mpitrain.federated.robust import (
 )
 from mpitrain.federated.sampling import clients_per_round, sample_clients
 from mpitrain.federated.server import ServerOptimizer
+from mpitrain.kernels.network import network_grad, workspace_size
 from mpitrain.models import Layout, init_params, loss_kind, network_dims, task_of
-from mpitrain.strategies.federated import build_federated_strategy
+from mpitrain.strategies.federated import FederatedStrategy
 from mpitrain.training import synthetic_spec
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,7 +53,7 @@ def build(comm=MPI.COMM_SELF, **options):
     layout = Layout(network_dims(config.model, n_features=dataset.n_features,
                                  n_classes=dataset.n_classes, hidden=config.hidden))
     params = init_params(layout, seed=config.seed, dtype=config.dtype)
-    strategy = build_federated_strategy(config, layout=layout, kind=loss_kind(config.model),
+    strategy = FederatedStrategy.build(config, layout=layout, kind=loss_kind(config.model),
                                         params=params, dataset=dataset, comm=comm)
     return strategy, dataset
 
@@ -61,8 +61,7 @@ def build(comm=MPI.COMM_SELF, **options):
 def one_round(strategy, round_index=0):
     from mpitrain.strategies.base import Unit
     unit = Unit(round_index, round_index, 0, True)
-    strategy.contribute(unit)
-    strategy.message[-1] = 0.0
+    strategy.contribute(unit, lambda: False)
     strategy.reduce(unit)
     strategy.apply(unit)
     return unit
@@ -340,7 +339,7 @@ def test_dp_round_adds_noise_of_std_z_s_over_qk():
     expected = np.zeros(strategy.layout.size)
     add_gaussian_noise(expected, 1.5 * 2.0, np.empty_like(expected), seed=0, round_index=0)
     np.testing.assert_allclose(strategy.params, expected / 20.0, rtol=1e-12)
-    assert strategy.accountant.rounds == 1
+    assert strategy.privacy.accountant.rounds == 1
 
 
 def test_accountant_against_published_values():

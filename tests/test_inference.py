@@ -2,10 +2,10 @@
 
 import numpy as np
 from mpi4py import MPI
-from mpitrain.kernels.reference import reference_predict
 
 import mpitrain
 from mpitrain import load_model, predict, train
+from mpitrain.kernels.reference import reference_predict
 
 
 def test_predict_matches_training_accuracy_and_reference(tmp_path):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import expit, logsumexp
+
 from mpitrain.kernels.network import (
     BINARY_XENT,
     LOSS_KINDS,
@@ -37,7 +39,6 @@ from mpitrain.kernels.reference import (
     unpack,
 )
 from mpitrain.kernels.warmup import warm_up
-from scipy.special import expit, logsumexp
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,6 +9,11 @@ import itertools
 import numpy as np
 import pytest
 from mpi4py import MPI
+
+from mpitrain.collectives.compressed import CompressedAllreduce
+from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
+from mpitrain.config import resolve
+from mpitrain.errors import UserError
 from mpitrain.kernels import compress as c16
 from mpitrain.kernels.backward import backward_layer, forward_loss, layer_slice, step_gradient
 from mpitrain.kernels.network import (
@@ -20,11 +25,6 @@ from mpitrain.kernels.network import (
     workspace_size,
 )
 from mpitrain.kernels.warmup import warm_up
-
-from mpitrain.collectives.compressed import CompressedAllreduce
-from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
-from mpitrain.config import resolve
-from mpitrain.errors import UserError
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -378,7 +378,8 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path):
     from mpitrain.config import TrainConfig
     from mpitrain.errors import UserError
 
-    class Diverged:
+    class Diverged:  # the part of the Strategy interface a Checkpointer uses
+        unit_name = "step"
         params = np.array([1.0, np.inf], dtype=np.float32)
 
         def checkpoint_state(self):

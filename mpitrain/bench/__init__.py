@@ -1,4 +1,8 @@
-"""Benchmarks shipped with mpitrain: `python -m mpitrain bench allreduce|train`."""
+"""Benchmarks shipped with mpitrain: ``python -m mpitrain bench allreduce|train``.
+
+They drive the public API (``mpitrain.train``, :mod:`mpitrain.collectives`) the way users
+do and may import anything in the package; nothing in the package imports them.
+"""
 
 from __future__ import annotations
 

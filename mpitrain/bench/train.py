@@ -76,9 +76,12 @@ from mpi4py import MPI
 from mpitrain import __version__
 from mpitrain.bench import output_file
 from mpitrain.bench.probes import StartClock, StepProbe, rss_bytes
-from mpitrain.config import COMPRESSIONS, MODELS, REDUCE_ALGORITHMS, TrainConfig, resolve
+from mpitrain.collectives import ALGORITHMS as REDUCE_ALGORITHMS
+from mpitrain.collectives.compressed import COMPRESSIONS
+from mpitrain.config import TrainConfig, resolve
 from mpitrain.data.batches import steps_per_epoch
 from mpitrain.errors import UserError, agree, checked, shared_error
+from mpitrain.models import MODELS
 
 T = TypeVar("T")
 

@@ -1,15 +1,17 @@
 """When checkpoints are written and how a run resumes from one.
 
-Storage (atomic files, checksums, finding the newest good one) is :mod:`.checkpoints`; this
+Storage (atomic files, checksums, finding the newest good one) is :mod:`.store`; this
 module decides *when* (every N units, when asked to stop, at the end), *what* (the
 strategy's state plus the unit index, the resolved config, the version and the number of
-ranks) and checks that a checkpoint fits the run that wants to resume from it.
+ranks), *which* checkpoint ``--resume`` means, and checks that it fits the run that wants
+to resume from it. Problems are reported to the user here, in the CLI's words.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,15 @@ from mpitrain import __version__
 from mpitrain.checkpoint.store import (
     CHECKPOINT_SUBDIR,
     Checkpoint,
-    find_resume_checkpoint,
+    CheckpointError,
+    latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
 from mpitrain.config import TrainConfig, flag
-from mpitrain.errors import agree, checked
+from mpitrain.errors import UserError, agree, checked
 from mpitrain.runtime.preemption import stop_reached
-from mpitrain.strategies import Strategy, Unit
+from mpitrain.strategies.base import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
 MAY_CHANGE = frozenset({"epochs", "rounds", "reduce", "out", "overwrite", "quiet", "resume",
@@ -81,11 +84,10 @@ class Checkpointer:
                         keep=self.keep)
 
     def _not_finite(self, next_unit: int) -> str | None:
-        params = getattr(self.strategy, "params", None)
-        if params is None or np.isfinite(params).all():
+        if np.isfinite(self.strategy.params).all():
             return None
-        unit = "round" if self.config.mode == "fedavg" else "step"
-        return (f"training diverged: the parameters are not finite after {unit} "
+        return (f"training diverged: the parameters are not finite after "
+                f"{self.strategy.unit_name} "
                 f"{next_unit}; not writing a checkpoint; try a smaller --lr; the last good "
                 "checkpoint is kept")
 
@@ -122,9 +124,56 @@ def load_resume_checkpoint(config: TrainConfig, comm: MPI.Comm,
     path = comm.bcast(checked(comm, find), root=0)
     if path is None:
         return None
-    checkpoint = checked(comm, load_checkpoint, path)
+    checkpoint = checked(comm, load, path)
     agree(comm, mismatch(checkpoint, config, strategy))
     return checkpoint
+
+
+def load(path: str | PathLike[str]) -> Checkpoint:
+    """:func:`~.store.load_checkpoint`, its problems as the user's (UserError)."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
+
+
+def resolve_resume_path(path: str | PathLike[str]) -> Path:
+    """Map a ``--resume`` argument to a checkpoint file or a directory of checkpoints.
+
+    Accepts a checkpoint file, a run directory ``OUT/`` (its ``checkpoints/`` subdirectory
+    is used when present) or ``OUT/checkpoints/`` itself. Raises UserError when ``path``
+    does not exist.
+    """
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    if candidate.is_dir():
+        sub = candidate / CHECKPOINT_SUBDIR
+        return sub if sub.is_dir() else candidate
+    raise UserError(f"--resume {path}: no such checkpoint file or run directory")
+
+
+def find_resume_checkpoint(
+    resume: str | PathLike[str] | None,
+    out: str | PathLike[str],
+) -> tuple[Checkpoint | None, list[str]]:
+    """What ``--resume [PATH]`` resumes from: ``(checkpoint or None, warnings)``.
+
+    ``resume=None`` (``--resume`` with no path): the newest good checkpoint in
+    ``OUT/checkpoints/``, or None to start fresh when there is none. With a path: that
+    checkpoint file (no fallback: it must load), or the newest good checkpoint of that
+    directory, which must have one (UserError otherwise).
+    """
+    if resume is None:
+        return latest_checkpoint(Path(out) / CHECKPOINT_SUBDIR)
+    target = resolve_resume_path(resume)
+    if target.is_file():
+        return load(target), []
+    checkpoint, warnings = latest_checkpoint(target)
+    if checkpoint is None:
+        detail = "; ".join(warnings) if warnings else "it holds no ckpt-*.npz files"
+        raise UserError(f"--resume {resume}: no usable checkpoint in {target} ({detail})")
+    return checkpoint, warnings
 
 
 # What Checkpointer.save adds to the strategy's metadata, and its JSON types.
@@ -167,10 +216,9 @@ def _state_mismatch(checkpoint: Checkpoint, config: TrainConfig,
     for name, want in arrays.items():
         got = checkpoint.arrays[name]
         if got.shape != want.shape or got.dtype != want.dtype:
-            dims = getattr(getattr(strategy, "layout", None), "dims", None)
-            model = "" if dims is None else f" (layer sizes {','.join(map(str, dims))})"
+            dims = ",".join(map(str, strategy.layout.dims))
             return (f"{where} holds {name} of shape {got.shape} and type {got.dtype} but "
-                    f"this run's model{model} needs shape {want.shape} and type "
+                    f"this run's model (layer sizes {dims}) needs shape {want.shape} and type "
                     f"{want.dtype}: the data or the model changed since it was written; "
                     "start a new run")
     absent = sorted(set(meta) - set(checkpoint.meta))
@@ -179,11 +227,10 @@ def _state_mismatch(checkpoint: Checkpoint, config: TrainConfig,
                 "this kind of run")
     next_unit, total = checkpoint.meta["next_unit"], strategy.total_units
     if not 0 <= next_unit <= total:
-        unit, length = (("round", "--rounds") if config.mode == "fedavg"
-                        else ("step", "--epochs"))
+        unit, length = strategy.unit_name, strategy.length_option
         return (f"{where} is at {unit} {next_unit} but this run ends at {unit} {total} "
-                f"({length} {getattr(config, length[2:])}); ask for at least as many "
-                f"{length} as the checkpointed run has done")
+                f"(--{flag(length)} {getattr(config, length)}); ask for at least as many "
+                f"--{flag(length)} as the checkpointed run has done")
     return None
 
 

@@ -1,6 +1,7 @@
 """Training checkpoints: atomic, self-checking ``.npz`` files, and finding one to resume from.
 
-No MPI in here: rank 0 calls :func:`save_checkpoint`, any rank may load.
+No MPI and no user-facing wording in here (that is :mod:`.policy`'s): rank 0 calls
+:func:`save_checkpoint`, any rank may load; problems raise :class:`CheckpointError`.
 
 A checkpoint is ``DIR/ckpt-{index:09d}.npz``, a zip of ``.npy`` members that loads with
 ``np.load(allow_pickle=False)``:
@@ -35,8 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mpitrain.errors import UserError
-
 CHECKPOINT_SUBDIR = "checkpoints"
 """Where a run keeps its checkpoints: ``OUT/checkpoints/``."""
 
@@ -50,7 +49,11 @@ _HASH_DOMAIN = b"mpitrain-checkpoint-v1\0"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-class CorruptCheckpoint(UserError):
+class CheckpointError(Exception):
+    """A checkpoint that cannot be found or used; the message names the file."""
+
+
+class CorruptCheckpoint(CheckpointError):
     """A checkpoint file that cannot be used: unreadable, truncated, damaged or foreign."""
 
 
@@ -179,7 +182,7 @@ def save_checkpoint(
     if not isinstance(index, int | np.integer) or index < 0:
         raise ValueError(f"checkpoint index must be an integer >= 0 (got {index!r})")
     if keep < 1:
-        raise UserError(f"--keep must be >= 1 (got {keep})")
+        raise ValueError(f"keep must be >= 1 (got {keep})")
     prepared = _prepare_arrays(arrays)
     meta_bytes = json.dumps(dict(meta), sort_keys=True, ensure_ascii=False).encode("utf-8")
     digest = _checksum(meta_bytes, prepared)
@@ -311,42 +314,3 @@ def latest_checkpoint(
             warnings.append(f"resuming from the older checkpoint {path}")
         return checkpoint, warnings
     return None, warnings
-
-
-def resolve_resume_path(path: str | os.PathLike[str]) -> Path:
-    """Map a ``--resume`` argument to a checkpoint file or a directory of checkpoints.
-
-    Accepts a checkpoint file, a run directory ``OUT/`` (its ``checkpoints/`` subdirectory
-    is used when present) or ``OUT/checkpoints/`` itself. Raises UserError when ``path``
-    does not exist.
-    """
-    candidate = Path(path)
-    if candidate.is_file():
-        return candidate
-    if candidate.is_dir():
-        sub = candidate / CHECKPOINT_SUBDIR
-        return sub if sub.is_dir() else candidate
-    raise UserError(f"--resume {path}: no such checkpoint file or run directory")
-
-
-def find_resume_checkpoint(
-    resume: str | os.PathLike[str] | None,
-    out: str | os.PathLike[str],
-) -> tuple[Checkpoint | None, list[str]]:
-    """What ``--resume [PATH]`` resumes from: ``(checkpoint or None, warnings)``.
-
-    ``resume=None`` (``--resume`` with no path): the newest good checkpoint in
-    ``OUT/checkpoints/``, or None to start fresh when there is none. With a path: that
-    checkpoint file (no fallback: it must load), or the newest good checkpoint of that
-    directory, which must have one (UserError otherwise).
-    """
-    if resume is None:
-        return latest_checkpoint(Path(out) / CHECKPOINT_SUBDIR)
-    target = resolve_resume_path(resume)
-    if target.is_file():
-        return load_checkpoint(target), []
-    checkpoint, warnings = latest_checkpoint(target)
-    if checkpoint is None:
-        detail = "; ".join(warnings) if warnings else "it holds no ckpt-*.npz files"
-        raise UserError(f"--resume {resume}: no usable checkpoint in {target} ({detail})")
-    return checkpoint, warnings

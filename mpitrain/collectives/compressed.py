@@ -37,6 +37,9 @@ from mpi4py import MPI
 from mpitrain.collectives.ring import chunk_offsets
 from mpitrain.kernels import compress as codec16
 
+COMPRESSIONS = ("none", *codec16.CODECS)
+"""Transports of ``--compress``: the message's own precision, or a 16-bit codec."""
+
 
 class CompressedAllreduce:
     """Sum a float32 message ``[gradient (n) | tail (t)]`` over ``comm`` with 16-bit words.

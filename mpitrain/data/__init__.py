@@ -1,6 +1,9 @@
-"""Data: files or generators → this rank's shard (holdout, block split, standardisation).
+"""Data: files or generators → this rank's shard (holdout, block split, standardisation),
+and which of its rows each step uses (:mod:`.batches`).
 
-Every rank reads only its own rows; the result never depends on the number of ranks.
+Every rank reads only its own rows; the result never depends on the number of ranks. May
+import numpy, mpi4py (collective agreement on sizes and statistics) and
+:mod:`mpitrain.errors`; nothing of the models, kernels or training.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SHUFFLE_STREAM = 0x5F1E
+SHUFFLES = ("global", "local", "none")
 
 
 @dataclass(frozen=True)

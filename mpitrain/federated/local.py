@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from mpi4py import MPI
 
-from mpitrain.kernels.network import network_grad, network_loss, network_predict, workspace_size
+from mpitrain.kernels.network import network_grad, workspace_size
 from mpitrain.kernels.optimizers import proximal_sgd_update, sgd_update
 
 from ..models import Layout
@@ -86,29 +85,3 @@ class LocalTrainer:
                 stats.rows += len(chunk)
         local -= params
         return stats
-
-
-def warm_federated_kernels(comm: MPI.Comm, *, dtype: np.dtype, label_dtype: np.dtype,
-                           loss_kind: int) -> None:
-    """Collective: compile (or load) every kernel federated mode calls, rank 0 first, so ranks
-    never race on numba's cache (same reason as :func:`mpitrain.runtime.compile.warm_kernels`)."""
-    if comm.Get_rank() == 0:
-        _call_kernels(np.dtype(dtype), np.dtype(label_dtype), loss_kind)
-    comm.Barrier()
-    if comm.Get_rank() != 0:
-        _call_kernels(np.dtype(dtype), np.dtype(label_dtype), loss_kind)
-
-
-def _call_kernels(dtype: np.dtype, label_dtype: np.dtype, loss_kind: int) -> None:
-    dims = np.array([2, 1], dtype=np.int64)
-    params = np.zeros(3, dtype=dtype)
-    grad = np.zeros(3, dtype=dtype)
-    X = np.zeros((1, 2), dtype=dtype)
-    y = np.zeros(1, dtype=label_dtype)
-    work = np.zeros(workspace_size(dims, 1), dtype=dtype)
-    rows = np.zeros(1, dtype=np.int64)
-    network_grad(params, grad, dims, loss_kind, X, y, rows, work)
-    network_loss(params, dims, loss_kind, X, y, work, 1)
-    network_predict(params, dims, loss_kind, X, np.zeros(1, dtype=dtype), work, 1)
-    sgd_update(params, grad, 1.0, 0.1, 0.0)
-    proximal_sgd_update(params, grad, params.copy(), 1.0, 0.1, 0.0, 0.1)

@@ -162,3 +162,79 @@ class RdpAccountant:
             return 0.0
         return epsilon_from_rdp(self.orders, self.rounds * self._per_round, delta,
                                 conversion=conversion)[0]
+
+
+@dataclass(kw_only=True)
+class ClientPrivacy:
+    """What a federated round does for privacy around the mean of client updates: clip each
+    client's update to ``clip`` (0: no clipping), and with ``noise`` > 0 run DP-FedAvg
+    (weight 1 per client, Gaussian noise on the sum, division by the expected q·K clients,
+    Poisson sampling, RDP accounting). Without noise the mean is example-weighted."""
+
+    clip: float = 0.0
+    noise: float = 0.0
+    delta: float = 1e-5
+    q: float  # client sampling rate
+    clients: int  # K
+    seed: int
+    accountant: RdpAccountant | None = field(init=False, default=None)
+    _scratch: np.ndarray | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.dp:
+            self.accountant = RdpAccountant(q=self.q, noise=self.noise)
+
+    @property
+    def dp(self) -> bool:
+        """Client-level DP (noise on the clipped sum, Poisson client sampling)."""
+        return self.noise > 0.0
+
+    @property
+    def rounds(self) -> int:
+        """Rounds accounted so far (0 without DP)."""
+        return self.accountant.rounds if self.accountant is not None else 0
+
+    @rounds.setter
+    def rounds(self, value: int) -> None:
+        if self.accountant is not None:
+            self.accountant.rounds = value
+
+    def prepare(self, delta: np.ndarray) -> None:
+        """Clip one client's update in place (when clipping)."""
+        if self.clip > 0.0:
+            clip_update(delta, self.clip)
+
+    def weight(self, rows: int) -> float:
+        """A client's weight in the mean: its rows, or 1 under DP."""
+        return 1.0 if self.dp else float(rows)
+
+    def mean(self, total: np.ndarray, weight_sum: float, round_index: int) -> None:
+        """Turn the weighted sum of the round's updates into the update the server applies
+        (in place), and account for the round."""
+        if self.dp:
+            if self._scratch is None:
+                self._scratch = np.empty_like(total)
+            add_gaussian_noise(total, self.noise * self.clip, self._scratch, seed=self.seed,
+                               round_index=round_index)
+            total *= 1.0 / (self.q * self.clients)
+        elif weight_sum > 0:
+            total *= 1.0 / weight_sum
+
+    def step(self) -> None:
+        """Account for one more round (nothing without DP)."""
+        if self.accountant is not None:
+            self.accountant.step()
+
+    def metrics(self) -> dict[str, float]:
+        """ε spent so far at δ, for the round's metrics line (empty without DP)."""
+        if self.accountant is None:
+            return {}
+        return {"epsilon": self.accountant.epsilon(self.delta), "delta": self.delta}
+
+    def summary(self) -> dict[str, object] | None:
+        """The mechanism and ε so far, for summary.json (None without DP)."""
+        if self.accountant is None:
+            return None
+        return {"sampling": "poisson", "q": self.q, "noise_multiplier": self.noise,
+                "clip": self.clip, "delta": self.delta,
+                "epsilon": self.accountant.epsilon(self.delta)}

@@ -16,6 +16,7 @@ from mpitrain.kernels.network import BINARY_XENT, SOFTMAX_XENT, SQUARED
 
 _LOSS = {"linear": SQUARED, "logistic": BINARY_XENT, "softmax": SOFTMAX_XENT,
          "mlp": SOFTMAX_XENT}
+MODELS = tuple(_LOSS)
 
 
 def loss_kind(model: str) -> int:

@@ -1,6 +1,36 @@
-"""Training strategies: hooks around the one step/round loop in :mod:`mpitrain.loop`."""
+"""Training strategies: the ways of training that drive the one loop in :mod:`mpitrain.loop`.
 
-from .base import Strategy, Unit
-from .sync import SyncStrategy
+Each is one :class:`~mpitrain.strategies.base.Strategy` subclass in its own module:
+:mod:`.sync` (data-parallel SGD over the global batch) and :mod:`.federated` (FedAvg and its
+relatives over simulated clients). A strategy may import the pipeline (data, models,
+collectives, optimizers, federated parts) and the errors; never the CLI, the loop or the
+run-time services. This module is the registry ``--mode`` chooses from: adding a strategy
+is its class plus one line in :data:`STRATEGIES`. Modules load on first use (the federated
+one pulls in scipy), so importing the registry is cheap.
+"""
 
-__all__ = ["Strategy", "SyncStrategy", "Unit"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Strategy
+
+# --mode value: (module:class, one line for --help)
+STRATEGIES: dict[str, tuple[str, str]] = {
+    "sync": ("mpitrain.strategies.sync:SyncStrategy",
+             "data-parallel SGD over the global batch"),
+    "fedavg": ("mpitrain.strategies.federated:FederatedStrategy",
+               "federated rounds over --clients simulated clients"),
+}
+MODES = tuple(STRATEGIES)
+
+
+def strategy_class(mode: str) -> type[Strategy]:
+    """The Strategy subclass registered for ``mode`` (imported on first use)."""
+    module, name = STRATEGIES[mode][0].split(":")
+    return getattr(import_module(module), name)
+
+
+__all__ = ["MODES", "STRATEGIES", "strategy_class"]

@@ -1,30 +1,37 @@
-"""The Strategy interface: what happens in one unit (a step or a round) of the loop.
+"""The Strategy interface: everything the loop, checkpoints and outputs may ask of a way of
+training, and nothing else.
 
-The loop (:mod:`mpitrain.loop`) is the same for every strategy: ``contribute`` fills this
-rank's message, ``reduce`` combines the messages of all ranks (one collective), ``apply``
-updates the model from the combined message, and after the last unit of a period (an epoch,
-or a group of rounds) ``evaluate`` reports metrics. Like Flower's configure/aggregate hooks,
-but over MPI collectives.
+The loop (:mod:`mpitrain.loop`) is the same for every strategy. Per unit (a step or a
+round): ``contribute`` does this rank's local work and puts it in the strategy's message,
+``reduce`` combines the messages of all ranks (one collective, or one exchange) and says
+whether any rank asked to stop, ``apply`` updates the model from the combined message;
+after the last unit of a period (an epoch, or a group of rounds) ``evaluate`` reports
+metrics. Like Flower's configure/aggregate hooks, but over MPI collectives.
 
-Message layout: ``payload | tail``; the LAST element is the stop flag, written by the loop
-(a rank asked to stop sets it to 1, and after the sum every rank sees it): after
-``contribute``, or before it when the strategy sets ``stop_flag_first`` (it then never
-writes that slot itself, and may start reducing parts of the message inside ``contribute``).
-The loop reads the ``message`` attribute at each use, so a strategy may point it at another
-buffer of the same layout from one hook to the next (e.g. a shared-memory slot).
+Stopping: the loop hands ``contribute`` a ``stop_requested`` callable, which the strategy
+calls exactly once per unit, when its message is about to leave this rank (after its
+local work, or before it when parts of the message are sent during the work); the vote
+travels with the message, so ``reduce`` returns the same answer on every rank.
+
+A new way of training is one subclass (these hooks, plus ``build``, ``kernels`` and
+optionally ``validate``) and one line in :data:`mpitrain.strategies.STRATEGIES`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from mpi4py import MPI
 
-from ..collectives import allreduce
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+    from ..config import TrainConfig
+    from ..data import Dataset
+    from ..models import Layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,45 +44,77 @@ class Unit:
     period_end: bool  # evaluate and record metrics after this unit
 
 
-class Strategy(ABC):
-    """Hooks called by :func:`mpitrain.loop.run_loop`."""
+StopRequested = Callable[[], bool]
 
-    message: np.ndarray
+
+class Strategy(ABC):
+    """A way of training with every rank of ``comm`` (see the module docstring).
+
+    Class attributes say how the run is counted, for progress lines, metrics, checkpoint
+    checks and messages; instance attributes are the model every rank holds.
+    """
+
+    unit_name: ClassVar[str]  # what one unit is: "step", "round"
+    period_name: ClassVar[str]  # what one metrics line covers: "epoch", "round"
+    length_option: ClassVar[str]  # the config field giving the number of periods
+    options: ClassVar[Collection[str]] = ()  # mode-only options it honours (config.MODE_ONLY)
+
     comm: MPI.Comm
-    reduce_algorithm: str = "auto"
-    shared_memory: bool = True  # may the reduction wait in shared memory (not in MPI)?
-    stop_flag_first: bool = False  # see the module docstring
+    layout: Layout
+    params: np.ndarray  # the global model, flat; the same on every rank after ``apply``
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod  # noqa: B027 - optional hook, nothing to check by default
+    def validate(cls, config: TrainConfig) -> None:
+        """Raise UserError for option combinations this strategy cannot run (no MPI: called
+        while the config is resolved). Nothing by default."""
+
+    @classmethod
+    @abstractmethod
+    def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
+        """Names of the numba kernels a run calls (:data:`mpitrain.kernels.warmup.KERNELS`),
+        compiled or loaded once at start-up."""
+
+    @classmethod
+    @abstractmethod
+    def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
+              dataset: Dataset, comm: MPI.Comm) -> Strategy:
+        """Collective: the strategy for ``config``, training ``params`` (with ``layout`` and
+        loss ``kind``) on ``dataset``; bad input raises the same UserError on every rank."""
+
+    # -- the loop's hooks --------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def total_units(self) -> int:
+        """Units in the whole run."""
 
     @abstractmethod
     def units(self, start: int) -> Iterator[Unit]:
         """The units still to run, starting at unit index ``start``."""
 
     @abstractmethod
-    def contribute(self, unit: Unit) -> None:
-        """Local work: fill ``message`` (all but the stop flag)."""
+    def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
+        """Local work into the message, with this rank's stop vote (one call of
+        ``stop_requested``)."""
 
-    def reduce(self, unit: Unit) -> None:
-        """Combine the messages of all ranks: one sum allreduce by default."""
-        allreduce(self.message, self.comm, algorithm=self.reduce_algorithm, op="sum",
-                  shared_memory=self.shared_memory)
+    @abstractmethod
+    def reduce(self, unit: Unit) -> bool:
+        """Collective: combine the messages of all ranks; True when any rank voted to stop."""
 
     @abstractmethod
     def apply(self, unit: Unit) -> None:
         """Update the model from the combined message."""
 
+    @abstractmethod
+    def evaluate(self, unit: Unit) -> dict[str, Any]:
+        """Collective: metrics of the period that ``unit`` ends (one JSON line); the key
+        :attr:`period_name` counts periods from 1, ``samples`` the rows trained on."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Collective: release communication resources once the loop has ended (nothing by
         default). Only called when every rank got there (normal end, stop, agreed error)."""
 
-    @abstractmethod
-    def evaluate(self, unit: Unit) -> dict[str, Any]:
-        """Collective: metrics of the period that ``unit`` ends (one JSON line)."""
-
-    @property
-    @abstractmethod
-    def total_units(self) -> int:
-        """Units in the whole run."""
-
+    # -- checkpoints and outputs -------------------------------------------------------------
     @abstractmethod
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Arrays (parameters, optimizer state, ...) and JSON-able metadata that, with the
@@ -84,3 +123,19 @@ class Strategy(ABC):
     @abstractmethod
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Load what :meth:`checkpoint_state` returned (possibly on another rank count)."""
+
+    def summary(self) -> dict[str, Any]:
+        """Sections this strategy adds to summary.json (none by default; the same on every
+        rank)."""
+        return {}
+
+
+def vote(message: np.ndarray, stop_requested: StopRequested) -> None:
+    """Write this rank's stop vote into the last slot of ``message`` (summed by the
+    reduction, so any rank's vote stops every rank)."""
+    message[-1] = 1.0 if stop_requested() else 0.0
+
+
+def voted(message: np.ndarray) -> bool:
+    """Whether any rank voted to stop, from a reduced message."""
+    return bool(message[-1] > 0)

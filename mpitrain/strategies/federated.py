@@ -7,12 +7,16 @@ Round r (the same on every rank, for any P):
   :mod:`mpitrain.federated.local`), clips each update when asked, and writes ONE message:
   ``Σ_c w_c·Δ_c | weight, loss, correct, rows, clients, bytes, stop`` with ``w_c`` = the
   client's row count (1 under DP).
-- ``reduce``: ONE collective sums the messages, through ``--reduce``; with ``--secure-agg``
-  the message is masked and summed as integers (:mod:`mpitrain.federated.secure`); a robust
-  rule gathers the individual updates instead (:mod:`mpitrain.federated.robust`).
-- ``apply``: the mean update (Σ w_c Δ_c / Σ w_c; under DP the noised sum over q·K) goes
-  through the server optimizer (:mod:`mpitrain.federated.server`); the accountant counts
-  the round.
+- ``reduce``: the aggregation rule (:mod:`mpitrain.federated.aggregation`) combines the
+  messages: ONE collective sums them (``--reduce``), or masked as integers with
+  ``--secure-agg``; a robust rule gathers the individual updates instead.
+- ``apply``: the mean update (Σ w_c Δ_c / Σ w_c; under DP the noised sum over q·K, see
+  :class:`mpitrain.federated.privacy.ClientPrivacy`) goes through the server optimizer
+  (:mod:`mpitrain.federated.server`).
+
+The strategy is composed of parts, so variants combine without flags inside it: the
+local trainer (FedAvg / FedProx), the aggregation rule, the privacy wrapper (clipping,
+DP-FedAvg) and the server optimizer (FedAvg, FedAvgM, FedAdam, ...).
 - ``evaluate`` after every ``--eval-every`` rounds and the last one.
 
 Everything random is keyed by (seed, round, client), so checkpoints hold only the global
@@ -33,8 +37,9 @@ from mpitrain.kernels.network import SQUARED
 
 from ..config import TrainConfig, shared_memory_allowed
 from ..data import Dataset
-from ..errors import agree, checked, shared_error
+from ..errors import UserError, agree, checked, shared_error
 from ..evaluation import Evaluator, summarize
+from ..federated.aggregation import Aggregation, RobustRule, SecureWeightedSum, WeightedSum
 from ..federated.clients import (
     LocalClients,
     assign_clients,
@@ -42,10 +47,10 @@ from ..federated.clients import (
     distribute_rows,
     gather_labels,
 )
-from ..federated.local import LocalTrainer, warm_federated_kernels
+from ..federated.local import LocalTrainer
 from ..federated.metrics import FederatedEvaluator
 from ..federated.partition import Partition, partition_rows
-from ..federated.privacy import RdpAccountant, add_gaussian_noise, clip_update
+from ..federated.privacy import ClientPrivacy
 from ..federated.robust import RobustReducer
 from ..federated.sampling import clients_per_round, sample_clients
 from ..federated.secure import (
@@ -57,9 +62,9 @@ from ..federated.secure import (
 )
 from ..federated.server import ServerOptimizer
 from ..models import Layout
-from .base import Strategy, Unit
+from .base import StopRequested, Strategy, Unit, vote, voted
 
-# Tail slots after the n payload numbers; STOP is last (written by the loop).
+# Tail slots after the n payload numbers; STOP is last (the stop vote).
 WEIGHT, LOSS, CORRECT, ROWS, CLIENTS, BYTES, STOP = range(7)
 TAIL = 7
 
@@ -67,6 +72,10 @@ TAIL = 7
 @dataclass(kw_only=True)
 class FederatedStrategy(Strategy):
     """FedAvg and its relatives as hooks of the shared loop (see the module docstring)."""
+
+    unit_name = "round"
+    period_name = "round"
+    length_option = "rounds"
 
     comm: MPI.Comm
     layout: Layout
@@ -76,31 +85,24 @@ class FederatedStrategy(Strategy):
     partition: Partition
     owner: np.ndarray  # rank of every client
     server: ServerOptimizer
+    aggregation: Aggregation
+    privacy: ClientPrivacy
     test: Callable[[np.ndarray], dict[str, Any]] | None
     rounds: int
     eval_every: int
     seed: int
     client_fraction: float
     regression: bool = False
-    clip: float = 0.0
-    noise: float = 0.0
-    dp_delta: float = 1e-5
-    reduce_algorithm: str = "auto"
-    shared_memory: bool = True
-    robust: RobustReducer | None = None
-    secure: SecureSum | None = None
-    accountant: RdpAccountant | None = None
     histograms: np.ndarray | None = None
-    message: np.ndarray = field(init=False)
+    message: np.ndarray = field(init=False)  # this round's message: payload | tail
 
     def __post_init__(self) -> None:
         n = self.layout.size
         dtype = self.params.dtype
         self.message = np.zeros(n + TAIL, dtype=dtype)
         self._rank = self.comm.Get_rank()
-        self._noise = np.empty(n, dtype=dtype) if self.dp else None
         self._updates = None
-        if self.robust is not None:
+        if self.aggregation.individual:
             most = min(clients_per_round(self.partition.clients, self.client_fraction),
                        len(self.clients.ids))
             self._updates = np.empty((most, n), dtype=dtype)
@@ -108,11 +110,93 @@ class FederatedStrategy(Strategy):
         self._sampled = np.empty(0, dtype=np.int64)
         self._period = np.zeros(5)  # loss, correct, rows, client updates, bytes
 
-    @property
-    def dp(self) -> bool:
-        """Client-level DP (noise on the clipped sum, Poisson client sampling)."""
-        return self.noise > 0.0
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def validate(cls, config: TrainConfig) -> None:
+        sampled = clients_per_round(config.clients, config.client_fraction)
+        combinations = [
+            (sampled > config.clients,
+             f"--client-fraction {config.client_fraction:g} samples {sampled} clients per "
+             f"round but there are only --clients {config.clients}"),
+            (config.dp_noise > 0 and config.dp_clip <= 0,
+             f"--dp-noise {config.dp_noise:g} needs --dp-clip > 0 (the noise std is dp-noise "
+             f"× dp-clip) (got --dp-clip {config.dp_clip:g})"),
+            (config.secure_agg and config.dp_clip <= 0,
+             "--secure-agg needs --dp-clip > 0 to bound each update for the fixed-point "
+             f"encoding (got --dp-clip {config.dp_clip:g})"),
+            (config.aggregate != "mean" and config.secure_agg,
+             f"--aggregate {config.aggregate} needs individual client updates, which "
+             "--secure-agg hides; use --aggregate mean"),
+            (config.aggregate != "mean" and config.dp_noise > 0,
+             f"--aggregate {config.aggregate} has no DP accounting; use --aggregate mean "
+             f"with --dp-noise (got --dp-noise {config.dp_noise:g})"),
+            (config.aggregate == "krum" and sampled < 2 * config.byzantine + 3,
+             f"--aggregate krum with --byzantine {config.byzantine} needs at least "
+             f"{2 * config.byzantine + 3} sampled clients per round (got {sampled} = max(1, "
+             f"round({config.client_fraction:g} × {config.clients})))"),
+            (config.model == "linear" and config.partition in ("dirichlet", "labels"),
+             f"--partition {config.partition} needs class labels but --model linear is "
+             "regression; use --partition iid or shards"),
+        ]
+        for bad, message in combinations:
+            if bad:
+                raise UserError(message)
 
+    @classmethod
+    def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
+        # local SGD / FedProx, the evaluators' forward passes, the slot sum of --reduce auto
+        return frozenset({"network_grad", "network_loss", "network_predict", "sgd",
+                          "proximal_sgd", "shared"})
+
+    @classmethod
+    def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
+              dataset: Dataset, comm: MPI.Comm) -> FederatedStrategy:
+        """Collective: partition the training rows into clients, move them to their ranks
+        and assemble the strategy from its parts. Bad combinations with the data or the
+        rank count raise the same UserError on every rank."""
+        size = comm.Get_size()
+        agree(comm, None if config.clients >= size else
+              f"--clients {config.clients} is fewer than the {size} ranks; every rank needs "
+              f"at least one client (use --clients >= {size} or fewer ranks)")
+        regression = kind == SQUARED
+        starts, counts = block_layout(dataset.train, comm)
+        labels = gather_labels(dataset.train, comm, starts=starts, counts=counts)
+        partition = checked(comm, partition_rows, labels, clients=config.clients,
+                            scheme=config.partition, seed=config.seed, alpha=config.alpha,
+                            labels_per_client=config.labels_per_client,
+                            n_classes=dataset.n_classes)
+        owner = assign_clients(partition.sizes, size)
+        clients = distribute_rows(dataset.train, labels, partition, owner, comm,
+                                  starts=starts, counts=counts)
+        trainer = LocalTrainer(layout, loss_kind=kind, clients=clients,
+                               epochs=config.local_epochs, batch=config.local_batch,
+                               lr=config.local_lr, weight_decay=config.weight_decay,
+                               prox_mu=config.prox_mu, seed=config.seed, dtype=params.dtype)
+        server = ServerOptimizer(name=config.server_opt, lr=config.server_lr,
+                                 momentum=config.server_momentum, beta1=config.server_beta1,
+                                 beta2=config.server_beta2, tau=config.server_tau)
+        server.allocate(params)
+        histograms = (None if regression
+                      else partition.label_histograms(labels, dataset.n_classes))
+        test: Callable[[np.ndarray], dict[str, Any]] | None = None
+        if dataset.test.n_total > 0:
+            test = (Evaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm)
+                    if regression else
+                    FederatedEvaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm,
+                                       n_classes=dataset.n_classes, histograms=histograms))
+        privacy = ClientPrivacy(clip=config.dp_clip, noise=config.dp_noise,
+                                delta=config.dp_delta, q=config.client_fraction,
+                                clients=config.clients, seed=config.seed)
+        return cls(
+            comm=comm, layout=layout, params=params, trainer=trainer, clients=clients,
+            partition=partition, owner=owner, server=server,
+            aggregation=_aggregation(config, comm, layout=layout, dtype=params.dtype,
+                                     partition=partition, dp=privacy.dp),
+            privacy=privacy, test=test, rounds=config.rounds, eval_every=config.eval_every,
+            seed=config.seed, client_fraction=config.client_fraction, regression=regression,
+            histograms=histograms)
+
+    # -- the loop's hooks --------------------------------------------------------------------
     @property
     def total_units(self) -> int:
         return self.rounds
@@ -125,10 +209,9 @@ class FederatedStrategy(Strategy):
         """Ids of the clients of a round (the same on every rank)."""
         return sample_clients(seed=self.seed, round_index=round_index,
                               clients=self.partition.clients, fraction=self.client_fraction,
-                              poisson=self.dp)
+                              poisson=self.privacy.dp)
 
-    # -- the four hooks -----------------------------------------------------------------
-    def contribute(self, unit: Unit) -> None:
+    def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
         n = self.layout.size
         message = self.message
         message.fill(0)
@@ -137,13 +220,13 @@ class FederatedStrategy(Strategy):
         self._sampled = sampled
         owners = self.owner[sampled]
         self._counts[:] = np.bincount(owners, minlength=len(self._counts))
+        privacy = self.privacy
         for j, client in enumerate(sampled[owners == self._rank]):
             index = self.clients.local_index(int(client))
             stats = self.trainer.train(index, unit.period, self.params)
             delta = self.trainer.delta
-            if self.clip > 0.0:
-                clip_update(delta, self.clip)
-            weight = 1.0 if self.dp else float(len(self.clients.rows_of(index)))
+            privacy.prepare(delta)
+            weight = privacy.weight(len(self.clients.rows_of(index)))
             if self._updates is not None:
                 self._updates[j] = delta
             else:
@@ -155,16 +238,12 @@ class FederatedStrategy(Strategy):
             tail[CORRECT] += stats.correct
             tail[ROWS] += stats.rows
             tail[CLIENTS] += 1
-        tail[BYTES] = self._round_bytes()
+        tail[BYTES] = self.aggregation.bytes_sent(message, self._counts)
+        vote(message, stop_requested)
 
-    def reduce(self, unit: Unit) -> None:
-        n = self.layout.size
-        if self.robust is not None:
-            self.robust.reduce(self._updates, self._counts, self.message, slice(n, n + TAIL))
-        elif self.secure is not None:
-            self.secure.reduce(self.message, unit.period)
-        else:
-            super().reduce(unit)
+    def reduce(self, unit: Unit) -> bool:
+        self.aggregation.reduce(self.message, self._updates, self._counts, unit.period)
+        return voted(self.message)
 
     def apply(self, unit: Unit) -> None:
         n = self.layout.size
@@ -174,16 +253,10 @@ class FederatedStrategy(Strategy):
             raise shared_error(f"training diverged: the clients' training loss is not finite "
                                f"in round {unit.period + 1}; try a smaller --local-lr or "
                                "--server-lr; the last good checkpoint is kept")
-        if self.robust is None:
-            if self.dp:
-                add_gaussian_noise(update, self.noise * self.clip, self._noise,
-                                   seed=self.seed, round_index=unit.period)
-                update *= 1.0 / (self.client_fraction * self.partition.clients)
-            elif tail[WEIGHT] > 0:
-                update *= 1.0 / float(tail[WEIGHT])
+        if not self.aggregation.individual:  # a robust rule's result is the update itself
+            self.privacy.mean(update, float(tail[WEIGHT]), unit.period)
         self.server.step(self.params, update)
-        if self.accountant is not None:
-            self.accountant.step()
+        self.privacy.step()
         self._period += [tail[LOSS], tail[CORRECT], tail[ROWS], tail[CLIENTS], tail[BYTES]]
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
@@ -202,27 +275,15 @@ class FederatedStrategy(Strategy):
                 name = key if key.startswith("client_") else f"test_{key}"
                 metrics[name] = value
         metrics["bytes_sent_per_rank"] = sent / self.comm.Get_size()
-        if self.accountant is not None:
-            metrics["epsilon"] = self.accountant.epsilon(self.dp_delta)
-            metrics["delta"] = self.dp_delta
+        metrics.update(self.privacy.metrics())
         return metrics
 
-    # -- bookkeeping ----------------------------------------------------------------------
-    def _round_bytes(self) -> float:
-        """Bytes this rank sends in this round's reduction (allreduce: 2(P-1)/P of the
-        message, the bandwidth-optimal volume of ring, tree reduce+bcast and MPICH alike)."""
-        size = self.comm.Get_size()
-        if self.robust is not None:
-            return self.robust.estimate_bytes(self._counts)
-        nbytes = self.secure.nbytes if self.secure is not None else self.message.nbytes
-        return 2.0 * (size - 1) / size * nbytes
-
+    # -- checkpoints and outputs -------------------------------------------------------------
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"params": self.params.copy()}
         arrays.update({f"server_{name}": value.copy()
                        for name, value in self.server.state.items()})
-        meta = {"server_steps": self.server.steps,
-                "dp_rounds": self.accountant.rounds if self.accountant is not None else 0,
+        meta = {"server_steps": self.server.steps, "dp_rounds": self.privacy.rounds,
                 "period_sums": [float(v) for v in self._period]}
         return arrays, meta
 
@@ -231,91 +292,46 @@ class FederatedStrategy(Strategy):
         for name, value in self.server.state.items():
             value[...] = arrays[f"server_{name}"]
         self.server.steps = int(meta["server_steps"])
-        if self.accountant is not None:
-            self.accountant.rounds = int(meta["dp_rounds"])
+        self.privacy.rounds = int(meta["dp_rounds"])
         self._period[:] = meta.get("period_sums", [0.0] * len(self._period))
 
     def summary(self) -> dict[str, Any]:
-        """What summary.json records about the clients (the same on every rank)."""
+        """summary.json's ``federated`` section: the clients (the same on every rank)."""
         out: dict[str, Any] = {
             "clients": self.partition.clients,
             "clients_per_round": (clients_per_round(self.partition.clients,
                                                     self.client_fraction)
-                                  if not self.dp else None),
+                                  if not self.privacy.dp else None),
             "client_sizes": self.partition.sizes.tolist(),
             "client_ranks": self.owner.tolist(),
         }
         if self.histograms is not None:
             out["label_histograms"] = self.histograms.tolist()
-        if self.accountant is not None:
-            out["dp"] = {"sampling": "poisson", "q": self.client_fraction,
-                         "noise_multiplier": self.noise, "clip": self.clip,
-                         "delta": self.dp_delta,
-                         "epsilon": self.accountant.epsilon(self.dp_delta)}
-        return out
+        dp = self.privacy.summary()
+        if dp is not None:
+            out["dp"] = dp
+        return {"federated": out}
 
 
-def build_federated_strategy(config: TrainConfig, *, layout: Layout, kind: int,
-                             params: np.ndarray, dataset: Dataset,
-                             comm: MPI.Comm) -> FederatedStrategy:
-    """Collective: partition the training rows into clients, move them to their ranks and
-    assemble the strategy. Bad combinations with the data or the rank count raise the same
-    UserError on every rank."""
-    size = comm.Get_size()
-    agree(comm, None if config.clients >= size else
-          f"--clients {config.clients} is fewer than the {size} ranks; every rank needs at "
-          f"least one client (use --clients >= {size} or fewer ranks)")
-    regression = kind == SQUARED
-    starts, counts = block_layout(dataset.train, comm)
-    labels = gather_labels(dataset.train, comm, starts=starts, counts=counts)
-    partition = checked(comm, partition_rows, labels, clients=config.clients,
-                        scheme=config.partition, seed=config.seed, alpha=config.alpha,
-                        labels_per_client=config.labels_per_client,
-                        n_classes=dataset.n_classes)
-    owner = assign_clients(partition.sizes, size)
-    clients = distribute_rows(dataset.train, labels, partition, owner, comm, starts=starts,
-                              counts=counts)
-    warm_federated_kernels(comm, dtype=params.dtype, label_dtype=clients.y.dtype,
-                           loss_kind=kind)
-    trainer = LocalTrainer(layout, loss_kind=kind, clients=clients, epochs=config.local_epochs,
-                           batch=config.local_batch, lr=config.local_lr,
-                           weight_decay=config.weight_decay, prox_mu=config.prox_mu,
-                           seed=config.seed, dtype=params.dtype)
-    server = ServerOptimizer(name=config.server_opt, lr=config.server_lr,
-                             momentum=config.server_momentum, beta1=config.server_beta1,
-                             beta2=config.server_beta2, tau=config.server_tau)
-    server.allocate(params)
-    histograms = (None if regression
-                  else partition.label_histograms(labels, dataset.n_classes))
-    test: Callable[[np.ndarray], dict[str, Any]] | None = None
-    if dataset.test.n_total > 0:
-        test = (Evaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm) if regression
-                else FederatedEvaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm,
-                                        n_classes=dataset.n_classes, histograms=histograms))
-    dp = config.dp_noise > 0.0
-    robust = secure = accountant = None
+def _aggregation(config: TrainConfig, comm: MPI.Comm, *, layout: Layout, dtype: np.dtype,
+                 partition: Partition, dp: bool) -> Aggregation:
+    """Collective: the aggregation rule of ``config`` (secure aggregation agrees on keys)."""
+    n = layout.size
     if config.aggregate != "mean":
-        robust = RobustReducer(comm, rule=config.aggregate, n=layout.size, dtype=params.dtype,
-                               trim_fraction=config.trim_fraction, byzantine=config.byzantine)
-    if config.secure_agg:
-        checked(comm, require_cryptography)
-        weight_bound = config.clients if dp else partition.sizes.sum()
-        scales = np.full(layout.size + TAIL, TAIL_SCALE)
-        limits = np.full(layout.size + TAIL, TAIL_LIMIT)
-        bound = config.dp_clip * float(weight_bound)
-        scales[:layout.size] = payload_scale(bound)
-        limits[:layout.size] = bound
-        secure = SecureSum(comm, scales=scales, limits=limits)
-    if dp:
-        accountant = RdpAccountant(q=config.client_fraction, noise=config.dp_noise)
-    return FederatedStrategy(
-        comm=comm, layout=layout, params=params, trainer=trainer, clients=clients,
-        partition=partition, owner=owner, server=server, test=test, rounds=config.rounds,
-        eval_every=config.eval_every, seed=config.seed, client_fraction=config.client_fraction,
-        regression=regression, clip=config.dp_clip, noise=config.dp_noise,
-        dp_delta=config.dp_delta, reduce_algorithm=config.reduce,
-        shared_memory=shared_memory_allowed(config), robust=robust, secure=secure,
-        accountant=accountant, histograms=histograms)
+        return RobustRule(RobustReducer(comm, rule=config.aggregate, n=n, dtype=dtype,
+                                        trim_fraction=config.trim_fraction,
+                                        byzantine=config.byzantine), n=n)
+    if not config.secure_agg:
+        return WeightedSum(comm, algorithm=config.reduce,
+                           shared_memory=shared_memory_allowed(config))
+    checked(comm, require_cryptography)
+    weight_bound = config.clients if dp else partition.sizes.sum()
+    scales = np.full(n + TAIL, TAIL_SCALE)
+    limits = np.full(n + TAIL, TAIL_LIMIT)
+    bound = config.dp_clip * float(weight_bound)
+    scales[:n] = payload_scale(bound)
+    limits[:n] = bound
+    return SecureWeightedSum(SecureSum(comm, scales=scales, limits=limits))
 
 
-__all__ = ["TAIL", "FederatedStrategy", "build_federated_strategy"]
+__all__ = ["TAIL", "FederatedStrategy"]

@@ -3,21 +3,15 @@ global batch, one allreduce sums gradients and counts, and every rank applies th
 
 Per step the Python side makes one kernel call (gradient + tail), one collective and one
 optimizer call; everything else is preallocated (the loop runs next to a ~150 us kernel, so
-microseconds matter). Two variants of the reduction:
-
-- ``overlap``: forward once, then backward layer by layer from the top; as soon as a
-  layer's gradient is in its slice of the message, a nonblocking allreduce of that slice
-  starts (the top slice carries the tail too), in the same fixed order on every rank, and
-  ``reduce`` waits for them all. Same sums as the plain path (exactly for ``mpi`` and any
-  algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks).
-- ``compress``: the message crosses the network as 16-bit words
-  (:mod:`mpitrain.collectives.compressed`).
-
-Otherwise one allreduce of the whole message with ``reduce_algorithm``; except that with
-``auto`` and every rank on one node (``shared_memory``), the kernel writes the message
-straight into this rank's slot of a shared-memory window and the ranks sum the slots
-(:mod:`mpitrain.collectives.slot_sum`): ``message`` is then that slot during ``contribute`` and the
-private result after ``reduce``. One rank skips the reduction altogether.
+microseconds matter). The step's message ``gradient | loss, correct, rows, stop`` is
+reduced by a persistent allreduce of :mod:`mpitrain.collectives` (``--reduce``,
+``--compress``; ``auto`` is resolved there), which may hand out a different buffer each step
+(the shared-memory slot the kernel writes straight into). With ``--overlap``: forward once,
+then backward layer by layer from the top; as soon as a layer's gradient is in its slice of
+the message, a nonblocking allreduce of that slice starts (the top slice carries the tail,
+so the stop vote is cast before the step's work), in the same fixed order on every rank,
+and ``reduce`` waits for them all. Same sums as the plain path (exactly for ``mpi`` and any
+algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks).
 """
 
 from __future__ import annotations
@@ -25,31 +19,39 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives.compressed import CompressedAllreduce
-from mpitrain.collectives.shared_memory import single_node
-from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
+from mpitrain.collectives import AllreduceHandle, start_allreduce
+from mpitrain.config import shared_memory_allowed
+from mpitrain.data import Shard
 from mpitrain.data.batches import EpochPlan, epoch_plan, steps_per_epoch
+from mpitrain.errors import shared_error
+from mpitrain.evaluation import Evaluator, label_stats, summarize
+from mpitrain.models import Layout, task_of
 from mpitrain.models.gradient import BatchGradient
-from mpitrain.optimizers import Optimizer, learning_rate
+from mpitrain.optimizers import Optimizer, learning_rate, make_optimizer
 
-from ..collectives import AllreduceHandle, start_allreduce
-from ..data import Shard
-from ..errors import shared_error
-from ..evaluation import Evaluator, summarize
-from ..models import Layout
-from .base import Strategy, Unit
+from .base import StopRequested, Strategy, Unit, vote, voted
+from .step_allreduce import Allreducer
 
-TAIL = 4  # loss sum, correct count, row count, stop flag
+if TYPE_CHECKING:
+    from mpitrain.config import TrainConfig
+    from mpitrain.data import Dataset
+
+TAIL = 4  # loss sum, correct count, row count, stop vote
 
 
 @dataclass(kw_only=True)
 class SyncStrategy(Strategy):
     """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
+
+    unit_name = "step"
+    period_name = "epoch"
+    length_option = "epochs"
+    options = ("compress", "overlap")
 
     comm: MPI.Comm
     layout: Layout
@@ -71,49 +73,74 @@ class SyncStrategy(Strategy):
     compress: str = "none"
     overlap: bool = False
     shared_memory: bool = True
-    stop_flag_first: bool = field(init=False, default=False)  # True with overlap (below)
-    message: np.ndarray = field(init=False)
     _plan: EpochPlan | None = field(init=False, default=None)
     _plan_epoch: int = field(init=False, default=-1)
     _sums: list[float] = field(init=False, default_factory=lambda: [0.0, 0.0, 0.0])
     _n: int = field(init=False, default=0)
+    _reducer: Allreducer | None = field(init=False, default=None)
     _buckets: list[tuple[int, np.ndarray]] = field(init=False, default_factory=list)
     _handles: list[AllreduceHandle] = field(init=False, default_factory=list)
-    _reducer: CompressedAllreduce | None = field(init=False, default=None)
-    _shared: SharedMemoryAllreduce | None = field(init=False, default=None)
-    _result: np.ndarray = field(init=False)
-    _alone: bool = field(init=False, default=False)
+    _result: np.ndarray = field(init=False)  # the reduced message of the current step
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
+        needed = {"split_step" if config.overlap else "step_gradient", "network_loss",
+                  config.optimizer}
+        if config.compress != "none":
+            needed.add("compress")
+        if ranks > 1:
+            needed.add("shared")
+        return frozenset(needed)
+
+    @classmethod
+    def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
+              dataset: Dataset, comm: MPI.Comm) -> SyncStrategy:
+        size = comm.Get_size()
+        max_rows = (-(-config.batch_size // size) if config.shuffle == "local"
+                    else config.batch_size)
+        max_rows = min(max_rows, max(1, len(dataset.train.y)))
+        regression = task_of(config.model) == "regression"
+        test = (Evaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm)
+                if dataset.test.n_total > 0 else None)
+        return cls(
+            comm=comm, layout=layout, params=params,
+            optimizer=make_optimizer(config.optimizer, params,
+                                     weight_decay=config.weight_decay,
+                                     momentum=config.momentum, nesterov=config.nesterov,
+                                     beta1=config.beta1, beta2=config.beta2, eps=config.eps),
+            gradient=BatchGradient(layout, loss_kind=kind, max_rows=max_rows,
+                                   dtype=params.dtype),
+            train=dataset.train, test=test,
+            train_label_stats=label_stats(dataset.train, comm) if regression else None,
+            epochs=config.epochs, batch_size=config.batch_size, shuffle=config.shuffle,
+            seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
+            lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
+            reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
+            shared_memory=shared_memory_allowed(config))
 
     def __post_init__(self) -> None:
         self._n = self.layout.size  # a computed property: not something to redo every step
-        self.message = np.zeros(self._n + TAIL, dtype=self.params.dtype)
-        self._result = self.message
-        # With overlap the top slice (holding the tail) is reduced during contribute, so
-        # the loop must write the stop flag before it: a stop signal that arrives during a
-        # step's computation is then seen one step later than without overlap.
-        self.stop_flag_first = self.overlap
-        if self.overlap:
-            # (layer, slice of the message), top layer first; the top slice runs to the end
-            # of the message so the tail (and the stop flag, written before contribute)
-            # travels with the first reduction.
-            layers = self.gradient.layers
-            for layer in range(layers - 1, -1, -1):
-                start, stop = self.gradient.layer_slice(layer)
-                stop = self.message.size if layer == layers - 1 else stop
-                self._buckets.append((layer, self.message[start:stop]))
-        size = self.comm.Get_size()
-        if self.compress != "none":
-            self._reducer = CompressedAllreduce(self.comm, n=self._n, tail=TAIL,
-                                                codec=self.compress, batch_size=self.batch_size)
-        elif self.overlap:
-            pass
-        elif size == 1:
-            self._alone = True  # the sum over one rank is the message itself
-        elif (self.shared_memory and self.reduce_algorithm == "auto"
-              and single_node(self.comm)):
-            self._shared = SharedMemoryAllreduce(self.comm, n=self.message.size,
-                                                 dtype=self.message.dtype)
+        count = self._n + TAIL
+        if not self.overlap:
+            self._reducer = Allreducer(count, self.params.dtype, self.comm,
+                                       algorithm=self.reduce_algorithm,
+                                       shared_memory=self.shared_memory,
+                                       compress=self.compress, exact_tail=TAIL,
+                                       batch_size=self.batch_size)
+            self._result = self._reducer.buffer()
+            return
+        self._result = np.zeros(count, dtype=self.params.dtype)
+        # (layer, slice of the message), top layer first; the top slice runs to the end of
+        # the message so the tail (and the stop vote, cast before the work) travels with
+        # the first reduction.
+        layers = self.gradient.layers
+        for layer in range(layers - 1, -1, -1):
+            start, stop = self.gradient.layer_slice(layer)
+            stop = count if layer == layers - 1 else stop
+            self._buckets.append((layer, self._result[start:stop]))
 
+    # -- the loop's hooks --------------------------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
         """Steps in one epoch (same on every rank)."""
@@ -137,17 +164,16 @@ class SyncStrategy(Strategy):
             self._plan_epoch = unit.period
         return self._plan.rows(unit.step)
 
-    def contribute(self, unit: Unit) -> None:
+    def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
         rows = self._rows(unit)
         train = self.train
-        if self._shared is not None:
-            # write straight into this rank's shared slot (no copy); reduce() switches
-            # ``message`` back to the private result (the loop re-reads the attribute)
-            self.message = self._shared.next_slot()
-        if not self.overlap:
-            self.gradient.step(self.params, self.message, train.X, train.y, rows)
+        if self._reducer is not None:
+            message = self._reducer.buffer()
+            self.gradient.step(self.params, message, train.X, train.y, rows)
+            vote(message, stop_requested)
             return
-        gradient, params, message = self.gradient, self.params, self.message
+        gradient, params, message = self.gradient, self.params, self._result
+        vote(message, stop_requested)  # the tail leaves with the first bucket
         gradient.forward(params, message, train.X, train.y, rows)
         nrows = rows.size
         handles = self._handles
@@ -158,24 +184,18 @@ class SyncStrategy(Strategy):
             handles.append(start_allreduce(bucket, self.comm,
                                            algorithm=self.reduce_algorithm, op="sum"))
 
-    def reduce(self, unit: Unit) -> None:
-        if self._shared is not None:
-            self._shared.reduce_slot(self._result)
-            self.message = self._result
-        elif self._reducer is not None:
-            self._reducer(self.message)
-        elif self._alone:
-            return
-        elif self.overlap:
+    def reduce(self, unit: Unit) -> bool:
+        if self._reducer is not None:
+            self._result = self._reducer()
+        else:
             for handle in self._handles:
                 handle.wait()
             self._handles.clear()
-        else:
-            super().reduce(unit)
+        return voted(self._result)
 
     def apply(self, unit: Unit) -> None:
         n = self._n
-        message = self.message
+        message = self._result
         loss = float(message[n])
         if not math.isfinite(loss):
             raise shared_error(f"training diverged: the loss is {loss} at step "
@@ -193,22 +213,8 @@ class SyncStrategy(Strategy):
         sums[2] += count
 
     def close(self) -> None:
-        if self._shared is not None:
-            self.message = self._result  # not a view of the window any more
-            self._shared.close()
-            self._shared = None
-
-    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {"params": self.params,
-                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
-        return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
-
-    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.params[...] = arrays["params"]
-        for name, value in self.optimizer.state.items():
-            value[...] = arrays[f"optimizer.{name}"]
-        self.optimizer.steps = int(meta["optimizer_steps"])
-        self._sums = [float(v) for v in meta["epoch_sums"]]
+        if self._reducer is not None:
+            self._reducer.close()
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
         loss, correct, count = self._sums
@@ -221,3 +227,16 @@ class SyncStrategy(Strategy):
             test = self.test(self.params)
             metrics.update({f"test_{key}": value for key, value in test.items()})
         return metrics
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"params": self.params,
+                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
+        return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
+
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.params[...] = arrays["params"]
+        for name, value in self.optimizer.state.items():
+            value[...] = arrays[f"optimizer.{name}"]
+        self.optimizer.steps = int(meta["optimizer_steps"])
+        self._sums = [float(v) for v in meta["epoch_sums"]]
