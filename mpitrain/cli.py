@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from mpi4py import MPI
@@ -70,30 +70,49 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, plus --config; unspecified flags stay None."""
     parser.add_argument("--config", metavar="FILE.toml",
                         help="read options from a TOML file (keys as the flags, with _ or -)")
+    add_config_arguments(parser, FIELDS)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, names: Iterable[str], *,
+                         defaults: Mapping[str, Any] | None = None) -> None:
+    """A flag for each named TrainConfig field, in one argument group per field group, so
+    every command spells, parses and restricts an option exactly as the config declares it.
+
+    Without ``defaults`` a flag not given stays None (a lower layer such as --config shows
+    through) and --help shows the field's default. With ``defaults`` (a command's own
+    defaults for some of the fields, e.g. a benchmark's workload) a flag not given holds
+    the command's default: that mapping's value, else the field's.
+    """
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, field in FIELDS.items():
-        group_name = field.metadata["group"]
-        if group_name not in groups:
-            groups[group_name] = parser.add_argument_group(group_name)
-        group = groups[group_name]
-        kind = field_kind(name)
-        default = field.default
-        help_text = field.metadata["help"]
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        if kind == "bool":
-            group.add_argument(f"--{flag(name)}", dest=name, default=None,
-                               action=argparse.BooleanOptionalAction,
-                               help=f"{help_text} (default: {str(default).lower()})")
-            continue
-        converter = {"int": int, "float": float, "str": str, "optional str": str,
-                     "ints": lambda text, n=name: parse_ints(text, name=n)}[kind]
-        optional = {"nargs": "?", "const": field.metadata["const"]} if field.metadata[
-            "const"] else {}
-        group.add_argument(f"--{flag(name)}", dest=name, default=None, type=converter,
-                           choices=field.metadata["choices"], **optional,
-                           metavar=field.metadata["metavar"] or (None if field.metadata[
-                               "choices"] else name.upper()),
-                           help=f"{help_text} (default: {shown})")
+    for name in names:
+        field = FIELDS[name]
+        title = field.metadata["group"]
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        default = field.default if defaults is None else defaults.get(name, field.default)
+        _add_config_flag(groups[title], name, shown=default,
+                         value=None if defaults is None else default)
+
+
+def _add_config_flag(group: argparse._ArgumentGroup, name: str, *, shown: Any,
+                     value: Any) -> None:
+    """The flag of field ``name``: its type, choices and help; ``value`` when not given,
+    ``shown`` as the default in the help."""
+    meta = FIELDS[name].metadata
+    kind = field_kind(name)
+    if kind == "bool":
+        group.add_argument(f"--{flag(name)}", dest=name, default=value,
+                           action=argparse.BooleanOptionalAction,
+                           help=f"{meta['help']} (default: {str(shown).lower()})")
+        return
+    converter = {"int": int, "float": float, "str": str, "optional str": str,
+                 "ints": lambda text: parse_ints(text, name=name)}[kind]
+    optional = {"nargs": "?", "const": meta["const"]} if meta["const"] else {}
+    text = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
+    group.add_argument(f"--{flag(name)}", dest=name, default=value, type=converter,
+                       choices=meta["choices"], **optional,
+                       metavar=meta["metavar"] or (None if meta["choices"] else name.upper()),
+                       help=f"{meta['help']} (default: {text})")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

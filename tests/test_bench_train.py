@@ -3,6 +3,7 @@ clean skip, and the --overlap / --compress / shared-memory paths against the pla
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -14,6 +15,7 @@ from cli_runner import ROOT, run_mpi
 from mpi4py import MPI
 
 from mpitrain import __version__
+from mpitrain.cli import build_parser
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -91,6 +93,54 @@ def test_bench_train_rejects_bad_options(tmp_path):
     done = run_mpi(["-m", "mpitrain", "bench", "train", "--repeats", "0"], ranks=2, timeout=60)
     assert done.returncode == 2
     assert "--repeats must be >= 1 (got 0)" in done.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--samples", "1"], "--samples must be >= 2 (got 1)"),
+    (["--lr", "0"], "--lr must be a positive number (got 0.0)"),
+    (["--compress", "fp16", "--dtype", "float64"],
+     "--compress fp16 needs --dtype float32 (got float64)"),
+])
+def test_bench_train_checks_config_options_as_train_does(argv, message):
+    """The options shared with `mpitrain train` fail with the config's own messages."""
+    done = run_mpi(["-m", "mpitrain", "bench", "train", *argv], ranks=2, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.count("error:") == 1
+
+
+def options(*command: str) -> dict[str, argparse.Action]:
+    """The flags of an mpitrain (sub)command, by destination."""
+    parser: argparse.ArgumentParser = build_parser()
+    for name in command:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return {action.dest: action for action in parser._actions if action.option_strings}
+
+
+def test_bench_train_defaults_are_the_standard_workload():
+    args = build_parser().parse_args(["bench", "train"])
+    assert (args.samples, args.features, args.classes, args.epochs, args.shuffle) == (
+        200_000, 64, 10, 2, "local")
+    assert (args.model, args.hidden, args.lr, args.dtype, args.reduce, args.compress,
+            args.overlap, args.shared_memory, args.seed) == (
+        "mlp", (128,), 0.1, "float32", "auto", "none", False, True, 0)
+    assert (args.rows_per_rank, args.repeats, args.kernel_steps, args.json) == (
+        256, 3, 300, None)
+    assert build_parser().parse_args(["bench", "train", "--hidden", "64,32"]).hidden == (64, 32)
+
+
+def test_bench_train_flags_are_the_train_flags():
+    """Same spelling, choices and metavar as `mpitrain train`: a choice added to the config
+    appears in both."""
+    train_flags, bench_flags = options("train"), options("bench", "train")
+    shared = set(train_flags) & set(bench_flags) - {"help"}
+    assert shared == {"samples", "features", "classes", "dtype", "model", "hidden", "seed",
+                      "epochs", "lr", "shuffle", "reduce", "compress", "overlap",
+                      "shared_memory"}
+    for dest in shared:
+        ours, theirs = bench_flags[dest], train_flags[dest]
+        assert ours.option_strings == theirs.option_strings, dest
+        assert ours.choices == theirs.choices and ours.metavar == theirs.metavar, dest
 
 
 @pytest.mark.parametrize("script", ["torch_ddp.py", "horovod_mlp.py"])

@@ -1,8 +1,11 @@
 """Measurements around a training run that need no change to it: process and launcher start
 times, resident memory, and allocations inside a window of steps.
 
-All hook into ``train(stop_requested=...)``, which the loop polls exactly once per step
-(before the step's work), so the n-th call marks the start of step n (0-based).
+All hook into ``train(stop_requested=...)``, which is polled exactly once per step, when
+the step's message is about to be reduced: after this rank's gradient is computed, or, with
+``--overlap`` (whose first bucket is sent during the backward pass), before it. So the n-th
+call (0-based) marks the end of step n's local computation (its start with ``--overlap``),
+and the calls n and n + w bracket w whole steps, whichever the phase.
 """
 
 from __future__ import annotations
@@ -92,17 +95,19 @@ def rss_bytes() -> int:
 
 @dataclass
 class StepProbe:
-    """``stop_requested`` callable that records when step 0 starts, RSS at the start of
-    every epoch after the first (= the end of the previous one), and the allocations made
-    by steps ``[window_start, window_start + window)`` (tracemalloc: every Python object and
-    numpy buffer; kernels are checked separately). Never asks to stop.
+    """``stop_requested`` callable that records when step 0's local computation ends (when
+    it starts, with ``--overlap``), RSS at the first step of every epoch after the first
+    (after the previous epoch and its evaluation), and the allocations made between the
+    polls of steps ``window_start`` and ``window_start + window``: ``window`` steps' worth of
+    every part of a step (tracemalloc: every Python object and numpy buffer; kernels are
+    checked separately). Never asks to stop.
     """
 
     steps_per_epoch: int
     window_start: int
     window: int
-    first_step: float | None = None  # perf_counter at the start of step 0
-    rss_at_epoch_start: list[int] = field(default_factory=list)  # epochs 2, 3, ...
+    first_step: float | None = None  # perf_counter at step 0's poll
+    rss_at_epoch_start: list[int] = field(default_factory=list)  # at epochs 2, 3, ...
     traced_net_bytes: int | None = None
     traced_peak_bytes: int | None = None
     _calls: int = 0
@@ -132,5 +137,5 @@ class StepProbe:
 
     @property
     def steps(self) -> int:
-        """Steps started so far."""
+        """Steps polled so far (steps whose message was about to be reduced)."""
         return self._calls

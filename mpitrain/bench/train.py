@@ -4,13 +4,16 @@ scaling, plus the kernel, start-up and memory checks of the performance targets.
 Run under the launcher with P ranks, e.g. ``mpiexec -n 2 python -m mpitrain bench train``.
 Defaults are the standard workload: synthetic data, 64 features, 10 classes, 200,000 rows
 (20% held out), MLP with one hidden layer of 128, SGD lr 0.1, 256 rows per rank per step
-(global batch 256·P), 2 epochs, float32, ``--shuffle local``, ``--reduce auto``. One
-command runs, in this order:
+(global batch 256·P), 2 epochs, float32, ``--shuffle local``, ``--reduce auto``. The
+options shared with ``mpitrain train`` are its flags (same names, choices, parsing and
+checks); only the defaults differ. One command runs, in this order:
 
 1. **probe**: one P-rank training run (``mpitrain.train``) that records, per rank, the time
-   from launch to the start of the first step, RSS at the end of every epoch, and the
-   allocations made by a window of steps in epoch 2 (tracemalloc: Python objects and numpy
-   buffers; numba's NRT counter: arrays allocated inside kernels). Not timed otherwise.
+   from launch to the end of step 0's local computation (see :mod:`.probes` for where a
+   step is observed), RSS after every epoch, and the allocations made by a window
+   of steps in epoch 2 (tracemalloc: Python objects and numpy buffers; numba's NRT counter:
+   arrays allocated inside kernels). Not timed otherwise. Its summary gives the layer
+   sizes and training rows the later phases and the report use.
 2. **kernel**: every rank at once times the fused numba step alone (gradient + SGD update on
    random batches of its shard's size, no loop, no communication): the ceiling the loop is
    measured against.
@@ -24,11 +27,14 @@ command runs, in this order:
 
 Definitions: ``step_seconds`` = loop seconds / steps; ``compute_seconds`` (kernels, Python
 loop) and ``comm_seconds`` (inside ``reduce``: the collective, including waiting for the
-slowest rank) per step, averaged over ranks; ``loop_overhead_seconds`` = compute per step
-minus the kernel-alone step. ``launch_to_first_step_s`` counts from the launcher's start
+slowest rank; with ``--overlap`` the reductions started during the backward pass count as
+compute) per step, averaged over ranks; ``loop_overhead_seconds`` = compute per step minus
+the kernel-alone step. ``launch_to_first_step_s`` counts from the launcher's start
 (``mpiexec`` / ``srun`` found among the process's ancestors; else the process's own start)
-to the first step, slowest rank; ``kernels_compiled`` is how many kernel specialisations
-numba compiled instead of loading from its cache in this process (0: warm cache).
+to the end of step 0's local computation, when its message is about to be reduced (its
+start with ``--overlap``), slowest rank: start-up plus one step's kernels;
+``kernels_compiled`` is how many kernel specialisations numba compiled instead of loading
+from its cache in this process (0: warm cache).
 
 JSON (``--json FILE``, rank 0)::
 
@@ -76,91 +82,68 @@ from mpi4py import MPI
 from mpitrain import __version__
 from mpitrain.bench import output_file
 from mpitrain.bench.probes import StartClock, StepProbe, rss_bytes
-from mpitrain.collectives import ALGORITHMS as REDUCE_ALGORITHMS
-from mpitrain.collectives.compressed import COMPRESSIONS
-from mpitrain.config import TrainConfig, resolve
+from mpitrain.cli import add_config_arguments
+from mpitrain.config import TrainConfig, flag, resolve
 from mpitrain.data.batches import steps_per_epoch
-from mpitrain.errors import UserError, agree, checked, shared_error
-from mpitrain.models import MODELS
+from mpitrain.data.holdout import make_holdout
+from mpitrain.data.sharding import block_range
+from mpitrain.errors import UserError, agree, checked, require
+from mpitrain.models import network_dims
 
 T = TypeVar("T")
 
 ALLOCATION_SLACK = 4096
 LR = 0.01  # learning rate of the kernel timings (small: the numbers stay tame)
-TEST_FRACTION = 0.2
 _MB = 1 << 20
+
+#: TrainConfig fields that are ``bench train`` flags, as ``mpitrain train`` declares them.
+CONFIG_OPTIONS = ("samples", "features", "classes", "dtype", "model", "hidden", "seed",
+                  "epochs", "lr", "shuffle", "reduce", "compress", "overlap", "shared_memory")
+#: The standard workload where it differs from ``mpitrain train``'s defaults.
+WORKLOAD_DEFAULTS = {"samples": 200_000, "features": 64, "classes": 10, "epochs": 2,
+                     "shuffle": "local"}
+#: Options every benchmark run has (no flags): synthetic data, 20% held out, no progress.
+FIXED = {"data": "synthetic", "test_fraction": 0.2, "quiet": True}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bench train`` (defaults: the standard workload)."""
-    parser.add_argument("--model", default="mlp", choices=MODELS, help="default: mlp")
-    parser.add_argument("--hidden", default="128", metavar="N[,N...]",
-                        help="mlp hidden layer sizes (default: 128)")
-    parser.add_argument("--samples", type=int, default=200_000, metavar="N",
-                        help="synthetic rows, 20%% held out for testing (default: 200000)")
-    parser.add_argument("--features", type=int, default=64, metavar="N", help="default: 64")
-    parser.add_argument("--classes", type=int, default=10, metavar="N", help="default: 10")
-    parser.add_argument("--rows-per-rank", type=int, default=256, metavar="N",
-                        help="rows per rank per step; global batch = N x ranks (default: 256)")
-    parser.add_argument("--epochs", type=int, default=2, metavar="N", help="default: 2")
-    parser.add_argument("--lr", type=float, default=0.1, help="default: 0.1")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
-                        help="default: float32")
-    parser.add_argument("--shuffle", default="local", choices=("global", "local", "none"),
-                        help="default: local")
-    parser.add_argument("--reduce", default="auto", choices=REDUCE_ALGORITHMS,
-                        help="default: auto")
-    parser.add_argument("--compress", default="none", choices=COMPRESSIONS,
-                        help="default: none")
-    parser.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=False,
-                        help="overlap the allreduce with the backward pass (default: off)")
-    parser.add_argument("--shared-memory", action=argparse.BooleanOptionalAction,
-                        default=True, help="shared-memory step reduction on one node with "
-                        "--reduce auto (default: on)")
-    parser.add_argument("--repeats", type=int, default=3, metavar="N",
-                        help="timed 1-rank + P-rank run pairs; medians reported (default: 3)")
-    parser.add_argument("--kernel-steps", type=int, default=300, metavar="N",
-                        help="steps per variant in the kernel and numpy-vs-numba timings "
-                        "(default: 300)")
-    parser.add_argument("--seed", type=int, default=0, help="default: 0")
-    parser.add_argument("--json", metavar="FILE", help="write the results as JSON (rank 0)")
+    parser.epilog = (f"Every run trains on synthetic data, {FIXED['test_fraction']:.0%} of "
+                     "--samples held out for testing.")
+    add_config_arguments(parser, CONFIG_OPTIONS, defaults=WORKLOAD_DEFAULTS)
+    bench = parser.add_argument_group("benchmark")
+    bench.add_argument("--rows-per-rank", type=int, default=256, metavar="N",
+                       help="rows per rank per step; global batch = N x ranks (default: 256)")
+    bench.add_argument("--repeats", type=int, default=3, metavar="N",
+                       help="timed 1-rank + P-rank run pairs; medians reported (default: 3)")
+    bench.add_argument("--kernel-steps", type=int, default=300, metavar="N",
+                       help="steps per variant in the kernel and numpy-vs-numba timings "
+                       "(default: 300)")
+    bench.add_argument("--json", metavar="FILE", help="write the results as JSON (rank 0)")
 
 
 # ------------------------------------------------------------------------------------------
 # helpers
 
 
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in str(text).split(",") if part.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise shared_error(f"--hidden expects positive comma-separated sizes like 128,64 "
-                           f"(got {text!r})")
-    return values
-
-
-def _check(args: argparse.Namespace) -> None:
-    for name, least in (("samples", 2), ("features", 1), ("classes", 2), ("rows_per_rank", 1),
-                        ("epochs", 1), ("repeats", 1), ("kernel_steps", 1)):
+def _workload(args: argparse.Namespace, ranks: int) -> TrainConfig:
+    """The checked options: the bench's own, then the config's (UserError on a bad one)."""
+    for name in ("rows_per_rank", "repeats", "kernel_steps"):
         value = getattr(args, name)
-        if value < least:
-            raise shared_error(f"--{name.replace('_', '-')} must be >= {least} (got {value})")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise shared_error(f"--lr must be a positive number (got {args.lr})")
+        require(value >= 1, f"--{flag(name)} must be >= 1 (got {value})")
+    return _config(args, ranks)
 
 
 def _config(args: argparse.Namespace, ranks: int) -> TrainConfig:
-    """The TrainConfig of a run on ``ranks`` ranks with ``--rows-per-rank`` rows each."""
-    return resolve({}, {
-        "data": "synthetic", "samples": args.samples, "features": args.features,
-        "classes": args.classes, "model": args.model, "hidden": _hidden(args.hidden),
-        "lr": args.lr, "batch_size": args.rows_per_rank * ranks, "epochs": args.epochs,
-        "dtype": args.dtype, "shuffle": args.shuffle, "reduce": args.reduce,
-        "compress": args.compress, "overlap": args.overlap,
-        "shared_memory": args.shared_memory, "seed": args.seed,
-        "test_fraction": TEST_FRACTION, "quiet": True})
+    """The TrainConfig of a run on ``ranks`` ranks with ``--rows-per-rank`` rows each,
+    checked by the config itself."""
+    flags = {name: getattr(args, name) for name in CONFIG_OPTIONS}
+    return resolve(FIXED, {**flags, "batch_size": args.rows_per_rank * ranks})
+
+
+def _train_rows(config: TrainConfig) -> int:
+    """Training rows of a run of ``config``, known before it starts: its holdout's."""
+    return make_holdout(config.samples, config.test_fraction, config.seed).n_train
 
 
 def _alone(comm: MPI.Comm, fn: Callable[[], T]) -> T | None:
@@ -200,16 +183,14 @@ def _run_stats(history: list[dict[str, Any]]) -> dict[str, float]:
 # phases
 
 
-def _probe(args: argparse.Namespace, comm: MPI.Comm, clock: StartClock) -> dict[str, Any]:
-    """Phase 1: one P-rank run with the step probe; the job-wide (slowest-rank) figures."""
+def _probe(config: TrainConfig, comm: MPI.Comm, clock: StartClock) -> dict[str, Any]:
+    """Phase 1: one P-rank run with the step probe; the job-wide (slowest-rank) figures,
+    and the run's layer sizes and training rows (from its summary)."""
     from mpitrain.training import train
 
-    size = comm.Get_size()
-    config = _config(args, size)
-    n_train = args.samples - round(TEST_FRACTION * args.samples)
-    per_epoch = steps_per_epoch(n_train, config.batch_size)
-    start = per_epoch + 2 if args.epochs >= 2 else min(2, per_epoch - 1)
-    window = max(0, min(200, (2 * per_epoch if args.epochs >= 2 else per_epoch) - start - 1))
+    per_epoch = steps_per_epoch(_train_rows(config), config.batch_size)
+    start = per_epoch + 2 if config.epochs >= 2 else min(2, per_epoch - 1)
+    window = max(0, min(200, (2 * per_epoch if config.epochs >= 2 else per_epoch) - start - 1))
     probe = StepProbe(steps_per_epoch=per_epoch, window_start=start, window=window)
     result = train(config, comm=comm, stop_requested=probe)
     end_rss = rss_bytes()
@@ -226,7 +207,7 @@ def _probe(args: argparse.Namespace, comm: MPI.Comm, clock: StartClock) -> dict[
     worst = np.empty_like(local)
     comm.Allreduce(local, worst, op=MPI.MAX)
     rss_all = comm.gather(rss, root=0)
-    kernel_allocs = _kernel_allocations(np.dtype(args.dtype))
+    kernel_allocs = _kernel_allocations(np.dtype(config.dtype))
     measured = probe.traced_peak_bytes is not None
     return {
         "startup": {"launch_to_first_step_s": _finite(worst[0]),
@@ -245,6 +226,8 @@ def _probe(args: argparse.Namespace, comm: MPI.Comm, clock: StartClock) -> dict[
                                      and worst[4] < ALLOCATION_SLACK
                                      and kernel_allocs == 0) if measured else None)},
         "probe_test_accuracy": result.history[-1].get("test_accuracy"),
+        "dims": [int(d) for d in result.summary["model"]["dims"]],
+        "train_rows": int(result.summary["data"]["train_rows"]),
     }
 
 
@@ -326,23 +309,24 @@ def _synthetic(rows: int, features: int, outputs: int, kind: int, dtype: np.dtyp
     return X, rng.integers(0, max(2, outputs) if outputs > 1 else 2, size=rows).astype(np.int64)
 
 
-def _kernel_step_seconds(args: argparse.Namespace, comm: MPI.Comm, dims: tuple[int, ...],
-                         rows: int) -> float:
-    """Phase 2: the fused numba step alone, on every rank at once; median seconds/step."""
+def _kernel_step_seconds(args: argparse.Namespace, config: TrainConfig, comm: MPI.Comm,
+                         dims: list[int], rows: int) -> float:
+    """Phase 2: the fused numba step alone on ``rows`` random rows of the run's layer sizes
+    ``dims``, on every rank at once; median seconds/step."""
     from mpitrain.kernels.backward import step_gradient
     from mpitrain.kernels.network import workspace_size
     from mpitrain.kernels.optimizers import sgd_update
     from mpitrain.models import Layout, init_params, loss_kind
 
-    dtype = np.dtype(args.dtype)
-    layout = Layout(dims)
-    kind = loss_kind(args.model)
-    X, y = _synthetic(rows, args.features, dims[-1], kind, dtype, args.seed + comm.Get_rank())
-    params = init_params(layout, seed=args.seed, dtype=dtype)
+    dtype = np.dtype(config.dtype)
+    layout = Layout(tuple(dims))
+    kind = loss_kind(config.model)
+    X, y = _synthetic(rows, dims[0], dims[-1], kind, dtype, config.seed + comm.Get_rank())
+    params = init_params(layout, seed=config.seed, dtype=dtype)
     message = np.zeros(layout.size + 4, dtype=dtype)
     batch = min(args.rows_per_rank, rows)
-    work = np.empty(workspace_size(dims, batch), dtype=dtype)
-    order = np.random.default_rng(args.seed).permutation(rows).astype(np.int64)
+    work = np.empty(workspace_size(layout.dims, batch), dtype=dtype)
+    order = np.random.default_rng(config.seed).permutation(rows).astype(np.int64)
     dims_array = layout.dims_array
     blocks = []
     comm.Barrier()
@@ -360,25 +344,27 @@ def _kernel_step_seconds(args: argparse.Namespace, comm: MPI.Comm, dims: tuple[i
     return float(local[0]) / comm.Get_size()
 
 
-def _numpy_vs_numba(args: argparse.Namespace, rows: int) -> list[dict[str, Any]]:
-    """Phase 3 (rank 0 alone): plain-numpy reference step against the numba step."""
+def _numpy_vs_numba(args: argparse.Namespace, config: TrainConfig,
+                    rows: int) -> list[dict[str, Any]]:
+    """Phase 3 (rank 0 alone): plain-numpy reference step against the numba step, for
+    softmax and the MLP on the workload's features and classes, on ``rows`` rows."""
     from mpitrain.kernels.backward import step_gradient
     from mpitrain.kernels.network import SOFTMAX_XENT, workspace_size
     from mpitrain.kernels.optimizers import sgd_update
     from mpitrain.kernels.reference import reference_grad, reference_sgd
     from mpitrain.models import Layout, init_params
 
-    dtype = np.dtype(args.dtype)
-    X, y = _synthetic(rows, args.features, args.classes, SOFTMAX_XENT, dtype, args.seed)
+    dtype = np.dtype(config.dtype)
+    X, y = _synthetic(rows, config.features, config.classes, SOFTMAX_XENT, dtype, config.seed)
     batch = min(args.rows_per_rank, rows)
-    order = np.random.default_rng(args.seed).permutation(rows).astype(np.int64)
+    order = np.random.default_rng(config.seed).permutation(rows).astype(np.int64)
     out = []
-    models = {"softmax": (args.features, args.classes),
-              "mlp": (args.features, *_hidden(args.hidden), args.classes)}
-    for model, dims in models.items():
+    for model in ("softmax", "mlp"):
+        dims = network_dims(model, n_features=config.features, n_classes=config.classes,
+                            hidden=config.hidden)
         layout = Layout(dims)
         dims_array = layout.dims_array
-        p_numba = init_params(layout, seed=args.seed, dtype=dtype)
+        p_numba = init_params(layout, seed=config.seed, dtype=dtype)
         p_numpy = p_numba.copy()
         message = np.zeros(layout.size + 4, dtype=dtype)
         work = np.empty(workspace_size(dims, batch), dtype=dtype)
@@ -413,7 +399,8 @@ def _numpy_vs_numba(args: argparse.Namespace, rows: int) -> list[dict[str, Any]]
     return out
 
 
-def _throughput(args: argparse.Namespace, comm: MPI.Comm) -> dict[str, Any]:
+def _throughput(args: argparse.Namespace, config: TrainConfig,
+                comm: MPI.Comm) -> dict[str, Any]:
     """Phase 4: alternating 1-rank reference and P-rank runs; per-run figures."""
     from mpitrain.training import train
 
@@ -426,7 +413,7 @@ def _throughput(args: argparse.Namespace, comm: MPI.Comm) -> dict[str, Any]:
                 train(_config(args, 1), comm=MPI.COMM_SELF).history))
             if reference is not None:
                 references.append(reference)
-        stats = _run_stats(train(_config(args, size), comm=comm).history)
+        stats = _run_stats(train(config, comm=comm).history)
         every = comm.allgather(stats)
         runs.append({key: (statistics.fmean(s[key] for s in every)
                            if key in ("compute_seconds", "comm_seconds") else stats[key])
@@ -440,13 +427,11 @@ def _throughput(args: argparse.Namespace, comm: MPI.Comm) -> dict[str, Any]:
 # report
 
 
-def _report(args: argparse.Namespace, comm: MPI.Comm, probe: dict[str, Any],
-            kernel_seconds: float, kernels: list[dict[str, Any]] | None,
-            timed: dict[str, Any]) -> dict[str, Any]:
+def _report(args: argparse.Namespace, config: TrainConfig, comm: MPI.Comm,
+            probe: dict[str, Any], kernel_seconds: float,
+            kernels: list[dict[str, Any]] | None, timed: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document (see the module docstring)."""
     size = comm.Get_size()
-    config = _config(args, size)
-    dims = [args.features, *(_hidden(args.hidden) if args.model == "mlp" else ()),
-            args.classes if args.model in ("softmax", "mlp") else 1]
     runs, references = timed["runs"], timed["references"]
     sps = _median([r["samples_per_second"] for r in runs])
     ref = _median([r["samples_per_second"] for r in references])
@@ -458,14 +443,14 @@ def _report(args: argparse.Namespace, comm: MPI.Comm, probe: dict[str, Any],
         "ranks": size,
         "mpi_library": MPI.Get_library_version().strip().splitlines()[0].strip(),
         "mpitrain_version": __version__,
-        "workload": {"model": args.model, "dims": dims, "samples": args.samples,
-                     "train_rows": args.samples - round(TEST_FRACTION * args.samples),
-                     "features": args.features, "classes": args.classes,
-                     "rows_per_rank": args.rows_per_rank, "global_batch": config.batch_size,
-                     "epochs": args.epochs, "lr": args.lr, "dtype": args.dtype,
-                     "shuffle": args.shuffle, "reduce": args.reduce,
-                     "compress": args.compress, "overlap": args.overlap,
-                     "shared_memory": args.shared_memory, "repeats": args.repeats},
+        "workload": {"model": config.model, "dims": probe["dims"], "samples": config.samples,
+                     "train_rows": probe["train_rows"], "features": config.features,
+                     "classes": config.classes, "rows_per_rank": args.rows_per_rank,
+                     "global_batch": config.batch_size, "epochs": config.epochs,
+                     "lr": config.lr, "dtype": config.dtype, "shuffle": config.shuffle,
+                     "reduce": config.reduce, "compress": config.compress,
+                     "overlap": config.overlap, "shared_memory": config.shared_memory,
+                     "repeats": args.repeats},
         "throughput": {
             "samples_per_second": round(sps),
             "samples_per_second_per_rank": round(sps / size),
@@ -543,29 +528,24 @@ def _write(path: str, doc: dict[str, Any]) -> None:
 def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Collective: every phase (see the module docstring); rank 0 prints and writes JSON."""
     clock = StartClock()  # first: the probe's launch time needs it before any work
-    _check(args)
-    probe = _probe(args, comm, clock)
-    size = comm.Get_size()
-    config = _config(args, size)
-    from mpitrain.models import network_dims
-
-    dims = network_dims(args.model, n_features=args.features, n_classes=args.classes,
-                        hidden=config.hidden)
-    n_train = args.samples - round(TEST_FRACTION * args.samples)
-    kernel = _kernel_step_seconds(args, comm, dims, max(1, n_train // size))
-    kernels = _alone(comm, lambda: _numpy_vs_numba(args, n_train))
-    timed = _throughput(args, comm)
-    checked(comm, _finish, args, comm, probe, kernel, kernels, timed)
+    config = checked(comm, _workload, args, comm.Get_size())
+    probe = _probe(config, comm, clock)
+    n_train = probe["train_rows"]
+    start, stop = block_range(n_train, comm.Get_size(), comm.Get_rank())  # this rank's shard
+    kernel = _kernel_step_seconds(args, config, comm, probe["dims"], max(1, stop - start))
+    kernels = _alone(comm, lambda: _numpy_vs_numba(args, config, n_train))
+    timed = _throughput(args, config, comm)
+    checked(comm, _finish, args, config, comm, probe, kernel, kernels, timed)
     return 0
 
 
-def _finish(args: argparse.Namespace, comm: MPI.Comm, probe: dict[str, Any],
-            kernel: float, kernels: list[dict[str, Any]] | None,
+def _finish(args: argparse.Namespace, config: TrainConfig, comm: MPI.Comm,
+            probe: dict[str, Any], kernel: float, kernels: list[dict[str, Any]] | None,
             timed: dict[str, Any]) -> None:
     """Rank 0: print the table and write the JSON (a failure is agreed by the caller)."""
     if comm.Get_rank() != 0:
         return
-    doc = _report(args, comm, probe, kernel, kernels, timed)
+    doc = _report(args, config, comm, probe, kernel, kernels, timed)
     print(_table(doc), flush=True)
     if args.json:
         _write(args.json, doc)
