@@ -53,8 +53,9 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
 
     Pass a :class:`TrainConfig` or its fields as keywords (``train(data="digits",
     model="softmax", epochs=5)``). Bad input raises :class:`mpitrain.errors.UserError` on
-    every rank. ``stop_requested`` (e.g. a signal flag) is polled once per step; when it is
-    true on any rank, all ranks checkpoint and return with status ``"stopped"``.
+    every rank. ``stop_requested`` (e.g. a signal flag) is polled once per step (or round),
+    when the step's message is about to be reduced; when it is true on any rank, all ranks
+    checkpoint and return with status ``"stopped"``.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     config = checked(comm, _config_from, config, options)
