@@ -37,6 +37,8 @@ from mpi4py import MPI
 from mpitrain.collectives.ring import chunk_offsets
 from mpitrain.kernels import compress as codec16
 
+COMPRESSIONS = ("none", *codec16.CODECS)  # "none": the message keeps its own precision
+
 
 class CompressedAllreduce:
     """Sum a float32 message ``[gradient (n) | tail (t)]`` over ``comm`` with 16-bit words.
