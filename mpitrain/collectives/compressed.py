@@ -1,5 +1,8 @@
 """``--compress fp16|bf16``: the step message crosses the network as 16-bit words.
 
+Reached through :class:`mpitrain.collectives.Allreducer` (``compress="fp16"|"bf16"``,
+``exact_tail``, ``batch_size``).
+
 Two phases, like a reduce-scatter + allgather, built on MPI's Alltoallv / Allgatherv of
 ``uint16`` words (data movement only; every sum is done here, in float32):
 
