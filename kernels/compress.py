@@ -2,8 +2,10 @@
 
 Words are ``uint16`` arrays holding IEEE binary16 (``FP16``) or bfloat16 (``BF16``) bit
 patterns, both rounded to nearest, ties to even, like ``numpy.float16`` and PyTorch's
-``bfloat16`` casts. ``scale`` multiplies before encoding (and :func:`decode_add` /
-:func:`decode` multiply by ``unscale`` after decoding); the caller passes powers of two so
+``bfloat16`` casts. :func:`encode` multiplies by ``scale`` before encoding and
+:func:`decode` by ``unscale`` after decoding; :func:`decode_add` takes no factor and adds
+the decoded values as they are, still scaled (the compressed reduction sums in the scaled
+domain and unscales once, in its final :func:`decode`). The caller passes powers of two so
 the scaling itself is exact. binary16 overflows to inf above 65504 (after scaling) and keeps
 about 3.3 significant digits; bfloat16 has float32's range and about 2.4 digits. NaN stays
 NaN. Accumulation (:func:`decode_add`) is float32.
@@ -102,7 +104,7 @@ def decode(words, dst, codec, unscale):
 
 @njit(**_JIT)
 def decode_add(words, acc, codec):
-    """``acc[i] += from16(words[i])`` in float32 for ``i < acc.size``."""
+    """``acc[i] += from16(words[i])`` in float32 for ``i < acc.size`` (no unscaling)."""
     if words.size < acc.size:
         raise ValueError("words is shorter than acc")
     if codec == BF16:

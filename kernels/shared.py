@@ -1,8 +1,9 @@
 """Kernel of the shared-memory step reduction (:mod:`mpitrain.collectives.slot_sum`).
 
 ``slots`` is a C-contiguous ``(P, 2, n)`` array of float32 or float64 (every rank's two
-message slots, in rank order), ``b`` a Python int, ``out`` a C-contiguous 1-D array of ``n``
-elements of the same dtype. No allocation.
+message slots, in rank order), ``b`` a Python int, ``out`` a C-contiguous 1-D array of at
+most ``n`` elements of the same dtype (a message shorter than the slots uses their start).
+No allocation.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from numba import njit
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def sum_slots(slots, b, out):  # pragma: no cover - compiled
-    """``out[i] = slots[0, b, i] + slots[1, b, i] + ...`` added in rank order (the same bits
-    on every rank that runs it), one call (vectorised loops, no Python loop over ranks)."""
-    if out.size != slots.shape[2]:
-        raise ValueError("out must have one element per slot element")
+    """``out[i] = slots[0, b, i] + slots[1, b, i] + ...`` for ``i < out.size``, added in rank
+    order (the same bits on every rank that runs it), one call (vectorised loops, no Python
+    loop over ranks)."""
+    if out.size > slots.shape[2]:
+        raise ValueError("out must not be longer than a slot")
     first = slots[0, b]
     for i in range(out.size):
         out[i] = first[i]

@@ -14,6 +14,7 @@ from mpi4py import MPI
 
 from mpitrain import __version__
 from mpitrain.bench import allreduce as bench
+from mpitrain.collectives import context
 from mpitrain.errors import UserError
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,13 +38,13 @@ def run_and_load(comm: MPI.Comm, directory: str, *extra: str) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def check_document(document: dict, ranks: int, buffer: str = "private") -> None:
+def check_document(document: dict, ranks: int, buffer: str = "private",
+                   algorithms: frozenset[str] = frozenset(bench.ALGORITHMS)) -> None:
     assert document["ranks"] == ranks
     assert document["buffer"] == buffer
     assert document["mpitrain_version"] == __version__
     assert document["mpi_library"].strip()
     results = document["results"]
-    algorithms = {"ring", "mpi", "root", "auto"}
     expected_rows = len(algorithms) * (11 + 10)  # 4..4K for float32, 8..4K for float64
     assert len(results) == expected_rows
     for row in results:
@@ -73,11 +74,42 @@ def test_bench_json_many_ranks(buffer):
     check_document(document, comm.Get_size(), buffer)
 
 
+@pytest.mark.mpi
+def test_bench_leaves_shm_out_across_nodes(monkeypatch):
+    """Ranks on several nodes (faked): the default skips shm, asking for it is an error."""
+    monkeypatch.setattr(context, "single_node", lambda comm: comm.Barrier() or False)
+    comm = MPI.COMM_WORLD.Dup()
+    directory = tempfile.mkdtemp() if comm.Get_rank() == 0 else None
+    directory = comm.bcast(directory, root=0)
+    try:
+        if comm.Get_size() > 1:
+            document = run_and_load(comm, directory)
+            check_document(document, comm.Get_size(),
+                           algorithms=frozenset(bench.ALGORITHMS) - {"shm"})
+            with pytest.raises(UserError, match="--algorithms shm cannot run here"):
+                bench.run(parse("--algorithms", "shm,mpi"), comm)
+    finally:
+        comm.Barrier()
+        if comm.Get_rank() == 0:
+            shutil.rmtree(directory)
+        comm.Free()
+
+
 def test_bench_json_one_rank(tmp_path, capsys):
     document = run_and_load(MPI.COMM_SELF, str(tmp_path))
     check_document(document, 1)
     out = capsys.readouterr().out
     assert "memcpy" in out and "wrote" in out
+    assert "# auto vs the fastest, float32: worst" in out
+
+
+def test_auto_gaps():
+    def row(algorithm, nbytes, latency):
+        return bench.Result(algorithm, "float32", nbytes, nbytes // 4, 1, latency, 0, 0, 0)
+    results = [row("shm", 4, 4.0), row("auto", 4, 4.2), row("mpi", 4, 5.0),
+               row("ring", 64, 10.0), row("auto", 64, 11.5), row("ring", 128, 9.0)]
+    gap, nbytes, best = bench.auto_gaps(results)["float32"]
+    assert (nbytes, best) == (64, "ring") and gap == pytest.approx(0.15)
 
 
 def test_bench_subset_and_plot(tmp_path, capsys):

@@ -6,12 +6,17 @@ the serial tests cover one rank (``MPI.COMM_SELF``), argument checks and the ker
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from mpi4py import MPI
+from test_performance import assert_within_compression_bound, compressed_inputs
 
 from mpitrain.collectives import (
     ALGORITHMS,
+    NONBLOCKING_ALGORITHMS,
+    Allreducer,
     allreduce,
     choose,
     context,
@@ -20,7 +25,9 @@ from mpitrain.collectives import (
     shared_buffer,
     start_allreduce,
 )
+from mpitrain.collectives.compressed import CompressedAllreduce
 from mpitrain.collectives.shared_ring import SharedRing
+from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
 from mpitrain.kernels.reduce import add_into, scale_inplace
 
 pytestmark = pytest.mark.timeout(120)
@@ -219,7 +226,7 @@ def test_any_shape(algorithm):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", NONBLOCKING_ALGORITHMS)
 def test_nonblocking(algorithm):
     comm = MPI.COMM_WORLD
     for n in (0, 1, 1000, 100_003):
@@ -299,6 +306,199 @@ def test_bad_arguments_raise_on_every_rank(algorithm):
     assert_bad_arguments_raise(MPI.COMM_WORLD, algorithm)
 
 
+# -- shm and the persistent Allreducer ---------------------------------------------------
+
+@pytest.mark.mpi
+def test_shm_grows_then_shrinks_on_one_communicator():
+    """One slot-sum window per communicator, replaced only by a larger message (any dtype)."""
+    comm = MPI.COMM_WORLD.Dup()
+    state = context.state_of(comm)
+    windows = []
+    for n, dtype in ((10, np.float64), (1000, np.float32), (5, np.float64), (BIG, np.float32),
+                     (3, np.float64), (1000, np.float64), (BIG // 2 - 7, np.float64)):
+        for op in OPS:
+            reduce_and_check(comm, n, dtype, "shm", op)
+        windows.append(state.shared_sum)
+    assert windows[0] is not windows[1]  # 10 doubles, then 4000 bytes: grown
+    assert windows[1] is windows[2]  # smaller: kept
+    assert windows[3] is windows[4] is windows[5] is windows[6]  # the largest so far
+    assert windows[6].capacity >= 4 * BIG
+    comm.Free()
+    assert windows[6].win == MPI.WIN_NULL  # freed with the communicator
+
+
+def assert_shm_refused_everywhere(comm, match, **options):
+    """Every rank raises the same ValueError and nobody is left inside a collective."""
+    buf = np.ones(10, dtype=np.float64)
+    with pytest.raises(ValueError, match=match):
+        allreduce(buf, comm, algorithm="shm", **options)
+    with pytest.raises(ValueError, match=match):
+        Allreducer(10, np.float64, comm, algorithm="shm", **options)
+    assert (buf == 1).all()
+    allreduce(buf, comm, algorithm="mpi")  # the next collective works on every rank
+    assert (buf == comm.Get_size()).all()
+
+
+@pytest.mark.mpi
+def test_shm_refused_without_shared_memory():
+    assert_shm_refused_everywhere(MPI.COMM_WORLD, "shared_memory=False", shared_memory=False)
+
+
+@pytest.mark.mpi
+def test_shm_refused_across_nodes(monkeypatch):
+    """Ranks on several nodes (faked: the one-node test answers no on every rank)."""
+    monkeypatch.setattr(context, "single_node", lambda comm: comm.Barrier() or False)
+    comm = MPI.COMM_WORLD.Dup()
+    if comm.Get_size() > 1:
+        assert_shm_refused_everywhere(comm, "every rank of comm on one node")
+        assert choose_for(comm, 8) != "shm"
+    comm.Free()
+
+
+def choose_for(comm, count, dtype=np.float32, **options):
+    """What ``auto`` resolves to in an Allreducer of ``count`` elements."""
+    reducer = Allreducer(count, dtype, comm, **options)
+    reducer.close()
+    return reducer.algorithm
+
+
+@pytest.mark.mpi
+def test_auto_picks_shm_only_with_shared_memory():
+    comm = MPI.COMM_WORLD
+    assert choose_for(comm, 256) == "shm"
+    assert choose_for(comm, 256, shared_memory=False) != "shm"
+    assert choose_for(comm, 1 << 22) == "ring"
+
+
+def persistent_and_check(comm, count, dtype, algorithm, op, calls=3, **options):
+    """``calls`` reductions through one Allreducer: numpy's result and the bits of
+    ``allreduce`` with the algorithm it resolved to, every call (both shm slots)."""
+    reducer = Allreducer(count, dtype, comm, algorithm=algorithm, op=op, **options)
+    try:
+        result = None
+        for call in range(calls):
+            x = inputs(comm, count, dtype) * (call + 1)
+            contribution = reducer.buffer()
+            assert contribution.shape == (count,) and contribution.dtype == dtype
+            contribution[...] = x
+            got = reducer()
+            assert result is None or got is result  # the same array every call
+            result = got
+            check(comm, x, got, op)
+            expected = allreduce(x.copy(), comm, algorithm=reducer.algorithm, op=op, **options)
+            assert got.tobytes() == expected.tobytes()
+    finally:
+        reducer.close()
+    return reducer
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_allreducer_matches_numpy_and_allreduce(algorithm, dtype, op):
+    comm = MPI.COMM_WORLD
+    for count in sizes_for(comm.Get_size()):
+        reducer = persistent_and_check(comm, count, dtype, algorithm, op)
+        assert reducer.algorithm != "auto"
+        assert algorithm == "auto" or reducer.algorithm == algorithm
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_allreducer_shm_writes_into_the_slot_and_gives_the_slot_sum_bits(dtype):
+    """Zero copy (the contribution is written into this rank's shared slot, alternating
+    between two) and the very bits of SharedMemoryAllreduce used directly."""
+    comm = MPI.COMM_WORLD
+    count = 1001
+    reducer = Allreducer(count, dtype, comm, algorithm="shm")
+    direct = SharedMemoryAllreduce(context.state_of(comm).comm, n=count, dtype=dtype)
+    try:
+        slots = []
+        for call in range(4):
+            x = inputs(comm, count, dtype) * (call + 1)
+            slot = reducer.buffer()
+            slots.append(slot)
+            slot[...] = x
+            got = reducer()
+            assert not np.shares_memory(got, slot)
+            direct.next_slot()[...] = x
+            expected = np.empty_like(x)
+            direct.reduce_slot(expected)
+            assert got.tobytes() == expected.tobytes()
+        assert not np.shares_memory(slots[0], slots[1])
+        assert np.shares_memory(slots[0], slots[2]) and np.shares_memory(slots[1], slots[3])
+    finally:
+        reducer.close()
+        direct.close()
+    reducer.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        reducer()
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("codec", ("fp16", "bf16"))
+def test_allreducer_compressed_within_the_documented_bound(codec, op):
+    """The reference of tests/test_performance.py, and the bits of CompressedAllreduce."""
+    comm = MPI.COMM_WORLD
+    size, rank = comm.Get_size(), comm.Get_rank()
+    n, tail = 1003, 4
+    every = compressed_inputs(size, n, tail)
+    reducer = Allreducer(n + tail, np.float32, comm, op=op, compress=codec, exact_tail=tail,
+                         batch_size=256)
+    direct = CompressedAllreduce(comm, n=n, tail=tail, codec=codec, batch_size=256)
+    try:
+        assert reducer.algorithm == "compressed"
+        for _ in range(2):
+            reducer.buffer()[...] = every[rank]
+            got = reducer()
+            expected = every[rank].copy()
+            direct(expected)
+            if op == "mean":
+                scale_inplace(expected, 1 / size)
+            assert got.tobytes() == expected.tobytes()
+        if op == "sum":
+            assert_within_compression_bound(comm, every, got, n, codec)
+    finally:
+        reducer.close()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_allreducer_allocates_nothing_per_call(algorithm):
+    comm = MPI.COMM_WORLD
+    reducer = Allreducer(10_000, np.float32, comm, algorithm=algorithm, op="mean")
+    try:
+        assert_allocation_free(reducer)
+    finally:
+        reducer.close()
+
+
+def assert_allocation_free(reducer, calls=200):
+    """tracemalloc: neither the peak nor the net growth over ``calls`` calls reaches 4 KiB
+    (transient views and floats only; one array of the message, or one leaked object per
+    call, would exceed it)."""
+    for _ in range(3):
+        reducer.buffer()[...] = 1
+        reducer()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(calls):
+            reducer.buffer()[...] = 1
+            reducer()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - start < 4096 and current - start < 4096, (peak - start, current - start)
+
+
+@pytest.mark.mpi
+def test_allreducer_bad_arguments_raise_on_every_rank():
+    assert_allreducer_bad_arguments_raise(MPI.COMM_WORLD)
+
+
 # -- one rank ---------------------------------------------------------------------------
 
 def assert_bad_arguments_raise(comm, algorithm):
@@ -324,7 +524,10 @@ def assert_bad_arguments_raise(comm, algorithm):
     with pytest.raises(TypeError, match="comm must be"):
         allreduce(good, "world", algorithm=algorithm)
     with pytest.raises(ValueError, match="op must be one of"):
-        start_allreduce(good, comm, algorithm=algorithm, op="prod")
+        start_allreduce(good, comm, algorithm="ring" if algorithm == "shm" else algorithm,
+                        op="prod")
+    with pytest.raises(ValueError, match="start_allreduce cannot run algorithm 'shm'"):
+        start_allreduce(good, comm, algorithm="shm")
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -342,9 +545,10 @@ def test_single_rank_is_identity(algorithm, dtype, op):
         original = buf.copy()
         assert allreduce(buf, comm, algorithm=algorithm, op=op) is buf
         assert np.array_equal(buf, original)
-        handle = start_allreduce(buf, comm, algorithm=algorithm, op=op)
-        assert handle.wait() is buf
-        assert np.array_equal(buf, original)
+        if algorithm in NONBLOCKING_ALGORITHMS:
+            handle = start_allreduce(buf, comm, algorithm=algorithm, op=op)
+            assert handle.wait() is buf
+            assert np.array_equal(buf, original)
 
 
 def test_single_rank_shapes():
@@ -355,17 +559,27 @@ def test_single_rank_shapes():
 
 @pytest.mark.parametrize("shared", (False, True))
 def test_auto_choice(shared):
+    """shm (only with shared memory) for small messages, then mpi/root, then the ring for
+    every larger message."""
     for size in (2, 3, 4, 5, 64):
         for itemsize in (4, 8):
             choices = [choose(1 << k, size, itemsize, shared=shared) for k in range(3, 30)]
-            assert set(choices) <= {"mpi", "root", "ring"}
-            assert choices[0] in ("mpi", "root") and choices[-1] == "ring"
+            allowed = {"mpi", "root", "ring"} | ({"shm"} if shared else set())
+            assert set(choices) <= allowed
+            assert choices[0] == "shm" if shared else choices[0] in ("mpi", "root")
+            assert choices[-1] == "ring"
+            shm = choices.count("shm")
+            assert choices[:shm] == ["shm"] * shm  # the smallest messages only
             first_ring = choices.index("ring")
             assert set(choices[first_ring:]) == {"ring"}
     assert choose(1 << 30, 1) == "mpi"
-    # measured: the ring through shared memory pays off at smaller messages
-    assert choose(16 * 1024, 2, 8, shared=True) == "ring"
-    assert choose(16 * 1024, 2, 8, shared=False) == "mpi"
+    assert choose(8, 1, shared=True) == "mpi"  # one rank: nothing to choose
+    # measured: the standard workload's ~39 KB float32 step message on 2 ranks
+    assert choose(39_000, 2, 4, shared=True) == "shm"
+    assert choose(39_000, 2, 4, shared=False) == "mpi"
+    # measured: the ring through shared memory pays off at smaller messages than over MPI
+    assert choose(256 * 1024, 2, 8, shared=True) == "ring"
+    assert choose(64 * 1024, 2, 8, shared=False) == "mpi"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -378,3 +592,66 @@ def test_kernels(dtype):
     expected = dst * dtype(1 / 3)
     scale_inplace(dst, 1 / 3)
     assert np.array_equal(dst, expected)
+
+
+# -- one rank: shm and the Allreducer --------------------------------------------------
+
+def assert_allreducer_bad_arguments_raise(comm):
+    cases = [
+        (TypeError, "count must be an int", dict(count=2.0)),
+        (ValueError, "count must be >= 0", dict(count=-1)),
+        (TypeError, "dtype must be float32 or float64", dict(dtype=np.int32)),
+        (ValueError, "algorithm must be one of", dict(algorithm="fastest")),
+        (ValueError, "op must be one of", dict(op="max")),
+        (ValueError, "compress must be one of", dict(compress="zip")),
+        (ValueError, "needs dtype float32", dict(compress="fp16", dtype=np.float64)),
+        (ValueError, "algorithm must be 'auto'", dict(compress="bf16", algorithm="ring")),
+        (ValueError, r"exact_tail must be >= 0 and <= 8", dict(exact_tail=9)),
+        (ValueError, "batch_size must be >= 1", dict(batch_size=0)),
+    ]
+    for error, match, options in cases:
+        arguments = {"count": 8, "dtype": np.float32, **options}
+        with pytest.raises(error, match=match):
+            Allreducer(arguments.pop("count"), arguments.pop("dtype"), comm, **arguments)
+    with pytest.raises(TypeError, match="comm must be"):
+        Allreducer(8, np.float32, "world")
+
+
+def test_allreducer_bad_arguments_raise():
+    assert_allreducer_bad_arguments_raise(MPI.COMM_SELF)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_allreducer_on_one_rank_is_the_buffer(algorithm, dtype, op):
+    """One rank: no communication at all, the buffer is the result."""
+    for count in sizes_for(1):
+        reducer = persistent_and_check(MPI.COMM_SELF, count, dtype, algorithm, op)
+        assert reducer.algorithm == ("shm" if algorithm == "shm" else
+                                     "mpi" if algorithm == "auto" else algorithm)
+    reducer = Allreducer(5, dtype, MPI.COMM_SELF, algorithm=algorithm, op=op)
+    assert reducer.buffer() is reducer() is reducer.buffer()
+    assert_allocation_free(reducer)
+    reducer.close()
+
+
+@pytest.mark.parametrize("codec", ("fp16", "bf16"))
+def test_allreducer_compressed_on_one_rank_rounds_like_compressed_allreduce(codec):
+    """No communication, but the 16-bit rounding several ranks would get (today's bits)."""
+    n, tail = 1003, 4
+    every = compressed_inputs(1, n, tail)
+    reducer = Allreducer(n + tail, np.float32, MPI.COMM_SELF, compress=codec,
+                         exact_tail=tail, batch_size=64)
+    reducer.buffer()[...] = every[0]
+    got = reducer()
+    expected = every[0].copy()
+    CompressedAllreduce(MPI.COMM_SELF, n=n, tail=tail, codec=codec, batch_size=64)(expected)
+    assert got.tobytes() == expected.tobytes() and not np.array_equal(got, every[0])
+    assert_within_compression_bound(MPI.COMM_SELF, every, got, n, codec)
+    empty = Allreducer(0, np.float32, MPI.COMM_SELF, compress=codec)
+    assert empty().size == 0
+
+
+def test_shm_refused_without_shared_memory_on_one_rank():
+    assert_shm_refused_everywhere(MPI.COMM_SELF, "shared_memory=False", shared_memory=False)

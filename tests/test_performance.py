@@ -167,23 +167,40 @@ def test_performance_options_are_validated(options, message):
 # MPI
 
 
-@pytest.mark.mpi(min_size=2)
-@pytest.mark.parametrize("codec,u", [("fp16", 2.0 ** -11), ("bf16", 2.0 ** -8)])
-def test_compressed_reduction_within_the_documented_bound(codec, u):
-    comm = MPI.COMM_WORLD
-    size, rank = comm.Get_size(), comm.Get_rank()
-    n, tail = 1003, 4
+UNIT_ROUNDOFF = {"fp16": 2.0 ** -11, "bf16": 2.0 ** -8}  # u of the documented bound
+
+
+def compressed_inputs(size: int, n: int, tail: int) -> np.ndarray:
+    """Every rank's float32 message ``[gradient (n) | tail]``, row ``r`` for rank ``r``."""
     every = np.random.default_rng(6).standard_normal((size, n + tail)).astype(np.float32) * 50
     every[:, n:] = np.arange(size * tail, dtype=np.float32).reshape(size, tail)
-    message = every[rank].copy()
-    CompressedAllreduce(comm, n=n, tail=tail, codec=codec, batch_size=256)(message)
+    return every
+
+
+def assert_within_compression_bound(comm: MPI.Comm, every: np.ndarray, message: np.ndarray,
+                                    n: int, codec: str) -> None:
+    """``message`` (this rank's result) is the sum of the rows of ``every`` within the
+    documented bound of :mod:`mpitrain.collectives.compressed`, its tail exact, the same
+    bits on every rank (also used by tests/test_collectives.py for the Allreducer)."""
+    u = UNIT_ROUNDOFF[codec]
     exact = every.astype(np.float64).sum(axis=0)
     bound = u * np.abs(every[:, :n]).astype(np.float64).sum(axis=0) + u * np.abs(exact[:n])
     assert np.all(np.abs(message[:n] - exact[:n]) <= bound * 1.001 + 1e-6)
     assert np.array_equal(message[n:], exact[n:].astype(np.float32))  # counts: exact
-    gathered = np.empty((size, n + tail), dtype=np.float32)
+    gathered = np.empty((comm.Get_size(), message.size), dtype=np.float32)
     comm.Allgather(message, gathered)
     assert (gathered == gathered[0]).all()
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("codec", ["fp16", "bf16"])
+def test_compressed_reduction_within_the_documented_bound(codec):
+    comm = MPI.COMM_WORLD
+    n, tail = 1003, 4
+    every = compressed_inputs(comm.Get_size(), n, tail)
+    message = every[comm.Get_rank()].copy()
+    CompressedAllreduce(comm, n=n, tail=tail, codec=codec, batch_size=256)(message)
+    assert_within_compression_bound(comm, every, message, n, codec)
 
 
 @pytest.mark.mpi(min_size=2)

@@ -1,5 +1,12 @@
 """``mpitrain bench allreduce``: latency and bandwidth of every allreduce algorithm.
 
+Algorithms (``--algorithms``, default: every one that can run here): ``shm`` (the slot
+sum; only when every rank is on one node, so the default leaves it out otherwise),
+``ring`` (through shared memory on one node, else MPI messages), ``mpi``, ``root`` and
+``auto`` (what :func:`mpitrain.collectives.select.choose` picks). After the table, rank 0
+prints how far ``auto`` is from the fastest algorithm measured at each size (the worst
+size per dtype), the check behind ``select.py``'s thresholds.
+
 For every message size from ``--min-bytes`` to ``--max-bytes`` (doubling), every dtype and
 every algorithm, time ``allreduce(buf, comm, algorithm=..., op=...)`` on a buffer of zeros
 (no overflow, no denormals). Iteration counts scale with size like the OSU
@@ -54,7 +61,7 @@ from mpitrain.bench import output_file
 from mpitrain.collectives import allreduce, shared_buffer
 from mpitrain.errors import UserError, checked, shared_error
 
-ALGORITHMS = ("ring", "mpi", "root", "auto")
+ALGORITHMS = ("shm", "ring", "mpi", "root", "auto")
 DTYPES = ("float32", "float64")
 BUFFERS = ("private", "shared")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
@@ -83,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smallest message, e.g. 4, 64K, 1M (default: 4)")
     parser.add_argument("--max-bytes", default="64M", metavar="SIZE",
                         help="largest message; sizes double from --min-bytes (default: 64M)")
-    parser.add_argument("--algorithms", default=",".join(ALGORITHMS), metavar="LIST",
-                        help=f"comma-separated subset of {','.join(ALGORITHMS)} (default: all)")
+    parser.add_argument("--algorithms", default=None, metavar="LIST",
+                        help=f"comma-separated subset of {','.join(ALGORITHMS)} (default: "
+                             "all; shm only when every rank is on one node)")
     parser.add_argument("--dtypes", default=",".join(DTYPES), metavar="LIST",
                         help="comma-separated subset of float32,float64 (default: both)")
     parser.add_argument("--op", default="sum", choices=("sum", "mean"),
@@ -119,6 +127,38 @@ def _parse_list(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
         raise shared_error(f"{option} must be a comma-separated subset of "
                            f"{','.join(allowed)} (got {text!r})")
     return list(dict.fromkeys(items))
+
+
+def _algorithms(text: str | None, comm: MPI.Comm) -> list[str]:
+    """Collective: the algorithms to measure. ``shm`` runs only when every rank is on one
+    node: left out of the default then, a UserError when asked for."""
+    chosen = _parse_list(text or ",".join(ALGORITHMS), "--algorithms", ALGORITHMS)
+    if "shm" in chosen:
+        try:  # the same answer on every rank (the one-node test is collective)
+            allreduce(np.zeros(0), comm, algorithm="shm")
+        except ValueError as exc:
+            if text is not None:
+                raise shared_error(f"--algorithms shm cannot run here: {exc}") from exc
+            chosen.remove("shm")
+    return chosen
+
+
+def auto_gaps(results: list[Result]) -> dict[str, tuple[float, int, str]]:
+    """Per dtype, the size where ``auto`` is furthest behind the fastest algorithm measured
+    there: (``auto`` latency / fastest latency - 1, bytes, the fastest algorithm)."""
+    worst: dict[str, tuple[float, int, str]] = {}
+    by_size: dict[tuple[str, int], list[Result]] = {}
+    for row in results:
+        by_size.setdefault((row.dtype, row.bytes), []).append(row)
+    for (dtype, nbytes), rows in by_size.items():
+        auto = [r.latency_us for r in rows if r.algorithm == "auto"]
+        if not auto or len(rows) < 2:
+            continue
+        best = min(rows, key=lambda r: r.latency_us)
+        gap = auto[0] / best.latency_us - 1
+        if dtype not in worst or gap > worst[dtype][0]:
+            worst[dtype] = (gap, nbytes, best.algorithm)
+    return worst
 
 
 def default_counts(nbytes: int) -> tuple[int, int]:
@@ -289,7 +329,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     if max_bytes < min_bytes:
         raise shared_error(f"--max-bytes must be >= --min-bytes ({min_bytes}) "
                            f"(got {max_bytes})")
-    algorithms = _parse_list(args.algorithms, "--algorithms", ALGORITHMS)
+    algorithms = _algorithms(args.algorithms, comm)
     dtypes = [np.dtype(name) for name in _parse_list(args.dtypes, "--dtypes", DTYPES)]
     for option in ("iterations", "warmup"):
         value = getattr(args, option)
@@ -319,6 +359,10 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
             results.extend(rows)
             if rank0:
                 print(_row(rows), flush=True)
+    if rank0:
+        for dtype, (gap, nbytes, best) in auto_gaps(results).items():
+            print(f"# auto vs the fastest, {dtype}: worst {100 * gap:+.1f}% at {nbytes} bytes "
+                  f"(fastest there: {best})", flush=True)
     checked(comm, _outputs, args, comm, results)
     return 0
 

@@ -2,28 +2,46 @@
 
 ``allreduce(buf, comm, algorithm=..., op=...)`` sums (``op="sum"``) or averages
 (``op="mean"``: the sum times ``1/P``) a C-contiguous float32/float64 array of any shape
-over every rank of ``comm`` and returns it. Algorithms:
+over every rank of ``comm`` and returns it. Every reduction in the package, and where it
+lives:
 
 - ``"ring"``: pipelined reduce-scatter + allgather (bandwidth-optimal), over point-to-point
-  messages (:mod:`.ring`), or through shared memory when every rank is on one node
-  (:mod:`.shared_ring`; same result bits; ``shared_memory=False`` turns that off);
-- ``"mpi"``: the MPI library's own ``Allreduce``;
-- ``"root"``: ``Reduce`` to rank 0, then ``Bcast``;
-- ``"auto"``: one of the above by message size and rank count (see :mod:`.select`).
+  MPI messages (:mod:`.ring`), or, when every rank is on one node, the shared-memory ring
+  that passes the same messages through an MPI-3 shared-memory window (:mod:`.shared_ring`;
+  same result bits; zero copy on arrays from :func:`shared_buffer`);
+- ``"shm"``: the slot sum (:mod:`.slot_sum`): every rank writes its message into its slot
+  of a shared-memory window, one barrier through polling counters, every rank sums all
+  slots in rank order. Latency-bound messages on one node; only when every rank of
+  ``comm`` is on one node and ``shared_memory=True`` (ValueError on every rank otherwise);
+- ``"mpi"``: the MPI library's own ``Allreduce`` (:mod:`.native`);
+- ``"root"``: ``Reduce`` to rank 0, then ``Bcast`` (:mod:`.root`);
+- ``"auto"``: one of the above by message size, rank count and whether the shared-memory
+  transports may be used; what it means is measured and documented in one place,
+  :mod:`.select` (:func:`choose`);
+- compressed (:mod:`.compressed`, ``CompressedAllreduce``): float32 messages cross the
+  network as 16-bit words (fp16/bf16), sums in float32, a tail of exact elements; reached
+  through :class:`Allreducer` (``compress=``);
+- persistent (:mod:`.persistent`, :class:`Allreducer`): like ``MPI_Allreduce_init``, the
+  reduction of a fixed-size message set up once (``auto`` resolved once, windows and
+  buffers allocated once) and run every step without allocating; ``shm`` there lets the
+  caller write straight into its shared slot (zero copy). The sync training strategy's
+  step message goes through it.
 
 Like any collective, every rank of ``comm`` must make the same calls in the same order
 with the same ``algorithm``, ``op``, dtype and element count; this is not checked (a
 mismatch is undefined: wrong results or a hang). Argument errors are therefore detected
 locally, without communication, and raise the same exception on every rank. The first call
-on a communicator is collective setup (it duplicates ``comm`` and loads the numba kernels,
-rank 0 first). Results are bitwise identical on every rank.
+on a communicator is collective setup (it duplicates ``comm``, loads the numba kernels,
+rank 0 first, and, for ``shm`` or ``auto``, tests whether every rank is on one node: the
+same answer everywhere, so a refused ``shm`` raises on every rank alike). Results are
+bitwise identical on every rank.
 
 ``shared_buffer(shape, dtype, comm)`` allocates an array in shared memory (when all ranks
 are on one node), on which the ring runs without staging copies.
 
 ``start_allreduce`` starts the same operation and returns a handle; the buffer must not
 be read or written until ``handle.wait()`` returns it (``handle.test()`` polls). See
-:func:`start_allreduce` for when each algorithm progresses.
+:func:`start_allreduce` for when each algorithm progresses (``shm`` is blocking only).
 """
 
 from __future__ import annotations
@@ -31,32 +49,39 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import native, ring, root
-from mpitrain.collectives.args import ALGORITHMS, OPS, check_choice, check_comm, flat_view
+from mpitrain.collectives import blocking, native, ring, root
+from mpitrain.collectives.args import (
+    ALGORITHMS,
+    NONBLOCKING_ALGORITHMS,
+    OPS,
+    check_algorithm,
+    check_choice,
+    check_comm,
+    flat_view,
+)
 from mpitrain.collectives.context import CommState, state_of
 from mpitrain.collectives.handles import AllreduceHandle, DoneHandle
-from mpitrain.collectives.select import choose
+from mpitrain.collectives.persistent import Allreducer
+from mpitrain.collectives.select import choose, resolve
 
-__all__ = ["ALGORITHMS", "OPS", "AllreduceHandle", "allreduce", "choose", "shared_buffer",
-           "start_allreduce"]
+__all__ = ["ALGORITHMS", "NONBLOCKING_ALGORITHMS", "OPS", "AllreduceHandle", "Allreducer",
+           "allreduce", "choose", "shared_buffer", "start_allreduce"]
 
 
 def _prepare(
-    buf: np.ndarray, comm: MPI.Comm, algorithm: str, op: str, *, shared_memory: bool
-) -> tuple[np.ndarray, CommState, tuple[int, int], str]:
-    """Check the arguments, then (collective on first use) the private comm and tags, and
-    resolve ``auto`` (for a ring through shared memory if ``shared_memory``)."""
+    buf: np.ndarray, comm: MPI.Comm, algorithm: str, op: str, *, shared_memory: bool,
+    nonblocking: bool = False,
+) -> tuple[np.ndarray, CommState, str]:
+    """Check the arguments, then (collective on first use) the private comm, and resolve
+    the algorithm (:func:`.select.resolve`)."""
     flat = flat_view(buf)
-    check_choice("algorithm", algorithm, ALGORITHMS)
+    check_algorithm(algorithm, nonblocking=nonblocking)
     check_choice("op", op, OPS)
     check_comm(comm)
     state = state_of(comm)
-    tags = state.next_tags()
-    size = state.comm.Get_size()
-    if algorithm == "auto":
-        shared = shared_memory and size > 1 and state.node_ring() is not None
-        algorithm = choose(flat.nbytes, size, flat.itemsize, shared=shared)
-    return flat, state, tags, algorithm
+    algorithm = resolve(algorithm, state, flat.nbytes, flat.itemsize,
+                        shared_memory=shared_memory)
+    return flat, state, algorithm
 
 
 def allreduce(
@@ -67,29 +92,17 @@ def allreduce(
 
     ``buf``: C-contiguous, writeable float32/float64 array of any shape (TypeError /
     ValueError otherwise). ``algorithm``: one of :data:`ALGORITHMS`; ``op``: ``"sum"`` or
-    ``"mean"`` (ValueError otherwise). ``shared_memory=False`` keeps the ring on MPI
-    messages even on one node, so a waiting rank always waits inside an MPI call (what
+    ``"mean"`` (ValueError otherwise). ``shared_memory=False`` keeps every algorithm on MPI
+    calls even on one node (the ring sends MPI messages, ``auto`` never picks ``shm`` and
+    ``shm`` raises ValueError), so a waiting rank always waits inside an MPI call (what
     ``--stall-timeout``'s watchdog needs). All arguments must be the same on every rank.
+
+    ``shm`` keeps one slot-sum window per communicator, sized for the largest message so
+    far and replaced (collectively, on every rank alike) when a larger one comes; it is
+    freed with the communicator.
     """
-    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op,
-                                            shared_memory=shared_memory)
-    mean = op == "mean"
-    pcomm = state.comm
-    if flat.size == 0:
-        return buf
-    if algorithm == "ring":
-        node_ring = state.node_ring() if shared_memory else None
-        where = node_ring.locate(flat) if node_ring is not None else None
-        if where is not None:
-            node_ring.in_place(flat, where, mean)
-        elif node_ring is not None:
-            node_ring.allreduce(flat, mean)
-        else:
-            ring.allreduce(flat, pcomm, tags, mean)
-    elif algorithm == "mpi":
-        native.allreduce(flat, pcomm, mean)
-    else:
-        root.allreduce(flat, pcomm, mean)
+    flat, state, algorithm = _prepare(buf, comm, algorithm, op, shared_memory=shared_memory)
+    blocking.run(flat, state, algorithm, op == "mean", shared_memory=shared_memory)
     return buf
 
 
@@ -125,6 +138,12 @@ def start_allreduce(
 ) -> AllreduceHandle:
     """Start :func:`allreduce` without waiting; finish it with ``handle.wait()``.
 
+    ``algorithm`` is one of :data:`NONBLOCKING_ALGORITHMS`: ``shm`` raises ValueError
+    (on every rank), because its ranks wait for each other polling shared memory, outside
+    MPI: a rank polling there while another waits for an earlier nonblocking operation to
+    progress would hang both. ``auto`` here chooses among ``ring`` (over MPI messages),
+    ``mpi`` and ``root``.
+
     The start is collective and so is the first ``test()``/``wait()`` of a ``root``
     handle; call them in the same order on every rank. Progress (MPICH has no progress
     thread by default) happens only inside MPI calls, so to overlap with computation call
@@ -138,13 +157,14 @@ def start_allreduce(
       starts the ``Ibcast`` (nonblocking collectives must start in the same order on
       every rank, so this cannot depend on timing).
     """
-    flat, state, tags, algorithm = _prepare(buf, comm, algorithm, op, shared_memory=False)
+    flat, state, algorithm = _prepare(buf, comm, algorithm, op, shared_memory=False,
+                                      nonblocking=True)
     mean = op == "mean"
     pcomm = state.comm
     if flat.size == 0:
         return DoneHandle(buf)
     if algorithm == "ring":
-        return ring.RingAllreduce(buf, flat, pcomm, tags, mean)
+        return ring.RingAllreduce(buf, flat, pcomm, state.next_tags(), mean)
     if algorithm == "mpi":
         return native.NativeHandle(buf, flat, pcomm, mean)
     return root.RootHandle(buf, flat, pcomm, mean)

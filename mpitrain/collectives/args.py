@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-ALGORITHMS = ("auto", "ring", "mpi", "root")
+ALGORITHMS = ("auto", "shm", "ring", "mpi", "root")
+# start_allreduce: "shm" polls shared memory outside MPI, so it only exists blocking
+NONBLOCKING_ALGORITHMS = ("auto", "ring", "mpi", "root")
 OPS = ("sum", "mean")
 
 MPI_TYPES = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
@@ -16,6 +18,17 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
     return value
+
+
+def check_algorithm(algorithm: object, *, nonblocking: bool = False) -> str:
+    """``algorithm`` if it is one of :data:`ALGORITHMS` (of
+    :data:`NONBLOCKING_ALGORITHMS` for ``nonblocking``), else ValueError."""
+    if nonblocking and algorithm == "shm":
+        raise ValueError("start_allreduce cannot run algorithm 'shm' (it is blocking: the "
+                         "ranks wait for each other polling shared memory, where MPI makes "
+                         "no progress); use allreduce, or one of "
+                         f"{', '.join(NONBLOCKING_ALGORITHMS)}")
+    return check_choice("algorithm", algorithm, ALGORITHMS)
 
 
 def check_comm(comm: object) -> MPI.Intracomm:

@@ -1,5 +1,8 @@
 """``--compress fp16|bf16``: the step message crosses the network as 16-bit words.
 
+Reached through :class:`mpitrain.collectives.Allreducer` (``compress="fp16"|"bf16"``,
+``exact_tail``, ``batch_size``).
+
 Two phases, like a reduce-scatter + allgather, built on MPI's Alltoallv / Allgatherv of
 ``uint16`` words (data movement only; every sum is done here, in float32):
 
@@ -37,8 +40,7 @@ from mpi4py import MPI
 from mpitrain.collectives.ring import chunk_offsets
 from mpitrain.kernels import compress as codec16
 
-COMPRESSIONS = ("none", *codec16.CODECS)
-"""Transports of ``--compress``: the message's own precision, or a 16-bit codec."""
+COMPRESSIONS = ("none", *codec16.CODECS)  # "none": the message keeps its own precision
 
 
 class CompressedAllreduce:

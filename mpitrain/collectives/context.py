@@ -7,7 +7,13 @@ The first collective call on a communicator (on every rank, since calls are coll
   communicator is);
 - compiles (or loads from numba's cache) the reduction kernels in the same waves as
   :mod:`mpitrain.runtime.compile` (rank 0, then one rank per node, then the rest), so processes
-  never race on the cache files.
+  never race on the cache files (:func:`warm`; the 16-bit codecs only when a compressed
+  reduction is built).
+
+It also keeps the shared-memory transports of the communicator, built on first need: the
+answer to "is every rank on one node" (:meth:`CommState.one_node`), the ring's transport
+(:meth:`CommState.node_ring`) and the slot sum of ``algorithm="shm"``
+(:meth:`CommState.slot_sum`).
 
 Each call then takes the next sequence number, identical on all ranks because calls happen
 in the same order everywhere, and derives its message tags from it, so several nonblocking
@@ -23,7 +29,10 @@ from mpi4py import MPI
 
 from mpitrain.collectives.shared_memory import single_node
 from mpitrain.collectives.shared_ring import SharedRing
+from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
+from mpitrain.kernels import compress as kcompress
 from mpitrain.kernels import reduce as kreduce
+from mpitrain.kernels import shared as kshared
 from mpitrain.runtime.compile import in_waves
 
 # Tags of one call are 2*(seq % TAG_SLOTS) + phase; the result stays below 32767, the smallest
@@ -31,7 +40,9 @@ from mpitrain.runtime.compile import in_waves
 TAG_SLOTS = 16000
 
 _KEYVAL: int | None = None
-_KERNELS_READY = False
+# Kernel groups the collectives call, and those this process has loaded.
+KERNELS = {"reduce": kreduce.warm_up, "shared": kshared.warm_up, "compress": kcompress.warm_up}
+_LOADED: set[str] = set()
 
 
 @dataclass
@@ -42,16 +53,35 @@ class CommState:
     seq: int = 0
     # the ring's shared-memory transport; None until asked for, or when ranks span nodes
     shared_ring: SharedRing | None = field(default=None, repr=False)
+    # the slot sum of algorithm="shm"; None until asked for
+    shared_sum: SharedMemoryAllreduce | None = field(default=None, repr=False)
     _one_node: bool | None = None
 
-    def node_ring(self) -> SharedRing | None:
-        """Collective on first call: the shared-memory ring when every rank is on one
-        node (built once, then cached), else None."""
+    def one_node(self) -> bool:
+        """Collective on first call (then cached): True when every rank shares one node
+        (always on one rank); the same answer on every rank."""
         if self._one_node is None:
-            self._one_node = self.comm.Get_size() > 1 and single_node(self.comm)
-            if self._one_node:
-                self.shared_ring = SharedRing(self.comm)
+            self._one_node = self.comm.Get_size() == 1 or single_node(self.comm)
+        return self._one_node
+
+    def node_ring(self) -> SharedRing | None:
+        """Collective on first call: the shared-memory ring when there are several ranks,
+        all on one node (built once, then cached), else None."""
+        if self.shared_ring is None and self.comm.Get_size() > 1 and self.one_node():
+            self.shared_ring = SharedRing(self.comm)
         return self.shared_ring
+
+    def slot_sum(self, nbytes: int, dtype: np.dtype) -> SharedMemoryAllreduce:
+        """Collective: the slot sum, replaced by one sized for this message when it is the
+        largest so far (every rank passes the same sizes, so all replace it together).
+        Only for several ranks on one node (:meth:`one_node`)."""
+        current = self.shared_sum
+        if current is None or current.capacity < nbytes:
+            if current is not None:
+                current.close()
+            self.shared_sum = current = SharedMemoryAllreduce(
+                self.comm, n=nbytes // dtype.itemsize, dtype=dtype)
+        return current
 
     def next_tags(self) -> tuple[int, int]:
         """Two tags (reduce-scatter, allgather) unique to the next call."""
@@ -60,29 +90,32 @@ class CommState:
         return base, base + 1
 
 
-def _warm_kernels(comm: MPI.Comm) -> None:
-    """Collective: load the kernels in waves (rank 0, then the first rank of every other
-    node, then the rest) so no two processes write the same numba cache entries at once.
-    Skipped when every rank has them already (one tiny Allreduce)."""
-    ready = np.array([int(_KERNELS_READY)], dtype=np.int32)
+def warm(comm: MPI.Comm, *groups: str) -> None:
+    """Collective: load the kernel ``groups`` (keys of :data:`KERNELS`) in waves (rank 0,
+    then the first rank of every other node, then the rest) so no two processes write the
+    same numba cache entries at once. Skipped when every rank has them already (one tiny
+    Allreduce)."""
+    ready = np.array([int(_LOADED.issuperset(groups))], dtype=np.int32)
     comm.Allreduce(MPI.IN_PLACE, ready, op=MPI.MIN)
     if ready[0]:
         return
-    in_waves(comm, _load_kernels)
+    in_waves(comm, lambda: _load(groups))
 
 
-def _load_kernels() -> None:
-    global _KERNELS_READY
-    if not _KERNELS_READY:
-        kreduce.warm_up()
-        _KERNELS_READY = True
+def _load(groups: tuple[str, ...]) -> None:
+    for group in groups:
+        if group not in _LOADED:
+            KERNELS[group]()
+            _LOADED.add(group)
 
 
 def _free_state(comm: MPI.Comm, keyval: int, state: CommState) -> None:
     """Attribute delete callback: freeing ``comm`` (collective) frees its duplicate and
-    shared window too."""
+    shared windows too."""
     if state.shared_ring is not None:
         state.shared_ring.close()
+    if state.shared_sum is not None:
+        state.shared_sum.close()
     state.comm.Free()
 
 
@@ -94,7 +127,7 @@ def state_of(comm: MPI.Comm) -> CommState:
     state = comm.Get_attr(_KEYVAL)
     if state is None:
         private = comm.Dup()
-        _warm_kernels(private)
+        warm(private, "reduce", "shared")
         state = CommState(private)
         comm.Set_attr(_KEYVAL, state)
     return state

@@ -19,7 +19,13 @@ A waiting rank polls its flags, yielding its core after a short while of polling
 every poll when the node runs more ranks than this process has cores.
 
 Each rank reads ``P`` messages per call, so this suits the few-ranks-per-node case it is
-chosen for; it is only built when every rank of the communicator is on one node.
+chosen for; it is only built when every rank of the communicator is on one node. It is the
+``shm`` algorithm of :func:`mpitrain.collectives.allreduce` (which keeps one per
+communicator, grown to the largest message so far) and of
+:class:`mpitrain.collectives.Allreducer` (one of the message's size, zero copy).
+
+The slots are a whole number of 8-byte words, so one window serves float32 and float64
+messages of any length up to its capacity (a shorter message uses the start of the slots).
 """
 
 from __future__ import annotations
@@ -31,68 +37,103 @@ from mpitrain.collectives.shared_memory import Counters, free_window, shared_arr
 from mpitrain.kernels.reduce import add_into
 from mpitrain.kernels.shared import sum_slots
 
+WORD = 8  # slot sizes are multiples of this many bytes (the widest dtype)
+
 
 class SharedMemoryAllreduce:
-    """In-place sum of a fixed-size float message over ``comm`` (one node) via shared memory.
+    """In-place sum over ``comm`` (one node) via shared memory, of float messages of up to
+    ``n`` elements of ``dtype`` (:attr:`capacity` bytes, either float dtype).
 
-    Collective to build and to :meth:`close`; :meth:`__call__` allocates nothing.
+    Collective to build and to :meth:`close`; :meth:`__call__` and :meth:`reduce_slot` are
+    collective too (same order, same message length and dtype on every rank) and allocate
+    nothing beyond array views.
     """
 
     def __init__(self, comm: MPI.Comm, *, n: int, dtype: np.dtype) -> None:
         self.comm = comm
-        self.rank = comm.Get_rank()
-        dtype = np.dtype(dtype)
-        self.win, parts = shared_arrays(comm, count=2 * n, dtype=dtype)
-        self.slots = [part.reshape(2, n) for part in parts]
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.n, self.dtype = n, np.dtype(dtype)
+        self.capacity = max(WORD, -(-n * self.dtype.itemsize // WORD) * WORD)  # bytes a slot
+        self.win, self.parts = shared_arrays(comm, count=2 * self.capacity, dtype=np.uint8)
         self.calls = 0
         # One counter per rank holding how many calls it has published: the barrier.
         self.flags = Counters(comm)
-        # MPICH places the ranks' segments back to back: then one (P, 2, n) array over them
-        # lets a single kernel pass read every slot (no Python loop over ranks).
-        first = self.slots[0]
-        step = first.nbytes
-        address = first.__array_interface__["data"][0]
-        contiguous = all(slot.__array_interface__["data"][0] == address + rank * step
-                         for rank, slot in enumerate(self.slots))
-        self.all_slots = None
-        if contiguous:
-            span = MPI.buffer.fromaddress(address, len(self.slots) * step)
-            self.all_slots = np.frombuffer(span, dtype=dtype).reshape(len(self.slots), 2, n)
+        # MPICH places the ranks' segments back to back: then one (P, 2, slot) array over
+        # them lets a single kernel pass read every slot (no Python loop over ranks).
+        step = 2 * self.capacity
+        address = self.parts[0].__array_interface__["data"][0]
+        contiguous = all(part.__array_interface__["data"][0] == address + rank * step
+                         for rank, part in enumerate(self.parts))
+        self._span = (np.frombuffer(MPI.buffer.fromaddress(address, self.size * step),
+                                    dtype=np.uint8) if contiguous else None)
+        self._views: dict[np.dtype, tuple[list[np.ndarray], np.ndarray | None]] = {}
+        mine = self._typed(self.dtype)[0][self.rank]
+        self._next = [mine[0][:n], mine[1][:n]]  # next_slot() without creating views
+
+    def _typed(self, dtype: np.dtype) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Every rank's two slots as ``(2, capacity / itemsize)`` arrays of ``dtype``, and the
+        ``(P, 2, ...)`` array over all of them when the segments are contiguous (cached)."""
+        views = self._views.get(dtype)
+        if views is None:
+            per_slot = self.capacity // dtype.itemsize
+            slots = [part.view(dtype).reshape(2, per_slot) for part in self.parts]
+            together = (None if self._span is None
+                        else self._span.view(dtype).reshape(self.size, 2, per_slot))
+            views = self._views[dtype] = (slots, together)
+        return views
 
     def next_slot(self) -> np.ndarray:
-        """This rank's slot for the next call: write the message there and call
-        :meth:`reduce_slot` to skip the copy that :meth:`__call__` makes."""
-        return self.slots[self.rank][self.calls & 1]
+        """This rank's slot (``n`` elements of ``dtype``) for the next call: write the
+        message there and call :meth:`reduce_slot` to skip the copy :meth:`__call__` makes."""
+        return self._next[self.calls & 1]
 
     def __call__(self, message: np.ndarray) -> None:
-        """Replace ``message`` by its sum over the ranks (identical bits on every rank)."""
-        self.next_slot()[...] = message
-        self.reduce_slot(message)
+        """Replace ``message`` (1-D float32/float64, at most :attr:`capacity` bytes) by its
+        sum over the ranks (identical bits on every rank)."""
+        self._check(message)
+        slots, together = self._typed(message.dtype)
+        slots[self.rank][self.calls & 1][: message.size] = message
+        self._sum(message, slots, together)
 
     def reduce_slot(self, out: np.ndarray) -> None:
-        """Collective: sum every rank's :meth:`next_slot` into ``out`` (not a slot)."""
+        """Collective: sum every rank's :meth:`next_slot` (or its first ``out.size``
+        elements of ``out.dtype``) into ``out`` (not a slot)."""
+        self._check(out)
+        slots, together = self._typed(out.dtype)
+        self._sum(out, slots, together)
+
+    def _check(self, message: np.ndarray) -> None:
+        """ValueError (the same on every rank: lengths agree) for a message too long."""
+        if message.nbytes > self.capacity:
+            raise ValueError(f"message of {message.nbytes} bytes does not fit the slots "
+                             f"({self.capacity} bytes)")
+
+    def _sum(self, out: np.ndarray, slots: list[np.ndarray],
+             together: np.ndarray | None) -> None:
+        """The barrier, then the sum of slot ``b`` of every rank, in rank order, into ``out``."""
         b = self.calls & 1
         self.calls += 1
         calls = self.calls
         self.win.Sync()  # memory barrier: the slot's data is visible before the flag
         self.flags.publish(0, calls)
-        for rank in range(len(self.slots)):
+        for rank in range(self.size):
             if rank != self.rank:
                 self.flags.wait(rank, 0, calls)
         self.win.Sync()  # and no read of the slots before the flags were seen
-        if self.all_slots is not None:
-            sum_slots(self.all_slots, b, out)
+        if together is not None:
+            sum_slots(together, b, out)
             return
-        slots = self.slots
-        out[...] = slots[0][b]
-        for rank in range(1, len(slots)):
+        out[...] = slots[0][b][: out.size]
+        for rank in range(1, self.size):
             add_into(out, slots[rank][b])
 
     def close(self) -> None:
-        """Collective: release the windows."""
+        """Collective: release the windows (idempotent)."""
         if self.win != MPI.WIN_NULL:
-            self.slots.clear()
-            self.all_slots = None
+            self.parts = []
+            self._views.clear()
+            self._next = []
+            self._span = None
             free_window(self.win)
             self.win = MPI.WIN_NULL
             self.flags.close()

@@ -1,0 +1,165 @@
+"""``Allreducer``: a persistent allreduce of a fixed-size message (like MPI-4's
+``MPI_Allreduce_init``), for a loop that reduces one message every step.
+
+Everything is decided and allocated once, at construction (collective): the arguments are
+checked as :func:`~mpitrain.collectives.allreduce` checks them, ``auto`` is resolved for
+this message size by :func:`~mpitrain.collectives.select.choose` (the one place that says
+what ``auto`` means), and the windows and buffers are built. Each call then only reduces:
+
+- ``shm``: the caller writes its contribution straight into its slot of the slot sum's
+  window (:meth:`Allreducer.buffer` is that slot, alternating between two), and the call
+  sums every rank's slot into the private result: no copy (what the sync strategy's
+  gradient kernel does);
+- ``ring``, ``mpi``, ``root``: the contribution is written into the result array, reduced
+  there in place by the same code as ``allreduce`` (so the same bits);
+- ``compress="fp16"|"bf16"``: :class:`~mpitrain.collectives.compressed.CompressedAllreduce`
+  (float32 only); the last ``exact_tail`` elements travel exactly (the loss / count /
+  stop-flag tail) and ``batch_size`` sets its power-of-two scaling. The compressed
+  transport replaces the algorithm, so ``algorithm`` must then be ``auto`` (ValueError
+  otherwise). On one rank it still rounds through 16 bits (no communication), so one
+  rank sees the precision several ranks get;
+- one rank (uncompressed) or an empty message: no communication at all; the buffer is the
+  result.
+
+A call allocates nothing but transient array views (the training step loop is
+allocation-free).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain.collectives import blocking
+from mpitrain.collectives.args import (
+    MPI_TYPES,
+    OPS,
+    check_algorithm,
+    check_choice,
+    check_comm,
+)
+from mpitrain.collectives.compressed import COMPRESSIONS, CompressedAllreduce
+from mpitrain.collectives.context import state_of, warm
+from mpitrain.collectives.select import resolve
+from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
+from mpitrain.kernels.reduce import scale_inplace
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` if it is an int in ``[low, high]``, else TypeError / ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int (got {type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        upper = "" if high is None else f" and <= {high}"
+        raise ValueError(f"{name} must be >= {low}{upper} (got {value})")
+    return int(value)
+
+
+class Allreducer:
+    """Persistent allreduce of ``count`` elements of ``dtype`` over ``comm``.
+
+    ``algorithm``, ``op`` and ``shared_memory`` mean what they mean for
+    :func:`~mpitrain.collectives.allreduce`; ``compress``, ``exact_tail`` and ``batch_size``
+    select the 16-bit transport (module docstring). Construction, :meth:`__call__` and
+    :meth:`close` are collective: every rank makes the same calls with the same arguments.
+    Argument errors raise the same exception on every rank before any communication, except
+    ``shm`` where it is not allowed (ValueError on every rank after the collective one-node
+    test). :attr:`algorithm` is what runs: ``shm``, ``ring``, ``mpi``, ``root`` or
+    ``compressed``.
+
+    Use::
+
+        reducer = Allreducer(n, np.float32, comm)
+        for step in ...:
+            contribution = reducer.buffer()   # may change from call to call
+            contribution[...] = ...           # write this rank's message
+            result = reducer()                # the same array every call
+        reducer.close()
+    """
+
+    def __init__(self, count: int, dtype: np.dtype | type, comm: MPI.Comm, *,
+                 algorithm: str = "auto", op: str = "sum", shared_memory: bool = True,
+                 compress: str = "none", exact_tail: int = 0, batch_size: int = 1) -> None:
+        count = _check_int("count", count, 0)
+        dtype = np.dtype(dtype)
+        if dtype not in MPI_TYPES or not dtype.isnative:
+            raise TypeError(f"dtype must be float32 or float64 (got {dtype})")
+        check_algorithm(algorithm)
+        check_choice("op", op, OPS)
+        check_choice("compress", compress, COMPRESSIONS)
+        exact_tail = _check_int("exact_tail", exact_tail, 0, count)
+        batch_size = _check_int("batch_size", batch_size, 1)
+        if compress != "none" and dtype != np.dtype(np.float32):
+            raise ValueError(f"compress={compress!r} needs dtype float32 (got {dtype})")
+        if compress != "none" and algorithm != "auto":
+            raise ValueError(f"compress={compress!r} is its own transport (16-bit words "
+                             f"over MPI), so algorithm must be 'auto' (got {algorithm!r})")
+        check_comm(comm)
+        self._state = state = state_of(comm)
+        self.count, self.dtype, self.op, self.compress = count, dtype, op, compress
+        self.shared_memory = shared_memory
+        self._mean = op == "mean"
+        size = state.comm.Get_size()
+        self._factor = 1.0 / size
+        self._result = np.zeros(count, dtype=dtype)
+        self._shm: SharedMemoryAllreduce | None = None
+        self._compressed: CompressedAllreduce | None = None
+        self._closed = False
+        if compress != "none":
+            self.algorithm = "compressed"
+            warm(state.comm, "compress")
+            if count:
+                self._compressed = CompressedAllreduce(
+                    state.comm, n=count - exact_tail, tail=exact_tail, codec=compress,
+                    batch_size=batch_size)
+            self._local = count == 0
+            return
+        self.algorithm = resolve(algorithm, state, count * dtype.itemsize, dtype.itemsize,
+                                 shared_memory=shared_memory)
+        self._local = size == 1 or count == 0  # nothing to communicate
+        if self._local:
+            return
+        if self.algorithm == "shm":
+            self._shm = SharedMemoryAllreduce(state.comm, n=count, dtype=dtype)
+        elif self.algorithm == "ring" and shared_memory:
+            state.node_ring()  # build the ring's transport now, not in the first call
+
+    def buffer(self) -> np.ndarray:
+        """Where this rank writes its next contribution (``count`` elements). With ``shm``
+        it is this rank's shared slot, which alternates between two arrays: ask again
+        before every call. Otherwise it is the result array itself."""
+        self._check_open()
+        return self._result if self._shm is None else self._shm.next_slot()
+
+    def __call__(self) -> np.ndarray:
+        """Collective: reduce the contributions written into :meth:`buffer` and return the
+        result: a private array, the same object every call, identical bits on every rank
+        (overwritten by the next call, and for non-``shm`` algorithms by writing the next
+        contribution)."""
+        self._check_open()
+        result = self._result
+        if self._shm is not None:
+            self._shm.reduce_slot(result)
+        elif self._compressed is not None:
+            self._compressed(result)
+        else:
+            if not self._local:  # (run() divides for a mean itself)
+                blocking.run(result, self._state, self.algorithm, self._mean,
+                             shared_memory=self.shared_memory)
+            return result
+        if self._mean:
+            scale_inplace(result, self._factor)
+        return result
+
+    def close(self) -> None:
+        """Collective: release the shared-memory windows (idempotent). The reducer cannot
+        be called after that; the result array stays valid."""
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
+        self._compressed = None
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this Allreducer is closed")
