@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .collectives import ALGORITHMS
+from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
 from .data.batches import SHUFFLES
 from .errors import UserError
@@ -92,8 +92,11 @@ class TrainConfig:
                           "for any number of ranks); local: each rank shuffles its block and "
                           "takes an equal share of each batch; none: file order",
                           choices=SHUFFLES)
-    reduce: str = option("auto", "gradient averaging: ring allreduce, MPI's Allreduce, "
-                         "Reduce+Bcast through rank 0, or auto by message size",
+    reduce: str = option("auto", "how messages are summed over the ranks: ring allreduce, "
+                         "shm (every rank's message in shared memory, summed by all; one "
+                         "node), MPI's Allreduce, Reduce+Bcast through rank 0, or auto: "
+                         "chosen by message size, rank count and node layout as measured in "
+                         "mpitrain/collectives/select.py",
                          choices=ALGORITHMS, group="parallel")
     # federated
     mode: str = option("sync", "; ".join(f"{name}: {text}"
@@ -161,12 +164,11 @@ class TrainConfig:
     overlap: bool = option(False, "start each layer's gradient allreduce (nonblocking) while "
                            "the layers below are still being computed; same result",
                            group="parallel")
-    shared_memory: bool = option(True, "when every rank is on one node, reduce through MPI "
-                                 "shared-memory windows: with --reduce auto the step "
-                                 "message is summed there (one barrier, no messages), "
-                                 "and the ring passes its messages there (not with "
-                                 "--stall-timeout, whose watchdog watches MPI calls)",
-                                 group="parallel")
+    shared_memory: bool = option(True, "when every rank is on one node, let reductions go "
+                                 "through MPI shared-memory windows (--reduce shm, and the "
+                                 "ring's transport); off, and always under "
+                                 "--stall-timeout (whose watchdog watches MPI calls): MPI "
+                                 "messages only", group="parallel")
     # checkpoints and reliability
     checkpoint_every: int = option(0, "write a checkpoint every N steps (sync) or rounds "
                                    "(federated), and at the end; 0: only at the end",
@@ -374,6 +376,15 @@ def _validate_performance(config: TrainConfig) -> None:
         (config.compress != "none" and config.overlap,
          f"--compress {config.compress} sends the whole message at once, so it cannot be "
          "combined with --overlap; drop one of them"),
+        (config.compress != "none" and config.reduce != "auto",
+         f"--compress {config.compress} is its own transport (16-bit words over MPI), so it "
+         f"takes --reduce auto (got --reduce {config.reduce})"),
+        (config.overlap and config.reduce not in NONBLOCKING_ALGORITHMS,
+         f"--overlap starts nonblocking reductions, which --reduce {config.reduce} does not "
+         f"have; use --reduce {' or '.join(NONBLOCKING_ALGORITHMS)}"),
+        (config.reduce == "shm" and not shared_memory_allowed(config),
+         "--reduce shm sums in shared memory, which --no-shared-memory and --stall-timeout "
+         "rule out (the watchdog watches MPI calls); use another --reduce"),
     ]
     for bad, message in problems:
         if bad:

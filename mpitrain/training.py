@@ -19,6 +19,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.checkpoint.policy import load_resume_checkpoint, make_checkpointer
+from mpitrain.collectives.shared_memory import single_node
 from mpitrain.runtime.compile import warm_kernels
 from mpitrain.runtime.launch import check_mpi_wiring, limit_loaded_blas
 from mpitrain.runtime.outputs import RunOutput, open_run_output
@@ -68,6 +69,10 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         standardize=config.standardize,
         synthetic=synthetic_spec(config))
     agree(comm, _model_data_mismatch(config, dataset))
+    if config.reduce == "shm":  # collective test, the same answer on every rank
+        agree(comm, None if single_node(comm) else
+              "--reduce shm needs every rank on one node, but the ranks span several nodes; "
+              "use --reduce auto")
     kind = loss_kind(config.model)
     layout = Layout(network_dims(config.model, n_features=dataset.n_features,
                                  n_classes=dataset.n_classes, hidden=config.hidden))

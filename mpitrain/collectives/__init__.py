@@ -36,6 +36,9 @@ rank 0 first, and, for ``shm`` or ``auto``, tests whether every rank is on one n
 same answer everywhere, so a refused ``shm`` raises on every rank alike). Results are
 bitwise identical on every rank.
 
+The package may import mpi4py, numpy, :mod:`mpitrain.kernels` (reduction kernels) and
+:mod:`mpitrain.runtime` (loading them in waves); nothing of training.
+
 ``shared_buffer(shape, dtype, comm)`` allocates an array in shared memory (when all ranks
 are on one node), on which the ring runs without staging copies.
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import AllreduceHandle, start_allreduce
+from mpitrain.collectives import AllreduceHandle, Allreducer, start_allreduce
 from mpitrain.config import shared_memory_allowed
 from mpitrain.data import Shard
 from mpitrain.data.batches import EpochPlan, epoch_plan, steps_per_epoch
@@ -35,7 +35,6 @@ from mpitrain.models.gradient import BatchGradient
 from mpitrain.optimizers import Optimizer, learning_rate, make_optimizer
 
 from .base import StopRequested, Strategy, Unit, vote, voted
-from .step_allreduce import Allreducer
 
 if TYPE_CHECKING:
     from mpitrain.config import TrainConfig
