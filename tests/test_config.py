@@ -49,6 +49,21 @@ def test_missing_config_file(tmp_path):
     ({"test_fraction": 1.0}, "--test-fraction must be in [0, 1) (got 1.0)"),
     ({"hidden": (64, 0)}, "--hidden must be positive layer sizes (got 64,0)"),
     ({"clusters": 0}, "--clusters must be >= 1 (got 0)"),
+    ({"compress": "fp16", "reduce": "ring"},
+     "--compress fp16 is its own transport (16-bit words over MPI), so it takes --reduce "
+     "auto (got --reduce ring)"),
+    ({"overlap": True, "reduce": "shm"},
+     "--overlap starts nonblocking reductions, which --reduce shm does not have; use "
+     "--reduce auto or ring or mpi or root"),
+    ({"reduce": "shm", "stall_timeout": 5.0},
+     "--reduce shm sums in shared memory, which --no-shared-memory and --stall-timeout rule "
+     "out (the watchdog watches MPI calls); use another --reduce"),
+    ({"reduce": "shm", "shared_memory": False},
+     "--reduce shm sums in shared memory, which --no-shared-memory and --stall-timeout rule "
+     "out (the watchdog watches MPI calls); use another --reduce"),
+    ({"mode": "fedavg", "overlap": True}, "--overlap applies to --mode sync (got --mode fedavg)"),
+    ({"mode": "fedavg", "compress": "bf16"},
+     "--compress bf16 applies to --mode sync (got --mode fedavg)"),
 ])
 def test_bad_values(options, message):
     with pytest.raises(UserError) as info:

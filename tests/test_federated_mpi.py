@@ -59,6 +59,7 @@ def reference(**options):
 
 @pytest.mark.parametrize("extra", [
     dict(partition="iid", reduce="ring"),
+    dict(partition="iid", reduce="shm"),
     dict(partition="iid", reduce="root", server_opt="fedavgm"),
     dict(partition="shards", reduce="mpi", prox_mu=0.1, server_opt="fedadam"),
     dict(partition="dirichlet", alpha=0.3, secure_agg=True, dp_clip=2.0),

@@ -6,6 +6,7 @@ import pytest
 from mpi4py import MPI
 
 from mpitrain import train
+from mpitrain.collectives import ALGORITHMS
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -33,7 +34,7 @@ def reference(**options):
 def test_same_model_for_any_number_of_ranks(model, extra):
     options = {**EXACT, "model": model, **extra}
     expected = reference(**options)
-    for algorithm in ("ring", "mpi", "root", "auto"):
+    for algorithm in ALGORITHMS:  # every --reduce, shm included
         got = train(reduce=algorithm, **options).flat
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-11,
                                    err_msg=f"reduce={algorithm}")
