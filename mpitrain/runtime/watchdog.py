@@ -5,6 +5,13 @@ longer than the timeout, the waiting ranks tell each other so on a private commu
 whoever is not heard from within a grace period did not arrive. The lowest waiting rank
 prints the report and aborts the job (exit status :data:`EXIT_STALLED`), so a rank stuck in
 I/O, a deadlock or a livelock cannot keep the others waiting forever.
+
+The abort goes to the communicator the watchdog was started for, not to its private
+duplicate. For ``MPI_COMM_WORLD`` (the CLI's) MPICH then asks the process manager to end
+the job, and ``mpiexec`` exits with exactly :data:`EXIT_STALLED`. ``MPI_Abort`` on any
+other communicator (the duplicate included) only makes the ranks that take part in MPI
+progress exit: the job then ends because hydra SIGKILLs the stuck rank, and ``mpiexec``
+exits 124 or 9 depending on the order in which it happens to reap the processes.
 """
 
 from __future__ import annotations
@@ -21,14 +28,18 @@ from mpitrain.errors import UserError
 
 EXIT_STALLED = 124
 _TAG = 0x57A1
+_FALLBACK = 30.0
+"""Seconds a waiting rank other than the lowest waits for the lowest one's abort before
+aborting the job itself (the lowest one normally ends the job within a second)."""
 
 
 @dataclass(kw_only=True)
 class Watchdog:
     """Call ``enter(label)`` before and ``leave()`` after each watched collective."""
 
-    comm: MPI.Comm
+    comm: MPI.Comm  # a private duplicate: the stall protocol's messages
     timeout: float
+    job: MPI.Comm | None = None  # aborted on a stall (default: ``comm``)
     entered: float | None = None
     count: int = 0
     label: str = ""
@@ -80,19 +91,22 @@ class Watchdog:
             print(f"mpitrain: stall: rank(s) {names} did not reach {label} within "
                   f"{self.timeout:g} s (--stall-timeout); aborting the job", file=sys.stderr,
                   flush=True)
-        else:
-            time.sleep(grace)  # leave the report to the lowest waiting rank
+        else:  # leave the report and the abort to the lowest waiting rank
+            time.sleep(max(_FALLBACK, grace))
         del requests
-        comm.Abort(EXIT_STALLED)
+        (comm if self.job is None else self.job).Abort(EXIT_STALLED)
 
 
 def start_watchdog(comm: MPI.Comm, *, timeout: float) -> Watchdog | None:
-    """Collective: a running Watchdog for ``comm``, or None when ``timeout`` is 0."""
+    """Collective: a running Watchdog for ``comm``, or None when ``timeout`` is 0.
+
+    On a stall the watchdog aborts ``comm`` (see the module docstring).
+    """
     if timeout <= 0:
         return None
     if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
         raise UserError("--stall-timeout needs MPI initialised with MPI_THREAD_MULTIPLE "
                         "(mpi4py's default); check mpi4py.rc.thread_level")
-    watchdog = Watchdog(comm=comm.Dup(), timeout=timeout)
+    watchdog = Watchdog(comm=comm.Dup(), timeout=timeout, job=comm)
     threading.Thread(target=watchdog.run, name="mpitrain-watchdog", daemon=True).start()
     return watchdog
