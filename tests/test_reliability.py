@@ -286,6 +286,58 @@ def test_stall_timeout_names_the_missing_rank_and_aborts(tmp_path, reduce):
         assert gone(int((pids / f"rank-{rank}.pid").read_text())), rank
 
 
+def stop_while_raising(watchdog, error: BaseException):
+    """``watchdog.stop()`` in a ``finally:`` that ``error`` passes through (as in train())."""
+    try:
+        try:
+            raise error
+        finally:
+            watchdog.stop()
+    except type(error):
+        pass
+    return watchdog
+
+
+def test_watchdog_stop_ends_the_thread_and_frees_its_communicator_where_safe():
+    """stop() joins the watching thread and frees the private duplicate when every rank
+    gets there together (no error, or an agreed UserError); during an error of one rank
+    (the job is aborted next) it leaves the collective Comm.Free alone."""
+    from mpi4py import MPI
+
+    from mpitrain.errors import UserError
+    from mpitrain.runtime.watchdog import start_watchdog
+
+    assert start_watchdog(MPI.COMM_SELF, timeout=0) is None
+    watchdog = start_watchdog(MPI.COMM_SELF, timeout=60)
+    assert watchdog.thread.is_alive() and watchdog.comm != MPI.COMM_NULL
+    assert watchdog.job == MPI.COMM_SELF and watchdog.comm != MPI.COMM_SELF
+    watchdog.stop()
+    assert not watchdog.thread.is_alive() and watchdog.comm == MPI.COMM_NULL
+    watchdog.stop()  # again: nothing left to do
+
+    agreed = UserError("on every rank")
+    agreed.agreed = True
+    done = stop_while_raising(start_watchdog(MPI.COMM_SELF, timeout=60), agreed)
+    assert not done.thread.is_alive() and done.comm == MPI.COMM_NULL
+    for error in (RuntimeError("on one rank"), UserError("on one rank")):
+        kept = stop_while_raising(start_watchdog(MPI.COMM_SELF, timeout=60), error)
+        assert not kept.thread.is_alive() and kept.comm != MPI.COMM_NULL, error
+        kept.comm.Free()
+
+
+@pytest.mark.mpi
+def test_watchdog_stop_on_every_rank_frees_the_duplicate():
+    from mpi4py import MPI
+
+    from mpitrain.runtime.watchdog import start_watchdog
+
+    watchdog = start_watchdog(MPI.COMM_WORLD, timeout=60)
+    assert watchdog.comm.Get_size() == MPI.COMM_WORLD.Get_size()
+    watchdog.stop()
+    assert not watchdog.thread.is_alive() and watchdog.comm == MPI.COMM_NULL
+    MPI.COMM_WORLD.Barrier()
+
+
 def test_stop_signal_while_a_rank_hangs_gives_up_after_the_grace(tmp_path):
     """What srun --kill-on-bad-exit does after a rank died: SIGTERM to the others. A rank
     blocked in a collective (its peer will never come) cannot checkpoint; it gives up
