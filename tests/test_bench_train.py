@@ -40,6 +40,17 @@ TINY = ["--samples", "3000", "--features", "8", "--classes", "3", "--hidden", "1
         "--rows-per-rank", "32", "--epochs", "2", "--repeats", "2", "--kernel-steps", "20"]
 
 
+def assert_rounded_ratio(ratio: float, numerator: int, denominator: int,
+                         factor: int = 1) -> None:
+    """``ratio`` is round(n / (factor * d), 3) of the n and d that the JSON shows rounded to
+    integers: equal within those roundings, however fast the machine. (A relative
+    tolerance fails for small ratios: on a loaded machine a speedup of 0.089 gave a weak-
+    scaling efficiency of round(0.0445, 3) = 0.045, 1.1% off.)"""
+    low = (numerator - 0.5) / (factor * (denominator + 0.5))
+    high = (numerator + 0.5) / (factor * (denominator - 0.5))
+    assert low - 5e-4 - 1e-12 <= ratio <= high + 5e-4 + 1e-12, (ratio, numerator, denominator)
+
+
 def run_bench(tmp_path, *extra: str, ranks: int = 2) -> dict:
     """The JSON of one bench run, plus ``seconds``: the wall time of the whole job."""
     out = tmp_path / "bench-results" / "train.json"  # a directory that does not exist yet
@@ -64,9 +75,9 @@ def test_bench_train_json_has_the_documented_fields(tmp_path):
     assert w["dims"] == [8, 16, 3] and w["global_batch"] == 64 and w["train_rows"] == 2400
     assert len(t["runs"]) == len(t["reference_runs"]) == 2
     assert t["samples_per_second"] > 0 and t["reference_samples_per_second"] > 0
-    assert t["speedup"] == pytest.approx(t["samples_per_second"]
-                                         / t["reference_samples_per_second"], rel=1e-2)
-    assert t["weak_scaling_efficiency"] == pytest.approx(t["speedup"] / 2, rel=1e-2)
+    sps, ref = t["samples_per_second"], t["reference_samples_per_second"]
+    assert_rounded_ratio(t["speedup"], sps, ref)
+    assert_rounded_ratio(t["weak_scaling_efficiency"], sps, ref, factor=2)
     assert s["steps"] == 2 * math.ceil(2400 / 64)
     # two ranks: every step spends time computing and in the collective
     assert s["compute_seconds"] > 0 and s["comm_seconds"] > 0 and s["kernel_seconds"] > 0
@@ -77,8 +88,8 @@ def test_bench_train_json_has_the_documented_fields(tmp_path):
     assert 0.3 < doc["accuracy"]["test_accuracy"] <= 1
     assert [k["model"] for k in doc["kernels"]] == ["softmax", "mlp"]
     for k in doc["kernels"]:
-        assert k["speedup"] == pytest.approx(k["numba_samples_per_second"]
-                                             / k["numpy_samples_per_second"], rel=1e-2)
+        assert_rounded_ratio(k["speedup"], k["numba_samples_per_second"],
+                             k["numpy_samples_per_second"])
     start = doc["startup"]
     # within the job: the launcher starts after `started` in run_bench, the first step
     # comes before the job's end
