@@ -516,6 +516,9 @@ DATA_CASES = ["csv columns", "csv non-numeric", "npz without y", "X not 2-D",
               "header only csv", "unknown format"]
 
 
+# ~50 launches of mpiexec, each with its own 60 s timeout against a hang: about 3 min on a
+# loaded 2-core machine, so the module's 300 s would be a guess about the load
+@pytest.mark.timeout(900)
 def test_bad_input_battery(tmp_path):
     """Each bad input: exit 2, exactly one line `mpitrain: error: ...` (no traceback), every
     rank done within seconds, and nothing already written changed or lost — most cases
