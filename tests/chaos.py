@@ -6,15 +6,22 @@
 Behaves exactly like ``python -m mpitrain`` (same ``main``), plus, from the environment:
 
 - ``CHAOS_PIDS=DIR``: each rank writes its PID to ``DIR/rank-R.pid`` first thing, and the
-  time (``time.time()``) at which it injects a fault to ``DIR/signal-R.time`` or
-  ``DIR/stall-R.time``;
+  time (``time.time()``) at which it injects a fault to ``DIR/signal-R.time``,
+  ``DIR/stall-R.time`` or ``DIR/hold-R.time``; with ``CHAOS_STALL``, every rank that
+  reaches the collective of the stalled step writes ``DIR/collective-R.time`` just before
+  it enters it. Tests wait for these files (events), not for a guessed number of seconds;
 - ``CHAOS_SLEEP=S``: every rank sleeps S seconds per step (before its part of the step;
   slows a run down without changing a single bit of what it computes);
 - ``CHAOS_SIGNAL=RANK:STEP:NAME``: rank RANK sends itself signal NAME (``USR1``,
   ``TERM``, ``KILL``, ...) while computing step STEP (0-based unit index: a step, or a
   round with ``--mode fedavg``);
 - ``CHAOS_STALL=RANK:STEP:S``: rank RANK sleeps S seconds before the collective of step
-  STEP (a stuck rank, for ``--stall-timeout``).
+  STEP (a stuck rank, for ``--stall-timeout``);
+- ``CHAOS_HOLD=RANK:STEP``: rank RANK, before computing step STEP, waits until it has
+  received a stop signal (SIGTERM/SIGUSR1 from outside; at most 120 s), so a run cannot
+  finish before the test's signal arrives, however slow or fast the machine.
+
+The patches forward any further arguments of ``contribute`` and ``reduce`` unchanged.
 """
 
 from __future__ import annotations
@@ -34,16 +41,18 @@ from mpi4py import MPI  # noqa: E402
 import mpitrain.strategies.federated as federated  # noqa: E402
 import mpitrain.strategies.sync as sync  # noqa: E402
 from mpitrain.cli import main  # noqa: E402
+from mpitrain.runtime import preemption  # noqa: E402
 
 RANK = MPI.COMM_WORLD.Get_rank()
+HOLD_LIMIT = 120.0  # seconds CHAOS_HOLD waits for the stop signal at most
 
 
 def _parse(name: str) -> tuple[int, int, str] | None:
     value = os.environ.get(name)
     if not value:
         return None
-    rank, step, what = value.split(":")
-    return int(rank), int(step), what
+    rank, step, *what = value.split(":")
+    return int(rank), int(step), ":".join(what)
 
 
 PIDS = Path(os.environ["CHAOS_PIDS"]) if os.environ.get("CHAOS_PIDS") else None
@@ -64,24 +73,46 @@ _note(f"rank-{RANK}.pid", str(os.getpid()))
 SLEEP = float(os.environ.get("CHAOS_SLEEP") or 0)
 SIGNAL = _parse("CHAOS_SIGNAL")
 STALL = _parse("CHAOS_STALL")
+HOLD = _parse("CHAOS_HOLD")
+
+
+def _hold() -> None:
+    """Wait until this rank's stop flag is set (a stop signal arrived), or HOLD_LIMIT."""
+    _note(f"hold-{RANK}.time", repr(time.time()))
+    deadline = time.monotonic() + HOLD_LIMIT
+    while time.monotonic() < deadline:
+        flag = preemption._active
+        if flag is not None and flag():
+            return
+        time.sleep(0.01)
 
 
 def patch(strategy: type) -> None:
-    """Inject the faults into ``strategy.contribute`` (a step, or a federated round)."""
-    original = strategy.contribute
+    """Inject the faults into ``strategy.contribute`` (a step, or a federated round) and
+    ``strategy.reduce`` (its collective)."""
+    original_contribute = strategy.contribute
+    original_reduce = strategy.reduce
 
     def contribute(self, unit, *args, **kwargs):
         if SLEEP:
             time.sleep(SLEEP)
+        if HOLD is not None and (RANK, unit.index) == HOLD[:2]:
+            _hold()
         if SIGNAL is not None and (RANK, unit.index) == SIGNAL[:2]:
             _note(f"signal-{RANK}.time", repr(time.time()))
             os.kill(os.getpid(), getattr(signal, "SIG" + SIGNAL[2]))
-        original(self, unit, *args, **kwargs)
+        original_contribute(self, unit, *args, **kwargs)
         if STALL is not None and (RANK, unit.index) == STALL[:2]:
             _note(f"stall-{RANK}.time", repr(time.time()))
             time.sleep(float(STALL[2]))
 
+    def reduce(self, unit, *args, **kwargs):
+        if STALL is not None and unit.index == STALL[1]:
+            _note(f"collective-{RANK}.time", repr(time.time()))
+        original_reduce(self, unit, *args, **kwargs)
+
     strategy.contribute = contribute
+    strategy.reduce = reduce
 
 
 patch(sync.SyncStrategy)

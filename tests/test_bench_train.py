@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -41,17 +42,32 @@ TINY = ["--samples", "3000", "--features", "8", "--classes", "3", "--hidden", "1
         "--rows-per-rank", "32", "--epochs", "2", "--repeats", "2", "--kernel-steps", "20"]
 
 
+def assert_rounded_ratio(ratio: float, numerator: int, denominator: int,
+                         factor: int = 1) -> None:
+    """``ratio`` is round(n / (factor * d), 3) of the n and d that the JSON shows rounded to
+    integers: equal within those roundings, however fast the machine. (A relative
+    tolerance fails for small ratios: on a loaded machine a speedup of 0.089 gave a weak-
+    scaling efficiency of round(0.0445, 3) = 0.045, 1.1% off.)"""
+    low = (numerator - 0.5) / (factor * (denominator + 0.5))
+    high = (numerator + 0.5) / (factor * (denominator - 0.5))
+    assert low - 5e-4 - 1e-12 <= ratio <= high + 5e-4 + 1e-12, (ratio, numerator, denominator)
+
+
 def run_bench(tmp_path, *extra: str, ranks: int = 2) -> dict:
+    """The JSON of one bench run, plus ``seconds``: the wall time of the whole job."""
     out = tmp_path / "bench-results" / "train.json"  # a directory that does not exist yet
+    started = time.monotonic()  # before mpiexec starts
     done = run_mpi(["-m", "mpitrain", "bench", "train", *TINY, *extra, "--json", str(out)],
                    ranks=ranks, timeout=180)
+    seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert "weak-scaling efficiency" in done.stdout or ranks == 1
-    return json.loads(out.read_text())
+    return {**json.loads(out.read_text()), "seconds": seconds}
 
 
 def test_bench_train_json_has_the_documented_fields(tmp_path):
     doc = run_bench(tmp_path)
+    seconds = doc.pop("seconds")
     assert set(doc) == TOP
     for section, names in FIELDS.items():
         assert set(doc[section]) == names, section
@@ -61,24 +77,38 @@ def test_bench_train_json_has_the_documented_fields(tmp_path):
     assert w["dims"] == [8, 16, 3] and w["global_batch"] == 64 and w["train_rows"] == 2400
     assert len(t["runs"]) == len(t["reference_runs"]) == 2
     assert t["samples_per_second"] > 0 and t["reference_samples_per_second"] > 0
-    assert t["speedup"] == pytest.approx(t["samples_per_second"]
-                                         / t["reference_samples_per_second"], rel=1e-2)
-    assert t["weak_scaling_efficiency"] == pytest.approx(t["speedup"] / 2, rel=1e-2)
+    sps, ref = t["samples_per_second"], t["reference_samples_per_second"]
+    assert_rounded_ratio(t["speedup"], sps, ref)
+    assert_rounded_ratio(t["weak_scaling_efficiency"], sps, ref, factor=2)
     assert s["steps"] == 2 * math.ceil(2400 / 64)
-    assert 0 < s["compute_seconds"] and 0 <= s["comm_seconds"] and s["kernel_seconds"] > 0
-    assert s["compute_seconds"] + s["comm_seconds"] <= s["step_seconds"] * 1.5
+    # two ranks: every step spends time computing and in the collective
+    assert s["compute_seconds"] > 0 and s["comm_seconds"] > 0 and s["kernel_seconds"] > 0
+    assert s["step_seconds"] > 0
+    assert s["comm_fraction"] == round(s["comm_seconds"] / s["step_seconds"], 4)
+    assert s["loop_overhead_seconds"] == pytest.approx(
+        s["compute_seconds"] - s["kernel_seconds"], rel=1e-12, abs=1e-15)
     assert 0.3 < doc["accuracy"]["test_accuracy"] <= 1
     assert [k["model"] for k in doc["kernels"]] == ["softmax", "mlp"]
     for k in doc["kernels"]:
-        assert k["speedup"] == pytest.approx(k["numba_samples_per_second"]
-                                             / k["numpy_samples_per_second"], rel=1e-2)
+        assert_rounded_ratio(k["speedup"], k["numba_samples_per_second"],
+                             k["numpy_samples_per_second"])
     start = doc["startup"]
-    assert 0 < start["process_start_to_first_step_s"] <= start["launch_to_first_step_s"] < 120
-    assert start["kernels_compiled"] >= 0
+    # within the job: the launcher starts after `started` in run_bench, the first step
+    # comes before the job's end
+    assert (0 < start["process_start_to_first_step_s"] <= start["launch_to_first_step_s"]
+            < seconds)
+    assert type(start["kernels_compiled"]) is int  # a count (see the warm-cache test)
     m = doc["memory"]
     assert len(m["rss_mb_per_epoch"]) == 2 and min(m["rss_mb_per_epoch"]) > 10
     assert m["window_steps"] > 0 and m["kernel_allocations"] == 0
     assert m["allocation_free"] is True, m
+
+
+def test_bench_train_counts_no_compilation_on_a_warm_cache(tmp_path):
+    """``kernels_compiled`` is 0 when numba's cache holds every kernel: the second of two
+    identical runs (the first fills the cache if need be)."""
+    run_bench(tmp_path / "first", ranks=1)
+    assert run_bench(tmp_path / "second", ranks=1)["startup"]["kernels_compiled"] == 0
 
 
 def test_bench_train_one_rank_with_options(tmp_path):

@@ -33,7 +33,13 @@ def test_reproduction_script_writes_results(tmp_path, dataset):
                                        "shards/FedAvg", "shards/FedProx", "shards/FedAdam"}
     for item in results["results"].values():
         assert item["runs"] and item["best"] in item["runs"]
-        assert all(len(r["mean_accuracy"]) in (0, 2) for r in item["runs"])
+        for r in item["runs"]:  # seed 0, 2 rounds: no setting diverges, every curve is whole
+            assert len(r["mean_accuracy"]) == 2, r
+            assert all(0 <= a <= 1 for a in r["mean_accuracy"]), r
+            assert r["final_accuracy"] == pytest.approx(r["mean_accuracy"][-1], abs=1e-5), r
+    # the examples learn: well above chance (10 classes) after 2 rounds of FedAvg on IID
+    # clients (seeded: 0.752 digits, 0.840 paper-scale)
+    assert results["results"]["iid/FedAvg"]["best"]["final_accuracy"] > 0.5
     table = (out / "results.md").read_text()
     assert table.count("| iid |") == 2 and table.count("| shards |") == 4
     assert (out / "accuracy.png").read_bytes().startswith(b"\x89PNG")

@@ -205,7 +205,7 @@ class SlurmCluster:
             output = Path(tempfile.mkdtemp(prefix="mpitrain-job-")) / "job.out"
         job_id = self.submit(script, output=output, env=env, options=options, args=args, cwd=cwd)
         state, exit_code = self.wait_for(job_id, timeout=timeout, output=output)
-        return JobResult(state, exit_code, _read_settled(Path(output)))
+        return JobResult(state, exit_code, _read_settled(Path(output), job_id))
 
 
 def _exit_code(text: str) -> int:
@@ -217,16 +217,14 @@ def _exit_code(text: str) -> int:
         return -1
 
 
-def _read_settled(path: Path, settle: float = 5.0) -> str:
-    """Read a job's output once it stops growing (slurmstepd may flush after the state
-    changes)."""
-    deadline = time.monotonic() + settle
-    previous = -1
-    while time.monotonic() < deadline:
-        size = path.stat().st_size if path.exists() else -1
-        if size == previous:
-            break
-        previous = size
+def _read_settled(path: Path, job_id: int, timeout: float = 60.0) -> str:
+    """Read a job's output once the job's step daemons have exited: slurmstepd writes the
+    output file and may still flush it after the job's state changed. (Waits for that
+    event, not for a pause in the output; ``timeout`` only bounds a daemon that hangs.)"""
+    pattern = rf"^slurmstepd: \[{job_id}\."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and subprocess.run(
+            ["pgrep", "-f", pattern], capture_output=True, timeout=30).returncode == 0:
         time.sleep(0.2)
     return path.read_text(errors="replace") if path.exists() else ""
 
