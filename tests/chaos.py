@@ -109,7 +109,7 @@ def patch(strategy: type) -> None:
     def reduce(self, unit, *args, **kwargs):
         if STALL is not None and unit.index == STALL[1]:
             _note(f"collective-{RANK}.time", repr(time.time()))
-        original_reduce(self, unit, *args, **kwargs)
+        return original_reduce(self, unit, *args, **kwargs)
 
     strategy.contribute = contribute
     strategy.reduce = reduce
