@@ -366,10 +366,15 @@ def choose_for(comm, count, dtype=np.float32, **options):
 
 @pytest.mark.mpi
 def test_auto_picks_shm_only_with_shared_memory():
+    """Resolved by choose() (every test rank is on this machine), once per reducer."""
     comm = MPI.COMM_WORLD
-    assert choose_for(comm, 256) == "shm"
-    assert choose_for(comm, 256, shared_memory=False) != "shm"
-    assert choose_for(comm, 1 << 22) == "ring"
+    size = comm.Get_size()
+    for count in (1, 4096, 1 << 17):
+        for shared_memory in (True, False):
+            assert choose_for(comm, count, shared_memory=shared_memory) == choose(
+                4 * count, size, 4, shared=shared_memory)
+    assert choose_for(comm, 4096) == "shm"  # 16 KiB on 2, 3 or 4 ranks
+    assert choose_for(comm, 4096, shared_memory=False) != "shm"
 
 
 def persistent_and_check(comm, count, dtype, algorithm, op, calls=3, **options):
@@ -561,27 +566,27 @@ def test_single_rank_shapes():
 
 @pytest.mark.parametrize("shared", (False, True))
 def test_auto_choice(shared):
-    """shm (only with shared memory) for small messages, then mpi/root, then the ring for
-    every larger message."""
+    """By growing size: shm only with shared memory (after root on 3 ranks), mpi/root,
+    then the ring for every larger message."""
     for size in (2, 3, 4, 5, 64):
         for itemsize in (4, 8):
-            choices = [choose(1 << k, size, itemsize, shared=shared) for k in range(3, 30)]
-            allowed = {"mpi", "root", "ring"} | ({"shm"} if shared else set())
-            assert set(choices) <= allowed
-            assert choices[0] == "shm" if shared else choices[0] in ("mpi", "root")
-            assert choices[-1] == "ring"
-            shm = choices.count("shm")
-            assert choices[:shm] == ["shm"] * shm  # the smallest messages only
-            first_ring = choices.index("ring")
-            assert set(choices[first_ring:]) == {"ring"}
+            choices = [choose(1 << k, size, itemsize, shared=shared) for k in range(2, 30)]
+            runs = [c for i, c in enumerate(choices) if i == 0 or c != choices[i - 1]]
+            assert set(runs) <= {"mpi", "root", "ring"} | ({"shm"} if shared else set())
+            assert runs[-1] == "ring" and runs.count("ring") == 1
+            if shared:
+                assert runs.count("shm") == 1 and set(runs[: runs.index("shm")]) <= {"root"}
     assert choose(1 << 30, 1) == "mpi"
     assert choose(8, 1, shared=True) == "mpi"  # one rank: nothing to choose
-    # measured: the standard workload's ~39 KB float32 step message on 2 ranks
+    # measured (select.py's table): the standard workload's ~39 KB float32 step message
     assert choose(39_000, 2, 4, shared=True) == "shm"
     assert choose(39_000, 2, 4, shared=False) == "mpi"
-    # measured: the ring through shared memory pays off at smaller messages than over MPI
-    assert choose(256 * 1024, 2, 8, shared=True) == "ring"
-    assert choose(64 * 1024, 2, 8, shared=False) == "mpi"
+    assert choose(256 * 1024, 2, 8, shared=True) == "shm"
+    assert choose(512 * 1024, 2, 4, shared=True) == "ring"
+    assert [choose(n, 3, 4, shared=True) for n in (4, 2048, 4096)] == ["root", "root", "shm"]
+    # the ring through shared memory pays off at smaller messages than over MPI
+    assert choose(128 * 1024, 6, 8, shared=True) == "ring"
+    assert choose(128 * 1024, 6, 8, shared=False) == "mpi"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

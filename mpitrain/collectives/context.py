@@ -55,6 +55,8 @@ class CommState:
     shared_ring: SharedRing | None = field(default=None, repr=False)
     # the slot sum of algorithm="shm"; None until asked for
     shared_sum: SharedMemoryAllreduce | None = field(default=None, repr=False)
+    # what "auto" resolved to, by (bytes, itemsize, shared_memory) (select.resolve)
+    choices: dict[tuple[int, int, bool], str] = field(default_factory=dict, repr=False)
     _one_node: bool | None = None
 
     def one_node(self) -> bool:

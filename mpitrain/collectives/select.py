@@ -1,12 +1,84 @@
-"""``auto``: choose an algorithm from the message size (bytes), the number of ranks and the
-ring's transport (shared memory when every rank is on one node, MPI messages otherwise).
+"""``auto``: the one place that says what ``algorithm="auto"`` (``--reduce auto``) means.
+
+:func:`choose` picks from the message size (bytes), the number of ranks, and whether the
+shared-memory transports may be used (``shared``: ``shared_memory=True`` and every rank
+on one node; :func:`resolve` works that out per communicator):
+
+1. one rank: ``mpi`` (nothing to reduce);
+2. ``shared``: ``root`` up to :data:`ROOT_UP_TO_SHARED` (3 ranks: 2 KiB), then ``shm``
+   (the slot sum) up to :func:`shm_threshold`, then the ``ring`` through shared memory
+   (or ``mpi``/``root`` below :func:`ring_threshold`, which only happens beyond the
+   measured rank counts);
+3. otherwise (several nodes, or ``shared_memory=False``): the ``ring`` over MPI messages
+   from :func:`ring_threshold`, ``root`` inside :data:`ROOT_BAND`, else ``mpi``.
+
+The training strategies use it too (through :class:`mpitrain.collectives.Allreducer` and
+``allreduce``), so ``--reduce auto`` means the same thing for every message.
+:func:`~mpitrain.collectives.start_allreduce` resolves ``auto`` with ``shared=False``
+(``shm`` and the shared-memory ring are blocking only).
 
 Measured with the benchmark on one 2-core node (AMD EPYC VM, MPICH 5.0.2 wheel with CMA
-single-copy transfers), median latency in the benchmark's steady state::
+single-copy transfers), median latency in the benchmark's steady state.
 
-    mpiexec -n 2 python -m mpitrain bench allreduce --max-bytes 1M --algorithms ring,mpi,root
-    mpiexec -n P python -m mpitrain bench allreduce --max-bytes 4M \
-        --algorithms ring,mpi,root --iterations 60 --warmup 5                   # P = 3, 4
+The slot sum against the others, 2026-11-29, 3 runs of each command, the rank counts and
+buffer kinds interleaved (run after run)::
+
+    mpiexec -n P python -m mpitrain bench allreduce --algorithms shm,ring,mpi,root,auto \
+        --max-bytes 16M                                                  # P = 2, 3, 4
+    mpiexec -n 2 python -m mpitrain bench allreduce --algorithms shm,ring,mpi,root,auto \
+        --max-bytes 16M --buffer shared
+
+The machine was busy throughout (other engineers' test suites: load average 3-12 on the 2
+cores), which mostly hits P=3 and P=4 (oversubscribed). Median over the 3 runs of each
+run's median, in us, ``shm / ring / mpi / root`` then the fastest, float32 | float64::
+
+    P=2
+         8 B   4.5 / 12.1 / 4.7 / 5.9  shm        3.9 / 11.1 / 4.3 / 5.2  shm
+       1 KiB   4.5 / 13.3 / 6.8 / 6.4  shm        4.5 / 11.7 / 6.7 / 6.4  shm
+       4 KiB   5.0 / 15.1 / 7.4 / 9.0  shm        4.1 / 10.9 / 5.6 / 6.8  shm
+      32 KiB   6.9 / 14.9 / 21.6 / 29.5  shm      6.0 / 14.2 / 14.3 / 20.2  shm
+     128 KiB   15.0 / 19.6 / 49.9 / 78.7  shm     10.3 / 14.7 / 22.5 / 36.1  shm
+     256 KiB   25.9 / 27.2 / 85.0 / 140  shm      18.3 / 20.1 / 35.6 / 60.3  shm
+     512 KiB   65.8 / 50.4 / 167 / 1002  ring     57.1 / 45.9 / 116 / 217  ring
+       1 MiB   180 / 107 / 356 / 3677  ring       191 / 74.8 / 208 / 333  ring
+      16 MiB   6935 / 5574 / 7893 / 35995  ring   5696 / 1798 / 7938 / 37421  ring
+    P=2 shared buffers (the ring reads its neighbours' buffers: no copies)
+         8 B   3.8 / 9.7 / 4.2 / 4.9  shm         4.3 / 11.0 / 4.7 / 5.8  shm
+      32 KiB   5.8 / 11.8 / 14.1 / 20.0  shm      7.1 / 16.4 / 20.0 / 27.6  shm
+     256 KiB   16.7 / 18.7 / 40.2 / 63.7  shm     30.9 / 52.0 / 77.5 / 110  shm
+     512 KiB   50.8 / 28.3 / 85.5 / 681  ring     56.0 / 82.9 / 130 / 189  shm
+       1 MiB   136 / 45.6 / 168 / 2314  ring      271 / 194 / 285 / 462  ring
+    P=3
+         8 B   42.6 / 88.2 / 47.4 / 35.8  root    28.9 / 59.3 / 28.6 / 20.8  root
+       1 KiB   42.1 / 94.0 / 57.4 / 37.7  root    23.0 / 57.7 / 27.0 / 19.7  root
+       4 KiB   38.6 / 86.0 / 45.4 / 46.7  shm     22.9 / 57.2 / 26.8 / 27.5  shm
+      32 KiB   31.6 / 65.8 / 91.7 / 77.1  shm     29.9 / 66.1 / 70.7 / 66.3  shm
+     128 KiB   64.5 / 86.4 / 215 / 167  shm       56.5 / 74.4 / 88.6 / 133  shm
+     256 KiB   81.6 / 92.8 / 201 / 181  shm       81.8 / 89.6 / 175 / 181  shm
+     512 KiB   164 / 160 / 460 / 973  ring        147 / 128 / 293 / 244  ring
+       1 MiB   497 / 371 / 1724 / 3445  ring      311 / 226 / 488 / 410  ring
+      16 MiB   9859 / 7817 / 13667 / 38800  ring   9391 / 8196 / 14596 / 38066  ring
+    P=4
+         8 B   114 / 318 / 116 / 110  root        94.0 / 236 / 92.4 / 103  mpi
+       1 KiB   1589 / 4819 / 2575 / 1883  shm     167 / 752 / 267 / 209  shm
+       4 KiB   270 / 675 / 392 / 347  shm         148 / 340 / 192 / 186  shm
+      32 KiB   146 / 250 / 247 / 266  shm         118 / 324 / 261 / 271  shm
+     256 KiB   332 / 373 / 571 / 754  shm         442 / 525 / 1463 / 1874  shm
+       1 MiB   1517 / 2298 / 3709 / 7457  shm     1166 / 1664 / 2511 / 4144  shm
+      16 MiB   18662 / 68345 / 20355 / 72049  shm    24189 / 64094 / 18794 / 76921  mpi
+
+Hence: on 2 ranks ``shm`` up to 256 KiB (the standard workload's ~39 KB float32 step
+message: 6.9-9.4 us against 15-17 for the ring and 22-31 for mpi), the ring from 512 KiB
+(with shared buffers float64 still favours shm at 512 KiB, float32 does not: one
+threshold for both); on 3 ranks ``root`` up to 2 KiB (12-40% ahead of shm in every run),
+``shm`` from 4 KiB to 256 KiB, the ring above; on 4 ranks ``shm`` at every measured size
+(tiny messages: shm, mpi and root within 5%). Oversubscribed, every wait for a rank
+that is not running costs a context switch: the ring waits 2(P-1) times per piece, the
+slot sum once, so on 4 ranks it won up to 8 MiB in all 3 runs (at 16 MiB float64 mpi was
+29% ahead; the ring, 3x behind there, is what a one-node auto would otherwise take). That
+large-message choice is specific to running more ranks than cores. Beyond 4 ranks
+nothing was measured: the slot sum reads all ``P`` messages on every rank where the ring
+reads about two, so its limit is the 2-rank one scaled by ``2/P``.
 
 Ring over shared memory (:mod:`.shared_ring`, what one node gets), 2026-11-22:
 
@@ -28,8 +100,10 @@ disabled, before it existed), 3 runs for P=2:
     P=3  from 16-128 KiB ring ties or wins, 1.5-2.6x mpi from 256 KiB
     P=4  4-128 KiB mpi; 256 KiB ring +13%, 1.2-1.4x mpi above
 
-P=3 and P=4 ran oversubscribed (more ranks than cores), where every message costs a context
-switch, so their small-message choices are specific to that setting. Beyond 4 ranks
+(With ``shm`` in the mix, these ring-over-shared-memory thresholds only matter beyond 4
+ranks on one node.) P=3 and P=4 ran oversubscribed (more ranks than cores), where every
+message costs a context switch, so their small-message choices are specific to that
+setting. Beyond 4 ranks
 nothing was measured: ``mpi`` below the ring threshold, which grows like the ring's
 2(P-1) steps of latency. The point-to-point table is the only measurement of that
 transport, which is what several nodes use; across nodes it is an estimate.
@@ -37,16 +111,19 @@ transport, which is what several nodes use; across nodes it is an estimate.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mpitrain.collectives.context import CommState
 
 KIB = 1024
+MAX_REMEMBERED = 4096  # auto's answers kept per communicator (message sizes seen)
+MIB = 1024 * KIB
 # Largest message bytes for which "shm" (the slot sum) is chosen, per measured comm size,
 # when the shared-memory transports are allowed and every rank is on one node.
-SHM_UP_TO = {2: 64 * KIB, 3: 32 * KIB, 4: 32 * KIB}
+SHM_UP_TO = {2: 256 * KIB, 3: 256 * KIB, 4: 16 * MIB}
+# In that case, messages up to this many bytes go to "root" first (3 ranks only).
+ROOT_UP_TO_SHARED = {3: 2 * KIB}
 
 # (lowest, highest) message bytes for which "root" beat "mpi", per measured comm size.
 ROOT_BAND = {2: (16, 1 * KIB), 3: (16, 2 * KIB), 4: (16, 2 * KIB)}
@@ -73,12 +150,11 @@ def ring_threshold(size: int, itemsize: int = 8, *, shared: bool = False) -> int
 
 def shm_threshold(size: int) -> int:
     """Largest message bytes for which ``auto`` uses the slot sum on ``size`` ranks of one
-    node (each rank reads all ``size`` messages: beyond the measured sizes the limit
-    shrinks like ``1 / size``)."""
+    node (each rank reads all ``size`` messages: beyond the measured rank counts, the
+    2-rank limit (the one measurement with a core per rank) scaled by ``2 / size``)."""
     if size in SHM_UP_TO:
         return SHM_UP_TO[size]
-    largest = max(SHM_UP_TO)
-    return SHM_UP_TO[largest] * largest // size
+    return SHM_UP_TO[2] * 2 // size
 
 
 def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False) -> str:
@@ -88,8 +164,11 @@ def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False) -
     otherwise the ring sends MPI messages."""
     if size <= 1:
         return "mpi"
-    if shared and nbytes <= shm_threshold(size):
-        return "shm"
+    if shared:
+        if nbytes <= ROOT_UP_TO_SHARED.get(size, 0):
+            return "root"
+        if nbytes <= shm_threshold(size):
+            return "shm"
     if nbytes >= ring_threshold(size, itemsize, shared=shared):
         return "ring"
     low, high = ROOT_BAND.get(size, (1, 0))
@@ -103,7 +182,9 @@ def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,
     """The algorithm to run for a (checked) ``algorithm`` argument: ``auto`` through
     :func:`choose`, anything else as given. Collective on the first use of a communicator
     (the one-node test); ``shm`` without ``shared_memory`` or across nodes raises the same
-    ValueError on every rank, after that test, so no rank is left inside a collective."""
+    ValueError on every rank, after that test, so no rank is left inside a collective.
+    ``auto``'s answers are remembered per communicator (:func:`choose` costs 0.3-0.7 us,
+    up to 15% of a 4 us slot sum)."""
     if algorithm == "shm":
         if not shared_memory:
             raise ValueError("algorithm 'shm' reduces through shared memory, which "
@@ -112,14 +193,14 @@ def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,
             raise ValueError("algorithm 'shm' needs every rank of comm on one node (they "
                              "span several); choose another algorithm")
         return algorithm
-    if algorithm == "auto":
+    if algorithm != "auto":
+        return algorithm
+    key = (nbytes, itemsize, shared_memory)
+    chosen = state.choices.get(key)
+    if chosen is None:
         size = state.comm.Get_size()
         shared = shared_memory and size > 1 and state.one_node()
-        return _remembered(nbytes, size, itemsize, shared)
-    return algorithm
-
-
-@functools.lru_cache(maxsize=4096)
-def _remembered(nbytes: int, size: int, itemsize: int, shared: bool) -> str:
-    """:func:`choose`, remembered: it costs 0.3-0.7 us, up to 15% of a 4 us slot sum."""
-    return choose(nbytes, size, itemsize, shared=shared)
+        if len(state.choices) >= MAX_REMEMBERED:
+            state.choices.clear()
+        chosen = state.choices[key] = choose(nbytes, size, itemsize, shared=shared)
+    return chosen
