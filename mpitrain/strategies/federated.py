@@ -144,9 +144,10 @@ class FederatedStrategy(Strategy):
 
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
-        # local SGD / FedProx, the evaluators' forward passes, the slot sum of --reduce auto
+        # local SGD / FedProx and the evaluators' forward passes (the reductions' kernels
+        # are loaded by mpitrain.collectives itself)
         return frozenset({"network_grad", "network_loss", "network_predict", "sgd",
-                          "proximal_sgd", "shared"})
+                          "proximal_sgd"})
 
     @classmethod
     def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,

@@ -84,13 +84,9 @@ class SyncStrategy(Strategy):
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
-        needed = {"split_step" if config.overlap else "step_gradient", "network_loss",
-                  config.optimizer}
-        if config.compress != "none":
-            needed.add("compress")
-        if ranks > 1:
-            needed.add("shared")
-        return frozenset(needed)
+        # (the reductions' kernels are loaded by mpitrain.collectives itself)
+        return frozenset({"split_step" if config.overlap else "step_gradient",
+                          "network_loss", config.optimizer})
 
     @classmethod
     def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
