@@ -16,7 +16,12 @@ exits 124 or 9 depending on the order in which it happens to reap the processes.
 
 from __future__ import annotations
 
+import array
+import fcntl
+import os
+import stat
 import sys
+import termios
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +36,8 @@ _TAG = 0x57A1
 _FALLBACK = 30.0
 """Seconds a waiting rank other than the lowest waits for the lowest one's abort before
 aborting the job itself (the lowest one normally ends the job within a second)."""
+_DRAIN = 10.0
+"""Seconds the reporting rank waits at most for its stderr pipe to be read before aborting."""
 _JOIN = 60.0
 """Seconds :meth:`Watchdog.stop` waits at most for the watching thread to end: an idle one
 wakes at once; one that has begun a stall report ends in an abort instead."""
@@ -122,10 +129,34 @@ class Watchdog:
             print(f"mpitrain: stall: rank(s) {names} did not reach {label} within "
                   f"{self.timeout:g} s (--stall-timeout); aborting the job", file=sys.stderr,
                   flush=True)
+            _wait_until_read(sys.stderr, _DRAIN)
         else:  # leave the report and the abort to the lowest waiting rank
             time.sleep(max(_FALLBACK, grace))
         del requests
         (comm if self.job is None else self.job).Abort(EXIT_STALLED)
+
+
+def _wait_until_read(stream, limit: float) -> None:
+    """When ``stream`` is a pipe (to mpiexec's proxy, under hydra), wait until its reader has
+    read everything written to it, at most ``limit`` seconds.
+
+    The proxy forwards what it reads at once, but it serves a rank's PMI socket before its
+    output pipes: an abort sent while the report still sits in the pipe overtakes the
+    report, and mpiexec exits on the abort before printing it.
+    """
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        unread = array.array("i", [0])
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            fcntl.ioctl(fd, termios.FIONREAD, unread)
+            if unread[0] <= 0:
+                return
+            time.sleep(0.005)
+    except (AttributeError, OSError, ValueError):  # no file descriptor, closed, ...
+        return
 
 
 def _every_rank_is_here() -> bool:
