@@ -24,8 +24,8 @@ lives:
 - persistent (:mod:`.persistent`, :class:`Allreducer`): like ``MPI_Allreduce_init``, the
   reduction of a fixed-size message set up once (``auto`` resolved once, windows and
   buffers allocated once) and run every step without allocating; ``shm`` there lets the
-  caller write straight into its shared slot (zero copy). The sync training strategy's
-  step message goes through it.
+  caller write straight into its shared slot (zero copy). Built for the sync training
+  strategy's step message, so that every reduction goes through this package.
 
 Like any collective, every rank of ``comm`` must make the same calls in the same order
 with the same ``algorithm``, ``op``, dtype and element count; this is not checked (a
