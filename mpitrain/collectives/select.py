@@ -20,73 +20,75 @@ The training strategies use it too (through :class:`mpitrain.collectives.Allredu
 Measured with the benchmark on one 2-core node (AMD EPYC VM, MPICH 5.0.2 wheel with CMA
 single-copy transfers), median latency in the benchmark's steady state.
 
-The slot sum against the others, 2026-11-29: 5 runs of each command, the rank counts and
-buffer kinds interleaved run after run (3 runs to set the thresholds, then 2 more with
-them in place, to check ``auto``)::
+The slot sum against the others, 2026-11-29, the rank counts and buffer kinds interleaved
+run after run::
 
     mpiexec -n P python -m mpitrain bench allreduce --algorithms shm,ring,mpi,root,auto \\
         --max-bytes 16M                                                  # P = 2, 3, 4
     mpiexec -n 2 python -m mpitrain bench allreduce --algorithms shm,ring,mpi,root,auto \\
         --max-bytes 16M --buffer shared
 
-The machine was busy throughout (other engineers' test suites: load average 3-12 on the 2
-cores), which mostly hits P=3 and P=4 (oversubscribed). Median over the 5 runs of each
-run's median, in us, ``shm / ring / mpi / root`` then the fastest, float32 | float64::
+3 runs of each on a nearly idle machine (load average 0.3-3.7), the thresholds' reference;
+median over the runs of each run's median, in us, ``shm / ring / mpi / root`` then the
+fastest, float32 | float64::
 
     P=2
-         8 B   3.9 / 11.1 / 4.3 / 5.2  shm        3.9 / 11.1 / 4.3 / 5.2  shm
-       1 KiB   4.2 / 11.8 / 6.1 / 6.3  shm        4.5 / 11.7 / 6.8 / 6.4  shm
-       4 KiB   5.0 / 12.9 / 6.4 / 8.0  shm        4.9 / 12.7 / 7.2 / 8.7  shm
-      32 KiB   6.2 / 14.0 / 16.1 / 23.7  shm      7.1 / 14.8 / 19.1 / 27.3  shm
-     128 KiB   12.3 / 19.3 / 48.9 / 76.9  shm     14.0 / 18.8 / 38.1 / 66.1  shm
-     256 KiB   18.1 / 20.8 / 40.6 / 66.4  shm     20.5 / 23.1 / 63.7 / 114  shm
-     512 KiB   52.5 / 38.9 / 76.3 / 939  ring     57.1 / 45.9 / 124 / 217  ring
-       1 MiB   169 / 84.9 / 308 / 1659  ring      191 / 74.8 / 219 / 337  ring
-      16 MiB   6935 / 5574 / 7893 / 35995  ring   5494 / 1798 / 5790 / 31965  ring
+         8 B   4.0 / 10.6 / 4.1 / 5.2  shm        3.4 / 9.7 / 3.8 / 4.5  shm
+       1 KiB   3.5 / 9.8 / 4.7 / 4.9  shm         3.4 / 9.5 / 4.7 / 4.9  shm
+       4 KiB   3.8 / 10.2 / 5.2 / 6.4  shm        3.8 / 9.8 / 5.0 / 6.3  shm
+      32 KiB   5.4 / 11.0 / 13.3 / 19.2  shm      5.4 / 10.9 / 12.6 / 18.5  shm
+     128 KiB   9.5 / 14.3 / 24.1 / 38.6  shm      9.7 / 14.2 / 21.6 / 35.6  shm
+     256 KiB   15.7 / 18.5 / 38.3 / 62.8  shm     16.8 / 19.1 / 33.7 / 58.6  shm
+     512 KiB   31.5 / 27.7 / 64.0 / 440  ring     33.3 / 29.6 / 57.0 / 104  ring
+       1 MiB   79.2 / 48.5 / 115 / 807  ring      78.7 / 48.5 / 99.6 / 168  ring
+      16 MiB   3401 / 1075 / 1741 / 13700  ring   3440 / 1043 / 2070 / 14371  ring
     P=2 shared buffers (the ring reads its neighbours' buffers: no copies)
-         8 B   3.8 / 9.7 / 4.2 / 4.9  shm         4.3 / 11.0 / 4.7 / 5.8  shm
-      32 KiB   5.8 / 11.8 / 14.1 / 20.0  shm      7.0 / 15.8 / 19.6 / 26.8  shm
-     256 KiB   16.7 / 19.2 / 40.2 / 63.7  shm     27.1 / 48.2 / 71.2 / 110  shm
-     512 KiB   50.8 / 28.3 / 85.5 / 681  ring     54.6 / 82.9 / 129 / 189  shm
-       1 MiB   136 / 45.6 / 168 / 2314  ring      197 / 159 / 269 / 443  ring
+         8 B   3.9 / 10.2 / 4.0 / 5.1  shm        3.5 / 9.2 / 3.8 / 4.5  shm
+      32 KiB   6.7 / 15.3 / 21.6 / 28.1  shm      5.4 / 10.8 / 12.6 / 18.2  shm
+     256 KiB   25.5 / 46.7 / 92.3 / 118  shm      15.9 / 18.2 / 32.9 / 55.4  shm
+     512 KiB   49.6 / 80.4 / 170 / 563  shm       31.6 / 25.6 / 55.7 / 96.9  ring
+       1 MiB   192 / 140 / 326 / 1060  ring       76.4 / 35.0 / 100 / 177  ring
     P=3
-         8 B   30.1 / 71.5 / 39.6 / 29.1  root    28.9 / 59.3 / 28.6 / 20.8  root
-       1 KiB   34.3 / 78.6 / 40.3 / 28.3  root    23.0 / 55.6 / 29.8 / 19.7  root
-       4 KiB   34.0 / 80.0 / 41.1 / 45.1  shm     22.9 / 57.2 / 31.0 / 27.5  shm
-      32 KiB   32.4 / 65.8 / 90.2 / 85.3  shm     29.9 / 66.1 / 70.7 / 71.9  shm
-     128 KiB   64.5 / 86.4 / 185 / 236  shm       56.5 / 74.4 / 115 / 133  shm
-     256 KiB   90.8 / 94.2 / 308 / 283  shm       81.8 / 89.6 / 181 / 201  shm
-     512 KiB   170 / 160 / 604 / 973  ring        147 / 128 / 300 / 259  ring
-       1 MiB   574 / 399 / 1724 / 3445  ring      311 / 226 / 534 / 412  ring
-      16 MiB   9859 / 7817 / 13667 / 38800  ring   9391 / 8196 / 14596 / 38066  ring
+         8 B   20.5 / 51.7 / 22.0 / 17.7  root    21.7 / 56.4 / 23.7 / 18.7  root
+       1 KiB   21.9 / 56.4 / 32.8 / 18.8  root    23.5 / 57.3 / 33.0 / 19.5  root
+       4 KiB   22.5 / 53.6 / 30.2 / 27.1  shm     22.7 / 56.9 / 32.8 / 27.8  shm
+      32 KiB   29.4 / 61.3 / 65.2 / 72.0  shm     31.3 / 63.3 / 56.6 / 79.1  shm
+     128 KiB   51.9 / 74.9 / 124 / 131  shm       61.9 / 84.9 / 164 / 137  shm
+     256 KiB   68.5 / 89.2 / 189 / 213  shm       90.6 / 106 / 256 / 268  shm
+     512 KiB   140 / 132 / 363 / 835  ring        156 / 150 / 467 / 475  ring
+       1 MiB   294 / 215 / 697 / 1545  ring       449 / 253 / 798 / 840  ring
+      16 MiB   6420 / 4047 / 11499 / 30041  ring   6803 / 4152 / 10729 / 30270  ring
     P=4
-         8 B   70.4 / 155 / 67.5 / 67.8  mpi      94.0 / 236 / 92.4 / 103  mpi
-       1 KiB   74.8 / 169 / 99.4 / 77.1  shm      101 / 243 / 136 / 119  shm
-       4 KiB   116 / 528 / 186 / 207  shm         169 / 455 / 249 / 275  shm
-      32 KiB   122 / 250 / 247 / 266  shm         137 / 473 / 335 / 433  shm
-     256 KiB   332 / 373 / 571 / 754  shm         442 / 928 / 1463 / 1874  shm
-     512 KiB   457 / 768 / 1420 / 3350  shm       1744 / 2202 / 3140 / 3379  shm
-       1 MiB   1001 / 1227 / 2141 / 5149  shm     1370 / 2289 / 4131 / 5266  shm
-      16 MiB   16820 / 64845 / 20355 / 72049  shm    22370 / 64094 / 18794 / 76921  mpi
+         8 B   25.5 / 84.7 / 34.6 / 32.1  shm     25.2 / 83.5 / 33.9 / 31.6  shm
+       1 KiB   25.9 / 86.7 / 45.5 / 33.0  shm     25.1 / 85.3 / 43.8 / 31.8  shm
+       4 KiB   27.4 / 88.8 / 47.1 / 44.9  shm     27.5 / 85.7 / 45.9 / 43.6  shm
+      32 KiB   35.8 / 97.9 / 98.7 / 110  shm      40.7 / 96.7 / 90.9 / 105  shm
+     128 KiB   69.6 / 128 / 172 / 209  shm        75.6 / 132 / 150 / 198  shm
+     256 KiB   115 / 169 / 265 / 349  shm         120 / 173 / 212 / 317  shm
+     512 KiB   221 / 290 / 485 / 1238  shm        191 / 248 / 361 / 539  shm
+       1 MiB   583 / 497 / 915 / 2365  ring       590 / 471 / 679 / 872  ring
+      16 MiB   9016 / 6159 / 9301 / 35060  ring   8817 / 6430 / 8592 / 36947  ring
 
 Hence: on 2 ranks ``shm`` up to 256 KiB (the standard workload's ~39 KB float32 step
-message: ~6-9 us against ~14-17 for the ring and ~16-31 for mpi), the ring from 512 KiB
-(with shared buffers float64 still favours shm at 512 KiB, float32 does not: one threshold
-for both); on 3 ranks ``root`` up to 2 KiB (shm behind it by 10-21%, median per run, in
-every run), ``shm`` from 4 KiB to 256 KiB, the ring above; on 4 ranks ``shm`` at every
-measured size (tiny messages: shm, mpi and root within a few %). Oversubscribed, every
-wait for a rank that is not running costs a context switch: the ring waits 2(P-1) times
-per piece, the slot sum once, so on 4 ranks it beat the ring from 512 KiB to 8 MiB by
-6-64% (median per run) and lost only single sizes of some runs; at 16 MiB float64 mpi was
-19% ahead of it (the ring, 3x behind there in 4 of 5 runs, is what auto would otherwise
-take). That large-message choice is specific to running more ranks than cores. With these
-thresholds the choice is within 10% of the fastest median at every size above except
-those two (2 ranks, shared float64 buffers, 512 KiB; 4 ranks, float64, 16 MiB); the
-``auto`` column itself (the 2 checking runs) costs a median 1.0% over ``shm`` on 2 ranks
-up to 256 KiB (resolving it; at most +4.4% at one size), and elsewhere tracks its choice
-within the noise of these runs. Beyond 4 ranks nothing was
-measured: the slot sum reads all ``P`` messages on every rank where the ring reads about
-two, so its limit is the 2-rank one scaled by ``2/P``.
+message: 5.4-7.4 us against 11-13 for the ring and 13-17 for mpi), the ring from 512 KiB;
+on 3 ranks ``root`` up to 2 KiB (shm 14-22% behind it), ``shm`` from 4 KiB to 256 KiB,
+the ring above; on 4 ranks ``shm`` up to 512 KiB (tiny messages included: 25 us against
+32-35 for root and mpi), the ring from 1 MiB. On the medians above the choice is within
+10% of the fastest at every size from 4 B to 16 MiB, both dtypes, except shared float32
+buffers on 2 ranks at 512 KiB and 4 MiB (the ring 62% and 20% behind shm on the medians,
+ahead in 1 and 2 of the 3 runs; float64 and ordinary buffers favour the ring there). The ``auto``
+column itself costs a median 1% over ``shm`` on 2 ranks up to 256 KiB (resolving it); on
+3 and 4 ranks its 100-iteration medians at 16-32 KiB scattered by +-20% around shm's,
+which a 2000-iteration rerun (``--min-bytes 8K --max-bytes 64K --iterations 2000
+--algorithms shm,auto,root``, 3 ranks) put within 1% of each other.
+
+5 earlier runs of the same commands while other test suites kept the 2 cores busy (load
+average 3-12) gave the same thresholds on 2 and 3 ranks, but on 4 (oversubscribed) the
+slot sum stayed ahead of the ring up to 8 MiB: a rank that is not running costs every
+wait a context switch, and the ring waits 2(P-1) times per piece, the slot sum once. The
+idle runs decide. Beyond 4 ranks nothing was measured: the slot sum reads all ``P``
+messages on every rank where the ring reads about two, so its limit is the 2-rank one
+scaled by ``2/P``.
 
 Ring over shared memory (:mod:`.shared_ring`, what one node gets), 2026-11-22:
 
@@ -126,10 +128,9 @@ if TYPE_CHECKING:
 
 KIB = 1024
 MAX_REMEMBERED = 4096  # auto's answers kept per communicator (message sizes seen)
-MIB = 1024 * KIB
 # Largest message bytes for which "shm" (the slot sum) is chosen, per measured comm size,
 # when the shared-memory transports are allowed and every rank is on one node.
-SHM_UP_TO = {2: 256 * KIB, 3: 256 * KIB, 4: 16 * MIB}
+SHM_UP_TO = {2: 256 * KIB, 3: 256 * KIB, 4: 512 * KIB}
 # In that case, messages up to this many bytes go to "root" first (3 ranks only).
 ROOT_UP_TO_SHARED = {3: 2 * KIB}
 
