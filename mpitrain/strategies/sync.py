@@ -19,16 +19,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
 
+from mpitrain.asynchronous.straggler import Straggler, check_stragglers
 from mpitrain.collectives import AllreduceHandle, Allreducer, start_allreduce
 from mpitrain.config import shared_memory_allowed
 from mpitrain.data import Shard
 from mpitrain.data.batches import EpochPlan, epoch_plan, steps_per_epoch
-from mpitrain.errors import shared_error
+from mpitrain.errors import agree, shared_error
 from mpitrain.evaluation import Evaluator, label_stats, summarize
 from mpitrain.models import Layout, task_of
 from mpitrain.models.gradient import BatchGradient
@@ -50,7 +52,7 @@ class SyncStrategy(Strategy):
     unit_name = "step"
     period_name = "epoch"
     length_option = "epochs"
-    options = ("compress", "overlap")
+    options = ("compress", "overlap", "straggler")
 
     comm: MPI.Comm
     layout: Layout
@@ -72,6 +74,7 @@ class SyncStrategy(Strategy):
     compress: str = "none"
     overlap: bool = False
     shared_memory: bool = True
+    straggler: Straggler = field(default_factory=Straggler)
     _plan: EpochPlan | None = field(init=False, default=None)
     _plan_epoch: int = field(init=False, default=-1)
     _sums: list[float] = field(init=False, default_factory=lambda: [0.0, 0.0, 0.0])
@@ -92,6 +95,7 @@ class SyncStrategy(Strategy):
     def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> SyncStrategy:
         size = comm.Get_size()
+        agree(comm, check_stragglers(config.straggler, size))
         max_rows = (-(-config.batch_size // size) if config.shuffle == "local"
                     else config.batch_size)
         max_rows = min(max_rows, max(1, len(dataset.train.y)))
@@ -112,7 +116,15 @@ class SyncStrategy(Strategy):
             seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
             lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
             reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
-            shared_memory=shared_memory_allowed(config))
+            shared_memory=shared_memory_allowed(config),
+            straggler=Straggler.for_rank(config.straggler, rank=comm.Get_rank(),
+                                         seed=config.seed),
+            **cls.mode_fields(config))
+
+    @classmethod
+    def mode_fields(cls, config: TrainConfig) -> dict[str, Any]:
+        """Fields a subclass (a variant of this strategy) adds, from ``config``."""
+        return {}
 
     def __post_init__(self) -> None:
         self._n = self.layout.size  # a computed property: not something to redo every step
@@ -164,11 +176,14 @@ class SyncStrategy(Strategy):
         train = self.train
         if self._reducer is not None:
             message = self._reducer.buffer()
+            started = perf_counter()
             self.gradient.step(self.params, message, train.X, train.y, rows)
+            self.straggler.slow_down(started)
             vote(message, stop_requested)
             return
         gradient, params, message = self.gradient, self.params, self._result
         vote(message, stop_requested)  # the tail leaves with the first bucket
+        started = perf_counter()
         gradient.forward(params, message, train.X, train.y, rows)
         nrows = rows.size
         handles = self._handles
@@ -178,6 +193,7 @@ class SyncStrategy(Strategy):
                 handle.test()
             handles.append(start_allreduce(bucket, self.comm,
                                            algorithm=self.reduce_algorithm, op="sum"))
+        self.straggler.slow_down(started)
 
     def reduce(self, unit: Unit) -> bool:
         if self._reducer is not None:
@@ -189,8 +205,11 @@ class SyncStrategy(Strategy):
         return voted(self._result)
 
     def apply(self, unit: Unit) -> None:
+        self.apply_message(self._result, unit)
+
+    def apply_message(self, message: np.ndarray, unit: Unit) -> None:
+        """Apply a reduced step message (gradient sum | loss, correct, rows) of ``unit``."""
         n = self._n
-        message = self._result
         loss = float(message[n])
         if not math.isfinite(loss):
             raise shared_error(f"training diverged: the loss is {loss} at step "
