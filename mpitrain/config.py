@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .asynchronous.straggler import parse_stragglers
+from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
 from .data.batches import SHUFFLES
 from .errors import UserError

@@ -28,8 +28,9 @@ ALLOWED: dict[str, set[str]] = {
                               "mpitrain.errors", "mpi4py"},
     "mpitrain.strategies": {"mpitrain.data", "mpitrain.models", "mpitrain.kernels",
                             "mpitrain.collectives", "mpitrain.optimizers",
-                            "mpitrain.federated", "mpitrain.asynchronous", "mpitrain.evaluation", "mpitrain.config",
-                            "mpitrain.errors", "mpi4py"},
+                            "mpitrain.federated", "mpitrain.asynchronous",
+                            "mpitrain.evaluation", "mpitrain.config", "mpitrain.errors",
+                            "mpi4py"},
     "mpitrain.runtime": {"mpitrain.errors", "mpitrain.kernels", "mpi4py"},
     "mpitrain.checkpoint.store": set(),
 }

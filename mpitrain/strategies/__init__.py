@@ -5,10 +5,10 @@ Each is one :class:`~mpitrain.strategies.base.Strategy` subclass in its own modu
 relatives over simulated clients) and the asynchronous modes built from
 :mod:`mpitrain.asynchronous`: :mod:`.ssp`, :mod:`.local_sgd`, :mod:`.gossip` and
 :mod:`.parameter_server` (docs/async.md). A strategy may import the pipeline (data, models,
-collectives, optimizers, federated and asynchronous parts) and the errors; never the CLI, the loop or the
-run-time services. This module is the registry ``--mode`` chooses from: adding a strategy
-is its class plus one line in :data:`STRATEGIES`. Modules load on first use (the federated
-one pulls in scipy), so importing the registry is cheap.
+collectives, optimizers, federated and asynchronous parts) and the errors; never the CLI,
+the loop or the run-time services. This module is the registry ``--mode`` chooses from:
+adding a strategy is its class plus one line in :data:`STRATEGIES`. Modules load on first
+use (the federated one pulls in scipy), so importing the registry is cheap.
 """
 
 from __future__ import annotations
