@@ -217,14 +217,20 @@ class SyncStrategy(Strategy):
                                "--lr; the last good checkpoint is kept")
         correct = float(message[n + 1])
         count = float(message[n + 2])
-        lr = self.lr if self.lr_schedule == "constant" else learning_rate(
-            self.lr_schedule, self.lr, step=unit.index, total_steps=self.total_units,
-            epoch=unit.period, step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
-        self.optimizer.apply(self.params, message, scale=1.0 / count, lr=lr)
+        self.optimizer.apply(self.params, message, scale=1.0 / count,
+                             lr=self.learning_rate(unit))
         sums = self._sums
         sums[0] += loss
         sums[1] += correct
         sums[2] += count
+
+    def learning_rate(self, unit: Unit) -> float:
+        """The learning rate of step ``unit`` (--lr and its schedule)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return learning_rate(self.lr_schedule, self.lr, step=unit.index,
+                             total_steps=self.total_units, epoch=unit.period,
+                             step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
 
     def close(self) -> None:
         if self._reducer is not None:
