@@ -1,0 +1,315 @@
+"""Asynchronous parameter server: ``--mode async-ps`` (MXNet ``dist_async`` semantics).
+
+Ranks ``0 .. S-1`` (``--servers S``) hold the parameters and the optimizer state, sharded
+by contiguous ranges of the flat buffer; the other ``W`` ranks are workers and hold all the
+training rows (:mod:`mpitrain.asynchronous.reshard` moves them off the servers). A worker
+loops: compute the gradient of ``b = batch_size / W`` rows of its block at the parameters
+it last pulled, push it to every server, pull the servers' new parameters. A server applies
+each push as it arrives (the optimizer on its range, with learning rate
+``lr × rows / batch_size``, so ``W`` pushes move the model as far as one synchronous step)
+and answers with its range (:mod:`mpitrain.asynchronous.parameter_server`). Fast workers
+push more often than slow ones: nobody waits for a straggler.
+
+One unit of the loop is one epoch: as many pushes as it takes to use ``n_train`` rows
+(``ceil(n_train / b)``). At its end every rank meets: one small allreduce (stop votes,
+loss sums, staleness), the servers broadcast their ranges (parameters and optimizer state),
+and the model is evaluated; checkpoints (``--checkpoint-every`` counts epochs here) hold
+the servers' whole state. A stop signal on any rank ends the epoch early: its vote travels
+with the next push or reply, and the workers finish at once.
+
+Not exact: the order in which pushes arrive depends on timing, so two runs differ (a
+resumed run too). ``--simulate-schedule`` makes the servers take pushes in a seeded order
+(a straggler's pushes proportionally rarer), which is reproducible bit for bit on the same
+number of ranks; that is what the tests check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain.asynchronous.parameter_server import (
+    ShardServer,
+    WorkerClient,
+    server_ranges,
+)
+from mpitrain.asynchronous.reshard import reshard
+from mpitrain.asynchronous.schedule import PushOrder
+from mpitrain.asynchronous.staleness import Staleness
+from mpitrain.asynchronous.straggler import Straggler, check_stragglers, parse_stragglers
+from mpitrain.data import Shard
+from mpitrain.data.batches import SHUFFLE_STREAM, steps_per_epoch
+from mpitrain.errors import agree, shared_error
+from mpitrain.evaluation import Evaluator, label_stats, summarize
+from mpitrain.models import Layout, task_of
+from mpitrain.models.gradient import BatchGradient
+from mpitrain.optimizers import Optimizer, learning_rate, make_optimizer
+
+from .base import StopRequested, Strategy, Unit
+
+if TYPE_CHECKING:
+    from mpitrain.config import TrainConfig
+    from mpitrain.data import Dataset
+
+# The epoch's sums, reduced over all ranks.
+LOSS, CORRECT, ROWS, PUSHES, STALE_SUM, STOP = range(6)
+TAIL = 3  # the gradient message's tail: loss, correct, rows
+
+
+@dataclass(kw_only=True)
+class ParameterServerStrategy(Strategy):
+    """Servers apply the workers' gradients as they arrive (module docstring)."""
+
+    unit_name = "epoch"
+    period_name = "epoch"
+    length_option = "epochs"
+    options = ("servers", "straggler", "simulate_schedule")
+
+    comm: MPI.Comm
+    layout: Layout
+    params: np.ndarray
+    optimizer: Optimizer  # full-size state on every rank, refreshed at each epoch's end
+    gradient: BatchGradient
+    train: Shard  # this worker's rows (empty on servers)
+    test: Evaluator | None
+    train_label_stats: tuple[float, float] | None
+    servers: int
+    epochs: int
+    batch_size: int
+    seed: int
+    lr: float
+    lr_schedule: str = "constant"
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.1
+    simulate: bool = False
+    speeds: tuple[float, ...] = ()  # of the workers, for --simulate-schedule
+    straggler: Straggler = field(default_factory=Straggler)
+    _sums: np.ndarray = field(init=False)
+    _worst: np.ndarray = field(init=False)
+    _per_worker: np.ndarray = field(init=False)
+    _pushes: int = field(init=False, default=0)  # applied over the whole run
+    _comm: MPI.Comm = field(init=False)  # private duplicate for the protocol's messages
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
+        return frozenset({"step_gradient", "network_loss", config.optimizer})
+
+    @classmethod
+    def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
+              dataset: Dataset, comm: MPI.Comm) -> ParameterServerStrategy:
+        size = comm.Get_size()
+        agree(comm, None if config.servers < size else
+              f"--servers {config.servers} leaves no worker: the job has {size} ranks "
+              f"(use --servers <= {size - 1} or more ranks)")
+        agree(comm, check_stragglers(config.straggler, size))
+        workers = size - config.servers
+        train = reshard(dataset.train, comm, holders=range(config.servers, size))
+        local_batch = max(1, -(-config.batch_size // workers))
+        regression = task_of(config.model) == "regression"
+        factors = {spec.rank: spec.factor for spec in parse_stragglers(config.straggler)}
+        return cls(
+            comm=comm, layout=layout, params=params,
+            optimizer=make_optimizer(config.optimizer, params,
+                                     weight_decay=config.weight_decay,
+                                     momentum=config.momentum, nesterov=config.nesterov,
+                                     beta1=config.beta1, beta2=config.beta2, eps=config.eps),
+            gradient=BatchGradient(layout, loss_kind=kind,
+                                   max_rows=min(local_batch, max(1, len(train.y))),
+                                   dtype=params.dtype),
+            train=train,
+            test=(Evaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm)
+                  if dataset.test.n_total > 0 else None),
+            train_label_stats=label_stats(train, comm) if regression else None,
+            servers=config.servers, epochs=config.epochs, batch_size=config.batch_size,
+            seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
+            lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
+            simulate=config.simulate_schedule,
+            speeds=tuple(1.0 / factors.get(rank, 1.0)
+                         for rank in range(config.servers, size)),
+            straggler=Straggler.for_rank(config.straggler, rank=comm.Get_rank(),
+                                         seed=config.seed))
+
+    def __post_init__(self) -> None:
+        self._comm = self.comm.Dup()
+        rank, size = self.comm.Get_rank(), self.comm.Get_size()
+        self._workers = list(range(self.servers, size))
+        self._ranges = server_ranges(self.layout.size, self.servers)
+        self._sums = np.zeros(6)
+        self._worst = np.zeros(1)
+        self._per_worker = np.zeros(len(self._workers), dtype=np.int64)
+        self._staleness = Staleness()
+        self._period = np.zeros(3)  # loss, correct, rows of the epoch (for evaluate)
+        self._server: ShardServer | None = None
+        self._worker: WorkerClient | None = None
+        if rank < self.servers:
+            lo, hi = self._ranges[rank]
+            mine = make_optimizer(self.optimizer.name, self.params[lo:hi],
+                                  weight_decay=self.optimizer.weight_decay,
+                                  momentum=self.optimizer.momentum,
+                                  nesterov=self.optimizer.nesterov, beta1=self.optimizer.beta1,
+                                  beta2=self.optimizer.beta2, eps=self.optimizer.eps)
+            self._server = ShardServer(comm=self._comm, params=self.params, lo=lo, hi=hi,
+                                       workers=self._workers, optimizer=mine)
+        else:
+            self._worker = WorkerClient(comm=self._comm, params=self.params,
+                                        ranges=self._ranges)
+            self._message = np.zeros(self.layout.size + TAIL, dtype=self.params.dtype)
+
+    # -- sizes -------------------------------------------------------------------------------
+    @property
+    def local_batch(self) -> int:
+        """Rows per push."""
+        return max(1, -(-self.batch_size // len(self._workers)))
+
+    @property
+    def pushes_per_epoch(self) -> int:
+        """Pushes that use as many rows as one epoch."""
+        return steps_per_epoch(self.train.n_total, self.local_batch)
+
+    @property
+    def total_units(self) -> int:
+        return self.epochs
+
+    def units(self, start: int) -> Iterator[Unit]:
+        for epoch in range(start, self.epochs):
+            yield Unit(epoch, epoch, 0, True)
+
+    # -- the loop's hooks --------------------------------------------------------------------
+    def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
+        self._sums[:] = 0.0
+        self._worst[:] = 0.0
+        self._per_worker[:] = 0
+        if self._server is not None:
+            self._serve(unit, stop_requested)
+        else:
+            self._work(unit, stop_requested)
+
+    def _serve(self, unit: Unit, stop_requested: StopRequested) -> None:
+        budget = self.pushes_per_epoch
+        order = (PushOrder(seed=self.seed, epoch=unit.period, speeds=self.speeds)
+                 if self.simulate else None)
+
+        def lr_of(push: int, rows: float) -> float:
+            rate = self.lr if self.lr_schedule == "constant" else learning_rate(
+                self.lr_schedule, self.lr, step=unit.period * budget + min(push, budget - 1),
+                total_steps=self.epochs * budget, epoch=unit.period,
+                step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
+            return rate * rows / self.batch_size
+
+        log = self._server.serve_epoch(budget=budget, order=order,
+                                       stop_requested=stop_requested, lr_of=lr_of)
+        self._sums[STOP] = 1.0 if log.stop else 0.0
+        if self.comm.Get_rank() == 0:  # every server saw the same pushes: count them once
+            self._sums[PUSHES] = log.pushes
+            self._sums[STALE_SUM] = log.staleness.total
+            self._worst[0] = log.staleness.worst
+            self._per_worker[:] = log.per_worker
+
+    def _work(self, unit: Unit, stop_requested: StopRequested) -> None:
+        worker, message, n = self._worker, self._message, self.layout.size
+        worker.start_epoch()
+        train = self.train
+        rows_of = _row_stream(seed=self.seed, epoch=unit.period, start=train.start,
+                              count=len(train.y), batch=self.local_batch)
+        while True:
+            rows = next(rows_of)
+            started = perf_counter()
+            self.gradient.step(self.params, message, train.X, train.y, rows)
+            self.straggler.slow_down(started)
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._sums[LOSS:ROWS + 1] += message[n:n + TAIL]
+            stop = stop_requested()
+            self._sums[STOP] = max(self._sums[STOP], 1.0 if stop else 0.0)
+            if worker.push_pull(message, rows.size, stop):
+                break
+        worker.finish()
+
+    def reduce(self, unit: Unit) -> bool:
+        self.comm.Allreduce(MPI.IN_PLACE, self._sums, op=MPI.SUM)
+        self.comm.Allreduce(MPI.IN_PLACE, self._worst, op=MPI.MAX)
+        self.comm.Bcast(self._per_worker, root=0)
+        return bool(self._sums[STOP] > 0)
+
+    def apply(self, unit: Unit) -> None:
+        """Every rank gets the servers' ranges: the model and the optimizer state."""
+        for s, (lo, hi) in enumerate(self._ranges):
+            self.comm.Bcast(self.params[lo:hi], root=s)
+            for name, full in self.optimizer.state.items():
+                if self._server is not None and s == self.comm.Get_rank():
+                    full[lo:hi] = self._server.optimizer.state[name]
+                self.comm.Bcast(full[lo:hi], root=s)
+        steps = np.array([self._server.optimizer.steps if self._server else 0],
+                         dtype=np.int64)
+        self.comm.Bcast(steps, root=0)
+        self.optimizer.steps = int(steps[0])
+        loss = float(self._sums[LOSS])
+        if not np.isfinite(loss) or not np.isfinite(self.params).all():
+            raise shared_error(f"training diverged: the loss is {loss} in epoch "
+                               f"{unit.period + 1}; try a smaller --lr; the last good "
+                               "checkpoint is kept")
+        pushes = int(self._sums[PUSHES])
+        self._pushes += pushes
+        self._staleness.merge(float(self._sums[STALE_SUM]), float(pushes),
+                              float(self._worst[0]))
+        self._period[:] = self._sums[LOSS:ROWS + 1]
+
+    def evaluate(self, unit: Unit) -> dict[str, Any]:
+        loss, correct, count = (float(v) for v in self._period)
+        metrics: dict[str, Any] = {"epoch": unit.period + 1, "step": self._pushes,
+                                   "samples": round(count)}
+        train = summarize(loss, correct, count, label_stats=self.train_label_stats)
+        metrics.update({f"train_{key}": value for key, value in train.items()})
+        if self.test is not None:
+            test = self.test(self.params)
+            metrics.update({f"test_{key}": value for key, value in test.items()})
+        metrics.update(self._staleness.take())
+        metrics["pushes_per_worker"] = self._per_worker.tolist()
+        return metrics
+
+    def close(self) -> None:
+        self._comm.Free()
+
+    # -- checkpoints and outputs -------------------------------------------------------------
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"params": self.params,
+                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
+        return arrays, {"optimizer_steps": self.optimizer.steps, "pushes": self._pushes}
+
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.params[...] = arrays["params"]
+        for name, value in self.optimizer.state.items():
+            value[...] = arrays[f"optimizer.{name}"]
+        self.optimizer.steps = int(meta["optimizer_steps"])
+        self._pushes = int(meta["pushes"])
+        if self._server is not None:
+            lo, hi = self._server.lo, self._server.hi
+            for name, value in self._server.optimizer.state.items():
+                value[...] = self.optimizer.state[name][lo:hi]
+            self._server.optimizer.steps = self.optimizer.steps
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json's ``parameter_server`` section."""
+        return {"parameter_server": {
+            "servers": self.servers, "workers": len(self._workers),
+            "server_ranges": [list(r) for r in self._ranges],
+            "rows_per_push": self.local_batch, "pushes_per_epoch": self.pushes_per_epoch,
+            "simulated_schedule": self.simulate}}
+
+
+def _row_stream(*, seed: int, epoch: int, start: int, count: int,
+                batch: int) -> Iterator[np.ndarray]:
+    """This worker's batches of an epoch: successive seeded permutations of its rows
+    (a fast worker goes round its block more than once per epoch)."""
+    lap = 0
+    while True:
+        order = np.random.default_rng([seed, SHUFFLE_STREAM, epoch, start, lap]).permutation(
+            count).astype(np.int64)
+        for i in range(0, count, batch):
+            yield order[i:i + batch]
+        lap += 1
