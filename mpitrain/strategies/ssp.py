@@ -7,8 +7,10 @@ t+s`` without waiting; before step ``t+s+1`` it waits for step ``t``'s sum and a
 So a rank can be at most ``s`` steps ahead of the slowest rank (it cannot finish step
 ``t+s`` before everyone has contributed step ``t``), a slow step of one rank (jitter) is
 absorbed by the others' slack, and every gradient is applied exactly ``s`` updates late
-(fewer after a drain: at the end of each epoch, at checkpoints and when stopping, every
-pending sum is applied, so the model is complete when it is evaluated or saved).
+(fewer at the start of an epoch: at the end of each epoch every pending sum is applied, so
+the evaluated model is complete). At a checkpoint or a stop the reductions in flight are
+completed but applied only when due, and the checkpoint holds them: a resumed run is the
+uninterrupted run, bit for bit, and checkpoints do not change the trajectory.
 
 The delay is fixed rather than "whatever has arrived", so every rank applies the same
 updates in the same order: the run is deterministic and reproducible bit for bit on the
@@ -46,8 +48,9 @@ class StaleSynchronousStrategy(SyncStrategy):
     checkpoint_every: int = 0
     _messages: list[np.ndarray] = field(init=False, default_factory=list)
     # started reductions: (step, handle, updates applied when the step's gradient was read)
-    _pending: deque[tuple[Unit, AllreduceHandle, int]] = field(init=False,
-                                                              default_factory=deque)
+    # (None once completed, at a stop or checkpoint, until its result is due)
+    _pending: deque[tuple[Unit, AllreduceHandle | None, int]] = field(
+        init=False, default_factory=deque)
     _ready: list[tuple[Unit, np.ndarray, int]] = field(init=False, default_factory=list)
     _applied: int = field(init=False, default=0)  # updates applied by this process
     _stopping: bool = field(init=False, default=False)
@@ -78,33 +81,53 @@ class StaleSynchronousStrategy(SyncStrategy):
             super().contribute(unit, stop_requested)
             return
         rows = self._rows(unit)
-        message = self._messages[unit.index % len(self._messages)]
+        message = self._slot(unit.index)
         train = self.train
         started = perf_counter()
         self.gradient.step(self.params, message, train.X, train.y, rows)
         self.straggler.slow_down(started)
         for _, handle, _ in self._pending:  # MPICH progresses only inside MPI calls
-            handle.test()
+            if handle is not None:
+                handle.test()
         vote(message, stop_requested)
 
     def reduce(self, unit: Unit) -> bool:
         if self.staleness == 0:
             return super().reduce(unit)
-        message = self._messages[unit.index % len(self._messages)]
-        handle = start_allreduce(message, self.comm, algorithm=self.reduce_algorithm, op="sum")
+        handle = start_allreduce(self._slot(unit.index), self.comm,
+                                 algorithm=self.reduce_algorithm, op="sum")
         self._pending.append((unit, handle, self._applied))
         stopping = False
         if len(self._pending) > self.staleness:
             stopping = self._finish_oldest()
-        self._stopping = stopping
-        if stopping or unit.period_end or self._checkpoint_due(unit):
-            while self._pending:  # drain: the model is complete after apply
+        if unit.period_end:
+            while self._pending:  # drain: the epoch's model is complete after apply
                 self._finish_oldest()
+        elif stopping or self._checkpoint_due(unit):
+            # complete the reductions in flight but apply them when they are due, as an
+            # uninterrupted run does: the checkpoint holds them (exact resume)
+            for i, (step, pending, read) in enumerate(self._pending):
+                self._complete(step, pending)
+                if stopping:  # their stop votes are answered by this stop
+                    self._slot(step.index)[-1] = 0.0
+                self._pending[i] = (step, None, read)
         return stopping
+
+    def _slot(self, index: int) -> np.ndarray:
+        """The message of step ``index`` (kept until it is applied)."""
+        return self._messages[index % len(self._messages)]
+
+    def _complete(self, step: Unit, handle: AllreduceHandle | None) -> np.ndarray:
+        slot = self._slot(step.index)
+        if handle is not None:
+            result = handle.wait()
+            if result is not slot:
+                slot[...] = result
+        return slot
 
     def _finish_oldest(self) -> bool:
         step, handle, read = self._pending.popleft()
-        result = handle.wait()
+        result = self._complete(step, handle)
         self._ready.append((step, result, read))
         return voted(result)
 
@@ -133,9 +156,30 @@ class StaleSynchronousStrategy(SyncStrategy):
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Sync's state plus the reduced messages not applied yet (completed before any
+        checkpoint) and when each gradient was read, so a resumed run is exact."""
         arrays, meta = super().checkpoint_state()
-        return arrays, {**meta, "staleness_sums": self._staleness.state()}
+        if self.staleness == 0:
+            return arrays, {**meta, "staleness_sums": self._staleness.state()}
+        pending = np.zeros((self.staleness, self._n + TAIL), dtype=self.params.dtype)
+        for i, (step, _, _) in enumerate(self._pending):
+            pending[i] = self._slot(step.index)
+        arrays["pending"] = pending
+        return arrays, {**meta, "staleness_sums": self._staleness.state(),
+                        "pending_steps": [step.index for step, _, _ in self._pending],
+                        "pending_staleness": [self._applied - read
+                                              for _, _, read in self._pending]}
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         super().restore_state(arrays, meta)
         self._staleness.restore(meta["staleness_sums"])
+        if self.staleness == 0:
+            return
+        self._pending.clear()
+        steps = self.steps_per_epoch
+        for i, (index, late) in enumerate(zip(meta["pending_steps"],
+                                              meta["pending_staleness"], strict=True)):
+            epoch, step = divmod(int(index), steps)
+            self._slot(int(index))[...] = arrays["pending"][i]
+            self._pending.append((Unit(int(index), epoch, step, step == steps - 1), None,
+                                  self._applied - int(late)))
