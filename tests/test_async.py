@@ -10,6 +10,7 @@ tests/test_async_mpi.py.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -260,3 +261,22 @@ def test_a_rank_that_raises_ends_the_job_with_its_rank_named(tmp_path, mode, ran
     assert done.returncode != 0
     assert (f"mpitrain: rank {rank} of 3: unexpected error:" in done.stderr), done.stderr
     assert f"RuntimeError: chaos: rank {rank} fails in unit 3" in done.stderr
+
+
+@pytest.mark.parametrize("mode", [["--mode", "async-ps"], ["--mode", "gossip"],
+                                  ["--mode", "local-sgd"]])
+def test_stall_timeout_names_the_stalled_rank(tmp_path, mode):
+    """Rank 2 sleeps 600 s after its work of unit 3: the others report it after
+    --stall-timeout and abort the job (exit 124), as with sync. (Gossip ranks only wait
+    for their partner and the stop vote of a few steps back, so they may stall a few
+    units later.)"""
+    pids = tmp_path / "pids"
+    done = chaos([*BASE, "--epochs", "1000", "--stall-timeout", "3", *mode], ranks=3,
+                 timeout=90, env={"CHAOS_PIDS": str(pids), "CHAOS_STALL": "2:3:600"})
+    ended = time.time()
+    stalled_at = float((pids / "stall-2.time").read_text())
+    assert done.returncode == 124, done.stderr
+    assert 3 <= ended - stalled_at < 30, ended - stalled_at
+    assert re.search(r"mpitrain: stall: rank\(s\) 2 did not reach the collective of unit "
+                     r"(\d+) \(period \d+\) within 3 s", done.stderr), done.stderr
+    assert done.stderr.count("mpitrain: stall:") == 1, done.stderr
