@@ -162,7 +162,7 @@ class TrainConfig:
     servers: int = option(1, "async-ps: ranks that hold the parameters and optimizer state "
                           "(sharded by contiguous ranges); the other ranks are workers",
                           group="asynchronous")
-    staleness: int = option(2, "ssp: steps a rank may run ahead of the slowest (0: exactly "
+    staleness: int = option(1, "ssp: steps a rank may run ahead of the slowest (0: exactly "
                             "--mode sync)", group="asynchronous")
     sync_every: int = option(4, "local-sgd: local steps between parameter averages (1: "
                              "--mode sync for plain SGD)", group="asynchronous")
