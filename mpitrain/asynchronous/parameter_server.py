@@ -28,6 +28,7 @@ the target calls MPI, so a busy server would still have to poll. Measured on thi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,6 +47,33 @@ PUSH_TAIL = 4
 PUSH, FINISH = 0.0, 1.0
 DONE = 1  # reply tail: version, done
 REPLY_TAIL = 2
+
+
+SPIN_SECONDS = 200e-6
+"""How long a waiting server or worker polls MPI before it starts napping between polls."""
+NAP_SECONDS = 50e-6
+"""A nap between polls after that: a waiting rank leaves its core to the ranks that
+compute (MPICH's own waits poll without pause, which on a node with more ranks than
+cores takes a core from a worker for every waiting rank)."""
+
+
+def wait_any(requests: list[MPI.Request]) -> int:
+    """``MPI_Waitany`` that polls, then naps (see :data:`NAP_SECONDS`)."""
+    started = time.perf_counter()
+    while True:
+        index, done = MPI.Request.Testany(requests)
+        if done:
+            return index
+        if time.perf_counter() - started > SPIN_SECONDS:
+            time.sleep(NAP_SECONDS)
+
+
+def wait_all(requests: list[MPI.Request]) -> None:
+    """``MPI_Waitall`` that polls, then naps."""
+    started = time.perf_counter()
+    while not MPI.Request.Testall(requests):
+        if time.perf_counter() - started > SPIN_SECONDS:
+            time.sleep(NAP_SECONDS)
 
 
 def server_ranges(n: int, servers: int) -> list[tuple[int, int]]:
@@ -96,10 +124,10 @@ class ShardServer:
             if order is not None:  # the seeded interleaving; in worker order at the end
                 w = next(order) if log.pushes < budget and not log.stop else \
                     next(i for i, request in enumerate(recv) if request != MPI.REQUEST_NULL)
-                recv[w].Wait()
+                wait_all([recv[w]])
                 recv[w] = MPI.REQUEST_NULL
             else:
-                w = MPI.Request.Waitany(recv)
+                w = wait_any(recv)
             message = self._inbox[w]
             tail = message[-PUSH_TAIL:]
             if tail[KIND] == FINISH:
@@ -154,7 +182,7 @@ class WorkerClient:
             requests.append(self.comm.Isend(out, dest=s, tag=PUSH_TAG))
         requests += [self.comm.Irecv(self._inbox[s], source=s, tag=REPLY_TAG)
                      for s in range(len(self.ranges))]
-        MPI.Request.Waitall(requests)
+        wait_all(requests)
         done = False
         for s, (lo, hi) in enumerate(self.ranges):
             reply = self._inbox[s]

@@ -23,7 +23,8 @@ first epoch whose test accuracy is >= ``--target`` (null: never reached);
 
 JSON (``--json FILE``, rank 0)::
 
-    {"ranks", "mpi_library", "mpitrain_version",
+    {"ranks", "mpi_library", "mpitrain_version", "cpus",
+     "load_average": [1-minute load average before, after] (other work on the machine),
      "workload": {"data", "model", "hidden", "optimizer", "lr", "batch_size", "epochs",
                   "dtype", "target", "straggler", "repeats"},
      "runs": [{"mode", "scenario" ("none" | "straggler"), "time_to_target",
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from typing import Any
 
@@ -136,6 +138,7 @@ def _median(values: list[float | None]) -> float | None:
 def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Collective: every (scenario, mode, repeat) run; rank 0 prints and writes."""
     modes, straggler = checked(comm, _checked, args, comm.Get_size())
+    load_before = os.getloadavg()[0]
     runs = []
     for scenario, slow in (("none", ""), ("straggler", straggler)):
         for mode in modes:
@@ -155,7 +158,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
                 print(f"{scenario:>9} {mode:>9}: time to {args.target:g} "
                       f"{_show(row['time_to_target'])}, final accuracy "
                       f"{row['final_accuracy']:.4f}, {row['seconds']:.2f} s", flush=True)
-    checked(comm, _finish, args, comm, straggler, runs)
+    load = [load_before, os.getloadavg()[0]]
+    checked(comm, _finish, args, comm, straggler, runs, load)
     return 0
 
 
@@ -187,12 +191,13 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _finish(args: argparse.Namespace, comm: MPI.Comm, straggler: str,
-            runs: list[dict[str, Any]]) -> None:
+            runs: list[dict[str, Any]], load: list[float]) -> None:
     if comm.Get_rank() != 0:
         return
     doc = {"ranks": comm.Get_size(),
            "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
            "mpitrain_version": __version__,
+           "cpus": os.cpu_count(), "load_average": load,
            "workload": {"data": args.data, "model": args.model, "hidden": list(args.hidden),
                         "optimizer": args.optimizer, "lr": args.lr,
                         "batch_size": args.batch_size, "epochs": args.epochs,
@@ -219,7 +224,8 @@ def _table(doc: dict[str, Any]) -> str:
     lines = [f"# bench async: {doc['ranks']} ranks, {w['data']} {w['model']} "
              f"{w['hidden']}, {w['optimizer']} lr {w['lr']}, batch {w['batch_size']}, "
              f"{w['epochs']} epochs; straggler {w['straggler']}; target accuracy "
-             f"{w['target']}",
+             f"{w['target']}; {doc['cpus']} CPUs, load average "
+             f"{doc['load_average'][0]:.1f} before, {doc['load_average'][1]:.1f} after",
              f"{'scenario':<10} {'mode':<10} {'time to target':>15} {'final acc':>10} "
              f"{'train s':>8}"]
     for r in doc["runs"]:
