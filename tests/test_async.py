@@ -280,3 +280,13 @@ def test_stall_timeout_names_the_stalled_rank(tmp_path, mode):
     assert re.search(r"mpitrain: stall: rank\(s\) 2 did not reach the collective of unit "
                      r"(\d+) \(period \d+\) within 3 s", done.stderr), done.stderr
     assert done.stderr.count("mpitrain: stall:") == 1, done.stderr
+
+
+def test_progress_line_shows_staleness():
+    from mpitrain.runtime.progress import progress_line
+
+    line = progress_line({"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.9,
+                          "staleness_mean": 1.5, "staleness_max": 3, "seconds": 0.25},
+                         unit="epoch", total=4)
+    assert line == ("epoch 2/4  train loss 0.5000 acc 0.9000  staleness mean 1.50 max 3  "
+                    "0.25s")
