@@ -42,15 +42,15 @@ from mpitrain.asynchronous.reshard import reshard
 from mpitrain.asynchronous.schedule import PushOrder
 from mpitrain.asynchronous.staleness import Staleness
 from mpitrain.asynchronous.straggler import Straggler, check_stragglers, parse_stragglers
-from mpitrain.data import Shard
 from mpitrain.data.batches import SHUFFLE_STREAM, steps_per_epoch
 from mpitrain.errors import agree, shared_error
-from mpitrain.evaluation import Evaluator, label_stats, summarize
+from mpitrain.evaluation import Evaluator, label_stats
 from mpitrain.models import Layout, task_of
 from mpitrain.models.gradient import BatchGradient
-from mpitrain.optimizers import Optimizer, learning_rate, make_optimizer
+from mpitrain.optimizers import Optimizer
 
-from .base import StopRequested, Strategy, Unit
+from .base import StopRequested, Unit
+from .sync import MinibatchStrategy, optimizer_for
 
 if TYPE_CHECKING:
     from mpitrain.config import TrainConfig
@@ -62,34 +62,19 @@ TAIL = 3  # the gradient message's tail: loss, correct, rows
 
 
 @dataclass(kw_only=True)
-class ParameterServerStrategy(Strategy):
-    """Servers apply the workers' gradients as they arrive (module docstring)."""
+class ParameterServerStrategy(MinibatchStrategy):
+    """Servers apply the workers' gradients as they arrive (module docstring). The
+    optimizer of the base holds full-size state on every rank, refreshed from the servers
+    at each epoch's end; ``train`` is this worker's rows (empty on servers)."""
 
     unit_name = "epoch"
-    period_name = "epoch"
-    length_option = "epochs"
     options = ("servers", "straggler", "simulate_schedule")
 
-    comm: MPI.Comm
-    layout: Layout
-    params: np.ndarray
-    optimizer: Optimizer  # full-size state on every rank, refreshed at each epoch's end
-    gradient: BatchGradient
-    train: Shard  # this worker's rows (empty on servers)
-    test: Evaluator | None
-    train_label_stats: tuple[float, float] | None
     servers: int
-    epochs: int
-    batch_size: int
-    seed: int
-    lr: float
-    lr_schedule: str = "constant"
-    lr_step_epochs: int = 10
-    lr_gamma: float = 0.1
+    server_optimizer: Optimizer | None = None  # a server's: state for its range only
     simulate: bool = False
     speeds: tuple[float, ...] = ()  # of the workers, for --simulate-schedule
-    straggler: Straggler = field(default_factory=Straggler)
-    _sums: np.ndarray = field(init=False)
+    _epoch_sums: np.ndarray = field(init=False)
     _worst: np.ndarray = field(init=False)
     _per_worker: np.ndarray = field(init=False)
     _pushes: int = field(init=False, default=0)  # applied over the whole run
@@ -109,16 +94,16 @@ class ParameterServerStrategy(Strategy):
               f"(use --servers <= {size - 1} or more ranks)")
         agree(comm, check_stragglers(config.straggler, size))
         workers = size - config.servers
+        ranges = server_ranges(layout.size, config.servers)
         train = reshard(dataset.train, comm, holders=range(config.servers, size))
         local_batch = max(1, -(-config.batch_size // workers))
         regression = task_of(config.model) == "regression"
         factors = {spec.rank: spec.factor for spec in parse_stragglers(config.straggler)}
         return cls(
             comm=comm, layout=layout, params=params,
-            optimizer=make_optimizer(config.optimizer, params,
-                                     weight_decay=config.weight_decay,
-                                     momentum=config.momentum, nesterov=config.nesterov,
-                                     beta1=config.beta1, beta2=config.beta2, eps=config.eps),
+            optimizer=optimizer_for(config, params),
+            server_optimizer=(optimizer_for(config, params[slice(*ranges[comm.Get_rank()])])
+                              if comm.Get_rank() < config.servers else None),
             gradient=BatchGradient(layout, loss_kind=kind,
                                    max_rows=min(local_batch, max(1, len(train.y))),
                                    dtype=params.dtype),
@@ -140,22 +125,16 @@ class ParameterServerStrategy(Strategy):
         rank, size = self.comm.Get_rank(), self.comm.Get_size()
         self._workers = list(range(self.servers, size))
         self._ranges = server_ranges(self.layout.size, self.servers)
-        self._sums = np.zeros(6)
+        self._epoch_sums = np.zeros(6)
         self._worst = np.zeros(1)
         self._per_worker = np.zeros(len(self._workers), dtype=np.int64)
         self._staleness = Staleness()
-        self._period = np.zeros(3)  # loss, correct, rows of the epoch (for evaluate)
         self._server: ShardServer | None = None
         self._worker: WorkerClient | None = None
         if rank < self.servers:
             lo, hi = self._ranges[rank]
-            mine = make_optimizer(self.optimizer.name, self.params[lo:hi],
-                                  weight_decay=self.optimizer.weight_decay,
-                                  momentum=self.optimizer.momentum,
-                                  nesterov=self.optimizer.nesterov, beta1=self.optimizer.beta1,
-                                  beta2=self.optimizer.beta2, eps=self.optimizer.eps)
             self._server = ShardServer(comm=self._comm, params=self.params, lo=lo, hi=hi,
-                                       workers=self._workers, optimizer=mine)
+                                       workers=self._workers, optimizer=self.server_optimizer)
         else:
             self._worker = WorkerClient(comm=self._comm, params=self.params,
                                         ranges=self._ranges)
@@ -182,7 +161,7 @@ class ParameterServerStrategy(Strategy):
 
     # -- the loop's hooks --------------------------------------------------------------------
     def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
-        self._sums[:] = 0.0
+        self._epoch_sums[:] = 0.0
         self._worst[:] = 0.0
         self._per_worker[:] = 0
         if self._server is not None:
@@ -196,18 +175,16 @@ class ParameterServerStrategy(Strategy):
                  if self.simulate else None)
 
         def lr_of(push: int, rows: float) -> float:
-            rate = self.lr if self.lr_schedule == "constant" else learning_rate(
-                self.lr_schedule, self.lr, step=unit.period * budget + min(push, budget - 1),
-                total_steps=self.epochs * budget, epoch=unit.period,
-                step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
+            rate = self.scheduled_lr(unit.period * budget + min(push, budget - 1),
+                                     self.epochs * budget, unit.period)
             return rate * rows / self.batch_size
 
         log = self._server.serve_epoch(budget=budget, order=order,
                                        stop_requested=stop_requested, lr_of=lr_of)
-        self._sums[STOP] = 1.0 if log.stop else 0.0
+        self._epoch_sums[STOP] = 1.0 if log.stop else 0.0
         if self.comm.Get_rank() == 0:  # every server saw the same pushes: count them once
-            self._sums[PUSHES] = log.pushes
-            self._sums[STALE_SUM] = log.staleness.total
+            self._epoch_sums[PUSHES] = log.pushes
+            self._epoch_sums[STALE_SUM] = log.staleness.total
             self._worst[0] = log.staleness.worst
             self._per_worker[:] = log.per_worker
 
@@ -223,18 +200,18 @@ class ParameterServerStrategy(Strategy):
             self.gradient.step(self.params, message, train.X, train.y, rows)
             self.straggler.slow_down(started)
             with np.errstate(over="ignore", invalid="ignore"):
-                self._sums[LOSS:ROWS + 1] += message[n:n + TAIL]
+                self._epoch_sums[LOSS:ROWS + 1] += message[n:n + TAIL]
             stop = stop_requested()
-            self._sums[STOP] = max(self._sums[STOP], 1.0 if stop else 0.0)
+            self._epoch_sums[STOP] = max(self._epoch_sums[STOP], 1.0 if stop else 0.0)
             if worker.push_pull(message, rows.size, stop):
                 break
         worker.finish()
 
     def reduce(self, unit: Unit) -> bool:
-        self.comm.Allreduce(MPI.IN_PLACE, self._sums, op=MPI.SUM)
+        self.comm.Allreduce(MPI.IN_PLACE, self._epoch_sums, op=MPI.SUM)
         self.comm.Allreduce(MPI.IN_PLACE, self._worst, op=MPI.MAX)
         self.comm.Bcast(self._per_worker, root=0)
-        return bool(self._sums[STOP] > 0)
+        return bool(self._epoch_sums[STOP] > 0)
 
     def apply(self, unit: Unit) -> None:
         """Every rank gets the servers' ranges: the model and the optimizer state."""
@@ -248,44 +225,31 @@ class ParameterServerStrategy(Strategy):
                          dtype=np.int64)
         self.comm.Bcast(steps, root=0)
         self.optimizer.steps = int(steps[0])
-        loss = float(self._sums[LOSS])
+        loss = float(self._epoch_sums[LOSS])
         if not np.isfinite(loss) or not np.isfinite(self.params).all():
             raise shared_error(f"training diverged: the loss is {loss} in epoch "
                                f"{unit.period + 1}; try a smaller --lr; the last good "
                                "checkpoint is kept")
-        pushes = int(self._sums[PUSHES])
+        pushes = int(self._epoch_sums[PUSHES])
         self._pushes += pushes
-        self._staleness.merge(float(self._sums[STALE_SUM]), float(pushes),
+        self._staleness.merge(float(self._epoch_sums[STALE_SUM]), float(pushes),
                               float(self._worst[0]))
-        self._period[:] = self._sums[LOSS:ROWS + 1]
+        self._sums = [float(v) for v in self._epoch_sums[LOSS:ROWS + 1]]
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
-        loss, correct, count = (float(v) for v in self._period)
-        metrics: dict[str, Any] = {"epoch": unit.period + 1, "step": self._pushes,
-                                   "samples": round(count)}
-        train = summarize(loss, correct, count, label_stats=self.train_label_stats)
-        metrics.update({f"train_{key}": value for key, value in train.items()})
-        if self.test is not None:
-            test = self.test(self.params)
-            metrics.update({f"test_{key}": value for key, value in test.items()})
-        metrics.update(self._staleness.take())
-        metrics["pushes_per_worker"] = self._per_worker.tolist()
-        return metrics
+        return {**super().evaluate(unit), "step": self._pushes, **self._staleness.take(),
+                "pushes_per_worker": self._per_worker.tolist()}
 
     def close(self) -> None:
         self._comm.Free()
 
     # -- checkpoints and outputs -------------------------------------------------------------
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {"params": self.params,
-                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
-        return arrays, {"optimizer_steps": self.optimizer.steps, "pushes": self._pushes}
+        arrays, meta = super().checkpoint_state()
+        return arrays, {**meta, "pushes": self._pushes}
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.params[...] = arrays["params"]
-        for name, value in self.optimizer.state.items():
-            value[...] = arrays[f"optimizer.{name}"]
-        self.optimizer.steps = int(meta["optimizer_steps"])
+        super().restore_state(arrays, meta)
         self._pushes = int(meta["pushes"])
         if self._server is not None:
             lo, hi = self._server.lo, self._server.hi

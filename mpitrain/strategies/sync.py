@@ -45,14 +45,22 @@ if TYPE_CHECKING:
 TAIL = 4  # loss sum, correct count, row count, stop vote
 
 
-@dataclass(kw_only=True)
-class SyncStrategy(Strategy):
-    """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
+def optimizer_for(config: TrainConfig, params: np.ndarray) -> Optimizer:
+    """The ``--optimizer`` of ``config`` with state for ``params``."""
+    return make_optimizer(config.optimizer, params, weight_decay=config.weight_decay,
+                          momentum=config.momentum, nesterov=config.nesterov,
+                          beta1=config.beta1, beta2=config.beta2, eps=config.eps)
 
-    unit_name = "step"
+
+@dataclass(kw_only=True)
+class MinibatchStrategy(Strategy):
+    """What the strategies that train one model with an optimizer over epochs of
+    minibatches share: the model and its optimizer, the data, the learning rate, the
+    epoch's metrics and the checkpoint (the model, the optimizer's state and the epoch's
+    sums)."""
+
     period_name = "epoch"
     length_option = "epochs"
-    options = ("compress", "overlap", "straggler")
 
     comm: MPI.Comm
     layout: Layout
@@ -64,20 +72,61 @@ class SyncStrategy(Strategy):
     train_label_stats: tuple[float, float] | None
     epochs: int
     batch_size: int
-    shuffle: str
     seed: int
     lr: float
     lr_schedule: str = "constant"
     lr_step_epochs: int = 10
     lr_gamma: float = 0.1
+    straggler: Straggler = field(default_factory=Straggler)
+    _sums: list[float] = field(init=False, default_factory=lambda: [0.0, 0.0, 0.0])
+
+    def scheduled_lr(self, step: int, total_steps: int, epoch: int) -> float:
+        """--lr and its schedule at ``step`` of ``total_steps`` (in ``epoch``)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return learning_rate(self.lr_schedule, self.lr, step=step, total_steps=total_steps,
+                             epoch=epoch, step_epochs=self.lr_step_epochs,
+                             gamma=self.lr_gamma)
+
+    def evaluate(self, unit: Unit) -> dict[str, Any]:
+        loss, correct, count = self._sums
+        self._sums = [0.0, 0.0, 0.0]
+        metrics: dict[str, Any] = {"epoch": unit.period + 1, "step": unit.index + 1,
+                                   "samples": round(count)}
+        train = summarize(loss, correct, count, label_stats=self.train_label_stats)
+        metrics.update({f"train_{key}": value for key, value in train.items()})
+        if self.test is not None:
+            test = self.test(self.params)
+            metrics.update({f"test_{key}": value for key, value in test.items()})
+        return metrics
+
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"params": self.params,
+                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
+        return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
+
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.params[...] = arrays["params"]
+        for name, value in self.optimizer.state.items():
+            value[...] = arrays[f"optimizer.{name}"]
+        self.optimizer.steps = int(meta["optimizer_steps"])
+        self._sums = [float(v) for v in meta["epoch_sums"]]
+
+
+@dataclass(kw_only=True)
+class SyncStrategy(MinibatchStrategy):
+    """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
+
+    unit_name = "step"
+    options = ("compress", "overlap", "straggler")
+
+    shuffle: str
     reduce_algorithm: str = "auto"
     compress: str = "none"
     overlap: bool = False
     shared_memory: bool = True
-    straggler: Straggler = field(default_factory=Straggler)
     _plan: EpochPlan | None = field(init=False, default=None)
     _plan_epoch: int = field(init=False, default=-1)
-    _sums: list[float] = field(init=False, default_factory=lambda: [0.0, 0.0, 0.0])
     _n: int = field(init=False, default=0)
     _reducer: Allreducer | None = field(init=False, default=None)
     _buckets: list[tuple[int, np.ndarray]] = field(init=False, default_factory=list)
@@ -104,10 +153,7 @@ class SyncStrategy(Strategy):
                 if dataset.test.n_total > 0 else None)
         return cls(
             comm=comm, layout=layout, params=params,
-            optimizer=make_optimizer(config.optimizer, params,
-                                     weight_decay=config.weight_decay,
-                                     momentum=config.momentum, nesterov=config.nesterov,
-                                     beta1=config.beta1, beta2=config.beta2, eps=config.eps),
+            optimizer=optimizer_for(config, params),
             gradient=BatchGradient(layout, loss_kind=kind, max_rows=max_rows,
                                    dtype=params.dtype),
             train=dataset.train, test=test,
@@ -226,37 +272,8 @@ class SyncStrategy(Strategy):
 
     def learning_rate(self, unit: Unit) -> float:
         """The learning rate of step ``unit`` (--lr and its schedule)."""
-        if self.lr_schedule == "constant":
-            return self.lr
-        return learning_rate(self.lr_schedule, self.lr, step=unit.index,
-                             total_steps=self.total_units, epoch=unit.period,
-                             step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
+        return self.scheduled_lr(unit.index, self.total_units, unit.period)
 
     def close(self) -> None:
         if self._reducer is not None:
             self._reducer.close()
-
-    def evaluate(self, unit: Unit) -> dict[str, Any]:
-        loss, correct, count = self._sums
-        self._sums = [0.0, 0.0, 0.0]
-        metrics: dict[str, Any] = {"epoch": unit.period + 1, "step": unit.index + 1,
-                                   "samples": round(count)}
-        train = summarize(loss, correct, count, label_stats=self.train_label_stats)
-        metrics.update({f"train_{key}": value for key, value in train.items()})
-        if self.test is not None:
-            test = self.test(self.params)
-            metrics.update({f"test_{key}": value for key, value in test.items()})
-        return metrics
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {"params": self.params,
-                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
-        return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
-
-    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.params[...] = arrays["params"]
-        for name, value in self.optimizer.state.items():
-            value[...] = arrays[f"optimizer.{name}"]
-        self.optimizer.steps = int(meta["optimizer_steps"])
-        self._sums = [float(v) for v in meta["epoch_sums"]]
