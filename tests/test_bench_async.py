@@ -29,8 +29,8 @@ def test_bench_async_runs_every_mode_and_writes_json_and_png(tmp_path):
     assert [(r["scenario"], r["mode"]) for r in doc["runs"]] == [
         (scenario, mode) for scenario in ("none", "straggler") for mode in DEFAULT_MODES]
     for run in doc["runs"]:
-        assert set(run) == {"mode", "scenario", "time_to_target", "final_accuracy",
-                            "seconds", "curves"}
+        assert set(run) == {"mode", "scenario", "time_to_target", "epochs_to_target",
+                            "final_accuracy", "seconds", "curves"}
         (curve,) = run["curves"]  # one repeat
         assert len(curve) == 3
         times = [point[0] for point in curve]
@@ -38,6 +38,7 @@ def test_bench_async_runs_every_mode_and_writes_json_and_png(tmp_path):
         assert run["seconds"] == times[-1] and run["final_accuracy"] == curve[-1][1]
         reached = [t for t, accuracy in curve if accuracy >= 0.5]
         assert run["time_to_target"] == (reached[0] if reached else None)
+        assert run["epochs_to_target"] == (times.index(reached[0]) + 1 if reached else None)
     assert doc["verdicts"] == verdicts(doc["runs"])
     assert set(doc["verdicts"]["floor"]) == set(DEFAULT_MODES)
     assert "# bench async: 3 ranks" in done.stdout and f"wrote {out}" in done.stdout

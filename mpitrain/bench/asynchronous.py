@@ -12,7 +12,9 @@ last, a worker under async-ps) ``--straggler-factor`` times slower (``--straggle
 
 Per run: the training wall-clock time (the loop's seconds; evaluation excluded) at the end
 of each epoch and the test accuracy there; ``time_to_target`` = the time at the end of the
-first epoch whose test accuracy is >= ``--target`` (null: never reached);
+first epoch whose test accuracy is >= ``--target`` (null: never reached), and that epoch's
+number (``epochs_to_target``: how many passes over the data the mode needs, which does not
+depend on timing except for async-ps);
 ``final_accuracy`` = the last epoch's. The verdicts are the issue's targets:
 
 1. ``straggler_speedup``: with the straggler, sync's time to target over the best
@@ -28,7 +30,8 @@ JSON (``--json FILE``, rank 0)::
      "workload": {"data", "model", "hidden", "optimizer", "lr", "batch_size", "epochs",
                   "dtype", "target", "straggler", "repeats"},
      "runs": [{"mode", "scenario" ("none" | "straggler"), "time_to_target",
-               "final_accuracy", "seconds", "curves": [[[seconds, accuracy], ...], ...]}],
+               "epochs_to_target", "final_accuracy", "seconds",
+               "curves": [[[seconds, accuracy], ...], ...]}],
      "verdicts": {"straggler_speedup", "straggler_best_mode", "straggler_accuracy_gap",
                   "no_straggler_ratio": {mode: ratio}, "floor": {mode: accuracy}}}
 
@@ -147,9 +150,11 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
                 result = train(_config(args, mode, slow), comm=comm)
                 curves.append(_curve(result.history))
             times = [_time_to(curve, args.target) for curve in curves]
+            epochs = [next((i + 1 for i, (_, accuracy) in enumerate(curve)
+                            if accuracy >= args.target), None) for curve in curves]
             runs.append({
                 "mode": mode, "scenario": scenario,
-                "time_to_target": _median(times),
+                "time_to_target": _median(times), "epochs_to_target": _median(epochs),
                 "final_accuracy": statistics.median(c[-1][1] for c in curves),
                 "seconds": statistics.median(c[-1][0] for c in curves),
                 "curves": curves})
@@ -226,11 +231,12 @@ def _table(doc: dict[str, Any]) -> str:
              f"{w['epochs']} epochs; straggler {w['straggler']}; target accuracy "
              f"{w['target']}; {doc['cpus']} CPUs, load average "
              f"{doc['load_average'][0]:.1f} before, {doc['load_average'][1]:.1f} after",
-             f"{'scenario':<10} {'mode':<10} {'time to target':>15} {'final acc':>10} "
-             f"{'train s':>8}"]
+             f"{'scenario':<10} {'mode':<10} {'time to target':>15} {'epochs':>7} "
+             f"{'final acc':>10} {'train s':>8}"]
     for r in doc["runs"]:
         lines.append(f"{r['scenario']:<10} {r['mode']:<10} {_show(r['time_to_target']):>15} "
-                     f"{r['final_accuracy']:>10.4f} {r['seconds']:>8.2f}")
+                     f"{r['epochs_to_target'] or '-':>7} {r['final_accuracy']:>10.4f} "
+                     f"{r['seconds']:>8.2f}")
     if v["straggler_speedup"] is not None:
         lines.append(f"straggler: best async mode {v['straggler_best_mode']} reaches the "
                      f"target {v['straggler_speedup']:.2f}x faster than sync (final accuracy "
