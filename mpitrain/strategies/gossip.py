@@ -18,7 +18,7 @@ Staleness is reported as the local steps since the last global average.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from mpitrain.asynchronous.votes import LaggedVote
 
 from .base import StopRequested, Unit
 from .local_sgd import LocalSGDStrategy
+
+if TYPE_CHECKING:
+    from mpitrain.config import TrainConfig
 
 VOTE_LAG = 4
 GOSSIP_TAG = 0x6057
@@ -44,7 +47,7 @@ class GossipStrategy(LocalSGDStrategy):
     _stopping: bool = field(init=False, default=False)
 
     @classmethod
-    def mode_fields(cls, config: Any) -> dict[str, Any]:
+    def mode_fields(cls, config: TrainConfig) -> dict[str, Any]:
         return {"sync_every": 1, "local_after": 0, "checkpoint_every": config.checkpoint_every}
 
     def __post_init__(self) -> None:

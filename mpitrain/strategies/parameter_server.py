@@ -271,6 +271,8 @@ def _row_stream(*, seed: int, epoch: int, start: int, count: int,
     """This worker's batches of an epoch: successive seeded permutations of its rows
     (a fast worker goes round its block more than once per epoch)."""
     lap = 0
+    while count == 0:  # no rows here (fewer rows than workers): empty pushes
+        yield np.empty(0, dtype=np.int64)
     while True:
         order = np.random.default_rng([seed, SHUFFLE_STREAM, epoch, start, lap]).permutation(
             count).astype(np.int64)
