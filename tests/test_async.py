@@ -147,7 +147,7 @@ def test_staleness_sums():
     ({"mode": "local-sgd", "local_after": -2}, "--local-after must be >= 0 (got -2)"),
     ({"mode": "sync", "servers": 2}, "--servers 2 applies to --mode async-ps (got --mode "
      "sync)"),
-    ({"mode": "gossip", "staleness": 1}, "--staleness 1 applies to --mode ssp (got --mode "
+    ({"mode": "gossip", "staleness": 3}, "--staleness 3 applies to --mode ssp (got --mode "
      "gossip)"),
     ({"mode": "ssp", "sync_every": 2}, "--sync-every 2 applies to --mode local-sgd (got "
      "--mode ssp)"),
