@@ -190,7 +190,8 @@ class TrainConfig:
                                  "messages only", group="parallel")
     # checkpoints and reliability
     checkpoint_every: int = option(0, "write a checkpoint every N steps (sync) or rounds "
-                                   "(federated), and at the end; 0: only at the end",
+                                   "(federated) or epochs (async-ps), and at the end; 0: "
+                                   "only at the end",
                                    group="checkpoints")
     keep: int = option(3, "checkpoints to keep in OUT/checkpoints", group="checkpoints")
     resume: str | None = option(None, "continue from a checkpoint file or run directory; "
