@@ -27,8 +27,9 @@ from mpitrain.runtime.progress import progress_line
 from mpitrain.runtime.watchdog import start_watchdog
 
 from . import __version__
-from .config import TrainConfig, resolve, to_toml, validate
-from .data import Dataset, SyntheticSpec, load_dataset
+from .config import TrainConfig, feature_columns, resolve, to_toml, validate
+from .data import Arrays, Dataset, ReadOptions, SyntheticSpec, load_dataset
+from .data.memory import IN_MEMORY
 from .errors import UserError, agree, checked
 from .loop import run_loop
 from .models import Layout, init_params, loss_kind, network_dims, save_model, task_of
@@ -49,7 +50,8 @@ class TrainResult:
 
 
 def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
-          stop_requested: Callable[[], bool] | None = None, **options: Any) -> TrainResult:
+          stop_requested: Callable[[], bool] | None = None, X: Any = None, y: Any = None,
+          test_X: Any = None, test_y: Any = None, **options: Any) -> TrainResult:
     """Train a model with every rank of ``comm``: collective, call it on all ranks.
 
     Pass a :class:`TrainConfig` or its fields as keywords (``train(data="digits",
@@ -57,9 +59,16 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     every rank. ``stop_requested`` (e.g. a signal flag) is polled once per step (or round),
     when the step's message is about to be reduced; when it is true on any rank, all ranks
     checkpoint and return with status ``"stopped"``.
+
+    In-memory data instead of ``data``: ``X`` (rows, features) and ``y`` (labels: numbers,
+    or names such as ``"cat"``; or targets), either each rank its own rows or rank 0 all
+    rows and the other ranks None (mpitrain scatters them). Rows are numbered in rank
+    order, so the model is the one a file with the same rows gives, for any number of
+    ranks. ``test_X``/``test_y`` likewise give a test set instead of a holdout.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
-    config = checked(comm, _config_from, config, options)
+    given = {"X": X, "y": y, "test_X": test_X, "test_y": test_y}
+    config = checked(comm, _config_from, config, options, given)
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
@@ -67,8 +76,10 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
         standardize=config.standardize,
-        synthetic=synthetic_spec(config))
+        synthetic=synthetic_spec(config), read=read_options(config),
+        arrays=Arrays(X, y), test_arrays=Arrays(test_X, test_y, names=("test_X", "test_y")))
     agree(comm, _model_data_mismatch(config, dataset))
+    config = _with_arrays(config, dataset)
     if config.reduce == "shm":  # collective test, the same answer on every rank
         agree(comm, None if single_node(comm) else
               "--reduce shm needs every rank on one node, but the ranks span several nodes; "
@@ -135,13 +146,41 @@ def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
                          classes=config.classes, noise=config.noise, clusters=config.clusters)
 
 
-def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainConfig:
+def read_options(config: TrainConfig) -> ReadOptions:
+    """How ``config`` says files of some formats are read."""
+    return ReadOptions(zero_based=config.zero_based, h5_x=config.h5_x, h5_y=config.h5_y,
+                       label_column=config.label_column,
+                       feature_columns=feature_columns(config))
+
+
+def _config_from(config: TrainConfig | None, options: dict[str, Any],
+                 arrays: dict[str, Any]) -> TrainConfig:
+    for name in ("data", "test_data"):
+        value = options.get(name)
+        if value is not None and not isinstance(value, str):
+            keywords = "X= and y=" if name == "data" else "test_X= and test_y="
+            raise UserError(f"{name}= takes a name or a path (got {type(value).__name__}); "
+                            f"pass in-memory arrays as {keywords}")
+    for name, keywords in (("data", ("X", "y")), ("test_data", ("test_X", "test_y"))):
+        if name in options and any(arrays[k] is not None for k in keywords):
+            raise UserError(f"pass either {name}= or {keywords[0]}=/{keywords[1]}=, not both")
     if config is None:
         return resolve({}, options)
     if options:
         config = dataclasses.replace(config, **options)
     validate(config)
     return config
+
+
+def _with_arrays(config: TrainConfig, dataset: Dataset) -> TrainConfig:
+    """The config as written to config.toml and summary.json: ``data``/``test_data`` say
+    when the rows came from arrays, so the config never silently means other data."""
+    train_arrays, test_arrays = dataset.from_arrays
+    if not (train_arrays or test_arrays):
+        return config
+    return dataclasses.replace(
+        config, data=IN_MEMORY if train_arrays else config.data,
+        test_data=IN_MEMORY if test_arrays else config.test_data)
 
 
 def _model_data_mismatch(config: TrainConfig, dataset: Dataset) -> str | None:
@@ -160,7 +199,8 @@ def _summary_head(config: TrainConfig, dataset: Dataset, layout: Layout,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
         "data": {"name": dataset.name, "train_rows": dataset.train.n_total,
                  "test_rows": dataset.test.n_total, "features": dataset.n_features,
-                 "classes": dataset.n_classes},
+                 "classes": dataset.n_classes,
+                 "class_names": None if dataset.classes is None else dataset.classes.tolist()},
         "model": {"name": config.model, "dims": list(layout.dims), "parameters": layout.size},
         "config": config.to_dict(),
     }
@@ -171,7 +211,8 @@ def _write_final(output: RunOutput, config: TrainConfig, layout: Layout, params:
     if output.directory is None:
         return
     save_model(output.directory / "model.npz", model=config.model, layout=layout,
-               flat=params, mean=dataset.mean, std=dataset.std, version=__version__)
+               flat=params, mean=dataset.mean, std=dataset.std, version=__version__,
+               classes=dataset.classes)
     output.write_json("summary.json", summary)
 
 

@@ -73,7 +73,7 @@ def assert_same_as_one_rank(parallel: Dataset, serial: Dataset, exact: bool = Tr
 @pytest.mark.parametrize("fraction", [0.0, 0.3])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_file_shards_do_not_depend_on_the_number_of_ranks(mpi_tmp_path, fmt, fraction):
-    X, y = example(103, sparse=fmt == "libsvm")
+    X, y = example(103, sparse=fmt.startswith("libsvm"))
     path = on_rank0(lambda: write(fmt, mpi_tmp_path, X, y))
     options = {"test_fraction": fraction, "seed": 3}
     assert_same_as_one_rank(load(path, **options), load(path, MPI.COMM_SELF, **options))

@@ -21,12 +21,19 @@ class Block:
 
     ``X`` has any real dtype and may be narrower than the final feature count (sparse
     formats only know their widest row); ``y`` holds labels or targets as float64.
+    Sources whose labels may be text (CSV, Parquet, in-memory arrays) give the labels that
+    are not numbers as ``label_names`` (this block's distinct ones) and ``label_codes``
+    (per row: index into ``label_names``, -1 where ``y`` holds a number; ``y`` is NaN
+    where it does not); see :func:`mpitrain.data.values.split_labels`.
     """
 
     X: np.ndarray
     y: np.ndarray
     rows: np.ndarray  # index of each row within the source, for messages
     lines: np.ndarray | None = None  # 1-based line numbers, for text formats
+    label_names: np.ndarray | None = None  # distinct non-numeric labels (str), or None
+    label_codes: np.ndarray | None = None  # int64 per row: index into label_names, or -1
+    lowest_index: int | None = None  # libsvm: smallest feature index read (-1: none)
 
     def where(self, i: int) -> str:
         """Name local row ``i`` the way the user finds it in the file."""
@@ -45,6 +52,8 @@ class Source(ABC):
     declared_classes: int = 0
     #: libsvm convention: labels -1/+1 stand for classes 0/1.
     signed_labels: bool = False
+    #: Rows live in the ranks' memory: ``exchange(comm, rows)`` (collective) reads them.
+    collective: bool = False
 
     def __init__(self, option: str, name: str, quoted: str) -> None:
         self.option = option  # the command-line option that named this source

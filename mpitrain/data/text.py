@@ -1,5 +1,9 @@
 """Line-oriented text formats: CSV (label in the last column) and libsvm/svmlight.
 
+CSV labels may be numbers or names (``cat``); see :mod:`mpitrain.data.labels`. libsvm
+feature indices may be 1-based (libsvm's convention) or 0-based (scikit-learn's
+``dump_svmlight_file`` default), see :func:`mpitrain.data.values.settle_index_base`.
+
 Opening a source scans the file once, counting data lines and remembering the byte
 offset of every :data:`CHECKPOINT_ROWS`-th one. Reading seeks to the checkpoint before the
 first wanted row and parses only the wanted lines, so a rank never holds other ranks' rows.
@@ -15,6 +19,7 @@ from typing import IO
 import numpy as np
 
 from mpitrain.data.base import Block, Source
+from mpitrain.data.labels import split_labels
 
 #: A byte offset is remembered for every this many data lines.
 CHECKPOINT_ROWS = 1024
@@ -102,7 +107,8 @@ def _floats(fields: list[str]) -> bool:
 
 
 class CsvSource(TextSource):
-    """Comma-separated numbers, label in the last column, optional header line."""
+    """Comma-separated numbers, label (a number or a name) in the last column, optional
+    header line (a first line with a feature field that is not a number)."""
 
     def __init__(self, path: Path, *, option: str) -> None:
         super().__init__(path, option=option)
@@ -116,7 +122,7 @@ class CsvSource(TextSource):
         if not self.is_data(raw):
             raise self.error(f"{self.quoted} has no data rows")
         first = _decode(raw).split(",")
-        self.header = not _floats(first)
+        self.header = not _floats(first[:-1])
         self.n_columns = len(first)
         self.first_line = line
         if self.n_columns < 2:
@@ -134,19 +140,26 @@ class CsvSource(TextSource):
 
     def read(self, rows: np.ndarray) -> Block:
         texts, numbers = self.lines(rows)
-        values = self.parse(texts, numbers)
-        return Block(X=values[:, :-1], y=values[:, -1].copy(), rows=rows, lines=numbers)
+        X, labels = self.parse(texts, numbers)
+        y, names, codes = split_labels(labels)
+        return Block(X=X, y=y, rows=rows, lines=numbers, label_names=names, label_codes=codes)
 
-    def parse(self, texts: list[str], numbers: np.ndarray) -> np.ndarray:
-        """Parse lines into a (rows, columns) float64 array, naming the first bad line."""
+    def parse(self, texts: list[str], numbers: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Parse lines into (rows, features) float64 and the label texts, naming the first
+        bad line."""
         if not texts:
-            return np.empty((0, self.n_columns))
+            return np.empty((0, self.n_features)), []
+        heads, labels = [], []
+        for text in texts:
+            head, _, label = text.rpartition(",")
+            heads.append(head)
+            labels.append(label.strip())
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                values = np.loadtxt(texts, delimiter=",", dtype=np.float64, ndmin=2)
-            if values.shape == (len(texts), self.n_columns):
-                return values
+                values = np.loadtxt(heads, delimiter=",", dtype=np.float64, ndmin=2)
+            if values.shape == (len(texts), self.n_features):
+                return values, labels
         except ValueError:
             pass
         for text, number in zip(texts, numbers, strict=True):  # find and name the problem
@@ -156,7 +169,7 @@ class CsvSource(TextSource):
                     f"{self.quoted} line {number} has {len(fields)} columns but line "
                     f"{self.first_line} has {self.n_columns}"
                 )
-            for field in fields:
+            for field in fields[:-1]:
                 if not _floats([field]):
                     raise self.error(
                         f"{self.quoted} line {number} has a non-numeric value {field.strip()!r}"
@@ -165,18 +178,21 @@ class CsvSource(TextSource):
 
 
 class LibsvmSource(TextSource):
-    """libsvm/svmlight lines ``label index:value ...`` with 1-based feature indices.
+    """libsvm/svmlight lines ``label index:value ...``.
 
     The feature count is the largest index over the whole file, known only once every
     rank has parsed its lines, so ``n_features`` is None and readers return rows as wide
-    as their own widest row.
+    as their own widest row. Index ``i`` goes to column ``i``; whether indices are 1-based
+    (column 0 then dropped) is decided over all ranks afterwards. ``zero_based`` is
+    ``"auto"``, ``"true"`` or ``"false"`` (then an index 0 is an error).
     """
 
     n_features = None
     signed_labels = True
 
-    def __init__(self, path: Path, *, option: str) -> None:
+    def __init__(self, path: Path, *, option: str, zero_based: str = "auto") -> None:
         super().__init__(path, option=option)
+        self.first_index = 1 if zero_based == "false" else 0
         self.scan()
         if self.n_rows == 0:
             raise self.error(f"{self.quoted} has no data rows")
@@ -190,13 +206,14 @@ class LibsvmSource(TextSource):
         labels = [body[0] for body in bodies]
         pairs = [body[1] if len(body) > 1 else "" for body in bodies]
         try:
-            y, counts, entries = _parse_fast(labels, pairs)
+            y, counts, entries = _parse_fast(labels, pairs, self.first_index)
         except ValueError:
             y, counts, entries = self._parse_line_by_line(labels, pairs, numbers)
-        cols = entries[0::2].astype(np.int64) - 1
+        cols = entries[0::2].astype(np.int64)
         X = np.zeros((len(texts), int(cols.max()) + 1 if len(cols) else 0))
         X[np.repeat(np.arange(len(texts)), counts), cols] = entries[1::2]
-        return Block(X=X, y=y, rows=rows, lines=numbers)
+        lowest = int(cols.min()) if len(cols) else -1
+        return Block(X=X, y=y, rows=rows, lines=numbers, lowest_index=lowest)
 
     def _parse_line_by_line(
         self, labels: list[str], pairs: list[str], numbers: np.ndarray
@@ -228,15 +245,15 @@ class LibsvmSource(TextSource):
             ) from None
 
     def _index(self, text: str, number: int) -> int:
-        """A 1-based feature index."""
+        """A feature index, from 0 (or 1 with ``zero_based="false"``) to MAX_INDEX."""
         try:
             index = int(text)
         except ValueError:
-            index = 0
-        if not 1 <= index <= MAX_INDEX:
+            index = -1
+        if not self.first_index <= index <= MAX_INDEX:
             raise self.error(
                 f"{self.quoted} line {number} has feature index {text!r} "
-                f"(expected an integer from 1 to {MAX_INDEX})"
+                f"(expected an integer from {self.first_index} to {MAX_INDEX})"
             )
         return index
 
@@ -245,7 +262,9 @@ class LibsvmSource(TextSource):
 _NOT_A_PAIR = re.compile(r"(?<!\S)[^\s:]+(?!\S)|:\S*:")
 
 
-def _parse_fast(labels: list[str], pairs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _parse_fast(
+    labels: list[str], pairs: list[str], first_index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse labels and ``index:value`` pairs with a few vectorised calls.
 
     Returns the labels, the number of pairs per line and the flat (index, value, ...) list.
@@ -259,7 +278,7 @@ def _parse_fast(labels: list[str], pairs: list[str]) -> tuple[np.ndarray, np.nda
     counts = np.array([text.count(":") for text in pairs], dtype=np.int64)
     entries = np.array(flat.replace(":", " ").split(), dtype=np.float64)
     index = entries[0::2]
-    valid = (index >= 1) & (index <= MAX_INDEX) & (index == np.floor(index))
+    valid = (index >= first_index) & (index <= MAX_INDEX) & (index == np.floor(index))
     if len(entries) != 2 * counts.sum() or not valid.all():
         raise ValueError("needs the line-by-line parser")
     return y, counts, entries

@@ -41,7 +41,15 @@ def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.nd
 
 
 def targets(block: Block, source: Source, dtype: np.dtype) -> np.ndarray:
-    """Local: regression targets as ``dtype``; non-finite values raise UserError."""
+    """Local: regression targets as ``dtype``; names and non-finite values raise UserError."""
+    if block.label_codes is not None and block.label_names is not None:
+        named = block.label_codes >= 0
+        if named.any():
+            i = int(np.argmax(named))
+            name = str(block.label_names[block.label_codes[i]])
+            raise source.error(
+                f"{source.quoted} has a non-numeric target {name!r} in {block.where(i)}"
+            )
     with np.errstate(over="ignore"):  # overflow becomes inf, reported below
         y = block.y.astype(dtype)
     bad = ~np.isfinite(y)
@@ -85,6 +93,28 @@ def map_signed_labels(comm: MPI.Comm, parts: list[tuple[Block, Source]]) -> list
         dataclasses.replace(block, y=(block.y + 1) / 2) if source.signed_labels else block
         for block, source in parts
     ]
+
+
+def settle_index_base(comm: MPI.Comm, parts: list[tuple[Block, Source]],
+                      zero_based: str) -> list[Block]:
+    """Collective: libsvm feature indices are 0-based or 1-based for all rows of all sources.
+
+    Readers place index ``i`` in column ``i``. With ``zero_based`` ``"false"``, and with
+    ``"auto"`` when no rank of any libsvm source has an index 0 (scikit-learn's
+    ``load_svmlight_files``), indices are 1-based: column 0 is dropped.
+    """
+    sparse = [block for block, _ in parts if block.lowest_index is not None]
+    if not sparse or zero_based == "true":
+        return [block for block, _ in parts]
+    if zero_based == "auto":
+        local = np.array([min((b.lowest_index for b in sparse if b.lowest_index >= 0),  # type: ignore[operator]
+                              default=1)], dtype=np.int64)
+        lowest = np.empty_like(local)
+        comm.Allreduce(local, lowest, op=MPI.MIN)
+        if lowest[0] == 0:
+            return [block for block, _ in parts]
+    return [dataclasses.replace(block, X=block.X[:, 1:]) if block.lowest_index is not None
+            else block for block, _ in parts]
 
 
 def class_count(comm: MPI.Comm, ys: list[np.ndarray], declared: int) -> int:

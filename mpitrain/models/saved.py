@@ -20,11 +20,15 @@ class SavedModel:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     version: str = ""
+    #: Class names (str) when the training labels were names: output i means classes[i].
+    classes: np.ndarray | None = None
 
 
 def save_model(path: Path, *, model: str, layout: Layout, flat: np.ndarray,
-               mean: np.ndarray | None, std: np.ndarray | None, version: str) -> None:
-    """Write parameters (W0, b0, ...) and metadata (meta_*) to ``path``."""
+               mean: np.ndarray | None, std: np.ndarray | None, version: str,
+               classes: np.ndarray | None = None) -> None:
+    """Write parameters (W0, b0, ...) and metadata (meta_*) to ``path``; ``classes``
+    (names of the classes, stored as a str array ``meta_classes``) when labels were names."""
     arrays: dict[str, np.ndarray] = {name: view.copy() for name, view in
                                      layout.views(flat).items()}
     arrays["meta_model"] = np.array(model)
@@ -33,6 +37,8 @@ def save_model(path: Path, *, model: str, layout: Layout, flat: np.ndarray,
     if mean is not None and std is not None:
         arrays["meta_mean"] = np.asarray(mean)
         arrays["meta_std"] = np.asarray(std)
+    if classes is not None:
+        arrays["meta_classes"] = np.asarray(classes, dtype=str)
     with open(path, "wb") as file:
         np.savez(file, **arrays)
 
@@ -47,4 +53,5 @@ def load_model(path: str | Path) -> SavedModel:
             model=str(data["meta_model"]), dims=dims, params=params,
             mean=data["meta_mean"] if "meta_mean" in data else None,
             std=data["meta_std"] if "meta_std" in data else None,
-            version=str(data["meta_version"]))
+            version=str(data["meta_version"]),
+            classes=data["meta_classes"] if "meta_classes" in data else None)
