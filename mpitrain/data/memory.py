@@ -156,8 +156,8 @@ def _check_local(arrays: Arrays, rank: int) -> tuple[Any, Any, _Local]:
         return None, None, _Local(True, 0, 0, "float64", 0, f"{text} (on rank {rank})")
 
     if arrays.X is None or arrays.y is None:
-        given, other = (x_name, y_name) if arrays.y is None else (y_name, x_name)
-        return fail(f"{other}= is given but {given}= is not")
+        given, missing = (x_name, y_name) if arrays.y is None else (y_name, x_name)
+        return fail(f"{given}= is given but {missing}= is not")
     X, y = np.asarray(arrays.X), np.asarray(arrays.y)
     if X.ndim != 2:
         return fail(f"{x_name}= must be a 2-D array (rows, features); got shape {X.shape}")
