@@ -123,6 +123,7 @@ class ParquetSource(Source):
                     texts += [str(v) for v in label.to_pylist()]
                 else:
                     numbers[lo:hi] = label.to_numpy()
+        self.pa.default_memory_pool().release_unused()  # the row groups' buffers
         if texts:
             y, names, codes = split_labels(texts)
             return Block(X=X, y=y, rows=rows, label_names=names, label_codes=codes)
