@@ -141,27 +141,29 @@ class CsvSource(TextSource):
     def read(self, rows: np.ndarray) -> Block:
         texts, numbers = self.lines(rows)
         X, labels = self.parse(texts, numbers)
+        if isinstance(labels, np.ndarray):  # every label a number
+            return Block(X=X, y=labels, rows=rows, lines=numbers)
         y, names, codes = split_labels(labels)
         return Block(X=X, y=y, rows=rows, lines=numbers, label_names=names, label_codes=codes)
 
-    def parse(self, texts: list[str], numbers: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Parse lines into (rows, features) float64 and the label texts, naming the first
-        bad line."""
+    def parse(
+        self, texts: list[str], numbers: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | list[str]]:
+        """Parse lines into (rows, features) float64 and the labels: float64 when every
+        label is a number, else their texts. Names the first bad line."""
         if not texts:
-            return np.empty((0, self.n_features)), []
+            return np.empty((0, self.n_features)), np.empty(0)
+        values = self._numbers(texts, self.n_columns)
+        if values is not None:  # the common case: numbers only
+            return values[:, :-1], values[:, -1].copy()
         heads, labels = [], []
         for text in texts:
             head, _, label = text.rpartition(",")
             heads.append(head)
             labels.append(label.strip())
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                values = np.loadtxt(heads, delimiter=",", dtype=np.float64, ndmin=2)
-            if values.shape == (len(texts), self.n_features):
-                return values, labels
-        except ValueError:
-            pass
+        values = self._numbers(heads, self.n_features)
+        if values is not None:
+            return values, labels
         for text, number in zip(texts, numbers, strict=True):  # find and name the problem
             fields = text.split(",")
             if len(fields) != self.n_columns:
@@ -175,6 +177,17 @@ class CsvSource(TextSource):
                         f"{self.quoted} line {number} has a non-numeric value {field.strip()!r}"
                     )
         raise self.error(f"cannot parse {self.quoted} as CSV")
+
+    @staticmethod
+    def _numbers(texts: list[str], columns: int) -> np.ndarray | None:
+        """The lines as a (rows, columns) float64 array, or None if they are not that."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = np.loadtxt(texts, delimiter=",", dtype=np.float64, ndmin=2)
+        except ValueError:
+            return None
+        return values if values.shape == (len(texts), columns) else None
 
 
 class LibsvmSource(TextSource):
