@@ -147,6 +147,19 @@ def test_a_problem_on_one_rank_is_reported_by_all(mpi_tmp_path):
         load(missing if RANK == SIZE - 1 else good)
 
 
+def test_ranks_that_see_different_files_stop_with_one_error(mpi_tmp_path):
+    def make():
+        return [write("csv", mpi_tmp_path / f"node{i}", *example(20 + i)) for i in range(2)]
+
+    paths = on_rank0(make)
+    mine = paths[1] if RANK == SIZE - 1 else paths[0]
+    message = (f"--data: the ranks see different data (rank 0: data.csv, 20 rows x 5 "
+               f"features; rank {SIZE - 1}: data.csv, 21 rows x 5 features); is the file the "
+               "same on every node?")
+    with pytest.raises(UserError, match=re.escape(message)):
+        load(mine)
+
+
 def test_more_ranks_than_training_rows(mpi_tmp_path):
     path = on_rank0(lambda: write("csv", mpi_tmp_path, *example(SIZE - 1)))
     n = SIZE - 1

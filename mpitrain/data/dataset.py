@@ -25,7 +25,7 @@ from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
 from mpitrain.data.labels import name_labels
 from mpitrain.data.memory import Arrays, MemorySource, open_arrays
 from mpitrain.data.sharding import block_range
-from mpitrain.data.sources import ReadOptions, open_source
+from mpitrain.data.sources import ZERO_BASED, ReadOptions, open_source
 from mpitrain.data.synthetic import SyntheticSpec
 from mpitrain.errors import UserError, agree, checked, require
 
@@ -214,6 +214,8 @@ def _open(
     sources.
     """
     data_dtype = _check_options(task, dtype, seed, test_fraction)
+    require(read.zero_based in ZERO_BASED,
+            f"--zero-based must be one of {', '.join(ZERO_BASED)} (got {read.zero_based!r})")
     train = open_source(source, option="--data", task=task, seed=seed, synthetic=synthetic,
                         read=read)
     if test_source is None:
