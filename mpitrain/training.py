@@ -67,8 +67,8 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     ranks. ``test_X``/``test_y`` likewise give a test set instead of a holdout.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
-    given = {"X": X, "y": y, "test_X": test_X, "test_y": test_y}
-    config = checked(comm, _config_from, config, options, given)
+    config = checked(comm, _config_from, config, options)
+    config, arrays, test_arrays = _in_memory(comm, config, options, X, y, test_X, test_y)
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
@@ -76,10 +76,9 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
         standardize=config.standardize,
-        synthetic=synthetic_spec(config), read=read_options(config),
-        arrays=Arrays(X, y), test_arrays=Arrays(test_X, test_y, names=("test_X", "test_y")))
+        synthetic=synthetic_spec(config), read=read_options(config), arrays=arrays,
+        test_arrays=test_arrays)
     agree(comm, _model_data_mismatch(config, dataset))
-    config = _with_arrays(config, dataset)
     if config.reduce == "shm":  # collective test, the same answer on every rank
         agree(comm, None if single_node(comm) else
               "--reduce shm needs every rank on one node, but the ranks span several nodes; "
@@ -153,34 +152,40 @@ def read_options(config: TrainConfig) -> ReadOptions:
                        feature_columns=feature_columns(config))
 
 
-def _config_from(config: TrainConfig | None, options: dict[str, Any],
-                 arrays: dict[str, Any]) -> TrainConfig:
-    for name in ("data", "test_data"):
+def _in_memory(comm: MPI.Comm, config: TrainConfig, options: dict[str, Any], X: Any, y: Any,
+               test_X: Any, test_y: Any) -> tuple[TrainConfig, Arrays, Arrays]:
+    """Collective: the in-memory arrays of ``train(X=..., ...)`` as load_dataset takes them,
+    and the config with ``data``/``test_data`` saying so when any rank passed some (so the
+    written config.toml never silently means other data)."""
+    arrays = {"data": Arrays(X, y), "test_data": Arrays(test_X, test_y, ("test_X", "test_y"))}
+    checked(comm, _check_data_keywords, options, arrays)
+    local = np.array([a.X is not None or a.y is not None for a in arrays.values()], np.int8)
+    anywhere = np.empty_like(local)
+    comm.Allreduce(local, anywhere, op=MPI.MAX)
+    replaced = {name: IN_MEMORY for name, given in zip(arrays, anywhere, strict=True) if given}
+    config = dataclasses.replace(config, **replaced) if replaced else config
+    return config, arrays["data"], arrays["test_data"]
+
+
+def _check_data_keywords(options: dict[str, Any], arrays: dict[str, Arrays]) -> None:
+    """``data=`` / ``test_data=`` are names or paths, not arrays, and not given with them."""
+    for name, given in arrays.items():
         value = options.get(name)
+        x_name, y_name = given.names
         if value is not None and not isinstance(value, str):
-            keywords = "X= and y=" if name == "data" else "test_X= and test_y="
             raise UserError(f"{name}= takes a name or a path (got {type(value).__name__}); "
-                            f"pass in-memory arrays as {keywords}")
-    for name, keywords in (("data", ("X", "y")), ("test_data", ("test_X", "test_y"))):
-        if name in options and any(arrays[k] is not None for k in keywords):
-            raise UserError(f"pass either {name}= or {keywords[0]}=/{keywords[1]}=, not both")
+                            f"pass in-memory arrays as {x_name}= and {y_name}=")
+        if name in options and (given.X is not None or given.y is not None):
+            raise UserError(f"pass either {name}= or {x_name}=/{y_name}=, not both")
+
+
+def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainConfig:
     if config is None:
         return resolve({}, options)
     if options:
         config = dataclasses.replace(config, **options)
     validate(config)
     return config
-
-
-def _with_arrays(config: TrainConfig, dataset: Dataset) -> TrainConfig:
-    """The config as written to config.toml and summary.json: ``data``/``test_data`` say
-    when the rows came from arrays, so the config never silently means other data."""
-    train_arrays, test_arrays = dataset.from_arrays
-    if not (train_arrays or test_arrays):
-        return config
-    return dataclasses.replace(
-        config, data=IN_MEMORY if train_arrays else config.data,
-        test_data=IN_MEMORY if test_arrays else config.test_data)
 
 
 def _model_data_mismatch(config: TrainConfig, dataset: Dataset) -> str | None:
@@ -199,8 +204,8 @@ def _summary_head(config: TrainConfig, dataset: Dataset, layout: Layout,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
         "data": {"name": dataset.name, "train_rows": dataset.train.n_total,
                  "test_rows": dataset.test.n_total, "features": dataset.n_features,
-                 "classes": dataset.n_classes,
-                 "class_names": None if dataset.classes is None else dataset.classes.tolist()},
+                 "class_names": None if dataset.classes is None else dataset.classes.tolist(),
+                 "classes": dataset.n_classes},
         "model": {"name": config.model, "dims": list(layout.dims), "parameters": layout.size},
         "config": config.to_dict(),
     }

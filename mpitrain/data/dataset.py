@@ -62,8 +62,6 @@ class Dataset:
     #: Class names (str) when labels were names such as 'cat': class i is classes[i].
     #: None when the labels were class indices already (numbers).
     classes: np.ndarray | None = None
-    #: Whether the training / test rows came from in-memory arrays (``train(X=...)``).
-    from_arrays: tuple[bool, bool] = (False, False)
 
 
 def load_dataset(
@@ -166,7 +164,6 @@ def load_dataset(
         mean=mean,
         std=std,
         classes=classes,
-        from_arrays=(memory is not None, test_memory is not None),
     )
 
 
