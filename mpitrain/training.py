@@ -72,19 +72,8 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
-    instance = checked(comm, _model_object, config, instance)
-    dataset = load_dataset(
-        config.data, comm=comm, task=instance.task, dtype=np.dtype(config.dtype),
-        seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
-        standardize=config.standardize,
-        synthetic=synthetic_spec(config))
-    model = checked(comm, _bind, instance, dataset)
-    if config.reduce == "shm":  # collective test, the same answer on every rank
-        agree(comm, None if single_node(comm) else
-              "--reduce shm needs every rank on one node, but the ranks span several nodes; "
-              "use --reduce auto")
+    model, dataset, params = prepare(config, comm=comm, model=instance)
     mode = strategy_class(config.mode)
-    params = model.init_params(seed=config.seed, dtype=config.dtype)
     _warm_kernels(comm, model, params, dataset, mode.kernels(config, ranks=comm.Get_size()))
     strategy = mode.build(config, model=model, params=params, dataset=dataset, comm=comm)
     resume_from = load_resume_checkpoint(config, comm, strategy)
@@ -132,6 +121,24 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     _write_final(output, model, params, dataset, summary)
     return TrainResult(params=model.layout.views(params), flat=params, history=history,
                        config=config, status=status, summary=summary)
+
+
+def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
+            ) -> tuple[BoundModel, Dataset, np.ndarray]:
+    """Collective: the run's model bound to its data, the rank's data and the initial
+    parameters (``model``: a model object to use instead of ``config.model``)."""
+    instance = checked(comm, _model_object, config, model)
+    dataset = load_dataset(
+        config.data, comm=comm, task=instance.task, dtype=np.dtype(config.dtype),
+        seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
+        standardize=config.standardize,
+        synthetic=synthetic_spec(config))
+    bound = checked(comm, _bind, instance, dataset)
+    if config.reduce == "shm":  # collective test, the same answer on every rank
+        agree(comm, None if single_node(comm) else
+              "--reduce shm needs every rank on one node, but the ranks span several nodes; "
+              "use --reduce auto")
+    return bound, dataset, bound.init_params(seed=config.seed, dtype=config.dtype)
 
 
 def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
