@@ -34,7 +34,7 @@ from .kernels.warmup import KERNELS, warm_up
 from .loop import run_loop
 from .models import BoundModel, Model, ModelError, make_model, model_name, save_model
 from .models.checks import HOOK_NAMES, smoke_test
-from .models.registry import options_text, parse_options
+from .models.registry import canonical_name, options_text, parse_options
 from .strategies import strategy_class
 
 
@@ -133,7 +133,7 @@ def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
         seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
         standardize=config.standardize,
         synthetic=synthetic_spec(config))
-    bound = checked(comm, _bind, instance, dataset)
+    bound = checked(comm, _bind, instance, dataset, config.model)
     if config.reduce == "shm":  # collective test, the same answer on every rank
         agree(comm, None if single_node(comm) else
               "--reduce shm needs every rank on one node, but the ranks span several nodes; "
@@ -168,7 +168,7 @@ def _model_object(config: TrainConfig, instance: Model | None) -> Model:
         raise UserError(str(exc)) from None
 
 
-def _bind(instance: Model, dataset: Dataset) -> BoundModel:
+def _bind(instance: Model, dataset: Dataset, name: str) -> BoundModel:
     """``instance`` bound to the data's feature and class counts (UserError if it cannot
     train on them)."""
     counts = {"n_features": dataset.n_features, "n_classes": dataset.n_classes}
@@ -176,7 +176,7 @@ def _bind(instance: Model, dataset: Dataset) -> BoundModel:
         problem = instance.check_data(**counts)
         if problem:
             raise UserError(problem)
-        return BoundModel(instance, **counts)
+        return BoundModel(instance, **counts, label=canonical_name(name))
     except ModelError as exc:
         raise UserError(str(exc)) from None
 

@@ -30,6 +30,7 @@ class BoundModel:
     model: Model
     n_features: int
     n_classes: int
+    label: str | None = None  # how the user named the model (default: from its class)
     layout: Layout = field(init=False)
     spec: np.ndarray = field(init=False)
     gradient_kernel: Callable[..., Any] = field(init=False)
@@ -37,7 +38,7 @@ class BoundModel:
 
     def __post_init__(self) -> None:
         model, counts = self.model, self.counts
-        where = self.name
+        where = self.name if isinstance(model, Model) else repr(model)
         if not isinstance(model, Model):
             raise ModelError(f"{where}: a model must be an instance of a subclass of "
                              "mpitrain.models.Model")
@@ -75,8 +76,8 @@ class BoundModel:
 
     @property
     def name(self) -> str:
-        """Built-in name (``mlp``) or ``module:Class``."""
-        return builtin_name(self.model) or model_name(self.model)
+        """Built-in name (``mlp``) or ``module:Class`` (or ``/path/file.py:Class``)."""
+        return self.label or builtin_name(self.model) or model_name(self.model)
 
     @property
     def task(self) -> str:

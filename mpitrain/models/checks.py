@@ -22,7 +22,7 @@ HOOK_NAMES = ("step", "split", "gradient", "loss", "predict")
 kernel plus the tail), the ``--overlap`` split, the plain gradient kernel, the forward-only
 loss (``loss_kernel``, or the gradient kernel) and the predict kernel."""
 GUARD = 8  # sentinel slots after each output buffer: a write there is out of bounds
-SENTINEL = -1.2345e30
+SENTINEL = 1234.5  # exact in float32; a kernel adding to it changes it
 TAIL = 3
 
 

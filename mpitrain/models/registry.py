@@ -8,11 +8,11 @@ Imports happen on every rank (each rank calls :func:`make_model`); problems rais
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -73,24 +73,30 @@ def load_class(name: str) -> type[Model]:
     return cls
 
 
-def _load_file(path: Path):
-    """Import a model file by path, once per process, under a stable module name."""
+def _load_file(path: Path) -> ModuleType:
+    """Import a model file by path: its folder goes first on ``sys.path`` and the module
+    is imported under its own name (so numba's cache and pickles see one module)."""
     path = path.resolve()
     if not path.is_file():
         raise ModelError(f"--model {path}: file does not exist")
-    module_name = f"mpitrain_user_model_{path.stem}"
-    loaded = sys.modules.get(module_name)
-    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
-        return loaded
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
+    loaded = sys.modules.get(path.stem)
+    if loaded is not None:
+        where = getattr(loaded, "__file__", None)
+        if where is not None and Path(where).resolve() == path:
+            return loaded
+        raise ModelError(f"--model {path}: a different module named {path.stem!r} is already "
+                         f"imported (from {where}); rename the file")
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    return importlib.import_module(path.stem)
+
+
+def canonical_name(name: str) -> str:
+    """``name`` with a model file's path made absolute (so model.npz finds it again)."""
+    module, _, attr = name.rpartition(":")
+    if is_model_path(name) and module.endswith(".py"):
+        return f"{Path(module).resolve()}:{attr}"
+    return name
 
 
 def make_model(name: str, *, options: dict[str, Any] | None = None,
