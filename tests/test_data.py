@@ -253,7 +253,7 @@ ERROR_CASES: dict[str, ErrorCase] = {
     "libsvm negative index": lambda d: (
         {"source": write_text(d / "a.svm", "".join("1 1:1\n" for _ in range(11)) + "0 -3:1\n")},
         f"--data: '{d / 'a.svm'}' line 12 has feature index '-3' "
-        "(expected an integer from 0 to 2147483647)",
+        "(expected an integer from 1 to 2147483647)",
     ),
     "csv text target in regression": lambda d: (
         {"source": _bad_row_csv(d, "11,12,cat\n"), "task": "regression"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from mpi4py import MPI
 from test_data import example, load, parquet_table, write, write_text
 
 from mpitrain.data.sources import ReadOptions
+from mpitrain.data.text import LibsvmSource
 from mpitrain.errors import UserError
 from mpitrain.models import load_model
 from mpitrain.models.predict import predict
@@ -114,6 +116,16 @@ def test_libsvm_zero_based_file(tmp_path):
     for mode in ("auto", "true"):
         data = load(path, read=ReadOptions(zero_based=mode))
         np.testing.assert_array_equal(data.train.X, [[5, 0, 2], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("line,zero,features", [
+    ("1 10:1 20:2", False, 20), ("1 qid:0 1:1", False, 1), ("1 1:1 # 0:1", False, 1),
+    ("1 0:1", True, 2), ("1 2:1\t00:3", True, 3), ("1 +0:1", True, 2),
+])
+def test_libsvm_auto_finds_an_index_0_anywhere(tmp_path, line, zero, features):
+    path = write_text(tmp_path / "a.svm", "0 1:1\n" + line + "\n")
+    assert LibsvmSource(Path(path), option="--data").base == (0 if zero else 1)
+    assert load(path).n_features == features
 
 
 def test_libsvm_auto_decides_over_train_and_test_together(tmp_path):

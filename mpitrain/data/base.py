@@ -33,7 +33,6 @@ class Block:
     lines: np.ndarray | None = None  # 1-based line numbers, for text formats
     label_names: np.ndarray | None = None  # distinct non-numeric labels (str), or None
     label_codes: np.ndarray | None = None  # int64 per row: index into label_names, or -1
-    lowest_index: int | None = None  # libsvm: smallest feature index read (-1: none)
 
     def where(self, i: int) -> str:
         """Name local row ``i`` the way the user finds it in the file."""

@@ -3,8 +3,8 @@
 Steps, each collective where ranks must agree: open the source(s) on every rank (headers,
 line counts); choose the test rows (a seeded holdout, or a separate test source); block-
 split each set over the ranks; read only this rank's rows (in-memory arrays: fetch them
-from the ranks that hold them); settle the feature count and the labels (libsvm's index
-base and -1/+1 labels, class names); standardise with global training statistics.
+from the ranks that hold them); settle the feature count and the labels (libsvm's -1/+1
+labels, class names); standardise with global training statistics.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
 from mpitrain.data.labels import name_labels
 from mpitrain.data.memory import Arrays, MemorySource, open_arrays
 from mpitrain.data.sharding import block_range
-from mpitrain.data.sources import ZERO_BASED, ReadOptions, open_source
+from mpitrain.data.sources import ZERO_BASED, ReadOptions, open_source, settle_libsvm_base
 from mpitrain.data.synthetic import SyntheticSpec
 from mpitrain.errors import UserError, agree, checked, require
 
@@ -118,8 +118,6 @@ def load_dataset(
     sources = [train_source, test_source_]
     blocks = _read(comm, sources, [split.train_rows(train_start, train_stop),
                                    test_rows(test_start, test_stop)])
-    blocks = values.settle_index_base(comm, list(zip(blocks, sources, strict=True)),
-                                      read.zero_based)
     width = _feature_count(comm, blocks, sources)
     classification = task == "classification"
     classes = None
@@ -221,6 +219,7 @@ def _open(
         test_source, option="--test-data", task=task, seed=seed, synthetic=synthetic,
         builtin=False, read=read,
     )
+    settle_libsvm_base([train, test], read.zero_based)
     if None not in (train.n_features, test.n_features) and train.n_features != test.n_features:
         raise UserError(
             f"--test-data has {test.n_features} features "

@@ -107,6 +107,16 @@ def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool) -> 
     raise UserError(f"{option}: '{path}' has an unknown format ({EXPECTED})")
 
 
+def settle_libsvm_base(sources: list[Source | None], zero_based: str) -> None:
+    """With ``--zero-based auto``, an index 0 in any libsvm file (training or test) makes
+    all of them 0-based, as scikit-learn's ``load_svmlight_files``. Local: every rank has
+    scanned the same files."""
+    libsvm = [s for s in sources if isinstance(s, LibsvmSource)]
+    if zero_based == "auto" and any(s.has_zero for s in libsvm):
+        for source in libsvm:
+            source.base = 0
+
+
 def _parquet(path: Path, option: str, read: ReadOptions) -> Source:
     return ParquetSource(path, option=option, label_column=read.label_column,
                          feature_columns=read.feature_columns)

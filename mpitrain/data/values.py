@@ -95,28 +95,6 @@ def map_signed_labels(comm: MPI.Comm, parts: list[tuple[Block, Source]]) -> list
     ]
 
 
-def settle_index_base(comm: MPI.Comm, parts: list[tuple[Block, Source]],
-                      zero_based: str) -> list[Block]:
-    """Collective: libsvm feature indices are 0-based or 1-based for all rows of all sources.
-
-    Readers place index ``i`` in column ``i``. With ``zero_based`` ``"false"``, and with
-    ``"auto"`` when no rank of any libsvm source has an index 0 (scikit-learn's
-    ``load_svmlight_files``), indices are 1-based: column 0 is dropped.
-    """
-    sparse = [block for block, _ in parts if block.lowest_index is not None]
-    if not sparse or zero_based == "true":
-        return [block for block, _ in parts]
-    if zero_based == "auto":
-        local = np.array([min((b.lowest_index for b in sparse if b.lowest_index >= 0),  # type: ignore[operator]
-                              default=1)], dtype=np.int64)
-        lowest = np.empty_like(local)
-        comm.Allreduce(local, lowest, op=MPI.MIN)
-        if lowest[0] == 0:
-            return [block for block, _ in parts]
-    return [dataclasses.replace(block, X=block.X[:, 1:]) if block.lowest_index is not None
-            else block for block, _ in parts]
-
-
 def class_count(comm: MPI.Comm, ys: list[np.ndarray], declared: int) -> int:
     """Collective: the global largest label plus one, at least ``declared``."""
     local = np.array([max((int(y.max()) for y in ys if len(y)), default=-1)], dtype=np.int64)
