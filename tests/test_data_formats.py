@@ -174,9 +174,18 @@ def test_hdf5_errors(tmp_path):
             f"--data: '{path}' has no dataset 'y' (expected datasets 'X' and 'y'; name others "
             "with --h5-y)")):
         load(str(path))
+    named = load(str(path), read=ReadOptions(h5_y="names"))
+    assert named.classes.tolist() == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(named.train.y, [0, 1, 2, 3])
+    with h5py.File(path, "a") as file:
+        file["text"] = np.array(["cat", "dog", "cat", "émeu"], dtype=h5py.string_dtype())
+        file["pairs"] = np.zeros((4, 2), dtype=[("a", "<i4"), ("b", "<f8")])[:, 0]
+    named = load(str(path), read=ReadOptions(h5_y="text"))
+    assert named.classes.tolist() == ["cat", "dog", "émeu"]
     with pytest.raises(UserError, match=re.escape(
-            f"--data: names in '{path}' has dtype |S1 (expected a numeric dtype)")):
-        load(str(path), read=ReadOptions(h5_y="names"))
+            f"--data: pairs in '{path}' has dtype [('a', '<i4'), ('b', '<f8')] (expected "
+            "numbers or strings)")):
+        load(str(path), read=ReadOptions(h5_y="pairs"))
     bad = write_text(tmp_path / "b.h5", "not hdf5")
     with pytest.raises(UserError, match=re.escape(f"--data: '{bad}' is not a readable HDF5 file")):
         load(bad)

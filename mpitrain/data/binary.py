@@ -31,16 +31,20 @@ class ArraySource(Source):
         x: tuple[tuple[int, ...], np.dtype],
         y: tuple[tuple[int, ...], np.dtype],
         names: tuple[str, str] = ("X", "y"),
+        text_labels: bool = False,
     ) -> None:
-        """Validate the shapes and dtypes of X and y (called ``names`` in messages); set
-        ``n_rows`` and ``n_features``."""
+        """Validate the shapes and dtypes of X and y (called ``names`` in messages; y may
+        hold strings if ``text_labels``); set ``n_rows`` and ``n_features``."""
         (x_shape, x_dtype), (y_shape, y_dtype) = x, y
         X, Y = names
-        for name, dtype in ((X, x_dtype), (Y, y_dtype)):
-            if dtype.kind not in NUMERIC_KINDS:
-                raise self.error(
-                    f"{name} in {self.quoted} has dtype {dtype} (expected a numeric dtype)"
-                )
+        if x_dtype.kind not in NUMERIC_KINDS:
+            raise self.error(
+                f"{X} in {self.quoted} has dtype {x_dtype} (expected a numeric dtype)"
+            )
+        if y_dtype.kind not in NUMERIC_KINDS and not text_labels:
+            raise self.error(
+                f"{Y} in {self.quoted} has dtype {y_dtype} (expected a numeric dtype)"
+            )
         if len(x_shape) != 2:
             raise self.error(
                 f"{X} in {self.quoted} has shape {x_shape} (expected 2-D: rows, features)"

@@ -1,4 +1,5 @@
-"""HDF5 files (``.h5``/``.hdf5``): a 2-D features dataset and a 1-D labels dataset.
+"""HDF5 files (``.h5``/``.hdf5``): a 2-D features dataset and a 1-D labels dataset
+(numbers, or strings such as ``cat``: see :mod:`mpitrain.data.labels`).
 
 Opening reads only the datasets' shapes and dtypes. A rank reads the span from its first
 to its last row as hyperslabs of at most :data:`CHUNK_BYTES`, keeping only its rows, so it
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from mpitrain.data.base import Block
-from mpitrain.data.binary import CHUNK_BYTES, ArraySource
+from mpitrain.data.binary import CHUNK_BYTES, NUMERIC_KINDS, ArraySource
+from mpitrain.data.labels import as_texts, split_labels
 from mpitrain.data.optional import import_optional
 
 
@@ -36,7 +38,13 @@ class Hdf5Source(ArraySource):
                         f"{x_name!r} and {y_name!r}; name others with {flag})"
                     )
                 headers.append((tuple(dataset.shape), dataset.dtype))
-        self.check_arrays(headers[0], headers[1], names=self.names)
+        y_dtype = headers[1][1]
+        self.text_labels = y_dtype.kind == "S" or (
+            y_dtype.kind == "O" and self.h5py.check_string_dtype(y_dtype) is not None)
+        if y_dtype.kind not in NUMERIC_KINDS and not self.text_labels:
+            raise self.error(f"{y_name} in {self.quoted} has dtype {y_dtype} (expected "
+                             "numbers or strings)")
+        self.check_arrays(headers[0], headers[1], names=self.names, text_labels=True)
 
     def read(self, rows: np.ndarray) -> Block:
         with self._open() as file:
@@ -44,7 +52,11 @@ class Hdf5Source(ArraySource):
                 X, y = (_hyperslab_rows(file[name], rows) for name in self.names)
             except (OSError, ValueError, KeyError) as exc:
                 raise self.error(f"cannot read {self.quoted} ({exc})") from exc
-        return Block(X=X, y=y.reshape(-1).astype(np.float64), rows=rows)
+        y = y.reshape(-1)
+        if self.text_labels:
+            labels, names, codes = split_labels(as_texts(y.tolist()))
+            return Block(X=X, y=labels, rows=rows, label_names=names, label_codes=codes)
+        return Block(X=X, y=y.astype(np.float64), rows=rows)
 
     def _open(self) -> Any:
         """The file, read-only, without HDF5's file locks (unsupported on some parallel

@@ -53,6 +53,11 @@ def split_labels(
     return y, np.array(names, dtype=str), name_id[index]
 
 
+def as_texts(values: Sequence[object]) -> list[str]:
+    """Labels of a string array as text (bytes are decoded as UTF-8)."""
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+
+
 def name_labels(
     comm: MPI.Comm, parts: list[tuple[Block, Source]]
 ) -> tuple[list[Block], np.ndarray | None]:

@@ -17,7 +17,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.data.base import Block, Source
-from mpitrain.data.labels import MAX_CLASSES, allgather_strings, split_labels
+from mpitrain.data.labels import MAX_CLASSES, allgather_strings, as_texts, split_labels
 from mpitrain.errors import agree
 
 #: What a config's ``data`` / ``test_data`` says when the rows came from arrays.
@@ -170,9 +170,7 @@ def _check_local(arrays: Arrays, rank: int) -> tuple[Any, Any, _Local]:
     if len(y) != len(X):
         return fail(f"{y_name}= has {len(y)} rows but {x_name}= has {len(X)}")
     if y.dtype.kind in TEXT_KINDS:
-        texts = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                 for v in y.tolist()]
-        labels = split_labels(texts)
+        labels = split_labels(as_texts(y.tolist()))
     elif y.dtype.kind in FEATURE_KINDS:
         labels = (y.astype(np.float64), None, None)
     else:
