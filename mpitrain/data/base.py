@@ -51,8 +51,6 @@ class Source(ABC):
     declared_classes: int = 0
     #: libsvm convention: labels -1/+1 stand for classes 0/1.
     signed_labels: bool = False
-    #: Rows live in the ranks' memory: ``exchange(comm, rows)`` (collective) reads them.
-    collective: bool = False
 
     def __init__(self, option: str, name: str, quoted: str) -> None:
         self.option = option  # the command-line option that named this source

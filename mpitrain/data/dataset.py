@@ -256,7 +256,8 @@ def _read(comm: MPI.Comm, sources: list[Source], rows: list[np.ndarray]) -> list
     local = checked(
         comm,
         _in_memory,
-        lambda: [None if s.collective else s.read(r) for s, r in zip(sources, rows, strict=True)],
+        lambda: [None if isinstance(s, MemorySource) else s.read(r)
+                 for s, r in zip(sources, rows, strict=True)],
         rank,
     )
     return [

@@ -24,19 +24,13 @@ from mpitrain.errors import agree, shared_error
 MAX_CLASSES = 65536
 
 
-def split_labels(
-    texts: Sequence[str], index: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Local: labels given as text → ``(y, label_names, label_codes)`` of a :class:`Block`.
-
-    ``texts`` are the labels of the rows, or with ``index`` the distinct labels and the
-    index of each row's label among them (a dictionary-encoded column).
-    """
-    if index is None:
-        seen: dict[str, int] = {}
-        index = np.fromiter((seen.setdefault(t, len(seen)) for t in texts), dtype=np.int64,
-                            count=len(texts))
-        texts = list(seen)
+def split_labels(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Local: the labels of some rows, given as text → ``(y, label_names, label_codes)`` of
+    a :class:`Block` (names and codes None when every label is a number)."""
+    seen: dict[str, int] = {}
+    index = np.fromiter((seen.setdefault(t, len(seen)) for t in texts), dtype=np.int64,
+                        count=len(texts))
+    texts = list(seen)
     values = np.empty(len(texts))
     name_id = np.full(len(texts), -1, dtype=np.int64)
     names: list[str] = []

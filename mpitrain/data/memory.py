@@ -18,7 +18,7 @@ from mpi4py import MPI
 
 from mpitrain.data.base import Block, Source
 from mpitrain.data.labels import MAX_CLASSES, allgather_strings, as_texts, split_labels
-from mpitrain.errors import agree
+from mpitrain.errors import shared_error
 
 #: What a config's ``data`` / ``test_data`` says when the rows came from arrays.
 IN_MEMORY = "<in-memory arrays>"
@@ -52,8 +52,6 @@ class _Local:
 class MemorySource(Source):
     """Rows held in the ranks' memory; ``exchange`` (collective) replaces ``read``."""
 
-    collective = True
-
     def __init__(self, *, X: np.ndarray, y: np.ndarray, codes: np.ndarray | None,
                  names: np.ndarray | None, offsets: np.ndarray, dtype: np.dtype,
                  keywords: tuple[str, str]) -> None:
@@ -79,6 +77,8 @@ class MemorySource(Source):
         comm.Alltoallv([np.ascontiguousarray(rows, dtype=np.int64), wanted],
                        [requested, asked])
         local = requested - self.offsets[rank]
+        if len(local) and local[-1] - local[0] + 1 == len(local):
+            local = slice(int(local[0]), int(local[-1]) + 1)  # a view: no copy to send
         d = self.n_features
         X = np.empty((len(rows), d), dtype=self.dtype)
         comm.Alltoallv([np.ascontiguousarray(self.X[local], dtype=self.dtype), asked * d],
@@ -101,8 +101,10 @@ def open_arrays(comm: MPI.Comm, arrays: Arrays) -> MemorySource | None:
     x_name, y_name = arrays.names
     rank = comm.Get_rank()
     X, y, local = _check_local(arrays, rank)
-    everyone: list[_Local] = comm.allgather(local)
-    agree(comm, next((r.error for r in everyone if r.error), None))
+    everyone: list[_Local] = comm.allgather(local)  # small records, so pickled
+    error = next((r.error for r in everyone if r.error), None)
+    if error:
+        raise shared_error(error)  # every rank has the same records
     given = [i for i, r in enumerate(everyone) if r.given]
     if not given:
         return None
@@ -123,7 +125,8 @@ def open_arrays(comm: MPI.Comm, arrays: Arrays) -> MemorySource | None:
             message = f"{x_name}= has no rows on any rank"
         elif sum(r.names for r in everyone) > MAX_CLASSES:
             message = f"{y_name}= has more than {MAX_CLASSES} distinct class names"
-    agree(comm, message)
+    if message:
+        raise shared_error(message)
     counts = np.array([r.rows for r in everyone], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     dtype = np.promote_types(np.result_type(*(everyone[i].dtype for i in given)), np.float32)
