@@ -90,6 +90,8 @@ def data_errors(tmp_path):
          "'maybe'"),
         (["--data", csv, "--feature-columns", "a,,b"],
          "--feature-columns must be comma-separated column names like a,b,c (got a,,b)"),
+        (["--data", csv, "--label-column", "y"],
+         "--label-column applies to Parquet data (.parquet, or a directory of parts) only"),
     ]
     try:
         import h5py

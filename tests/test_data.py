@@ -255,6 +255,19 @@ ERROR_CASES: dict[str, ErrorCase] = {
         f"--data: '{d / 'a.svm'}' line 12 has feature index '-3' "
         "(expected an integer from 1 to 2147483647)",
     ),
+    "libsvm option for csv": lambda d: (
+        {"source": _bad_row_csv(d, "11,12,1\n"), "read": ReadOptions(zero_based="true")},
+        "--zero-based applies to libsvm data (.svm, .libsvm) only",
+    ),
+    "parquet option for npz": lambda d: (
+        {"source": _npz(d, X=np.zeros((4, 2)), y=np.zeros(4)),
+         "read": ReadOptions(feature_columns=("a",))},
+        "--feature-columns applies to Parquet data (.parquet, or a directory of parts) only",
+    ),
+    "hdf5 option for synthetic": lambda d: (
+        {"source": "synthetic", "read": ReadOptions(h5_y="labels")},
+        "--h5-y applies to HDF5 data (.h5, .hdf5) only",
+    ),
     "csv text target in regression": lambda d: (
         {"source": _bad_row_csv(d, "11,12,cat\n"), "task": "regression"},
         f"--data: '{d / 'a.csv'}' has a non-numeric target 'cat' in line 12",

@@ -25,7 +25,13 @@ from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
 from mpitrain.data.labels import name_labels
 from mpitrain.data.memory import Arrays, MemorySource, open_arrays
 from mpitrain.data.sharding import block_range
-from mpitrain.data.sources import ZERO_BASED, ReadOptions, open_source, settle_libsvm_base
+from mpitrain.data.sources import (
+    ZERO_BASED,
+    ReadOptions,
+    open_source,
+    settle_libsvm_base,
+    unused_read_option,
+)
 from mpitrain.data.synthetic import SyntheticSpec
 from mpitrain.errors import UserError, agree, checked, require
 
@@ -213,13 +219,16 @@ def _open(
             f"--zero-based must be one of {', '.join(ZERO_BASED)} (got {read.zero_based!r})")
     train = open_source(source, option="--data", task=task, seed=seed, synthetic=synthetic,
                         read=read)
-    if test_source is None:
-        return data_dtype, train, None
-    test = open_source(
+    test = None if test_source is None else open_source(
         test_source, option="--test-data", task=task, seed=seed, synthetic=synthetic,
         builtin=False, read=read,
     )
+    unused = unused_read_option(read, [train, test])
+    if unused:
+        raise UserError(unused)
     settle_libsvm_base([train, test], read.zero_based)
+    if test is None:
+        return data_dtype, train, None
     if None not in (train.n_features, test.n_features) and train.n_features != test.n_features:
         raise UserError(
             f"--test-data has {test.n_features} features "

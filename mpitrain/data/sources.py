@@ -107,6 +107,22 @@ def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool) -> 
     raise UserError(f"{option}: '{path}' has an unknown format ({EXPECTED})")
 
 
+def unused_read_option(read: ReadOptions, sources: list[Source | None]) -> str | None:
+    """Message when an option for one format is set but no source has that format."""
+    kinds = {type(source) for source in sources if source is not None}
+    default = ReadOptions()
+    for names, kind, what in [
+        (("zero_based",), LibsvmSource, "libsvm data (.svm, .libsvm)"),
+        (("h5_x", "h5_y"), Hdf5Source, "HDF5 data (.h5, .hdf5)"),
+        (("label_column", "feature_columns"), ParquetSource,
+         "Parquet data (.parquet, or a directory of parts)"),
+    ]:
+        for name in names:
+            if getattr(read, name) != getattr(default, name) and kind not in kinds:
+                return f"--{name.replace('_', '-')} applies to {what} only"
+    return None
+
+
 def settle_libsvm_base(sources: list[Source | None], zero_based: str) -> None:
     """With ``--zero-based auto``, an index 0 in any libsvm file (training or test) makes
     all of them 0-based, as scikit-learn's ``load_svmlight_files``. Local: every rank has
