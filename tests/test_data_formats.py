@@ -250,6 +250,10 @@ def test_parquet_directory_missing_values_and_mismatched_parts(tmp_path):
     with pytest.raises(UserError, match=re.escape(
             f"--data: '{tmp_path / 'n.parquet'}' has a missing value in column 'f0' (row 1)")):
         load(str(tmp_path / "n.parquet"))
+    (Path(directory) / "_temporary").mkdir()
+    pq.write_table(pa.table({"g": [1.0], "label": [0]}), f"{directory}/_temporary/p.parquet")
+    pq.write_table(pa.table({"g": [1.0], "label": [0]}), f"{directory}/.hidden.parquet")
+    np.testing.assert_array_equal(load(directory).train.X, X)  # those are skipped
     pq.write_table(pa.table({"g": [1.0], "label": [0]}), f"{directory}/part-9.parquet")
     with pytest.raises(UserError, match="every part must have the same schema"):
         load(directory)

@@ -25,8 +25,11 @@ PANDAS_INDEX = "__index_level_"
 
 
 def parquet_parts(path: Path) -> list[Path]:
-    """The ``.parquet`` files under a directory, in sorted path order."""
-    return sorted(p for p in path.rglob("*.parquet") if p.is_file())
+    """The ``.parquet`` files under a directory, in sorted path order, skipping hidden and
+    ``_``-prefixed files and directories (``_temporary/``, ``.part.crc``), as pyarrow's
+    datasets do."""
+    return sorted(p for p in path.rglob("*.parquet") if p.is_file() and not any(
+        part.startswith((".", "_")) for part in p.relative_to(path).parts))
 
 
 class ParquetSource(Source):
@@ -114,7 +117,11 @@ class ParquetSource(Source):
                 part, group = self.groups[index]
                 file = files.get(part) or files.setdefault(part, self._file(self.parts[part]))
                 local = rows[lo:hi] - self.starts[index]
-                table = self._row_group(file, part, group).take(local)
+                table = self._row_group(file, part, group)
+                if local[-1] - local[0] + 1 == len(local):  # a run of rows: a view
+                    table = table.slice(int(local[0]), len(local))
+                else:
+                    table = table.take(local)
                 self._check_nulls(table, rows[lo:hi])
                 for j, name in enumerate(self.features):
                     X[lo:hi, j] = table.column(name).to_numpy()
