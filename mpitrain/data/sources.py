@@ -97,7 +97,8 @@ def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool) -> 
     if suffix == ".npz":
         return NpzSource(path, option=option)
     if suffix == ".csv":
-        return CsvSource(path, option=option)
+        return CsvSource(path, option=option, label_column=read.label_column,
+                         feature_columns=read.feature_columns)
     if suffix in (".svm", ".libsvm"):
         return LibsvmSource(path, option=option, zero_based=read.zero_based)
     if suffix in (".h5", ".hdf5"):
@@ -112,13 +113,13 @@ def unused_read_option(read: ReadOptions, sources: list[Source | None]) -> str |
     kinds = {type(source) for source in sources if source is not None}
     default = ReadOptions()
     for names, kind, what in [
-        (("zero_based",), LibsvmSource, "libsvm data (.svm, .libsvm)"),
-        (("h5_x", "h5_y"), Hdf5Source, "HDF5 data (.h5, .hdf5)"),
-        (("label_column", "feature_columns"), ParquetSource,
-         "Parquet data (.parquet, or a directory of parts)"),
+        (("zero_based",), (LibsvmSource,), "libsvm data (.svm, .libsvm)"),
+        (("h5_x", "h5_y"), (Hdf5Source,), "HDF5 data (.h5, .hdf5)"),
+        (("label_column", "feature_columns"), (ParquetSource, CsvSource),
+         "Parquet data and CSV with a header"),
     ]:
         for name in names:
-            if getattr(read, name) != getattr(default, name) and kind not in kinds:
+            if getattr(read, name) != getattr(default, name) and not kinds & set(kind):
                 return f"--{name.replace('_', '-')} applies to {what} only"
     return None
 
