@@ -324,6 +324,11 @@ def test_a_directory_named_like_a_builtin_is_the_path(tmp_path, monkeypatch):
         data = load(value)
         assert data.train.n_total == 12 and data.n_features == X.shape[1], value
     assert load("synthetic").name.startswith("synthetic(")
+    (tmp_path / "synthetic").mkdir()
+    with pytest.raises(UserError, match=re.escape(
+            "--data: directory 'synthetic' has no X.npy (expected X.npy and y.npy) ('synthetic' "
+            "exists in the working directory, so it is read instead of the built-in data set)")):
+        load("synthetic")
 
 
 # ---------------------------------------------------------------- train(X=, y=) on one rank

@@ -69,6 +69,12 @@ def open_source(
         source = SyntheticSource(synthetic, task=task, seed=seed, option=option)
     elif builtin and is_builtin(value):
         source = DigitsSource(option=option)
+    elif builtin and value in BUILTIN:  # shadowed by a file or directory of that name
+        try:
+            source = _open_path(value, option=option, read=read, builtin=builtin)
+        except UserError as exc:
+            raise UserError(f"{exc} ('{value}' exists in the working directory, so it is "
+                            f"read instead of the built-in data set)") from None
     else:
         source = _open_path(value, option=option, read=read, builtin=builtin)
     if source.n_rows == 0:
