@@ -115,7 +115,8 @@ def test_csv_columns_named_by_the_header(tmp_path):
     np.testing.assert_array_equal(numeric.train.X, [[1, 2], [3, 4]])
     np.testing.assert_array_equal(numeric.train.y, [0, 1])
     with pytest.raises(UserError, match=re.escape(
-            f"--data: '{path}' line 2 has a non-numeric value 'a7'")):
+            f"--data: '{path}' line 2 has a non-numeric value 'a7' in column 'id' (choose "
+            "the features with --feature-columns)")):
         load(path, read=ReadOptions(label_column="species"))
     with pytest.raises(UserError, match=re.escape(
             f"--data: '{path}' has no column 'mass' (--feature-columns; columns: id, height, "

@@ -143,8 +143,10 @@ class CsvSource(TextSource):
             )
         self.label_index, self.feature_index = self.n_columns - 1, list(range(self.n_columns - 1))
         self.usecols: list[int] | None = None  # None: every column, the label last
+        #: Column names from the header line, if any.
+        self.columns = [field.strip() for field in first] if self.header else None
         if label_column is not None or feature_columns:
-            self._name_columns([field.strip() for field in first], label_column, feature_columns)
+            self._name_columns(label_column, feature_columns)
         if self.header:
             offset += len(raw)
             line += 1
@@ -153,15 +155,14 @@ class CsvSource(TextSource):
             raise self.error(f"{self.quoted} has a header line but no data rows")
         self.n_features = len(self.feature_index)
 
-    def _name_columns(self, header: list[str], label: str | None,
-                      features: Sequence[str]) -> None:
+    def _name_columns(self, label: str | None, features: Sequence[str]) -> None:
         """Use the columns the header names (--label-column, --feature-columns)."""
-        if not self.header:
+        if self.columns is None:
             raise self.error(f"{self.quoted} has no header line, so --label-column and "
                              "--feature-columns cannot name its columns")
-        label, chosen = select_columns(self, header, label, features)
-        self.label_index = header.index(label)
-        self.feature_index = [header.index(name) for name in chosen]
+        label, chosen = select_columns(self, self.columns, label, features)
+        self.label_index = self.columns.index(label)
+        self.feature_index = [self.columns.index(name) for name in chosen]
         self.usecols = [*self.feature_index, self.label_index]
 
     def read(self, rows: np.ndarray) -> Block:
@@ -196,11 +197,12 @@ class CsvSource(TextSource):
                     f"{self.quoted} line {number} has {len(fields)} columns but line "
                     f"{self.first_line} has {self.n_columns}"
                 )
-            for field in (fields[j] for j in self.feature_index):
-                if not _floats([field]):
-                    raise self.error(
-                        f"{self.quoted} line {number} has a non-numeric value {field.strip()!r}"
-                    )
+            for j in self.feature_index:
+                if not _floats([fields[j]]):
+                    where = ("" if self.columns is None else f" in column {self.columns[j]!r} "
+                             "(choose the features with --feature-columns)")
+                    raise self.error(f"{self.quoted} line {number} has a non-numeric value "
+                                     f"{fields[j].strip()!r}{where}")
         raise self.error(f"cannot parse {self.quoted} as CSV")
 
     def _numbers(self, texts: list[str], usecols: list[int] | None) -> np.ndarray | None:
