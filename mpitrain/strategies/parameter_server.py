@@ -45,7 +45,7 @@ from mpitrain.asynchronous.straggler import Straggler, check_stragglers, parse_s
 from mpitrain.data.batches import SHUFFLE_STREAM, steps_per_epoch
 from mpitrain.errors import agree, shared_error
 from mpitrain.evaluation import Evaluator, label_stats
-from mpitrain.models import Layout, task_of
+from mpitrain.models import BoundModel
 from mpitrain.models.gradient import BatchGradient
 from mpitrain.optimizers import Optimizer
 
@@ -83,10 +83,10 @@ class ParameterServerStrategy(MinibatchStrategy):
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
-        return frozenset({"step_gradient", "network_loss", config.optimizer})
+        return frozenset({"step", "loss", config.optimizer})
 
     @classmethod
-    def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
+    def build(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> ParameterServerStrategy:
         size = comm.Get_size()
         agree(comm, None if config.servers < size else
@@ -94,23 +94,21 @@ class ParameterServerStrategy(MinibatchStrategy):
               f"(use --servers <= {size - 1} or more ranks)")
         agree(comm, check_stragglers(config.straggler, size))
         workers = size - config.servers
-        ranges = server_ranges(layout.size, config.servers)
+        ranges = server_ranges(model.layout.size, config.servers)
         train = reshard(dataset.train, comm, holders=range(config.servers, size))
         local_batch = max(1, -(-config.batch_size // workers))
-        regression = task_of(config.model) == "regression"
         factors = {spec.rank: spec.factor for spec in parse_stragglers(config.straggler)}
         return cls(
-            comm=comm, layout=layout, params=params,
+            comm=comm, layout=model.layout, params=params,
             optimizer=optimizer_for(config, params),
             server_optimizer=(optimizer_for(config, params[slice(*ranges[comm.Get_rank()])])
                               if comm.Get_rank() < config.servers else None),
-            gradient=BatchGradient(layout, loss_kind=kind,
-                                   max_rows=min(local_batch, max(1, len(train.y))),
+            gradient=BatchGradient(model, max_rows=min(local_batch, max(1, len(train.y))),
                                    dtype=params.dtype),
             train=train,
-            test=(Evaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm)
+            test=(Evaluator(model, shard=dataset.test, comm=comm)
                   if dataset.test.n_total > 0 else None),
-            train_label_stats=label_stats(train, comm) if regression else None,
+            train_label_stats=label_stats(train, comm) if model.regression else None,
             servers=config.servers, epochs=config.epochs, batch_size=config.batch_size,
             seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
             lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
