@@ -513,7 +513,7 @@ def write_csv(path: Path, X: np.ndarray, y: np.ndarray) -> str:
 
 # the data-file cases of tests/test_data.py that map directly to --data/--test-data
 DATA_CASES = ["csv columns", "csv non-numeric", "npz without y", "X not 2-D",
-              "directory without y.npy", "libsvm bad index", "label not integer",
+              "directory without y.npy", "libsvm negative index", "label not integer",
               "header only csv", "unknown format"]
 
 
