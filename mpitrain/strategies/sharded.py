@@ -99,17 +99,7 @@ class ShardedSyncStrategy(SyncStrategy):
         return self._work.nbytes
 
     # -- checkpoints and outputs -------------------------------------------------------------
-    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """This rank's slice of the parameters and of the optimizer state."""
-        arrays = {"params": self._owned,
-                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
-        return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
-
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Collective: load this rank's slices, then all-gather the parameters."""
-        self._owned[...] = arrays["params"]
-        for name, value in self.optimizer.state.items():
-            value[...] = arrays[f"optimizer.{name}"]
-        self.optimizer.steps = int(meta["optimizer_steps"])
-        self._sums = [float(v) for v in meta["epoch_sums"]]
+        super().restore_state(arrays, meta)
         allgather(self.params, self.comm, algorithm=self._scatter)

@@ -251,7 +251,7 @@ class SyncStrategy(Strategy):
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {"params": self.params,
+        arrays = {"params": self._owned,  # (a sharded run's: this rank's slice)
                   **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
         return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
 
@@ -271,7 +271,7 @@ class SyncStrategy(Strategy):
         return self._result.nbytes
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.params[...] = arrays["params"]
+        self._owned[...] = arrays["params"]  # (all of them, unsharded)
         for name, value in self.optimizer.state.items():
             value[...] = arrays[f"optimizer.{name}"]
         self.optimizer.steps = int(meta["optimizer_steps"])
