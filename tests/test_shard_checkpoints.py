@@ -144,11 +144,18 @@ def test_write_on_4_ranks_resume_resharded_on_2_consolidate(tmp_path):
         "ckpt-000000044.npz is not sharded (it is already one ordinary file)")
 
 
-def test_resume_with_a_missing_shard_is_one_error(tmp_path):
-    run = tmp_path / "run"
+def test_same_layout_resume_is_bit_identical_and_a_missing_shard_is_one_error(tmp_path):
+    run, resumed, straight = tmp_path / "run", tmp_path / "resumed", tmp_path / "straight"
     done = run_train([*COMMON, "--epochs", "1", "--shard", "gradients", "--out", str(run)],
                      ranks=2, timeout=300)
     assert done.returncode == 0, done.stderr
+    for out, extra in ((resumed, ["--resume", str(run)]), (straight, [])):
+        done = run_train([*COMMON, "--epochs", "2", "--shard", "gradients", "--out", str(out),
+                          *extra], ranks=2, timeout=300)
+        assert done.returncode == 0, done.stderr
+    got, want = model_of(resumed), model_of(straight)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
     (run / "checkpoints" / shard_name(11, 1, 2)).unlink()
     done = run_train([*COMMON, "--epochs", "2", "--shard", "gradients", "--resume",
                       "--out", str(run)], ranks=2, timeout=300)
