@@ -30,7 +30,7 @@ def same_everywhere(flat):
 @pytest.mark.parametrize("shard", ["optimizer", "gradients"])
 def test_sharded_is_the_unsharded_model(shard, extra):
     options = {**EXACT, **extra}
-    for reduce in ("auto", "ring", "mpi"):
+    for reduce in ("auto", "ring"):  # auto: MPI's Reduce_scatter at these sizes
         expected = train(reduce=reduce, **options).flat
         result = train(reduce=reduce, shard=shard, **options)
         np.testing.assert_allclose(result.flat, expected, rtol=1e-12, atol=1e-12,
