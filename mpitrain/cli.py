@@ -56,6 +56,7 @@ def build_parser() -> Parser:
                                 "--config. Rank 0 writes --out.")
     add_train_arguments(train)
     train.set_defaults(handler=run_train)
+    add_checkpoint_commands(commands)
     bench = commands.add_parser("bench", help="benchmarks", allow_abbrev=False)
     kinds = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True,
                                  parser_class=Parser)
@@ -64,6 +65,37 @@ def build_parser() -> Parser:
         importlib.import_module(module).add_arguments(sub)
         sub.set_defaults(handler=_bench_runner(module))
     return parser
+
+
+def add_checkpoint_commands(commands: argparse._SubParsersAction) -> None:
+    """``checkpoint consolidate RUN [--output FILE]``."""
+    checkpoint = commands.add_parser("checkpoint", help="work with checkpoints",
+                                     allow_abbrev=False)
+    actions = checkpoint.add_subparsers(dest="action", metavar="ACTION", required=True,
+                                        parser_class=Parser)
+    consolidate = actions.add_parser(
+        "consolidate", allow_abbrev=False,
+        help="write a sharded checkpoint (--shard) as one ordinary checkpoint file",
+        description="Read the newest good checkpoint of RUN (a run directory, its "
+        "checkpoints/ directory or a ckpt-*.npz manifest), verify every shard, and write "
+        "the whole state as one ordinary checkpoint file, which --resume and np.load read.")
+    consolidate.add_argument("run", metavar="RUN")
+    consolidate.add_argument("--output", metavar="FILE", default=None,
+                             help="file to write (default: RUN/consolidated-ckpt-N.npz)")
+    consolidate.set_defaults(handler=run_consolidate)
+
+
+def run_consolidate(args: argparse.Namespace, comm: MPI.Comm) -> int:
+    """``mpitrain checkpoint consolidate``: rank 0 does the work, every rank agrees."""
+    from .checkpoint.policy import consolidate_run
+
+    def work() -> None:
+        if comm.Get_rank() == 0:
+            source, written = consolidate_run(args.run, args.output)
+            print(f"mpitrain: consolidated {source} into {written}", flush=True)
+
+    checked(comm, work)
+    return 0
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -32,10 +32,11 @@ from .kernels.network import DTYPES
 from .models import MODELS, is_model_path
 from .optimizers import OPTIMIZERS, SCHEDULES
 from .strategies import MODES, STRATEGIES, strategy_class
+from .strategies.shards import SHARDS
 
 # Options only some modes honour: a strategy lists those it does in ``Strategy.options``;
 # any other mode rejects a value other than the default.
-MODE_ONLY = ("compress", "overlap")
+MODE_ONLY = ("compress", "overlap", "shard")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -187,6 +188,11 @@ class TrainConfig:
     overlap: bool = option(False, "start each layer's gradient allreduce (nonblocking) while "
                            "the layers below are still being computed; same result",
                            group="parallel")
+    shard: str = option("none", "sharded data parallelism (ZeRO): optimizer: each rank "
+                        "keeps the optimizer state of its 1/P slice of the parameters "
+                        "(gradients reduce-scattered, the slice updated, parameters "
+                        "all-gathered; the same model); gradients: also keeps only its "
+                        "slice of the reduced gradient", choices=SHARDS, group="parallel")
     shared_memory: bool = option(True, "when every rank is on one node, let reductions go "
                                  "through MPI shared-memory windows (--reduce shm, and the "
                                  "ring's transport); off, and always under "

@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
                             "mpitrain.errors", "mpi4py"},
     "mpitrain.runtime": {"mpitrain.errors", "mpitrain.kernels", "mpi4py"},
     "mpitrain.checkpoint.store": set(),
+    "mpitrain.checkpoint.sharded": set(),
 }
 
 

@@ -1,7 +1,8 @@
 """Training strategies: the ways of training that drive the one loop in :mod:`mpitrain.loop`.
 
 Each is one :class:`~mpitrain.strategies.base.Strategy` subclass in its own module:
-:mod:`.sync` (data-parallel SGD over the global batch) and :mod:`.federated` (FedAvg and its
+:mod:`.sync` (data-parallel SGD over the global batch; with ``--shard``, its subclass in
+:mod:`.sharded`, slices from :mod:`.shards`) and :mod:`.federated` (FedAvg and its
 relatives over simulated clients). A strategy may import the pipeline (data, models,
 collectives, optimizers, federated parts) and the errors; never the CLI, the loop or the
 run-time services. This module is the registry ``--mode`` chooses from: adding a strategy
