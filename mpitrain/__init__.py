@@ -30,6 +30,8 @@ _LAZY = {
     "predict": "mpitrain.models.predict",
     "predict_proba": "mpitrain.models.predict",
     "Model": "mpitrain.models",
+    "MPIClassifier": "mpitrain.sklearn",  # needs scikit-learn
+    "MPIRegressor": "mpitrain.sklearn",
 }
 
 __all__ = ["__version__", *_LAZY]
