@@ -40,9 +40,9 @@ from .models.predict import predict_proba as predict_proba_saved
 from .models.registry import is_model_path, load_class
 from .training import train
 
-#: Options an estimator never passes through ``train_options``: the data comes from
-#: ``fit``'s arguments, and a model's options from the model object.
-NOT_TRAIN_OPTIONS = ("data", "test_data", "model_options")
+#: Options an estimator never passes through ``train_options``, and what to do instead.
+NOT_TRAIN_OPTIONS = {"data": "pass the rows to fit(X, y)", "test_data": "pass the rows to "
+                     "fit(X, y)", "model_options": "pass a model object as model="}
 #: dtypes ``fit`` and ``predict`` keep; anything else becomes float64 (then ``dtype``).
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -55,13 +55,36 @@ class InputError(UserError, ValueError):
 
 
 class _MPIEstimator(BaseEstimator):
-    """What both estimators share: parameters → ``train()``, rows → agreed checks."""
+    """What both estimators share: parameters → ``train()``, rows → agreed checks; the
+    parameters are :class:`MPIRegressor`'s (the classifier adds ``hidden``)."""
 
     _task: ClassVar[str]
     #: The explicit parameters that are ``train()`` options of the same name.
     _options: ClassVar[tuple[str, ...]] = (
         "epochs", "batch_size", "lr", "optimizer", "momentum", "lr_schedule", "weight_decay",
         "seed", "dtype", "standardize", "shuffle")
+
+    def __init__(self, *, model: str | Model = "linear", epochs: int = 10,
+                 batch_size: int = 64, lr: float = 0.1, optimizer: str = "sgd",
+                 momentum: float = 0.9, lr_schedule: str = "constant",
+                 weight_decay: float = 0.0, seed: int = 0, dtype: str = "float32",
+                 standardize: bool = True, shuffle: str = "global",
+                 train_options: dict[str, Any] | None = None,
+                 comm: MPI.Comm | None = None) -> None:
+        self.model = model
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.lr_schedule = lr_schedule
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.dtype = dtype
+        self.standardize = standardize
+        self.shuffle = shuffle
+        self.train_options = train_options
+        self.comm = comm
 
     def __sklearn_clone__(self) -> _MPIEstimator:
         """scikit-learn's clone, sharing ``comm``: a communicator is a handle to the same
@@ -106,12 +129,10 @@ class _MPIEstimator(BaseEstimator):
                              f"(got {extra!r})")
         params = self.get_params(deep=False)
         for name in extra:
-            if name in params or name in NOT_TRAIN_OPTIONS:
-                raise ValueError(f"train_options[{name!r}]: set it as the estimator's "
-                                 f"parameter {name}=" if name in params else
-                                 f"train_options[{name!r}]: pass the data to fit(X, y)"
-                                 if name != "model_options" else
-                                 f"train_options[{name!r}]: pass a model object as model=")
+            instead = (f"set it as the estimator's parameter {name}=" if name in params
+                       else NOT_TRAIN_OPTIONS.get(name))
+            if instead:
+                raise ValueError(f"train_options[{name!r}]: {instead}")
             if name not in FIELDS:
                 raise ValueError(f"train_options: {name!r} is not an option of "
                                  "mpitrain.train (see mpitrain.TrainConfig)")
@@ -166,8 +187,8 @@ class _MPIEstimator(BaseEstimator):
         """The model's predict-kernel output for this rank's rows (local, no MPI)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
-        proba = predict_proba_saved if self._task == "classification" else predict_saved
-        return proba(self.model_, X)
+        outputs = predict_proba_saved if self._task == "classification" else predict_saved
+        return outputs(self.model_, X)
 
     def _score_sums(self, X: Any, y: Any, sample_weight: Any) -> tuple[MPI.Comm, Any, Any, Any]:
         """Collective: this rank's predictions, labels and weights (checked and agreed)."""
@@ -222,21 +243,12 @@ class MPIClassifier(ClassifierMixin, _MPIEstimator):
                  dtype: str = "float32", standardize: bool = True, shuffle: str = "global",
                  train_options: dict[str, Any] | None = None,
                  comm: MPI.Comm | None = None) -> None:
-        self.model = model
+        super().__init__(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+                         optimizer=optimizer, momentum=momentum, lr_schedule=lr_schedule,
+                         weight_decay=weight_decay, seed=seed, dtype=dtype,
+                         standardize=standardize, shuffle=shuffle,
+                         train_options=train_options, comm=comm)
         self.hidden = hidden
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.lr_schedule = lr_schedule
-        self.weight_decay = weight_decay
-        self.seed = seed
-        self.dtype = dtype
-        self.standardize = standardize
-        self.shuffle = shuffle
-        self.train_options = train_options
-        self.comm = comm
 
     def fit(self, X: Any, y: Any) -> MPIClassifier:
         """Collective: train on every rank's rows (or rank 0's, the others passing None)."""
@@ -295,28 +307,6 @@ class MPIRegressor(RegressorMixin, _MPIEstimator):
     """
 
     _task = "regression"
-
-    def __init__(self, *, model: str | Model = "linear", epochs: int = 10,
-                 batch_size: int = 64, lr: float = 0.1, optimizer: str = "sgd",
-                 momentum: float = 0.9, lr_schedule: str = "constant",
-                 weight_decay: float = 0.0, seed: int = 0, dtype: str = "float32",
-                 standardize: bool = True, shuffle: str = "global",
-                 train_options: dict[str, Any] | None = None,
-                 comm: MPI.Comm | None = None) -> None:
-        self.model = model
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.lr_schedule = lr_schedule
-        self.weight_decay = weight_decay
-        self.seed = seed
-        self.dtype = dtype
-        self.standardize = standardize
-        self.shuffle = shuffle
-        self.train_options = train_options
-        self.comm = comm
 
     def fit(self, X: Any, y: Any) -> MPIRegressor:
         """Collective: train on every rank's rows (or rank 0's, the others passing None)."""

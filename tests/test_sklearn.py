@@ -129,7 +129,7 @@ def test_clone_shares_the_communicator():
     (MPIClassifier(train_options={"lr": 1.0}),
      r"train_options\['lr'\]: set it as the estimator's parameter lr="),
     (MPIClassifier(train_options={"data": "digits"}),
-     r"train_options\['data'\]: pass the data to fit\(X, y\)"),
+     r"train_options\['data'\]: pass the rows to fit\(X, y\)"),
     (MPIClassifier(train_options={"learning_rate": 1.0}),
      "'learning_rate' is not an option of mpitrain.train"),
     (MPIClassifier(lr=-1.0), "--lr must be a positive number"),
