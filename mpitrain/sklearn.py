@@ -43,6 +43,9 @@ from .training import train
 #: Options an estimator never passes through ``train_options``, and what to do instead.
 NOT_TRAIN_OPTIONS = {"data": "pass the rows to fit(X, y)", "test_data": "pass the rows to "
                      "fit(X, y)", "model_options": "pass a model object as model="}
+#: ``train()`` options of every fit, unless ``train_options`` says otherwise: no holdout,
+#: no progress lines (and no files: ``out`` is None by default).
+QUIET_RUN = {"test_fraction": 0.0, "quiet": True}
 #: dtypes ``fit`` and ``predict`` keep; anything else becomes float64 (then ``dtype``).
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -110,7 +113,7 @@ class _MPIEstimator(BaseEstimator):
                options: dict[str, Any]) -> None:
         """Collective: train on every rank's rows and store the fitted attributes."""
         try:
-            result = train(comm=comm, X=X, y=y, test_fraction=0.0, quiet=True, **options)
+            result = train(comm=comm, X=X, y=y, **options)
         except UserError as exc:  # agreed by every rank inside train()
             raise InputError(str(exc)) from None
         self.model_ = result.model
@@ -141,7 +144,7 @@ class _MPIEstimator(BaseEstimator):
         options["model"] = self.model
         if "hidden" in params:
             options["hidden"] = tuple(self.hidden)
-        return {**options, **extra}
+        return {**QUIET_RUN, **options, **extra}
 
     def _check_model(self) -> None:
         """``model`` is a built-in name, ``module:Class`` or a model object, for the task."""

@@ -90,6 +90,8 @@ def test_same_model_as_train_and_any_labels(digits):
     np.testing.assert_array_equal(clf.model_.params["W0"], reference.params["W0"])
     assert clf.n_features_in_ == 64 and clf.n_iter_ == 2 and len(clf.history_) == 2
     assert "test_accuracy" not in clf.history_[-1]  # nothing held out
+    held_out = MPIClassifier(**options, train_options={"test_fraction": 0.25}).fit(X, y)
+    assert "test_accuracy" in held_out.history_[-1]
 
 
 def test_regressor_matches_train_and_r2():
@@ -194,6 +196,10 @@ def test_same_model_whichever_way_the_rows_are_passed(digits):
                                                                  abs=1e-12)
     # every rank its rows (here every rank has some): the folds are unions over the ranks
     rows = np.array_split(np.arange(len(X)), COMM.Get_size())[COMM.Get_rank()]
+    if COMM.Get_rank() == 0:
+        assert root.score(X, labels) == alone.score(X, labels)
+    else:
+        assert root.score(None, None) == alone.score(X, labels)
     scores = cross_val_score(MPIClassifier(**options), X[rows], labels[rows], cv=2)
     everyone = COMM.allgather(scores)
     for theirs in everyone:
