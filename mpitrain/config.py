@@ -69,11 +69,13 @@ class TrainConfig:
                        group="data", metavar="NAME")
     h5_y: str = option("y", "HDF5: name of the labels dataset (rows,)", group="data",
                        metavar="NAME")
-    label_column: str | None = option(None, "Parquet: the label column; none: the last "
-                                      "column, as in CSV", group="data", metavar="NAME")
-    feature_columns: str | None = option(None, "Parquet: comma-separated feature columns; "
-                                         "none: every column but the label and pandas "
-                                         "index columns", group="data", metavar="A,B,...")
+    label_column: str | None = option(None, "Parquet, or CSV with a header: the label "
+                                      "column; none: the last column", group="data",
+                                      metavar="NAME")
+    feature_columns: str | None = option(None, "Parquet, or CSV with a header: comma-"
+                                         "separated feature columns; none: every column but "
+                                         "the label (and pandas index columns)",
+                                         group="data", metavar="A,B,...")
     standardize: bool = option(True, "scale features to zero mean and unit variance "
                                "(global statistics over the training rows)", group="data")
     dtype: str = option("float32", "floating-point type of data and parameters",

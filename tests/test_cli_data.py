@@ -91,7 +91,10 @@ def data_errors(tmp_path):
         (["--data", csv, "--feature-columns", "a,,b"],
          "--feature-columns must be comma-separated column names like a,b,c (got a,,b)"),
         (["--data", csv, "--label-column", "y"],
-         "--label-column applies to Parquet data (.parquet, or a directory of parts) only"),
+         f"--data: '{csv}' has no header line, so --label-column and --feature-columns "
+         "cannot name its columns"),
+        (["--data", str(zero), "--label-column", "y"],
+         "--label-column applies to Parquet data and CSV with a header only"),
     ]
     try:
         import h5py

@@ -262,7 +262,7 @@ ERROR_CASES: dict[str, ErrorCase] = {
     "parquet option for npz": lambda d: (
         {"source": _npz(d, X=np.zeros((4, 2)), y=np.zeros(4)),
          "read": ReadOptions(feature_columns=("a",))},
-        "--feature-columns applies to Parquet data (.parquet, or a directory of parts) only",
+        "--feature-columns applies to Parquet data and CSV with a header only",
     ),
     "hdf5 option for synthetic": lambda d: (
         {"source": "synthetic", "read": ReadOptions(h5_y="labels")},

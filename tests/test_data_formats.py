@@ -99,6 +99,35 @@ def test_train_writes_class_names(tmp_path):
     assert np.mean(predicted == labels) > 0.8
 
 
+def test_csv_columns_named_by_the_header(tmp_path):
+    text = ("id,height,species,weight\n"
+            "a7,1.5,dog,30\n"
+            "b2,0.3,cat,4\n"
+            "c9,0.2,cat,5\n")
+    path = write_text(tmp_path / "a.csv", text)
+    data = load(path, read=ReadOptions(label_column="species",
+                                      feature_columns=("weight", "height")))
+    np.testing.assert_array_equal(data.train.X, [[30, 1.5], [4, 0.3], [5, 0.2]])
+    assert data.classes.tolist() == ["cat", "dog"]
+    np.testing.assert_array_equal(data.train.y, [1, 0, 0])
+    numeric = load(write_text(tmp_path / "b.csv", "x,label,z\n1,0,2\n3,1,4\n"),
+                   read=ReadOptions(label_column="label"))
+    np.testing.assert_array_equal(numeric.train.X, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(numeric.train.y, [0, 1])
+    with pytest.raises(UserError, match=re.escape(
+            f"--data: '{path}' line 2 has a non-numeric value 'a7' in column 'id' (choose "
+            "the features with --feature-columns)")):
+        load(path, read=ReadOptions(label_column="species"))
+    with pytest.raises(UserError, match=re.escape(
+            f"--data: '{path}' has no column 'mass' (--feature-columns; columns: id, height, "
+            "species, weight)")):
+        load(path, read=ReadOptions(feature_columns=("mass",)))
+    wrong = write_text(tmp_path / "c.csv", text + "d1,0.4,cat,6,extra\n")
+    with pytest.raises(UserError, match=re.escape(
+            f"--data: '{wrong}' line 5 has 5 columns but line 1 has 4")):
+        load(wrong, read=ReadOptions(label_column="species", feature_columns=("weight",)))
+
+
 # ---------------------------------------------------------------- libsvm index base
 
 
@@ -296,6 +325,11 @@ def test_a_directory_named_like_a_builtin_is_the_path(tmp_path, monkeypatch):
         data = load(value)
         assert data.train.n_total == 12 and data.n_features == X.shape[1], value
     assert load("synthetic").name.startswith("synthetic(")
+    (tmp_path / "synthetic").mkdir()
+    with pytest.raises(UserError, match=re.escape(
+            "--data: directory 'synthetic' has no X.npy (expected X.npy and y.npy) ('synthetic' "
+            "exists in the working directory, so it is read instead of the built-in data set)")):
+        load("synthetic")
 
 
 # ---------------------------------------------------------------- train(X=, y=) on one rank

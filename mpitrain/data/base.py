@@ -8,6 +8,7 @@ the rows of its own blocks. Reading is local (no collectives), so readers may ra
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,27 @@ class Source(ABC):
     def error(self, what: str) -> UserError:
         """A UserError about this source, prefixed with the option that named it."""
         return UserError(f"{self.option}: {what}")
+
+
+def select_columns(source: Source, names: Sequence[str], label: str | None,
+                   features: Sequence[str], *, skip: Callable[[str], bool] = lambda _: False,
+                   ) -> tuple[str, list[str]]:
+    """The label column and the feature columns of a table with columns ``names``:
+    ``label`` (None: the last column) and ``features`` (empty: every other column, except
+    those ``skip`` says). Raises UserError naming a missing or doubly used column."""
+    usable = [name for name in names if not skip(name)]
+    label = usable[-1] if label is None else label
+    chosen = list(features) or [name for name in usable if name != label]
+    for name, flag in [(label, "--label-column"), *((f, "--feature-columns") for f in chosen)]:
+        if name not in names:
+            raise source.error(f"{source.quoted} has no column {name!r} ({flag}; columns: "
+                               f"{', '.join(names)})")
+    if label in chosen:
+        raise source.error(f"column {label!r} is the label (--label-column) and cannot also "
+                           "be a feature (--feature-columns)")
+    if not chosen:
+        raise source.error(f"{source.quoted} has no feature columns besides the label {label!r}")
+    return label, chosen
 
 
 def take_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mpitrain.data.base import Block, Source
+from mpitrain.data.base import Block, Source, select_columns
 from mpitrain.data.labels import split_labels
 from mpitrain.data.optional import import_optional
 
@@ -50,11 +50,10 @@ class ParquetSource(Source):
             if not file.schema_arrow.equals(schema):
                 raise self.error(f"'{part}' has other columns than '{self.parts[0]}' "
                                  "(every part must have the same schema)")
-        columns = [name for name in schema.names if not name.startswith(PANDAS_INDEX)]
-        self.label = label_column if label_column is not None else columns[-1]
-        self.features = (list(feature_columns) if feature_columns
-                         else [name for name in columns if name != self.label])
-        self._check_columns(schema)
+        self.label, self.features = select_columns(
+            self, schema.names, label_column, feature_columns or (),
+            skip=lambda name: name.startswith(PANDAS_INDEX))
+        self._check_types(schema)
         # (part, row group, first row) of every row group, in table order
         self.groups: list[tuple[int, int]] = []
         starts = [0]
@@ -74,21 +73,8 @@ class ParquetSource(Source):
         except self.pa.ArrowException as exc:
             raise self.error(f"'{part}' is not a valid Parquet file ({exc})") from exc
 
-    def _check_columns(self, schema: Any) -> None:
+    def _check_types(self, schema: Any) -> None:
         types = self.pa.types
-        names = schema.names
-        shown = ", ".join(names)
-        for name, flag in [(self.label, "--label-column"),
-                           *((f, "--feature-columns") for f in self.features)]:
-            if name not in names:
-                raise self.error(f"{self.quoted} has no column {name!r} ({flag}; "
-                                 f"columns: {shown})")
-        if self.label in self.features:
-            raise self.error(f"column {self.label!r} is the label (--label-column) and "
-                             "cannot also be a feature (--feature-columns)")
-        if not self.features:
-            raise self.error(f"{self.quoted} has no feature columns besides the label "
-                             f"{self.label!r}")
         for name in self.features:
             kind = schema.field(name).type
             if not (types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind)):

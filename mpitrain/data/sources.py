@@ -69,6 +69,12 @@ def open_source(
         source = SyntheticSource(synthetic, task=task, seed=seed, option=option)
     elif builtin and is_builtin(value):
         source = DigitsSource(option=option)
+    elif builtin and value in BUILTIN:  # shadowed by a file or directory of that name
+        try:
+            source = _open_path(value, option=option, read=read, builtin=builtin)
+        except UserError as exc:
+            raise UserError(f"{exc} ('{value}' exists in the working directory, so it is "
+                            f"read instead of the built-in data set)") from None
     else:
         source = _open_path(value, option=option, read=read, builtin=builtin)
     if source.n_rows == 0:
@@ -97,7 +103,8 @@ def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool) -> 
     if suffix == ".npz":
         return NpzSource(path, option=option)
     if suffix == ".csv":
-        return CsvSource(path, option=option)
+        return CsvSource(path, option=option, label_column=read.label_column,
+                         feature_columns=read.feature_columns)
     if suffix in (".svm", ".libsvm"):
         return LibsvmSource(path, option=option, zero_based=read.zero_based)
     if suffix in (".h5", ".hdf5"):
@@ -112,13 +119,13 @@ def unused_read_option(read: ReadOptions, sources: list[Source | None]) -> str |
     kinds = {type(source) for source in sources if source is not None}
     default = ReadOptions()
     for names, kind, what in [
-        (("zero_based",), LibsvmSource, "libsvm data (.svm, .libsvm)"),
-        (("h5_x", "h5_y"), Hdf5Source, "HDF5 data (.h5, .hdf5)"),
-        (("label_column", "feature_columns"), ParquetSource,
-         "Parquet data (.parquet, or a directory of parts)"),
+        (("zero_based",), (LibsvmSource,), "libsvm data (.svm, .libsvm)"),
+        (("h5_x", "h5_y"), (Hdf5Source,), "HDF5 data (.h5, .hdf5)"),
+        (("label_column", "feature_columns"), (ParquetSource, CsvSource),
+         "Parquet data and CSV with a header"),
     ]:
         for name in names:
-            if getattr(read, name) != getattr(default, name) and kind not in kinds:
+            if getattr(read, name) != getattr(default, name) and not kinds & set(kind):
                 return f"--{name.replace('_', '-')} applies to {what} only"
     return None
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from mpitrain.data.base import Block, Source
+from mpitrain.data.base import Block, Source, select_columns
 from mpitrain.data.labels import split_labels
 
 #: A byte offset is remembered for every this many data lines.
@@ -115,10 +115,13 @@ def _floats(fields: list[str]) -> bool:
 
 
 class CsvSource(TextSource):
-    """Comma-separated numbers, label (a number or a name) in the last column, optional
-    header line (a first line with a feature field that is not a number)."""
+    """Comma-separated numbers and a label (a number or a name), optional header line (a
+    first line with a field before the last that is not a number). The label is the last
+    column and the features the others, or with a header the columns named by
+    ``label_column`` and ``feature_columns`` (other columns may then hold anything)."""
 
-    def __init__(self, path: Path, *, option: str) -> None:
+    def __init__(self, path: Path, *, option: str, label_column: str | None = None,
+                 feature_columns: Sequence[str] = ()) -> None:
         super().__init__(path, option=option)
         offset, line, raw = 0, 1, b""
         with self.open_file() as fp:
@@ -138,13 +141,29 @@ class CsvSource(TextSource):
                 f"{self.quoted} line {line} has 1 column "
                 "(expected feature columns followed by a label column)"
             )
+        self.label_index, self.feature_index = self.n_columns - 1, list(range(self.n_columns - 1))
+        self.usecols: list[int] | None = None  # None: every column, the label last
+        #: Column names from the header line, if any.
+        self.columns = [field.strip() for field in first] if self.header else None
+        if label_column is not None or feature_columns:
+            self._name_columns(label_column, feature_columns)
         if self.header:
             offset += len(raw)
             line += 1
         self.scan(offset, line)
         if self.n_rows == 0:
             raise self.error(f"{self.quoted} has a header line but no data rows")
-        self.n_features = self.n_columns - 1
+        self.n_features = len(self.feature_index)
+
+    def _name_columns(self, label: str | None, features: Sequence[str]) -> None:
+        """Use the columns the header names (--label-column, --feature-columns)."""
+        if self.columns is None:
+            raise self.error(f"{self.quoted} has no header line, so --label-column and "
+                             "--feature-columns cannot name its columns")
+        label, chosen = select_columns(self, self.columns, label, features)
+        self.label_index = self.columns.index(label)
+        self.feature_index = [self.columns.index(name) for name in chosen]
+        self.usecols = [*self.feature_index, self.label_index]
 
     def read(self, rows: np.ndarray) -> Block:
         texts, numbers = self.lines(rows)
@@ -160,18 +179,17 @@ class CsvSource(TextSource):
         """Parse lines into (rows, features) float64 and the labels: float64 when every
         label is a number, else their texts. Names the first bad line."""
         if not texts:
-            return np.empty((0, self.n_features)), np.empty(0)
-        values = self._numbers(texts, self.n_columns)
+            return np.empty((0, len(self.feature_index))), np.empty(0)
+        values = self._numbers(texts, self.usecols)
         if values is not None:  # the common case: numbers only
             return values[:, :-1], values[:, -1].copy()
-        heads, labels = [], []
-        for text in texts:
-            head, _, label = text.rpartition(",")
-            heads.append(head)
-            labels.append(label.strip())
-        values = self._numbers(heads, self.n_features)
-        if values is not None:
-            return values, labels
+        X = self._numbers(texts, self.feature_index)
+        if X is not None:
+            if self.label_index == self.n_columns - 1:
+                labels = [text.rpartition(",")[2].strip() for text in texts]
+            else:
+                labels = [text.split(",")[self.label_index].strip() for text in texts]
+            return X, labels
         for text, number in zip(texts, numbers, strict=True):  # find and name the problem
             fields = text.split(",")
             if len(fields) != self.n_columns:
@@ -179,23 +197,28 @@ class CsvSource(TextSource):
                     f"{self.quoted} line {number} has {len(fields)} columns but line "
                     f"{self.first_line} has {self.n_columns}"
                 )
-            for field in fields[:-1]:
-                if not _floats([field]):
-                    raise self.error(
-                        f"{self.quoted} line {number} has a non-numeric value {field.strip()!r}"
-                    )
+            for j in self.feature_index:
+                if not _floats([fields[j]]):
+                    where = ("" if self.columns is None else f" in column {self.columns[j]!r} "
+                             "(choose the features with --feature-columns)")
+                    raise self.error(f"{self.quoted} line {number} has a non-numeric value "
+                                     f"{fields[j].strip()!r}{where}")
         raise self.error(f"cannot parse {self.quoted} as CSV")
 
-    @staticmethod
-    def _numbers(texts: list[str], columns: int) -> np.ndarray | None:
-        """The lines as a (rows, columns) float64 array, or None if they are not that."""
+    def _numbers(self, texts: list[str], usecols: list[int] | None) -> np.ndarray | None:
+        """The given columns (None: all) of the lines as a float64 array, or None if they
+        are not numbers or a line has another number of columns."""
+        if usecols is not None and any(t.count(",") != self.n_columns - 1 for t in texts):
+            return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                values = np.loadtxt(texts, delimiter=",", dtype=np.float64, ndmin=2)
+                values = np.loadtxt(texts, delimiter=",", dtype=np.float64, ndmin=2,
+                                    usecols=usecols)
         except ValueError:
             return None
-        return values if values.shape == (len(texts), columns) else None
+        width = self.n_columns if usecols is None else len(usecols)
+        return values if values.shape == (len(texts), width) else None
 
 
 class LibsvmSource(TextSource):
