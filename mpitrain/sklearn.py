@@ -257,7 +257,9 @@ class MPIClassifier(ClassifierMixin, _MPIEstimator):
         """Collective: train on every rank's rows (or rank 0's, the others passing None)."""
         comm = self._communicator()
         X, y, options = self._checked(comm, X, y)
-        everyone = comm.allgather(np.array([]) if y is None else np.unique(y))  # small
+        # the distinct labels of each rank: few, and of any type scikit-learn accepts
+        # (strings, objects), so pickled like errors.agree's messages
+        everyone = comm.allgather(np.array([]) if y is None else np.unique(y))
         everyone = [labels for labels in everyone if len(labels)]
         try:
             classes = unique_labels(*everyone)  # the same on every rank
