@@ -4,11 +4,13 @@ however the rows are passed, and collective scores."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from cli_runner import ROOT, run_mpi
 from mpi4py import MPI
 from sklearn.base import clone
 from sklearn.datasets import load_digits
@@ -157,6 +159,18 @@ def test_import_mpitrain_does_not_import_scikit_learn():
             "assert 'sklearn' not in sys.modules, 'sklearn imported'; "
             "assert mpitrain.MPIClassifier.__module__ == 'mpitrain.sklearn'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.timeout(300)
+def test_grid_search_example_runs_under_mpiexec():
+    done = run_mpi([str(ROOT / "examples" / "sklearn_digits.py")], ranks=2, timeout=240)
+    assert done.returncode == 0, done.stderr
+    best, scores, predicted = done.stdout.splitlines()  # rank 0 only
+    assert best.startswith("best parameters {'mpiclassifier__hidden': ("), best
+    found = re.fullmatch(r"cross-validated accuracy (\d\.\d{3}), training accuracy "
+                         r"(\d\.\d{3})", scores)
+    assert found and float(found.group(1)) > 0.8, scores
+    assert predicted.startswith("rank 0 predicts ['"), predicted
 
 
 # -- under mpiexec ---------------------------------------------------------------------------
