@@ -214,11 +214,6 @@ class _MPIEstimator(BaseEstimator):
         _agreed(comm, failure)
         return comm, *local
 
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
-
 
 class MPIClassifier(ClassifierMixin, _MPIEstimator):
     """A classifier trained with mpitrain over the ranks of ``comm`` (see the module
@@ -234,7 +229,8 @@ class MPIClassifier(ClassifierMixin, _MPIEstimator):
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_``),
     ``model_`` (a :class:`mpitrain.models.SavedModel`: ``mpitrain.predict(clf.model_, X)``
-    gives class indices), ``history_`` (per-epoch metrics), ``n_iter_`` (epochs run).
+    gives class indices), ``history_`` (metrics per epoch, or per evaluated round in a
+    federated ``mode``), ``n_iter_`` (their number).
     """
 
     _task = "classification"
