@@ -33,7 +33,16 @@ from .data.memory import IN_MEMORY
 from .errors import UserError, agree, checked
 from .kernels.warmup import KERNELS, warm_up
 from .loop import run_loop
-from .models import BoundModel, Model, ModelError, make_model, model_name, save_model
+from .models import (
+    BoundModel,
+    Model,
+    ModelError,
+    SavedModel,
+    make_model,
+    model_name,
+    save_model,
+    trained_model,
+)
 from .models.checks import HOOK_NAMES, smoke_test
 from .models.registry import canonical_name, options_text, parse_options
 from .strategies import strategy_class
@@ -41,8 +50,9 @@ from .strategies import strategy_class
 
 @dataclass(frozen=True, kw_only=True)
 class TrainResult:
-    """Trained parameters (named views of ``flat``), per-period metrics, the config and the
-    run's summary (what ``summary.json`` holds: data sizes, layer sizes, status, ...)."""
+    """Trained parameters (named views of ``flat``), per-period metrics, the config, the
+    run's summary (what ``summary.json`` holds: data sizes, layer sizes, status, ...) and
+    the trained model as model.npz holds it (``predict(result.model, X)``)."""
 
     params: dict[str, np.ndarray]
     flat: np.ndarray
@@ -50,6 +60,7 @@ class TrainResult:
     config: TrainConfig
     status: str
     summary: dict[str, Any]
+    model: SavedModel
 
 
 def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
@@ -128,9 +139,11 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     status = "stopped" if result.stopped else "finished"
     summary = {**summary, **strategy.summary(), "status": status,
                "seconds": time.perf_counter() - started, "final": history[-1] if history else {}}
-    _write_final(output, model, params, dataset, summary)
-    return TrainResult(params=model.layout.views(params), flat=params, history=history,
-                       config=config, status=status, summary=summary)
+    trained = trained_model(model, params, mean=dataset.mean, std=dataset.std,
+                            version=__version__, classes=dataset.classes)
+    _write_final(output, trained, summary)
+    return TrainResult(params=trained.params, flat=params, history=history, config=config,
+                       status=status, summary=summary, model=trained)
 
 
 def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
@@ -263,12 +276,10 @@ def _summary_head(config: TrainConfig, dataset: Dataset, model: BoundModel,
     }
 
 
-def _write_final(output: RunOutput, model: BoundModel, params: np.ndarray,
-                 dataset: Dataset, summary: dict[str, Any]) -> None:
+def _write_final(output: RunOutput, trained: SavedModel, summary: dict[str, Any]) -> None:
     if output.directory is None:
         return
-    save_model(output.directory / "model.npz", model=model, flat=params, mean=dataset.mean,
-               std=dataset.std, version=__version__, classes=dataset.classes)
+    save_model(output.directory / "model.npz", trained)
     output.write_json("summary.json", summary)
 
 
