@@ -21,8 +21,26 @@ from mpitrain.runtime.launch import MPIWiringError
 from mpitrain.runtime.preemption import EXIT_PREEMPTED, install_stop_handlers
 
 from . import __version__
-from .config import FIELDS, TrainConfig, field_kind, flag, parse_ints, read_toml, resolve
+from .config import (
+    FIELDS,
+    TrainConfig,
+    did_you_mean,
+    field_kind,
+    flag,
+    parse_ints,
+    read_toml,
+    resolve,
+)
 from .errors import EXIT_USER_ERROR, UserError, checked
+
+# Commands besides train and bench: module (with add_arguments(parser) and run(args, comm))
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "train": (None, "train a model"),
+    "predict": ("mpitrain.report.predict", "predictions of a saved model for a data file"),
+    "show": ("mpitrain.report.show", "one-screen summary of a run directory"),
+    "plot": ("mpitrain.report.plot", "learning curves of one or more runs, as an image"),
+    "bench": (None, "benchmarks"),
+}
 
 BENCHMARKS = {
     "allreduce": ("mpitrain.bench.allreduce", "latency and bandwidth of every allreduce"),
@@ -35,7 +53,23 @@ class Parser(argparse.ArgumentParser):
     """ArgumentParser that raises UserError instead of exiting, and prints on rank 0 only."""
 
     def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(message)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """As argparse, plus a hint for a misspelt flag (``--epoch`` → ``--epochs``) and the
+        usage when no command is given."""
+        known, extra = self.parse_known_args(args, namespace)
+        if extra:
+            flags = getattr(known, "known_flags", self._option_string_actions)
+            first = next((word.split("=")[0] for word in extra if word.startswith("--")), "")
+            self.error(f"unrecognized arguments: {' '.join(extra)}"
+                       f"{did_you_mean(first, flags, quote=False) if first else ''}")
+        if getattr(known, "command", "") is None:
+            self.print_usage(sys.stderr)
+            self.error("no command given: choose one of "
+                       f"{', '.join(COMMANDS)} (python -m mpitrain COMMAND --help)")
+        return known
 
     def _print_message(self, message: str, file: Any = None) -> None:
         if MPI.COMM_WORLD.Get_rank() == 0 and message:
@@ -49,20 +83,27 @@ def build_parser() -> Parser:
                     "mpirun/mpiexec/srun, e.g. 'mpirun -n 4 python -m mpitrain train "
                     "--data digits --model mlp --hidden 64 --epochs 20 --out runs/digits'.")
     parser.add_argument("--version", action="version", version=f"mpitrain {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                     parser_class=Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train = commands.add_parser("train", help="train a model", allow_abbrev=False,
                                 description="Train a model with every rank; flags override "
                                 "--config. Rank 0 writes --out.")
     add_train_arguments(train)
     train.set_defaults(handler=run_train)
+    for name, (module, text) in COMMANDS.items():
+        if module is None:
+            continue
+        sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
+        importlib.import_module(module).add_arguments(sub)
+        sub.set_defaults(handler=_runner(module))
     bench = commands.add_parser("bench", help="benchmarks", allow_abbrev=False)
     kinds = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True,
                                  parser_class=Parser)
     for name, (module, text) in BENCHMARKS.items():
         sub = kinds.add_parser(name, help=text, description=text, allow_abbrev=False)
         importlib.import_module(module).add_arguments(sub)
-        sub.set_defaults(handler=_bench_runner(module))
+        sub.set_defaults(handler=_runner(module))
+    for sub in (train, *commands.choices.values(), *kinds.choices.values()):
+        sub.set_defaults(known_flags=tuple(sub._option_string_actions))
     return parser
 
 
@@ -141,7 +182,7 @@ def run_train(args: argparse.Namespace, comm: MPI.Comm) -> int:
     return EXIT_PREEMPTED
 
 
-def _bench_runner(module: str):
+def _runner(module: str):
     def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
         return importlib.import_module(module).run(args, comm)
     return run

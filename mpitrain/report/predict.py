@@ -1,0 +1,155 @@
+"""``mpitrain predict --model MODEL.npz --data FILE --out predictions.csv``: every rank
+predicts its block of the file's rows and writes them at their place in the output.
+
+The file is read by the training data readers (any ``--data`` format; a label column is
+ignored, and a CSV may also hold the features only). Rows are split in contiguous blocks
+like training data, so a rank reads and holds only its rows (in chunks of
+:data:`CHUNK_ROWS`); the numbers come from :func:`mpitrain.models.predict.predict`. Each
+rank formats its lines, an exclusive scan of their byte counts gives every rank its offset,
+and the ranks write in parallel into a temporary file that rank 0 renames into place once
+all are done: the CSV has a header line ``prediction`` and one line per input row, in the
+input's order, for any number of ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain.data.base import Block, Source
+from mpitrain.data.sharding import block_range
+from mpitrain.data.sources import open_source
+from mpitrain.data.synthetic import SyntheticSpec
+from mpitrain.data.text import CsvSource
+from mpitrain.data.values import features
+from mpitrain.errors import UserError, agree, checked
+from mpitrain.models import SavedModel, load_model, task_of
+from mpitrain.models.predict import predict
+
+CHUNK_ROWS = 65536
+HEADER = "prediction"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="MODEL.npz",
+                        help="a saved model (model.npz of a run directory)")
+    parser.add_argument("--data", required=True, metavar="FILE",
+                        help="rows to predict, in any --data format of mpitrain train (a "
+                        "label column is ignored; a CSV may hold the features only)")
+    parser.add_argument("--out", required=True, metavar="FILE.csv",
+                        help="CSV to write: a header line, then one prediction per row")
+
+
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
+    """Collective: predict every row of ``args.data`` and write ``args.out``."""
+    saved = checked(comm, _load, args.model)
+    source = checked(comm, open_source, args.data, option="--data",
+                     task=task_of(saved.model), seed=0, synthetic=SyntheticSpec())
+    agree(comm, _width_mismatch(source, saved, args))
+    start, stop = block_range(source.n_rows, comm.Get_size(), comm.Get_rank())
+    text = checked(comm, _predict_block, source, saved, start, stop)
+    out = Path(args.out)
+    temp = out.with_name(f".{out.name}.tmp")
+    header = (HEADER + "\n").encode()
+    length = np.array([len(text)], dtype=np.int64)
+    offset = np.zeros(1, dtype=np.int64)
+    comm.Exscan(length, offset, op=MPI.SUM)
+    rank0 = comm.Get_rank() == 0
+
+    def create() -> None:  # rank 0: the file, with its header, before anybody writes
+        if rank0:
+            _output_error(out, lambda: temp.write_bytes(header))
+
+    def publish() -> None:  # rank 0: once every rank has written its lines
+        if rank0:
+            _output_error(out, lambda: os.replace(temp, out))
+
+    checked(comm, create)
+    start_at = len(header) + (0 if rank0 else int(offset[0]))
+    checked(comm, _output_error, out, lambda: _write_at(temp, text, start_at))
+    checked(comm, publish)
+    if rank0:
+        print(f"mpitrain: wrote {source.n_rows:,} predictions to {out}", file=sys.stderr,
+              flush=True)
+    return 0
+
+
+def _load(path: str) -> SavedModel:
+    if not Path(path).is_file():
+        raise UserError(f"--model: file {path!r} does not exist")
+    try:
+        return load_model(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"--model: {path!r} is not a model written by mpitrain train "
+                        f"({exc})") from None
+
+
+def _features_only(source: Source, saved: SavedModel) -> bool:
+    """A CSV without a label column: its last column is the model's last feature."""
+    return isinstance(source, CsvSource) and source.n_features == saved.dims[0] - 1
+
+
+def _width_mismatch(source: Source, saved: SavedModel, args: argparse.Namespace) -> str | None:
+    width = saved.dims[0]
+    if source.n_features is None or source.n_features == width:
+        return None
+    if _features_only(source, saved):
+        return None
+    return (f"--data: {source.quoted} has {source.n_features} features but the model "
+            f"{args.model!r} was trained on {width}")
+
+
+def _predict_block(source: Source, saved: SavedModel, start: int, stop: int) -> bytes:
+    """This rank's rows, predicted chunk by chunk, as CSV lines."""
+    width = saved.dims[0]
+    dtype = next(iter(saved.params.values())).dtype
+    buffer = io.StringIO()
+    for first in range(start, stop, CHUNK_ROWS):
+        rows = np.arange(first, min(stop, first + CHUNK_ROWS), dtype=np.int64)
+        block = source.read(rows)
+        if _features_only(source, saved):
+            block = Block(X=np.column_stack([block.X, block.y]), y=block.y, rows=block.rows,
+                          lines=block.lines)
+        if block.X.shape[1] > width:  # sparse rows only show their width when read
+            raise UserError(f"--data: {source.quoted} has rows with {block.X.shape[1]} "
+                            f"features but the model was trained on {width}")
+        _write_values(buffer, predict(saved, features(block, source, width, dtype)))
+    return buffer.getvalue().encode()
+
+
+def _write_values(buffer: io.StringIO, values: np.ndarray) -> None:
+    values = np.asarray(values)
+    if values.dtype.kind in "iub":
+        buffer.writelines(f"{int(v)}\n" for v in values)
+    elif values.dtype.kind == "f":
+        buffer.writelines(f"{float(v):.9g}\n" for v in values)
+    else:  # class names: quoted where CSV needs it
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerows([str(v)] for v in values)
+
+
+def _output_error(out: Path, action: Callable[[], object]) -> None:
+    """Run ``action``; an OSError becomes the user's error about ``--out``."""
+    try:
+        action()
+    except OSError as exc:
+        raise UserError(f"--out: cannot write {str(out)!r}: {exc.strerror}") from None
+
+
+def _write_at(path: Path, data: bytes, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+    finally:
+        os.close(fd)
