@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from mpi4py import MPI
 
 from mpitrain.runtime.launch import MPIWiringError
-from mpitrain.runtime.preemption import EXIT_PREEMPTED, install_stop_handlers
+from mpitrain.runtime.preemption import EXIT_INTERRUPTED, install_stop_handlers, stop_status
 
 from . import __version__
 from .config import (
@@ -168,18 +168,19 @@ def run_train(args: argparse.Namespace, comm: MPI.Comm) -> int:
     from .training import train
 
     config = checked(comm, config_from_args, args)
-    result = train(config, comm=comm, stop_requested=install_stop_handlers())
+    stop = install_stop_handlers()
+    result = train(config, comm=comm, stop_requested=stop)
     if result.status != "stopped":
         return 0
     # Rank 0 has written the checkpoint and summary.json once every rank is here: nobody
-    # exits 75 before, which 'srun --kill-on-bad-exit' would answer by killing the others.
-    comm.Barrier()
+    # exits before, which 'srun --kill-on-bad-exit' would answer by killing the others.
+    status, signals = stop_status(stop, comm)
     if comm.Get_rank() == 0:
         saved = (f"wrote a checkpoint to {config.out}/checkpoints; continue with --resume"
                  if config.out else "no --out, so nothing was saved")
-        print(f"mpitrain: stopped on SIGTERM/SIGUSR1: {saved} (exit status "
-              f"{EXIT_PREEMPTED})", file=sys.stderr, flush=True)
-    return EXIT_PREEMPTED
+        print(f"mpitrain: stopped on {signals}: {saved} (exit status {status})",
+              file=sys.stderr, flush=True)
+    return status
 
 
 def _runner(module: str):
@@ -204,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"mpitrain: error: {exc}", file=sys.stderr, flush=True)
             return EXIT_USER_ERROR
         _abort(comm, f"error: {exc}", EXIT_USER_ERROR)
-    except (SystemExit, KeyboardInterrupt):
+    except KeyboardInterrupt:  # Ctrl-C outside training (whose handler stops cleanly)
+        if comm.Get_rank() == 0:
+            print("mpitrain: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except SystemExit:
         raise
     except BaseException:
         _abort(comm, "unexpected error:\n" + traceback.format_exc(), 1)

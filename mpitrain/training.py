@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from mpitrain.checkpoint.policy import load_resume_checkpoint, make_checkpointer
 from mpitrain.collectives.shared_memory import single_node
 from mpitrain.runtime.compile import warm_kernels
 from mpitrain.runtime.launch import check_mpi_wiring, limit_loaded_blas
-from mpitrain.runtime.outputs import RunOutput, open_run_output
+from mpitrain.runtime.outputs import RunOutput, open_run_output, written
 from mpitrain.runtime.progress import progress_line
 from mpitrain.runtime.watchdog import start_watchdog
 
@@ -86,25 +87,35 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
                              resume=config.resume is not None, quiet=config.quiet)
     checkpointer = make_checkpointer(strategy, config, comm)
+
+    def save(name: str, write: Callable[..., object], *args: Any) -> None:
+        """Rank 0 writes ``--out/name``; a failed write is one error on every rank."""
+        if config.out is None:
+            write(*args)  # nothing is written; progress lines are still printed
+        else:
+            written(comm, str(Path(config.out) / name), write, *args)
+
     start = 0
     if resume_from is not None:
         strategy.restore_state(resume_from.arrays, resume_from.meta)
         start = int(resume_from.meta["next_unit"])
         checkpointer.periods = int(resume_from.meta["periods"])
-        output.keep_metrics(checkpointer.periods)
+        save("metrics.jsonl", output.keep_metrics, checkpointer.periods)
         output.say(f"resuming from {resume_from.path} at unit {start}")
-    output.write_text("config.toml", to_toml(config))
+    save("config.toml", output.write_text, "config.toml", to_toml(config))
     summary = {**_summary_head(config, dataset, layout, comm), **strategy.summary()}
-    output.write_json("summary.json", {**summary, "status": "running"})
+    save("summary.json", output.write_json, "summary.json", {**summary, "status": "running"})
     history: list[dict[str, Any]] = []
 
     def on_period(metrics: dict[str, Any]) -> None:
         history.append(metrics)
         checkpointer.periods += 1
-        output.record(metrics, progress_line(metrics, unit=strategy.period_name,
-                                             total=getattr(config, strategy.length_option)))
+        save("metrics.jsonl", output.record, metrics,
+             progress_line(metrics, unit=strategy.period_name,
+                           total=getattr(config, strategy.length_option)))
 
     watchdog = start_watchdog(comm, timeout=config.stall_timeout)
+    closed = False
     try:
         result = run_loop(strategy, start=start, on_period=on_period,
                           stop_requested=stop_requested or (lambda: False),
@@ -112,19 +123,21 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         if not result.stopped:
             checkpointer.save(result.next_unit)
         strategy.close()
+        closed = True
+        status = "stopped" if result.stopped else "finished"
+        summary = {**summary, **strategy.summary(), "status": status,
+                   "seconds": time.perf_counter() - started,
+                   "final": history[-1] if history else {}}
+        save("model.npz", _write_final, output, config, layout, params, dataset, summary)
     except UserError as exc:
-        output.write_json("summary.json", {**summary, "status": "failed", "error": str(exc)})
-        if exc.agreed:  # every rank is here: collective clean-up is safe
+        output.write_status({**summary, "status": "failed", "error": str(exc)})
+        if exc.agreed and not closed:  # every rank is here: collective clean-up is safe
             strategy.close()
         raise
     finally:
         output.close()
         if watchdog is not None:
             watchdog.stop()
-    status = "stopped" if result.stopped else "finished"
-    summary = {**summary, **strategy.summary(), "status": status,
-               "seconds": time.perf_counter() - started, "final": history[-1] if history else {}}
-    _write_final(output, config, layout, params, dataset, summary)
     return TrainResult(params=layout.views(params), flat=params, history=history,
                        config=config, status=status, summary=summary)
 

@@ -29,6 +29,7 @@ from mpitrain.checkpoint.store import (
 )
 from mpitrain.config import TrainConfig, flag
 from mpitrain.errors import UserError, agree, checked
+from mpitrain.runtime.outputs import written
 from mpitrain.runtime.preemption import stop_reached
 from mpitrain.strategies.base import Strategy, Unit
 
@@ -74,6 +75,11 @@ class Checkpointer:
             return
         agree(self.comm, self._not_finite(next_unit))
         self.last_saved = next_unit
+        written(self.comm, f"a checkpoint to {Path(self.config.out) / CHECKPOINT_SUBDIR}",
+                self._write, next_unit)
+
+    def _write(self, next_unit: int) -> None:
+        """Rank 0: write the checkpoint file (the other ranks have nothing to write)."""
         if self.directory is None:
             return
         arrays, meta = self.strategy.checkpoint_state()
@@ -96,8 +102,7 @@ def make_checkpointer(strategy: Strategy, config: TrainConfig, comm: MPI.Comm) -
     """A Checkpointer writing under ``--out`` on rank 0."""
     directory = None
     if config.out is not None and comm.Get_rank() == 0:
-        directory = Path(config.out) / CHECKPOINT_SUBDIR
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = Path(config.out) / CHECKPOINT_SUBDIR  # created by the first save
     return Checkpointer(strategy=strategy, config=config, comm=comm, directory=directory,
                         every=config.checkpoint_every, keep=config.keep)
 

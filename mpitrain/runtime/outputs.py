@@ -3,14 +3,22 @@
 ``config.toml`` (resolved options), ``metrics.jsonl`` (one JSON object per epoch or round,
 flushed as it comes), ``model.npz`` and ``summary.json``. ``summary.json`` is written at the
 start with ``"status": "running"`` so an unfinished run is recognisable, and rewritten at the
-end with ``"finished"`` (or ``"stopped"`` when the job was asked to stop).
+end with ``"finished"`` (or ``"stopped"`` when the job was asked to stop, ``"failed"`` when
+an error ended it).
+
+Writing can fail: ``--out`` is checked for writability before training starts, and a write
+that fails later (a full disk, a file system turned read-only) goes through :func:`written`,
+which makes it one user error on every rank instead of a traceback on rank 0.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -67,10 +75,32 @@ class RunOutput:
             kept = path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
             self.write_text("metrics.jsonl", "".join(kept))
 
+    def write_status(self, summary: dict[str, Any]) -> None:
+        """Record a run's end in summary.json even on a full disk: when the atomic write
+        fails, overwrite the old summary in place (its blocks are already allocated)."""
+        if self.directory is None:
+            return
+        try:
+            self.write_json("summary.json", summary)
+        except OSError:
+            text = (json.dumps(summary, default=_jsonable) + "\n").encode()
+            try:
+                with open(self.directory / "summary.json", "r+b") as file:
+                    file.write(text)
+                    file.truncate()
+            except OSError as exc:
+                print(f"mpitrain: warning: could not record status {summary.get('status')!r} "
+                      f"in {self.directory / 'summary.json'}: {exc.strerror}",
+                      file=sys.stderr, flush=True)
+
     def close(self) -> None:
-        """Close metrics.jsonl."""
+        """Close metrics.jsonl (every line is already flushed, so a failure to flush again
+        after a write error changes nothing)."""
         if self._metrics is not None:
-            self._metrics.close()
+            try:
+                self._metrics.close()
+            except OSError:
+                pass
             self._metrics = None
 
 
@@ -92,6 +122,26 @@ def open_run_output(out: str | None, *, comm: MPI.Comm, overwrite: bool, resume:
 
     checked(comm, prepare)
     return RunOutput(directory=directory, quiet=quiet, printing=rank0)
+
+
+def written(comm: MPI.Comm, what: str, write: Callable[..., object], *args: Any) -> None:
+    """Collective: ``write(*args)`` (rank 0 writes, the others pass through); an OSError
+    becomes one UserError on every rank naming ``what`` and the cause (``No space left on
+    device``, ``Read-only file system``, ...)."""
+
+    def attempt() -> None:
+        try:
+            write(*args)
+        except OSError as exc:
+            raise UserError(f"cannot write {what}: {_cause(exc)}; training stopped, the last "
+                            "good checkpoint is kept") from None
+
+    checked(comm, attempt)
+
+
+def _cause(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{exc.strerror} ({name})" if exc.strerror and name else str(exc)
 
 
 def run_status(directory: Path) -> str | None:
@@ -119,6 +169,7 @@ def _prepare_directory(directory: Path, *, overwrite: bool, resume: bool) -> Non
                             "--overwrite to start over")
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        _probe(directory)
         if overwrite:
             for name in OWNED:
                 path = directory / name
@@ -127,4 +178,17 @@ def _prepare_directory(directory: Path, *, overwrite: bool, resume: bool) -> Non
                 elif path.exists():
                     path.unlink()
     except OSError as exc:
-        raise UserError(f"--out: cannot prepare {str(directory)!r}: {exc.strerror}") from None
+        raise UserError(f"--out: cannot write to {str(directory)!r}: {_cause(exc)}") from None
+
+
+def _probe(directory: Path) -> None:
+    """Create, write, sync and remove a small file: a read-only, full or foreign directory
+    fails here, before any training, not at the first checkpoint."""
+    probe = directory / f".mpitrain-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as file:
+            file.write(b"mpitrain")
+            file.flush()
+            os.fsync(file.fileno())
+    finally:
+        probe.unlink(missing_ok=True)
