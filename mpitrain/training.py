@@ -20,6 +20,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.checkpoint.policy import load_resume_checkpoint, make_checkpointer
+from mpitrain.checkpoint.store import Checkpoint
 from mpitrain.collectives.shared_memory import single_node
 from mpitrain.runtime.compile import warm_kernels
 from mpitrain.runtime.launch import check_mpi_wiring, limit_loaded_blas
@@ -79,13 +80,16 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
                                  n_classes=dataset.n_classes, hidden=config.hidden))
     mode = strategy_class(config.mode)
     warm_kernels(comm, dtype=np.dtype(config.dtype), label_dtype=dataset.train.y.dtype,
-                 kernels=mode.kernels(config, ranks=comm.Get_size()))
+                 kernels=mode.kernels(config, ranks=comm.Get_size()),
+                 announce=not config.quiet)
     params = init_params(layout, seed=config.seed, dtype=config.dtype)
     strategy = mode.build(config, layout=layout, kind=kind, params=params, dataset=dataset,
                           comm=comm)
     resume_from = load_resume_checkpoint(config, comm, strategy)
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
-                             resume=config.resume is not None, quiet=config.quiet)
+                             resume=config.resume is not None, quiet=config.quiet,
+                             continues=_inside(resume_from, config.out),
+                             checkpoint_every=config.checkpoint_every)
     checkpointer = make_checkpointer(strategy, config, comm)
 
     def save(name: str, write: Callable[..., object], *args: Any) -> None:
@@ -156,6 +160,13 @@ def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainCo
         config = dataclasses.replace(config, **options)
     validate(config)
     return config
+
+
+def _inside(checkpoint: Checkpoint | None, out: str | None) -> bool:
+    """Does the run continue from a checkpoint of its own --out (not another run's)?"""
+    if checkpoint is None or out is None:
+        return False
+    return Path(out).resolve() in Path(checkpoint.path).resolve().parents
 
 
 def _model_data_mismatch(config: TrainConfig, dataset: Dataset) -> str | None:

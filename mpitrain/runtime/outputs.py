@@ -62,9 +62,16 @@ class RunOutput:
         self.say(line)
 
     def say(self, line: str) -> None:
-        """Print a progress line (rank 0 only, unless --quiet)."""
+        """Print a progress line (rank 0 only, unless --quiet). A closed standard output
+        (``| head``) stops the lines, with one warning, never the training."""
         if self.printing and not self.quiet:
-            print(line, file=sys.stdout, flush=True)
+            try:
+                print(line, file=sys.stdout, flush=True)
+            except BrokenPipeError:
+                self.quiet = True
+                _silence_stdout()
+                print("mpitrain: warning: standard output was closed (broken pipe); "
+                      "training goes on without progress lines", file=sys.stderr, flush=True)
 
     def keep_metrics(self, lines: int) -> None:
         """Resume: drop metrics.jsonl lines written after the checkpoint being resumed."""
@@ -104,6 +111,16 @@ class RunOutput:
             self._metrics = None
 
 
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that no later write or the flush at exit
+    fails again on the broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
@@ -111,16 +128,33 @@ def _jsonable(value: Any) -> Any:
 
 
 def open_run_output(out: str | None, *, comm: MPI.Comm, overwrite: bool, resume: bool,
-                    quiet: bool) -> RunOutput:
-    """Collective: check ``out`` on rank 0 and prepare it; every rank gets a RunOutput."""
+                    quiet: bool, continues: bool = False,
+                    checkpoint_every: int = 0) -> RunOutput:
+    """Collective: check ``out`` on rank 0 and prepare it; every rank gets a RunOutput.
+
+    ``continues``: the run resumes from a checkpoint inside ``out``, so ``--overwrite``
+    (which lets it continue a finished run) keeps the run's files instead of deleting
+    them. Without ``out``, rank 0 says once that nothing will be saved (a warning when
+    ``checkpoint_every`` asked for checkpoints; a note, which ``quiet`` silences,
+    otherwise).
+    """
     rank0 = comm.Get_rank() == 0
     directory = Path(out) if (out is not None and rank0) else None
 
     def prepare() -> None:
         if directory is not None:
-            _prepare_directory(directory, overwrite=overwrite, resume=resume)
+            _prepare_directory(directory, overwrite=overwrite, resume=resume,
+                               keep=continues)
 
     checked(comm, prepare)
+    if out is None and rank0:
+        if checkpoint_every > 0:
+            print(f"mpitrain: warning: --checkpoint-every {checkpoint_every} has no effect "
+                  "without --out: no checkpoints, model or metrics will be saved",
+                  file=sys.stderr, flush=True)
+        elif not quiet:
+            print("mpitrain: note: no --out given, so the model, metrics and checkpoints "
+                  "are not saved", file=sys.stderr, flush=True)
     return RunOutput(directory=directory, quiet=quiet, printing=rank0)
 
 
@@ -155,11 +189,16 @@ def run_status(directory: Path) -> str | None:
         return "unknown"
 
 
-def _prepare_directory(directory: Path, *, overwrite: bool, resume: bool) -> None:
+def _prepare_directory(directory: Path, *, overwrite: bool, resume: bool,
+                       keep: bool = False) -> None:
     if directory.exists() and not directory.is_dir():
         raise UserError(f"--out: {str(directory)!r} exists and is not a directory")
     status = run_status(directory) if directory.exists() else None
     if status is not None and not overwrite:
+        if status == "finished" and resume:
+            raise UserError(f"--out: {str(directory)!r} holds a finished run; pass "
+                            "--overwrite too to continue it (e.g. with more --epochs), or "
+                            "choose another directory")
         if status == "finished":
             raise UserError(f"--out: {str(directory)!r} holds a finished run; pass "
                             "--overwrite to replace it or choose another directory")
@@ -170,7 +209,7 @@ def _prepare_directory(directory: Path, *, overwrite: bool, resume: bool) -> Non
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _probe(directory)
-        if overwrite:
+        if overwrite and not keep:
             for name in OWNED:
                 path = directory / name
                 if path.is_dir():
