@@ -174,12 +174,14 @@ def test_sigusr1_to_one_rank_checkpoints_and_resume_is_bit_identical(tmp_path, r
     assert_bit_identical(model_arrays(out), reference)
 
     finished = snapshot(out)
-    for extra in ([], ["--resume"]):
+    for extra, hint in (([], "pass --overwrite to replace it"),
+                        (["--resume"], "pass --overwrite too to continue it (e.g. with more "
+                                       "--epochs),")):
         again = run_train([*BASE, "--out", str(out), *extra], ranks=2)
         assert again.returncode == 2
         assert error_lines(again) == [
-            f"mpitrain: error: --out: '{out}' holds a finished run; pass --overwrite to "
-            "replace it or choose another directory"]
+            f"mpitrain: error: --out: '{out}' holds a finished run; {hint} or choose "
+            "another directory"]
         assert snapshot(out) == finished
 
 

@@ -123,5 +123,5 @@ def _checkpoints(record: RunRecord) -> list[str]:
         out.append(f"checkpoints {len(files)} in {directory} (newest {files[-1].name})")
     model = record.path / "model.npz"
     if model.exists():
-        out.append(f"model       {model}")
+        out.append(f"saved       {model}")
     return out
