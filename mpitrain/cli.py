@@ -33,7 +33,8 @@ from .config import (
 )
 from .errors import EXIT_USER_ERROR, UserError, checked
 
-# Commands besides train and bench: module (with add_arguments(parser) and run(args, comm))
+# Every command, in the order --help lists them: the module that implements it (with
+# add_arguments(parser) and run(args, comm); None: built here) and its help text.
 COMMANDS: dict[str, tuple[str | None, str]] = {
     "train": (None, "train a model"),
     "predict": ("mpitrain.report.predict", "predictions of a saved model for a data file"),
@@ -84,7 +85,7 @@ def build_parser() -> Parser:
                     "--data digits --model mlp --hidden 64 --epochs 20 --out runs/digits'.")
     parser.add_argument("--version", action="version", version=f"mpitrain {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    train = commands.add_parser("train", help="train a model", allow_abbrev=False,
+    train = commands.add_parser("train", help=COMMANDS["train"][1], allow_abbrev=False,
                                 description="Train a model with every rank; flags override "
                                 "--config. Rank 0 writes --out.")
     add_train_arguments(train)
@@ -95,7 +96,7 @@ def build_parser() -> Parser:
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         importlib.import_module(module).add_arguments(sub)
         sub.set_defaults(handler=_runner(module))
-    bench = commands.add_parser("bench", help="benchmarks", allow_abbrev=False)
+    bench = commands.add_parser("bench", help=COMMANDS["bench"][1], allow_abbrev=False)
     kinds = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True,
                                  parser_class=Parser)
     for name, (module, text) in BENCHMARKS.items():

@@ -15,8 +15,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from cli_runner import MPIEXEC, ROOT, run_mpi, run_train
-from test_reliability import CHAOS, error_lines, metrics_epochs, model_arrays, status, wait_until
+from cli_runner import ROOT, run_mpi, run_train
+from test_reliability import (
+    error_lines,
+    metrics_epochs,
+    model_arrays,
+    signal_while_held,
+    status,
+)
 
 from mpitrain.checkpoint.store import list_checkpoints, load_checkpoint
 from mpitrain.errors import UserError
@@ -44,19 +50,9 @@ def test_ctrl_c_to_mpiexec_stops_every_rank_with_a_checkpoint(tmp_path):
     which stop at the same step, checkpoint, record "stopped" and exit 130 with one line:
     no traceback, no BAD TERMINATION banner. --resume then finishes the run."""
     out, pids = tmp_path / "run", tmp_path / "pids"
-    command = [MPIEXEC, "-n", "2", sys.executable, CHAOS, "train", *SMALL,
-               "--checkpoint-every", "5", "--out", str(out)]
-    env = {**os.environ, "CHAOS_PIDS": str(pids), "CHAOS_HOLD": "1:12"}
-    with subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as job:
-        try:
-            wait_until((pids / "hold-1.time").exists, timeout=120, job=job,
-                       what="rank 1 holds at step 12")
-            job.send_signal(signal.SIGINT)
-            stdout, stderr = job.communicate(timeout=60)
-        finally:
-            if job.poll() is None:
-                job.kill()
+    job, stdout, stderr = signal_while_held(
+        [*SMALL, "--checkpoint-every", "5", "--out", str(out)], pids=pids,
+        send=lambda job: job.send_signal(signal.SIGINT))
     assert job.returncode == 130, stderr
     assert launcher_lines(stderr) == [
         f"mpitrain: stopped on SIGINT (Ctrl-C): wrote a checkpoint to {out}/checkpoints; "
