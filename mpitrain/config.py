@@ -306,6 +306,23 @@ def check_names(options: Mapping[str, Any], *, source: str) -> None:
             raise UserError(f"{source}: unknown keyword {name!r}{did_you_mean(name, FIELDS)}")
 
 
+def coerce_keywords(options: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """Python keywords as options: names checked (with a hint), values checked and converted
+    like TOML values (numpy scalars and tuples accepted too; None where the option allows)."""
+    check_names(options, source=source)
+    out = {}
+    for name, value in options.items():
+        if value is None and field_kind(name) == "optional str":
+            out[name] = None
+            continue
+        if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+            value = value.item()  # numpy scalar
+        if isinstance(value, tuple):
+            value = list(value)
+        out[name] = coerce(name, value, source=source)
+    return out
+
+
 def validate(config: TrainConfig) -> None:
     """Raise UserError naming the first option whose value is out of range."""
     for name in FIELDS:

@@ -29,7 +29,7 @@ from mpitrain.runtime.progress import progress_line
 from mpitrain.runtime.watchdog import start_watchdog
 
 from . import __version__
-from .config import TrainConfig, check_names, resolve, to_toml, validate
+from .config import TrainConfig, coerce_keywords, resolve, to_toml, validate
 from .data import Dataset, SyntheticSpec, load_dataset
 from .errors import UserError, agree, checked
 from .loop import run_loop
@@ -153,7 +153,7 @@ def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
 
 
 def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainConfig:
-    check_names(options, source="train()")
+    options = coerce_keywords(options, source="train()")
     if config is None:
         return resolve({}, options)
     if options:

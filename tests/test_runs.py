@@ -294,3 +294,8 @@ def test_misspelt_keywords_of_train_get_a_hint():
         train(TrainConfig(), epoch=3)
     with pytest.raises(UserError, match=r"^train\(\): unknown keyword 'zzz'$"):
         train(zzz=1)
+    with pytest.raises(UserError, match=r"^train\(\): option 'epochs' expects an integer "
+                                        r"\(got '3'\)$"):
+        train(epochs="3")
+    with pytest.raises(UserError, match=r"option 'hidden' expects a list of integers"):
+        train(hidden=("a",))
