@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cli_runner import ROOT, run_mpi, run_train
 from test_reliability import (
+    CHAOS,
     error_lines,
     metrics_epochs,
     model_arrays,
@@ -141,6 +142,22 @@ def test_full_disk_during_the_run_fails_cleanly_and_keeps_the_last_checkpoint(tm
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "ckpt-000000010.npz", "ckpt-000000020.npz"]
     assert not (out / "model.npz").exists()
+
+
+def test_file_system_turning_read_only_during_the_run_fails_cleanly(tmp_path):
+    """The write of epoch 3's metrics line fails with EROFS (tests/chaos.py): one error on
+    every rank, status failed, the checkpoints written before are kept."""
+    out = tmp_path / "run"
+    done = run_mpi([CHAOS, "train", *SMALL, "--checkpoint-every", "4", "--out", str(out)],
+                   ranks=2, env={"CHAOS_WRITE_ERROR": "3:EROFS"})
+    assert done.returncode == 2, done.stderr
+    assert error_lines(done) == [
+        f"mpitrain: error: cannot write {out}/metrics.jsonl: Read-only file system (EROFS); "
+        "training stopped, the last good checkpoint is kept"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "EROFS" in summary["error"]
+    assert metrics_epochs(out) == [1, 2]
+    assert [index for index, _ in list_checkpoints(out / "checkpoints")] == [12, 16, 20]
 
 
 # ---------------------------------------------------------------- runs that save nothing
