@@ -111,14 +111,17 @@ def assert_ranks_gone(pids: Path, ranks: int) -> None:
         wait_until(lambda pid=pid: gone(pid), timeout=30, what=f"rank {rank} exits")
 
 
-def signal_while_held(args: list[str], *, pids: Path, send) -> tuple[
+def signal_while_held(args: list[str], *, pids: Path, send, session: bool = False) -> tuple[
         subprocess.Popen, str, str]:
     """Run ``chaos.py train ARGS`` on 2 ranks with rank 1 holding at step 12 until a stop
-    signal arrives; once it holds, ``send(job)`` signals; returns (job, stdout, stderr)."""
+    signal arrives; once it holds, ``send(job)`` signals; returns (job, stdout, stderr).
+    ``session``: the launcher leads a new session and process group (as a terminal's
+    foreground job does)."""
     command = [MPIEXEC, "-n", "2", sys.executable, CHAOS, "train", *args]
     env = {**os.environ, "CHAOS_PIDS": str(pids), "CHAOS_HOLD": "1:12"}
     with subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as job:
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=session) as job:
         try:
             wait_until((pids / "hold-1.time").exists, timeout=120, job=job,
                        what="rank 1 holds at step 12")

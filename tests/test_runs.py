@@ -46,14 +46,18 @@ def launcher_lines(stderr: str) -> list[str]:
 # ---------------------------------------------------------------- Ctrl-C
 
 
-def test_ctrl_c_to_mpiexec_stops_every_rank_with_a_checkpoint(tmp_path):
-    """SIGINT to mpiexec (what Ctrl-C in the terminal does): MPICH passes it to every rank,
-    which stop at the same step, checkpoint, record "stopped" and exit 130 with one line:
+@pytest.mark.parametrize("to", ["mpiexec", "process group"])
+def test_ctrl_c_to_mpiexec_stops_every_rank_with_a_checkpoint(tmp_path, to):
+    """SIGINT to mpiexec, which MPICH passes on to every rank, or to the whole process
+    group (what Ctrl-C in a terminal does: launcher, proxies and ranks all get it): the
+    ranks stop at the same step, checkpoint, record "stopped" and exit 130 with one line:
     no traceback, no BAD TERMINATION banner. --resume then finishes the run."""
     out, pids = tmp_path / "run", tmp_path / "pids"
+    send = ((lambda job: job.send_signal(signal.SIGINT)) if to == "mpiexec" else
+            (lambda job: os.killpg(job.pid, signal.SIGINT)))
     job, stdout, stderr = signal_while_held(
-        [*SMALL, "--checkpoint-every", "5", "--out", str(out)], pids=pids,
-        send=lambda job: job.send_signal(signal.SIGINT))
+        [*SMALL, "--checkpoint-every", "5", "--out", str(out)], pids=pids, send=send,
+        session=to != "mpiexec")
     assert job.returncode == 130, stderr
     assert launcher_lines(stderr) == [
         f"mpitrain: stopped on SIGINT (Ctrl-C): wrote a checkpoint to {out}/checkpoints; "
