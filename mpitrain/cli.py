@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "predict": ("mpitrain.report.predict", "predictions of a saved model for a data file"),
     "show": ("mpitrain.report.show", "one-screen summary of a run directory"),
     "plot": ("mpitrain.report.plot", "learning curves of one or more runs, as an image"),
+    "tensorboard": ("mpitrain.report.tensorboard", "metrics of runs as TensorBoard event files"),
     "bench": (None, "benchmarks"),
 }
 

@@ -16,6 +16,7 @@ from mpitrain.models import load_model
 from mpitrain.models.predict import predict
 from mpitrain.report.plot import _rows
 from mpitrain.report.record import read_run
+from mpitrain.report.show import duration
 from mpitrain.runtime.progress import progress_line
 
 pytestmark = pytest.mark.timeout(300)
@@ -110,6 +111,11 @@ def test_a_metrics_line_cut_short_by_a_killed_job_is_skipped(runs, tmp_path):
     text = (runs["mlp"] / "metrics.jsonl").read_text()
     (cut / "metrics.jsonl").write_text(text + '{"epoch": 4, "train_lo')
     assert len(read_run(cut, command="show").metrics) == 3
+
+
+def test_durations_read_well():
+    assert [duration(s) for s in (0.0284, 5.0, 12.34, 252.9, 7500.0)] == [
+        "0.0284 s", "5 s", "12.3 s", "4 min 12 s", "2 h 05 min"]
 
 
 # ---------------------------------------------------------------- plot
@@ -225,3 +231,97 @@ def test_predict_errors(runs, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("mpitrain: error: "), lines
         assert message in lines[0], (argv, lines)
     assert not (tmp_path / "p.csv").exists()
+
+
+# ---------------------------------------------------------------- tensorboard
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
+
+
+def _fields(data: bytes) -> list[tuple[int, object]]:
+    """(field number, value) of a protobuf message: ints, floats/doubles or bytes."""
+    import struct
+
+    out, at = [], 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _varint(data, at)
+        elif wire == 1:
+            value, at = struct.unpack_from("<d", data, at)[0], at + 8
+        elif wire == 5:
+            value, at = struct.unpack_from("<f", data, at)[0], at + 4
+        else:
+            length, at = _varint(data, at)
+            value, at = data[at:at + length], at + length
+        out.append((number, value))
+    return out
+
+
+def _events(path) -> list[dict[str, object]]:
+    """Decode an event file: every record's CRCs checked, each event as a dict."""
+    import struct
+
+    from mpitrain.report.tensorboard import _masked, crc32c
+
+    data, at, events = path.read_bytes(), 0, []
+    while at < len(data):
+        header = data[at:at + 8]
+        (length,) = struct.unpack("<Q", header)
+        assert struct.unpack_from("<I", data, at + 8)[0] == _masked(crc32c(header))
+        body = data[at + 12:at + 12 + length]
+        assert struct.unpack_from("<I", data, at + 12 + length)[0] == _masked(crc32c(body))
+        at += 16 + length
+        event = dict(_fields(body))
+        if 5 in event:
+            values = [dict(_fields(value)) for _, value in _fields(event[5])]
+            event[5] = {v[1].decode(): v[2] for v in values}
+        events.append(event)
+    return events
+
+
+def test_crc32c_known_value():
+    from mpitrain.report.tensorboard import crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert crc32c(b"") == 0
+
+
+def test_tensorboard_event_files_hold_every_metric_of_every_period(runs, tmp_path):
+    logdir = tmp_path / "tb"
+    done = mpitrain("tensorboard", str(runs["mlp"]), str(runs["fed"]), "--logdir",
+                    str(logdir), ranks=2)
+    assert done.returncode == 0, done.stderr
+    for name in ("mlp", "fed"):
+        files = list((logdir / name).glob("events.out.tfevents.*"))
+        assert len(files) == 1 and f"mpitrain: wrote {files[0]}" in done.stderr
+        events = _events(files[0])
+        assert events[0][3] == b"brain.Event:2"
+        metrics = [json.loads(line) for line in
+                   (runs[name] / "metrics.jsonl").read_text().splitlines()]
+        unit = "epoch" if name == "mlp" else "round"
+        assert [e[2] for e in events[1:]] == [m[unit] for m in metrics]
+        times = [e[1] for e in events]
+        assert times == sorted(times)
+        for event, line in zip(events[1:], metrics, strict=True):
+            assert event[5]["loss/test"] == pytest.approx(line["test_loss"], rel=1e-6)
+            assert event[5]["accuracy/train"] == pytest.approx(line["train_accuracy"],
+                                                               rel=1e-6)
+            if name == "fed":
+                assert event[5]["run/epsilon"] == pytest.approx(line["epsilon"], rel=1e-6)
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return  # the hand decoder above has checked the files
+    accumulator = EventAccumulator(str(logdir / "mlp"))
+    accumulator.Reload()
+    assert "loss/test" in accumulator.Tags()["scalars"]

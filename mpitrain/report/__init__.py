@@ -1,6 +1,7 @@
 """Looking at runs after the fact, from the command line: ``mpitrain show RUN`` (a one-screen
 summary of a run directory, :mod:`.show`), ``mpitrain plot RUN ...`` (learning curves as an
-image, :mod:`.plot`, with matplotlib from the ``[plot]`` extra) and ``mpitrain predict``
+image, :mod:`.plot`, with matplotlib from the ``[plot]`` extra), ``mpitrain tensorboard``
+(the metrics as TensorBoard event files, :mod:`.tensorboard`) and ``mpitrain predict``
 (predictions of a saved model for a data file, each rank its block of rows,
 :mod:`.predict`). :mod:`.record` reads what a run left in ``--out``.
 

@@ -93,9 +93,9 @@ def _progress(record: RunRecord) -> list[str]:
     total = record.config.get("epochs" if unit == "epoch" else "rounds")
     seconds = record.elapsed()[-1]
     out = [f"progress    {unit} {last.get(unit, len(metrics))}"
-           f"{f'/{total}' if total else ''} in {seconds:.3g} s of training"
-           + (f" ({record.summary['seconds']:.1f} s in all)" if "seconds" in record.summary
-              else "")]
+           f"{f'/{total}' if total else ''} in {duration(seconds)} of training"
+           + (f" ({duration(record.summary['seconds'])} in all)"
+              if "seconds" in record.summary else "")]
     if unit in last:
         out.append(f"last        {progress_line(last, unit=unit, total=total or last[unit])}")
     score = "test_accuracy" if "test_accuracy" in last else "test_r2" if "test_r2" in last else None
@@ -113,6 +113,17 @@ def _progress(record: RunRecord) -> list[str]:
                      f"{100 * comm / (compute + comm):.0f}% of step time")
         out.append(text)
     return out
+
+
+def duration(seconds: float) -> str:
+    """``0.0284 s``, ``12.3 s``, ``4 min 12 s``, ``2 h 05 min``."""
+    if seconds < 10:
+        return f"{seconds:.3g} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def _checkpoints(record: RunRecord) -> list[str]:
