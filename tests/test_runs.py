@@ -122,6 +122,14 @@ def test_read_only_out_is_refused_before_training(tmp_path, tmpfs):
     assert not list(read_only.iterdir())
 
 
+def assert_failed(done: subprocess.CompletedProcess[str], out: Path, message: str) -> None:
+    """Exit status 2, the one error line on stderr, and summary.json: failed, that error."""
+    assert done.returncode == 2, done.stderr
+    assert error_lines(done) == [f"mpitrain: error: {message}"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["error"]) == ("failed", message)
+
+
 @ROOT_ONLY
 def test_full_disk_during_the_run_fails_cleanly_and_keeps_the_last_checkpoint(tmpfs):
     """--out on a 200 KiB tmpfs: the third checkpoint (~72 KiB each: a 5,890-parameter MLP
@@ -132,13 +140,9 @@ def test_full_disk_during_the_run_fails_cleanly_and_keeps_the_last_checkpoint(tm
     args = ["--data", "synthetic", "--samples", "2000", "--features", "20", "--hidden", "256",
             "--optimizer", "adam", "--epochs", "10", "--checkpoint-every", "10", "--keep", "3",
             "--quiet", "--out", str(out)]
-    done = run_train(args, ranks=2)
-    assert done.returncode == 2, done.stderr
-    assert error_lines(done) == [
-        f"mpitrain: error: cannot write a checkpoint to {out}/checkpoints: No space left on "
-        "device (ENOSPC); training stopped, the last good checkpoint is kept"]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "failed" and "No space left on device" in summary["error"]
+    assert_failed(run_train(args, ranks=2), out,
+                  f"cannot write a checkpoint to {out}/checkpoints: No space left on device "
+                  "(ENOSPC); training stopped, the last good checkpoint is kept")
     saved = list_checkpoints(out / "checkpoints")
     assert [index for index, _ in saved] == [10, 20]
     for _, path in saved:
@@ -154,12 +158,8 @@ def test_file_system_turning_read_only_during_the_run_fails_cleanly(tmp_path):
     out = tmp_path / "run"
     done = run_mpi([CHAOS, "train", *SMALL, "--checkpoint-every", "4", "--out", str(out)],
                    ranks=2, env={"CHAOS_WRITE_ERROR": "3:EROFS"})
-    assert done.returncode == 2, done.stderr
-    assert error_lines(done) == [
-        f"mpitrain: error: cannot write {out}/metrics.jsonl: Read-only file system (EROFS); "
-        "training stopped, the last good checkpoint is kept"]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "failed" and "EROFS" in summary["error"]
+    assert_failed(done, out, f"cannot write {out}/metrics.jsonl: Read-only file system "
+                             "(EROFS); training stopped, the last good checkpoint is kept")
     assert metrics_epochs(out) == [1, 2]
     assert [index for index, _ in list_checkpoints(out / "checkpoints")] == [12, 16, 20]
 
