@@ -213,6 +213,32 @@ def test_predict_writes_every_row_in_order_for_any_number_of_ranks(runs, tmp_pat
     assert all(output == outputs[0] for output in outputs)  # same bytes for 1 and 3 ranks
 
 
+def test_predict_proba_columns(runs, tmp_path):
+    from mpitrain.models.predict import predict_proba
+    from mpitrain.report.predict import _texts
+
+    X, (labelled, *_) = _rows_file(tmp_path)
+    saved = runs["mlp"] / "model.npz"
+    out = tmp_path / "p.csv"
+    done = mpitrain("predict", "--model", str(saved), "--data", str(labelled), "--out",
+                    str(out), "--proba", ranks=3)
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "prediction,proba_0,proba_1,proba_2"
+    table = np.array([line.split(",") for line in lines[1:]], dtype=np.float64)
+    np.testing.assert_array_equal(table[:, 0], predict(load_model(saved), X))
+    np.testing.assert_allclose(table[:, 1:], predict_proba(load_model(saved), X), rtol=1e-6)
+    np.testing.assert_allclose(table[:, 1:].sum(axis=1), 1.0, rtol=1e-5)
+    # class names are written as CSV fields
+    assert _texts(np.array(["cat", "a,b", 'say "hi"'])) == ["cat", '"a,b"', '"say ""hi"""']
+    done = mpitrain("predict", "--model", str(runs["linear"] / "model.npz"), "--data",
+                    str(labelled), "--out", str(out), "--proba", ranks=2)
+    assert done.returncode == 2
+    assert error_lines(done) == [
+        f"mpitrain: error: --proba needs a classifier, but '{runs['linear']}/model.npz' is a "
+        "regression model"]
+
+
 def test_predict_errors(runs, tmp_path):
     _, (labelled, *_) = _rows_file(tmp_path, n=20, d=4)
     saved = str(runs["mlp"] / "model.npz")

@@ -8,7 +8,8 @@ like training data, so a rank reads and holds only its rows (in chunks of
 rank formats its lines, an exclusive scan of their byte counts gives every rank its offset,
 and the ranks write in parallel into a temporary file that rank 0 renames into place once
 all are done: the CSV has a header line ``prediction`` and one line per input row, in the
-input's order, for any number of ranks.
+input's order, for any number of ranks. ``--proba`` adds a column per class with
+:func:`mpitrain.models.predict.predict_proba`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from mpitrain.data.synthetic import SyntheticSpec
 from mpitrain.data.text import CsvSource
 from mpitrain.data.values import features
 from mpitrain.errors import UserError, agree, checked
-from mpitrain.models import SavedModel, load_model, task_of
-from mpitrain.models.predict import predict
+from mpitrain.models import ModelError, SavedModel, load_model
+from mpitrain.models.predict import predict, predict_proba
 
 CHUNK_ROWS = 65536
 HEADER = "prediction"
@@ -46,19 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "label column is ignored; a CSV may hold the features only)")
     parser.add_argument("--out", required=True, metavar="FILE.csv",
                         help="CSV to write: a header line, then one prediction per row")
+    parser.add_argument("--proba", action="store_true",
+                        help="classifiers: add one column of probabilities per class")
 
 
 def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Collective: predict every row of ``args.data`` and write ``args.out``."""
-    saved = checked(comm, _load, args.model)
-    source = checked(comm, open_source, args.data, option="--data",
-                     task=task_of(saved.model), seed=0, synthetic=SyntheticSpec())
+    saved, task = checked(comm, _load, args.model, args.proba)
+    source = checked(comm, open_source, args.data, option="--data", task=task, seed=0,
+                     synthetic=SyntheticSpec())
     agree(comm, _width_mismatch(source, saved, args))
     start, stop = block_range(source.n_rows, comm.Get_size(), comm.Get_rank())
-    text = checked(comm, _predict_block, source, saved, start, stop)
+    text = checked(comm, _predict_block, source, saved, start, stop, args.proba)
     out = Path(args.out)
     temp = out.with_name(f".{out.name}.tmp")
-    header = (HEADER + "\n").encode()
+    header = (_header(saved, args.proba) + "\n").encode()
     length = np.array([len(text)], dtype=np.int64)
     offset = np.zeros(1, dtype=np.int64)
     comm.Exscan(length, offset, op=MPI.SUM)
@@ -82,23 +85,42 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     return 0
 
 
-def _load(path: str) -> SavedModel:
+def _load(path: str, proba: bool) -> tuple[SavedModel, str]:
+    """The saved model and its task ("classification" or "regression")."""
     if not Path(path).is_file():
         raise UserError(f"--model: file {path!r} does not exist")
     try:
-        return load_model(path)
+        saved = load_model(path)
+        task = saved.build().task
+    except ModelError as exc:
+        raise UserError(f"--model: {path!r}: {exc}") from None
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"--model: {path!r} is not a model written by mpitrain train "
                         f"({exc})") from None
+    if proba and task == "regression":
+        raise UserError(f"--proba needs a classifier, but {path!r} is a regression model")
+    return saved, task
+
+
+def _header(saved: SavedModel, proba: bool) -> str:
+    """``prediction``, then with ``proba`` one ``proba_CLASS`` column per class."""
+    if not proba:
+        return HEADER
+    names = (saved.classes if saved.classes is not None else
+             range(max(2, saved.n_classes)))
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(
+        [HEADER, *(f"proba_{name}" for name in names)])
+    return buffer.getvalue()
 
 
 def _features_only(source: Source, saved: SavedModel) -> bool:
     """A CSV without a label column: its last column is the model's last feature."""
-    return isinstance(source, CsvSource) and source.n_features == saved.dims[0] - 1
+    return isinstance(source, CsvSource) and source.n_features == saved.n_features - 1
 
 
 def _width_mismatch(source: Source, saved: SavedModel, args: argparse.Namespace) -> str | None:
-    width = saved.dims[0]
+    width = saved.n_features
     if source.n_features is None or source.n_features == width:
         return None
     if _features_only(source, saved):
@@ -107,10 +129,10 @@ def _width_mismatch(source: Source, saved: SavedModel, args: argparse.Namespace)
             f"{args.model!r} was trained on {width}")
 
 
-def _predict_block(source: Source, saved: SavedModel, start: int, stop: int) -> bytes:
+def _predict_block(source: Source, saved: SavedModel, start: int, stop: int,
+                   proba: bool) -> bytes:
     """This rank's rows, predicted chunk by chunk, as CSV lines."""
-    width = saved.dims[0]
-    dtype = next(iter(saved.params.values())).dtype
+    width = saved.n_features
     buffer = io.StringIO()
     for first in range(start, stop, CHUNK_ROWS):
         rows = np.arange(first, min(stop, first + CHUNK_ROWS), dtype=np.int64)
@@ -121,19 +143,34 @@ def _predict_block(source: Source, saved: SavedModel, start: int, stop: int) -> 
         if block.X.shape[1] > width:  # sparse rows only show their width when read
             raise UserError(f"--data: {source.quoted} has rows with {block.X.shape[1]} "
                             f"features but the model was trained on {width}")
-        _write_values(buffer, predict(saved, features(block, source, width, dtype)))
+        X = features(block, source, width, saved.dtype)
+        try:
+            columns = [_texts(predict(saved, X))]
+            if proba:
+                columns += [_texts(column) for column in predict_proba(saved, X).T]
+        except ModelError as exc:
+            raise UserError(f"--model: {exc}") from None
+        buffer.writelines(",".join(row) + "\n" for row in zip(*columns, strict=True))
     return buffer.getvalue().encode()
 
 
-def _write_values(buffer: io.StringIO, values: np.ndarray) -> None:
+def _texts(values: np.ndarray) -> list[str]:
+    """CSV fields of one column: integers, floats to 9 digits, names quoted where CSV
+    needs it."""
     values = np.asarray(values)
     if values.dtype.kind in "iub":
-        buffer.writelines(f"{int(v)}\n" for v in values)
-    elif values.dtype.kind == "f":
-        buffer.writelines(f"{float(v):.9g}\n" for v in values)
-    else:  # class names: quoted where CSV needs it
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerows([str(v)] for v in values)
+        return [str(int(v)) for v in values]
+    if values.dtype.kind == "f":
+        return [f"{float(v):.9g}" for v in values]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    out = []
+    for value in values:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([str(value)])
+        out.append(buffer.getvalue()[:-1])
+    return out
 
 
 def _output_error(out: Path, action: Callable[[], object]) -> None:

@@ -58,7 +58,7 @@ def render(record: RunRecord) -> str:
     model = summary.get("model")
     if model:
         dims = "-".join(map(str, model.get("dims", [])))
-        lines.append(f"model       {model.get('name')} {dims} "
+        lines.append(f"model       {model.get('name')}{' ' + dims if dims else ''} "
                      f"({model.get('parameters', 0):,} parameters)")
     if config:
         lines.append(f"options     {_options(config)}")

@@ -53,21 +53,15 @@ def prepare_numba() -> None:
 
 
 def warm_kernels(comm: MPI.Comm, *, dtype: np.dtype, label_dtype: np.dtype,
-                 kernels: Collection[str] | None = None, announce: bool = False) -> None:
+                 kernels: Collection[str] | None = None) -> None:
     """Collective: warm the kernels for these dtypes on every rank, one wave at a time.
 
     ``kernels`` names the kernels the run will call (:data:`mpitrain.kernels.warmup.KERNELS`;
     None: all): loading fewer makes start-up faster. A kernel not warmed here must not be
-    called later by several ranks at once unless the cache already holds it. ``announce``:
-    rank 0 reports a long compilation on stderr (:func:`compile_notice`).
+    called later by several ranks at once unless the cache already holds it.
     """
     prepare_numba()
-
-    def load() -> None:
-        with compile_notice(announce and comm.Get_rank() == 0):
-            warm_up(dtype=dtype, label_dtype=label_dtype, kernels=kernels)
-
-    in_waves(comm, load)
+    in_waves(comm, lambda: warm_up(dtype=dtype, label_dtype=label_dtype, kernels=kernels))
 
 
 @contextmanager
