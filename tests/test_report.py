@@ -250,6 +250,13 @@ def test_predict_errors(runs, tmp_path):
          f"--data: '{labelled}' has 4 features but the model '{saved}' was trained on 8"),
         (["--model", saved, "--data", str(tmp_path / "nope.csv")], "does not exist"),
     ]
+    (tmp_path / "rows.csv").write_text("\n".join(",".join(["1"] * 9) for _ in range(5)))
+    no_dir = tmp_path / "no" / "p.csv"
+    done = mpitrain("predict", "--model", saved, "--data", str(tmp_path / "rows.csv"),
+                    "--out", str(no_dir), ranks=2)
+    assert done.returncode == 2
+    assert error_lines(done) == [f"mpitrain: error: --out: cannot write '{no_dir}': No such "
+                                 "file or directory"]
     for argv, message in cases:
         done = mpitrain("predict", *argv, "--out", str(tmp_path / "p.csv"), ranks=2)
         assert done.returncode == 2, (argv, done.stderr)

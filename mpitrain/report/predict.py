@@ -15,6 +15,7 @@ input's order, for any number of ranks. ``--proba`` adds a column per class with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -75,10 +76,16 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
         if rank0:
             _output_error(out, lambda: os.replace(temp, out))
 
-    checked(comm, create)
     start_at = len(header) + (0 if rank0 else int(offset[0]))
-    checked(comm, _output_error, out, lambda: _write_at(temp, text, start_at))
-    checked(comm, publish)
+    try:
+        checked(comm, create)
+        checked(comm, _output_error, out, lambda: _write_at(temp, text, start_at))
+        checked(comm, publish)
+    except UserError:
+        if rank0:  # no partial output left behind (where the file system lets us)
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+        raise
     if rank0:
         print(f"mpitrain: wrote {source.n_rows:,} predictions to {out}", file=sys.stderr,
               flush=True)

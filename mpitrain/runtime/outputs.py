@@ -13,6 +13,7 @@ which makes it one user error on every rank instead of a traceback on rank 0.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -230,4 +231,5 @@ def _probe(directory: Path) -> None:
             file.flush()
             os.fsync(file.fileno())
     finally:
-        probe.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. EROFS even for a file never created
+            probe.unlink(missing_ok=True)
