@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MPIEXEC := $(VENV)/bin/mpiexec
-EXTRAS ?= mpich,datasets,plot,secure,test
+EXTRAS ?= mpich,datasets,plot,secure,hdf5,parquet,test
 STAMP := $(VENV)/.installed-$(EXTRAS)
 # Per-test timeout for MPI runs, and a hard cap on each mpiexec so a deadlock fails fast.
 MPI_TEST_TIMEOUT ?= 600

@@ -23,6 +23,7 @@ from typing import Any
 from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
 from .data.batches import SHUFFLES
+from .data.sources import ZERO_BASED
 from .errors import UserError
 from .federated.partition import PARTITIONS
 from .federated.robust import AGGREGATES
@@ -54,11 +55,27 @@ class TrainConfig:
     """Every option of ``mpitrain train``; field names are the TOML keys."""
 
     # data
-    data: str = option("synthetic", "training data: 'synthetic', 'digits', a .npz/.csv/"
-                       ".svm/.libsvm file or a directory holding X.npy and y.npy", group="data")
+    data: str = option("synthetic", "training data: 'synthetic', 'digits' (built-in unless "
+                       "a file or directory of that name exists here), or a path: a .npz/"
+                       ".csv/.svm/.libsvm/.h5/.hdf5/.parquet file, a directory holding X.npy "
+                       "and y.npy, or a directory of .parquet parts", group="data")
     test_data: str | None = option(None, "separate test data (same kinds as --data); "
                                    "default: hold out --test-fraction of --data", group="data")
     test_fraction: float = option(0.2, "fraction of rows held out as the test set", group="data")
+    zero_based: str = option("auto", "libsvm feature indices start at 0 (true), at 1 "
+                             "(false), or auto: at 0 if any index is 0 (scikit-learn's "
+                             "convention)", choices=ZERO_BASED, group="data")
+    h5_x: str = option("X", "HDF5: name of the features dataset (rows, features)",
+                       group="data", metavar="NAME")
+    h5_y: str = option("y", "HDF5: name of the labels dataset (rows,)", group="data",
+                       metavar="NAME")
+    label_column: str | None = option(None, "Parquet, or CSV with a header: the label "
+                                      "column; none: the last column", group="data",
+                                      metavar="NAME")
+    feature_columns: str | None = option(None, "Parquet, or CSV with a header: comma-"
+                                         "separated feature columns; none: every column but "
+                                         "the label (and pandas index columns)",
+                                         group="data", metavar="A,B,...")
     standardize: bool = option(True, "scale features to zero mean and unit variance "
                                "(global statistics over the training rows)", group="data")
     dtype: str = option("float32", "floating-point type of data and parameters",
@@ -362,6 +379,11 @@ def validate(config: TrainConfig) -> None:
         (config.classes >= 2, "classes", ">= 2"),
         (config.noise >= 0.0 and math.isfinite(config.noise), "noise", ">= 0"),
         (config.clusters >= 1, "clusters", ">= 1"),
+        (bool(config.h5_x), "h5_x", "a dataset name"),
+        (bool(config.h5_y), "h5_y", "a dataset name"),
+        (config.label_column != "", "label_column", "a column name"),
+        (config.feature_columns is None or all(feature_columns(config)), "feature_columns",
+         "comma-separated column names like a,b,c"),
         (len(config.hidden) >= 1 or config.model != "mlp", "hidden",
          "at least one layer size for --model mlp"),
         (all(h >= 1 for h in config.hidden), "hidden", "positive layer sizes"),
@@ -430,6 +452,13 @@ def _validate_performance(config: TrainConfig) -> None:
     for bad, message in problems:
         if bad:
             raise UserError(message)
+
+
+def feature_columns(config: TrainConfig) -> tuple[str, ...]:
+    """``--feature-columns a,b,c`` as ``("a", "b", "c")``; () for the default."""
+    if config.feature_columns is None:
+        return ()
+    return tuple(name.strip() for name in config.feature_columns.split(","))
 
 
 def shared_memory_allowed(config: TrainConfig) -> bool:

@@ -29,8 +29,9 @@ from mpitrain.runtime.progress import progress_line
 from mpitrain.runtime.watchdog import start_watchdog
 
 from . import __version__
-from .config import TrainConfig, coerce_keywords, resolve, to_toml, validate
-from .data import Dataset, SyntheticSpec, load_dataset
+from .config import TrainConfig, coerce_keywords, feature_columns, resolve, to_toml, validate
+from .data import Arrays, Dataset, ReadOptions, SyntheticSpec, load_dataset
+from .data.memory import IN_MEMORY
 from .errors import UserError, agree, checked
 from .kernels.warmup import KERNELS, warm_up
 from .loop import run_loop
@@ -54,7 +55,8 @@ class TrainResult:
 
 
 def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
-          stop_requested: Callable[[], bool] | None = None, **options: Any) -> TrainResult:
+          stop_requested: Callable[[], bool] | None = None, X: Any = None, y: Any = None,
+          test_X: Any = None, test_y: Any = None, **options: Any) -> TrainResult:
     """Train a model with every rank of ``comm``: collective, call it on all ranks.
 
     Pass a :class:`TrainConfig` or its fields as keywords (``train(data="digits",
@@ -64,17 +66,27 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     flag) is polled once per step (or round), when the step's message is about to be
     reduced; when it is true on any rank, all ranks checkpoint and return with status
     ``"stopped"``.
+
+    In-memory data instead of ``data``: ``X`` (rows, features) and ``y`` (labels: numbers,
+    or names such as ``"cat"``; or targets), either each rank its own rows or rank 0 all
+    rows and the other ranks None (mpitrain scatters them). Rows are numbered in rank
+    order, so the model is the one a file with the same rows gives, for any number of
+    ranks. ``test_X``/``test_y`` likewise give a test set instead of a holdout.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     instance = options.pop("model") if isinstance(options.get("model"), Model) else None
     if instance is not None:
         options["model"] = model_name(instance)
         options["model_options"] = options_text(instance)
+    given = _given_arrays(X, y, test_X, test_y)
+    checked(comm, _check_data_keywords, options, given)  # before the options' type checks
     config = checked(comm, _config_from, config, options)
+    config, arrays, test_arrays = _in_memory(comm, config, given)
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
-    model, dataset, params = prepare(config, comm=comm, model=instance)
+    model, dataset, params = prepare(config, comm=comm, model=instance, arrays=arrays,
+                                     test_arrays=test_arrays)
     mode = strategy_class(config.mode)
     _warm_kernels(comm, model, params, dataset, mode.kernels(config, ranks=comm.Get_size()),
                   announce=not config.quiet)
@@ -141,15 +153,18 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
 
 
 def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
+            arrays: Arrays | None = None, test_arrays: Arrays | None = None,
             ) -> tuple[BoundModel, Dataset, np.ndarray]:
     """Collective: the run's model bound to its data, the rank's data and the initial
-    parameters (``model``: a model object to use instead of ``config.model``)."""
+    parameters (``model``: a model object to use instead of ``config.model``; ``arrays``,
+    ``test_arrays``: in-memory rows, see :func:`mpitrain.data.load_dataset`)."""
     instance = checked(comm, _model_object, config, model)
     dataset = load_dataset(
         config.data, comm=comm, task=instance.task, dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
         standardize=config.standardize,
-        synthetic=synthetic_spec(config))
+        synthetic=synthetic_spec(config), read=read_options(config), arrays=arrays,
+        test_arrays=test_arrays)
     bound = checked(comm, _bind, instance, dataset, config.model)
     if config.reduce == "shm":  # collective test, the same answer on every rank
         agree(comm, None if single_node(comm) else
@@ -162,6 +177,43 @@ def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
     """The ``--data synthetic`` options of ``config``."""
     return SyntheticSpec(samples=config.samples, features=config.features,
                          classes=config.classes, noise=config.noise, clusters=config.clusters)
+
+
+def read_options(config: TrainConfig) -> ReadOptions:
+    """How ``config`` says files of some formats are read."""
+    return ReadOptions(zero_based=config.zero_based, h5_x=config.h5_x, h5_y=config.h5_y,
+                       label_column=config.label_column,
+                       feature_columns=feature_columns(config))
+
+
+def _given_arrays(X: Any, y: Any, test_X: Any, test_y: Any) -> dict[str, Arrays]:
+    """The in-memory arrays of ``train(X=..., ...)`` by the option they stand for."""
+    return {"data": Arrays(X, y), "test_data": Arrays(test_X, test_y, ("test_X", "test_y"))}
+
+
+def _in_memory(comm: MPI.Comm, config: TrainConfig, arrays: dict[str, Arrays],
+               ) -> tuple[TrainConfig, Arrays, Arrays]:
+    """Collective: the in-memory arrays of ``train(X=..., ...)`` as load_dataset takes them,
+    and the config with ``data``/``test_data`` saying so when any rank passed some (so the
+    written config.toml never silently means other data)."""
+    local = np.array([a.X is not None or a.y is not None for a in arrays.values()], np.int8)
+    anywhere = np.empty_like(local)
+    comm.Allreduce(local, anywhere, op=MPI.MAX)
+    replaced = {name: IN_MEMORY for name, given in zip(arrays, anywhere, strict=True) if given}
+    config = dataclasses.replace(config, **replaced) if replaced else config
+    return config, arrays["data"], arrays["test_data"]
+
+
+def _check_data_keywords(options: dict[str, Any], arrays: dict[str, Arrays]) -> None:
+    """``data=`` / ``test_data=`` are names or paths, not arrays, and not given with them."""
+    for name, given in arrays.items():
+        value = options.get(name)
+        x_name, y_name = given.names
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"{name}= takes a name or a path (got {type(value).__name__}); "
+                            f"pass in-memory arrays as {x_name}= and {y_name}=")
+        if name in options and (given.X is not None or given.y is not None):
+            raise UserError(f"pass either {name}= or {x_name}=/{y_name}=, not both")
 
 
 def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainConfig:
@@ -237,6 +289,7 @@ def _summary_head(config: TrainConfig, dataset: Dataset, model: BoundModel,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
         "data": {"name": dataset.name, "train_rows": dataset.train.n_total,
                  "test_rows": dataset.test.n_total, "features": dataset.n_features,
+                 "class_names": None if dataset.classes is None else dataset.classes.tolist(),
                  "classes": dataset.n_classes},
         "model": model.describe(),
         "config": config.to_dict(),
@@ -248,7 +301,7 @@ def _write_final(output: RunOutput, model: BoundModel, params: np.ndarray,
     if output.directory is None:
         return
     save_model(output.directory / "model.npz", model=model, flat=params, mean=dataset.mean,
-               std=dataset.std, version=__version__)
+               std=dataset.std, version=__version__, classes=dataset.classes)
     output.write_json("summary.json", summary)
 
 

@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "mpitrain.runtime": {"mpitrain.errors", "mpitrain.kernels", "mpi4py"},
     "mpitrain.checkpoint.store": set(),
     "mpitrain.report": {"mpitrain.config", "mpitrain.data", "mpitrain.models",
-                      "mpitrain.runtime", "mpitrain.errors", "mpi4py"},
+                        "mpitrain.runtime", "mpitrain.training", "mpitrain.errors",
+                        "mpi4py"},
 }
 
 

@@ -168,14 +168,18 @@ def test_unexpected_exception_on_one_rank_aborts_the_job(tmp_path):
     assert "boom on purpose" in done.stderr
 
 
-def test_python_api_example_runs():
-    done = run_mpi([str(ROOT / "examples" / "train_api.py")], ranks=2)
+@pytest.mark.parametrize("script,rest", [
+    ("train_api.py", ["parameters: {'W0': (16, 3), 'b0': (3,)}"]),  # seeded: 0.814
+    ("train_arrays.py", ["classes: ['cat', 'dog', 'owl']"]),  # seeded: 0.788
+])
+def test_python_api_example_runs(script, rest):
+    done = run_mpi([str(ROOT / "examples" / script)], ranks=2)
     assert done.returncode == 0, done.stderr
-    first, *rest = done.stdout.splitlines()  # rank 0 only
+    first, *others = done.stdout.splitlines()  # rank 0 only
     accuracy = re.fullmatch(r"test accuracy (\d\.\d{3}) after 5 epochs", first)
     assert accuracy, done.stdout
-    assert float(accuracy.group(1)) > 0.6, first  # 3 classes (chance 1/3); seeded: 0.814
-    assert rest == ["parameters: {'W0': (16, 3), 'b0': (3,)}"], done.stdout
+    assert float(accuracy.group(1)) > 0.6, first  # 3 classes (chance 1/3)
+    assert others == rest, done.stdout
 
 
 def test_example_config_runs(tmp_path):

@@ -19,6 +19,7 @@ from mpi4py import MPI
 from mpitrain.data import SyntheticSpec, block_range, load_dataset
 from mpitrain.data.binary import NpyDirSource
 from mpitrain.data.holdout import make_holdout
+from mpitrain.data.sources import ReadOptions
 from mpitrain.data.synthetic import CHUNK_ROWS, SyntheticSource
 from mpitrain.errors import UserError
 from mpitrain.training import train
@@ -26,7 +27,8 @@ from mpitrain.training import train
 pytestmark = pytest.mark.timeout(120)
 
 COMM = MPI.COMM_WORLD
-FORMATS = ["npz", "npz-compressed", "npy-dir", "csv", "csv-header", "libsvm"]
+FORMATS = ["npz", "npz-compressed", "npy-dir", "csv", "csv-header", "libsvm", "libsvm-0",
+           "hdf5", "parquet", "parquet-dir"]
 
 
 # ---------------------------------------------------------------- helpers (shared with MPI tests)
@@ -68,16 +70,43 @@ def write(fmt: str, directory: Path, X: np.ndarray, y: np.ndarray, name: str = "
     elif fmt == "libsvm":
         path = directory / f"{name}.svm"
         path.write_text(svm_text(X, y))
+    elif fmt == "libsvm-0":  # scikit-learn's dump_svmlight_file default: 0-based indices
+        path = directory / f"{name}.svm"
+        path.write_text(svm_text(X, y, base=0))
+    elif fmt == "hdf5":
+        h5py = pytest.importorskip("h5py")
+        path = directory / f"{name}.h5"
+        with h5py.File(path, "w") as file:
+            file["X"] = X
+            file["y"] = y
+    elif fmt in ("parquet", "parquet-dir"):
+        pq = pytest.importorskip("pyarrow.parquet")
+        path = directory / (f"{name}.parquet" if fmt == "parquet" else name)
+        if fmt == "parquet":
+            pq.write_table(parquet_table(X, y), path, row_group_size=16)
+        else:  # three parts, sorted by name; row groups of 10 rows
+            path.mkdir(exist_ok=True)
+            for i, rows in enumerate(np.array_split(np.arange(len(y)), 3)):
+                pq.write_table(parquet_table(X[rows], y[rows]), path / f"part-{i}.parquet",
+                               row_group_size=10)
     else:
         raise ValueError(fmt)
     return str(path)
 
 
-def svm_text(X: np.ndarray, y: np.ndarray) -> str:
-    """libsvm lines with only the non-zero features (1-based indices)."""
+def parquet_table(X: np.ndarray, y: np.ndarray):
+    """A pyarrow table: feature columns f0, f1, ... then the label column."""
+    import pyarrow as pa
+
+    columns = {f"f{j}": X[:, j] for j in range(X.shape[1])}
+    return pa.table({**columns, "label": y})
+
+
+def svm_text(X: np.ndarray, y: np.ndarray, base: int = 1) -> str:
+    """libsvm lines with only the non-zero features (1-based indices, or ``base``)."""
     lines = []
     for row, label in zip(X, y.tolist(), strict=True):
-        pairs = " ".join(f"{j + 1}:{float(v)!r}" for j, v in enumerate(row) if v != 0)
+        pairs = " ".join(f"{j + base}:{float(v)!r}" for j, v in enumerate(row) if v != 0)
         lines.append(f"{label} {pairs}".strip())
     return "\n".join(lines) + "\n"
 
@@ -127,7 +156,22 @@ ERROR_CASES: dict[str, ErrorCase] = {
     "unknown format": lambda d: (
         {"source": write_text(d / "foo.txt", "1,2\n")},
         f"--data: '{d / 'foo.txt'}' has an unknown format (expected .npz, .csv, .svm, .libsvm, "
-        "a directory with X.npy and y.npy, 'synthetic' or 'digits')",
+        ".h5, .hdf5, .parquet, a directory with X.npy and y.npy or .parquet parts, "
+        "'synthetic' or 'digits')",
+    ),
+    "missing path without a suffix": lambda d: (
+        {"source": str(d / "train")},
+        f"--data: '{d / 'train'}' does not exist (no such file or directory; expected .npz",
+    ),
+    "missing ./digits": lambda d: (
+        {"source": str(d / "digits")},
+        f"--data: '{d / 'digits'}' does not exist (no such file or directory; the built-in "
+        "data set is 'digits', without a path)",
+    ),
+    "builtin name typo": lambda d: (
+        {"source": "synthetc"},
+        "--data: 'synthetc' does not exist (no such file or directory; did you mean the "
+        "built-in 'synthetic'?)",
     ),
     "not an npz": lambda d: (
         {"source": write_text(d / "a.npz", "garbage")},
@@ -200,10 +244,39 @@ ERROR_CASES: dict[str, ErrorCase] = {
         f"--data: '{d / 'a.npz'}' has label -2 in row 11 "
         "(expected non-negative integer class labels)",
     ),
-    "libsvm bad index": lambda d: (
-        {"source": write_text(d / "a.svm", "".join("1 1:1\n" for _ in range(11)) + "0 0:1\n")},
+    "libsvm index 0 when 1-based": lambda d: (
+        {"source": write_text(d / "a.svm", "".join("1 1:1\n" for _ in range(11)) + "0 0:1\n"),
+         "read": ReadOptions(zero_based="false")},
         f"--data: '{d / 'a.svm'}' line 12 has feature index '0' "
         "(expected an integer from 1 to 2147483647)",
+    ),
+    "libsvm negative index": lambda d: (
+        {"source": write_text(d / "a.svm", "".join("1 1:1\n" for _ in range(11)) + "0 -3:1\n")},
+        f"--data: '{d / 'a.svm'}' line 12 has feature index '-3' "
+        "(expected an integer from 1 to 2147483647)",
+    ),
+    "libsvm option for csv": lambda d: (
+        {"source": _bad_row_csv(d, "11,12,1\n"), "read": ReadOptions(zero_based="true")},
+        "--zero-based applies to libsvm data (.svm, .libsvm) only",
+    ),
+    "parquet option for npz": lambda d: (
+        {"source": _npz(d, X=np.zeros((4, 2)), y=np.zeros(4)),
+         "read": ReadOptions(feature_columns=("a",))},
+        "--feature-columns applies to Parquet data and CSV with a header only",
+    ),
+    "hdf5 option for synthetic": lambda d: (
+        {"source": "synthetic", "read": ReadOptions(h5_y="labels")},
+        "--h5-y applies to HDF5 data (.h5, .hdf5) only",
+    ),
+    "csv text target in regression": lambda d: (
+        {"source": _bad_row_csv(d, "11,12,cat\n"), "task": "regression"},
+        f"--data: '{d / 'a.csv'}' has a non-numeric target 'cat' in line 12",
+    ),
+    "csv infinite label among names": lambda d: (
+        {"source": write_text(d / "a.csv", "".join(f"{i},{i + 1},cat\n" for i in range(11))
+                              + "11,12,inf\n")},
+        f"--data: '{d / 'a.csv'}' has label inf in line 12 (expected a class name or a finite "
+        "number)",
     ),
     "empty csv": lambda d: (
         {"source": write_text(d / "a.csv", "\n\n")},
@@ -284,7 +357,7 @@ def test_block_range_rejects_bad_arguments():
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_round_trips(tmp_path, fmt):
-    X, y = example(sparse=fmt == "libsvm")
+    X, y = example(sparse=fmt.startswith("libsvm"))
     data = load(write(fmt, tmp_path, X, y))
     assert data.train.X.flags.c_contiguous and data.train.X.dtype == np.float64
     np.testing.assert_array_equal(data.train.X, X)
@@ -297,7 +370,7 @@ def test_every_format_round_trips(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_regression_targets_and_float32(tmp_path, fmt):
-    X, _ = example(sparse=fmt == "libsvm")
+    X, _ = example(sparse=fmt.startswith("libsvm"))
     y = np.linspace(-2, 3, len(X))
     data = load(write(fmt, tmp_path, X, y), task="regression", dtype=np.float32)
     assert data.train.X.dtype == data.train.y.dtype == np.float32

@@ -25,6 +25,7 @@ from test_data import (
 )
 
 from mpitrain.data import Dataset, Shard, SyntheticSpec, block_range
+from mpitrain.data.sources import open_source
 from mpitrain.errors import UserError
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
@@ -73,7 +74,7 @@ def assert_same_as_one_rank(parallel: Dataset, serial: Dataset, exact: bool = Tr
 @pytest.mark.parametrize("fraction", [0.0, 0.3])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_file_shards_do_not_depend_on_the_number_of_ranks(mpi_tmp_path, fmt, fraction):
-    X, y = example(103, sparse=fmt == "libsvm")
+    X, y = example(103, sparse=fmt.startswith("libsvm"))
     path = on_rank0(lambda: write(fmt, mpi_tmp_path, X, y))
     options = {"test_fraction": fraction, "seed": 3}
     assert_same_as_one_rank(load(path, **options), load(path, MPI.COMM_SELF, **options))
@@ -146,6 +147,19 @@ def test_a_problem_on_one_rank_is_reported_by_all(mpi_tmp_path):
         load(missing if RANK == SIZE - 1 else good)
 
 
+def test_ranks_that_see_different_files_stop_with_one_error(mpi_tmp_path):
+    def make():
+        return [write("csv", mpi_tmp_path / f"node{i}", *example(20 + i)) for i in range(2)]
+
+    paths = on_rank0(make)
+    mine = paths[1] if RANK == SIZE - 1 else paths[0]
+    message = (f"--data: the ranks see different data (rank 0: data.csv, 20 rows x 5 "
+               f"features; rank {SIZE - 1}: data.csv, 21 rows x 5 features); is the file the "
+               "same on every node?")
+    with pytest.raises(UserError, match=re.escape(message)):
+        load(mine)
+
+
 def test_more_ranks_than_training_rows(mpi_tmp_path):
     path = on_rank0(lambda: write("csv", mpi_tmp_path, *example(SIZE - 1)))
     n = SIZE - 1
@@ -179,6 +193,78 @@ def test_memmap_keeps_each_rank_to_its_rows(mpi_tmp_path):
     X, start = data.train.X, data.train.start
     assert X[0, 0] % d == 0 and X[-1, -1] % d == d - 1 and X[0, 0] // d >= start
     share = file_kb / SIZE  # this rank's rows: about 1/SIZE of the file
+    assert after["VmRSS"] - before["VmRSS"] < 1.2 * share + 16_000
+    if peak:
+        assert after["VmHWM"] - before["VmRSS"] < 2.4 * share + 32_000
+
+
+def test_class_names_seen_by_one_rank_are_agreed_by_all(mpi_tmp_path):
+    """Only the last rank's rows hold names: every rank still maps labels the same way."""
+    def make() -> str:
+        rows = "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)) + "40,1,zebra\n41,2,ant\n"
+        return write_text(mpi_tmp_path / "a.csv", "a,b,label\n" + rows)
+
+    path = on_rank0(make)
+    options = {"test_fraction": 0.25, "seed": 2}
+    parallel, serial = load(path, **options), load(path, MPI.COMM_SELF, **options)
+    assert parallel.classes.tolist() == serial.classes.tolist() == ["0", "1", "ant", "zebra"]
+    assert_same_as_one_rank(parallel, serial)
+
+
+def test_libsvm_index_base_is_decided_by_every_rank(mpi_tmp_path):
+    text = "".join(f"{i % 2} 1:{i} 2:1\n" for i in range(30)) + "1 0:7\n"
+    path = on_rank0(lambda: write_text(mpi_tmp_path / "a.svm", text))
+    parallel, serial = load(path), load(path, MPI.COMM_SELF)
+    assert parallel.n_features == 3
+    assert_same_as_one_rank(parallel, serial)
+
+
+def write_big(fmt: str, directory: Path, n: int, d: int) -> str:
+    """X[i, j] = i * d + j and y = i % 2 as HDF5 or Parquet, written in pieces."""
+    if fmt == "hdf5":
+        import h5py
+
+        path = directory / "big.h5"
+        with h5py.File(path, "w") as file:
+            X = file.create_dataset("X", (n, d), dtype="f8")
+            for start in range(0, n, 20000):
+                stop = min(start + 20000, n)
+                X[start:stop] = np.arange(start * d, stop * d, dtype=np.float64).reshape(-1, d)
+            file["y"] = np.arange(n) % 2
+        return str(path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = directory / "big.parquet"
+    names = [f"f{j}" for j in range(d)]
+    schema = pa.schema([(name, pa.float64()) for name in names] + [("label", pa.int64())])
+    with pq.ParquetWriter(path, schema, compression="none") as writer:
+        for start in range(0, n, 20000):
+            stop = min(start + 20000, n)
+            block = np.arange(start * d, stop * d, dtype=np.float64).reshape(-1, d)
+            columns = [pa.array(block[:, j]) for j in range(d)]
+            writer.write_table(pa.Table.from_arrays(
+                [*columns, pa.array(np.arange(start, stop) % 2)], schema=schema))
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt,module", [("hdf5", "h5py"), ("parquet", "pyarrow.parquet")])
+def test_hdf5_and_parquet_keep_each_rank_to_its_rows(mpi_tmp_path, fmt, module):
+    pytest.importorskip(module)
+    n, d = 500_000, 50  # 200 MB of features
+    path = on_rank0(lambda: write_big(fmt, mpi_tmp_path, n, d))
+    file_kb = n * d * 8 // 1024
+    source = open_source(path, option="--data", task="classification", seed=0,
+                         synthetic=SyntheticSpec())
+    source.read(np.arange(10))  # libraries loaded and initialised before measuring
+    COMM.Barrier()
+    peak = reset_peak()
+    before = memory_kb()
+    data = load(path, test_fraction=0.2)
+    after = memory_kb()
+    X, start = data.train.X, data.train.start
+    assert X[0, 0] % d == 0 and X[-1, -1] % d == d - 1 and X[0, 0] // d >= start
+    share = file_kb / SIZE
     assert after["VmRSS"] - before["VmRSS"] < 1.2 * share + 16_000
     if peak:
         assert after["VmHWM"] - before["VmRSS"] < 2.4 * share + 32_000

@@ -239,6 +239,21 @@ def test_predict_proba_columns(runs, tmp_path):
         "regression model"]
 
 
+def test_predict_reads_files_as_train_does(runs, tmp_path):
+    """--label-column (and the other reading flags of train) apply to predict's --data."""
+    X, _ = _rows_file(tmp_path, n=50)
+    table = tmp_path / "first.csv"
+    np.savetxt(table, np.column_stack([np.arange(50) % 3, X]), delimiter=",", fmt="%.17g",
+               header=",".join(["label", *(f"x{i}" for i in range(8))]), comments="")
+    saved = runs["mlp"] / "model.npz"
+    out = tmp_path / "p.csv"
+    done = mpitrain("predict", "--model", str(saved), "--data", str(table), "--out", str(out),
+                    "--label-column", "label", ranks=2)
+    assert done.returncode == 0, done.stderr
+    got = np.array(out.read_text().splitlines()[1:], dtype=np.int64)
+    np.testing.assert_array_equal(got, predict(load_model(saved), X))
+
+
 def test_predict_errors(runs, tmp_path):
     _, (labelled, *_) = _rows_file(tmp_path, n=20, d=4)
     saved = str(runs["mlp"] / "model.npz")

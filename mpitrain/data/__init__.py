@@ -9,7 +9,10 @@ import numpy, mpi4py (collective agreement on sizes and statistics) and
 from __future__ import annotations
 
 from mpitrain.data.dataset import Dataset, Shard, load_dataset
+from mpitrain.data.memory import Arrays
 from mpitrain.data.sharding import block_range
+from mpitrain.data.sources import ReadOptions
 from mpitrain.data.synthetic import SyntheticSpec
 
-__all__ = ["Dataset", "Shard", "SyntheticSpec", "block_range", "load_dataset"]
+__all__ = ["Arrays", "Dataset", "ReadOptions", "Shard", "SyntheticSpec", "block_range",
+           "load_dataset"]

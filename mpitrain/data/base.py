@@ -8,6 +8,7 @@ the rows of its own blocks. Reading is local (no collectives), so readers may ra
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +22,18 @@ class Block:
 
     ``X`` has any real dtype and may be narrower than the final feature count (sparse
     formats only know their widest row); ``y`` holds labels or targets as float64.
+    Sources whose labels may be text (CSV, Parquet, in-memory arrays) give the labels that
+    are not numbers as ``label_names`` (this block's distinct ones) and ``label_codes``
+    (per row: index into ``label_names``, -1 where ``y`` holds a number; ``y`` is NaN
+    where it does not); see :func:`mpitrain.data.values.split_labels`.
     """
 
     X: np.ndarray
     y: np.ndarray
     rows: np.ndarray  # index of each row within the source, for messages
     lines: np.ndarray | None = None  # 1-based line numbers, for text formats
+    label_names: np.ndarray | None = None  # distinct non-numeric labels (str), or None
+    label_codes: np.ndarray | None = None  # int64 per row: index into label_names, or -1
 
     def where(self, i: int) -> str:
         """Name local row ``i`` the way the user finds it in the file."""
@@ -58,6 +65,27 @@ class Source(ABC):
     def error(self, what: str) -> UserError:
         """A UserError about this source, prefixed with the option that named it."""
         return UserError(f"{self.option}: {what}")
+
+
+def select_columns(source: Source, names: Sequence[str], label: str | None,
+                   features: Sequence[str], *, skip: Callable[[str], bool] = lambda _: False,
+                   ) -> tuple[str, list[str]]:
+    """The label column and the feature columns of a table with columns ``names``:
+    ``label`` (None: the last column) and ``features`` (empty: every other column, except
+    those ``skip`` says). Raises UserError naming a missing or doubly used column."""
+    usable = [name for name in names if not skip(name)]
+    label = usable[-1] if label is None else label
+    chosen = list(features) or [name for name in usable if name != label]
+    for name, flag in [(label, "--label-column"), *((f, "--feature-columns") for f in chosen)]:
+        if name not in names:
+            raise source.error(f"{source.quoted} has no column {name!r} ({flag}; columns: "
+                               f"{', '.join(names)})")
+    if label in chosen:
+        raise source.error(f"column {label!r} is the label (--label-column) and cannot also "
+                           "be a feature (--feature-columns)")
+    if not chosen:
+        raise source.error(f"{source.quoted} has no feature columns besides the label {label!r}")
+    return label, chosen
 
 
 def take_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -27,25 +27,36 @@ class ArraySource(Source):
     """Checks shared by both array layouts, given the arrays' headers."""
 
     def check_arrays(
-        self, x: tuple[tuple[int, ...], np.dtype], y: tuple[tuple[int, ...], np.dtype]
+        self,
+        x: tuple[tuple[int, ...], np.dtype],
+        y: tuple[tuple[int, ...], np.dtype],
+        names: tuple[str, str] = ("X", "y"),
+        text_labels: bool = False,
     ) -> None:
-        """Validate the shapes and dtypes of X and y; set ``n_rows`` and ``n_features``."""
+        """Validate the shapes and dtypes of X and y (called ``names`` in messages; y may
+        hold strings if ``text_labels``); set ``n_rows`` and ``n_features``."""
         (x_shape, x_dtype), (y_shape, y_dtype) = x, y
-        for name, dtype in (("X", x_dtype), ("y", y_dtype)):
-            if dtype.kind not in NUMERIC_KINDS:
-                raise self.error(
-                    f"{name} in {self.quoted} has dtype {dtype} (expected a numeric dtype)"
-                )
+        X, Y = names
+        if x_dtype.kind not in NUMERIC_KINDS:
+            raise self.error(
+                f"{X} in {self.quoted} has dtype {x_dtype} (expected a numeric dtype)"
+            )
+        if y_dtype.kind not in NUMERIC_KINDS and not text_labels:
+            raise self.error(
+                f"{Y} in {self.quoted} has dtype {y_dtype} (expected a numeric dtype)"
+            )
         if len(x_shape) != 2:
             raise self.error(
-                f"X in {self.quoted} has shape {x_shape} (expected 2-D: rows, features)"
+                f"{X} in {self.quoted} has shape {x_shape} (expected 2-D: rows, features)"
             )
         if len(y_shape) not in (1, 2) or math.prod(y_shape[1:]) != 1:
             raise self.error(
-                f"y in {self.quoted} has shape {y_shape} (expected 1-D: one label per row)"
+                f"{Y} in {self.quoted} has shape {y_shape} (expected 1-D: one label per row)"
             )
         if y_shape[0] != x_shape[0]:
-            raise self.error(f"y in {self.quoted} has {y_shape[0]} rows but X has {x_shape[0]}")
+            raise self.error(
+                f"{Y} in {self.quoted} has {y_shape[0]} rows but {X} has {x_shape[0]}"
+            )
         self.n_rows, self.n_features = x_shape
 
 

@@ -2,8 +2,9 @@
 
 Steps, each collective where ranks must agree: open the source(s) on every rank (headers,
 line counts); choose the test rows (a seeded holdout, or a separate test source); block-
-split each set over the ranks; read only this rank's rows; settle the feature count and
-the labels; standardise with global training statistics.
+split each set over the ranks; read only this rank's rows (in-memory arrays: fetch them
+from the ranks that hold them); settle the feature count and the labels (libsvm's -1/+1
+labels, class names); standardise with global training statistics.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ from mpitrain.data import standardize as standardization
 from mpitrain.data import values
 from mpitrain.data.base import Block, Source
 from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
+from mpitrain.data.labels import name_labels
+from mpitrain.data.memory import Arrays, MemorySource, open_arrays
 from mpitrain.data.sharding import block_range
-from mpitrain.data.sources import open_source
+from mpitrain.data.sources import (
+    ZERO_BASED,
+    ReadOptions,
+    open_source,
+    settle_libsvm_base,
+    unused_read_option,
+)
 from mpitrain.data.synthetic import SyntheticSpec
 from mpitrain.errors import UserError, agree, checked, require
 
@@ -56,6 +65,9 @@ class Dataset:
     task: Task
     mean: np.ndarray | None = None  # float64 training means used for standardisation
     std: np.ndarray | None = None  # float64 training stds (1 for constant features)
+    #: Class names (str) when labels were names such as 'cat': class i is classes[i].
+    #: None when the labels were class indices already (numbers).
+    classes: np.ndarray | None = None
 
 
 def load_dataset(
@@ -69,25 +81,35 @@ def load_dataset(
     test_source: str | None = None,
     standardize: bool | None = None,
     synthetic: SyntheticSpec = SyntheticSpec(),  # noqa: B008 (frozen, so safe as a default)
+    read: ReadOptions = ReadOptions(),  # noqa: B008
+    arrays: Arrays | None = None,
+    test_arrays: Arrays | None = None,
 ) -> Dataset:
     """Collective: load this rank's shards of ``source`` (see the module docstring).
 
     ``test_source`` (a path) supplies the test set instead of a holdout of
     ``test_fraction``. ``standardize=None`` means on (every source is dense once loaded).
-    Any problem, on any rank, raises the same UserError on every rank.
+    ``read`` says how some formats are read. ``arrays`` / ``test_arrays`` are in-memory
+    rows (:mod:`.memory`); when any rank passes some, they replace ``source`` /
+    ``test_source`` (pass them on every rank, as ``Arrays(None, None)`` where there are
+    none). Any problem, on any rank, raises the same UserError on every rank.
     """
     size, rank = comm.Get_size(), comm.Get_rank()
+    memory = open_arrays(comm, arrays) if arrays is not None else None
+    test_memory = open_arrays(comm, test_arrays) if test_arrays is not None else None
     data_dtype, train_source, separate_test = checked(
         comm,
         _open,
-        source,
-        test_source,
+        memory or source,
+        test_memory or test_source,
         task=task,
         dtype=dtype,
         seed=seed,
         test_fraction=test_fraction,
         synthetic=synthetic,
+        read=read,
     )
+    agree(comm, _disagreement(comm, [train_source, separate_test]))
     if separate_test is None:
         split = make_holdout(train_source.n_rows, test_fraction, seed)
         test_source_, n_test, test_rows = train_source, split.n_test, split.test_rows
@@ -99,20 +121,15 @@ def load_dataset(
     agree(comm, _too_few_rows(split, size, test_fraction))
     train_start, train_stop = block_range(n_train, size, rank)
     test_start, test_stop = block_range(n_test, size, rank)
-    blocks = checked(
-        comm,
-        _in_memory,
-        lambda: [
-            train_source.read(split.train_rows(train_start, train_stop)),
-            test_source_.read(test_rows(test_start, test_stop)),
-        ],
-        rank,
-    )
     sources = [train_source, test_source_]
+    blocks = _read(comm, sources, [split.train_rows(train_start, train_stop),
+                                   test_rows(test_start, test_stop)])
     width = _feature_count(comm, blocks, sources)
     classification = task == "classification"
+    classes = None
     if classification:
         blocks = values.map_signed_labels(comm, list(zip(blocks, sources, strict=True)))
+        blocks, classes = name_labels(comm, list(zip(blocks, sources, strict=True)))
 
     def convert(block: Block, source: Source) -> tuple[np.ndarray, np.ndarray]:
         X = values.features(block, source, width, data_dtype)
@@ -150,6 +167,7 @@ def load_dataset(
         task=task,
         mean=mean,
         std=std,
+        classes=classes,
     )
 
 
@@ -181,32 +199,80 @@ def _check_options(task: str, dtype: npt.DTypeLike, seed: int, test_fraction: fl
 
 
 def _open(
-    source: str,
-    test_source: str | None,
+    source: str | Source,
+    test_source: str | Source | None,
     *,
     task: str,
     dtype: npt.DTypeLike,
     seed: int,
     test_fraction: float,
     synthetic: SyntheticSpec,
+    read: ReadOptions,
 ) -> tuple[np.dtype, Source, Source | None]:
     """Local: check the options, open the training source and the test source if any.
 
-    The test source is always a path. Returns the data dtype and the sources.
+    The test source is always a path or in-memory arrays. Returns the data dtype and the
+    sources.
     """
     data_dtype = _check_options(task, dtype, seed, test_fraction)
-    train = open_source(source, option="--data", task=task, seed=seed, synthetic=synthetic)
-    if test_source is None:
-        return data_dtype, train, None
-    test = open_source(
-        test_source, option="--test-data", task=task, seed=seed, synthetic=synthetic, builtin=False
+    require(read.zero_based in ZERO_BASED,
+            f"--zero-based must be one of {', '.join(ZERO_BASED)} (got {read.zero_based!r})")
+    train = open_source(source, option="--data", task=task, seed=seed, synthetic=synthetic,
+                        read=read)
+    test = None if test_source is None else open_source(
+        test_source, option="--test-data", task=task, seed=seed, synthetic=synthetic,
+        builtin=False, read=read,
     )
+    unused = unused_read_option(read, [train, test])
+    if unused:
+        raise UserError(unused)
+    settle_libsvm_base([train, test], read.zero_based)
+    if test is None:
+        return data_dtype, train, None
     if None not in (train.n_features, test.n_features) and train.n_features != test.n_features:
         raise UserError(
             f"--test-data has {test.n_features} features "
             f"but the training data has {train.n_features}"
         )
     return data_dtype, train, test
+
+
+def _disagreement(comm: MPI.Comm, sources: list[Source | None]) -> str | None:
+    """Collective: a message when ranks opened sources of different sizes (a file that
+    differs between nodes, or a name that is a path on some nodes only)."""
+    shapes = [(s.name, s.n_rows, s.n_features) if s is not None else None for s in sources]
+    everyone = comm.allgather(shapes)
+    for rank, theirs in enumerate(everyone):
+        for option, mine, other in zip(("--data", "--test-data"), everyone[0], theirs,
+                                       strict=True):
+            if mine != other:
+                return (f"{option}: the ranks see different data (rank 0: {_shape(mine)}; "
+                        f"rank {rank}: {_shape(other)}); is the file the same on every node?")
+    return None
+
+
+def _shape(shape: tuple[str, int, int | None] | None) -> str:
+    if shape is None:
+        return "none"
+    name, rows, features = shape
+    width = "" if features is None else f" x {features} features"
+    return f"{name}, {rows} rows{width}"
+
+
+def _read(comm: MPI.Comm, sources: list[Source], rows: list[np.ndarray]) -> list[Block]:
+    """Collective: this rank's rows of each source (local reads, then in-memory exchanges)."""
+    rank = comm.Get_rank()
+    local = checked(
+        comm,
+        _in_memory,
+        lambda: [None if isinstance(s, MemorySource) else s.read(r)
+                 for s, r in zip(sources, rows, strict=True)],
+        rank,
+    )
+    return [
+        s.exchange(comm, r) if isinstance(s, MemorySource) else block
+        for s, r, block in zip(sources, rows, local, strict=True)
+    ]
 
 
 def _in_memory(step: Callable[[], T], rank: int) -> T:

@@ -1,41 +1,82 @@
-"""Turn a ``--data`` / ``--test-data`` value into a :class:`~mpitrain.data.base.Source`."""
+"""Turn a ``--data`` / ``--test-data`` value into a :class:`~mpitrain.data.base.Source`.
+
+``synthetic`` and ``digits`` name the built-in data sets unless a file or directory of
+that name exists in the working directory; any other value, and any value with a path
+separator (``./digits``), is a path.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from mpitrain.data.base import Source
 from mpitrain.data.binary import NpyDirSource, NpzSource
 from mpitrain.data.digits import DigitsSource
+from mpitrain.data.hdf5 import Hdf5Source
+from mpitrain.data.memory import IN_MEMORY
+from mpitrain.data.parquet import ParquetSource, parquet_parts
 from mpitrain.data.synthetic import SyntheticSource, SyntheticSpec
 from mpitrain.data.text import CsvSource, LibsvmSource
 from mpitrain.errors import UserError
 
-FORMATS = {".npz": NpzSource, ".csv": CsvSource, ".svm": LibsvmSource, ".libsvm": LibsvmSource}
+BUILTIN = ("synthetic", "digits")
+SUFFIXES = (".npz", ".csv", ".svm", ".libsvm", ".h5", ".hdf5", ".parquet")
 EXPECTED = (
-    "expected .npz, .csv, .svm, .libsvm, a directory with X.npy and y.npy, 'synthetic' or 'digits'"
+    "expected .npz, .csv, .svm, .libsvm, .h5, .hdf5, .parquet, a directory with X.npy and "
+    "y.npy or .parquet parts, 'synthetic' or 'digits'"
 )
+#: Values of --zero-based (libsvm feature indices), as scikit-learn's load_svmlight_file.
+ZERO_BASED = ("auto", "true", "false")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadOptions:
+    """How files of some formats are read (the same for --data and --test-data)."""
+
+    zero_based: str = "auto"  # libsvm: 0-based indices? auto: if any index is 0
+    h5_x: str = "X"  # HDF5: features dataset
+    h5_y: str = "y"  # HDF5: labels dataset
+    label_column: str | None = None  # Parquet: None = the last column
+    feature_columns: tuple[str, ...] = ()  # Parquet: () = every column but the label
+
+
+def is_builtin(value: str) -> bool:
+    """Whether ``value`` names a built-in data set rather than a path."""
+    return value in BUILTIN and not os.path.lexists(value)
 
 
 def open_source(
-    value: str,
+    value: str | Source,
     *,
     option: str,
     task: str,
     seed: int,
     synthetic: SyntheticSpec,
     builtin: bool = True,
+    read: ReadOptions = ReadOptions(),
 ) -> Source:
-    """Open a source by name (``synthetic``, ``digits`` if ``builtin``) or by path.
+    """Open a source by name (``synthetic``, ``digits`` if ``builtin``) or by path; an
+    already open source (in-memory arrays) is only checked.
 
     Local (no collectives): raises UserError for a missing, unreadable or malformed source.
     """
-    if builtin and value == "synthetic":
-        source: Source = SyntheticSource(synthetic, task=task, seed=seed, option=option)
-    elif builtin and value == "digits":
+    if isinstance(value, Source):
+        source = value
+    elif builtin and is_builtin(value) and value == "synthetic":
+        source = SyntheticSource(synthetic, task=task, seed=seed, option=option)
+    elif builtin and is_builtin(value):
         source = DigitsSource(option=option)
+    elif builtin and value in BUILTIN:  # shadowed by a file or directory of that name
+        try:
+            source = _open_path(value, option=option, read=read, builtin=builtin)
+        except UserError as exc:
+            raise UserError(f"{exc} ('{value}' exists in the working directory, so it is "
+                            f"read instead of the built-in data set)") from None
     else:
-        source = _open_path(Path(value), option=option)
+        source = _open_path(value, option=option, read=read, builtin=builtin)
     if source.n_rows == 0:
         raise source.error(f"{source.quoted} has no data rows")
     if source.n_features == 0:
@@ -43,14 +84,73 @@ def open_source(
     return source
 
 
-def _open_path(path: Path, *, option: str) -> Source:
-    """A directory holds .npy files; otherwise the suffix picks the reader (a typo in a
-    name like 'synthetc' is reported as an unknown format, not as a missing file)."""
+def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool) -> Source:
+    """A directory holds .npy files or .parquet parts; otherwise the suffix picks the
+    reader."""
+    if value == IN_MEMORY:
+        raise UserError(f"{option}: {IN_MEMORY} stands for the arrays a run was given in "
+                        "Python (train(X=..., y=...)); pass them again, or a path")
+    path = Path(value)
     if path.is_dir():
+        if not (path / "X.npy").exists() and parquet_parts(path):
+            return _parquet(path, option, read)
         return NpyDirSource(path, option=option)
-    reader = FORMATS.get(path.suffix.lower())
-    if reader is None:
-        raise UserError(f"{option}: '{path}' has an unknown format ({EXPECTED})")
+    suffix = path.suffix.lower()
     if not path.exists():
-        raise UserError(f"{option}: file '{path}' does not exist")
-    return reader(path, option=option)
+        if suffix in SUFFIXES:
+            raise UserError(f"{option}: file '{value}' does not exist")
+        raise UserError(f"{option}: '{value}' does not exist{_hint(path, builtin)}")
+    if suffix == ".npz":
+        return NpzSource(path, option=option)
+    if suffix == ".csv":
+        return CsvSource(path, option=option, label_column=read.label_column,
+                         feature_columns=read.feature_columns)
+    if suffix in (".svm", ".libsvm"):
+        return LibsvmSource(path, option=option, zero_based=read.zero_based)
+    if suffix in (".h5", ".hdf5"):
+        return Hdf5Source(path, option=option, x_name=read.h5_x, y_name=read.h5_y)
+    if suffix == ".parquet":
+        return _parquet(path, option, read)
+    raise UserError(f"{option}: '{path}' has an unknown format ({EXPECTED})")
+
+
+def unused_read_option(read: ReadOptions, sources: list[Source | None]) -> str | None:
+    """Message when an option for one format is set but no source has that format."""
+    kinds = {type(source) for source in sources if source is not None}
+    default = ReadOptions()
+    for names, kind, what in [
+        (("zero_based",), (LibsvmSource,), "libsvm data (.svm, .libsvm)"),
+        (("h5_x", "h5_y"), (Hdf5Source,), "HDF5 data (.h5, .hdf5)"),
+        (("label_column", "feature_columns"), (ParquetSource, CsvSource),
+         "Parquet data and CSV with a header"),
+    ]:
+        for name in names:
+            if getattr(read, name) != getattr(default, name) and not kinds & set(kind):
+                return f"--{name.replace('_', '-')} applies to {what} only"
+    return None
+
+
+def settle_libsvm_base(sources: list[Source | None], zero_based: str) -> None:
+    """With ``--zero-based auto``, an index 0 in any libsvm file (training or test) makes
+    all of them 0-based, as scikit-learn's ``load_svmlight_files``. Local: every rank has
+    scanned the same files."""
+    libsvm = [s for s in sources if isinstance(s, LibsvmSource)]
+    if zero_based == "auto" and any(s.has_zero for s in libsvm):
+        for source in libsvm:
+            source.base = 0
+
+
+def _parquet(path: Path, option: str, read: ReadOptions) -> Source:
+    return ParquetSource(path, option=option, label_column=read.label_column,
+                         feature_columns=read.feature_columns)
+
+
+def _hint(path: Path, builtin: bool) -> str:
+    """What a missing path without a known suffix might have meant."""
+    names = difflib.get_close_matches(path.name, BUILTIN, n=1) if builtin else []
+    if names and names[0] == path.name:  # e.g. ./digits
+        return (f" (no such file or directory; the built-in data set is {names[0]!r}, "
+                "without a path)")
+    if names:
+        return f" (no such file or directory; did you mean the built-in {names[0]!r}?)"
+    return f" (no such file or directory; {EXPECTED})"

@@ -41,7 +41,15 @@ def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.nd
 
 
 def targets(block: Block, source: Source, dtype: np.dtype) -> np.ndarray:
-    """Local: regression targets as ``dtype``; non-finite values raise UserError."""
+    """Local: regression targets as ``dtype``; names and non-finite values raise UserError."""
+    if block.label_codes is not None and block.label_names is not None:
+        named = block.label_codes >= 0
+        if named.any():
+            i = int(np.argmax(named))
+            name = str(block.label_names[block.label_codes[i]])
+            raise source.error(
+                f"{source.quoted} has a non-numeric target {name!r} in {block.where(i)}"
+            )
     with np.errstate(over="ignore"):  # overflow becomes inf, reported below
         y = block.y.astype(dtype)
     bad = ~np.isfinite(y)

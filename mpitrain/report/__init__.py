@@ -7,5 +7,6 @@ image, :mod:`.plot`, with matplotlib from the ``[plot]`` extra), ``mpitrain tens
 
 Sits on top of the pipeline, like the CLI: may import :mod:`mpitrain.config`,
 :mod:`mpitrain.data`, :mod:`mpitrain.models`, :mod:`mpitrain.runtime`,
-:mod:`mpitrain.errors` and mpi4py; nothing imports it but :mod:`mpitrain.cli`.
+:mod:`mpitrain.training` (how ``train`` reads files), :mod:`mpitrain.errors` and mpi4py;
+nothing imports it but :mod:`mpitrain.cli`.
 """

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from mpitrain.config import FIELDS, flag, resolve
 from mpitrain.data.base import Block, Source
 from mpitrain.data.sharding import block_range
 from mpitrain.data.sources import open_source
@@ -37,6 +38,8 @@ from mpitrain.models import ModelError, SavedModel, load_model
 from mpitrain.models.predict import predict, predict_proba
 
 CHUNK_ROWS = 65536
+# TrainConfig fields that say how a data file is read
+READ_OPTIONS = ("zero_based", "h5_x", "h5_y", "label_column", "feature_columns")
 HEADER = "prediction"
 
 
@@ -50,13 +53,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CSV to write: a header line, then one prediction per row")
     parser.add_argument("--proba", action="store_true",
                         help="classifiers: add one column of probabilities per class")
+    for name in READ_OPTIONS:  # how files are read: the same flags as mpitrain train
+        meta = FIELDS[name].metadata
+        parser.add_argument(f"--{flag(name)}", dest=name, choices=meta["choices"],
+                            metavar=meta["metavar"] or (None if meta["choices"] else
+                                                        name.upper()),
+                            help=f"{meta['help']} (default: {FIELDS[name].default})")
 
 
 def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Collective: predict every row of ``args.data`` and write ``args.out``."""
+    from mpitrain.training import read_options  # not at import: --help stays light
+
     saved, task = checked(comm, _load, args.model, args.proba)
+    config = checked(comm, resolve, {}, {name: getattr(args, name) for name in READ_OPTIONS
+                                         if getattr(args, name) is not None})
     source = checked(comm, open_source, args.data, option="--data", task=task, seed=0,
-                     synthetic=SyntheticSpec())
+                     synthetic=SyntheticSpec(), read=read_options(config))
     agree(comm, _width_mismatch(source, saved, args))
     start, stop = block_range(source.n_rows, comm.Get_size(), comm.Get_rank())
     text = checked(comm, _predict_block, source, saved, start, stop, args.proba)
