@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(MPIEXEC) -n 4 $(PY) -m mpitrain train --data digits --model mlp --hidden 64 \
-	    --reduce ring --epochs 20 --out runs/digits --overwrite
+	    --epochs 20 --out runs/digits --overwrite
 
 lint: install
 	$(VENV)/bin/ruff check .

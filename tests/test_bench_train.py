@@ -25,7 +25,7 @@ TOP = {"ranks", "mpi_library", "mpitrain_version", "workload", "throughput", "st
 FIELDS = {
     "workload": {"model", "dims", "samples", "train_rows", "features", "classes",
                  "rows_per_rank", "global_batch", "epochs", "lr", "dtype", "shuffle", "reduce",
-                 "compress", "overlap", "shared_memory", "repeats"},
+                 "compress", "overlap", "shared_memory", "optimizer", "shard", "repeats"},
     "throughput": {"samples_per_second", "samples_per_second_per_rank",
                    "reference_samples_per_second", "speedup", "weak_scaling_efficiency",
                    "runs", "reference_runs"},
@@ -36,7 +36,9 @@ FIELDS = {
                 "kernels_compiled"},
     "memory": {"rss_mb_per_epoch", "rss_growth_after_first_epoch_mb", "window_steps",
                "traced_peak_bytes", "traced_net_bytes", "kernel_allocations",
-               "allocation_free"},
+               "allocation_free", "shard", "parameter_bytes", "optimizer_state_bytes_per_rank",
+               "optimizer_state_bytes_unsharded", "optimizer_state_fraction",
+               "gradient_message_bytes", "reduced_gradient_bytes_per_rank"},
 }
 TINY = ["--samples", "3000", "--features", "8", "--classes", "3", "--hidden", "16",
         "--rows-per-rank", "32", "--epochs", "2", "--repeats", "2", "--kernel-steps", "20"]
@@ -119,6 +121,18 @@ def test_bench_train_one_rank_with_options(tmp_path):
     assert doc["throughput"]["weak_scaling_efficiency"] == pytest.approx(1.0)
 
 
+def test_bench_train_reports_the_sharded_optimizer_state(tmp_path):
+    """--shard optimizer with Adam on 2 ranks: the state of the larger slice, ~1/2 of the
+    unsharded 2 x parameters (dims 8-16-3: 195 parameters, slices of 98 and 97)."""
+    doc = run_bench(tmp_path, "--optimizer", "adam", "--lr", "0.01", "--shard", "optimizer")
+    m = doc["memory"]
+    assert doc["workload"]["shard"] == "optimizer" and m["shard"] == "optimizer"
+    assert m["parameter_bytes"] == 195 * 4
+    assert m["optimizer_state_bytes_unsharded"] == 2 * 195 * 4
+    assert m["optimizer_state_bytes_per_rank"] == 2 * 98 * 4
+    assert m["optimizer_state_fraction"] == pytest.approx(98 / 195)
+
+
 def test_bench_train_rejects_bad_options(tmp_path):
     done = run_mpi(["-m", "mpitrain", "bench", "train", "--repeats", "0"], ranks=2, timeout=60)
     assert done.returncode == 2
@@ -165,8 +179,8 @@ def test_bench_train_flags_are_the_train_flags():
     train_flags, bench_flags = options("train"), options("bench", "train")
     shared = set(train_flags) & set(bench_flags) - {"help"}
     assert shared == {"samples", "features", "classes", "dtype", "model", "hidden", "seed",
-                      "epochs", "lr", "shuffle", "reduce", "compress", "overlap",
-                      "shared_memory"}
+                      "epochs", "lr", "optimizer", "shuffle", "reduce", "compress",
+                      "overlap", "shard", "shared_memory"}
     for dest in shared:
         ours, theirs = bench_flags[dest], train_flags[dest]
         assert ours.option_strings == theirs.option_strings, dest

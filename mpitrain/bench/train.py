@@ -54,7 +54,14 @@ JSON (``--json FILE``, rank 0)::
                  "kernels_compiled"},
      "memory": {"rss_mb_per_epoch": [...], "rss_growth_after_first_epoch_mb",
                 "window_steps", "traced_peak_bytes", "traced_net_bytes",
-                "kernel_allocations", "allocation_free"}}
+                "kernel_allocations", "allocation_free",
+                "shard", "parameter_bytes", "optimizer_state_bytes_per_rank",
+                "optimizer_state_bytes_unsharded", "optimizer_state_fraction",
+                "gradient_message_bytes", "reduced_gradient_bytes_per_rank"}}
+
+The second half of ``memory`` is the probe run's ``summary.json`` section: bytes of the
+arrays training keeps (the largest rank's), e.g. the optimizer state that ``--shard``
+cuts to 1/P.
 
 Times are in seconds, ``*_mb`` in MiB; a value that could not be measured is null.
 ``allocation_free`` holds when, over the window of steps, tracemalloc (which sees every
@@ -98,7 +105,8 @@ _MB = 1 << 20
 
 #: TrainConfig fields that are ``bench train`` flags, as ``mpitrain train`` declares them.
 CONFIG_OPTIONS = ("samples", "features", "classes", "dtype", "model", "hidden", "seed",
-                  "epochs", "lr", "shuffle", "reduce", "compress", "overlap", "shared_memory")
+                  "epochs", "lr", "optimizer", "shuffle", "reduce", "compress", "overlap",
+                  "shard", "shared_memory")
 #: The standard workload where it differs from ``mpitrain train``'s defaults.
 WORKLOAD_DEFAULTS = {"samples": 200_000, "features": 64, "classes": 10, "epochs": 2,
                      "shuffle": "local"}
@@ -225,6 +233,7 @@ def _probe(config: TrainConfig, comm: MPI.Comm, clock: StartClock) -> dict[str, 
             "allocation_free": (bool(worst[3] < ALLOCATION_SLACK
                                      and worst[4] < ALLOCATION_SLACK
                                      and kernel_allocs == 0) if measured else None)},
+        "held": result.summary["memory"],
         "probe_test_accuracy": result.history[-1].get("test_accuracy"),
         "dims": [int(d) for d in result.summary["model"]["dims"]],
         "train_rows": int(result.summary["data"]["train_rows"]),
@@ -454,6 +463,7 @@ def _report(args: argparse.Namespace, config: TrainConfig, comm: MPI.Comm,
                      "lr": config.lr, "dtype": config.dtype, "shuffle": config.shuffle,
                      "reduce": config.reduce, "compress": config.compress,
                      "overlap": config.overlap, "shared_memory": config.shared_memory,
+                     "optimizer": config.optimizer, "shard": config.shard,
                      "repeats": args.repeats},
         "throughput": {
             "samples_per_second": round(sps),
@@ -474,7 +484,7 @@ def _report(args: argparse.Namespace, config: TrainConfig, comm: MPI.Comm,
                      "train_loss": median_run["train_loss"]},
         "kernels": kernels,
         "startup": probe["startup"],
-        "memory": probe["memory"],
+        "memory": {**probe["memory"], **probe["held"]},
     }
 
 
@@ -515,6 +525,12 @@ def _table(doc: dict[str, Any]) -> str:
                  f"{st['kernels_compiled']})")
     lines.append(f"{'RSS per epoch (MiB, max over ranks)':<34} {m['rss_mb_per_epoch']}  "
                  f"growth after epoch 1: {m['rss_growth_after_first_epoch_mb']} MiB")
+    lines.append(f"{'optimizer state per rank (MiB)':<34} "
+                 f"{m['optimizer_state_bytes_per_rank'] / _MB:>12.2f}  ({w['optimizer']}, "
+                 f"--shard {w['shard']}; unsharded "
+                 f"{m['optimizer_state_bytes_unsharded'] / _MB:.2f} MiB, fraction "
+                 f"{m['optimizer_state_fraction']:.3f}; parameters "
+                 f"{m['parameter_bytes'] / _MB:.2f} MiB)")
     verdict = {True: "none", False: "FOUND", None: "n/a"}[m["allocation_free"]]
     lines.append(f"{'allocations in ' + str(m['window_steps']) + ' steps':<34} "
                  f"{verdict:>12}  (traced peak {m['traced_peak_bytes']} B, net "

@@ -5,6 +5,12 @@ module decides *when* (every N units, when asked to stop, at the end), *what* (t
 strategy's state plus the unit index, the resolved config, the version and the number of
 ranks), *which* checkpoint ``--resume`` means, and checks that it fits the run that wants
 to resume from it. Problems are reported to the user here, in the CLI's words.
+
+Sharded training (a strategy with a :attr:`~mpitrain.strategies.base.Strategy.checkpoint_slice`)
+writes sharded checkpoints: every rank saves its slice into its own shard file, then rank 0
+writes the manifest naming them (:mod:`.sharded`); nothing is gathered. Resuming cuts any
+checkpoint, sharded or not, to the slice the resuming run's rank owns, so a run resumes
+on another number of ranks, and with or without ``--shard``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain import __version__
+from mpitrain.checkpoint import sharded
 from mpitrain.checkpoint.store import (
     CHECKPOINT_SUBDIR,
     Checkpoint,
@@ -26,26 +33,30 @@ from mpitrain.checkpoint.store import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    save_shard,
 )
 from mpitrain.config import TrainConfig, flag
 from mpitrain.errors import UserError, agree, checked
+from mpitrain.runtime.outputs import written
 from mpitrain.runtime.preemption import stop_reached
 from mpitrain.strategies.base import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
 MAY_CHANGE = frozenset({"epochs", "rounds", "reduce", "out", "overwrite", "quiet", "resume",
-                        "checkpoint_every", "keep", "stall_timeout", "eval_every",
+                        "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard",
                         "straggler"})
 
 
 @dataclass(kw_only=True)
 class Checkpointer:
-    """Writes checkpoints of ``strategy`` from rank 0 into ``OUT/checkpoints``."""
+    """Writes checkpoints of ``strategy`` from rank 0 into ``OUT/checkpoints`` (sharded: a
+    shard from every rank, then the manifest from rank 0)."""
 
     strategy: Strategy
     config: TrainConfig
     comm: MPI.Comm
     directory: Path | None  # None on other ranks or without --out
+    shard_directory: Path | None = None  # sharded: OUT/checkpoints on every rank
     every: int
     keep: int
     periods: int = 0  # metrics lines recorded so far (to trim metrics.jsonl on resume)
@@ -75,13 +86,57 @@ class Checkpointer:
             return
         agree(self.comm, self._not_finite(next_unit))
         self.last_saved = next_unit
+        if self.shard_directory is not None:
+            self._save_sharded(next_unit)
+            return
+        written(self.comm, f"a checkpoint to {Path(self.config.out) / CHECKPOINT_SUBDIR}",
+                self._write, next_unit)
+
+    def _write(self, next_unit: int) -> None:
+        """Rank 0: write the checkpoint file (the other ranks have nothing to write)."""
         if self.directory is None:
             return
         arrays, meta = self.strategy.checkpoint_state()
-        meta = {**meta, "next_unit": next_unit, "periods": self.periods,
+        save_checkpoint(self.directory, index=next_unit, arrays=arrays,
+                        meta=self._meta(meta, next_unit), keep=self.keep)
+
+    def _meta(self, meta: dict[str, Any], next_unit: int) -> dict[str, Any]:
+        return {**meta, "next_unit": next_unit, "periods": self.periods,
                 "config": self.config.to_dict(), "mpitrain_version": __version__,
                 "ranks": self.comm.Get_size()}
-        save_checkpoint(self.directory, index=next_unit, arrays=arrays, meta=meta,
+
+    def _save_sharded(self, next_unit: int) -> None:
+        """Collective: every rank writes its shard, then rank 0 the manifest naming them
+        (so the checkpoint exists, under its usual name, only once every shard does)."""
+        comm = self.comm
+        rank, ranks = comm.Get_rank(), comm.Get_size()
+        start, stop = self.strategy.checkpoint_slice
+        arrays, meta = self.strategy.checkpoint_state()
+        records: list[dict[str, Any]] = []
+
+        def write_shard() -> None:
+            path, digest = save_shard(
+                self.shard_directory, index=next_unit, rank=rank, ranks=ranks, arrays=arrays,
+                meta={"shard": {"rank": rank, "ranks": ranks, "start": start, "stop": stop,
+                                "next_unit": next_unit}})
+            records.append({"file": path.name, "start": start, "stop": stop,
+                            "sha256": digest})
+
+        written(comm, f"the checkpoint shard of rank {rank} to {self.shard_directory}",
+                write_shard)
+        gathered = comm.gather(records[0], root=0)  # small metadata only
+        written(comm, f"a checkpoint to {self.shard_directory}", self._write_manifest,
+                next_unit, list(arrays), meta, gathered)
+
+    def _write_manifest(self, next_unit: int, names: list[str], meta: dict[str, Any],
+                        records: list[dict[str, Any]] | None) -> None:
+        """Rank 0: the manifest naming every rank's shard."""
+        if self.directory is None:
+            return
+        meta = {**self._meta(meta, next_unit),
+                **sharded.manifest_meta(n=self.strategy.layout.size, arrays=names,
+                                        shards=records)}
+        save_checkpoint(self.directory, index=next_unit, arrays={}, meta=meta,
                         keep=self.keep)
 
     def _not_finite(self, next_unit: int) -> str | None:
@@ -95,12 +150,14 @@ class Checkpointer:
 
 def make_checkpointer(strategy: Strategy, config: TrainConfig, comm: MPI.Comm) -> Checkpointer:
     """A Checkpointer writing under ``--out`` on rank 0."""
-    directory = None
+    directory = shard_directory = None
     if config.out is not None and comm.Get_rank() == 0:
-        directory = Path(config.out) / CHECKPOINT_SUBDIR
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = Path(config.out) / CHECKPOINT_SUBDIR  # created by the first save
+    if config.out is not None and strategy.checkpoint_slice is not None:
+        shard_directory = Path(config.out) / CHECKPOINT_SUBDIR
     return Checkpointer(strategy=strategy, config=config, comm=comm, directory=directory,
-                        every=config.checkpoint_every, keep=config.keep)
+                        shard_directory=shard_directory, every=config.checkpoint_every,
+                        keep=config.keep)
 
 
 def load_resume_checkpoint(config: TrainConfig, comm: MPI.Comm,
@@ -126,8 +183,29 @@ def load_resume_checkpoint(config: TrainConfig, comm: MPI.Comm,
     if path is None:
         return None
     checkpoint = checked(comm, load, path)
-    agree(comm, mismatch(checkpoint, config, strategy))
+    if strategy is None:
+        agree(comm, mismatch(checkpoint, config))
+        return checkpoint
+    agree(comm, mismatch(checkpoint, config))
+    checkpoint = checked(comm, _state_for, checkpoint, strategy)
+    agree(comm, _state_mismatch(checkpoint, config, strategy))
     return checkpoint
+
+
+def _state_for(checkpoint: Checkpoint, strategy: Strategy) -> Checkpoint:
+    """The part of ``checkpoint`` that ``strategy`` restores on this rank: its slice (read
+    from the shards that hold it, when sharded), or the whole state."""
+    n = strategy.layout.size
+    where = f"--resume: checkpoint {checkpoint.path}"
+    if sharded.is_sharded(checkpoint) and sharded.length(checkpoint) != n:
+        raise UserError(f"{where} holds a model of {sharded.length(checkpoint)} parameters "
+                        f"but this run's model ({strategy.layout.describe()}) has {n}: the "
+                        "data or the model changed since it was written; start a new run")
+    start, stop = strategy.checkpoint_slice or (0, n)
+    try:
+        return sharded.slice_of(checkpoint, n, start, stop)
+    except CheckpointError as exc:
+        raise UserError(f"--resume: {exc}") from None
 
 
 def load(path: str | PathLike[str]) -> Checkpoint:
@@ -175,6 +253,39 @@ def find_resume_checkpoint(
         detail = "; ".join(warnings) if warnings else "it holds no ckpt-*.npz files"
         raise UserError(f"--resume {resume}: no usable checkpoint in {target} ({detail})")
     return checkpoint, warnings
+
+
+def consolidate_run(run: str | PathLike[str], output: str | PathLike[str] | None = None,
+                    ) -> tuple[Path, Path]:
+    """``mpitrain checkpoint consolidate RUN``: the newest good checkpoint of ``RUN`` (a
+    run directory, its checkpoints directory or a manifest file), if sharded, written as
+    one ordinary checkpoint file at ``output`` (default ``RUN/consolidated-ckpt-N.npz``
+    next to the checkpoints directory). Returns (checkpoint read, file written)."""
+    if not Path(run).exists():
+        raise UserError(f"checkpoint consolidate {run}: no such checkpoint file or run "
+                        "directory")
+    target = resolve_resume_path(run)
+    if target.is_file():
+        checkpoint = load(target)
+    else:
+        checkpoint, warnings = latest_checkpoint(target)
+        for warning in warnings:
+            print(f"mpitrain: warning: {warning}", file=sys.stderr, flush=True)
+        if checkpoint is None:
+            raise UserError(f"checkpoint consolidate {run}: no usable checkpoint in {target}")
+    if not sharded.is_sharded(checkpoint):
+        raise UserError(f"checkpoint consolidate: {checkpoint.path} is not sharded (it is "
+                        "already one ordinary file)")
+    if output is None:
+        base = checkpoint.path.parent
+        base = base.parent if base.name == CHECKPOINT_SUBDIR else base
+        output = base / f"consolidated-{checkpoint.path.name}"
+    try:
+        return checkpoint.path, sharded.consolidate(checkpoint, output)
+    except CheckpointError as exc:
+        raise UserError(f"checkpoint consolidate: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"checkpoint consolidate: cannot write {output}: {exc}") from None
 
 
 # What Checkpointer.save adds to the strategy's metadata, and its JSON types.

@@ -14,6 +14,12 @@ A checkpoint is ``DIR/ckpt-{index:09d}.npz``, a zip of ``.npy`` members that loa
   shape and bytes, so a file whose members are intact zip-wise but do not belong together
   (or were damaged past the zip CRC) is caught.
 
+A sharded checkpoint (sharded training: every rank saves its own slice) is one small
+manifest under the same name, ``ckpt-{index:09d}.npz`` (no arrays; its metadata lists
+the shards), plus one file per rank, ``ckpt-{index:09d}.shard-{rank:05d}-of-{P:05d}.npz``
+in the same format (:func:`save_shard`), each written atomically by its rank before the
+manifest is; :mod:`.sharded` reads them back.
+
 A file appears under its final name only once it is complete and on disk (temp file in the
 same directory, fsync, ``os.replace``, fsync of the directory), so a job killed while
 writing leaves the previous checkpoint as the newest complete one. :func:`latest_checkpoint`
@@ -64,6 +70,7 @@ class Checkpoint:
     arrays: dict[str, np.ndarray]
     meta: dict
     path: Path
+    sha256: str = ""  # hex of the stored checksum (what a manifest records of a shard)
 
     @property
     def index(self) -> int | None:
@@ -74,6 +81,12 @@ class Checkpoint:
 def checkpoint_name(index: int) -> str:
     """File name of checkpoint ``index``: ``ckpt-000000050.npz``."""
     return f"ckpt-{index:09d}.npz"
+
+
+def shard_name(index: int, rank: int, ranks: int) -> str:
+    """File name of rank ``rank``'s shard of checkpoint ``index`` written by ``ranks``
+    ranks: ``ckpt-000000050.shard-00001-of-00004.npz``."""
+    return f"ckpt-{index:09d}.shard-{rank:05d}-of-{ranks:05d}.npz"
 
 
 def checkpoint_index(path: str | os.PathLike[str]) -> int | None:
@@ -176,21 +189,56 @@ def save_checkpoint(
     ``meta`` must be JSON-serialisable (tuples come back as lists). After the write, the
     directory keeps the ``keep`` newest checkpoints up to ``index``; checkpoints with a
     higher index are removed too: they belong to a run that this one resumed before, and
-    would otherwise shadow the new ones on the next resume. Temp files left by a writer
-    that was killed are removed. Returns the path written.
+    would otherwise shadow the new ones on the next resume. Shards of removed checkpoints
+    go with them. Temp files left by a writer that was killed are removed. Returns the
+    path written.
     """
-    if not isinstance(index, int | np.integer) or index < 0:
-        raise ValueError(f"checkpoint index must be an integer >= 0 (got {index!r})")
+    _check_index(index)
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (got {keep})")
+    root = Path(directory)
+    started = time.time()
+    target = root / checkpoint_name(int(index))
+    write_checkpoint_file(target, arrays=arrays, meta=meta)
+    _prune(root, newest=int(index), keep=keep, started=started)
+    return target
+
+
+def save_shard(
+    directory: str | os.PathLike[str],
+    *,
+    index: int,
+    rank: int,
+    ranks: int,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, object],
+) -> tuple[Path, str]:
+    """Write rank ``rank``'s shard of checkpoint ``index`` atomically (nothing is pruned:
+    the manifest's writer does that); returns its path and checksum (hex)."""
+    _check_index(index)
+    target = Path(directory) / shard_name(int(index), rank, ranks)
+    return target, write_checkpoint_file(target, arrays=arrays, meta=meta)
+
+
+def _check_index(index: object) -> None:
+    if not isinstance(index, int | np.integer) or index < 0:
+        raise ValueError(f"checkpoint index must be an integer >= 0 (got {index!r})")
+
+
+def write_checkpoint_file(
+    target: str | os.PathLike[str],
+    *,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, object],
+) -> str:
+    """Write one checkpoint file at ``target`` atomically (temp file in the same
+    directory, fsync, rename, fsync of the directory); returns its checksum (hex)."""
     prepared = _prepare_arrays(arrays)
     meta_bytes = json.dumps(dict(meta), sort_keys=True, ensure_ascii=False).encode("utf-8")
     digest = _checksum(meta_bytes, prepared)
-
-    root = Path(directory)
+    target = Path(target)
+    root = target.parent
     root.mkdir(parents=True, exist_ok=True)
-    target = root / checkpoint_name(int(index))
-    started = time.time()
     fd, temp_name = tempfile.mkstemp(dir=root, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
     temp = Path(temp_name)
     try:
@@ -207,20 +255,23 @@ def save_checkpoint(
         temp.unlink(missing_ok=True)
         raise
     _fsync_directory(root)
-    _prune(root, newest=int(index), keep=keep, started=started)
-    return target
+    return digest.hex()
 
 
 def _prune(root: Path, *, newest: int, keep: int, started: float) -> None:
     """Remove checkpoints other than the ``keep`` newest up to ``newest``, and stale temps."""
     older = []
+    removed = []
     for index, path in list_checkpoints(root):
         if index > newest:
-            path.unlink(missing_ok=True)
+            removed.append(path)
         elif index < newest:
             older.append(path)
-    for path in older[: max(0, len(older) - (keep - 1))]:
+    removed += older[: max(0, len(older) - (keep - 1))]
+    for path in removed:
         path.unlink(missing_ok=True)
+        for shard in root.glob(path.name[: -len(".npz")] + ".shard-*.npz"):
+            shard.unlink(missing_ok=True)
     for path in root.glob(_TEMP_PREFIX + "*" + _TEMP_SUFFIX):
         try:
             if path.stat().st_mtime < started:
@@ -291,7 +342,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise corrupt(f"{META_KEY} is not valid UTF-8 JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise corrupt(f"{META_KEY} is not a JSON object")
-    return Checkpoint(arrays=arrays, meta=meta, path=path)
+    return Checkpoint(arrays=arrays, meta=meta, path=path, sha256=computed.hex())
 
 
 def latest_checkpoint(

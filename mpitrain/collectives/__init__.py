@@ -39,6 +39,11 @@ bitwise identical on every rank.
 The package may import mpi4py, numpy, :mod:`mpitrain.kernels` (reduction kernels) and
 :mod:`mpitrain.runtime` (loading them in waves); nothing of training.
 
+``reduce_scatter(buf, comm)`` and ``allgather(buf, comm)`` are the two halves of an
+allreduce (:mod:`.scatter`), for sharded training: rank ``r`` owns chunk ``r`` of the
+flat buffer, cut by :func:`.ring.chunk_offsets` ``(n, P)``; algorithms ``ring``, ``mpi``
+and ``auto`` (:func:`.select.choose_scatter`). Same argument rules as ``allreduce``.
+
 ``shared_buffer(shape, dtype, comm)`` allocates an array in shared memory (when all ranks
 are on one node), on which the ring runs without staging copies.
 
@@ -52,11 +57,12 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import blocking, native, ring, root
+from mpitrain.collectives import blocking, native, ring, root, scatter
 from mpitrain.collectives.args import (
     ALGORITHMS,
     NONBLOCKING_ALGORITHMS,
     OPS,
+    SCATTER_ALGORITHMS,
     check_algorithm,
     check_choice,
     check_comm,
@@ -65,10 +71,11 @@ from mpitrain.collectives.args import (
 from mpitrain.collectives.context import CommState, state_of
 from mpitrain.collectives.handles import AllreduceHandle, DoneHandle
 from mpitrain.collectives.persistent import Allreducer
-from mpitrain.collectives.select import choose, resolve
+from mpitrain.collectives.select import choose, resolve, resolve_scatter
 
-__all__ = ["ALGORITHMS", "NONBLOCKING_ALGORITHMS", "OPS", "AllreduceHandle", "Allreducer",
-           "allreduce", "choose", "shared_buffer", "start_allreduce"]
+__all__ = ["ALGORITHMS", "NONBLOCKING_ALGORITHMS", "OPS", "SCATTER_ALGORITHMS",
+           "AllreduceHandle", "Allreducer", "allgather", "allreduce", "choose",
+           "reduce_scatter", "shared_buffer", "start_allreduce"]
 
 
 def _prepare(
@@ -106,6 +113,50 @@ def allreduce(
     """
     flat, state, algorithm = _prepare(buf, comm, algorithm, op, shared_memory=shared_memory)
     blocking.run(flat, state, algorithm, op == "mean", shared_memory=shared_memory)
+    return buf
+
+
+def _prepare_scatter(buf: np.ndarray, comm: MPI.Comm, algorithm: str, op: str = "sum",
+                     ) -> tuple[np.ndarray, CommState, str]:
+    """Check the arguments of reduce_scatter/allgather, then (collective on first use) the
+    private comm, and resolve the algorithm (:func:`.select.resolve_scatter`)."""
+    flat = flat_view(buf)
+    check_choice("algorithm", algorithm, SCATTER_ALGORITHMS)
+    check_choice("op", op, OPS)
+    check_comm(comm)
+    state = state_of(comm)
+    return flat, state, resolve_scatter(algorithm, state, flat.nbytes, flat.itemsize)
+
+
+def reduce_scatter(
+    buf: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD, *, algorithm: str = "auto",
+    op: str = "sum",
+) -> np.ndarray:
+    """Sum (``op="mean"``: average) ``buf`` over ``comm``, keeping only this rank's chunk
+    (collective); returns that chunk, a 1-D view of ``buf``.
+
+    Rank ``r`` owns chunk ``r`` of the flattened buffer as :func:`.ring.chunk_offsets`
+    ``(buf.size, P)`` cuts it (the first ``size % P`` chunks one element longer; some may
+    be empty). The rest of ``buf`` is left holding partial sums. ``buf``: as for
+    :func:`allreduce`; ``algorithm``: one of :data:`SCATTER_ALGORITHMS`; ``op``: ``"sum"``
+    or ``"mean"`` (ValueError/TypeError on every rank otherwise).
+    """
+    flat, state, algorithm = _prepare_scatter(buf, comm, algorithm, op)
+    scatter.reduce_scatter(flat, state, algorithm, op == "mean")
+    return scatter.chunk(flat, state.comm.Get_size(), state.comm.Get_rank())
+
+
+def allgather(
+    buf: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD, *, algorithm: str = "auto",
+) -> np.ndarray:
+    """Fill every rank's ``buf`` with every rank's chunk of it (collective); returns ``buf``.
+
+    Rank ``r`` contributes chunk ``r`` (the layout of :func:`reduce_scatter`), so
+    ``allgather(buf)`` after ``reduce_scatter(buf)`` is an allreduce. Argument rules as
+    :func:`reduce_scatter`.
+    """
+    flat, state, algorithm = _prepare_scatter(buf, comm, algorithm)
+    scatter.allgather(flat, state, algorithm)
     return buf
 
 

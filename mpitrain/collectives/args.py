@@ -9,6 +9,8 @@ ALGORITHMS = ("auto", "shm", "ring", "mpi", "root")
 # start_allreduce: "shm" polls shared memory outside MPI, so it only exists blocking
 NONBLOCKING_ALGORITHMS = ("auto", "ring", "mpi", "root")
 OPS = ("sum", "mean")
+# reduce_scatter / allgather: the ring's halves and MPI's own (nothing else splits a message)
+SCATTER_ALGORITHMS = ("auto", "ring", "mpi")
 
 MPI_TYPES = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
 

@@ -190,28 +190,51 @@ class RingAllreduce:
         return self._buf
 
 
-def _sendrecv_ring(flat: np.ndarray, comm: MPI.Comm, tags: tuple[int, int], mean: bool) -> None:
-    """The same ring without pipelining: one blocking Sendrecv per step (least overhead)."""
-    size, rank = comm.Get_size(), comm.Get_rank()
+def sendrecv_reduce_scatter(flat: np.ndarray, comm: MPI.Comm, tag: int, own: int) -> None:
+    """The ring's reduce-scatter, one blocking Sendrecv per step: afterwards chunk ``own``
+    of ``flat`` holds the sum over all ranks (``own`` is ``rank + 1`` in the allreduce,
+    ``rank`` in :func:`mpitrain.collectives.reduce_scatter`; each rank must own a
+    different chunk, in ring order). The other chunks hold partial sums."""
+    size = comm.Get_size()
     off = chunk_offsets(flat.size, size)
+    rank = comm.Get_rank()
     right, left = (rank + 1) % size, (rank - 1) % size
     mpitype = MPI_TYPES[flat.dtype]
     tmp = scratch.acquire(flat.dtype, -(-flat.size // size))
     for step in range(size - 1):
-        out, into = (rank - step) % size, (rank - step - 1) % size
+        out, into = (own - 1 - step) % size, (own - 2 - step) % size
         dst = flat[off[into] : off[into + 1]]
         got = tmp[: dst.size]
-        comm.Sendrecv([flat[off[out] : off[out + 1]], mpitype], right, tags[0],
-                      [got, mpitype], left, tags[0])
+        comm.Sendrecv([flat[off[out] : off[out + 1]], mpitype], right, tag,
+                      [got, mpitype], left, tag)
         add_into(dst, got)
     scratch.release(tmp)
-    if mean:
-        own = (rank + 1) % size
-        scale_inplace(flat[off[own] : off[own + 1]], 1.0 / size)
+
+
+def sendrecv_allgather(flat: np.ndarray, comm: MPI.Comm, tag: int, own: int) -> None:
+    """The ring's allgather, one blocking Sendrecv per step: every rank starts with chunk
+    ``own`` of ``flat`` (``own`` as in :func:`sendrecv_reduce_scatter`) and ends with all
+    of them."""
+    size = comm.Get_size()
+    off = chunk_offsets(flat.size, size)
+    rank = comm.Get_rank()
+    right, left = (rank + 1) % size, (rank - 1) % size
+    mpitype = MPI_TYPES[flat.dtype]
     for step in range(size - 1):
-        out, into = (rank + 1 - step) % size, (rank - step) % size
-        comm.Sendrecv([flat[off[out] : off[out + 1]], mpitype], right, tags[1],
-                      [flat[off[into] : off[into + 1]], mpitype], left, tags[1])
+        out, into = (own - step) % size, (own - step - 1) % size
+        comm.Sendrecv([flat[off[out] : off[out + 1]], mpitype], right, tag,
+                      [flat[off[into] : off[into + 1]], mpitype], left, tag)
+
+
+def _sendrecv_ring(flat: np.ndarray, comm: MPI.Comm, tags: tuple[int, int], mean: bool) -> None:
+    """The same ring without pipelining: one blocking Sendrecv per step (least overhead)."""
+    size = comm.Get_size()
+    own = (comm.Get_rank() + 1) % size
+    sendrecv_reduce_scatter(flat, comm, tags[0], own)
+    if mean:
+        off = chunk_offsets(flat.size, size)
+        scale_inplace(flat[off[own] : off[own + 1]], 1.0 / size)
+    sendrecv_allgather(flat, comm, tags[1], own)
 
 
 def allreduce(flat: np.ndarray, comm: MPI.Comm, tags: tuple[int, int], mean: bool) -> None:

@@ -12,6 +12,20 @@ on one node; :func:`resolve` works that out per communicator):
 3. otherwise (several nodes, or ``shared_memory=False``): the ``ring`` over MPI messages
    from :func:`ring_threshold`, ``root`` inside :data:`ROOT_BAND`, else ``mpi``.
 
+``reduce_scatter`` and ``allgather`` (:func:`choose_scatter`): the ``ring`` over MPI
+messages from the same :func:`ring_threshold` as the allreduce's ring (each is one half of
+that ring, and MPI's ``Reduce_scatter``/``Allgatherv`` are the halves of its allreduce),
+else ``mpi``; one rank: ``mpi``. A first check, 2026-11-29, on the busy machine (load
+average 12-15, 4 ranks oversubscribed), reduce-scatter + allgather, median of 3::
+
+    bytes        P=2 ring / mpi (float32)      P=4 ring / mpi (float32)
+    256 KiB      2.0 / 3.4 ms                  17.8 / 12.9 ms
+    1 MiB        5.0 / 10.3 ms                 23.8 / 51.6 ms
+    16 MiB       12.5 / 77.9 ms                49.5 / 1910 ms
+
+(MPICH's ``Reduce_scatter``/``Allgatherv`` fall far behind for large messages), so the
+allreduce's ring thresholds stand; not yet measured on an idle machine.
+
 The training strategies use it too (through :class:`mpitrain.collectives.Allreducer` and
 ``allreduce``), so ``--reduce auto`` means the same thing for every message.
 :func:`~mpitrain.collectives.start_allreduce` resolves ``auto`` with ``shared=False``
@@ -184,6 +198,22 @@ def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False) -
     if low <= nbytes <= high:
         return "root"
     return "mpi"
+
+
+def choose_scatter(nbytes: int, size: int, itemsize: int = 8) -> str:
+    """The algorithm ``auto`` uses for a ``reduce_scatter`` or ``allgather`` of ``nbytes``
+    bytes (the whole buffer) on ``size`` ranks."""
+    if size > 1 and nbytes >= ring_threshold(size, itemsize):
+        return "ring"
+    return "mpi"
+
+
+def resolve_scatter(algorithm: str, state: CommState, nbytes: int, itemsize: int) -> str:
+    """The algorithm a (checked) ``reduce_scatter``/``allgather`` runs: ``auto`` through
+    :func:`choose_scatter`, anything else as given. No communication."""
+    if algorithm != "auto":
+        return algorithm
+    return choose_scatter(nbytes, state.comm.Get_size(), itemsize)
 
 
 def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,

@@ -126,6 +126,14 @@ class Strategy(ABC):
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Load what :meth:`checkpoint_state` returned (possibly on another rank count)."""
 
+    @property
+    def checkpoint_slice(self) -> tuple[int, int] | None:
+        """None: :meth:`checkpoint_state` is the whole state, the same on every rank (rank
+        0 writes it). ``(start, stop)``: it is this rank's slice ``[start, stop)`` of
+        every array of the flat model's length (sharded training), and every rank writes
+        its own (:mod:`mpitrain.checkpoint.policy`)."""
+        return None
+
     def summary(self) -> dict[str, Any]:
         """Sections this strategy adds to summary.json (none by default; the same on every
         rank)."""

@@ -72,8 +72,15 @@ class StaleSynchronousStrategy(SyncStrategy):
             super().__post_init__()
             return
         self._n = self.layout.size
+        self._owned = self.params
         self._messages = [np.zeros(self._n + TAIL, dtype=self.params.dtype)
                           for _ in range(self.staleness + 1)]
+        self._result = self._messages[0]
+
+    def _message_bytes(self) -> int:
+        if self.staleness == 0:
+            return super()._message_bytes()
+        return sum(message.nbytes for message in self._messages)
 
     # -- the loop's hooks --------------------------------------------------------------------
     def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:

@@ -30,13 +30,14 @@ from mpitrain.collectives import AllreduceHandle, Allreducer, start_allreduce
 from mpitrain.config import shared_memory_allowed
 from mpitrain.data import Shard
 from mpitrain.data.batches import EpochPlan, epoch_plan, steps_per_epoch
-from mpitrain.errors import agree, shared_error
+from mpitrain.errors import UserError, agree, shared_error
 from mpitrain.evaluation import Evaluator, label_stats, summarize
 from mpitrain.models import BoundModel, Layout
 from mpitrain.models.gradient import BatchGradient
 from mpitrain.optimizers import Optimizer, learning_rate, make_optimizer
 
 from .base import StopRequested, Strategy, Unit, vote, voted
+from .shards import memory_report
 
 if TYPE_CHECKING:
     from mpitrain.config import TrainConfig
@@ -100,13 +101,17 @@ class MinibatchStrategy(Strategy):
             metrics.update({f"test_{key}": value for key, value in test.items()})
         return metrics
 
+    def checkpointed_params(self) -> np.ndarray:
+        """The parameters a checkpoint holds (all of them here)."""
+        return self.params
+
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {"params": self.params,
+        arrays = {"params": self.checkpointed_params(),
                   **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
         return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.params[...] = arrays["params"]
+        self.checkpointed_params()[...] = arrays["params"]  # (all of them, unsharded)
         for name, value in self.optimizer.state.items():
             value[...] = arrays[f"optimizer.{name}"]
         self.optimizer.steps = int(meta["optimizer_steps"])
@@ -118,12 +123,13 @@ class SyncStrategy(MinibatchStrategy):
     """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
 
     unit_name = "step"
-    options = ("compress", "overlap", "straggler")
+    options = ("compress", "overlap", "shard", "straggler")
 
     shuffle: str
     reduce_algorithm: str = "auto"
     compress: str = "none"
     overlap: bool = False
+    shard: str = "none"  # --shard: ShardedSyncStrategy (.sharded) runs the other values
     shared_memory: bool = True
     _plan: EpochPlan | None = field(init=False, default=None)
     _plan_epoch: int = field(init=False, default=-1)
@@ -132,8 +138,22 @@ class SyncStrategy(MinibatchStrategy):
     _buckets: list[tuple[int, np.ndarray]] = field(init=False, default_factory=list)
     _handles: list[AllreduceHandle] = field(init=False, default_factory=list)
     _result: np.ndarray = field(init=False)  # the reduced message of the current step
+    # what ``apply`` updates: all of params (a ShardedSyncStrategy: this rank's slice, with
+    # the gradient at _result[:_n] and the tail at _result[_n:])
+    _owned: np.ndarray = field(init=False)
 
     # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def validate(cls, config: TrainConfig) -> None:
+        if config.shard == "none":
+            return
+        for name, value in (("overlap", config.overlap), ("compress", config.compress)):
+            if value not in (False, "none"):
+                shown = f"--{name}" + ("" if value is True else f" {value}")
+                raise UserError(f"--shard {config.shard} reduce-scatters the whole gradient "
+                                f"at once, so it cannot be combined with {shown}; drop one "
+                                "of them")
+
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
         # (the reductions' kernels are loaded by mpitrain.collectives itself)
@@ -142,6 +162,10 @@ class SyncStrategy(MinibatchStrategy):
     @classmethod
     def build(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> SyncStrategy:
+        if config.shard != "none" and cls is SyncStrategy:
+            from .sharded import ShardedSyncStrategy  # (it subclasses this one)
+
+            cls = ShardedSyncStrategy
         size = comm.Get_size()
         agree(comm, check_stragglers(config.straggler, size))
         max_rows = (-(-config.batch_size // size) if config.shuffle == "local"
@@ -154,7 +178,7 @@ class SyncStrategy(MinibatchStrategy):
                 if dataset.test.n_total > 0 else None)
         return cls(
             comm=comm, layout=model.layout, params=params,
-            optimizer=optimizer_for(config, params),
+            optimizer=optimizer_for(config, cls.owned(params, comm)),
             gradient=BatchGradient(model, max_rows=max_rows, dtype=params.dtype),
             train=dataset.train, test=test,
             train_label_stats=label_stats(dataset.train, comm) if model.regression else None,
@@ -162,7 +186,7 @@ class SyncStrategy(MinibatchStrategy):
             seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
             lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
             reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
-            shared_memory=shared_memory_allowed(config),
+            shard=config.shard, shared_memory=shared_memory_allowed(config),
             straggler=Straggler.for_rank(config.straggler, rank=comm.Get_rank(),
                                          seed=config.seed),
             **cls.mode_fields(config))
@@ -172,8 +196,14 @@ class SyncStrategy(MinibatchStrategy):
         """Fields a subclass (a variant of this strategy) adds, from ``config``."""
         return {}
 
+    @classmethod
+    def owned(cls, params: np.ndarray, comm: MPI.Comm) -> np.ndarray:
+        """The part of ``params`` this rank updates and keeps optimizer state for: all."""
+        return params
+
     def __post_init__(self) -> None:
         self._n = self.layout.size  # a computed property: not something to redo every step
+        self._owned = self.params
         count = self._n + TAIL
         if not self.overlap:
             self._reducer = Allreducer(count, self.params.dtype, self.comm,
@@ -263,7 +293,7 @@ class SyncStrategy(MinibatchStrategy):
                                "--lr; the last good checkpoint is kept")
         correct = float(message[n + 1])
         count = float(message[n + 2])
-        self.optimizer.apply(self.params, message, scale=1.0 / count,
+        self.optimizer.apply(self._owned, message, scale=1.0 / count,
                              lr=self.learning_rate(unit))
         sums = self._sums
         sums[0] += loss
@@ -277,3 +307,22 @@ class SyncStrategy(MinibatchStrategy):
     def close(self) -> None:
         if self._reducer is not None:
             self._reducer.close()
+
+    # -- checkpoints and outputs -------------------------------------------------------------
+    def checkpointed_params(self) -> np.ndarray:
+        return self._owned  # (a sharded run's: this rank's slice)
+
+    def summary(self) -> dict[str, Any]:
+        """Collective: what a rank keeps in memory, the largest over the ranks (``--shard``
+        cuts the optimizer state)."""
+        held = np.array([sum(v.nbytes for v in self.optimizer.state.values()),
+                         self._message_bytes(), self._result.nbytes], dtype=np.int64)
+        self.comm.Allreduce(MPI.IN_PLACE, held, op=MPI.MAX)
+        return {"memory": memory_report(
+            shard=self.shard, optimizer=self.optimizer.name, n=self.layout.size,
+            itemsize=self.params.itemsize, state_bytes=int(held[0]),
+            message_bytes=int(held[1]), reduced_bytes=int(held[2]))}
+
+    def _message_bytes(self) -> int:
+        """Bytes of the step's working message (the reduced one, in place, unsharded)."""
+        return self._result.nbytes
