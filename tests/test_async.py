@@ -170,7 +170,7 @@ def test_option_errors(options, message):
     (["--mode", "ssp", "--straggler", "2:3"], 2,
      "--straggler names rank 2 but the job has 2 ranks (0..1)"),
     (["--mode", "async"], 2,
-     "mpitrain train: argument --mode: invalid choice: 'async' (choose from 'sync', "
+     "argument --mode: invalid choice: 'async' (choose from 'sync', "
      "'fedavg', 'ssp', 'local-sgd', 'gossip', 'async-ps')"),
 ])
 def test_errors_end_the_job_with_one_message(args, ranks, message):
