@@ -143,6 +143,10 @@ RING_FROM = {2: 256 * KIB, 3: 128 * KIB, 4: 256 * KIB}
 # float32 on 2 ranks: MPI's float sum is in some runs 1.3-2x slower per byte than its
 # double sum (64 KiB..16 MiB), and the ring is never more than 3% behind from 128 KiB.
 RING_FROM_FLOAT32 = {2: 128 * KIB}
+NEVER = 1 << 62
+# Message bytes from which "hierarchical" is chosen across nodes when some node holds
+# several ranks (measured on the emulated cluster, see above).
+HIERARCHICAL_FROM = 64 * KIB
 
 
 def ring_threshold(size: int, itemsize: int = 8, *, shared: bool = False) -> int:
@@ -166,13 +170,27 @@ def shm_threshold(size: int) -> int:
     return SHM_UP_TO[2] * 2 // size
 
 
-def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False) -> str:
+def hierarchical_threshold(nodes: int, size: int) -> int:
+    """Smallest message bytes for which ``auto`` uses the hierarchical allreduce on ``size``
+    ranks spread over ``nodes`` nodes (never when every node holds one rank: there it is
+    the flat ring plus two node-local copies)."""
+    if nodes <= 1 or size <= nodes:
+        return NEVER
+    return HIERARCHICAL_FROM
+
+
+def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False,
+           nodes: int = 1) -> str:
     """The algorithm ``auto`` uses for ``nbytes`` bytes of ``itemsize``-byte elements on
     ``size`` ranks. ``shared``: the shared-memory transports are allowed and every rank is
     on one node, so ``shm`` may be chosen and the ring goes through shared memory;
-    otherwise the ring sends MPI messages."""
+    otherwise the ring sends MPI messages. ``nodes``: how many nodes the ranks span
+    (``hierarchical`` is only chosen across nodes; pass 1 where it cannot run, e.g. for a
+    nonblocking call)."""
     if size <= 1:
         return "mpi"
+    if nbytes >= hierarchical_threshold(nodes, size):
+        return "hierarchical"
     if shared:
         if nbytes <= ROOT_UP_TO_SHARED.get(size, 0):
             return "root"
@@ -187,13 +205,15 @@ def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False) -
 
 
 def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,
-            shared_memory: bool) -> str:
+            shared_memory: bool, nonblocking: bool = False) -> str:
     """The algorithm to run for a (checked) ``algorithm`` argument: ``auto`` through
     :func:`choose`, anything else as given. Collective on the first use of a communicator
     (the one-node test); ``shm`` without ``shared_memory`` or across nodes raises the same
     ValueError on every rank, after that test, so no rank is left inside a collective.
     ``auto``'s answers are remembered per communicator (:func:`choose` costs 0.3-0.7 us,
-    up to 15% of a 4 us slot sum)."""
+    up to 15% of a 4 us slot sum). ``nonblocking``: for ``start_allreduce`` (never
+    ``hierarchical``, which is blocking only); otherwise the node layout is found on the
+    first ``auto`` call (collective)."""
     if algorithm == "shm":
         if not shared_memory:
             raise ValueError("algorithm 'shm' reduces through shared memory, which "
@@ -204,12 +224,14 @@ def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,
         return algorithm
     if algorithm != "auto":
         return algorithm
-    key = (nbytes, itemsize, shared_memory)
+    key = (nbytes, itemsize, shared_memory, nonblocking)
     chosen = state.choices.get(key)
     if chosen is None:
         size = state.comm.Get_size()
         shared = shared_memory and size > 1 and state.one_node()
+        nodes = 1 if nonblocking or size <= 1 else state.layout().nodes
         if len(state.choices) >= MAX_REMEMBERED:
             state.choices.clear()
-        chosen = state.choices[key] = choose(nbytes, size, itemsize, shared=shared)
+        chosen = state.choices[key] = choose(nbytes, size, itemsize, shared=shared,
+                                             nodes=nodes)
     return chosen
