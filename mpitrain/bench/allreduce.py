@@ -61,7 +61,7 @@ from mpitrain.bench import output_file
 from mpitrain.collectives import allreduce, shared_buffer
 from mpitrain.errors import UserError, checked, shared_error
 
-ALGORITHMS = ("shm", "ring", "mpi", "root", "auto")
+ALGORITHMS = ("shm", "ring", "hierarchical", "mpi", "root", "auto")
 DTYPES = ("float32", "float64")
 BUFFERS = ("private", "shared")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,

@@ -6,7 +6,8 @@ the fewest ranks any node has), the flat buffer of ``n`` elements is cut into ``
 slices like the ring's chunks (:func:`.ring.chunk_offsets`). One call:
 
 1. *node-local reduce-scatter*: every rank puts its buffer where the ranks of its node can
-   read it; local rank ``j < S`` sums slice ``j`` over the node's ranks in local-rank order;
+   read it; local rank ``j < S`` sums slice ``j`` over the node's ranks (its own first,
+   then the next local ranks in turn);
 2. *inter-node allreduce*: the ``S`` rails (local rank ``j`` of every node) run the ring
    allreduce (:mod:`.ring`, over MPI messages) on their slice in parallel, so each rail
    rank sends ``2(N-1)/N * n/S`` elements across nodes (the flat ring sends
@@ -14,10 +15,11 @@ slices like the ring's chunks (:func:`.ring.chunk_offsets`). One call:
    it across);
 3. *node-local allgather*: every rank copies the ``S`` reduced slices into its buffer.
 
-Exact: every element is summed once, in one order (node-local ranks in order, then the
-nodes in the ring's order) and copied everywhere, so every rank gets identical bits; the
-order differs from the flat ring's, so the two agree within the rounding of a sum of ``P``
-terms (the tolerance of ``tests/test_collectives.py``), not bitwise.
+Exact: every element is summed once, in one fixed order (that of its slice's node-local
+sum, then the nodes in the ring's order) and copied everywhere, so every rank gets
+identical bits; the order differs from the flat ring's, so the two agree within the
+rounding of a sum of ``P`` terms (the tolerance of ``tests/test_collectives.py``), not
+bitwise.
 
 Two transports for the node-local phases:
 
@@ -45,7 +47,7 @@ from mpitrain.collectives import ring, scratch
 from mpitrain.collectives.args import MPI_TYPES
 from mpitrain.collectives.layout import NodeLayout
 from mpitrain.collectives.shared_memory import Counters, free_window, shared_arrays
-from mpitrain.kernels.reduce import add_into, add_to, scale_inplace
+from mpitrain.kernels.reduce import add_into, scale_inplace
 
 WORD = 8  # slot sizes are multiples of this many bytes (the widest dtype)
 
@@ -76,6 +78,9 @@ class HierarchicalAllreduce:
         self.win, self.parts = shared_arrays(layout.node, count=2 * self.capacity,
                                              dtype=np.uint8)
         self.barrier = Counters(layout.node)
+        # The second barrier waits for the inter-node phase, and on an emulated cluster
+        # the other "nodes" run on these cores: yield on every poll.
+        self.barrier.patience = 0
         self.calls = 0
 
     def __call__(self, flat: np.ndarray, tags: tuple[int, int], mean: bool,
@@ -96,19 +101,12 @@ class HierarchicalAllreduce:
         j = layout.local_rank
         if j < layout.slices:
             lo, hi = off[j], off[j + 1]
-            held = scratch.acquire(flat.dtype, hi - lo)
-            part = held[: hi - lo]
-            if len(slots) == 1:
-                part[...] = slots[0][lo:hi]
-            else:
-                add_to(part, slots[0][lo:hi], slots[1][lo:hi])
-                for other in slots[2:]:
-                    add_into(part, other[lo:hi])
+            part = slots[j][lo:hi]  # only this rank reads or writes slice j of its slot
+            for other in range(1, layout.local_size):
+                add_into(part, slots[(j + other) % layout.local_size][lo:hi])
             _across_nodes(part, layout, tags)
             if mean:
                 scale_inplace(part, 1.0 / size)
-            slots[j][lo:hi] = part  # only this rank reads slice j of its own slot
-            scratch.release(held)
         self._barrier(2 * self.calls)
         for owner in range(layout.slices):
             flat[off[owner] : off[owner + 1]] = slots[owner][off[owner] : off[owner + 1]]

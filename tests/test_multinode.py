@@ -1,0 +1,104 @@
+"""The suite again across nodes, on the emulated cluster of tests/cluster.py (``make
+test-multinode``, part of ``make test``).
+
+Layouts: 2x2 (two nodes of two ranks), 3x1 (three nodes of one rank) and 2+1 (uneven).
+Each test starts ``mpiexec -launcher ssh -launcher-exec tests/multinode/fake-ssh -f
+HOSTFILE`` and runs, under it, the MPI tests of the collectives (every algorithm, the
+hierarchical allreduce among them, against numpy), of sync and federated training
+(the same model for any number of ranks), and, through ``MPITRAIN_TEST_RANKS_PER_NODE``,
+the end-to-end checkpoint/resume and failure tests of the CLI. Skipped, with the reason,
+when the node names cannot be made to resolve (they are added to /etc/hosts as root).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from cluster import LAYOUT, RANKS_PER_NODE, ROOT, describe, mpiexec_prefix, skip_reason
+
+pytestmark = [pytest.mark.multinode, pytest.mark.timeout(900)]
+
+LAYOUTS = {"2x2": [2, 2], "3x1": [1, 1, 1], "2+1": [2, 1]}
+PYTEST_MPI = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--with-mpi", "-m", "mpi",
+              "--timeout=240"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def run(command: list[str], *, timeout: float, env: dict[str, str] | None = None,
+        ) -> subprocess.CompletedProcess[str]:
+    """``command`` from the repository root, output captured; a timeout fails the test."""
+    full_env = {**os.environ, **(env or {})}
+    try:
+        return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"timed out after {timeout}s (a hang?): {' '.join(command)}\n"
+                    f"{exc.stdout}\n{exc.stderr}")
+
+
+def run_on(layout: str, args: list[str], tmp_path, *, timeout: float = 600,
+           ) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` on every rank of ``layout``, told which layout to expect."""
+    command = [*mpiexec_prefix(LAYOUTS[layout], tmp_path), sys.executable, *args]
+    return run(command, timeout=timeout, env={LAYOUT: layout})
+
+
+def passed(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+
+
+PROBE = """
+from mpi4py import MPI
+from mpitrain.collectives import context
+comm = MPI.COMM_WORLD
+node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+layout = context.state_of(comm).layout()
+print(comm.Get_rank(), node.Get_size(), layout.describe(), layout.slices, flush=True)
+"""
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_mpi_sees_the_emulated_nodes(layout, tmp_path):
+    """Split_type splits by emulated node, and the layout the collectives build agrees."""
+    done = run_on(layout, ["-c", PROBE], tmp_path, timeout=120)
+    passed(done)
+    sizes = LAYOUTS[layout]
+    rows = sorted(tuple(line.split()) for line in done.stdout.splitlines())
+    node_of = [node for node, count in enumerate(sizes) for _ in range(count)]
+    assert rows == sorted((str(rank), str(sizes[node_of[rank]]), describe(sizes),
+                           str(min(sizes))) for rank in range(sum(sizes)))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_collectives(layout, tmp_path):
+    passed(run_on(layout, [*PYTEST_MPI, "tests/test_collectives.py"], tmp_path))
+
+
+@pytest.mark.parametrize("layout", ["2x2", "2+1"])
+def test_sync_and_federated_training(layout, tmp_path):
+    """Every --reduce (hierarchical among them) gives the one-rank model; federated too."""
+    passed(run_on(layout, [*PYTEST_MPI, "-k", "same_model or identical",
+                           "tests/test_train_mpi.py", "tests/test_federated_mpi.py"], tmp_path))
+
+
+CLI_TESTS = ("resume_on_another_number_of_ranks or federated_stop_and_resume "
+             "or rank_killed_with_sigkill or stall_timeout")
+
+
+@pytest.mark.parametrize("per_node", [2, 1])
+def test_checkpoints_resume_and_failures(per_node):
+    """The CLI's checkpoint/resume and failure tests with every mpiexec on the cluster:
+    ``per_node=2`` puts 2 ranks on 1 node, 3 on 2+1; ``per_node=1`` one rank per node.
+    A rank killed on one node ends the job on every node within 30 s."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "-m", "not mpi and not slurm", "-k", CLI_TESTS, "tests/test_reliability.py"]
+    passed(run(command, timeout=800, env={RANKS_PER_NODE: str(per_node)}))
