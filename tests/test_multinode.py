@@ -80,10 +80,11 @@ def test_mpi_sees_the_emulated_nodes(layout, tmp_path):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_collectives(layout, tmp_path):
-    passed(run_on(layout, [*PYTEST_MPI, "tests/test_collectives.py"], tmp_path))
+    passed(run_on(layout, [*PYTEST_MPI, "tests/test_collectives.py",
+                           "tests/test_bench_allreduce.py"], tmp_path))
 
 
-@pytest.mark.parametrize("layout", ["2x2", "2+1"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_sync_and_federated_training(layout, tmp_path):
     """Every --reduce (hierarchical among them) gives the one-rank model; federated too."""
     passed(run_on(layout, [*PYTEST_MPI, "-k", "same_model or identical",
