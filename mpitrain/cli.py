@@ -1,4 +1,4 @@
-"""Command line: ``python -m mpitrain train|bench ...`` under mpirun/mpiexec/srun.
+"""Command line: ``python -m mpitrain train|bench|plan ...`` under mpirun/mpiexec/srun.
 
 Flags are generated from :class:`mpitrain.config.TrainConfig`; ``--config FILE.toml`` takes
 the same options and flags override it. Errors in the input end the job with one message from
@@ -63,6 +63,10 @@ def build_parser() -> Parser:
         sub = kinds.add_parser(name, help=text, description=text, allow_abbrev=False)
         importlib.import_module(module).add_arguments(sub)
         sub.set_defaults(handler=_bench_runner(module))
+    text = "predict step time and scaling on N nodes from a cost model (docs/multinode.md)"
+    plan = commands.add_parser("plan", help=text, description=text, allow_abbrev=False)
+    importlib.import_module("mpitrain.bench.plan").add_arguments(plan)
+    plan.set_defaults(handler=_bench_runner("mpitrain.bench.plan"))
     return parser
 
 
