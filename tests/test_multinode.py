@@ -12,6 +12,7 @@ when the node names cannot be made to resolve (they are added to /etc/hosts as r
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,3 +104,16 @@ def test_checkpoints_resume_and_failures(per_node):
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "-m", "not mpi and not slurm", "-k", CLI_TESTS, "tests/test_reliability.py"]
     passed(run(command, timeout=800, env={RANKS_PER_NODE: str(per_node)}))
+
+
+def test_plan_measures_on_the_cluster(tmp_path):
+    """``plan --measure`` on 2x2: the links fitted across emulated nodes, every
+    algorithm but shm trained and compared (the 25% agreement is a benchmark's business)."""
+    path = tmp_path / "plan.json"
+    done = run_on("2x2", ["-m", "mpitrain", "plan", "--nodes", "2", "--ranks-per-node", "2",
+                          "--max-ranks", "8", "--measure", "--measure-steps", "10",
+                          "--json", str(path)], tmp_path, timeout=300)
+    passed(done)
+    measured = json.loads(path.read_text())["measured"]
+    assert measured["layout"] == "2x2"
+    assert set(measured["algorithms"]) == {"ring", "hierarchical", "mpi", "root"}

@@ -35,9 +35,16 @@ JSON (``--json FILE``, rank 0)::
      "auto"}, "scaling": [{"nodes", "ranks", "fastest", "auto", "step_seconds",
      "efficiency", "comm_fraction", "seconds": {name: float}}, ...],
      "communication_dominates_from": ranks or null,
-     "measured": null or {"layout", "links", "algorithms": {name: {"predicted_step_seconds",
-     "measured_step_seconds", "measured_comm_seconds", "measured_compute_seconds",
-     "ratio"}}}}
+     "measured": null or {"layout", "ranks_per_node", "links", "algorithms": {name:
+     {"predicted_step_seconds", "measured_step_seconds", "ratio", "predicted_comm_seconds",
+     "measured_comm_seconds", "measured_compute_seconds", "measured_allreduce_seconds",
+     "comm_ratio"}}}}
+
+``measured_step_seconds`` is the slowest rank's loop time per step of a short training run
+(``--shuffle local``, evaluation included); ``measured_comm_seconds`` the time inside the
+reduction per step (waiting for the slowest rank included), ``measured_allreduce_seconds``
+the allreduce alone as ``bench allreduce`` times it (after a barrier, slowest rank), which
+``comm_ratio`` compares with the model.
 
 Times in seconds, bandwidths in bytes/s. ``--plot FILE.png`` draws the projected
 efficiency against ranks per algorithm (and, with ``--measure``, predicted against
@@ -258,6 +265,12 @@ def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
                   if name != "shm" or layout.nodes == 1]
     predicted = predict(work["message_bytes"], compute, layout.nodes, per_node, links)
     rows = args.batch * size * args.measure_steps
+    from mpitrain.bench.allreduce import measure as time_allreduce
+
+    itemsize = np.dtype(args.dtype).itemsize
+    alone = {row.algorithm: row.latency_us * 1e-6 for row in time_allreduce(
+        comm, algorithms, np.dtype(args.dtype), work["message_bytes"] // itemsize * itemsize,
+        "sum", 20, 200)}
     results = {}
     for name in algorithms:
         config = resolve({"data": "synthetic", "test_fraction": 0.2, "quiet": True,
@@ -280,6 +293,8 @@ def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
                              s["comm_seconds"] for s in every),
                          "measured_compute_seconds": statistics.fmean(
                              s["compute_seconds"] for s in every),
+                         "measured_allreduce_seconds": alone[name],
+                         "comm_ratio": predicted[name]["comm_seconds"] / alone[name],
                          "ratio": guess / step}
     return {"layout": layout.describe(), "ranks_per_node": list(layout.sizes),
             "links": links.__dict__, "algorithms": results}
@@ -324,11 +339,15 @@ def report(doc: dict[str, Any]) -> str:
         lines.append(f"## validation on this launch ({measured['layout']}), fitted links "
                      f"{measured['links']['beta_net'] / 1e9:.2f} GB/s, "
                      f"{measured['links']['alpha_net'] * 1e6:.1f} us across nodes")
-        lines.append(f"{'algorithm':>12} {'predicted us':>12} {'measured us':>12} "
+        lines.append(f"{'algorithm':>12} {'step: predicted us':>18} {'measured us':>12} "
+                     f"{'ratio':>6} | {'allreduce: predicted us':>23} {'measured us':>12} "
                      f"{'ratio':>6}")
         for name, row in measured["algorithms"].items():
-            lines.append(f"{name:>12} {row['predicted_step_seconds'] * 1e6:12.1f} "
-                         f"{row['measured_step_seconds'] * 1e6:12.1f} {row['ratio']:6.2f}")
+            lines.append(f"{name:>12} {row['predicted_step_seconds'] * 1e6:18.1f} "
+                         f"{row['measured_step_seconds'] * 1e6:12.1f} {row['ratio']:6.2f} | "
+                         f"{row['predicted_comm_seconds'] * 1e6:23.1f} "
+                         f"{row['measured_allreduce_seconds'] * 1e6:12.1f} "
+                         f"{row['comm_ratio']:6.2f}")
     return "\n".join(lines)
 
 
