@@ -32,7 +32,7 @@ from mpitrain.collectives import (
     start_allreduce,
 )
 from mpitrain.collectives.compressed import CompressedAllreduce
-from mpitrain.collectives.select import HIERARCHICAL_FROM
+from mpitrain.collectives.select import HIERARCHICAL_FROM, ONE_SLICE_UP_TO
 from mpitrain.collectives.shared_ring import SharedRing
 from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
 from mpitrain.kernels.reduce import add_into, scale_inplace
@@ -414,7 +414,7 @@ def test_auto_across_nodes_picks_hierarchical_for_large_messages():
     allreduce from HIERARCHICAL_FROM (blocking calls only); elsewhere never."""
     comm = MPI.COMM_WORLD
     layout = context.state_of(comm).layout()
-    big = max(HIERARCHICAL_FROM, 1 << 20) // 4
+    big = max(HIERARCHICAL_FROM, 1 << 17) // 4  # within ONE_SLICE_UP_TO
     spans = layout.nodes > 1 and comm.Get_size() > layout.nodes
     assert (choose_for(comm, big) == "hierarchical") == spans
     assert (choose_for(comm, big, shared_memory=False) == "hierarchical") == spans
@@ -486,11 +486,13 @@ def test_auto_picks_shm_only_with_shared_memory():
     """Resolved by choose() (every test rank is on this machine), once per reducer."""
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
-    nodes = context.state_of(comm).layout().nodes
-    for count in (1, 4096, 1 << 17):
+    layout = context.state_of(comm).layout()
+    nodes = layout.nodes
+    for count in (1, 4096, 1 << 17, 1 << 20):
         for shared_memory in (True, False):
             assert choose_for(comm, count, shared_memory=shared_memory) == choose(
-                4 * count, size, 4, shared=shared_memory and nodes == 1, nodes=nodes)
+                4 * count, size, 4, shared=shared_memory and nodes == 1, nodes=nodes,
+                slices=layout.slices)
     assert (choose_for(comm, 1024) == "shm") == (nodes == 1)  # 4 KiB on 2, 3 or 4 ranks
     assert choose_for(comm, 4096, shared_memory=False) != "shm"
 
@@ -717,9 +719,13 @@ def test_auto_choice(shared):
 def test_auto_choice_across_nodes():
     """Hierarchical from HIERARCHICAL_FROM when nodes hold several ranks; never when every
     node holds one (it would be the flat ring plus copies) or on one node."""
-    for nodes, size in ((2, 4), (2, 3), (16, 1024), (100, 6400)):
-        assert choose(HIERARCHICAL_FROM, size, 4, nodes=nodes) == "hierarchical"
-        assert choose(HIERARCHICAL_FROM - 4, size, 4, nodes=nodes) != "hierarchical"
+    for nodes, size, slices in ((2, 4, 2), (2, 3, 1), (16, 1024, 64), (100, 6400, 64)):
+        for nbytes in (HIERARCHICAL_FROM, ONE_SLICE_UP_TO):
+            assert choose(nbytes, size, 4, nodes=nodes, slices=slices) == "hierarchical"
+        assert choose(HIERARCHICAL_FROM - 4, size, 4, nodes=nodes,
+                      slices=slices) != "hierarchical"
+        beyond = choose(4 * ONE_SLICE_UP_TO, size, 4, nodes=nodes, slices=slices)
+        assert (beyond == "hierarchical") == (slices > 1)  # one slice: the ring there
     for nodes, size in ((3, 3), (1, 4)):
         assert all(choose(1 << k, size, 8, nodes=nodes) != "hierarchical"
                    for k in range(2, 30))

@@ -193,7 +193,8 @@ def scaling(message: int, itemsize: int, compute: float, per_node: int, max_rank
         size = nodes * per_node
         name, seconds = fastest(message, nodes, per_node, links)
         step = compute + seconds
-        auto = choose(message, size, itemsize, shared=nodes == 1, nodes=nodes)
+        auto = choose(message, size, itemsize, shared=nodes == 1, nodes=nodes,
+                      slices=per_node)
         rows.append({"nodes": nodes, "ranks": size, "fastest": name, "auto": auto,
                      "step_seconds": step, "efficiency": compute / step,
                      "comm_fraction": seconds / step,
@@ -453,7 +454,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
                         "fastest": min(algorithms,
                                        key=lambda n: algorithms[n]["step_seconds"]),
                         "auto": choose(message, nodes * per_node, itemsize,
-                                       shared=nodes == 1, nodes=nodes)},
+                                       shared=nodes == 1, nodes=nodes, slices=per_node)},
            "scaling": table,
            "communication_dominates_from": dominated[0] if dominated else None,
            "measured": measure(args, comm, work, compute) if args.measure else None}

@@ -9,7 +9,10 @@ on one node; :func:`resolve` works that out per communicator):
    (the slot sum) up to :func:`shm_threshold`, then the ``ring`` through shared memory
    (or ``mpi``/``root`` below :func:`ring_threshold`, which only happens beyond the
    measured rank counts);
-3. otherwise (several nodes, or ``shared_memory=False``): the ``ring`` over MPI messages
+3. several nodes, some of them holding more than one rank, blocking calls: the
+   ``hierarchical`` allreduce from :data:`HIERARCHICAL_FROM` (up to
+   :data:`ONE_SLICE_UP_TO` when a node holds one rank; :func:`uses_hierarchical`);
+4. otherwise (several nodes, or ``shared_memory=False``): the ``ring`` over MPI messages
    from :func:`ring_threshold`, ``root`` inside :data:`ROOT_BAND`, else ``mpi``.
 
 The training strategies use it too (through :class:`mpitrain.collectives.Allreducer` and
@@ -117,6 +120,48 @@ setting. Beyond 4 ranks
 nothing was measured: ``mpi`` below the ring threshold, which grows like the ring's
 2(P-1) steps of latency. The point-to-point table is the only measurement of that
 transport, which is what several nodes use; across nodes it is an estimate.
+
+Across nodes, on the emulated cluster of ``tests/cluster.py`` (hydra placing ranks on
+host names that resolve to loopback; between "nodes" MPICH's network module, over
+loopback), 2026-11-29::
+
+    mpiexec -launcher ssh -launcher-exec tests/multinode/fake-ssh -f HOSTS -n 4 \
+        python -m mpitrain bench allreduce --algorithms ring,hierarchical,mpi,root \
+        --min-bytes 1K --max-bytes 16M --iterations 30 --warmup 3 --dtypes float32
+
+2 nodes x 2 ranks, float32, load average 1.1-1.3 (4 ranks on 2 cores), median us,
+``ring / hierarchical / mpi``::
+
+       1 KiB   148 / 131 / 86           256 KiB   269 / 163 / 345
+       4 KiB   130 / 133 / 91           512 KiB   672 / 347 / 1229
+       8 KiB    90 /  79 / 78             1 MiB  1018 / 632 / 2318
+      16 KiB    89 /  77 / 93             2 MiB  4014 / 3430 / 7449
+      32 KiB   129 /  79 / 96             4 MiB  3497 / 3943 / 9447
+      64 KiB   173 /  99 / 164           16 MiB  6995 / 8568 / 29804
+     128 KiB   203 / 122 / 241
+
+Hence ``hierarchical`` from 16 KiB (ahead of the flat ring and ``mpi`` from 16 KiB to
+2 MiB; within the noise of the ring above, where both are bound by this machine's memory
+bandwidth, which the emulated network shares; on a real network the ring's 2(P-1)/P * n
+bytes through one rank per node against the hierarchical 2(N-1)/N * n/L per rank favour
+it more). A second run on a busy machine (load average 5-7, every median 3-50x higher)
+kept the order: the hierarchical allreduce ahead of the ring at every size from 1 KiB to
+4 MiB, of ``mpi`` from 16 KiB. When every node holds one rank (3x1) it is the flat ring
+plus two copies, so never chosen there. Uneven, 2+1 (one slice: the single rank of the
+second node carries all its node's traffic), same command, load average 7.5, float32 |
+float64::
+
+       4 KiB   100 /   93 /   67        104 /   86 /   63
+      16 KiB   172 /  126 /  151        160 /  131 /  150
+      64 KiB   176 /  148 /  178        167 /  147 /  177
+     256 KiB   296 /  249 /  331        248 /  255 /  295
+     512 KiB   513 /  461 / 1526        423 /  411 /  528
+       1 MiB   697 /  813 / 2610        625 / 1028 / 2116
+       4 MiB  1988 / 3960 / 9731       3500 / 4279 / 12225
+
+so with one slice ``hierarchical`` from 16 KiB up to 512 KiB, the ring above. Beyond 4
+ranks and 3 nodes nothing was measured; the cost model of :mod:`.cost` (``python -m
+mpitrain plan``) is the estimate there.
 """
 
 from __future__ import annotations
@@ -143,10 +188,12 @@ RING_FROM = {2: 256 * KIB, 3: 128 * KIB, 4: 256 * KIB}
 # float32 on 2 ranks: MPI's float sum is in some runs 1.3-2x slower per byte than its
 # double sum (64 KiB..16 MiB), and the ring is never more than 3% behind from 128 KiB.
 RING_FROM_FLOAT32 = {2: 128 * KIB}
-NEVER = 1 << 62
 # Message bytes from which "hierarchical" is chosen across nodes when some node holds
 # several ranks (measured on the emulated cluster, see above).
-HIERARCHICAL_FROM = 64 * KIB
+HIERARCHICAL_FROM = 16 * KIB
+# ... and up to this many bytes when a node holds a single rank (one slice: that rank sums
+# and sends everything of its node).
+ONE_SLICE_UP_TO = 512 * KIB
 
 
 def ring_threshold(size: int, itemsize: int = 8, *, shared: bool = False) -> int:
@@ -170,26 +217,28 @@ def shm_threshold(size: int) -> int:
     return SHM_UP_TO[2] * 2 // size
 
 
-def hierarchical_threshold(nodes: int, size: int) -> int:
-    """Smallest message bytes for which ``auto`` uses the hierarchical allreduce on ``size``
-    ranks spread over ``nodes`` nodes (never when every node holds one rank: there it is
-    the flat ring plus two node-local copies)."""
-    if nodes <= 1 or size <= nodes:
-        return NEVER
-    return HIERARCHICAL_FROM
+def uses_hierarchical(nbytes: int, size: int, nodes: int, slices: int) -> bool:
+    """Whether ``auto`` uses the hierarchical allreduce for ``nbytes`` on ``size`` ranks
+    spread over ``nodes`` nodes whose smallest holds ``slices`` ranks: from
+    :data:`HIERARCHICAL_FROM`, and with one slice (a node with one rank) only up to
+    :data:`ONE_SLICE_UP_TO`; never when every node holds one rank (there it is the flat
+    ring plus two node-local copies)."""
+    if nodes <= 1 or size <= nodes or nbytes < HIERARCHICAL_FROM:
+        return False
+    return slices > 1 or nbytes <= ONE_SLICE_UP_TO
 
 
 def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False,
-           nodes: int = 1) -> str:
+           nodes: int = 1, slices: int = 1) -> str:
     """The algorithm ``auto`` uses for ``nbytes`` bytes of ``itemsize``-byte elements on
     ``size`` ranks. ``shared``: the shared-memory transports are allowed and every rank is
     on one node, so ``shm`` may be chosen and the ring goes through shared memory;
     otherwise the ring sends MPI messages. ``nodes``: how many nodes the ranks span
     (``hierarchical`` is only chosen across nodes; pass 1 where it cannot run, e.g. for a
-    nonblocking call)."""
+    nonblocking call) and ``slices``: the fewest ranks any of them holds."""
     if size <= 1:
         return "mpi"
-    if nbytes >= hierarchical_threshold(nodes, size):
+    if uses_hierarchical(nbytes, size, nodes, slices):
         return "hierarchical"
     if shared:
         if nbytes <= ROOT_UP_TO_SHARED.get(size, 0):
@@ -229,9 +278,10 @@ def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,
     if chosen is None:
         size = state.comm.Get_size()
         shared = shared_memory and size > 1 and state.one_node()
-        nodes = 1 if nonblocking or size <= 1 else state.layout().nodes
+        layout = None if nonblocking or size <= 1 else state.layout()
         if len(state.choices) >= MAX_REMEMBERED:
             state.choices.clear()
-        chosen = state.choices[key] = choose(nbytes, size, itemsize, shared=shared,
-                                             nodes=nodes)
+        chosen = state.choices[key] = choose(
+            nbytes, size, itemsize, shared=shared, nodes=layout.nodes if layout else 1,
+            slices=layout.slices if layout else 1)
     return chosen
