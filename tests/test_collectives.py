@@ -28,6 +28,7 @@ from mpitrain.collectives import (
     hierarchical,
     ring,
     scratch,
+    select,
     shared_buffer,
     start_allreduce,
 )
@@ -719,13 +720,21 @@ def test_auto_choice(shared):
 def test_auto_choice_across_nodes():
     """Hierarchical from HIERARCHICAL_FROM when nodes hold several ranks; never when every
     node holds one (it would be the flat ring plus copies) or on one node."""
-    for nodes, size, slices in ((2, 4, 2), (2, 3, 1), (16, 1024, 64), (100, 6400, 64)):
+    for nodes, size, slices in ((2, 4, 2), (2, 3, 1), (3, 192, 64)):
         for nbytes in (HIERARCHICAL_FROM, ONE_SLICE_UP_TO):
             assert choose(nbytes, size, 4, nodes=nodes, slices=slices) == "hierarchical"
         assert choose(HIERARCHICAL_FROM - 4, size, 4, nodes=nodes,
                       slices=slices) != "hierarchical"
         beyond = choose(4 * ONE_SLICE_UP_TO, size, 4, nodes=nodes, slices=slices)
         assert (beyond == "hierarchical") == (slices > 1)  # one slice: the ring there
+    # beyond the measured node counts: the cost model's choice (small messages to MPI's
+    # logarithmic algorithms on many nodes, large ones to the rails)
+    for nodes, per_node in ((4, 8), (16, 64), (156, 64)):
+        for nbytes in (40_000, 1 << 24):
+            assert choose(nbytes, nodes * per_node, 4, nodes=nodes, slices=per_node) == \
+                select.modelled(nbytes, nodes * per_node, nodes)
+    assert select.modelled(40_000, 156 * 64, 156) == "mpi"
+    assert select.modelled(1 << 24, 16 * 64, 16) == "hierarchical"
     for nodes, size in ((3, 3), (1, 4)):
         assert all(choose(1 << k, size, 8, nodes=nodes) != "hierarchical"
                    for k in range(2, 30))

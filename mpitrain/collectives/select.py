@@ -12,6 +12,10 @@ on one node; :func:`resolve` works that out per communicator):
 3. several nodes, some of them holding more than one rank, blocking calls: the
    ``hierarchical`` allreduce from :data:`HIERARCHICAL_FROM` (up to
    :data:`ONE_SLICE_UP_TO` when a node holds one rank; :func:`uses_hierarchical`);
+   beyond :data:`MEASURED_NODES` nodes, whatever the cost model (:mod:`.cost`, with
+   :data:`ASSUMED_LINKS`) says is fastest among ``hierarchical``, ``ring``, ``mpi`` and
+   ``root`` (:func:`modelled`): the rails' rings take ``2(N-1)`` latencies, so on many
+   nodes small messages go to MPI's logarithmic algorithms;
 4. otherwise (several nodes, or ``shared_memory=False``): the ``ring`` over MPI messages
    from :func:`ring_threshold`, ``root`` inside :data:`ROOT_BAND`, else ``mpi``.
 
@@ -168,6 +172,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mpitrain.collectives import cost
+
 if TYPE_CHECKING:
     from mpitrain.collectives.context import CommState
 
@@ -194,6 +200,19 @@ HIERARCHICAL_FROM = 16 * KIB
 # ... and up to this many bytes when a node holds a single rank (one slice: that rank sums
 # and sends everything of its node).
 ONE_SLICE_UP_TO = 512 * KIB
+# The most nodes measured; beyond, auto follows the cost model with these links (a
+# 100 Gb/s, 2 us network; 20 GB/s, 1 us inside a node).
+MEASURED_NODES = 3
+ASSUMED_LINKS = cost.Links.from_network(gbps=100, latency_us=2, node_latency_us=1,
+                                        node_gbytes_per_s=20)
+MODELLED_ACROSS = ("hierarchical", "ring", "mpi", "root")
+
+
+def modelled(nbytes: int, size: int, nodes: int) -> str:
+    """The algorithm :mod:`.cost` says is fastest for ``nbytes`` on ``size`` ranks over
+    ``nodes`` nodes (``size // nodes`` ranks per node), with :data:`ASSUMED_LINKS`."""
+    return cost.fastest(nbytes, nodes, max(1, size // nodes), ASSUMED_LINKS,
+                        MODELLED_ACROSS)[0]
 
 
 def ring_threshold(size: int, itemsize: int = 8, *, shared: bool = False) -> int:
@@ -238,6 +257,8 @@ def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False,
     nonblocking call) and ``slices``: the fewest ranks any of them holds."""
     if size <= 1:
         return "mpi"
+    if nodes > MEASURED_NODES:
+        return modelled(nbytes, size, nodes)
     if uses_hierarchical(nbytes, size, nodes, slices):
         return "hierarchical"
     if shared:
