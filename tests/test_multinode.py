@@ -6,7 +6,8 @@ Each test starts ``mpiexec -launcher ssh -launcher-exec tests/multinode/fake-ssh
 HOSTFILE`` and runs, under it, the MPI tests of the collectives (every algorithm, the
 hierarchical allreduce among them, against numpy), of sync and federated training
 (the same model for any number of ranks), and, through ``MPITRAIN_TEST_RANKS_PER_NODE``,
-the end-to-end checkpoint/resume and failure tests of the CLI. Skipped, with the reason,
+the end-to-end checkpoint/resume and failure tests of the CLI, the data shards and
+``plan --measure``. Skipped, with the reason,
 when the node names cannot be made to resolve (they are added to /etc/hosts as root).
 """
 
@@ -86,8 +87,10 @@ def test_collectives(layout, tmp_path):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_sync_and_federated_training(layout, tmp_path):
-    """Every --reduce (hierarchical among them) gives the one-rank model; federated too."""
+def test_data_sync_and_federated_training(layout, tmp_path):
+    """Shards of files every node reads from the same path; every --reduce (hierarchical
+    among them) gives the one-rank model; federated too."""
+    passed(run_on(layout, [*PYTEST_MPI, "tests/test_data_mpi.py"], tmp_path))
     passed(run_on(layout, [*PYTEST_MPI, "-k", "same_model or identical",
                            "tests/test_train_mpi.py", "tests/test_federated_mpi.py"], tmp_path))
 
