@@ -22,8 +22,9 @@ from which communication takes more time than computation.
 
 ``--measure`` (under ``mpiexec`` on 2+ ranks, e.g. on the emulated cluster of
 ``tests/cluster.py``) validates the model on the launch's own layout: it fits the
-links by ping-pong (cross-node between rank 0 and the first rank of the next node; node-local
-between ranks 0 and 1 when they share a node), trains ``--measure-steps`` steps with each
+links (latency and bandwidth across nodes by ping-pong between rank 0 and the first rank
+of the next node; node-local latency by ping-pong between ranks 0 and 1 when they share a
+node, copy bandwidth as without ``--measure``), trains ``--measure-steps`` steps with each
 ``--reduce``, and prints the predicted and measured step times and their ratio.
 
 JSON (``--json FILE``, rank 0)::
@@ -208,7 +209,8 @@ def scaling(message: int, itemsize: int, compute: float, per_node: int, max_rank
 
 def _pingpong(comm: MPI.Comm, a: int, b: int, nbytes: int, repeats: int) -> float:
     """Collective: one-way seconds of an ``nbytes`` message between ranks ``a`` and ``b``
-    (median of round trips / 2); the other ranks wait in a Barrier."""
+    (the fastest round trip / 2: on a shared machine slower ones include waiting for a
+    CPU, which is not the link's cost); the other ranks wait in a Barrier."""
     buf = np.zeros(max(nbytes, 1), dtype=np.uint8)
     rank = comm.Get_rank()
     times = []
@@ -223,7 +225,7 @@ def _pingpong(comm: MPI.Comm, a: int, b: int, nbytes: int, repeats: int) -> floa
                 comm.Recv(buf, other, 7)
                 comm.Send(buf, other, 7)
             times.append((MPI.Wtime() - start) / 2)
-    value = statistics.median(times[repeats // 5:]) if times else 0.0
+    value = min(times) if times else 0.0  # the link's own cost, without waits for a CPU
     comm.Barrier()
     return comm.bcast(value, root=a)
 
@@ -237,15 +239,16 @@ def _fit(comm: MPI.Comm, a: int, b: int) -> tuple[float, float]:
 
 
 def fit_links(comm: MPI.Comm, node_gbytes: float | None) -> tuple[Links, Any]:
-    """Collective: the links of this launch's layout, fitted by ping-pong (node-local copy
-    bandwidth: ``node_gbytes`` or the measured one), and the layout."""
+    """Collective: the links of this launch's layout: latencies and the network's bandwidth
+    fitted by ping-pong, the node-local copy bandwidth ``node_gbytes`` or measured (every
+    rank copying at once), and the layout."""
     layout = state_of(comm).layout()
     node_of = layout.node_of
-    a_node, b_node = 1e-6, 10e9
+    a_node = 1e-6
     if comm.Get_size() > 1 and node_of[1] == node_of[0]:
-        a_node, b_node = _fit(comm, 0, 1)
-    if node_gbytes is not None:
-        b_node = node_gbytes * 1e9
+        a_node = _pingpong(comm, 0, 1, 8, 200)
+    b_node = (node_gbytes * 1e9 if node_gbytes is not None
+              else copy_bandwidth(comm, 1 << 20))
     if layout.nodes > 1:
         a_net, b_net = _fit(comm, 0, node_of.index(1))
     else:
