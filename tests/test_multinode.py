@@ -64,7 +64,9 @@ from mpitrain.collectives import context
 comm = MPI.COMM_WORLD
 node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
 layout = context.state_of(comm).layout()
-print(comm.Get_rank(), node.Get_size(), layout.describe(), layout.slices, flush=True)
+rows = comm.gather(f"{comm.Get_rank()} {node.Get_size()} {layout.describe()} {layout.slices}")
+if comm.Get_rank() == 0:  # one writer: hydra's proxies may interleave the ranks' output
+    print("\n".join(rows), flush=True)
 """
 
 
