@@ -58,7 +58,7 @@ def passed(done: subprocess.CompletedProcess[str]) -> None:
     assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
 
 
-PROBE = """
+PROBE = r"""
 from mpi4py import MPI
 from mpitrain.collectives import context
 comm = MPI.COMM_WORLD
