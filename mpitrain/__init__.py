@@ -5,6 +5,10 @@ Python API (collective: call on every rank)::
     from mpitrain import train
     result = train(data="digits", model="mlp", hidden=(64,), epochs=20)
     result.params["W0"], result.history[-1]["test_accuracy"]
+    predict("runs/x/model.npz", X), predict_proba(...)   # no MPI needed
+
+Your own model: subclass :class:`mpitrain.Model` (see ``docs/models.md``) and pass
+``train(model=MyModel(...))``.
 
 Importing :mod:`mpitrain` alone does not initialise MPI; the names below load on first use.
 """
@@ -24,9 +28,15 @@ _LAZY = {
     "allreduce": "mpitrain.collectives",
     "load_model": "mpitrain.models",
     "predict": "mpitrain.models.predict",
+    "predict_proba": "mpitrain.models.predict",
+    "Model": "mpitrain.models",
 }
 
 __all__ = ["__version__", *_LAZY]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

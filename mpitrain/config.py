@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import tomllib
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from .federated.partition import PARTITIONS
 from .federated.robust import AGGREGATES
 from .federated.server import SERVER_OPTIMIZERS
 from .kernels.network import DTYPES
-from .models import MODELS
+from .models import MODELS, is_model_path
 from .optimizers import OPTIMIZERS, SCHEDULES
 from .strategies import MODES, STRATEGIES, strategy_class
 
@@ -69,7 +70,12 @@ class TrainConfig:
     clusters: int = option(1, "synthetic data: Gaussian clusters per class (> 1: classes "
                            "are not linearly separable)", group="data")
     # model
-    model: str = option("mlp", "model to train", choices=MODELS, group="model")
+    model: str = option("mlp", f"model to train: {', '.join(MODELS)}, or your own class "
+                        "(a subclass of mpitrain.models.Model) as package.module:Class or "
+                        "path/to/file.py:Class", group="model", metavar="NAME")
+    model_options: str | None = option(None, "constructor options of --model as JSON or "
+                                       "TOML, e.g. '{\"rank\": 8}' or '{rank = 8}'",
+                                       group="model", metavar="OPTIONS")
     hidden: tuple[int, ...] = option((128,), "mlp hidden layer sizes, e.g. 128,64",
                                      group="model", metavar="N[,N...]")
     weight_decay: float = option(0.0, "L2 penalty added to the gradient", group="model")
@@ -242,6 +248,8 @@ def coerce(name: str, value: Any, *, source: str) -> Any:
             raise bad
         value = float(value)
     elif kind in ("str", "optional str"):
+        if name == "model_options" and isinstance(value, dict):  # a TOML table
+            value = json.dumps(value)
         if not isinstance(value, str):
             raise bad
     elif kind == "ints":
@@ -301,6 +309,9 @@ def validate(config: TrainConfig) -> None:
         if choices and value not in choices:
             raise UserError(f"--{flag(name)} must be one of {', '.join(choices)} "
                             f"(got {value!r})")
+    if config.model not in MODELS and not is_model_path(config.model):
+        raise UserError(f"--model must be one of {', '.join(MODELS)} or your own class as "
+                        f"package.module:Class (got {config.model!r})")
     checks = [
         (config.epochs >= 1, "epochs", ">= 1"),
         (config.batch_size >= 1, "batch_size", ">= 1"),

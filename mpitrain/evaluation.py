@@ -2,40 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.kernels.network import SQUARED, network_loss, workspace_size
-
 from .data import Shard
-from .models import Layout
+from .models import BoundModel
 
 EVAL_ROWS = 4096  # rows per forward chunk: bounds the evaluation workspace
+
+
+class ChunkedLoss:
+    """Loss sum and correct count of a model over all rows of a shard, in chunks (the
+    model's ``loss_kernel``, or its gradient kernel into scratch space without one)."""
+
+    def __init__(self, model: BoundModel, shard: Shard) -> None:
+        self.model = model
+        self.shard = shard
+        n = len(shard.y)
+        self.max_rows = max(1, min(EVAL_ROWS, n))
+        self.work = model.workspace(self.max_rows, shard.X.dtype)
+        self.order = np.arange(n, dtype=np.int64)
+        self._loss = model.hook("loss_kernel")
+        self._scratch = (None if self._loss is not None
+                         else np.empty(model.size, dtype=shard.X.dtype))
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """Row indices of each chunk, in order."""
+        for start in range(0, len(self.order), self.max_rows):
+            yield self.order[start:start + self.max_rows]
+
+    def __call__(self, params: np.ndarray) -> tuple[float, float]:
+        loss_sum = correct = 0.0
+        X, y, model = self.shard.X, self.shard.y, self.model
+        for rows in self.chunks():
+            if self._loss is not None:
+                loss, right = self._loss(params, X, y, rows, self.work, model.spec)
+            else:
+                loss, right = model.gradient(params, self._scratch, X, y, rows, self.work)
+            loss_sum += loss
+            correct += right
+        return loss_sum, correct
 
 
 class Evaluator:
     """Evaluates a model on one split; holds the workspace and the split's label sums."""
 
-    def __init__(self, layout: Layout, *, loss_kind: int, shard: Shard,
-                 comm: MPI.Comm) -> None:
-        self.dims = layout.dims_array
-        self.loss_kind = loss_kind
+    def __init__(self, model: BoundModel, *, shard: Shard, comm: MPI.Comm) -> None:
         self.shard = shard
         self.comm = comm
-        rows = max(1, min(EVAL_ROWS, len(shard.y)))
-        self.max_rows = rows
-        self.work = np.empty(workspace_size(layout.dims, rows), dtype=shard.X.dtype)
+        self.loss = ChunkedLoss(model, shard)
         self.sums = np.zeros(5, dtype=np.float64)
-        self.label_stats = label_stats(shard, comm) if loss_kind == SQUARED else None
+        self.label_stats = label_stats(shard, comm) if model.regression else None
 
     def __call__(self, params: np.ndarray) -> dict[str, float]:
         """{'loss', 'accuracy'} for classification, {'loss', 'r2'} for regression."""
         sums = self.sums
         sums[:] = 0.0
         if len(self.shard.y):
-            loss, correct = network_loss(params, self.dims, self.loss_kind, self.shard.X,
-                                         self.shard.y, self.work, self.max_rows)
-            sums[0], sums[1] = loss, correct
+            sums[0], sums[1] = self.loss(params)
         sums[2] = len(self.shard.y)
         self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
         return summarize(sums[0], sums[1], sums[2], label_stats=self.label_stats)

@@ -20,7 +20,7 @@ from mpi4py import MPI
 
 from mpitrain.checkpoint.policy import load_resume_checkpoint, make_checkpointer
 from mpitrain.collectives.shared_memory import single_node
-from mpitrain.runtime.compile import warm_kernels
+from mpitrain.runtime.compile import in_waves, prepare_numba
 from mpitrain.runtime.launch import check_mpi_wiring, limit_loaded_blas
 from mpitrain.runtime.outputs import RunOutput, open_run_output
 from mpitrain.runtime.progress import progress_line
@@ -30,8 +30,11 @@ from . import __version__
 from .config import TrainConfig, resolve, to_toml, validate
 from .data import Dataset, SyntheticSpec, load_dataset
 from .errors import UserError, agree, checked
+from .kernels.warmup import KERNELS, warm_up
 from .loop import run_loop
-from .models import Layout, init_params, loss_kind, network_dims, save_model, task_of
+from .models import BoundModel, Model, ModelError, make_model, model_name, save_model
+from .models.checks import HOOK_NAMES, smoke_test
+from .models.registry import canonical_name, options_text, parse_options
 from .strategies import strategy_class
 
 
@@ -53,35 +56,26 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     """Train a model with every rank of ``comm``: collective, call it on all ranks.
 
     Pass a :class:`TrainConfig` or its fields as keywords (``train(data="digits",
-    model="softmax", epochs=5)``). Bad input raises :class:`mpitrain.errors.UserError` on
-    every rank. ``stop_requested`` (e.g. a signal flag) is polled once per step (or round),
-    when the step's message is about to be reduced; when it is true on any rank, all ranks
-    checkpoint and return with status ``"stopped"``.
+    model="softmax", epochs=5)``); ``model`` may also be a model object
+    (``model=MyModel(rank=8)``, a :class:`mpitrain.models.Model`). Bad input raises
+    :class:`mpitrain.errors.UserError` on every rank. ``stop_requested`` (e.g. a signal
+    flag) is polled once per step (or round), when the step's message is about to be
+    reduced; when it is true on any rank, all ranks checkpoint and return with status
+    ``"stopped"``.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
+    instance = options.pop("model") if isinstance(options.get("model"), Model) else None
+    if instance is not None:
+        options["model"] = model_name(instance)
+        options["model_options"] = options_text(instance)
     config = checked(comm, _config_from, config, options)
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
-    dataset = load_dataset(
-        config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
-        seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
-        standardize=config.standardize,
-        synthetic=synthetic_spec(config))
-    agree(comm, _model_data_mismatch(config, dataset))
-    if config.reduce == "shm":  # collective test, the same answer on every rank
-        agree(comm, None if single_node(comm) else
-              "--reduce shm needs every rank on one node, but the ranks span several nodes; "
-              "use --reduce auto")
-    kind = loss_kind(config.model)
-    layout = Layout(network_dims(config.model, n_features=dataset.n_features,
-                                 n_classes=dataset.n_classes, hidden=config.hidden))
+    model, dataset, params = prepare(config, comm=comm, model=instance)
     mode = strategy_class(config.mode)
-    warm_kernels(comm, dtype=np.dtype(config.dtype), label_dtype=dataset.train.y.dtype,
-                 kernels=mode.kernels(config, ranks=comm.Get_size()))
-    params = init_params(layout, seed=config.seed, dtype=config.dtype)
-    strategy = mode.build(config, layout=layout, kind=kind, params=params, dataset=dataset,
-                          comm=comm)
+    _warm_kernels(comm, model, params, dataset, mode.kernels(config, ranks=comm.Get_size()))
+    strategy = mode.build(config, model=model, params=params, dataset=dataset, comm=comm)
     resume_from = load_resume_checkpoint(config, comm, strategy)
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
                              resume=config.resume is not None, quiet=config.quiet)
@@ -94,7 +88,7 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         output.keep_metrics(checkpointer.periods)
         output.say(f"resuming from {resume_from.path} at unit {start}")
     output.write_text("config.toml", to_toml(config))
-    summary = {**_summary_head(config, dataset, layout, comm), **strategy.summary()}
+    summary = {**_summary_head(config, dataset, model, comm), **strategy.summary()}
     output.write_json("summary.json", {**summary, "status": "running"})
     history: list[dict[str, Any]] = []
 
@@ -124,9 +118,27 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     status = "stopped" if result.stopped else "finished"
     summary = {**summary, **strategy.summary(), "status": status,
                "seconds": time.perf_counter() - started, "final": history[-1] if history else {}}
-    _write_final(output, config, layout, params, dataset, summary)
-    return TrainResult(params=layout.views(params), flat=params, history=history,
+    _write_final(output, model, params, dataset, summary)
+    return TrainResult(params=model.layout.views(params), flat=params, history=history,
                        config=config, status=status, summary=summary)
+
+
+def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
+            ) -> tuple[BoundModel, Dataset, np.ndarray]:
+    """Collective: the run's model bound to its data, the rank's data and the initial
+    parameters (``model``: a model object to use instead of ``config.model``)."""
+    instance = checked(comm, _model_object, config, model)
+    dataset = load_dataset(
+        config.data, comm=comm, task=instance.task, dtype=np.dtype(config.dtype),
+        seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
+        standardize=config.standardize,
+        synthetic=synthetic_spec(config))
+    bound = checked(comm, _bind, instance, dataset, config.model)
+    if config.reduce == "shm":  # collective test, the same answer on every rank
+        agree(comm, None if single_node(comm) else
+              "--reduce shm needs every rank on one node, but the ranks span several nodes; "
+              "use --reduce auto")
+    return bound, dataset, bound.init_params(seed=config.seed, dtype=config.dtype)
 
 
 def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
@@ -144,15 +156,52 @@ def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainCo
     return config
 
 
-def _model_data_mismatch(config: TrainConfig, dataset: Dataset) -> str | None:
-    """Message when the data cannot train this model (same outcome on every rank)."""
-    if config.model == "logistic" and dataset.n_classes > 2:
-        return (f"--model logistic needs binary labels 0/1 but the data has "
-                f"{dataset.n_classes} classes; use --model softmax or mlp")
-    return None
+def _model_object(config: TrainConfig, instance: Model | None) -> Model:
+    """The model object of the run: ``instance`` if given, else made from ``--model``
+    (a user's class is imported here, on every rank)."""
+    if instance is not None:
+        return instance
+    try:
+        return make_model(config.model, options=parse_options(config.model_options),
+                          hidden=config.hidden)
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
 
 
-def _summary_head(config: TrainConfig, dataset: Dataset, layout: Layout,
+def _bind(instance: Model, dataset: Dataset, name: str) -> BoundModel:
+    """``instance`` bound to the data's feature and class counts (UserError if it cannot
+    train on them)."""
+    counts = {"n_features": dataset.n_features, "n_classes": dataset.n_classes}
+    try:
+        problem = instance.check_data(**counts)
+        if problem:
+            raise UserError(problem)
+        return BoundModel(instance, **counts, label=canonical_name(name))
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _warm_kernels(comm: MPI.Comm, model: BoundModel, params: np.ndarray, dataset: Dataset,
+                  names: frozenset[str]) -> None:
+    """Collective: compile or load the run's kernels, one wave of ranks at a time, and run
+    the model's kernels once on this rank's first rows (ModelError → one UserError)."""
+    train = dataset.train if len(dataset.train.y) else dataset.test
+    problems: list[str] = []
+
+    def load() -> None:
+        warm_up(dtype=params.dtype, label_dtype=dataset.train.y.dtype,
+                kernels=names & frozenset(KERNELS))
+        try:
+            smoke_test(model, params, train.X, train.y, hooks=names & frozenset(HOOK_NAMES))
+        except ModelError as exc:
+            problems.append(str(exc))
+
+    prepare_numba()
+    in_waves(comm, load)
+    agree(comm, problems[0] if problems else None)
+
+
+def _summary_head(config: TrainConfig, dataset: Dataset, model: BoundModel,
                   comm: MPI.Comm) -> dict[str, Any]:
     return {
         "mpitrain_version": __version__,
@@ -161,17 +210,17 @@ def _summary_head(config: TrainConfig, dataset: Dataset, layout: Layout,
         "data": {"name": dataset.name, "train_rows": dataset.train.n_total,
                  "test_rows": dataset.test.n_total, "features": dataset.n_features,
                  "classes": dataset.n_classes},
-        "model": {"name": config.model, "dims": list(layout.dims), "parameters": layout.size},
+        "model": model.describe(),
         "config": config.to_dict(),
     }
 
 
-def _write_final(output: RunOutput, config: TrainConfig, layout: Layout, params: np.ndarray,
+def _write_final(output: RunOutput, model: BoundModel, params: np.ndarray,
                  dataset: Dataset, summary: dict[str, Any]) -> None:
     if output.directory is None:
         return
-    save_model(output.directory / "model.npz", model=config.model, layout=layout,
-               flat=params, mean=dataset.mean, std=dataset.std, version=__version__)
+    save_model(output.directory / "model.npz", model=model, flat=params, mean=dataset.mean,
+               std=dataset.std, version=__version__)
     output.write_json("summary.json", summary)
 
 

@@ -12,7 +12,6 @@ from mpi4py import MPI
 from scipy import integrate, stats
 
 from mpitrain.config import resolve
-from mpitrain.data import load_dataset
 from mpitrain.errors import UserError
 from mpitrain.federated import secure
 from mpitrain.federated.clients import assign_clients
@@ -33,10 +32,8 @@ from mpitrain.federated.robust import (
 )
 from mpitrain.federated.sampling import clients_per_round, sample_clients
 from mpitrain.federated.server import ServerOptimizer
-from mpitrain.kernels.network import network_grad, workspace_size
-from mpitrain.models import Layout, init_params, loss_kind, network_dims, task_of
 from mpitrain.strategies.federated import FederatedStrategy
-from mpitrain.training import synthetic_spec
+from mpitrain.training import prepare
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,15 +43,9 @@ LABELS = np.random.default_rng(7).integers(0, 10, size=1000)
 def build(comm=MPI.COMM_SELF, **options):
     """The federated strategy of ``options`` (what train() assembles), not yet run."""
     config = resolve({}, {"mode": "fedavg", "quiet": True, **options})
-    dataset = load_dataset(
-        config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
-        seed=config.seed, test_fraction=config.test_fraction, standardize=config.standardize,
-        synthetic=synthetic_spec(config))
-    layout = Layout(network_dims(config.model, n_features=dataset.n_features,
-                                 n_classes=dataset.n_classes, hidden=config.hidden))
-    params = init_params(layout, seed=config.seed, dtype=config.dtype)
-    strategy = FederatedStrategy.build(config, layout=layout, kind=loss_kind(config.model),
-                                        params=params, dataset=dataset, comm=comm)
+    model, dataset, params = prepare(config, comm=comm)
+    strategy = FederatedStrategy.build(config, model=model, params=params,
+                                        dataset=dataset, comm=comm)
     return strategy, dataset
 
 
@@ -225,9 +216,8 @@ def test_fedsgd_with_every_client_is_one_full_batch_gradient_step():
     X, y = dataset.train.X, dataset.train.y
     grad = np.empty(strategy.layout.size)
     rows = np.arange(len(y), dtype=np.int64)
-    work = np.empty(workspace_size(strategy.layout.dims, len(y)))
-    network_grad(before, grad, strategy.layout.dims_array, loss_kind("softmax"), X, y, rows,
-                 work)
+    strategy.trainer.model.gradient(before, grad, X, y, rows,
+                                    strategy.trainer.model.workspace(len(y), np.float64))
     np.testing.assert_allclose(strategy.params, before - 0.5 * grad / len(y), rtol=1e-10,
                                atol=1e-12)
 
@@ -443,13 +433,17 @@ def test_trimmed_mean_and_median_by_hand():
     ({"mode": "fedavg", "aggregate": "krum", "byzantine": 4},
      "--aggregate krum with --byzantine 4 needs at least 11 sampled clients per round "
      "(got 10"),
-    ({"mode": "fedavg", "model": "linear", "partition": "labels"},
-     "--partition labels needs class labels but --model linear is regression"),
 ])
 def test_bad_federated_options(options, message):
     with pytest.raises(UserError) as info:
         resolve({}, options)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_label_partitions_need_a_classifier():
+    with pytest.raises(UserError, match="--partition labels needs class labels but --model "
+                       "linear is regression"):
+        build(data="synthetic", samples=100, model="linear", partition="labels", clients=4)
 
 
 # -- the CLI (needs training.py's --mode fedavg wiring) -----------------------------------

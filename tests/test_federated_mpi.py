@@ -9,15 +9,13 @@ from mpi4py import MPI
 from mpitrain.collectives import allreduce
 from mpitrain.collectives.shared_memory import single_node
 from mpitrain.config import resolve
-from mpitrain.data import load_dataset
 from mpitrain.federated import secure
 from mpitrain.federated.local import ClientStats
 from mpitrain.federated.robust import RobustReducer, coordinate_median, krum_index
 from mpitrain.loop import run_loop
-from mpitrain.models import Layout, init_params, loss_kind, network_dims, task_of
 from mpitrain.strategies.base import Unit
 from mpitrain.strategies.federated import TAIL, FederatedStrategy
-from mpitrain.training import synthetic_spec
+from mpitrain.training import prepare
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 
@@ -29,15 +27,9 @@ SMALL = dict(data="digits", model="mlp", hidden=(12,), dtype="float64", clients=
 
 def build(comm, **options):
     config = resolve({}, {"mode": "fedavg", "quiet": True, **options})
-    dataset = load_dataset(
-        config.data, comm=comm, task=task_of(config.model), dtype=np.dtype(config.dtype),
-        seed=config.seed, test_fraction=config.test_fraction, standardize=config.standardize,
-        synthetic=synthetic_spec(config))
-    layout = Layout(network_dims(config.model, n_features=dataset.n_features,
-                                 n_classes=dataset.n_classes, hidden=config.hidden))
-    params = init_params(layout, seed=config.seed, dtype=config.dtype)
-    return FederatedStrategy.build(config, layout=layout, kind=loss_kind(config.model),
-                                    params=params, dataset=dataset, comm=comm), dataset
+    model, dataset, params = prepare(config, comm=comm)
+    return FederatedStrategy.build(config, model=model, params=params,
+                                    dataset=dataset, comm=comm), dataset
 
 
 def run(comm, **options):

@@ -586,7 +586,8 @@ def test_bad_input_battery(tmp_path):
         ("config list of strings", ["--config", str(tmp_path / "list.toml"), *guard],
          "option 'hidden' expects a list of integers"),
         ("config bad choice", ["--config", str(tmp_path / "choice.toml"), *guard],
-         "--model must be one of linear, logistic, softmax, mlp (got 'cnn')"),
+         "--model must be one of linear, logistic, softmax, mlp or your own class as "
+         "package.module:Class (got 'cnn')"),
         ("config not UTF-8", ["--config", str(tmp_path / "latin1.toml"), *guard],
          "--config: cannot read"),
         ("config is a directory", ["--config", str(tmp_path), *guard], "Is a directory"),
@@ -667,8 +668,8 @@ def test_bad_input_battery(tmp_path):
         # last: rewrites the data file of `finished` with one more feature
         ("resume after the data changed shape",
          ["--data", shifting, "--resume", str(finished), "--out", str(tmp_path / "new")],
-         "holds params of shape (58,) and type float32 but this run's model (layer sizes "
-         "5,8,2) needs shape (66,)"),
+         "holds params of shape (58,) and type float32 but this run's model (W0 (5, 8), "
+         "b0 (8,), W1 (8, 2), b1 (2,)) needs shape (66,)"),
     ]
     before = {"resume after the data changed shape": lambda: write_csv(
         tmp_path / "shifting.csv", rng.normal(size=(40, 5)), np.arange(40) % 2)}

@@ -55,6 +55,7 @@ measured step times).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -136,15 +137,14 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def workload(args: argparse.Namespace) -> dict[str, Any]:
-    """Layer sizes, parameter count and step message bytes of the planned model."""
-    from mpitrain.models import Layout, network_dims
-
+    """Layer sizes, parameter count and step message bytes of the planned model (a dense
+    network: one weight matrix and one bias vector per layer)."""
     hidden = _hidden(args.hidden) if args.model == "mlp" else ()
-    dims = network_dims(args.model, n_features=args.features, n_classes=args.classes,
-                        hidden=hidden)
-    parameters = Layout(tuple(dims)).size
+    outputs = 1 if args.model in ("linear", "logistic") else args.classes
+    dims = [args.features, *hidden, outputs]
+    parameters = sum(a * b + b for a, b in itertools.pairwise(dims))
     itemsize = np.dtype(args.dtype).itemsize
-    return {"model": args.model, "dims": list(dims), "parameters": parameters,
+    return {"model": args.model, "dims": dims, "parameters": parameters,
             "message_bytes": (parameters + TAIL) * itemsize, "batch": args.batch,
             "dtype": args.dtype}
 

@@ -88,7 +88,7 @@ from mpitrain.data.batches import steps_per_epoch
 from mpitrain.data.holdout import make_holdout
 from mpitrain.data.sharding import block_range
 from mpitrain.errors import UserError, agree, checked, require
-from mpitrain.models import network_dims
+from mpitrain.models import BoundModel, make_model
 
 T = TypeVar("T")
 
@@ -327,17 +327,16 @@ def kernel_step_seconds(comm: MPI.Comm, *, dims: list[int] | tuple[int, ...], mo
     from mpitrain.kernels.backward import step_gradient
     from mpitrain.kernels.network import workspace_size
     from mpitrain.kernels.optimizers import sgd_update
-    from mpitrain.models import Layout, init_params, loss_kind
 
-    layout = Layout(tuple(dims))
-    kind = loss_kind(model)
+    bound = _dense_model(model, list(dims))
+    kind = bound.spec[0]
     X, y = _synthetic(rows, dims[0], dims[-1], kind, dtype, seed + comm.Get_rank())
-    params = init_params(layout, seed=seed, dtype=dtype)
-    message = np.zeros(layout.size + 4, dtype=dtype)
+    params = bound.init_params(seed=seed, dtype=dtype)
+    message = np.zeros(bound.size + 4, dtype=dtype)
     batch = min(batch, rows)
-    work = np.empty(workspace_size(layout.dims, batch), dtype=dtype)
+    work = np.empty(workspace_size(list(dims), batch), dtype=dtype)
     order = np.random.default_rng(seed).permutation(rows).astype(np.int64)
-    dims_array = layout.dims_array
+    dims_array = np.asarray(dims, dtype=np.int64)
     blocks = []
     comm.Barrier()
     for block in range(5):
@@ -354,6 +353,12 @@ def kernel_step_seconds(comm: MPI.Comm, *, dims: list[int] | tuple[int, ...], mo
     return float(local[0]) / comm.Get_size()
 
 
+def _dense_model(name: str, dims: list[int]) -> BoundModel:
+    """The built-in model ``name`` with layer sizes ``dims``."""
+    model = make_model(name, hidden=tuple(dims[1:-1]) or (1,))
+    return BoundModel(model, n_features=dims[0], n_classes=max(2, dims[-1]))
+
+
 def _numpy_vs_numba(args: argparse.Namespace, config: TrainConfig,
                     rows: int) -> list[dict[str, Any]]:
     """Phase 3 (rank 0 alone): plain-numpy reference step against the numba step, for
@@ -362,7 +367,6 @@ def _numpy_vs_numba(args: argparse.Namespace, config: TrainConfig,
     from mpitrain.kernels.network import SOFTMAX_XENT, workspace_size
     from mpitrain.kernels.optimizers import sgd_update
     from mpitrain.kernels.reference import reference_grad, reference_sgd
-    from mpitrain.models import Layout, init_params
 
     dtype = np.dtype(config.dtype)
     X, y = _synthetic(rows, config.features, config.classes, SOFTMAX_XENT, dtype, config.seed)
@@ -370,13 +374,13 @@ def _numpy_vs_numba(args: argparse.Namespace, config: TrainConfig,
     order = np.random.default_rng(config.seed).permutation(rows).astype(np.int64)
     out = []
     for model in ("softmax", "mlp"):
-        dims = network_dims(model, n_features=config.features, n_classes=config.classes,
-                            hidden=config.hidden)
-        layout = Layout(dims)
-        dims_array = layout.dims_array
-        p_numba = init_params(layout, seed=config.seed, dtype=dtype)
+        dense = BoundModel(make_model(model, hidden=config.hidden),
+                           n_features=config.features, n_classes=config.classes)
+        dims = dense.model.dims(**dense.counts)
+        dims_array = np.asarray(dims, dtype=np.int64)
+        p_numba = dense.init_params(seed=config.seed, dtype=dtype)
         p_numpy = p_numba.copy()
-        message = np.zeros(layout.size + 4, dtype=dtype)
+        message = np.zeros(dense.size + 4, dtype=dtype)
         work = np.empty(workspace_size(dims, batch), dtype=dtype)
 
         def numba_step(at: int, p: np.ndarray = p_numba, message: np.ndarray = message,

@@ -216,9 +216,9 @@ def _state_mismatch(checkpoint: Checkpoint, config: TrainConfig,
     for name, want in arrays.items():
         got = checkpoint.arrays[name]
         if got.shape != want.shape or got.dtype != want.dtype:
-            dims = ",".join(map(str, strategy.layout.dims))
             return (f"{where} holds {name} of shape {got.shape} and type {got.dtype} but "
-                    f"this run's model (layer sizes {dims}) needs shape {want.shape} and type "
+                    f"this run's model ({strategy.layout.describe()}) needs shape "
+                    f"{want.shape} and type "
                     f"{want.dtype}: the data or the model changed since it was written; "
                     "start a new run")
     absent = sorted(set(meta) - set(checkpoint.meta))

@@ -1,9 +1,10 @@
 """A client's local training: E epochs of minibatch SGD (or FedProx) from the global model.
 
-Runs on the numba kernels (``network_grad`` for the summed batch gradient, ``sgd_update`` /
-``proximal_sgd_update`` for the step) with buffers preallocated for the rank's largest
-client, so training a client allocates only its random generator. The client's stream is
-keyed by ``(seed, CLIENT_STREAM, round, client id)``: the same on any rank, for any P.
+Runs on the numba kernels (the model's gradient kernel for the summed batch gradient,
+``sgd_update`` / ``proximal_sgd_update`` for the step) with buffers preallocated for the
+rank's largest client, so training a client allocates only its random generator. The
+client's stream is keyed by ``(seed, CLIENT_STREAM, round, client id)``: the same on any
+rank, for any P.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpitrain.kernels.network import network_grad, workspace_size
 from mpitrain.kernels.optimizers import proximal_sgd_update, sgd_update
 
-from ..models import Layout
+from ..models import BoundModel
 from .clients import LocalClients
 
 CLIENT_STREAM = 0xC11E
@@ -33,19 +33,18 @@ class ClientStats:
 class LocalTrainer:
     """Trains this rank's clients one after another; ``delta`` holds the last update."""
 
-    def __init__(self, layout: Layout, *, loss_kind: int, clients: LocalClients, epochs: int,
+    def __init__(self, model: BoundModel, *, clients: LocalClients, epochs: int,
                  batch: int, lr: float, weight_decay: float, prox_mu: float, seed: int,
                  dtype: np.dtype) -> None:
-        self.dims = layout.dims_array
-        self.loss_kind = loss_kind
+        self.model = model
         self.clients = clients
         self.epochs, self.batch, self.lr = epochs, batch, lr
         self.weight_decay, self.prox_mu, self.seed = weight_decay, prox_mu, seed
         largest = max(1, clients.largest)
         self.max_rows = largest if batch == 0 else min(batch, largest)
-        self.work = np.empty(workspace_size(layout.dims, self.max_rows), dtype=dtype)
-        self.grad = np.empty(layout.size, dtype=dtype)
-        self.local = np.empty(layout.size, dtype=dtype)
+        self.work = model.workspace(self.max_rows, np.dtype(dtype))
+        self.grad = np.empty(model.size, dtype=dtype)
+        self.local = np.empty(model.size, dtype=dtype)
         self.order = np.empty(largest, dtype=np.int64)
 
     @property
@@ -72,8 +71,8 @@ class LocalTrainer:
                 rng.shuffle(order)
             for start in range(0, count, batch):
                 chunk = order[start:start + batch]
-                loss, correct = network_grad(local, grad, self.dims, self.loss_kind, clients.X,
-                                             clients.y, chunk, work)
+                loss, correct = self.model.gradient(local, grad, clients.X, clients.y, chunk,
+                                                    work)
                 scale = 1.0 / len(chunk)
                 if self.prox_mu > 0.0:
                     proximal_sgd_update(local, grad, params, scale, self.lr, self.weight_decay,

@@ -14,28 +14,24 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.kernels.network import BINARY_XENT, network_loss, network_predict, workspace_size
-
 from ..data import Shard
-from ..evaluation import EVAL_ROWS, summarize
-from ..models import Layout
+from ..evaluation import ChunkedLoss, summarize
+from ..models import BoundModel
 
 
 class FederatedEvaluator:
     """Global test metrics plus per-client accuracy for a classification model."""
 
-    def __init__(self, layout: Layout, *, loss_kind: int, shard: Shard, comm: MPI.Comm,
+    def __init__(self, model: BoundModel, *, shard: Shard, comm: MPI.Comm,
                  n_classes: int, histograms: np.ndarray) -> None:
-        self.dims = layout.dims_array
-        self.loss_kind = loss_kind
+        self.model = model
         self.shard = shard
         self.comm = comm
         self.n_classes = n_classes
         self.histograms = histograms.astype(np.float64)
-        rows = max(1, min(EVAL_ROWS, len(shard.y)))
-        self.max_rows = rows
-        self.work = np.empty(workspace_size(layout.dims, rows), dtype=shard.X.dtype)
-        self.predictions = np.empty(len(shard.y), dtype=shard.X.dtype)
+        self.loss = ChunkedLoss(model, shard)
+        self.scores = np.empty((self.loss.max_rows, model.outputs), dtype=shard.X.dtype)
+        self.predicted = np.empty(len(shard.y), dtype=np.int64)
         self.sums = np.zeros(3 + 2 * n_classes, dtype=np.float64)
 
     def __call__(self, params: np.ndarray) -> dict[str, Any]:
@@ -44,13 +40,8 @@ class FederatedEvaluator:
         sums[:] = 0.0
         y = self.shard.y
         if len(y):
-            loss, correct = network_loss(params, self.dims, self.loss_kind, self.shard.X, y,
-                                         self.work, self.max_rows)
-            network_predict(params, self.dims, self.loss_kind, self.shard.X, self.predictions,
-                            self.work, self.max_rows)
-            predicted = (self.predictions > 0.5 if self.loss_kind == BINARY_XENT
-                         else self.predictions).astype(np.int64)
-            sums[0], sums[1] = loss, correct
+            sums[0], sums[1] = self.loss(params)
+            predicted = self._predict(params)
             sums[3:3 + k] = np.bincount(y[predicted == y], minlength=k)[:k]
             sums[3 + k:] = np.bincount(y, minlength=k)[:k]
         sums[2] = len(y)
@@ -58,6 +49,15 @@ class FederatedEvaluator:
         out: dict[str, Any] = summarize(sums[0], sums[1], sums[2], label_stats=None)
         out.update(client_accuracy(self.histograms, sums[3:3 + k], sums[3 + k:]))
         return out
+
+    def _predict(self, params: np.ndarray) -> np.ndarray:
+        """Predicted class of every row of the shard (arg-max of the model's scores)."""
+        kernel, model, loss = self.model.predict_kernel, self.model, self.loss
+        for rows in loss.chunks():
+            scores = self.scores[:rows.size]
+            kernel(params, self.shard.X, rows, scores, loss.work, model.spec)
+            self.predicted[rows] = np.argmax(scores, axis=1)
+        return self.predicted
 
 
 def client_accuracy(histograms: np.ndarray, class_correct: np.ndarray,

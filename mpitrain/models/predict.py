@@ -1,4 +1,10 @@
-"""Predictions from a saved model.npz, for scripts and notebooks (no MPI needed)."""
+"""Predictions from a trained model, for scripts and notebooks (no MPI needed).
+
+``predict`` returns classes (their names when the labels were strings) or regression
+values; ``predict_proba`` class probabilities. Both take a saved model (model.npz path or
+:class:`SavedModel`) and raw features, one row (1-D) or many (2-D); the model's stored
+standardisation is applied first.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +12,67 @@ from pathlib import Path
 
 import numpy as np
 
-from mpitrain.kernels.network import network_predict, workspace_size
-from mpitrain.models import Layout, SavedModel, load_model, loss_kind
+from .bound import BoundModel, ModelError
+from .saved import SavedModel, load_model
 
 PREDICT_ROWS = 4096
 
 
 def predict(model: SavedModel | str | Path, X: np.ndarray) -> np.ndarray:
-    """Regression values, probability of class 1 (logistic) or class indices (softmax/mlp).
+    """Class of each row (the arg-max of its probabilities; names when stored) or its
+    regression value. One 1-D row gives one value."""
+    saved, bound = _load(model)
+    scores = _scores(saved, bound, X)
+    if bound.regression:
+        out = scores[:, 0]
+    else:
+        out = np.argmax(scores, axis=1).astype(np.int64)
+        if saved.classes is not None:
+            out = np.asarray(saved.classes)[out]
+    return out[0] if np.ndim(X) == 1 else out
 
-    ``X`` holds raw features; the model's stored standardisation is applied first.
-    """
+
+def predict_proba(model: SavedModel | str | Path, X: np.ndarray) -> np.ndarray:
+    """Class probabilities, one row per input row and one column per class (in the order
+    of the class indices, or of the stored class names)."""
+    saved, bound = _load(model)
+    if bound.regression:
+        raise ModelError(f"predict_proba needs a classifier, but {bound.name} is a "
+                         "regression model; use predict")
+    scores = _scores(saved, bound, X)
+    return scores[0] if np.ndim(X) == 1 else scores
+
+
+def _load(model: SavedModel | str | Path) -> tuple[SavedModel, BoundModel]:
     saved = model if isinstance(model, SavedModel) else load_model(model)
-    layout = Layout(saved.dims)
-    dtype = next(iter(saved.params.values())).dtype
-    flat = np.concatenate([saved.params[name].ravel() for name, _, _ in layout.tensors])
-    X = np.asarray(X, dtype=dtype)
+    return saved, saved.build()
+
+
+def _scores(saved: SavedModel, bound: BoundModel, X: np.ndarray) -> np.ndarray:
+    """The predict kernel's output for every row of ``X`` (checked and standardised)."""
+    dtype = saved.dtype
+    X = np.asarray(X)
+    if X.ndim == 1:
+        X = X.reshape(1, -1)
+    if X.ndim != 2:
+        raise ModelError(f"X must be one row (1-D) or rows of features (2-D); got an array "
+                         f"of shape {X.shape}")
+    if X.shape[1] != bound.n_features:
+        raise ModelError(f"X has {X.shape[1]} features per row but the model was trained "
+                         f"on {bound.n_features}")
+    try:
+        X = X.astype(dtype)
+    except (TypeError, ValueError):
+        raise ModelError(f"X must hold numbers (got dtype {X.dtype})") from None
     if saved.mean is not None and saved.std is not None:
         X = (X - saved.mean.astype(dtype)) / saved.std.astype(dtype)
     X = np.ascontiguousarray(X)
-    out = np.empty(len(X), dtype=dtype)
+    params = saved.flat(bound.layout).astype(dtype)
+    out = np.empty((len(X), bound.outputs), dtype=dtype)
     rows = max(1, min(PREDICT_ROWS, len(X)))
-    work = np.empty(workspace_size(layout.dims, rows), dtype=dtype)
-    network_predict(flat.astype(dtype), layout.dims_array, loss_kind(saved.model), X, out,
-                    work, rows)
-    if saved.model in ("softmax", "mlp"):
-        return out.astype(np.int64)
+    work = bound.workspace(rows, dtype)
+    order = np.arange(len(X), dtype=np.int64)
+    for start in range(0, len(X), rows):
+        chunk = order[start:start + rows]
+        bound.predict_kernel(params, X, chunk, out[start:start + rows], work, bound.spec)
     return out

@@ -1,13 +1,23 @@
-"""model.npz: named parameter arrays plus metadata, readable with allow_pickle=False."""
+"""model.npz: named parameter arrays plus metadata, readable with allow_pickle=False.
+
+Metadata (``meta_*`` entries): the model's name (a built-in such as ``mlp`` or a user's
+``module:Class``) and constructor options as JSON, so :meth:`SavedModel.build` re-creates
+the model object; the data's feature and class counts; the standardisation; the class
+names when the labels were strings; the mpitrain version.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .bound import BoundModel, ModelError
 from .layout import Layout
+from .registry import make_model, options_text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,36 +25,81 @@ class SavedModel:
     """A trained model as stored in model.npz."""
 
     model: str
-    dims: tuple[int, ...]
     params: dict[str, np.ndarray]
+    n_features: int
+    n_classes: int
+    options: dict[str, Any] = field(default_factory=dict)
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    classes: np.ndarray | None = None
     version: str = ""
 
+    @property
+    def dtype(self) -> np.dtype:
+        return next(iter(self.params.values())).dtype
 
-def save_model(path: Path, *, model: str, layout: Layout, flat: np.ndarray,
-               mean: np.ndarray | None, std: np.ndarray | None, version: str) -> None:
-    """Write parameters (W0, b0, ...) and metadata (meta_*) to ``path``."""
+    def build(self) -> BoundModel:
+        """The model object, bound to the stored feature and class counts (imports a
+        user's class; ModelError with the reason when it cannot)."""
+        try:
+            model = make_model(self.model, options=self.options)
+        except ModelError as exc:
+            raise ModelError(f"this model.npz was trained with {self.model!r}, which cannot "
+                             f"be re-created here: {exc}") from None
+        bound = BoundModel(model, self.n_features, self.n_classes)
+        stored = {name: tuple(array.shape) for name, array in self.params.items()}
+        if stored != dict(bound.layout.shapes):
+            raise ModelError(f"this model.npz holds tensors {stored} but {self.model} "
+                             f"with options {self.options} has {dict(bound.layout.shapes)}")
+        return bound
+
+    def flat(self, layout: Layout) -> np.ndarray:
+        """The parameters as one flat buffer in ``layout``'s order."""
+        return np.concatenate([self.params[name].ravel() for name, _ in layout.shapes])
+
+
+def save_model(path: Path, *, model: BoundModel, flat: np.ndarray, mean: np.ndarray | None,
+               std: np.ndarray | None, version: str,
+               classes: np.ndarray | None = None) -> None:
+    """Write parameters (by tensor name) and metadata (``meta_*``) to ``path``."""
     arrays: dict[str, np.ndarray] = {name: view.copy() for name, view in
-                                     layout.views(flat).items()}
-    arrays["meta_model"] = np.array(model)
-    arrays["meta_dims"] = layout.dims_array
+                                     model.layout.views(flat).items()}
+    arrays["meta_model"] = np.array(model.name)
+    arrays["meta_options"] = np.array(options_text(model.model))
+    arrays["meta_tensors"] = np.array([name for name, _ in model.layout.shapes])
+    arrays["meta_n_features"] = np.array(model.n_features)
+    arrays["meta_n_classes"] = np.array(model.n_classes)
     arrays["meta_version"] = np.array(version)
     if mean is not None and std is not None:
         arrays["meta_mean"] = np.asarray(mean)
         arrays["meta_std"] = np.asarray(std)
+    if classes is not None:
+        arrays["meta_classes"] = np.asarray(classes).astype(str)
     with open(path, "wb") as file:
         np.savez(file, **arrays)
 
 
 def load_model(path: str | Path) -> SavedModel:
-    """Read a model.npz written by :func:`save_model`."""
+    """Read a model.npz written by :func:`save_model` (or by mpitrain before 0.3, which
+    stored built-in networks by their layer sizes)."""
     with np.load(path, allow_pickle=False) as data:
-        dims = tuple(int(d) for d in data["meta_dims"])
-        layout = Layout(dims)
-        params = {name: data[name] for name, _, _ in layout.tensors}
+        name = str(data["meta_model"])
+        if "meta_tensors" in data:
+            names = [str(n) for n in data["meta_tensors"]]
+            options = json.loads(str(data["meta_options"]))
+            n_features = int(data["meta_n_features"])
+            n_classes = int(data["meta_n_classes"])
+        else:  # layer sizes only: a built-in dense network
+            dims = [int(d) for d in data["meta_dims"]]
+            names = [name for name, _ in Layout.dense(tuple(dims)).shapes]
+            options = {"hidden": dims[1:-1]} if name == "mlp" else {}
+            n_features = dims[0]
+            n_classes = {"linear": 1, "logistic": 2}.get(name, dims[-1])
         return SavedModel(
-            model=str(data["meta_model"]), dims=dims, params=params,
+            model=name, params={n: data[n] for n in names}, options=options,
+            n_features=n_features, n_classes=n_classes,
             mean=data["meta_mean"] if "meta_mean" in data else None,
             std=data["meta_std"] if "meta_std" in data else None,
+            classes=data["meta_classes"] if "meta_classes" in data else None,
             version=str(data["meta_version"]))
+

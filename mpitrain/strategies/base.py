@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ..config import TrainConfig
     from ..data import Dataset
-    from ..models import Layout
+    from ..models import BoundModel, Layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +72,17 @@ class Strategy(ABC):
     @classmethod
     @abstractmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
-        """Names of the numba kernels a run calls (:data:`mpitrain.kernels.warmup.KERNELS`),
-        compiled or loaded once at start-up."""
+        """Names of the numba kernels a run calls, compiled or loaded once at start-up: the
+        model's hooks (:data:`mpitrain.models.bound.HOOK_NAMES`: ``step``, ``split``,
+        ``gradient``, ``loss``, ``predict``) and optimizers etc.
+        (:data:`mpitrain.kernels.warmup.KERNELS`)."""
 
     @classmethod
     @abstractmethod
-    def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
+    def build(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> Strategy:
-        """Collective: the strategy for ``config``, training ``params`` (with ``layout`` and
-        loss ``kind``) on ``dataset``; bad input raises the same UserError on every rank."""
+        """Collective: the strategy for ``config``, training ``params`` (the flat buffer of
+        ``model``) on ``dataset``; bad input raises the same UserError on every rank."""
 
     # -- the loop's hooks --------------------------------------------------------------------
     @property

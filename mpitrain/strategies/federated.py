@@ -33,8 +33,6 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.kernels.network import SQUARED
-
 from ..config import TrainConfig, shared_memory_allowed
 from ..data import Dataset
 from ..errors import UserError, agree, checked, shared_error
@@ -61,7 +59,7 @@ from ..federated.secure import (
     require_cryptography,
 )
 from ..federated.server import ServerOptimizer
-from ..models import Layout
+from ..models import BoundModel, Layout
 from .base import StopRequested, Strategy, Unit, vote, voted
 
 # Tail slots after the n payload numbers; STOP is last (the stop vote).
@@ -134,9 +132,6 @@ class FederatedStrategy(Strategy):
              f"--aggregate krum with --byzantine {config.byzantine} needs at least "
              f"{2 * config.byzantine + 3} sampled clients per round (got {sampled} = max(1, "
              f"round({config.client_fraction:g} × {config.clients})))"),
-            (config.model == "linear" and config.partition in ("dirichlet", "labels"),
-             f"--partition {config.partition} needs class labels but --model linear is "
-             "regression; use --partition iid or shards"),
         ]
         for bad, message in combinations:
             if bad:
@@ -146,11 +141,10 @@ class FederatedStrategy(Strategy):
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
         # local SGD / FedProx and the evaluators' forward passes (the reductions' kernels
         # are loaded by mpitrain.collectives itself)
-        return frozenset({"network_grad", "network_loss", "network_predict", "sgd",
-                          "proximal_sgd"})
+        return frozenset({"gradient", "loss", "predict", "sgd", "proximal_sgd"})
 
     @classmethod
-    def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
+    def build(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> FederatedStrategy:
         """Collective: partition the training rows into clients, move them to their ranks
         and assemble the strategy from its parts. Bad combinations with the data or the
@@ -159,7 +153,10 @@ class FederatedStrategy(Strategy):
         agree(comm, None if config.clients >= size else
               f"--clients {config.clients} is fewer than the {size} ranks; every rank needs "
               f"at least one client (use --clients >= {size} or fewer ranks)")
-        regression = kind == SQUARED
+        regression = model.regression
+        agree(comm, f"--partition {config.partition} needs class labels but --model "
+              f"{model.name} is regression; use --partition iid or shards"
+              if regression and config.partition in ("dirichlet", "labels") else None)
         starts, counts = block_layout(dataset.train, comm)
         labels = gather_labels(dataset.train, comm, starts=starts, counts=counts)
         partition = checked(comm, partition_rows, labels, clients=config.clients,
@@ -169,7 +166,7 @@ class FederatedStrategy(Strategy):
         owner = assign_clients(partition.sizes, size)
         clients = distribute_rows(dataset.train, labels, partition, owner, comm,
                                   starts=starts, counts=counts)
-        trainer = LocalTrainer(layout, loss_kind=kind, clients=clients,
+        trainer = LocalTrainer(model, clients=clients,
                                epochs=config.local_epochs, batch=config.local_batch,
                                lr=config.local_lr, weight_decay=config.weight_decay,
                                prox_mu=config.prox_mu, seed=config.seed, dtype=params.dtype)
@@ -181,17 +178,17 @@ class FederatedStrategy(Strategy):
                       else partition.label_histograms(labels, dataset.n_classes))
         test: Callable[[np.ndarray], dict[str, Any]] | None = None
         if dataset.test.n_total > 0:
-            test = (Evaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm)
+            test = (Evaluator(model, shard=dataset.test, comm=comm)
                     if regression else
-                    FederatedEvaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm,
+                    FederatedEvaluator(model, shard=dataset.test, comm=comm,
                                        n_classes=dataset.n_classes, histograms=histograms))
         privacy = ClientPrivacy(clip=config.dp_clip, noise=config.dp_noise,
                                 delta=config.dp_delta, q=config.client_fraction,
                                 clients=config.clients, seed=config.seed)
         return cls(
-            comm=comm, layout=layout, params=params, trainer=trainer, clients=clients,
+            comm=comm, layout=model.layout, params=params, trainer=trainer, clients=clients,
             partition=partition, owner=owner, server=server,
-            aggregation=_aggregation(config, comm, layout=layout, dtype=params.dtype,
+            aggregation=_aggregation(config, comm, layout=model.layout, dtype=params.dtype,
                                      partition=partition, dp=privacy.dp),
             privacy=privacy, test=test, rounds=config.rounds, eval_every=config.eval_every,
             seed=config.seed, client_fraction=config.client_fraction, regression=regression,

@@ -28,9 +28,9 @@ from mpitrain.collectives import AllreduceHandle, Allreducer, start_allreduce
 from mpitrain.config import shared_memory_allowed
 from mpitrain.data import Shard
 from mpitrain.data.batches import EpochPlan, epoch_plan, steps_per_epoch
-from mpitrain.errors import shared_error
+from mpitrain.errors import agree, shared_error
 from mpitrain.evaluation import Evaluator, label_stats, summarize
-from mpitrain.models import Layout, task_of
+from mpitrain.models import BoundModel, Layout
 from mpitrain.models.gradient import BatchGradient
 from mpitrain.optimizers import Optimizer, learning_rate, make_optimizer
 
@@ -85,29 +85,29 @@ class SyncStrategy(Strategy):
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
         # (the reductions' kernels are loaded by mpitrain.collectives itself)
-        return frozenset({"split_step" if config.overlap else "step_gradient",
-                          "network_loss", config.optimizer})
+        return frozenset({"split" if config.overlap else "step", "loss", config.optimizer})
 
     @classmethod
-    def build(cls, config: TrainConfig, *, layout: Layout, kind: int, params: np.ndarray,
+    def build(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> SyncStrategy:
         size = comm.Get_size()
         max_rows = (-(-config.batch_size // size) if config.shuffle == "local"
                     else config.batch_size)
         max_rows = min(max_rows, max(1, len(dataset.train.y)))
-        regression = task_of(config.model) == "regression"
-        test = (Evaluator(layout, loss_kind=kind, shard=dataset.test, comm=comm)
+        agree(comm, None if model.can_split or not config.overlap else
+              f"--overlap needs a model with per-layer kernels (forward_kernel, "
+              f"backward_kernel, buckets), which {model.name} does not have; drop --overlap")
+        test = (Evaluator(model, shard=dataset.test, comm=comm)
                 if dataset.test.n_total > 0 else None)
         return cls(
-            comm=comm, layout=layout, params=params,
+            comm=comm, layout=model.layout, params=params,
             optimizer=make_optimizer(config.optimizer, params,
                                      weight_decay=config.weight_decay,
                                      momentum=config.momentum, nesterov=config.nesterov,
                                      beta1=config.beta1, beta2=config.beta2, eps=config.eps),
-            gradient=BatchGradient(layout, loss_kind=kind, max_rows=max_rows,
-                                   dtype=params.dtype),
+            gradient=BatchGradient(model, max_rows=max_rows, dtype=params.dtype),
             train=dataset.train, test=test,
-            train_label_stats=label_stats(dataset.train, comm) if regression else None,
+            train_label_stats=label_stats(dataset.train, comm) if model.regression else None,
             epochs=config.epochs, batch_size=config.batch_size, shuffle=config.shuffle,
             seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
             lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
