@@ -122,3 +122,34 @@ def test_plan_measures_on_the_cluster(tmp_path):
     measured = json.loads(path.read_text())["measured"]
     assert measured["layout"] == "2x2"
     assert set(measured["algorithms"]) == {"ring", "hierarchical", "mpi", "root"}
+
+
+def test_multi_node_batch_script_with_mpirun(tmp_path):
+    """examples/slurm/multi-node.sbatch (LAUNCHER=mpirun) on 2x2, the allocation given by
+    Slurm's variables and hydra's host list by the cluster: it trains, and the model is the
+    one-rank model (float64, --shuffle global, --reduce auto)."""
+    import numpy as np
+
+    wrapper = tmp_path / "mpirun"
+    prefix = mpiexec_prefix(LAYOUTS["2x2"], tmp_path)[:-2]  # without "-n P"
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(prefix) + ' "$@"\n')
+    wrapper.chmod(0o755)
+    args = ["--data", "digits", "--model", "mlp", "--hidden", "16", "--epochs", "2",
+            "--batch-size", "64", "--dtype", "float64", "--quiet"]
+    slurm = {"SLURM_JOB_NAME": "mpitrain-multi", "SLURM_JOB_ID": "42", "SLURM_NTASKS": "4",
+             "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "mpitrain-node[1-2]",
+             "SLURM_CPUS_PER_TASK": "1", "LAUNCHER": "mpirun", "MPIRUN": str(wrapper),
+             "PYTHON": sys.executable, "OUT": str(tmp_path / "multi")}
+    done = run(["bash", str(ROOT / "examples" / "slurm" / "multi-node.sbatch"), *args],
+               timeout=300, env=slurm)
+    passed(done)
+    assert "4 ranks on 2 nodes" in done.stdout
+    summary = json.loads((tmp_path / "multi" / "summary.json").read_text())
+    assert (summary["status"], summary["ranks"]) == ("finished", 4)
+    alone = run([sys.executable, "-m", "mpitrain", "train", *args, "--out",
+                 str(tmp_path / "alone")], timeout=300)
+    passed(alone)
+    with np.load(tmp_path / "multi" / "model.npz") as got, \
+            np.load(tmp_path / "alone" / "model.npz") as want:
+        for name in ("W0", "b0", "W1", "b1"):
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-11)
