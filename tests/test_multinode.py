@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from cluster import LAYOUT, RANKS_PER_NODE, ROOT, describe, mpiexec_prefix, skip_reason
 
@@ -128,8 +129,6 @@ def test_multi_node_batch_script_with_mpirun(tmp_path):
     """examples/slurm/multi-node.sbatch (LAUNCHER=mpirun) on 2x2, the allocation given by
     Slurm's variables and hydra's host list by the cluster: it trains, and the model is the
     one-rank model (float64, --shuffle global, --reduce auto)."""
-    import numpy as np
-
     wrapper = tmp_path / "mpirun"
     prefix = mpiexec_prefix(LAYOUTS["2x2"], tmp_path)[:-2]  # without "-n P"
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(prefix) + ' "$@"\n')
