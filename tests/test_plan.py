@@ -4,6 +4,7 @@ computations, and the command's output well formed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -81,8 +82,11 @@ def plan(tmp_path, *extra: str, ranks: int = 1):
 def test_plan_prints_and_writes_the_documented_json(tmp_path):
     done, path = plan(tmp_path, "--nodes", "8", "--ranks-per-node", "32", "--max-ranks",
                       "1000", "--hidden", "64,32", "--batch", "128", "--link-gbps", "25",
-                      "--link-latency-us", "5", "--node-gbytes", "10")
+                      "--link-latency-us", "5", "--node-gbytes", "10",
+                      "--plot", str(tmp_path / "plan.png"))
     assert done.returncode == 0, done.stderr
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "plan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = json.loads(path.read_text())
     assert set(doc) == {"workload", "compute_seconds", "links", "scenario", "scaling",
                         "communication_dominates_from", "measured"}

@@ -68,7 +68,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain import __version__
-from mpitrain.bench import output_file
+from mpitrain.bench import output_file, save_figure
 from mpitrain.collectives import allreduce, resolve, shared_buffer
 from mpitrain.collectives.context import state_of
 from mpitrain.collectives.traffic import cross_node_bytes
@@ -335,12 +335,7 @@ def write_plot(path: str, comm: MPI.Comm, results: list[Result]) -> bool:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("bus bandwidth (GB/s)")
     axes[0][0].legend(fontsize="small")
-    try:
-        fig.savefig(output_file(path), dpi=110, bbox_inches="tight")
-    except OSError as exc:
-        raise UserError(f"--plot could not write {path!r} ({exc.strerror})") from exc
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.bench import output_file
+from mpitrain.bench import output_file, save_figure
 from mpitrain.collectives import choose
 from mpitrain.collectives.context import state_of
 from mpitrain.collectives.cost import MODELLED, Links, allreduce_seconds, fastest
@@ -400,12 +400,7 @@ def write_plot(path: str, doc: dict[str, Any]) -> bool:
         ax.set_ylabel("step time (us)")
         ax.set_title(f"emulated cluster {measured['layout']}: predicted vs measured")
         ax.legend(fontsize="small")
-    try:
-        fig.savefig(output_file(path), dpi=110, bbox_inches="tight")
-    except OSError as exc:
-        raise UserError(f"--plot could not write {path!r} ({exc.strerror})") from exc
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
