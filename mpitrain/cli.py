@@ -1,4 +1,4 @@
-"""Command line: ``python -m mpitrain train|bench ...`` under mpirun/mpiexec/srun.
+"""Command line: ``python -m mpitrain train|bench|plan ...`` under mpirun/mpiexec/srun.
 
 Flags are generated from :class:`mpitrain.config.TrainConfig`; ``--config FILE.toml`` takes
 the same options and flags override it. Errors in the input end the job with one message from
@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "plot": ("mpitrain.report.plot", "learning curves of one or more runs, as an image"),
     "tensorboard": ("mpitrain.report.tensorboard", "metrics of runs as TensorBoard event files"),
     "checkpoint": (None, "work with checkpoints (consolidate a sharded one)"),
+    "plan": ("mpitrain.bench.plan", "predict step time and scaling on N nodes from a cost "
+             "model (docs/multinode.md)"),
     "bench": (None, "benchmarks"),
 }
 

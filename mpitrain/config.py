@@ -120,7 +120,9 @@ class TrainConfig:
                           choices=SHUFFLES)
     reduce: str = option("auto", "how messages are summed over the ranks: ring allreduce, "
                          "shm (every rank's message in shared memory, summed by all; one "
-                         "node), MPI's Allreduce, Reduce+Bcast through rank 0, or auto: "
+                         "node), hierarchical (reduce-scatter in each node, one ring per "
+                         "slice across nodes, allgather in each node), MPI's Allreduce, "
+                         "Reduce+Bcast through rank 0, or auto: "
                          "chosen by message size, rank count and node layout as measured in "
                          "mpitrain/collectives/select.py",
                          choices=ALGORITHMS, group="parallel")

@@ -296,7 +296,9 @@ def test_rank_killed_with_sigkill_ends_the_job_on_every_rank(tmp_path):
     # the first to die, so no rank is named; srun names it, see tests/slurm)
     report = done.stdout + done.stderr
     assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in report, report
-    assert "Killed (signal 9)" in report, report
+    # (across nodes, when the killed rank was reached through the launcher, hydra reports
+    # the status as "EXIT CODE: 9" and names the node: tests/test_multinode.py)
+    assert "Killed (signal 9)" in report or "EXIT CODE: 9" in report, report
     assert status(out) == "running"  # an unfinished run stays marked as such
 
 

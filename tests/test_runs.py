@@ -287,8 +287,8 @@ def test_no_command_prints_usage_and_one_error():
     lines = error_lines(done)
     assert lines[0].startswith("usage: mpitrain ") and "COMMAND" in lines[0]
     assert lines[-1] == ("mpitrain: error: no command given: choose one of train, predict, "
-                         "show, plot, tensorboard, bench (python -m mpitrain COMMAND "
-                         "--help)")
+                         "show, plot, tensorboard, checkpoint, plan, bench (python -m "
+                         "mpitrain COMMAND --help)")
     assert sum("error" in line for line in lines) == 1
 
 
