@@ -49,7 +49,7 @@ from typing import Any
 from mpi4py import MPI
 
 from mpitrain import __version__, train
-from mpitrain.bench import output_file
+from mpitrain.bench import output_file, save_figure
 from mpitrain.cli import add_config_arguments
 from mpitrain.config import TrainConfig, resolve
 from mpitrain.errors import UserError, checked, require
@@ -268,10 +268,5 @@ def _plot(path: str, doc: dict[str, Any]) -> bool:
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize="small")
-    try:
-        fig.savefig(output_file(path), dpi=110, bbox_inches="tight")
-    except OSError as exc:
-        raise UserError(f"--plot could not write {path!r} ({exc.strerror})") from exc
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
     return True
