@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import ROOT, run_mpi, run_train
+from cli_runner import run_train
+from test_reliability import BASE, chaos, error_lines, model_arrays
 
 from mpitrain.asynchronous import straggler as straggler_module
 from mpitrain.asynchronous.schedule import PushOrder, gossip_partners
@@ -28,24 +29,9 @@ from mpitrain.errors import UserError
 
 pytestmark = pytest.mark.timeout(300)
 
-CHAOS = str(ROOT / "tests" / "chaos.py")
-
 # 480 training rows / 64 = 8 steps per epoch; Adam and a cosine schedule, so a resume that
 # lost optimizer state, the step count or a pending gradient would not be bit-identical.
-BASE = ["--data", "synthetic", "--samples", "600", "--features", "8", "--classes", "3",
-        "--model", "mlp", "--hidden", "16", "--epochs", "6", "--batch-size", "64",
-        "--optimizer", "adam", "--lr", "0.01", "--lr-schedule", "cosine",
-        "--checkpoint-every", "5", "--keep", "2", "--quiet"]
-
-
-def chaos(args: list[str], *, ranks: int = 2, env: dict[str, str] | None = None,
-          timeout: float = 120):
-    return run_mpi([CHAOS, "train", *args], ranks=ranks, env=env, timeout=timeout)
-
-
-def model_arrays(out: Path) -> dict[str, np.ndarray]:
-    with np.load(out / "model.npz", allow_pickle=False) as model:
-        return {name: model[name] for name in model.files if not name.startswith("meta_")}
+# (BASE and the helpers are the reliability tests'.)
 
 
 def metrics(out: Path) -> list[dict]:
@@ -54,10 +40,6 @@ def metrics(out: Path) -> list[dict]:
 
 def summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
-
-
-def error_lines(done) -> list[str]:
-    return [line for line in done.stderr.splitlines() if line.strip()]
 
 
 # ---------------------------------------------------------------- parts

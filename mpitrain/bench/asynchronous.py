@@ -41,7 +41,6 @@ JSON (``--json FILE``, rank 0)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from typing import Any
@@ -49,10 +48,10 @@ from typing import Any
 from mpi4py import MPI
 
 from mpitrain import __version__, train
-from mpitrain.bench import output_file, save_figure
+from mpitrain.bench import save_figure, save_outputs
 from mpitrain.cli import add_config_arguments
 from mpitrain.config import TrainConfig, resolve
-from mpitrain.errors import UserError, checked, require
+from mpitrain.errors import checked, require
 from mpitrain.strategies import MODES
 
 #: TrainConfig fields that are ``bench async`` flags, as ``mpitrain train`` declares them.
@@ -210,18 +209,7 @@ def _finish(args: argparse.Namespace, comm: MPI.Comm, straggler: str,
                         "repeats": args.repeats},
            "runs": runs, "verdicts": verdicts(runs)}
     print(_table(doc), flush=True)
-    if args.json:
-        try:
-            output_file(args.json).write_text(json.dumps(doc, indent=1) + "\n")
-        except OSError as exc:
-            raise UserError(f"--json could not write {args.json!r} ({exc.strerror})") from exc
-        print(f"wrote {args.json}", flush=True)
-    if args.plot:
-        if _plot(args.plot, doc):
-            print(f"wrote {args.plot}", flush=True)
-        else:
-            print("mpitrain: warning: --plot needs matplotlib (pip install "
-                  "'mpitrain[plot]'); no plot written", flush=True)
+    save_outputs(doc, json_path=args.json, plot_path=args.plot, plot=_plot)
 
 
 def _table(doc: dict[str, Any]) -> str:
