@@ -51,6 +51,8 @@ BENCHMARKS = {
     "allreduce": ("mpitrain.bench.allreduce", "latency and bandwidth of every allreduce"),
     "train": ("mpitrain.bench.train", "training throughput, compute/communication split, "
               "weak scaling, kernel, start-up and memory checks"),
+    "async": ("mpitrain.bench.asynchronous", "time to accuracy of sync and the asynchronous "
+              "modes, with and without a straggler"),
 }
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .asynchronous.straggler import parse_stragglers
 from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
 from .data.batches import SHUFFLES
@@ -36,7 +37,8 @@ from .strategies.shards import SHARDS
 
 # Options only some modes honour: a strategy lists those it does in ``Strategy.options``;
 # any other mode rejects a value other than the default.
-MODE_ONLY = ("compress", "overlap", "shard")
+MODE_ONLY = ("compress", "overlap", "shard", "servers", "staleness", "sync_every",
+             "local_after", "straggler", "simulate_schedule")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -182,6 +184,23 @@ class TrainConfig:
     dp_noise: float = option(0.0, "DP-FedAvg noise multiplier z: Gaussian noise of std "
                              "z*dp_clip on the sum of updates; 0: no DP", group="federated")
     dp_delta: float = option(1e-5, "delta at which epsilon is reported", group="federated")
+    # asynchronous (docs/async.md)
+    servers: int = option(1, "async-ps: ranks that hold the parameters and optimizer state "
+                          "(sharded by contiguous ranges); the other ranks are workers",
+                          group="asynchronous")
+    staleness: int = option(1, "ssp: steps a rank may run ahead of the slowest (0: exactly "
+                            "--mode sync)", group="asynchronous")
+    sync_every: int = option(4, "local-sgd: local steps between parameter averages (1: "
+                             "--mode sync for plain SGD)", group="asynchronous")
+    local_after: int = option(0, "local-sgd: epochs of synchronous SGD before local steps "
+                              "begin (post-local SGD)", group="asynchronous")
+    straggler: str = option("", "slow ranks down for experiments: RANK:FACTOR[:JITTER],... "
+                            "(each step sleeps (FACTOR-1) x its measured compute time, times "
+                            "1 + JITTER x a seeded uniform number in [-1, 1])",
+                            group="asynchronous", metavar="RANK:FACTOR[:JITTER]")
+    simulate_schedule: bool = option(False, "async-ps: apply the workers' pushes in a seeded, "
+                                     "fixed order (reproducible from --seed; for tests)",
+                                     group="asynchronous")
     # performance
     compress: str = option("none", "transport of the step's gradient message: none (its own "
                            "precision), fp16 or bf16 (16-bit words, sums in float32, counts "
@@ -202,7 +221,8 @@ class TrainConfig:
                                  "messages only", group="parallel")
     # checkpoints and reliability
     checkpoint_every: int = option(0, "write a checkpoint every N steps (sync) or rounds "
-                                   "(federated), and at the end; 0: only at the end",
+                                   "(federated) or epochs (async-ps), and at the end; 0: "
+                                   "only at the end",
                                    group="checkpoints")
     keep: int = option(3, "checkpoints to keep in OUT/checkpoints", group="checkpoints")
     resume: str | None = option(None, "continue from a checkpoint file or run directory; "
@@ -395,6 +415,10 @@ def validate(config: TrainConfig) -> None:
         (len(config.hidden) >= 1 or config.model != "mlp", "hidden",
          "at least one layer size for --model mlp"),
         (all(h >= 1 for h in config.hidden), "hidden", "positive layer sizes"),
+        (config.servers >= 1, "servers", ">= 1"),
+        (config.staleness >= 0, "staleness", ">= 0"),
+        (config.sync_every >= 1, "sync_every", ">= 1"),
+        (config.local_after >= 0, "local_after", ">= 0"),
     ]
     for ok, name, expected in checks:
         if not ok:
@@ -402,6 +426,7 @@ def validate(config: TrainConfig) -> None:
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
             raise UserError(f"--{flag(name)} must be {expected} (got {shown})")
     _validate_performance(config)
+    parse_stragglers(config.straggler)
     # federated
     federated = [
         (config.clients >= 1, "clients", ">= 1"),

@@ -22,7 +22,13 @@ Behaves exactly like ``python -m mpitrain`` (same ``main``), plus, from the envi
   system that filled up or turned read-only during the run;
 - ``CHAOS_HOLD=RANK:STEP``: rank RANK, before computing step STEP, waits until it has
   received a stop signal (SIGTERM/SIGUSR1 from outside; at most 120 s), so a run cannot
-  finish before the test's signal arrives, however slow or fast the machine.
+  finish before the test's signal arrives, however slow or fast the machine;
+- ``CHAOS_RAISE=RANK:STEP``: rank RANK raises RuntimeError while computing step STEP (a
+  bug on one rank: the job must end with that rank named).
+
+Every strategy of the registry is patched (for the asynchronous modes a unit is a step,
+or an epoch with ``--mode async-ps``); a strategy that calls its parent's patched method
+gets the faults once.
 
 The patches forward any further arguments of ``contribute`` and ``reduce`` unchanged.
 """
@@ -42,10 +48,9 @@ configure_threads()  # as python -m mpitrain does, before numpy and numba load
 
 from mpi4py import MPI  # noqa: E402
 
-import mpitrain.strategies.federated as federated  # noqa: E402
-import mpitrain.strategies.sync as sync  # noqa: E402
 from mpitrain.cli import main  # noqa: E402
 from mpitrain.runtime import outputs, preemption  # noqa: E402
+from mpitrain.strategies import MODES, strategy_class  # noqa: E402
 
 RANK = MPI.COMM_WORLD.Get_rank()
 HOLD_LIMIT = 120.0  # seconds CHAOS_HOLD waits for the stop signal at most
@@ -78,6 +83,8 @@ SLEEP = float(os.environ.get("CHAOS_SLEEP") or 0)
 SIGNAL = _parse("CHAOS_SIGNAL")
 STALL = _parse("CHAOS_STALL")
 HOLD = _parse("CHAOS_HOLD")
+RAISE = _parse("CHAOS_RAISE")
+_inside = [False]  # a patched method is running (a subclass calling its parent's)
 
 
 def _hold() -> None:
@@ -98,6 +105,17 @@ def patch(strategy: type) -> None:
     original_reduce = strategy.reduce
 
     def contribute(self, unit, *args, **kwargs):
+        if _inside[0]:
+            return original_contribute(self, unit, *args, **kwargs)
+        _inside[0] = True
+        try:
+            inject(self, unit, *args, **kwargs)
+        finally:
+            _inside[0] = False
+
+    def inject(self, unit, *args, **kwargs):
+        if RAISE is not None and (RANK, unit.index) == RAISE[:2]:
+            raise RuntimeError(f"chaos: rank {RANK} fails in unit {unit.index}")
         if SLEEP:
             time.sleep(SLEEP)
         if HOLD is not None and (RANK, unit.index) == HOLD[:2]:
@@ -119,8 +137,8 @@ def patch(strategy: type) -> None:
     strategy.reduce = reduce
 
 
-patch(sync.SyncStrategy)
-patch(federated.FederatedStrategy)
+for mode in MODES:
+    patch(strategy_class(mode))
 
 WRITE_ERROR = os.environ.get("CHAOS_WRITE_ERROR")
 if WRITE_ERROR:

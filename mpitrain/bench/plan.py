@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import statistics
 from typing import Any
@@ -64,11 +63,11 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.bench import output_file, save_figure
+from mpitrain.bench import save_figure, save_outputs
 from mpitrain.collectives import choose
 from mpitrain.collectives.context import state_of
 from mpitrain.collectives.cost import MODELLED, Links, allreduce_seconds, fastest
-from mpitrain.errors import UserError, checked, require
+from mpitrain.errors import checked, require
 
 MODELS = ("mlp", "softmax", "logistic", "linear")
 TAIL = 4  # the step message's tail slots (loss, correct, rows, stop vote)
@@ -408,18 +407,7 @@ def _outputs(args: argparse.Namespace, comm: MPI.Comm, doc: dict[str, Any]) -> N
     if comm.Get_rank() != 0:
         return
     print(report(doc), flush=True)
-    if args.json:
-        try:
-            output_file(args.json).write_text(json.dumps(doc, indent=1) + "\n")
-        except OSError as exc:
-            raise UserError(f"--json could not write {args.json!r} ({exc.strerror})") from exc
-        print(f"wrote {args.json}", flush=True)
-    if args.plot:
-        if write_plot(args.plot, doc):
-            print(f"wrote {args.plot}", flush=True)
-        else:
-            print("--plot skipped: matplotlib is not installed (pip install "
-                  "'mpitrain[plot]')", flush=True)
+    save_outputs(doc, json_path=args.json, plot_path=args.plot, plot=write_plot)
 
 
 def run(args: argparse.Namespace, comm: MPI.Comm) -> int:

@@ -43,7 +43,8 @@ from mpitrain.strategies.base import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
 MAY_CHANGE = frozenset({"epochs", "rounds", "reduce", "out", "overwrite", "quiet", "resume",
-                        "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard"})
+                        "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard",
+                        "straggler"})
 
 
 @dataclass(kw_only=True)
