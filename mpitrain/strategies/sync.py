@@ -51,7 +51,7 @@ class SyncStrategy(Strategy):
     unit_name = "step"
     period_name = "epoch"
     length_option = "epochs"
-    options = ("compress", "overlap", "shard")
+    options = ("compress", "overlap", "shard", "tensor_parallel")
 
     comm: MPI.Comm
     layout: Layout
@@ -89,6 +89,10 @@ class SyncStrategy(Strategy):
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def validate(cls, config: TrainConfig) -> None:
+        if config.tensor_parallel > 1:
+            from .tensor import validate_tensor_parallel
+
+            validate_tensor_parallel(config)
         if config.shard == "none":
             return
         for name, value in (("overlap", config.overlap), ("compress", config.compress)):
@@ -101,27 +105,42 @@ class SyncStrategy(Strategy):
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
         # (the reductions' kernels are loaded by mpitrain.collectives itself)
-        return frozenset({"split" if config.overlap else "step", "loss", config.optimizer})
+        tensor = {"tensor"} if config.tensor_parallel > 1 else set()
+        return frozenset({"split" if config.overlap else "step", "loss", config.optimizer,
+                          *tensor})
 
     @classmethod
     def build(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> SyncStrategy:
+        if config.tensor_parallel > 1 and cls is SyncStrategy:
+            from .tensor import TensorParallelStrategy  # (it subclasses this one)
+
+            return TensorParallelStrategy.build(config, model=model, params=params,
+                                                dataset=dataset, comm=comm)
         if config.shard != "none" and cls is SyncStrategy:
             from .sharded import ShardedSyncStrategy  # (it subclasses this one)
 
             cls = ShardedSyncStrategy
+        agree(comm, None if model.can_split or not config.overlap else
+              f"--overlap needs a model with per-layer kernels (forward_kernel, "
+              f"backward_kernel, buckets), which {model.name} does not have; drop --overlap")
+        return cls(**cls.fields(config, model=model, params=params, dataset=dataset,
+                                comm=comm, owned=cls.owned(params, comm)))
+
+    @classmethod
+    def fields(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
+               dataset: Dataset, comm: MPI.Comm, owned: np.ndarray) -> dict[str, Any]:
+        """Collective: the constructor's arguments for ``config``, with optimizer state
+        for ``owned`` (the part of the parameters this rank updates)."""
         size = comm.Get_size()
         max_rows = (-(-config.batch_size // size) if config.shuffle == "local"
                     else config.batch_size)
         max_rows = min(max_rows, max(1, len(dataset.train.y)))
-        agree(comm, None if model.can_split or not config.overlap else
-              f"--overlap needs a model with per-layer kernels (forward_kernel, "
-              f"backward_kernel, buckets), which {model.name} does not have; drop --overlap")
         test = (Evaluator(model, shard=dataset.test, comm=comm)
                 if dataset.test.n_total > 0 else None)
-        return cls(
+        return dict(
             comm=comm, layout=model.layout, params=params,
-            optimizer=make_optimizer(config.optimizer, cls.owned(params, comm),
+            optimizer=make_optimizer(config.optimizer, owned,
                                      weight_decay=config.weight_decay,
                                      momentum=config.momentum, nesterov=config.nesterov,
                                      beta1=config.beta1, beta2=config.beta2, eps=config.eps),
