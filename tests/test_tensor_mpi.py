@@ -55,7 +55,7 @@ def test_split_layers_take_one_tth_of_the_bytes():
     per_rank = (7 * units + units + units * 3 + 3) * 8
     assert memory["split_layer_bytes_per_rank"] == per_rank
     assert memory["parameter_bytes_per_rank"] == per_rank
-    assert memory["split_layer_fraction"] == pytest.approx(1 / tensor, abs=0.01)
+    assert memory["split_layer_fraction"] == pytest.approx(1 / tensor, abs=0.02)
 
 
 @pytest.mark.mpi(min_size=3)
