@@ -2,7 +2,8 @@
 
 Each is one :class:`~mpitrain.strategies.base.Strategy` subclass in its own module:
 :mod:`.sync` (data-parallel SGD over the global batch; with ``--shard``, its subclass in
-:mod:`.sharded`, slices from :mod:`.shards`) and :mod:`.federated` (FedAvg and its
+:mod:`.sharded`, slices from :mod:`.shards`; with ``--tensor-parallel``, its subclass in
+:mod:`.tensor`, blocks from :mod:`.tensor_split`) and :mod:`.federated` (FedAvg and its
 relatives over simulated clients). A strategy may import the pipeline (data, models,
 collectives, optimizers, federated parts) and the errors; never the CLI, the loop or the
 run-time services. This module is the registry ``--mode`` chooses from: adding a strategy
