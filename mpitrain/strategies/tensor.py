@@ -97,6 +97,10 @@ class TensorParallelStrategy(SyncStrategy):
     _block: np.ndarray = field(init=False)
     _scratch: np.ndarray = field(init=False)
     _votes: np.ndarray = field(init=False)
+    _mine: np.ndarray = field(init=False)
+    _sizes: np.ndarray = field(init=False)
+    _displs: np.ndarray = field(init=False)
+    _grads: dict[int, dict[str, np.ndarray]] = field(init=False)
     _mpi_type: Any = field(init=False)
 
     # -- construction ------------------------------------------------------------------------
@@ -146,7 +150,11 @@ class TensorParallelStrategy(SyncStrategy):
         self._send = np.zeros((mine, d + 1), dtype=dtype)
         self._block = np.zeros((rows, d + 1), dtype=dtype)
         self._scratch = np.zeros(rows * max(w.shape[0] for w in self._weights), dtype=dtype)
-        self._votes = np.zeros(2 * split.ranks, dtype=np.int64)
+        self._votes = np.zeros(2 * split.ranks, dtype=np.int64)  # (rows, vote) per rank
+        self._mine = np.zeros(2, dtype=np.int64)
+        self._sizes = np.zeros(split.ranks, dtype=np.int64)
+        self._displs = np.zeros(split.ranks, dtype=np.int64)
+        self._grads = {}
         self._mpi_type = MPI_TYPES[np.dtype(dtype)]
         self._reducer = Allreducer(self._n + TAIL, dtype, self.replica_comm,
                                    algorithm=self.reduce_algorithm,
@@ -173,17 +181,28 @@ class TensorParallelStrategy(SyncStrategy):
         train, tcomm = self.train, self.tensor_comm
         mine = rows.size
         tp_pack(train.X, train.y, rows, self._send[:mine])
-        tcomm.Allgather(np.array([mine, int(vote)], dtype=np.int64), self._votes)
+        self._mine[0] = mine
+        self._mine[1] = 1 if vote else 0
+        tcomm.Allgather(self._mine, self._votes)
         counts = self._votes[0::2]
         n = int(counts.sum())
-        width = self._block.shape[1]
         if n:
-            sizes = counts * width
-            displs = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+            sizes, displs = self._sizes, self._displs
+            np.multiply(counts, self._block.shape[1], out=sizes)
+            np.cumsum(sizes[:-1], out=displs[1:])
             tcomm.Allgatherv([self._send[:mine], self._mpi_type],
                              [self._block, sizes, displs, self._mpi_type])
             tp_unpack(self._block[:n], self._acts[0][:n], self._labels[:n])
         return n, float(self._votes[1::2].max())
+
+    def _gradient_views(self, message: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views of the local gradient in ``message`` (made once per buffer: the
+        reducer may hand out a few)."""
+        key = message.__array_interface__["data"][0]
+        views = self._grads.get(key)
+        if views is None:
+            views = self._grads[key] = self._local_layout.views(message)
+        return views
 
     def _forward_backward(self, n: int, message: np.ndarray) -> tuple[float, float]:
         """This rank's gradient blocks of the group's ``n`` rows into ``message``."""
@@ -200,7 +219,7 @@ class TensorParallelStrategy(SyncStrategy):
             else:
                 tp_linear(A, weights[layer], biases[layer], Z, layer < last)
         loss, correct = tp_head(acts[-1][:n], self._labels[:n], self.loss_kind, True)
-        grads = self._local_layout.views(message)
+        grads = self._gradient_views(message)
         for layer in range(last, -1, -1):
             A, D = acts[layer][:n], acts[layer + 1][:n]
             tp_layer_grad(A, D, grads[f"W{layer}"], grads[f"b{layer}"])
