@@ -183,6 +183,7 @@ def test_bench_train_reports_the_tensor_parallel_parameters(tmp_path):
     assert m["split_layer_bytes"] == m["parameter_bytes"] == 195 * 4
     assert m["parameter_bytes_per_rank"] == (8 * 8 + 8 + 8 * 3 + 3) * 4
     assert len(doc["throughput"]["reference_runs"]) == 2
+    assert m["allocation_free"] is True, m
 
 
 def test_bench_train_flags_are_the_train_flags():

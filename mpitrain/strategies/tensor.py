@@ -100,7 +100,8 @@ class TensorParallelStrategy(SyncStrategy):
     _mine: np.ndarray = field(init=False)
     _sizes: np.ndarray = field(init=False)
     _displs: np.ndarray = field(init=False)
-    _grads: dict[int, dict[str, np.ndarray]] = field(init=False)
+    _grads: dict[int, list[np.ndarray]] = field(init=False)
+    _views: dict[int, tuple[Any, ...]] = field(init=False)
     _mpi_type: Any = field(init=False)
 
     # -- construction ------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class TensorParallelStrategy(SyncStrategy):
         self._sizes = np.zeros(split.ranks, dtype=np.int64)
         self._displs = np.zeros(split.ranks, dtype=np.int64)
         self._grads = {}
+        self._views = {}
         self._mpi_type = MPI_TYPES[np.dtype(dtype)]
         self._reducer = Allreducer(self._n + TAIL, dtype, self.replica_comm,
                                    algorithm=self.reduce_algorithm,
@@ -184,51 +186,68 @@ class TensorParallelStrategy(SyncStrategy):
         self._mine[0] = mine
         self._mine[1] = 1 if vote else 0
         tcomm.Allgather(self._mine, self._votes)
-        counts = self._votes[0::2]
-        n = int(counts.sum())
+        votes = self._votes
+        n = int(votes[0::2].sum())
         if n:
-            sizes, displs = self._sizes, self._displs
-            np.multiply(counts, self._block.shape[1], out=sizes)
-            np.cumsum(sizes[:-1], out=displs[1:])
+            sizes, displs, width = self._sizes, self._displs, self._block.shape[1]
+            offset = 0
+            for t in range(sizes.size):  # (no temporary arrays: the step allocates nothing)
+                sizes[t] = votes[2 * t] * width
+                displs[t] = offset
+                offset += sizes[t]
+            batch = self._batch(n)
             tcomm.Allgatherv([self._send[:mine], self._mpi_type],
                              [self._block, sizes, displs, self._mpi_type])
-            tp_unpack(self._block[:n], self._acts[0][:n], self._labels[:n])
-        return n, float(self._votes[1::2].max())
+            tp_unpack(batch[0], batch[1], batch[2])
+        return n, float(votes[1::2].max())
 
-    def _gradient_views(self, message: np.ndarray) -> dict[str, np.ndarray]:
-        """Named views of the local gradient in ``message`` (made once per buffer: the
-        reducer may hand out a few)."""
+    def _batch(self, n: int) -> tuple[np.ndarray, ...]:
+        """Views of the blocks for a batch of ``n`` rows (made once per ``n``): the
+        gathered rows, the input, the labels, each layer's output, each layer's input
+        delta."""
+        views = self._views.get(n)
+        if views is None:
+            deltas = tuple(self._scratch[:n * w.shape[0]].reshape(n, w.shape[0])
+                           for w in self._weights)
+            views = self._views[n] = (self._block[:n], self._acts[0][:n], self._labels[:n],
+                                      tuple(a[:n] for a in self._acts), deltas)
+        return views
+
+    def _gradient_views(self, message: np.ndarray) -> list[np.ndarray]:
+        """Views W0, b0, W1, ... of the local gradient in ``message`` (made once per
+        buffer: the reducer may hand out a few)."""
         key = message.__array_interface__["data"][0]
         views = self._grads.get(key)
         if views is None:
-            views = self._grads[key] = self._local_layout.views(message)
+            views = self._grads[key] = list(self._local_layout.views(message).values())
         return views
 
     def _forward_backward(self, n: int, message: np.ndarray) -> tuple[float, float]:
         """This rank's gradient blocks of the group's ``n`` rows into ``message``."""
-        acts, weights, biases = self._acts, self._weights, self._biases
+        _, _, labels, acts, deltas = self._batch(n)
+        weights, biases = self._weights, self._biases
         kinds = self.split.kinds
         last = len(kinds) - 1
-        allreduce = self.tensor_comm.Allreduce
+        allreduce, mpi_type = self.tensor_comm.Allreduce, self._mpi_type
         for layer, kind in enumerate(kinds):
-            A, Z = acts[layer][:n], acts[layer + 1][:n]
+            A, Z = acts[layer], acts[layer + 1]
             if kind == ROWS:
                 tp_matmul(A, weights[layer], Z)
-                allreduce(MPI.IN_PLACE, [Z, self._mpi_type], op=MPI.SUM)
+                allreduce(MPI.IN_PLACE, [Z, mpi_type], op=MPI.SUM)
                 tp_bias_act(Z, biases[layer], layer < last)
             else:
                 tp_linear(A, weights[layer], biases[layer], Z, layer < last)
-        loss, correct = tp_head(acts[-1][:n], self._labels[:n], self.loss_kind, True)
+        loss, correct = tp_head(acts[-1], labels, self.loss_kind, True)
         grads = self._gradient_views(message)
         for layer in range(last, -1, -1):
-            A, D = acts[layer][:n], acts[layer + 1][:n]
-            tp_layer_grad(A, D, grads[f"W{layer}"], grads[f"b{layer}"])
+            A, D = acts[layer], acts[layer + 1]
+            tp_layer_grad(A, D, grads[2 * layer], grads[2 * layer + 1])
             if layer == 0:
                 break
-            delta = self._scratch[:n * A.shape[1]].reshape(n, A.shape[1])
+            delta = deltas[layer]
             tp_input_delta(D, weights[layer], delta)
             if kinds[layer] == COLUMNS:
-                allreduce(MPI.IN_PLACE, [delta, self._mpi_type], op=MPI.SUM)
+                allreduce(MPI.IN_PLACE, [delta, mpi_type], op=MPI.SUM)
             tp_relu_backward(delta, A)
         return float(loss), float(correct)
 
