@@ -5,11 +5,9 @@ onto another rank count) with the same model as an uninterrupted run."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from cli_runner import run_train
+from cli_runner import model_of, run_train
 
 from mpitrain import load_model, predict
 from mpitrain.checkpoint.store import load_checkpoint, shard_name
@@ -19,11 +17,6 @@ pytestmark = pytest.mark.timeout(600)
 COMMON = ["--data", "synthetic", "--samples", "203", "--features", "7", "--classes", "3",
           "--dtype", "float64", "--model", "mlp", "--hidden", "12,6", "--optimizer", "adam",
           "--lr", "0.01", "--batch-size", "32", "--quiet"]
-
-
-def model_of(run: Path) -> dict[str, np.ndarray]:
-    with np.load(run / "model.npz") as saved:
-        return {k: saved[k] for k in saved.files if k.startswith(("W", "b"))}
 
 
 def test_sliced_checkpoints_resume_from_t2_onto_t1(tmp_path):

@@ -88,6 +88,7 @@ class TensorParallelStrategy(SyncStrategy):
     replica_comm: MPI.Comm  # this tensor rank of every replica (the data-parallel reduction)
     local: np.ndarray  # this rank's blocks, flat (its own layout)
     loss_kind: int = 2
+    _tensor_rank: int = field(init=False)
     _local_layout: Layout = field(init=False)
     _weights: list[np.ndarray] = field(init=False)
     _biases: list[np.ndarray] = field(init=False)
@@ -133,6 +134,7 @@ class TensorParallelStrategy(SyncStrategy):
 
     def __post_init__(self) -> None:
         split, t = self.split, self.tensor_comm.Get_rank()
+        self._tensor_rank = t
         self._local_layout = layout = split.layout(t)
         self._n = layout.size
         self._owned = self.local
@@ -256,9 +258,12 @@ class TensorParallelStrategy(SyncStrategy):
         return super().evaluate(unit)
 
     def close(self) -> None:
-        """Collective: the full model into ``params`` (the final model.npz), then release."""
+        """Collective: the full model into ``params`` (the final model.npz), then release
+        the communicators."""
         self.assemble()
         super().close()
+        self.tensor_comm.Free()
+        self.replica_comm.Free()
 
     # -- the full model ----------------------------------------------------------------------
     def assemble(self) -> None:
@@ -300,7 +305,7 @@ class TensorParallelStrategy(SyncStrategy):
         """Collective: every rank's slice gathered into the full layout, then this rank's
         blocks taken from it."""
         start, stop = self.checkpoint_slice
-        t = self.tensor_comm.Get_rank()
+        t = self._tensor_rank
         full = np.empty(self.layout.size, dtype=self.params.dtype)
         for name, local in (("params", self.local),
                             *((f"optimizer.{k}", v) for k, v in self.optimizer.state.items())):
@@ -315,8 +320,7 @@ class TensorParallelStrategy(SyncStrategy):
     def summary(self) -> dict[str, Any]:
         """Collective: the sync memory section plus the parameter bytes a rank holds."""
         out = super().summary()
-        t = self.tensor_comm.Get_rank()
-        held, total = self.split.split_elements(t)
+        held, total = self.split.split_elements(self._tensor_rank)
         local = np.array([self.local.nbytes, held * self.local.itemsize], dtype=np.int64)
         self.comm.Allreduce(MPI.IN_PLACE, local, op=MPI.MAX)
         itemsize = self.params.itemsize
