@@ -89,6 +89,14 @@ def tp_input_delta(D, W, T):
 
 
 @njit(**_JIT)
+def tp_backprop(D, W, T, A):
+    """``A <- (D W^T) * (A > 0)`` through the scratch block ``T``: a layer whose input
+    delta needs no group sum (row-split or whole)."""
+    np.dot(D, W.T, T)
+    _relu_backward(T, A)
+
+
+@njit(**_JIT)
 def tp_relu_backward(T, A):
     """``A <- T * (A > 0)``: the pre-activation delta of the layer below."""
     _relu_backward(T, A)
@@ -117,4 +125,5 @@ def warm_up(dtype: np.dtype, label_dtype: np.dtype) -> None:
     delta = np.zeros((rows, h), dtype=dtype)
     tp_input_delta(Z, W1, delta)
     tp_relu_backward(delta, H)
+    tp_backprop(Z, W1, delta, H)
     tp_layer_grad(A, H, gW0, b0)

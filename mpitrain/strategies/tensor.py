@@ -42,6 +42,7 @@ from mpitrain.collectives import Allreducer, allgather
 from mpitrain.collectives.args import MPI_TYPES
 from mpitrain.errors import UserError, agree
 from mpitrain.kernels.tensor import (
+    tp_backprop,
     tp_bias_act,
     tp_head,
     tp_input_delta,
@@ -89,6 +90,7 @@ class TensorParallelStrategy(SyncStrategy):
     local: np.ndarray  # this rank's blocks, flat (its own layout)
     loss_kind: int = 2
     _tensor_rank: int = field(init=False)
+    _kinds: tuple[str, ...] = field(init=False)
     _local_layout: Layout = field(init=False)
     _weights: list[np.ndarray] = field(init=False)
     _biases: list[np.ndarray] = field(init=False)
@@ -135,6 +137,7 @@ class TensorParallelStrategy(SyncStrategy):
     def __post_init__(self) -> None:
         split, t = self.split, self.tensor_comm.Get_rank()
         self._tensor_rank = t
+        self._kinds = split.kinds
         self._local_layout = layout = split.layout(t)
         self._n = layout.size
         self._owned = self.local
@@ -218,7 +221,7 @@ class TensorParallelStrategy(SyncStrategy):
     def _gradient_views(self, message: np.ndarray) -> list[np.ndarray]:
         """Views W0, b0, W1, ... of the local gradient in ``message`` (made once per
         buffer: the reducer may hand out a few)."""
-        key = message.__array_interface__["data"][0]
+        key = id(message)
         views = self._grads.get(key)
         if views is None:
             views = self._grads[key] = list(self._local_layout.views(message).values())
@@ -227,8 +230,7 @@ class TensorParallelStrategy(SyncStrategy):
     def _forward_backward(self, n: int, message: np.ndarray) -> tuple[float, float]:
         """This rank's gradient blocks of the group's ``n`` rows into ``message``."""
         _, _, labels, acts, deltas = self._batch(n)
-        weights, biases = self._weights, self._biases
-        kinds = self.split.kinds
+        weights, biases, kinds = self._weights, self._biases, self._kinds
         last = len(kinds) - 1
         allreduce, mpi_type = self.tensor_comm.Allreduce, self._mpi_type
         for layer, kind in enumerate(kinds):
@@ -247,10 +249,12 @@ class TensorParallelStrategy(SyncStrategy):
             if layer == 0:
                 break
             delta = deltas[layer]
-            tp_input_delta(D, weights[layer], delta)
-            if kinds[layer] == COLUMNS:
+            if kinds[layer] == COLUMNS:  # partial input deltas: summed over the group
+                tp_input_delta(D, weights[layer], delta)
                 allreduce(MPI.IN_PLACE, [delta, mpi_type], op=MPI.SUM)
-            tp_relu_backward(delta, A)
+                tp_relu_backward(delta, A)
+            else:
+                tp_backprop(D, weights[layer], delta, A)
         return float(loss), float(correct)
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
