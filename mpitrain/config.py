@@ -15,7 +15,7 @@ import difflib
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,9 @@ class TrainConfig:
                           choices=SHUFFLES)
     reduce: str = option("auto", "how messages are summed over the ranks: ring allreduce, "
                          "shm (every rank's message in shared memory, summed by all; one "
-                         "node), MPI's Allreduce, Reduce+Bcast through rank 0, or auto: "
+                         "node), hierarchical (reduce-scatter in each node, one ring per "
+                         "slice across nodes, allgather in each node), MPI's Allreduce, "
+                         "Reduce+Bcast through rank 0, or auto: "
                          "chosen by message size, rank count and node layout as measured in "
                          "mpitrain/collectives/select.py",
                          choices=ALGORITHMS, group="parallel")
@@ -260,9 +262,7 @@ def flag(name: str) -> str:
 def coerce(name: str, value: Any, *, source: str) -> Any:
     """Check a TOML value's type against the field and convert it (int→float, list→tuple)."""
     if name not in FIELDS:
-        close = difflib.get_close_matches(name, FIELDS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"{source}: unknown option {name!r}{hint}")
+        raise UserError(f"{source}: unknown option {name!r}{did_you_mean(name, FIELDS)}")
     kind = field_kind(name)
     bad = UserError(f"{source}: option {name!r} expects {_kind_text(kind)} (got {value!r})")
     if kind == "bool":
@@ -291,6 +291,14 @@ def coerce(name: str, value: Any, *, source: str) -> Any:
         else:
             raise bad
     return value
+
+
+def did_you_mean(name: str, known: Iterable[str], *, quote: bool = True) -> str:
+    """`` (did you mean 'hidden'?)`` for the closest of ``known``, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if not close:
+        return ""
+    return f" (did you mean {close[0]!r}?)" if quote else f" (did you mean {close[0]}?)"
 
 
 def _kind_text(kind: str) -> str:
@@ -327,6 +335,30 @@ def resolve(file_options: Mapping[str, Any], flag_options: Mapping[str, Any]) ->
     config = TrainConfig(**merged)
     validate(config)
     return config
+
+
+def check_names(options: Mapping[str, Any], *, source: str) -> None:
+    """Raise UserError for the first key of ``options`` that is no option, with a hint."""
+    for name in options:
+        if name not in FIELDS:
+            raise UserError(f"{source}: unknown keyword {name!r}{did_you_mean(name, FIELDS)}")
+
+
+def coerce_keywords(options: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """Python keywords as options: names checked (with a hint), values checked and converted
+    like TOML values (numpy scalars and tuples accepted too; None where the option allows)."""
+    check_names(options, source=source)
+    out = {}
+    for name, value in options.items():
+        if value is None and field_kind(name) == "optional str":
+            out[name] = None
+            continue
+        if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+            value = value.item()  # numpy scalar
+        if isinstance(value, tuple):
+            value = list(value)
+        out[name] = coerce(name, value, source=source)
+    return out
 
 
 def validate(config: TrainConfig) -> None:

@@ -17,6 +17,9 @@ Behaves exactly like ``python -m mpitrain`` (same ``main``), plus, from the envi
   round with ``--mode fedavg``);
 - ``CHAOS_STALL=RANK:STEP:S``: rank RANK sleeps S seconds before the collective of step
   STEP (a stuck rank, for ``--stall-timeout``);
+- ``CHAOS_WRITE_ERROR=PERIOD:ERRNO``: rank 0's write of metrics line PERIOD (an epoch or
+  a round, 1-based) fails with OSError ``ERRNO`` (``EROFS``, ``ENOSPC``, ...), as on a file
+  system that filled up or turned read-only during the run;
 - ``CHAOS_HOLD=RANK:STEP``: rank RANK, before computing step STEP, waits until it has
   received a stop signal (SIGTERM/SIGUSR1 from outside; at most 120 s), so a run cannot
   finish before the test's signal arrives, however slow or fast the machine.
@@ -26,6 +29,7 @@ The patches forward any further arguments of ``contribute`` and ``reduce`` uncha
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -41,7 +45,7 @@ from mpi4py import MPI  # noqa: E402
 import mpitrain.strategies.federated as federated  # noqa: E402
 import mpitrain.strategies.sync as sync  # noqa: E402
 from mpitrain.cli import main  # noqa: E402
-from mpitrain.runtime import preemption  # noqa: E402
+from mpitrain.runtime import outputs, preemption  # noqa: E402
 
 RANK = MPI.COMM_WORLD.Get_rank()
 HOLD_LIMIT = 120.0  # seconds CHAOS_HOLD waits for the stop signal at most
@@ -117,6 +121,20 @@ def patch(strategy: type) -> None:
 
 patch(sync.SyncStrategy)
 patch(federated.FederatedStrategy)
+
+WRITE_ERROR = os.environ.get("CHAOS_WRITE_ERROR")
+if WRITE_ERROR:
+    _period, _name = WRITE_ERROR.split(":")
+    _record = outputs.RunOutput.record
+
+    def _failing_record(self, metrics, line):
+        if self.directory is not None and metrics.get("epoch", metrics.get("round")) == int(
+                _period):
+            code = getattr(errno, _name)
+            raise OSError(code, os.strerror(code))
+        return _record(self, metrics, line)
+
+    outputs.RunOutput.record = _failing_record
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -30,6 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "mpitrain.runtime": {"mpitrain.errors", "mpitrain.kernels", "mpi4py"},
     "mpitrain.checkpoint.store": set(),
     "mpitrain.checkpoint.sharded": set(),
+    "mpitrain.report": {"mpitrain.config", "mpitrain.data", "mpitrain.models",
+                        "mpitrain.runtime", "mpitrain.training", "mpitrain.errors",
+                        "mpi4py"},
 }
 
 
@@ -86,6 +89,10 @@ def test_package_imports_only_what_its_docstring_allows(package):
 def test_only_the_front_ends_reach_the_cli_and_the_benchmarks():
     """The CLI and its bench subcommands sit on top: nothing of the pipeline imports them."""
     front = ("mpitrain.__main__", "mpitrain.cli", "mpitrain.bench")
+    for path in _sources():
+        module = _module_name(path)
+        if not module.startswith((*front, "mpitrain.report")):
+            assert "mpitrain.report" not in _imports(path), path
     for path in _sources():
         module = _module_name(path)
         if not module.startswith(front):

@@ -15,3 +15,18 @@ def output_file(path: str) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
+
+
+def save_figure(fig: object, path: str) -> None:
+    """Write a matplotlib figure to ``path`` (``--plot``) and close it; UserError when the
+    file cannot be written."""
+    import matplotlib.pyplot as plt
+
+    from mpitrain.errors import UserError
+
+    try:
+        fig.savefig(output_file(path), dpi=110, bbox_inches="tight")
+    except OSError as exc:
+        raise UserError(f"--plot could not write {path!r} ({exc.strerror})") from exc
+    finally:
+        plt.close(fig)

@@ -328,24 +328,34 @@ def _kernel_step_seconds(args: argparse.Namespace, config: TrainConfig, comm: MP
                          dims: list[int], rows: int) -> float:
     """Phase 2: the fused numba step alone on ``rows`` random rows of the run's layer sizes
     ``dims``, on every rank at once; median seconds/step."""
+    return kernel_step_seconds(comm, dims=dims, model=config.model,
+                               dtype=np.dtype(config.dtype), seed=config.seed, rows=rows,
+                               batch=args.rows_per_rank, steps=args.kernel_steps)
+
+
+def kernel_step_seconds(comm: MPI.Comm, *, dims: list[int] | tuple[int, ...], model: str,
+                        dtype: np.dtype, seed: int, rows: int, batch: int,
+                        steps: int) -> float:
+    """Collective: the fused numba step (gradient + SGD update) alone, ``batch`` of
+    ``rows`` random rows per step, layer sizes ``dims``, on every rank at once; the mean
+    over ranks of each rank's median seconds/step (``bench train`` and ``plan``)."""
     from mpitrain.kernels.backward import step_gradient
     from mpitrain.kernels.network import workspace_size
     from mpitrain.kernels.optimizers import sgd_update
 
-    dtype = np.dtype(config.dtype)
-    model = _dense_model(config.model, dims)
-    kind = model.spec[0]
-    X, y = _synthetic(rows, dims[0], dims[-1], kind, dtype, config.seed + comm.Get_rank())
-    params = model.init_params(seed=config.seed, dtype=dtype)
-    message = np.zeros(model.size + 4, dtype=dtype)
-    batch = min(args.rows_per_rank, rows)
-    work = np.empty(workspace_size(dims, batch), dtype=dtype)
-    order = np.random.default_rng(config.seed).permutation(rows).astype(np.int64)
+    bound = _dense_model(model, list(dims))
+    kind = bound.spec[0]
+    X, y = _synthetic(rows, dims[0], dims[-1], kind, dtype, seed + comm.Get_rank())
+    params = bound.init_params(seed=seed, dtype=dtype)
+    message = np.zeros(bound.size + 4, dtype=dtype)
+    batch = min(batch, rows)
+    work = np.empty(workspace_size(list(dims), batch), dtype=dtype)
+    order = np.random.default_rng(seed).permutation(rows).astype(np.int64)
     dims_array = np.asarray(dims, dtype=np.int64)
     blocks = []
     comm.Barrier()
     for block in range(5):
-        count = max(1, args.kernel_steps // 5)
+        count = max(1, steps // 5)
         start = time.perf_counter()
         for step in range(count):
             at = ((block * count + step) * batch) % max(1, rows - batch + 1)
