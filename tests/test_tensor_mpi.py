@@ -9,6 +9,7 @@ from mpi4py import MPI
 
 from mpitrain import train
 from mpitrain.errors import UserError
+from mpitrain.models.dense import MLP, Softmax
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(240)]
 
@@ -64,3 +65,14 @@ def test_a_degree_that_does_not_divide_the_ranks_is_one_error():
     with pytest.raises(UserError, match=f"--tensor-parallel {tensor} must divide the "
                                         f"number of ranks \\({SIZE}\\)"):
         train(tensor_parallel=tensor, **EXACT, hidden=(8,))
+
+
+def test_model_objects_split_when_they_are_the_built_in_mlp():
+    options = {k: v for k, v in EXACT.items() if k != "model"}
+    expected = train(model=MLP(hidden=(10,)), **options).flat
+    got = train(model=MLP(hidden=(10,)), tensor_parallel=SIZE, **options).flat
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    with pytest.raises(UserError) as info:
+        train(model=Softmax(), tensor_parallel=SIZE, **options)
+    assert str(info.value) == (f"--tensor-parallel {SIZE} splits the hidden layers of the "
+                               "built-in mlp; mpitrain.models.dense:Softmax has none to split")

@@ -54,7 +54,7 @@ from mpitrain.kernels.tensor import (
     tp_unpack,
 )
 from mpitrain.models import BoundModel, Layout
-from mpitrain.models.dense import MLP
+from mpitrain.models.dense import MLP, MODELS
 
 from .base import StopRequested, Unit
 from .shards import Slice
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 def validate_tensor_parallel(config: TrainConfig) -> None:
     """Options ``--tensor-parallel T > 1`` cannot run with (no MPI)."""
     shown = f"--tensor-parallel {config.tensor_parallel}"
-    if config.model != "mlp":
+    if config.model in MODELS and config.model != "mlp":  # (model objects: at build)
         raise UserError(f"{shown} splits the hidden layers of --model mlp, but --model "
                         f"{config.model} has no hidden layer to split; use --model mlp or "
                         "--tensor-parallel 1")
@@ -115,7 +115,7 @@ class TensorParallelStrategy(SyncStrategy):
         agree(comm, None if ranks % tensor == 0 else
               f"--tensor-parallel {tensor} must divide the number of ranks ({ranks}): "
               f"the ranks form groups of {tensor}; use {_divisors(ranks)}")
-        agree(comm, None if isinstance(model.model, MLP) else
+        agree(comm, None if type(model.model) is MLP else
               f"--tensor-parallel {tensor} splits the hidden layers of the built-in mlp; "
               f"{model.name} has none to split")
         split = TensorSplit(tuple(model.model.dims(**model.counts)), tensor)
