@@ -38,7 +38,7 @@ from .strategies.shards import SHARDS
 # Options only some modes honour: a strategy lists those it does in ``Strategy.options``;
 # any other mode rejects a value other than the default.
 MODE_ONLY = ("compress", "overlap", "shard", "servers", "staleness", "sync_every",
-             "local_after", "straggler", "simulate_schedule")
+             "local_after", "straggler", "simulate_schedule", "tensor_parallel")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -214,6 +214,11 @@ class TrainConfig:
                         "(gradients reduce-scattered, the slice updated, parameters "
                         "all-gathered; the same model); gradients: also keeps only its "
                         "slice of the reduced gradient", choices=SHARDS, group="parallel")
+    tensor_parallel: int = option(1, "tensor parallelism for --model mlp (Megatron-style): "
+                                  "T ranks share each hidden layer pair, the first "
+                                  "weight matrix split by columns, the second by rows; "
+                                  "P/T data-parallel replicas; the same model",
+                                  group="parallel", metavar="T")
     shared_memory: bool = option(True, "when every rank is on one node, let reductions go "
                                  "through MPI shared-memory windows (--reduce shm, and the "
                                  "ring's transport); off, and always under "
@@ -390,6 +395,7 @@ def validate(config: TrainConfig) -> None:
     checks = [
         (config.epochs >= 1, "epochs", ">= 1"),
         (config.batch_size >= 1, "batch_size", ">= 1"),
+        (config.tensor_parallel >= 1, "tensor_parallel", ">= 1"),
         (_positive(config.lr), "lr", "a positive number"),
         (0.0 <= config.test_fraction < 1.0, "test_fraction", "in [0, 1)"),
         (config.weight_decay >= 0.0, "weight_decay", ">= 0"),

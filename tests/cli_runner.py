@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cluster import MPIEXEC, launcher
 
@@ -36,3 +37,9 @@ def run_mpi(args: list[str], *, ranks: int, cwd: Path | None = None, timeout: fl
 def run_train(args: list[str], *, ranks: int = 2, **kwargs) -> subprocess.CompletedProcess[str]:
     """``mpiexec -n ranks python -m mpitrain train ARGS``."""
     return run_mpi(["-m", "mpitrain", "train", *args], ranks=ranks, **kwargs)
+
+
+def model_of(run: Path) -> dict[str, np.ndarray]:
+    """The trained tensors (W0, b0, ...) of a run directory's model.npz."""
+    with np.load(run / "model.npz") as saved:
+        return {k: saved[k] for k in saved.files if k.startswith(("W", "b"))}

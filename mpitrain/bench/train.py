@@ -41,7 +41,8 @@ JSON (``--json FILE``, rank 0)::
     {"ranks": P, "mpi_library": str, "mpitrain_version": str,
      "workload": {"model", "dims", "samples", "train_rows", "features", "classes",
                   "rows_per_rank", "global_batch", "epochs", "lr", "dtype", "shuffle",
-                  "reduce", "compress", "overlap", "shared_memory", "repeats"},
+                  "reduce", "compress", "overlap", "shared_memory", "optimizer", "shard",
+                  "tensor_parallel", "repeats"},
      "throughput": {"samples_per_second", "samples_per_second_per_rank",
                     "reference_samples_per_second", "speedup", "weak_scaling_efficiency",
                     "runs": [samples/s, ...], "reference_runs": [samples/s, ...]},
@@ -57,7 +58,10 @@ JSON (``--json FILE``, rank 0)::
                 "kernel_allocations", "allocation_free",
                 "shard", "parameter_bytes", "optimizer_state_bytes_per_rank",
                 "optimizer_state_bytes_unsharded", "optimizer_state_fraction",
-                "gradient_message_bytes", "reduced_gradient_bytes_per_rank"}}
+                "gradient_message_bytes", "reduced_gradient_bytes_per_rank",
+                "tensor_parallel", "parameter_bytes_per_rank", "split_layer_bytes",
+                "split_layer_bytes_per_rank", "split_layer_fraction"  # --tensor-parallel
+                }}
 
 The second half of ``memory`` is the probe run's ``summary.json`` section: bytes of the
 arrays training keeps (the largest rank's), e.g. the optimizer state that ``--shard``
@@ -106,7 +110,7 @@ _MB = 1 << 20
 #: TrainConfig fields that are ``bench train`` flags, as ``mpitrain train`` declares them.
 CONFIG_OPTIONS = ("samples", "features", "classes", "dtype", "model", "hidden", "seed",
                   "epochs", "lr", "optimizer", "shuffle", "reduce", "compress", "overlap",
-                  "shard", "shared_memory")
+                  "shard", "tensor_parallel", "shared_memory")
 #: The standard workload where it differs from ``mpitrain train``'s defaults.
 WORKLOAD_DEFAULTS = {"samples": 200_000, "features": 64, "classes": 10, "epochs": 2,
                      "shuffle": "local"}
@@ -146,6 +150,8 @@ def _config(args: argparse.Namespace, ranks: int) -> TrainConfig:
     """The TrainConfig of a run on ``ranks`` ranks with ``--rows-per-rank`` rows each,
     checked by the config itself."""
     flags = {name: getattr(args, name) for name in CONFIG_OPTIONS}
+    if ranks == 1:  # the 1-rank reference holds the whole model
+        flags["tensor_parallel"] = 1
     return resolve(FIXED, {**flags, "batch_size": args.rows_per_rank * ranks})
 
 
@@ -474,7 +480,7 @@ def _report(args: argparse.Namespace, config: TrainConfig, comm: MPI.Comm,
                      "reduce": config.reduce, "compress": config.compress,
                      "overlap": config.overlap, "shared_memory": config.shared_memory,
                      "optimizer": config.optimizer, "shard": config.shard,
-                     "repeats": args.repeats},
+                     "tensor_parallel": config.tensor_parallel, "repeats": args.repeats},
         "throughput": {
             "samples_per_second": round(sps),
             "samples_per_second_per_rank": round(sps / size),
@@ -541,6 +547,11 @@ def _table(doc: dict[str, Any]) -> str:
                  f"{m['optimizer_state_bytes_unsharded'] / _MB:.2f} MiB, fraction "
                  f"{m['optimizer_state_fraction']:.3f}; parameters "
                  f"{m['parameter_bytes'] / _MB:.2f} MiB)")
+    if w["tensor_parallel"] > 1:
+        lines.append(f"{'parameters per rank (MiB)':<34} "
+                     f"{m['parameter_bytes_per_rank'] / _MB:>12.2f}  (--tensor-parallel "
+                     f"{w['tensor_parallel']}: split layers {m['split_layer_fraction']:.3f} "
+                     f"of {m['split_layer_bytes'] / _MB:.2f} MiB)")
     verdict = {True: "none", False: "FOUND", None: "n/a"}[m["allocation_free"]]
     lines.append(f"{'allocations in ' + str(m['window_steps']) + ' steps':<34} "
                  f"{verdict:>12}  (traced peak {m['traced_peak_bytes']} B, net "

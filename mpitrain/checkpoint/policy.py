@@ -10,7 +10,7 @@ Sharded training (a strategy with a :attr:`~mpitrain.strategies.base.Strategy.ch
 writes sharded checkpoints: every rank saves its slice into its own shard file, then rank 0
 writes the manifest naming them (:mod:`.sharded`); nothing is gathered. Resuming cuts any
 checkpoint, sharded or not, to the slice the resuming run's rank owns, so a run resumes
-on another number of ranks, and with or without ``--shard``.
+on another number of ranks, with or without ``--shard``, with any ``--tensor-parallel``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from mpitrain.strategies.base import Strategy, Unit
 # Options a resumed run may change: how long, how it communicates, where it writes.
 MAY_CHANGE = frozenset({"epochs", "rounds", "reduce", "out", "overwrite", "quiet", "resume",
                         "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard",
-                        "straggler"})
+                        "straggler", "tensor_parallel"})
 
 
 @dataclass(kw_only=True)

@@ -2,7 +2,8 @@
 
 Each is one :class:`~mpitrain.strategies.base.Strategy` subclass in its own module:
 :mod:`.sync` (data-parallel SGD over the global batch; with ``--shard``, its subclass in
-:mod:`.sharded`, slices from :mod:`.shards`), :mod:`.federated` (FedAvg and its
+:mod:`.sharded`, slices from :mod:`.shards`; with ``--tensor-parallel``, its subclass in
+:mod:`.tensor`, blocks from :mod:`.tensor_split`), :mod:`.federated` (FedAvg and its
 relatives over simulated clients) and the asynchronous modes built from
 :mod:`mpitrain.asynchronous`: :mod:`.ssp`, :mod:`.local_sgd`, :mod:`.gossip` and
 :mod:`.parameter_server` (docs/async.md). A strategy may import the pipeline (data, models,

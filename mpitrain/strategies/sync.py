@@ -123,7 +123,7 @@ class SyncStrategy(MinibatchStrategy):
     """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
 
     unit_name = "step"
-    options = ("compress", "overlap", "shard", "straggler")
+    options = ("compress", "overlap", "shard", "straggler", "tensor_parallel")
 
     shuffle: str
     reduce_algorithm: str = "auto"
@@ -145,6 +145,10 @@ class SyncStrategy(MinibatchStrategy):
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def validate(cls, config: TrainConfig) -> None:
+        if config.tensor_parallel > 1:
+            from .tensor import validate_tensor_parallel
+
+            validate_tensor_parallel(config)
         if config.shard == "none":
             return
         for name, value in (("overlap", config.overlap), ("compress", config.compress)):
@@ -157,28 +161,43 @@ class SyncStrategy(MinibatchStrategy):
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
         # (the reductions' kernels are loaded by mpitrain.collectives itself)
-        return frozenset({"split" if config.overlap else "step", "loss", config.optimizer})
+        tensor = {"tensor"} if config.tensor_parallel > 1 else set()
+        return frozenset({"split" if config.overlap else "step", "loss", config.optimizer,
+                          *tensor})
 
     @classmethod
     def build(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> SyncStrategy:
+        if config.tensor_parallel > 1 and cls is SyncStrategy:
+            from .tensor import TensorParallelStrategy  # (it subclasses this one)
+
+            return TensorParallelStrategy.build(config, model=model, params=params,
+                                                dataset=dataset, comm=comm)
         if config.shard != "none" and cls is SyncStrategy:
             from .sharded import ShardedSyncStrategy  # (it subclasses this one)
 
             cls = ShardedSyncStrategy
+        agree(comm, None if model.can_split or not config.overlap else
+              f"--overlap needs a model with per-layer kernels (forward_kernel, "
+              f"backward_kernel, buckets), which {model.name} does not have; drop --overlap")
+        return cls(**cls.fields(config, model=model, params=params, dataset=dataset,
+                                comm=comm, owned=cls.owned(params, comm)))
+
+    @classmethod
+    def fields(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
+               dataset: Dataset, comm: MPI.Comm, owned: np.ndarray) -> dict[str, Any]:
+        """Collective: the constructor's arguments for ``config``, with optimizer state
+        for ``owned`` (the part of the parameters this rank updates)."""
         size = comm.Get_size()
         agree(comm, check_stragglers(config.straggler, size))
         max_rows = (-(-config.batch_size // size) if config.shuffle == "local"
                     else config.batch_size)
         max_rows = min(max_rows, max(1, len(dataset.train.y)))
-        agree(comm, None if model.can_split or not config.overlap else
-              f"--overlap needs a model with per-layer kernels (forward_kernel, "
-              f"backward_kernel, buckets), which {model.name} does not have; drop --overlap")
         test = (Evaluator(model, shard=dataset.test, comm=comm)
                 if dataset.test.n_total > 0 else None)
-        return cls(
+        return dict(
             comm=comm, layout=model.layout, params=params,
-            optimizer=optimizer_for(config, cls.owned(params, comm)),
+            optimizer=optimizer_for(config, owned),
             gradient=BatchGradient(model, max_rows=max_rows, dtype=params.dtype),
             train=dataset.train, test=test,
             train_label_stats=label_stats(dataset.train, comm) if model.regression else None,
