@@ -31,12 +31,14 @@ from .config import TrainConfig, feature_columns, resolve, to_toml, validate
 from .data import Arrays, Dataset, ReadOptions, SyntheticSpec, load_dataset
 from .data.memory import IN_MEMORY
 from .errors import UserError, agree, checked
+from .kernels.trees import warm as warm_tree_kernels
 from .kernels.warmup import KERNELS, warm_up
 from .loop import run_loop
 from .models import BoundModel, Model, ModelError, make_model, model_name, save_model
 from .models.checks import HOOK_NAMES, smoke_test
 from .models.registry import canonical_name, options_text, parse_options
-from .strategies import strategy_class
+from .strategies import ESTIMATORS, strategy_class, strategy_for
+from .strategies.base import Strategy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,11 +83,56 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
+    if config.model in ESTIMATORS:
+        return _train_estimator(config, comm=comm, arrays=arrays, test_arrays=test_arrays,
+                                stop_requested=stop_requested, started=started)
     model, dataset, params = prepare(config, comm=comm, model=instance, arrays=arrays,
                                      test_arrays=test_arrays)
     mode = strategy_class(config.mode)
     _warm_kernels(comm, model, params, dataset, mode.kernels(config, ranks=comm.Get_size()))
     strategy = mode.build(config, model=model, params=params, dataset=dataset, comm=comm)
+    head = _summary_head(config, dataset, model.describe(), comm)
+
+    def save(output: RunOutput) -> None:
+        save_model(output.directory / "model.npz", model=model, flat=params,
+                   mean=dataset.mean, std=dataset.std, version=__version__,
+                   classes=dataset.classes)
+
+    status, summary, history = _run(strategy, config, comm=comm, head=head, save=save,
+                                    stop_requested=stop_requested, started=started)
+    return TrainResult(params=model.layout.views(params), flat=params, history=history,
+                       config=config, status=status, summary=summary)
+
+
+def _train_estimator(config: TrainConfig, *, comm: MPI.Comm, arrays: Arrays,
+                     test_arrays: Arrays, stop_requested: Callable[[], bool] | None,
+                     started: float) -> TrainResult:
+    """Collective: train a tree ensemble or k-means (``--model gbdt|kmeans``): its data,
+    its strategy, the same loop and outputs. ``params`` of the result are the arrays of
+    its model.npz; ``flat`` its checkpointed numbers (leaf values, centers)."""
+    mode = strategy_for(config.model, config.mode)
+    dataset = load_dataset(
+        config.data, comm=comm, dtype=np.dtype(config.dtype), seed=config.seed,
+        test_fraction=config.test_fraction, test_source=config.test_data,
+        synthetic=synthetic_spec(config), read=read_options(config), arrays=arrays,
+        test_arrays=test_arrays, **mode.data_options(config))
+    prepare_numba()
+    in_waves(comm, lambda: warm_tree_kernels(np.dtype(config.dtype)))
+    strategy = mode.build(config, dataset=dataset, comm=comm)
+    head = _summary_head(config, dataset, strategy.describe(), comm)
+    status, summary, history = _run(
+        strategy, config, comm=comm, head=head,
+        save=lambda output: strategy.save(output.directory / "model.npz", version=__version__),
+        stop_requested=stop_requested, started=started)
+    return TrainResult(params=strategy.model_arrays(), flat=strategy.params.ravel(),
+                       history=history, config=config, status=status, summary=summary)
+
+
+def _run(strategy: Strategy, config: TrainConfig, *, comm: MPI.Comm, head: dict[str, Any],
+         save: Callable[[RunOutput], None], stop_requested: Callable[[], bool] | None,
+         started: float) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """Collective: resume, run the loop with checkpoints and outputs, write the summary and
+    (``save``) the model; the status, summary and per-period metrics."""
     resume_from = load_resume_checkpoint(config, comm, strategy)
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
                              resume=config.resume is not None, quiet=config.quiet)
@@ -98,7 +145,7 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         output.keep_metrics(checkpointer.periods)
         output.say(f"resuming from {resume_from.path} at unit {start}")
     output.write_text("config.toml", to_toml(config))
-    summary = {**_summary_head(config, dataset, model, comm), **strategy.summary()}
+    summary = {**head, **strategy.summary()}
     output.write_json("summary.json", {**summary, "status": "running"})
     history: list[dict[str, Any]] = []
 
@@ -128,9 +175,10 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     status = "stopped" if result.stopped else "finished"
     summary = {**summary, **strategy.summary(), "status": status,
                "seconds": time.perf_counter() - started, "final": history[-1] if history else {}}
-    _write_final(output, model, params, dataset, summary)
-    return TrainResult(params=model.layout.views(params), flat=params, history=history,
-                       config=config, status=status, summary=summary)
+    if output.directory is not None:
+        save(output)
+        output.write_json("summary.json", summary)
+    return status, summary, history
 
 
 def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
@@ -248,7 +296,7 @@ def _warm_kernels(comm: MPI.Comm, model: BoundModel, params: np.ndarray, dataset
     agree(comm, problems[0] if problems else None)
 
 
-def _summary_head(config: TrainConfig, dataset: Dataset, model: BoundModel,
+def _summary_head(config: TrainConfig, dataset: Dataset, model: dict[str, Any],
                   comm: MPI.Comm) -> dict[str, Any]:
     return {
         "mpitrain_version": __version__,
@@ -258,18 +306,9 @@ def _summary_head(config: TrainConfig, dataset: Dataset, model: BoundModel,
                  "test_rows": dataset.test.n_total, "features": dataset.n_features,
                  "class_names": None if dataset.classes is None else dataset.classes.tolist(),
                  "classes": dataset.n_classes},
-        "model": model.describe(),
+        "model": model,
         "config": config.to_dict(),
     }
-
-
-def _write_final(output: RunOutput, model: BoundModel, params: np.ndarray,
-                 dataset: Dataset, summary: dict[str, Any]) -> None:
-    if output.directory is None:
-        return
-    save_model(output.directory / "model.npz", model=model, flat=params, mean=dataset.mean,
-               std=dataset.std, version=__version__, classes=dataset.classes)
-    output.write_json("summary.json", summary)
 
 
 __all__ = ["TrainResult", "UserError", "train"]

@@ -1,0 +1,83 @@
+"""What the strategies of non-gradient models (``--model gbdt``, ``--model kmeans``) share.
+
+They run on the same loop, checkpoints and outputs as the gradient strategies, but own
+their model (trees, centers) instead of a flat parameter buffer of a
+:class:`~mpitrain.models.Model`; ``--model`` names them (:data:`ESTIMATORS
+<mpitrain.strategies.ESTIMATORS>`), ``--mode`` stays ``sync``. Each says how it loads its
+data (:meth:`data_options`), describes itself for summary.json and saves model.npz
+(:mod:`mpitrain.models.estimators`).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..models.estimators import save_estimator
+from .base import Strategy
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+    from ..config import TrainConfig
+    from ..data import Dataset
+
+# gradient-training options an estimator does not take: (field, default)
+_NOT_HONOURED = ("mode", "compress", "overlap", "shard")
+
+
+class EstimatorStrategy(Strategy):
+    """A strategy that fits a model of its own (see the module docstring)."""
+
+    kind: str  # the model's name and saved kind
+    dataset: Dataset
+
+    @classmethod
+    def validate(cls, config: TrainConfig) -> None:
+        from ..config import FIELDS, flag
+
+        for name in _NOT_HONOURED:
+            value = getattr(config, name)
+            if value != FIELDS[name].default:
+                raise UserError(f"--{flag(name)} {value} applies to gradient models; "
+                                f"--model {cls.kind} trains its own way (drop --{flag(name)})")
+
+    @classmethod
+    def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
+        return frozenset()  # its numba kernels compile on first use (kernels/trees.py)
+
+    @classmethod
+    @abstractmethod
+    def data_options(cls, config: TrainConfig) -> dict[str, Any]:
+        """``task`` and ``standardize`` to load the data with."""
+
+    @classmethod
+    @abstractmethod
+    def fit(cls, config: TrainConfig, *, dataset: Dataset,
+            comm: MPI.Comm) -> EstimatorStrategy:
+        """Collective: the strategy, ready to run on ``dataset``."""
+
+    @classmethod
+    def build(cls, config: TrainConfig, *, model: Any = None, params: Any = None,
+              dataset: Dataset, comm: MPI.Comm) -> EstimatorStrategy:
+        return cls.fit(config, dataset=dataset, comm=comm)
+
+    @abstractmethod
+    def model_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays model.npz stores (the trained model so far)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The ``model`` section of summary.json (also stored as the model's info)."""
+
+    def save(self, path: Path, *, version: str) -> None:
+        """Write model.npz (rank 0)."""
+        data = self.dataset
+        save_estimator(path, kind=self.kind, arrays=self.model_arrays(),
+                       n_features=data.n_features, n_classes=data.n_classes,
+                       info=self.describe(), mean=data.mean, std=data.std,
+                       classes=data.classes, version=version)

@@ -1,0 +1,133 @@
+"""``--model kmeans``: Lloyd's k-means with one allreduce per iteration, the same centers
+for any number of ranks.
+
+Build: k-means|| initialisation (:mod:`mpitrain.clustering.init`). One unit is one Lloyd
+iteration: ``contribute`` assigns this rank's rows to their nearest center and sums them
+per center as fixed-point integers in float64 (:mod:`mpitrain.collectives.fixed`), with
+the counts, the inertia and the stop vote, in one message; ``reduce`` sums it (one
+allreduce, exact in any order); ``apply`` moves the centers to the means (an empty
+cluster keeps its center). Stops when the centers move less than ``--tol`` times the mean
+feature variance (scikit-learn's rule) or after ``--max-iter`` iterations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..clustering.init import kmeans_parallel
+from ..collectives import allreduce
+from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
+from ..errors import UserError
+from ..kernels.trees import cluster_sums, nearest
+from ..models.layout import Layout
+from .base import StopRequested, Unit
+from .estimator import EstimatorStrategy
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+    from ..config import TrainConfig
+    from ..data import Dataset
+
+
+class KMeansStrategy(EstimatorStrategy):
+    """Distributed k-means (Lloyd) over MPI collectives."""
+
+    kind = "kmeans"
+    unit_name: ClassVar[str] = "iteration"
+    period_name: ClassVar[str] = "iteration"
+    length_option: ClassVar[str] = "max_iter"
+
+    @classmethod
+    def data_options(cls, config: TrainConfig) -> dict[str, Any]:
+        return {"task": "regression", "standardize": config.standardize}  # labels unused
+
+    @classmethod
+    def fit(cls, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> KMeansStrategy:
+        rows = dataset.train.n_total
+        if config.n_clusters > rows:
+            raise UserError(f"--n-clusters must be at most the {rows} training rows "
+                            f"(got {config.n_clusters})")
+        return cls(config, dataset=dataset, comm=comm)
+
+    def __init__(self, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> None:
+        self.config, self.dataset, self.comm = config, dataset, comm
+        train = dataset.train
+        self.X = train.X
+        k, d, rows = config.n_clusters, dataset.n_features, train.n_total
+        top = float(global_max(comm, np.array([np.abs(self.X).max(initial=0.0)]))[0])
+        self.scale = fixed_scale(top, rows)
+        self.inertia_scale = fixed_scale(4.0 * top * top * d, rows)
+        moments = exact_column_sums(comm, np.column_stack([self.X, np.square(
+            self.X.astype(np.float64))]), rows) / rows
+        variance = np.maximum(moments[d:] - moments[:d] ** 2, 0.0)
+        self.tolerance = config.tol * float(variance.mean())
+        self.centers = kmeans_parallel(comm, self.X, k=k, first_row=train.start, rows=rows,
+                                       seed=config.seed)
+        self.layout = Layout.of({"centers": (k, d)})
+        self.converged, self.inertia, self.shift = False, float("nan"), float("nan")
+        self.message = np.zeros(k * d + k + 2)
+
+    @property
+    def params(self) -> np.ndarray:  # type: ignore[override]
+        return self.centers.ravel()
+
+    # -- the loop's hooks -------------------------------------------------------------------
+    @property
+    def total_units(self) -> int:
+        return self.config.max_iter
+
+    def units(self, start: int) -> Iterator[Unit]:
+        for index in range(start, self.config.max_iter):
+            if self.converged:
+                return
+            yield Unit(index=index, period=index, step=0, period_end=True)
+
+    def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
+        k, d = self.centers.shape
+        labels, dist = np.empty(len(self.X), np.int64), np.empty(len(self.X))
+        nearest(self.X, self.centers, labels, dist)
+        self.message[:] = 0.0
+        sums = self.message[:k * d].reshape(k, d)
+        cluster_sums(self.X, labels, self.scale, sums, self.message[k * d:k * d + k])
+        self.message[-2] = np.rint(dist * self.inertia_scale).sum()
+        self.message[-1] = 1.0 if stop_requested() else 0.0
+
+    def reduce(self, unit: Unit) -> bool:
+        allreduce(self.message, self.comm, algorithm=self.config.reduce)
+        return bool(self.message[-1] > 0)
+
+    def apply(self, unit: Unit) -> None:
+        k, d = self.centers.shape
+        counts = self.message[k * d:k * d + k]
+        means = self.message[:k * d].reshape(k, d) / self.scale / np.maximum(counts, 1.0)[:, None]
+        new = np.where(counts[:, None] > 0, means, self.centers)
+        self.shift = float(np.square(new - self.centers).sum())
+        self.inertia = float(self.message[-2] / self.inertia_scale)  # of the assignment
+        self.centers = new
+        self.converged = self.shift <= self.tolerance
+
+    def evaluate(self, unit: Unit) -> dict[str, Any]:
+        return {"iteration": unit.index + 1, "inertia": self.inertia, "shift": self.shift,
+                "samples": self.dataset.train.n_total}
+
+    # -- checkpoints and outputs ------------------------------------------------------------
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {"centers": self.centers.copy()}, {"converged": self.converged}
+
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.centers = np.array(arrays["centers"], dtype=np.float64)
+        self.converged = bool(meta["converged"])
+
+    def model_arrays(self) -> dict[str, np.ndarray]:
+        return {"centers": self.centers}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "kmeans", "clusters": int(self.centers.shape[0]),
+                "inertia": self.inertia, "converged": self.converged}
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.describe()}

@@ -1,0 +1,7 @@
+"""Histogram tree learning over MPI collectives (``--model gbdt``): :mod:`.binning`
+(edges agreed from a sample that is the same for any number of ranks, uint8 codes) and
+:mod:`.grow` (level-wise growth, one allreduce of fixed-point histograms per level,
+histogram subtraction). The boosting rounds themselves are the strategy
+:mod:`mpitrain.strategies.boosting`. May import data, kernels, collectives, errors and
+mpi4py; never a strategy, the CLI or the loop.
+"""
