@@ -70,6 +70,7 @@ class BoostingStrategy(EstimatorStrategy):
         train, test = dataset.train, dataset.test
         self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
                                seed=config.seed, max_bins=config.max_bins)
+        self.n_bins = int(np.diff(self.bins.offsets).max(initial=0)) + 1  # codes 0..edges
         self.codes = self.bins.codes(train.X)
         self.test_codes = self.bins.codes(test.X)
         self.y = np.ascontiguousarray(train.y, dtype=np.float64)
@@ -150,7 +151,7 @@ class BoostingStrategy(EstimatorStrategy):
                   np.array([fixed_scale(m, rows) for m in top[k:2 * k]]))
         self.grown, self.leaves = grow_trees(
             self.comm, codes=self.codes, grad=self.grad, hess=self.hess, scales=scales,
-            bins=self.bins, n_bins=self.config.max_bins, options=self.options)
+            bins=self.bins, n_bins=self.n_bins, options=self.options)
         return bool(top[-1] > 0)
 
     def apply(self, unit: Unit) -> None:
@@ -219,7 +220,7 @@ class BoostingStrategy(EstimatorStrategy):
     def describe(self) -> dict[str, Any]:
         return {"name": "gbdt", "loss": self.loss, "rounds": self.kept_rounds(),
                 "trees": self.kept_rounds() * self.columns, "max_depth": self.config.max_depth,
-                "bins": int(np.diff(self.bins.offsets).max(initial=0)) + 1}
+                "bins": self.n_bins}
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.describe()}
