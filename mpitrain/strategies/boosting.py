@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
-from ..errors import UserError
+from ..errors import agree
 from ..kernels.trees import LOSSES, add_tree_codes, gradients, row_losses
 from ..models.layout import Layout
 from ..trees.binning import agree_bins
@@ -58,9 +58,8 @@ class BoostingStrategy(EstimatorStrategy):
     @classmethod
     def fit(cls, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> BoostingStrategy:
         loss = loss_name(config, dataset.n_classes)
-        if loss == "logistic" and dataset.n_classes != 2:
-            raise UserError(f"--loss logistic needs two classes (the data has "
-                            f"{dataset.n_classes}); use --loss softmax")
+        agree(comm, f"--loss logistic needs two classes (the data has {dataset.n_classes}); "
+              "use --loss softmax" if loss == "logistic" and dataset.n_classes != 2 else None)
         return cls(config, dataset=dataset, comm=comm, loss=loss)
 
     def __init__(self, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm,

@@ -20,7 +20,7 @@ import numpy as np
 from ..clustering.init import kmeans_parallel
 from ..collectives import allreduce
 from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
-from ..errors import UserError
+from ..errors import agree
 from ..kernels.trees import cluster_sums, nearest
 from ..models.layout import Layout
 from .base import StopRequested, Unit
@@ -48,9 +48,8 @@ class KMeansStrategy(EstimatorStrategy):
     @classmethod
     def fit(cls, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> KMeansStrategy:
         rows = dataset.train.n_total
-        if config.n_clusters > rows:
-            raise UserError(f"--n-clusters must be at most the {rows} training rows "
-                            f"(got {config.n_clusters})")
+        agree(comm, f"--n-clusters must be at most the {rows} training rows (got "
+              f"{config.n_clusters})" if config.n_clusters > rows else None)
         return cls(config, dataset=dataset, comm=comm)
 
     def __init__(self, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> None:
