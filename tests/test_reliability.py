@@ -584,7 +584,7 @@ def test_bad_input_battery(tmp_path):
         ("config list of strings", ["--config", str(tmp_path / "list.toml"), *guard],
          "option 'hidden' expects a list of integers"),
         ("config bad choice", ["--config", str(tmp_path / "choice.toml"), *guard],
-         "--model must be one of linear, logistic, softmax, mlp or your own class as "
+         "--model must be one of linear, logistic, softmax, mlp, gbdt, kmeans or your own class as "
          "package.module:Class (got 'cnn')"),
         ("config not UTF-8", ["--config", str(tmp_path / "latin1.toml"), *guard],
          "--config: cannot read"),
