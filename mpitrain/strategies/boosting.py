@@ -12,7 +12,6 @@ recomputed on resume, so a run resumes on any number of ranks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -125,12 +124,6 @@ class BoostingStrategy(EstimatorStrategy):
     @property
     def total_units(self) -> int:
         return self.config.trees
-
-    def units(self, start: int) -> Iterator[Unit]:
-        for index in range(start, self.config.trees):
-            if self.finished:
-                return
-            yield Unit(index=index, period=index, step=0, period_end=True)
 
     def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
         n = len(self.y)

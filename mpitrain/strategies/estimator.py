@@ -11,6 +11,7 @@ data (:meth:`data_options`), describes itself for summary.json and saves model.n
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..models.estimators import save_estimator
-from .base import Strategy
+from .base import Strategy, Unit
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -35,6 +36,15 @@ class EstimatorStrategy(Strategy):
 
     kind: str  # the model's name and saved kind
     dataset: Dataset
+    finished: bool = False  # converged or stopped early: no more units
+
+    def units(self, start: int) -> Iterator[Unit]:
+        """One unit per period (a boosting round, a Lloyd iteration) until
+        :attr:`total_units` or until the model says it is finished."""
+        for index in range(start, self.total_units):
+            if self.finished:
+                return
+            yield Unit(index=index, period=index, step=0, period_end=True)
 
     @classmethod
     def validate(cls, config: TrainConfig) -> None:

@@ -12,7 +12,6 @@ feature variance (scikit-learn's rule) or after ``--max-iter`` iterations.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -67,7 +66,7 @@ class KMeansStrategy(EstimatorStrategy):
         self.centers = kmeans_parallel(comm, self.X, k=k, first_row=train.start, rows=rows,
                                        seed=config.seed)
         self.layout = Layout.of({"centers": (k, d)})
-        self.converged, self.inertia, self.shift = False, float("nan"), float("nan")
+        self.finished, self.inertia, self.shift = False, float("nan"), float("nan")
         self.message = np.zeros(k * d + k + 2)
 
     @property
@@ -78,12 +77,6 @@ class KMeansStrategy(EstimatorStrategy):
     @property
     def total_units(self) -> int:
         return self.config.max_iter
-
-    def units(self, start: int) -> Iterator[Unit]:
-        for index in range(start, self.config.max_iter):
-            if self.converged:
-                return
-            yield Unit(index=index, period=index, step=0, period_end=True)
 
     def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
         k, d = self.centers.shape
@@ -107,7 +100,7 @@ class KMeansStrategy(EstimatorStrategy):
         self.shift = float(np.square(new - self.centers).sum())
         self.inertia = float(self.message[-2] / self.inertia_scale)  # of the assignment
         self.centers = new
-        self.converged = self.shift <= self.tolerance
+        self.finished = self.shift <= self.tolerance
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
         return {"iteration": unit.index + 1, "inertia": self.inertia, "shift": self.shift,
@@ -115,18 +108,18 @@ class KMeansStrategy(EstimatorStrategy):
 
     # -- checkpoints and outputs ------------------------------------------------------------
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {"centers": self.centers.copy()}, {"converged": self.converged}
+        return {"centers": self.centers.copy()}, {"converged": self.finished}
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.centers = np.array(arrays["centers"], dtype=np.float64)
-        self.converged = bool(meta["converged"])
+        self.finished = bool(meta["converged"])
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         return {"centers": self.centers}
 
     def describe(self) -> dict[str, Any]:
         return {"name": "kmeans", "clusters": int(self.centers.shape[0]),
-                "inertia": self.inertia, "converged": self.converged}
+                "inertia": self.inertia, "converged": self.finished}
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.describe()}
