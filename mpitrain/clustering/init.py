@@ -5,7 +5,7 @@ rounds then keeps every row with probability ``min(1, l·D(x)²/φ)`` (``l = 2k`
 ``φ``: the total cost, an exact fixed-point sum), the uniform number keyed by (seed,
 round, global row), and every rank gathers the kept rows (rank order is row order). The
 candidates are weighted by how many rows they are nearest to (exact counts) and reduced
-to ``k`` centers by weighted k-means++ and Lloyd on every rank alike (no communication).
+to ``k`` centers by greedy weighted k-means++ and Lloyd on every rank alike (no communication).
 """
 
 from __future__ import annotations
@@ -45,15 +45,27 @@ def kmeans_parallel(comm: MPI.Comm, X: np.ndarray, *, k: int, first_row: int, ro
 
 def recluster(points: np.ndarray, weights: np.ndarray, *, k: int,
               rng: np.random.Generator) -> np.ndarray:
-    """``k`` centers of weighted ``points``: weighted k-means++ then Lloyd (no MPI).
-    Fewer distinct candidates than ``k`` (data with fewer distinct rows): repeated."""
+    """``k`` centers of weighted ``points``: greedy weighted k-means++ (the best of
+    ``2 + ln k`` draws each step, as scikit-learn) then Lloyd (no MPI). Fewer distinct
+    candidates than ``k`` (data with fewer distinct rows): repeated."""
     chosen = [int(rng.choice(len(points), p=weights / weights.sum()))]
     labels, dist = np.empty(len(points), np.int64), np.empty(len(points))
+    nearest(points, points[chosen], labels, dist)
+    trials = 2 + int(np.log(k))
     for _ in range(1, k):
-        nearest(points, points[chosen], labels, dist)
         mass = weights * dist
-        chosen.append(int(rng.choice(len(points), p=mass / mass.sum())) if mass.sum() > 0
-                      else chosen[-1])
+        if mass.sum() <= 0:
+            chosen.append(chosen[-1])
+            continue
+        draws = rng.choice(len(points), size=trials, p=mass / mass.sum())
+        best, best_cost, best_dist = -1, np.inf, dist
+        for draw in draws:
+            gap = np.minimum(dist, np.square(points - points[draw]).sum(axis=1))
+            cost = float((weights * gap).sum())
+            if cost < best_cost:
+                best, best_cost, best_dist = int(draw), cost, gap
+        chosen.append(best)
+        dist = best_dist
     centers = points[chosen].copy()
     for _ in range(RECLUSTER_ITERATIONS):
         nearest(points, centers, labels, dist)
