@@ -103,21 +103,39 @@ def quantize(values, scale, out):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def histograms(codes, node_of_row, slot_of_node, grad, hess, out):  # pragma: no cover
+def histograms(codes, node_of_row, slot_of_node, grad, hess, counts, out):  # pragma: no cover
     """Add each row whose node has a slot (``slot_of_node[node] >= 0``) to that slot's
-    histogram: ``out[slot, feature, code] += (grad, hess, 1)``."""
+    histogram: ``out[slot, feature, code] += (grad[0..m-1, row], hess[row], counts[row])``
+    (``grad`` is (m, n): m outputs per tree)."""
     n, d = codes.shape
+    m = grad.shape[0]
     for i in range(n):
         slot = slot_of_node[node_of_row[i]]
-        if slot < 0:
+        if slot < 0 or counts[i] == 0.0:
             continue
-        g = grad[i]
         h = hess[i]
+        w = counts[i]
         for j in range(d):
             b = codes[i, j]
-            out[slot, j, b, 0] += g
-            out[slot, j, b, 1] += h
-            out[slot, j, b, 2] += 1.0
+            for c in range(m):
+                out[slot, j, b, c] += grad[c, i]
+            out[slot, j, b, m] += h
+            out[slot, j, b, m + 1] += w
+
+
+@njit(cache=True, nogil=True)
+def poisson_weights(uniform, out):  # pragma: no cover - numba
+    """Poisson(1) counts by inversion of the given uniform numbers (bootstrap weights)."""
+    for i in range(uniform.shape[0]):
+        u = uniform[i]
+        k = 0
+        p = math.exp(-1.0)
+        cdf = p
+        while u > cdf and k < 30:
+            k += 1
+            p /= k
+            cdf += p
+        out[i] = k
 
 
 @njit(cache=True, nogil=True)
@@ -143,16 +161,19 @@ def add_tree_codes(codes, feature, code, value, raw, column):  # pragma: no cove
 
 @njit(cache=True, nogil=True)
 def predict_trees(X, feature, threshold, value, column, out):  # pragma: no cover - numba
-    """``out[i, column[t]] += value`` of the leaf of tree ``t`` row ``i`` (raw features)
-    falls into, for every tree (rows of ``feature``/``threshold``/``value``)."""
+    """``out[i, column[t] + c] += value[t, leaf, c]`` for the leaf of tree ``t`` that row
+    ``i`` (raw features) falls into, for every tree (rows of ``feature``/``threshold``;
+    ``value`` is (trees, nodes, m))."""
+    m = value.shape[2]
     for t in range(feature.shape[0]):
-        c = column[t]
+        first = column[t]
         for i in range(X.shape[0]):
             node = 0
             while feature[t, node] >= 0:
                 x = np.float64(X[i, feature[t, node]])
                 node = 2 * node + (1 if x <= threshold[t, node] else 2)
-            out[i, c] += value[t, node]
+            for c in range(m):
+                out[i, first + c] += value[t, node, c]
 
 
 @njit(cache=True, nogil=True)
@@ -215,13 +236,14 @@ def warm(dtype: np.dtype) -> None:
         row_losses(loss, raw, y, np.zeros(2), np.zeros(2))
     quantize(np.zeros(2), 1.0, np.zeros(2))
     nodes = np.zeros(2, dtype=np.int64)
-    histograms(codes, nodes, np.zeros(3, dtype=np.int64), np.zeros(2), np.zeros(2),
-               np.zeros((1, 1, 2, 3)))
+    histograms(codes, nodes, np.zeros(3, dtype=np.int64), np.zeros((1, 2)), np.zeros(2),
+               np.ones(2), np.zeros((1, 1, 2, 3)))
+    poisson_weights(np.zeros(2), np.zeros(2))
     feature, code = np.full(3, -1, np.int32), np.zeros(3, np.int32)
     descend(codes, nodes, feature, code)
     add_tree_codes(codes, feature, code, np.zeros(3), raw, 0)
     for rows in (X, X.astype(np.float64)):
-        predict_trees(rows, feature[None, :], np.zeros((1, 3)), np.zeros((1, 3)),
+        predict_trees(rows, feature[None, :], np.zeros((1, 3)), np.zeros((1, 3, 1)),
                       np.zeros(1, np.int64), np.zeros((2, 1)))
         labels = np.zeros(2, np.int64)
         nearest(rows, np.zeros((1, 1)), labels, np.zeros(2))

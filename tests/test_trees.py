@@ -69,7 +69,7 @@ def test_grown_tree_matches_a_numpy_reference():
     assert (tree.feature[leaves[0]] < 0).all()  # every row ends in a leaf
     np.testing.assert_array_equal(tree.feature, feature)
     np.testing.assert_array_equal(tree.code[feature >= 0], code[feature >= 0])
-    np.testing.assert_allclose(tree.value, value, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(tree.value[:, 0], value, rtol=1e-9, atol=1e-12)
     # thresholds on raw values send every row where its code does
     for node in np.flatnonzero(feature >= 0):
         f = feature[node]

@@ -149,14 +149,15 @@ class BoostingStrategy(EstimatorStrategy):
     def apply(self, unit: Unit) -> None:
         for c, tree in enumerate(self.grown):
             self._store(unit.index * self.columns + c, tree)
-            self.raw[:, c] += tree.value[self.leaves[c]]
-            add_tree_codes(self.test_codes, tree.feature, tree.code, tree.value,
+            self.raw[:, c] += tree.value[self.leaves[c], 0]
+            add_tree_codes(self.test_codes, tree.feature, tree.code, tree.value[:, 0],
                            self.test_raw, c)
         self.done = unit.index + 1
 
     def _store(self, t: int, tree: Tree) -> None:
         for name in TREE_ARRAYS:
-            self.trees[name][t] = getattr(tree, name)
+            value = getattr(tree, name)
+            self.trees[name][t] = value[:, 0] if value.ndim == 2 else value
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
         train, test = self.dataset.train, self.dataset.test
@@ -203,7 +204,8 @@ class BoostingStrategy(EstimatorStrategy):
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         count = self.kept_rounds() * self.columns
-        arrays = {name: self.trees[name][:count] for name in ("feature", "threshold", "value")}
+        arrays = {name: self.trees[name][:count] for name in ("feature", "threshold")}
+        arrays["value"] = self.trees["value"][:count, :, None]  # one output per tree
         arrays["column"] = np.tile(np.arange(self.columns, dtype=np.int64),
                                    self.kept_rounds())
         arrays["base"] = self.base
