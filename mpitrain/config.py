@@ -201,21 +201,26 @@ class TrainConfig:
                                  "--stall-timeout (whose watchdog watches MPI calls): MPI "
                                  "messages only", group="parallel")
     # trees and k-means (--model gbdt, --model kmeans)
-    trees: int = option(100, "gbdt: boosting rounds (one tree per class and round)",
+    trees: int = option(100, "gbdt: boosting rounds (one tree per class and round); "
+                        "forest: trees",
                         group="trees")
-    max_depth: int = option(6, "gbdt: levels of splits per tree", group="trees")
+    max_depth: int = option(6, "gbdt, forest: levels of splits per tree", group="trees")
     l2: float = option(0.0, "gbdt: L2 regularisation of the leaf values", group="trees")
     min_child_weight: float = option(1e-3, "gbdt: least hessian sum in a leaf",
                                      group="trees")
-    min_samples_leaf: int = option(20, "gbdt: least rows in a leaf", group="trees")
-    max_bins: int = option(255, "gbdt: bins per feature (2..255), edges from quantiles "
+    min_samples_leaf: int = option(20, "gbdt, forest: least rows in a leaf", group="trees")
+    max_bins: int = option(255, "gbdt, forest: bins per feature (2..255), edges from quantiles "
                            "agreed over the ranks", group="trees")
     loss: str = option("auto", "gbdt loss: auto (logistic for two classes, softmax for "
-                       "more), logistic, softmax, squared (regression)",
+                       "more), logistic, softmax, squared (regression); forest: squared "
+                       "makes a regressor",
                        choices=("auto", "logistic", "softmax", "squared"), group="trees")
     early_stopping: int = option(0, "gbdt: stop when the test loss has not improved for "
                                  "N rounds and keep the best round's trees; 0: off",
                                  group="trees")
+    max_features: str = option("auto", "forest: features each node may split on: auto "
+                               "(sqrt for a classifier, all for a regressor), sqrt, log2, "
+                               "all", choices=("auto", "sqrt", "log2", "all"), group="trees")
     n_clusters: int = option(8, "kmeans: number of clusters K", group="trees")
     tol: float = option(1e-4, "kmeans: stop when the centers move less than this times "
                         "the mean feature variance (squared distance)", group="trees")

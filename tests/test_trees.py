@@ -111,6 +111,47 @@ def test_gbdt_on_digits_close_to_scikit_learn(tmp_path):
     assert predict(model, data.test.X[0]) == np.argmax(proba[0])
 
 
+def test_forest_on_digits_close_to_scikit_learn(tmp_path):
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mpitrain.data import load_dataset
+
+    result = train(data="digits", model="forest", trees=30, max_depth=12, min_samples_leaf=1,
+                   quiet=True, out=str(tmp_path / "run"))
+    ours = result.history[-1]["test_accuracy"]
+    data = load_dataset("digits", comm=MPI.COMM_SELF, task="classification",
+                        dtype=np.float32, seed=0, standardize=False)
+    theirs = np.mean([RandomForestClassifier(n_estimators=30, random_state=seed).fit(
+        data.train.X, data.train.y).score(data.test.X, data.test.y) for seed in range(3)])
+    assert ours >= theirs - 0.02, (ours, theirs)
+    model = tmp_path / "run" / "model.npz"
+    assert np.mean(predict(model, data.test.X) == data.test.y) == pytest.approx(ours)
+    np.testing.assert_allclose(predict_proba(model, data.test.X).sum(axis=1), 1.0)
+
+
+def test_forest_bootstrap_is_poisson_and_keyed_by_row():
+    from mpitrain.kernels.trees import keyed_uniform, poisson_weights
+
+    u = np.empty(100_000)
+    keyed_uniform(7, 3, 0, u)
+    w = np.empty_like(u)
+    poisson_weights(u, w)
+    assert abs(w.mean() - 1.0) < 0.02 and abs(w.var() - 1.0) < 0.03
+    assert abs(np.mean(w == 0) - np.exp(-1)) < 0.01
+    tail = np.empty(10)
+    keyed_uniform(7, 3, 500, tail)  # rows 500.. drawn from another rank: same numbers
+    np.testing.assert_array_equal(tail, u[500:510])
+
+
+def test_forest_regressor_learns():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 3))
+    y = 2 * X[:, 0] + np.sin(2 * X[:, 1])
+    result = train(X=X, y=y, model="forest", loss="squared", trees=10, max_depth=8,
+                   min_samples_leaf=3, quiet=True)
+    assert result.history[-1]["test_loss"] < 0.1 * np.var(y)
+
+
 def test_gbdt_regression_and_logistic_learn():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(800, 3))

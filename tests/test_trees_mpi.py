@@ -44,6 +44,14 @@ def test_gbdt_early_stopping_same_for_any_number_of_ranks():
     assert_same(train(**options).params, expected)
 
 
+@pytest.mark.parametrize("extra", [dict(classes=3), dict(loss="squared", max_features="all")])
+def test_forest_same_trees_for_any_number_of_ranks(extra):
+    options = {**DATA, "model": "forest", "trees": 4, "max_depth": 5, "min_samples_leaf": 2,
+               "max_bins": 64, **extra}
+    expected = reference(**options)
+    assert_same(train(**options).params, expected)
+
+
 def test_kmeans_same_centers_for_any_number_of_ranks():
     options = {**DATA, "model": "kmeans", "n_clusters": 5, "max_iter": 15, "tol": 0.0}
     expected = reference(**options)

@@ -4,7 +4,9 @@ Not gradient models (no flat parameter buffer, no model class): a ``meta_kind`` 
 (``gbdt`` or ``kmeans``) says which, the arrays are stored by name, readable with
 ``allow_pickle=False``. ``gbdt``: trees in heap order (``feature``, ``threshold``,
 ``value``: one row per tree; ``column``: the class each tree scores; ``base``: the initial
-scores) and ``loss``. ``kmeans``: ``centers`` (k, d); ``predict`` gives a row's cluster.
+scores) and ``loss``. ``forest``: the same arrays, ``value`` (trees, nodes, outputs)
+already divided by the number of trees, so the sum is the forest's average (class shares
+or the regression value). ``kmeans``: ``centers`` (k, d); ``predict`` gives a row's cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from mpitrain.kernels.trees import nearest, predict_trees
 
 from .bound import ModelError
 
-KINDS = ("gbdt", "kmeans")
+KINDS = ("gbdt", "forest", "kmeans")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +60,8 @@ class SavedEstimator:
         raw = self.raw_scores(X)
         if self.info["loss"] == "squared":
             return raw[:, 0]
+        if self.kind == "forest":
+            return np.argmax(raw, axis=1).astype(np.int64)
         if self.info["loss"] == "logistic":
             return (raw[:, 0] > 0).astype(np.int64)
         return np.argmax(raw, axis=1).astype(np.int64)
@@ -67,6 +71,8 @@ class SavedEstimator:
             raise ModelError(f"predict_proba needs a classifier, but this {self.kind} "
                              "model is not one; use predict")
         raw = self.raw_scores(X)
+        if self.kind == "forest":
+            return raw  # averaged class shares
         if self.info["loss"] == "logistic":
             p = 1.0 / (1.0 + np.exp(-raw[:, 0]))
             return np.column_stack([1.0 - p, p])

@@ -34,6 +34,8 @@ MODES = tuple(STRATEGIES)
 ESTIMATORS: dict[str, tuple[str, str]] = {
     "gbdt": ("mpitrain.strategies.boosting:BoostingStrategy",
              "gradient-boosted trees on histograms (one allreduce per tree level)"),
+    "forest": ("mpitrain.strategies.forest:ForestStrategy",
+               "random forest, per-row Poisson bootstrap keyed by (seed, tree, row)"),
     "kmeans": ("mpitrain.strategies.kmeans:KMeansStrategy",
                "k-means, k-means|| init, one allreduce per Lloyd iteration"),
 }
