@@ -1,4 +1,4 @@
-"""What the strategies of non-gradient models (``--model gbdt``, ``--model kmeans``) share.
+"""What the strategies of non-gradient models (``--model gbdt|forest|kmeans``) share.
 
 They run on the same loop, checkpoints and outputs as the gradient strategies, but own
 their model (trees, centers) instead of a flat parameter buffer of a
