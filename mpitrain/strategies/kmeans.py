@@ -2,8 +2,8 @@
 for any number of ranks.
 
 Build: k-means|| initialisation (:mod:`mpitrain.clustering.init`). One unit is one Lloyd
-iteration: ``contribute`` assigns this rank's rows to their nearest center and sums them
-per center as fixed-point integers in float64 (:mod:`mpitrain.collectives.fixed`), with
+iteration (its message and update: :mod:`mpitrain.clustering.lloyd`): ``contribute``
+assigns this rank's rows to their nearest center and sums them per center as fixed-point integers in float64 (:mod:`mpitrain.collectives.fixed`), with
 the counts, the inertia and the stop vote, in one message; ``reduce`` sums it (one
 allreduce, exact in any order); ``apply`` moves the centers to the means (an empty
 cluster keeps its center). Stops when the centers move less than ``--tol`` times the mean
@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..clustering.init import kmeans_parallel
+from ..clustering.lloyd import Scales, fill_message, message_size, update
 from ..collectives import allreduce
-from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
 from ..errors import agree
-from ..kernels.trees import cluster_sums, nearest
 from ..models.layout import Layout
 from .base import StopRequested, Unit
 from .estimator import EstimatorStrategy
@@ -56,18 +55,12 @@ class KMeansStrategy(EstimatorStrategy):
         train = dataset.train
         self.X = train.X
         k, d, rows = config.n_clusters, dataset.n_features, train.n_total
-        top = float(global_max(comm, np.array([np.abs(self.X).max(initial=0.0)]))[0])
-        self.scale = fixed_scale(top, rows)
-        self.inertia_scale = fixed_scale(4.0 * top * top * d, rows)
-        moments = exact_column_sums(comm, np.column_stack([self.X, np.square(
-            self.X.astype(np.float64))]), rows) / rows
-        variance = np.maximum(moments[d:] - moments[:d] ** 2, 0.0)
-        self.tolerance = config.tol * float(variance.mean())
+        self.scales = Scales.agree(comm, self.X, rows=rows, tol=config.tol)
         self.centers = kmeans_parallel(comm, self.X, k=k, first_row=train.start, rows=rows,
                                        seed=config.seed)
         self.layout = Layout.of({"centers": (k, d)})
         self.finished, self.inertia, self.shift = False, float("nan"), float("nan")
-        self.message = np.zeros(k * d + k + 2)
+        self.message = np.zeros(message_size(k, d))
 
     @property
     def params(self) -> np.ndarray:  # type: ignore[override]
@@ -79,28 +72,16 @@ class KMeansStrategy(EstimatorStrategy):
         return self.config.max_iter
 
     def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
-        k, d = self.centers.shape
-        labels, dist = np.empty(len(self.X), np.int64), np.empty(len(self.X))
-        nearest(self.X, self.centers, labels, dist)
-        self.message[:] = 0.0
-        sums = self.message[:k * d].reshape(k, d)
-        cluster_sums(self.X, labels, self.scale, sums, self.message[k * d:k * d + k])
-        self.message[-2] = np.rint(dist * self.inertia_scale).sum()
-        self.message[-1] = 1.0 if stop_requested() else 0.0
+        fill_message(self.X, self.centers, self.scales, self.message, stop=stop_requested())
 
     def reduce(self, unit: Unit) -> bool:
         allreduce(self.message, self.comm, algorithm=self.config.reduce)
         return bool(self.message[-1] > 0)
 
     def apply(self, unit: Unit) -> None:
-        k, d = self.centers.shape
-        counts = self.message[k * d:k * d + k]
-        means = self.message[:k * d].reshape(k, d) / self.scale / np.maximum(counts, 1.0)[:, None]
-        new = np.where(counts[:, None] > 0, means, self.centers)
-        self.shift = float(np.square(new - self.centers).sum())
-        self.inertia = float(self.message[-2] / self.inertia_scale)  # of the assignment
-        self.centers = new
-        self.finished = self.shift <= self.tolerance
+        self.centers, self.shift, self.inertia = update(self.message, self.centers,
+                                                        self.scales)
+        self.finished = self.shift <= self.scales.tolerance
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
         return {"iteration": unit.index + 1, "inertia": self.inertia, "shift": self.shift,
