@@ -3,11 +3,12 @@ for any number of ranks.
 
 Build: k-means|| initialisation (:mod:`mpitrain.clustering.init`). One unit is one Lloyd
 iteration (its message and update: :mod:`mpitrain.clustering.lloyd`): ``contribute``
-assigns this rank's rows to their nearest center and sums them per center as
-fixed-point integers in float64 (:mod:`mpitrain.collectives.fixed`), with the counts, the inertia and the stop vote, in one message; ``reduce`` sums it (one
-allreduce, exact in any order); ``apply`` moves the centers to the means (an empty
-cluster keeps its center). Stops when the centers move less than ``--tol`` times the mean
-feature variance (scikit-learn's rule) or after ``--max-iter`` iterations.
+assigns this rank's rows to their nearest center and sums them per center as fixed-point
+integers in float64 (:mod:`mpitrain.collectives.fixed`), with the counts, the inertia and
+the stop vote, in one message; ``reduce`` sums it (one allreduce, exact in any order);
+``apply`` moves the centers to the means (an empty cluster keeps its center). Stops when
+the centers move less than ``--tol`` times the mean feature variance (scikit-learn's rule)
+or after ``--max-iter`` iterations.
 """
 
 from __future__ import annotations
