@@ -133,7 +133,8 @@ class TrainConfig:
     partition: str = option("iid", "how training rows are split into clients: iid, "
                             "dirichlet (label proportions ~ Dir(--alpha)), shards (sort by "
                             "label, 2K shards, two per client), labels (--labels-per-client "
-                            "classes each)", choices=PARTITIONS,
+                            "classes each), kmeans (one client per k-means cluster of the "
+                            "features)", choices=PARTITIONS,
                             group="federated")
     alpha: float = option(0.5, "Dirichlet concentration for --partition dirichlet (small: "
                           "skewed)", group="federated")

@@ -208,6 +208,8 @@ def test_resume_between_trees_gives_the_same_model(tmp_path):
     (["--model", "kmeans", "--samples", "20", "--n-clusters", "50"],
      "--n-clusters must be at most the 16 training rows (got 50)"),
     (["--model", "gbdt", "--mode", "fedavg"], "--mode fedavg applies to gradient models"),
+    (["--mode", "fedavg", "--partition", "kmeans", "--samples", "30", "--clients", "40"],
+     "--partition kmeans makes one cluster per client, but --clients 40 is more than"),
     (["--model", "gbdt", "--loss", "logistic", "--classes", "3"],
      "--loss logistic needs two classes"),
 ])

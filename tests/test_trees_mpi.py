@@ -58,3 +58,19 @@ def test_kmeans_same_centers_for_any_number_of_ranks():
     assert_same(train(**options).params, expected)
     assert_same(train(reduce="ring", dtype="float64", **options).params,
                 reference(dtype="float64", **options))
+
+
+def test_partition_kmeans_same_clients_for_any_number_of_ranks():
+    options = dict(data="digits", model="softmax", mode="fedavg", partition="kmeans",
+                   clients=6, rounds=2, client_fraction=0.5, local_epochs=1, quiet=True)
+    comm = MPI.COMM_WORLD
+    one = (train(comm=MPI.COMM_SELF, **options).summary["federated"]
+           if comm.Get_rank() == 0 else None)
+    one = comm.bcast(one, root=0)
+    many = train(**options)
+    got = many.summary["federated"]
+    assert got["client_sizes"] == one["client_sizes"]
+    assert got["label_histograms"] == one["label_histograms"]
+    # non-IID by feature space: most clients hold few classes
+    histograms = np.array(got["label_histograms"])
+    assert np.mean(histograms.max(axis=1) / histograms.sum(axis=1)) > 0.3
