@@ -28,6 +28,8 @@ BENCHMARKS = {
     "allreduce": ("mpitrain.bench.allreduce", "latency and bandwidth of every allreduce"),
     "train": ("mpitrain.bench.train", "training throughput, compute/communication split, "
               "weak scaling, kernel, start-up and memory checks"),
+    "trees": ("mpitrain.bench.trees", "fit time of gbdt/forest/kmeans on P ranks vs one rank "
+              "and scikit-learn/LightGBM"),
 }
 
 

@@ -233,3 +233,16 @@ def test_cli_end_to_end_under_mpiexec(tmp_path):
                      "predict; print(predict(r'" + str(out / "model.npz") + "', "
                      "np.zeros((2, 64))).tolist())"], ranks=1)
     assert check.returncode == 0 and check.stdout.strip().startswith("["), check.stderr
+
+
+def test_bench_trees_runs_and_writes_json(tmp_path):
+    target = tmp_path / "bench" / "trees.json"
+    done = run_mpi(["-m", "mpitrain", "bench", "trees", "--samples", "2000", "--features",
+                    "4", "--trees", "2", "--max-iter", "3", "--models", "gbdt,forest,kmeans",
+                    "--json", str(target)], ranks=2, timeout=240)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(target.read_text())
+    assert report["ranks"] == 2 and sorted(report["models"]) == ["forest", "gbdt", "kmeans"]
+    for entry in report["models"].values():
+        assert entry["seconds"] > 0 and entry["one_rank_seconds"] > 0
+        assert "sklearn" in entry["peers"] and len(entry["rss_mb_per_rank"]) == 2
