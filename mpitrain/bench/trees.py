@@ -4,9 +4,10 @@ the same fit on one rank and against scikit-learn (and LightGBM where installed)
 Run under the launcher, e.g. ``mpiexec -n 2 python -m mpitrain bench trees``. Workload:
 synthetic data (``--samples`` rows × ``--features``, ``--classes``, 20% held out),
 float32. For each model in ``--models``: the P-rank fit (``mpitrain.train``; fit seconds =
-the loop's seconds: data loading, binning and k-means|| initialisation excluded), then rank 0
-alone on the same rows (``comm=COMM_SELF``; the others wait), then, on rank 0, the peers
-with the same settings and thread count (1: each rank is one core): scikit-learn's
+the loop's seconds: data loading, binning and k-means|| initialisation excluded), then
+rank 0 alone on the same rows (``comm=COMM_SELF``; the others sleep in a polling
+barrier), then, on rank 0, the peers with the same settings and thread count (1: each
+rank is one core): scikit-learn's
 ``HistGradientBoostingClassifier`` / ``RandomForestClassifier`` / ``KMeans`` and
 ``lightgbm.LGBMClassifier`` when importable. Also each rank's peak RSS. Results are printed
 by rank 0 and written with ``--json FILE``:
@@ -31,6 +32,7 @@ from mpitrain import train
 from mpitrain.bench import output_file
 from mpitrain.data import load_dataset
 from mpitrain.errors import shared_error
+from mpitrain.runtime.compile import quiet_barrier
 from mpitrain.training import synthetic_spec
 
 MODELS = ("gbdt", "forest", "kmeans")
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
             if not args.no_peers:
                 entry["peers"] = _peers(args, model)
             print(json.dumps({model: entry}), flush=True)
-        comm.Barrier()
+        quiet_barrier(comm)  # the others sleep while rank 0 runs alone
         report["models"][model] = entry
     if rank == 0 and args.json:
         output_file(args.json).write_text(json.dumps(report, indent=2))
