@@ -13,7 +13,7 @@ from collections.abc import Collection
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import compress, shared
+from . import compress, shared, tensor
 from .backward import backward_layer, forward_loss, step_gradient
 from .network import (
     LOSS_KINDS,
@@ -35,9 +35,10 @@ from .optimizers import (
 _ROWS = 4
 _TAIL = 3
 KERNELS = ("network_grad", "network_loss", "network_predict", "step_gradient", "split_step",
-           "sgd", "momentum", "adam", "proximal_sgd", "compress", "shared")
+           "sgd", "momentum", "adam", "proximal_sgd", "compress", "shared", "tensor")
 """Names :func:`warm_up` accepts: the network kernels (``split_step`` is forward_loss +
-backward_layer), the optimizers, the 16-bit codecs and the shared-memory reduction."""
+backward_layer), the optimizers, the 16-bit codecs, the shared-memory reduction and the
+tensor-parallel layers (:mod:`.tensor`)."""
 
 
 def _network_args(dtype: np.dtype, label_dtype: np.dtype, loss_kind: int) -> tuple:
@@ -115,3 +116,5 @@ def warm_up(*, dtype: DTypeLike, label_dtype: DTypeLike, loss_kind: int | None =
         compress.warm_up()
     if "shared" in chosen:
         shared.warm_up()
+    if "tensor" in chosen:
+        tensor.warm_up(dtype, label_dtype)

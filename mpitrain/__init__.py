@@ -7,6 +7,9 @@ Python API (collective: call on every rank)::
     result.params["W0"], result.history[-1]["test_accuracy"]
     predict("runs/x/model.npz", X), predict_proba(...)   # no MPI needed
 
+scikit-learn estimators (collective ``fit``): ``mpitrain.sklearn.MPIClassifier`` and
+``MPIRegressor``, also ``mpitrain.MPIClassifier`` (the only names that need scikit-learn).
+
 Your own model: subclass :class:`mpitrain.Model` (see ``docs/models.md``) and pass
 ``train(model=MyModel(...))``.
 
@@ -30,6 +33,8 @@ _LAZY = {
     "predict": "mpitrain.models.predict",
     "predict_proba": "mpitrain.models.predict",
     "Model": "mpitrain.models",
+    "MPIClassifier": "mpitrain.sklearn",  # needs scikit-learn
+    "MPIRegressor": "mpitrain.sklearn",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mpitrain train|bench ...`` under mpirun/mpiexec/srun.
+"""Command line: ``python -m mpitrain train|bench|plan ...`` under mpirun/mpiexec/srun.
 
 Flags are generated from :class:`mpitrain.config.TrainConfig`; ``--config FILE.toml`` takes
 the same options and flags override it. Errors in the input end the job with one message from
@@ -18,16 +18,41 @@ from typing import Any, NoReturn
 from mpi4py import MPI
 
 from mpitrain.runtime.launch import MPIWiringError
-from mpitrain.runtime.preemption import EXIT_PREEMPTED, install_stop_handlers
+from mpitrain.runtime.preemption import EXIT_INTERRUPTED, install_stop_handlers, stop_status
 
 from . import __version__
-from .config import FIELDS, TrainConfig, field_kind, flag, parse_ints, read_toml, resolve
+from .config import (
+    FIELDS,
+    TrainConfig,
+    did_you_mean,
+    field_kind,
+    flag,
+    parse_ints,
+    read_toml,
+    resolve,
+)
 from .errors import EXIT_USER_ERROR, UserError, checked
+
+# Every command, in the order --help lists them: the module that implements it (with
+# add_arguments(parser) and run(args, comm); None: built here) and its help text.
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "train": (None, "train a model"),
+    "predict": ("mpitrain.report.predict", "predictions of a saved model for a data file"),
+    "show": ("mpitrain.report.show", "one-screen summary of a run directory"),
+    "plot": ("mpitrain.report.plot", "learning curves of one or more runs, as an image"),
+    "tensorboard": ("mpitrain.report.tensorboard", "metrics of runs as TensorBoard event files"),
+    "checkpoint": (None, "work with checkpoints (consolidate a sharded one)"),
+    "plan": ("mpitrain.bench.plan", "predict step time and scaling on N nodes from a cost "
+             "model (docs/multinode.md)"),
+    "bench": (None, "benchmarks"),
+}
 
 BENCHMARKS = {
     "allreduce": ("mpitrain.bench.allreduce", "latency and bandwidth of every allreduce"),
     "train": ("mpitrain.bench.train", "training throughput, compute/communication split, "
               "weak scaling, kernel, start-up and memory checks"),
+    "async": ("mpitrain.bench.asynchronous", "time to accuracy of sync and the asynchronous "
+              "modes, with and without a straggler"),
     "trees": ("mpitrain.bench.trees", "fit time of gbdt/forest/kmeans on P ranks vs one rank "
               "and scikit-learn/LightGBM"),
 }
@@ -37,7 +62,23 @@ class Parser(argparse.ArgumentParser):
     """ArgumentParser that raises UserError instead of exiting, and prints on rank 0 only."""
 
     def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(message)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """As argparse, plus a hint for a misspelt flag (``--epoch`` → ``--epochs``) and the
+        usage when no command is given."""
+        known, extra = self.parse_known_args(args, namespace)
+        if extra:
+            flags = getattr(known, "known_flags", self._option_string_actions)
+            first = next((word.split("=")[0] for word in extra if word.startswith("--")), "")
+            self.error(f"unrecognized arguments: {' '.join(extra)}"
+                       f"{did_you_mean(first, flags, quote=False) if first else ''}")
+        if getattr(known, "command", "") is None:
+            self.print_usage(sys.stderr)
+            self.error("no command given: choose one of "
+                       f"{', '.join(COMMANDS)} (python -m mpitrain COMMAND --help)")
+        return known
 
     def _print_message(self, message: str, file: Any = None) -> None:
         if MPI.COMM_WORLD.Get_rank() == 0 and message:
@@ -51,27 +92,34 @@ def build_parser() -> Parser:
                     "mpirun/mpiexec/srun, e.g. 'mpirun -n 4 python -m mpitrain train "
                     "--data digits --model mlp --hidden 64 --epochs 20 --out runs/digits'.")
     parser.add_argument("--version", action="version", version=f"mpitrain {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                     parser_class=Parser)
-    train = commands.add_parser("train", help="train a model", allow_abbrev=False,
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    train = commands.add_parser("train", help=COMMANDS["train"][1], allow_abbrev=False,
                                 description="Train a model with every rank; flags override "
                                 "--config. Rank 0 writes --out.")
     add_train_arguments(train)
     train.set_defaults(handler=run_train)
+    for name, (module, text) in COMMANDS.items():
+        if module is None:
+            continue
+        sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
+        importlib.import_module(module).add_arguments(sub)
+        sub.set_defaults(handler=_runner(module))
     add_checkpoint_commands(commands)
-    bench = commands.add_parser("bench", help="benchmarks", allow_abbrev=False)
+    bench = commands.add_parser("bench", help=COMMANDS["bench"][1], allow_abbrev=False)
     kinds = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True,
                                  parser_class=Parser)
     for name, (module, text) in BENCHMARKS.items():
         sub = kinds.add_parser(name, help=text, description=text, allow_abbrev=False)
         importlib.import_module(module).add_arguments(sub)
-        sub.set_defaults(handler=_bench_runner(module))
+        sub.set_defaults(handler=_runner(module))
+    for sub in (train, *commands.choices.values(), *kinds.choices.values()):
+        sub.set_defaults(known_flags=tuple(sub._option_string_actions))
     return parser
 
 
 def add_checkpoint_commands(commands: argparse._SubParsersAction) -> None:
     """``checkpoint consolidate RUN [--output FILE]``."""
-    checkpoint = commands.add_parser("checkpoint", help="work with checkpoints",
+    checkpoint = commands.add_parser("checkpoint", help=COMMANDS["checkpoint"][1],
                                      allow_abbrev=False)
     actions = checkpoint.add_subparsers(dest="action", metavar="ACTION", required=True,
                                         parser_class=Parser)
@@ -161,21 +209,22 @@ def run_train(args: argparse.Namespace, comm: MPI.Comm) -> int:
     from .training import train
 
     config = checked(comm, config_from_args, args)
-    result = train(config, comm=comm, stop_requested=install_stop_handlers())
+    stop = install_stop_handlers()
+    result = train(config, comm=comm, stop_requested=stop)
     if result.status != "stopped":
         return 0
     # Rank 0 has written the checkpoint and summary.json once every rank is here: nobody
-    # exits 75 before, which 'srun --kill-on-bad-exit' would answer by killing the others.
-    comm.Barrier()
+    # exits before, which 'srun --kill-on-bad-exit' would answer by killing the others.
+    status, signals = stop_status(stop, comm)
     if comm.Get_rank() == 0:
         saved = (f"wrote a checkpoint to {config.out}/checkpoints; continue with --resume"
                  if config.out else "no --out, so nothing was saved")
-        print(f"mpitrain: stopped on SIGTERM/SIGUSR1: {saved} (exit status "
-              f"{EXIT_PREEMPTED})", file=sys.stderr, flush=True)
-    return EXIT_PREEMPTED
+        print(f"mpitrain: stopped on {signals}: {saved} (exit status {status})",
+              file=sys.stderr, flush=True)
+    return status
 
 
-def _bench_runner(module: str):
+def _runner(module: str):
     def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
         return importlib.import_module(module).run(args, comm)
     return run
@@ -197,7 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"mpitrain: error: {exc}", file=sys.stderr, flush=True)
             return EXIT_USER_ERROR
         _abort(comm, f"error: {exc}", EXIT_USER_ERROR)
-    except (SystemExit, KeyboardInterrupt):
+    except KeyboardInterrupt:  # Ctrl-C outside training (whose handler stops cleanly)
+        if comm.Get_rank() == 0:
+            print("mpitrain: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except SystemExit:
         raise
     except BaseException:
         _abort(comm, "unexpected error:\n" + traceback.format_exc(), 1)

@@ -15,11 +15,12 @@ import difflib
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .asynchronous.straggler import parse_stragglers
 from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
 from .data.batches import SHUFFLES
@@ -36,7 +37,8 @@ from .strategies.shards import SHARDS
 
 # Options only some modes honour: a strategy lists those it does in ``Strategy.options``;
 # any other mode rejects a value other than the default.
-MODE_ONLY = ("compress", "overlap", "shard")
+MODE_ONLY = ("compress", "overlap", "shard", "servers", "staleness", "sync_every",
+             "local_after", "straggler", "simulate_schedule", "tensor_parallel")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -120,7 +122,9 @@ class TrainConfig:
                           choices=SHUFFLES)
     reduce: str = option("auto", "how messages are summed over the ranks: ring allreduce, "
                          "shm (every rank's message in shared memory, summed by all; one "
-                         "node), MPI's Allreduce, Reduce+Bcast through rank 0, or auto: "
+                         "node), hierarchical (reduce-scatter in each node, one ring per "
+                         "slice across nodes, allgather in each node), MPI's Allreduce, "
+                         "Reduce+Bcast through rank 0, or auto: "
                          "chosen by message size, rank count and node layout as measured in "
                          "mpitrain/collectives/select.py",
                          choices=ALGORITHMS, group="parallel")
@@ -183,6 +187,23 @@ class TrainConfig:
     dp_noise: float = option(0.0, "DP-FedAvg noise multiplier z: Gaussian noise of std "
                              "z*dp_clip on the sum of updates; 0: no DP", group="federated")
     dp_delta: float = option(1e-5, "delta at which epsilon is reported", group="federated")
+    # asynchronous (docs/async.md)
+    servers: int = option(1, "async-ps: ranks that hold the parameters and optimizer state "
+                          "(sharded by contiguous ranges); the other ranks are workers",
+                          group="asynchronous")
+    staleness: int = option(1, "ssp: steps a rank may run ahead of the slowest (0: exactly "
+                            "--mode sync)", group="asynchronous")
+    sync_every: int = option(4, "local-sgd: local steps between parameter averages (1: "
+                             "--mode sync for plain SGD)", group="asynchronous")
+    local_after: int = option(0, "local-sgd: epochs of synchronous SGD before local steps "
+                              "begin (post-local SGD)", group="asynchronous")
+    straggler: str = option("", "slow ranks down for experiments: RANK:FACTOR[:JITTER],... "
+                            "(each step sleeps (FACTOR-1) x its measured compute time, times "
+                            "1 + JITTER x a seeded uniform number in [-1, 1])",
+                            group="asynchronous", metavar="RANK:FACTOR[:JITTER]")
+    simulate_schedule: bool = option(False, "async-ps: apply the workers' pushes in a seeded, "
+                                     "fixed order (reproducible from --seed; for tests)",
+                                     group="asynchronous")
     # performance
     compress: str = option("none", "transport of the step's gradient message: none (its own "
                            "precision), fp16 or bf16 (16-bit words, sums in float32, counts "
@@ -196,6 +217,11 @@ class TrainConfig:
                         "(gradients reduce-scattered, the slice updated, parameters "
                         "all-gathered; the same model); gradients: also keeps only its "
                         "slice of the reduced gradient", choices=SHARDS, group="parallel")
+    tensor_parallel: int = option(1, "tensor parallelism for --model mlp (Megatron-style): "
+                                  "T ranks share each hidden layer pair, the first "
+                                  "weight matrix split by columns, the second by rows; "
+                                  "P/T data-parallel replicas; the same model",
+                                  group="parallel", metavar="T")
     shared_memory: bool = option(True, "when every rank is on one node, let reductions go "
                                  "through MPI shared-memory windows (--reduce shm, and the "
                                  "ring's transport); off, and always under "
@@ -228,7 +254,8 @@ class TrainConfig:
     max_iter: int = option(300, "kmeans: most Lloyd iterations", group="trees")
     # checkpoints and reliability
     checkpoint_every: int = option(0, "write a checkpoint every N steps (sync) or rounds "
-                                   "(federated), and at the end; 0: only at the end",
+                                   "(federated) or epochs (async-ps), and at the end; 0: "
+                                   "only at the end",
                                    group="checkpoints")
     keep: int = option(3, "checkpoints to keep in OUT/checkpoints", group="checkpoints")
     resume: str | None = option(None, "continue from a checkpoint file or run directory; "
@@ -283,9 +310,7 @@ def flag(name: str) -> str:
 def coerce(name: str, value: Any, *, source: str) -> Any:
     """Check a TOML value's type against the field and convert it (int→float, list→tuple)."""
     if name not in FIELDS:
-        close = difflib.get_close_matches(name, FIELDS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"{source}: unknown option {name!r}{hint}")
+        raise UserError(f"{source}: unknown option {name!r}{did_you_mean(name, FIELDS)}")
     kind = field_kind(name)
     bad = UserError(f"{source}: option {name!r} expects {_kind_text(kind)} (got {value!r})")
     if kind == "bool":
@@ -314,6 +339,14 @@ def coerce(name: str, value: Any, *, source: str) -> Any:
         else:
             raise bad
     return value
+
+
+def did_you_mean(name: str, known: Iterable[str], *, quote: bool = True) -> str:
+    """`` (did you mean 'hidden'?)`` for the closest of ``known``, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if not close:
+        return ""
+    return f" (did you mean {close[0]!r}?)" if quote else f" (did you mean {close[0]}?)"
 
 
 def _kind_text(kind: str) -> str:
@@ -352,6 +385,30 @@ def resolve(file_options: Mapping[str, Any], flag_options: Mapping[str, Any]) ->
     return config
 
 
+def check_names(options: Mapping[str, Any], *, source: str) -> None:
+    """Raise UserError for the first key of ``options`` that is no option, with a hint."""
+    for name in options:
+        if name not in FIELDS:
+            raise UserError(f"{source}: unknown keyword {name!r}{did_you_mean(name, FIELDS)}")
+
+
+def coerce_keywords(options: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """Python keywords as options: names checked (with a hint), values checked and converted
+    like TOML values (numpy scalars and tuples accepted too; None where the option allows)."""
+    check_names(options, source=source)
+    out = {}
+    for name, value in options.items():
+        if value is None and field_kind(name) == "optional str":
+            out[name] = None
+            continue
+        if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+            value = value.item()  # numpy scalar
+        if isinstance(value, tuple):
+            value = list(value)
+        out[name] = coerce(name, value, source=source)
+    return out
+
+
 def validate(config: TrainConfig) -> None:
     """Raise UserError naming the first option whose value is out of range."""
     for name in FIELDS:
@@ -367,6 +424,7 @@ def validate(config: TrainConfig) -> None:
     checks = [
         (config.epochs >= 1, "epochs", ">= 1"),
         (config.batch_size >= 1, "batch_size", ">= 1"),
+        (config.tensor_parallel >= 1, "tensor_parallel", ">= 1"),
         (_positive(config.lr), "lr", "a positive number"),
         (0.0 <= config.test_fraction < 1.0, "test_fraction", "in [0, 1)"),
         (config.weight_decay >= 0.0, "weight_decay", ">= 0"),
@@ -403,6 +461,10 @@ def validate(config: TrainConfig) -> None:
         (len(config.hidden) >= 1 or config.model != "mlp", "hidden",
          "at least one layer size for --model mlp"),
         (all(h >= 1 for h in config.hidden), "hidden", "positive layer sizes"),
+        (config.servers >= 1, "servers", ">= 1"),
+        (config.staleness >= 0, "staleness", ">= 0"),
+        (config.sync_every >= 1, "sync_every", ">= 1"),
+        (config.local_after >= 0, "local_after", ">= 0"),
     ]
     for ok, name, expected in checks:
         if not ok:
@@ -410,6 +472,7 @@ def validate(config: TrainConfig) -> None:
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
             raise UserError(f"--{flag(name)} must be {expected} (got {shown})")
     _validate_performance(config)
+    parse_stragglers(config.straggler)
     # federated
     federated = [
         (config.clients >= 1, "clients", ">= 1"),

@@ -13,29 +13,41 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
 from mpitrain.checkpoint.policy import load_resume_checkpoint, make_checkpointer
+from mpitrain.checkpoint.store import Checkpoint
 from mpitrain.collectives.shared_memory import single_node
-from mpitrain.runtime.compile import in_waves, prepare_numba
+from mpitrain.runtime.compile import compile_notice, in_waves, prepare_numba
 from mpitrain.runtime.launch import check_mpi_wiring, limit_loaded_blas
-from mpitrain.runtime.outputs import RunOutput, open_run_output
+from mpitrain.runtime.outputs import RunOutput, open_run_output, written
 from mpitrain.runtime.progress import progress_line
 from mpitrain.runtime.watchdog import start_watchdog
 
 from . import __version__
-from .config import TrainConfig, feature_columns, resolve, to_toml, validate
+from .config import TrainConfig, coerce_keywords, feature_columns, resolve, to_toml, validate
 from .data import Arrays, Dataset, ReadOptions, SyntheticSpec, load_dataset
 from .data.memory import IN_MEMORY
 from .errors import UserError, agree, checked
 from .kernels.trees import warm as warm_tree_kernels
 from .kernels.warmup import KERNELS, warm_up
 from .loop import run_loop
-from .models import BoundModel, Model, ModelError, make_model, model_name, save_model
+from .models import (
+    BoundModel,
+    Model,
+    ModelError,
+    SavedModel,
+    make_model,
+    model_name,
+    save_model,
+    trained_model,
+)
 from .models.checks import HOOK_NAMES, smoke_test
+from .models.estimators import SavedEstimator, save_estimator
 from .models.registry import canonical_name, options_text, parse_options
 from .strategies import ESTIMATORS, strategy_class, strategy_for
 from .strategies.base import Strategy
@@ -43,8 +55,9 @@ from .strategies.base import Strategy
 
 @dataclass(frozen=True, kw_only=True)
 class TrainResult:
-    """Trained parameters (named views of ``flat``), per-period metrics, the config and the
-    run's summary (what ``summary.json`` holds: data sizes, layer sizes, status, ...)."""
+    """Trained parameters (named views of ``flat``), per-period metrics, the config, the
+    run's summary (what ``summary.json`` holds: data sizes, layer sizes, status, ...) and
+    the trained model as model.npz holds it (``predict(result.model, X)``)."""
 
     params: dict[str, np.ndarray]
     flat: np.ndarray
@@ -52,6 +65,7 @@ class TrainResult:
     config: TrainConfig
     status: str
     summary: dict[str, Any]
+    model: SavedModel | SavedEstimator
 
 
 def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
@@ -78,38 +92,40 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     if instance is not None:
         options["model"] = model_name(instance)
         options["model_options"] = options_text(instance)
+    given = _given_arrays(X, y, test_X, test_y)
+    checked(comm, _check_data_keywords, options, given)  # before the options' type checks
     config = checked(comm, _config_from, config, options)
-    config, arrays, test_arrays = _in_memory(comm, config, options, X, y, test_X, test_y)
+    config, arrays, test_arrays = _in_memory(comm, config, given)
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
     if config.model in ESTIMATORS:
         return _train_estimator(config, comm=comm, arrays=arrays, test_arrays=test_arrays,
                                 stop_requested=stop_requested, started=started)
+    if config.model in ESTIMATORS:
+        return _train_estimator(config, comm=comm, arrays=arrays, test_arrays=test_arrays,
+                                stop_requested=stop_requested, started=started)
     model, dataset, params = prepare(config, comm=comm, model=instance, arrays=arrays,
                                      test_arrays=test_arrays)
     mode = strategy_class(config.mode)
-    _warm_kernels(comm, model, params, dataset, mode.kernels(config, ranks=comm.Get_size()))
+    _warm_kernels(comm, model, params, dataset, mode.kernels(config, ranks=comm.Get_size()),
+                  announce=not config.quiet)
     strategy = mode.build(config, model=model, params=params, dataset=dataset, comm=comm)
-    head = _summary_head(config, dataset, model.describe(), comm)
-
-    def save(output: RunOutput) -> None:
-        save_model(output.directory / "model.npz", model=model, flat=params,
-                   mean=dataset.mean, std=dataset.std, version=__version__,
-                   classes=dataset.classes)
-
-    status, summary, history = _run(strategy, config, comm=comm, head=head, save=save,
-                                    stop_requested=stop_requested, started=started)
-    return TrainResult(params=model.layout.views(params), flat=params, history=history,
-                       config=config, status=status, summary=summary)
+    status, summary, history, trained = _run(
+        strategy, config, comm=comm, head=_summary_head(config, dataset, model.describe(), comm),
+        trained_of=lambda: trained_model(model, params, mean=dataset.mean, std=dataset.std,
+                                         version=__version__, classes=dataset.classes),
+        write_model=save_model, stop_requested=stop_requested, started=started)
+    return TrainResult(params=trained.params, flat=params, history=history, config=config,
+                       status=status, summary=summary, model=trained)
 
 
 def _train_estimator(config: TrainConfig, *, comm: MPI.Comm, arrays: Arrays,
                      test_arrays: Arrays, stop_requested: Callable[[], bool] | None,
                      started: float) -> TrainResult:
-    """Collective: train a tree ensemble or k-means (``--model gbdt|kmeans``): its data,
-    its strategy, the same loop and outputs. ``params`` of the result are the arrays of
-    its model.npz; ``flat`` its checkpointed numbers (leaf values, centers)."""
+    """Collective: train a tree ensemble or k-means (``--model gbdt|forest|kmeans``): its
+    data, its strategy, the same loop and outputs. ``params`` of the result are the arrays
+    of its model.npz; ``flat`` its checkpointed numbers (leaf values, centers)."""
     mode = strategy_for(config.model, config.mode)
     dataset = load_dataset(
         config.data, comm=comm, dtype=np.dtype(config.dtype), seed=config.seed,
@@ -119,43 +135,57 @@ def _train_estimator(config: TrainConfig, *, comm: MPI.Comm, arrays: Arrays,
     prepare_numba()
     in_waves(comm, lambda: warm_tree_kernels(np.dtype(config.dtype)))
     strategy = mode.build(config, dataset=dataset, comm=comm)
-    head = _summary_head(config, dataset, strategy.describe(), comm)
-    status, summary, history = _run(
-        strategy, config, comm=comm, head=head,
-        save=lambda output: strategy.save(output.directory / "model.npz", version=__version__),
+    status, summary, history, trained = _run(
+        strategy, config, comm=comm, head=_summary_head(config, dataset, strategy.describe(),
+                                                        comm),
+        trained_of=lambda: strategy.trained(version=__version__), write_model=save_estimator,
         stop_requested=stop_requested, started=started)
-    return TrainResult(params=strategy.model_arrays(), flat=strategy.params.ravel(),
-                       history=history, config=config, status=status, summary=summary)
+    return TrainResult(params=trained.arrays, flat=strategy.params.ravel(), history=history,
+                       config=config, status=status, summary=summary, model=trained)
 
 
 def _run(strategy: Strategy, config: TrainConfig, *, comm: MPI.Comm, head: dict[str, Any],
-         save: Callable[[RunOutput], None], stop_requested: Callable[[], bool] | None,
-         started: float) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+         trained_of: Callable[[], Any], write_model: Callable[[Path, Any], None],
+         stop_requested: Callable[[], bool] | None, started: float,
+         ) -> tuple[str, dict[str, Any], list[dict[str, Any]], Any]:
     """Collective: resume, run the loop with checkpoints and outputs, write the summary and
-    (``save``) the model; the status, summary and per-period metrics."""
+    the model (``trained_of()``, written by ``write_model``); the status, summary,
+    per-period metrics and the trained model."""
     resume_from = load_resume_checkpoint(config, comm, strategy)
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
-                             resume=config.resume is not None, quiet=config.quiet)
+                             resume=config.resume is not None, quiet=config.quiet,
+                             continues=_inside(resume_from, config.out),
+                             checkpoint_every=config.checkpoint_every)
     checkpointer = make_checkpointer(strategy, config, comm)
+
+    def save(name: str, write: Callable[..., object], *args: Any) -> None:
+        """Rank 0 writes ``--out/name``; a failed write is one error on every rank."""
+        if config.out is None:
+            write(*args)  # nothing is written; progress lines are still printed
+        else:
+            written(comm, str(Path(config.out) / name), write, *args)
+
     start = 0
     if resume_from is not None:
         strategy.restore_state(resume_from.arrays, resume_from.meta)
         start = int(resume_from.meta["next_unit"])
         checkpointer.periods = int(resume_from.meta["periods"])
-        output.keep_metrics(checkpointer.periods)
+        save("metrics.jsonl", output.keep_metrics, checkpointer.periods)
         output.say(f"resuming from {resume_from.path} at unit {start}")
-    output.write_text("config.toml", to_toml(config))
+    save("config.toml", output.write_text, "config.toml", to_toml(config))
     summary = {**head, **strategy.summary()}
-    output.write_json("summary.json", {**summary, "status": "running"})
+    save("summary.json", output.write_json, "summary.json", {**summary, "status": "running"})
     history: list[dict[str, Any]] = []
 
     def on_period(metrics: dict[str, Any]) -> None:
         history.append(metrics)
         checkpointer.periods += 1
-        output.record(metrics, progress_line(metrics, unit=strategy.period_name,
-                                             total=getattr(config, strategy.length_option)))
+        save("metrics.jsonl", output.record, metrics,
+             progress_line(metrics, unit=strategy.period_name,
+                           total=getattr(config, strategy.length_option)))
 
     watchdog = start_watchdog(comm, timeout=config.stall_timeout)
+    closed = False
     try:
         result = run_loop(strategy, start=start, on_period=on_period,
                           stop_requested=stop_requested or (lambda: False),
@@ -163,22 +193,23 @@ def _run(strategy: Strategy, config: TrainConfig, *, comm: MPI.Comm, head: dict[
         if not result.stopped:
             checkpointer.save(result.next_unit)
         strategy.close()
+        closed = True
+        status = "stopped" if result.stopped else "finished"
+        summary = {**summary, **strategy.summary(), "status": status,
+                   "seconds": time.perf_counter() - started,
+                   "final": history[-1] if history else {}}
+        trained = trained_of()
+        save("model.npz", _write_final, output, write_model, trained, summary)
     except UserError as exc:
-        output.write_json("summary.json", {**summary, "status": "failed", "error": str(exc)})
-        if exc.agreed:  # every rank is here: collective clean-up is safe
+        output.write_status({**summary, "status": "failed", "error": str(exc)})
+        if exc.agreed and not closed:  # every rank is here: collective clean-up is safe
             strategy.close()
         raise
     finally:
         output.close()
         if watchdog is not None:
             watchdog.stop()
-    status = "stopped" if result.stopped else "finished"
-    summary = {**summary, **strategy.summary(), "status": status,
-               "seconds": time.perf_counter() - started, "final": history[-1] if history else {}}
-    if output.directory is not None:
-        save(output)
-        output.write_json("summary.json", summary)
-    return status, summary, history
+    return status, summary, history, trained
 
 
 def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
@@ -215,13 +246,16 @@ def read_options(config: TrainConfig) -> ReadOptions:
                        feature_columns=feature_columns(config))
 
 
-def _in_memory(comm: MPI.Comm, config: TrainConfig, options: dict[str, Any], X: Any, y: Any,
-               test_X: Any, test_y: Any) -> tuple[TrainConfig, Arrays, Arrays]:
+def _given_arrays(X: Any, y: Any, test_X: Any, test_y: Any) -> dict[str, Arrays]:
+    """The in-memory arrays of ``train(X=..., ...)`` by the option they stand for."""
+    return {"data": Arrays(X, y), "test_data": Arrays(test_X, test_y, ("test_X", "test_y"))}
+
+
+def _in_memory(comm: MPI.Comm, config: TrainConfig, arrays: dict[str, Arrays],
+               ) -> tuple[TrainConfig, Arrays, Arrays]:
     """Collective: the in-memory arrays of ``train(X=..., ...)`` as load_dataset takes them,
     and the config with ``data``/``test_data`` saying so when any rank passed some (so the
     written config.toml never silently means other data)."""
-    arrays = {"data": Arrays(X, y), "test_data": Arrays(test_X, test_y, ("test_X", "test_y"))}
-    checked(comm, _check_data_keywords, options, arrays)
     local = np.array([a.X is not None or a.y is not None for a in arrays.values()], np.int8)
     anywhere = np.empty_like(local)
     comm.Allreduce(local, anywhere, op=MPI.MAX)
@@ -243,12 +277,20 @@ def _check_data_keywords(options: dict[str, Any], arrays: dict[str, Arrays]) -> 
 
 
 def _config_from(config: TrainConfig | None, options: dict[str, Any]) -> TrainConfig:
+    options = coerce_keywords(options, source="train()")
     if config is None:
         return resolve({}, options)
     if options:
         config = dataclasses.replace(config, **options)
     validate(config)
     return config
+
+
+def _inside(checkpoint: Checkpoint | None, out: str | None) -> bool:
+    """Does the run continue from a checkpoint of its own --out (not another run's)?"""
+    if checkpoint is None or out is None:
+        return False
+    return Path(out).resolve() in Path(checkpoint.path).resolve().parents
 
 
 def _model_object(config: TrainConfig, instance: Model | None) -> Model:
@@ -277,19 +319,22 @@ def _bind(instance: Model, dataset: Dataset, name: str) -> BoundModel:
 
 
 def _warm_kernels(comm: MPI.Comm, model: BoundModel, params: np.ndarray, dataset: Dataset,
-                  names: frozenset[str]) -> None:
+                  names: frozenset[str], *, announce: bool = False) -> None:
     """Collective: compile or load the run's kernels, one wave of ranks at a time, and run
-    the model's kernels once on this rank's first rows (ModelError → one UserError)."""
+    the model's kernels once on this rank's first rows (ModelError → one UserError).
+    ``announce``: rank 0 reports a long compilation on stderr (a cold numba cache)."""
     train = dataset.train if len(dataset.train.y) else dataset.test
     problems: list[str] = []
 
     def load() -> None:
-        warm_up(dtype=params.dtype, label_dtype=dataset.train.y.dtype,
-                kernels=names & frozenset(KERNELS))
-        try:
-            smoke_test(model, params, train.X, train.y, hooks=names & frozenset(HOOK_NAMES))
-        except ModelError as exc:
-            problems.append(str(exc))
+        with compile_notice(announce and comm.Get_rank() == 0):
+            warm_up(dtype=params.dtype, label_dtype=dataset.train.y.dtype,
+                    kernels=names & frozenset(KERNELS))
+            try:
+                smoke_test(model, params, train.X, train.y,
+                           hooks=names & frozenset(HOOK_NAMES))
+            except ModelError as exc:
+                problems.append(str(exc))
 
     prepare_numba()
     in_waves(comm, load)
@@ -309,6 +354,14 @@ def _summary_head(config: TrainConfig, dataset: Dataset, model: dict[str, Any],
         "model": model,
         "config": config.to_dict(),
     }
+
+
+def _write_final(output: RunOutput, write_model: Callable[[Path, Any], None], trained: Any,
+                 summary: dict[str, Any]) -> None:
+    if output.directory is None:
+        return
+    write_model(output.directory / "model.npz", trained)
+    output.write_json("summary.json", summary)
 
 
 __all__ = ["TrainResult", "UserError", "train"]

@@ -17,15 +17,25 @@ Behaves exactly like ``python -m mpitrain`` (same ``main``), plus, from the envi
   round with ``--mode fedavg``);
 - ``CHAOS_STALL=RANK:STEP:S``: rank RANK sleeps S seconds before the collective of step
   STEP (a stuck rank, for ``--stall-timeout``);
+- ``CHAOS_WRITE_ERROR=PERIOD:ERRNO``: rank 0's write of metrics line PERIOD (an epoch or
+  a round, 1-based) fails with OSError ``ERRNO`` (``EROFS``, ``ENOSPC``, ...), as on a file
+  system that filled up or turned read-only during the run;
 - ``CHAOS_HOLD=RANK:STEP``: rank RANK, before computing step STEP, waits until it has
   received a stop signal (SIGTERM/SIGUSR1 from outside; at most 120 s), so a run cannot
-  finish before the test's signal arrives, however slow or fast the machine.
+  finish before the test's signal arrives, however slow or fast the machine;
+- ``CHAOS_RAISE=RANK:STEP``: rank RANK raises RuntimeError while computing step STEP (a
+  bug on one rank: the job must end with that rank named).
+
+Every strategy of the registry is patched (for the asynchronous modes a unit is a step,
+or an epoch with ``--mode async-ps``); a strategy that calls its parent's patched method
+gets the faults once.
 
 The patches forward any further arguments of ``contribute`` and ``reduce`` unchanged.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -38,10 +48,9 @@ configure_threads()  # as python -m mpitrain does, before numpy and numba load
 
 from mpi4py import MPI  # noqa: E402
 
-import mpitrain.strategies.federated as federated  # noqa: E402
-import mpitrain.strategies.sync as sync  # noqa: E402
 from mpitrain.cli import main  # noqa: E402
-from mpitrain.runtime import preemption  # noqa: E402
+from mpitrain.runtime import outputs, preemption  # noqa: E402
+from mpitrain.strategies import MODES, strategy_class  # noqa: E402
 
 RANK = MPI.COMM_WORLD.Get_rank()
 HOLD_LIMIT = 120.0  # seconds CHAOS_HOLD waits for the stop signal at most
@@ -74,6 +83,8 @@ SLEEP = float(os.environ.get("CHAOS_SLEEP") or 0)
 SIGNAL = _parse("CHAOS_SIGNAL")
 STALL = _parse("CHAOS_STALL")
 HOLD = _parse("CHAOS_HOLD")
+RAISE = _parse("CHAOS_RAISE")
+_inside = [False]  # a patched method is running (a subclass calling its parent's)
 
 
 def _hold() -> None:
@@ -94,6 +105,17 @@ def patch(strategy: type) -> None:
     original_reduce = strategy.reduce
 
     def contribute(self, unit, *args, **kwargs):
+        if _inside[0]:
+            return original_contribute(self, unit, *args, **kwargs)
+        _inside[0] = True
+        try:
+            inject(self, unit, *args, **kwargs)
+        finally:
+            _inside[0] = False
+
+    def inject(self, unit, *args, **kwargs):
+        if RAISE is not None and (RANK, unit.index) == RAISE[:2]:
+            raise RuntimeError(f"chaos: rank {RANK} fails in unit {unit.index}")
         if SLEEP:
             time.sleep(SLEEP)
         if HOLD is not None and (RANK, unit.index) == HOLD[:2]:
@@ -115,8 +137,22 @@ def patch(strategy: type) -> None:
     strategy.reduce = reduce
 
 
-patch(sync.SyncStrategy)
-patch(federated.FederatedStrategy)
+for mode in MODES:
+    patch(strategy_class(mode))
+
+WRITE_ERROR = os.environ.get("CHAOS_WRITE_ERROR")
+if WRITE_ERROR:
+    _period, _name = WRITE_ERROR.split(":")
+    _record = outputs.RunOutput.record
+
+    def _failing_record(self, metrics, line):
+        if self.directory is not None and metrics.get("epoch", metrics.get("round")) == int(
+                _period):
+            code = getattr(errno, _name)
+            raise OSError(code, os.strerror(code))
+        return _record(self, metrics, line)
+
+    outputs.RunOutput.record = _failing_record
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -11,16 +11,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from cluster import MPIEXEC, launcher
 
 ROOT = Path(__file__).resolve().parents[1]
-MPIEXEC = str(Path(sys.executable).with_name("mpiexec"))
+__all__ = ["MPIEXEC", "ROOT", "run_mpi", "run_train"]
 
 
 def run_mpi(args: list[str], *, ranks: int, cwd: Path | None = None, timeout: float = 120,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``mpiexec -n ranks python ARGS`` with output captured; fails the test on timeout."""
-    command = [MPIEXEC, "-n", str(ranks), sys.executable, *args]
+    """``mpiexec -n ranks python ARGS`` with output captured; fails the test on timeout.
+    On the emulated cluster of tests/cluster.py when ``MPITRAIN_TEST_RANKS_PER_NODE`` is
+    set."""
+    command = [*launcher(ranks), sys.executable, *args]
     full_env = {**os.environ, **(env or {})}
     try:
         return subprocess.run(command, cwd=cwd or ROOT, env=full_env, capture_output=True,
@@ -33,3 +37,9 @@ def run_mpi(args: list[str], *, ranks: int, cwd: Path | None = None, timeout: fl
 def run_train(args: list[str], *, ranks: int = 2, **kwargs) -> subprocess.CompletedProcess[str]:
     """``mpiexec -n ranks python -m mpitrain train ARGS``."""
     return run_mpi(["-m", "mpitrain", "train", *args], ranks=ranks, **kwargs)
+
+
+def model_of(run: Path) -> dict[str, np.ndarray]:
+    """The trained tensors (W0, b0, ...) of a run directory's model.npz."""
+    with np.load(run / "model.npz") as saved:
+        return {k: saved[k] for k in saved.files if k.startswith(("W", "b"))}

@@ -23,11 +23,14 @@ ALLOWED: dict[str, set[str]] = {
     "mpitrain.federated": {"mpitrain.data", "mpitrain.models", "mpitrain.kernels",
                            "mpitrain.collectives", "mpitrain.evaluation", "mpitrain.errors",
                            "mpi4py"},
+    "mpitrain.asynchronous": {"mpitrain.data", "mpitrain.models", "mpitrain.kernels",
+                              "mpitrain.collectives", "mpitrain.optimizers",
+                              "mpitrain.errors", "mpi4py"},
     "mpitrain.strategies": {"mpitrain.data", "mpitrain.models", "mpitrain.kernels",
                             "mpitrain.collectives", "mpitrain.optimizers",
-                            "mpitrain.federated", "mpitrain.evaluation", "mpitrain.config",
-                            "mpitrain.trees", "mpitrain.clustering",
-                            "mpitrain.errors", "mpi4py"},
+                            "mpitrain.federated", "mpitrain.asynchronous",
+                            "mpitrain.evaluation", "mpitrain.config", "mpitrain.errors",
+                            "mpitrain.trees", "mpitrain.clustering", "mpi4py"},
     "mpitrain.trees": {"mpitrain.data", "mpitrain.kernels", "mpitrain.collectives",
                        "mpitrain.errors", "mpi4py"},
     "mpitrain.clustering": {"mpitrain.data", "mpitrain.kernels", "mpitrain.collectives",
@@ -35,6 +38,9 @@ ALLOWED: dict[str, set[str]] = {
     "mpitrain.runtime": {"mpitrain.errors", "mpitrain.kernels", "mpi4py"},
     "mpitrain.checkpoint.store": set(),
     "mpitrain.checkpoint.sharded": set(),
+    "mpitrain.report": {"mpitrain.config", "mpitrain.data", "mpitrain.models",
+                        "mpitrain.runtime", "mpitrain.training", "mpitrain.errors",
+                        "mpi4py"},
 }
 
 
@@ -91,6 +97,10 @@ def test_package_imports_only_what_its_docstring_allows(package):
 def test_only_the_front_ends_reach_the_cli_and_the_benchmarks():
     """The CLI and its bench subcommands sit on top: nothing of the pipeline imports them."""
     front = ("mpitrain.__main__", "mpitrain.cli", "mpitrain.bench")
+    for path in _sources():
+        module = _module_name(path)
+        if not module.startswith((*front, "mpitrain.report")):
+            assert "mpitrain.report" not in _imports(path), path
     for path in _sources():
         module = _module_name(path)
         if not module.startswith(front):

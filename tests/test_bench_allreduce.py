@@ -20,7 +20,8 @@ from mpitrain.errors import UserError
 pytestmark = pytest.mark.timeout(120)
 
 FIELDS = {"algorithm", "dtype", "bytes", "elements", "iterations", "latency_us",
-          "algbw_GBps", "busbw_GBps", "memcpy_GBps"}
+          "algbw_GBps", "busbw_GBps", "memcpy_GBps", "resolved", "cross_node_bytes",
+          "cross_node_bytes_mean"}
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -44,6 +45,10 @@ def check_document(document: dict, ranks: int, buffer: str = "private",
     assert document["buffer"] == buffer
     assert document["mpitrain_version"] == __version__
     assert document["mpi_library"].strip()
+    sizes = document["ranks_per_node"]
+    assert sum(sizes) == ranks and document["layout"] in (f"{len(sizes)}x{sizes[0]}",
+                                                          "+".join(map(str, sizes)))
+    nodes, slices = len(sizes), min(sizes)
     results = document["results"]
     expected_rows = len(algorithms) * (11 + 10)  # 4..4K for float32, 8..4K for float64
     assert len(results) == expected_rows
@@ -59,6 +64,19 @@ def check_document(document: dict, ranks: int, buffer: str = "private",
         factor = 2 * (ranks - 1) / ranks
         assert row["busbw_GBps"] == pytest.approx(row["algbw_GBps"] * factor)
         assert row["memcpy_GBps"] > 0
+        assert row["resolved"] in bench.ALGORITHMS and row["resolved"] != "auto"
+        assert (row["algorithm"] == "auto") or row["resolved"] == row["algorithm"]
+        across, mean = row["cross_node_bytes"], row["cross_node_bytes_mean"]
+        if row["resolved"] in ("mpi", "root"):
+            assert across is None and mean is None
+        elif nodes == 1 or row["resolved"] == "shm":
+            assert across == mean == 0
+        elif row["resolved"] == "hierarchical":  # 2(N-1)/N * bytes/S from each rail rank
+            expected = 2 * (nodes - 1) / nodes * row["bytes"] / slices
+            assert across == pytest.approx(expected, abs=2 * nodes * itemsize)
+        else:  # the flat ring: 2(P-1)/P * bytes from the last rank of a node
+            expected = 2 * (ranks - 1) / ranks * row["bytes"]
+            assert across == pytest.approx(expected, abs=2 * ranks * itemsize)
 
 
 @pytest.mark.mpi
@@ -71,7 +89,9 @@ def test_bench_json_many_ranks(buffer):
     comm.Barrier()
     if comm.Get_rank() == 0:
         shutil.rmtree(directory)
-    check_document(document, comm.Get_size(), buffer)
+    every = frozenset(bench.ALGORITHMS)  # shm only on one node (tests/test_multinode.py)
+    check_document(document, comm.Get_size(), buffer,
+                   every if context.state_of(comm).one_node() else every - {"shm"})
 
 
 @pytest.mark.mpi

@@ -25,7 +25,8 @@ TOP = {"ranks", "mpi_library", "mpitrain_version", "workload", "throughput", "st
 FIELDS = {
     "workload": {"model", "dims", "samples", "train_rows", "features", "classes",
                  "rows_per_rank", "global_batch", "epochs", "lr", "dtype", "shuffle", "reduce",
-                 "compress", "overlap", "shared_memory", "optimizer", "shard", "repeats"},
+                 "compress", "overlap", "shared_memory", "optimizer", "shard",
+                 "tensor_parallel", "repeats"},
     "throughput": {"samples_per_second", "samples_per_second_per_rank",
                    "reference_samples_per_second", "speedup", "weak_scaling_efficiency",
                    "runs", "reference_runs"},
@@ -173,6 +174,18 @@ def test_bench_train_defaults_are_the_standard_workload():
     assert build_parser().parse_args(["bench", "train", "--hidden", "64,32"]).hidden == (64, 32)
 
 
+def test_bench_train_reports_the_tensor_parallel_parameters(tmp_path):
+    """--tensor-parallel 2 on 2 ranks: each rank holds 8 of the 16 hidden units (W0, b0,
+    W1) and the output bias; the 1-rank reference runs the whole model."""
+    doc = run_bench(tmp_path, "--tensor-parallel", "2")
+    m = doc["memory"]
+    assert doc["workload"]["tensor_parallel"] == m["tensor_parallel"] == 2
+    assert m["split_layer_bytes"] == m["parameter_bytes"] == 195 * 4
+    assert m["parameter_bytes_per_rank"] == (8 * 8 + 8 + 8 * 3 + 3) * 4
+    assert len(doc["throughput"]["reference_runs"]) == 2
+    assert m["allocation_free"] is True, m
+
+
 def test_bench_train_flags_are_the_train_flags():
     """Same spelling, choices and metavar as `mpitrain train`: a choice added to the config
     appears in both."""
@@ -180,7 +193,7 @@ def test_bench_train_flags_are_the_train_flags():
     shared = set(train_flags) & set(bench_flags) - {"help"}
     assert shared == {"samples", "features", "classes", "dtype", "model", "hidden", "seed",
                       "epochs", "lr", "optimizer", "shuffle", "reduce", "compress",
-                      "overlap", "shard", "shared_memory"}
+                      "overlap", "shard", "tensor_parallel", "shared_memory"}
     for dest in shared:
         ours, theirs = bench_flags[dest], train_flags[dest]
         assert ours.option_strings == theirs.option_strings, dest

@@ -1,11 +1,15 @@
 """mpitrain.collectives: every algorithm against numpy on the gathered inputs.
 
-MPI tests run under ``mpiexec -n P python -m pytest --with-mpi -m mpi`` (P = 2, 3, 4);
-the serial tests cover one rank (``MPI.COMM_SELF``), argument checks and the kernels.
+MPI tests run under ``mpiexec -n P python -m pytest --with-mpi -m mpi`` (P = 2, 3, 4),
+and across the emulated nodes of tests/test_multinode.py (2x2, 3x1, 2+1), where ``shm``
+and the shared-memory transports must refuse or step aside; the serial tests cover one
+rank (``MPI.COMM_SELF``), argument checks and the kernels.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 import tracemalloc
 
@@ -21,12 +25,15 @@ from mpitrain.collectives import (
     allreduce,
     choose,
     context,
+    hierarchical,
     ring,
     scratch,
+    select,
     shared_buffer,
     start_allreduce,
 )
 from mpitrain.collectives.compressed import CompressedAllreduce
+from mpitrain.collectives.select import HIERARCHICAL_FROM, ONE_SLICE_UP_TO
 from mpitrain.collectives.shared_ring import SharedRing
 from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
 from mpitrain.kernels.reduce import add_into, scale_inplace
@@ -78,6 +85,25 @@ def check(comm: MPI.Comm, x: np.ndarray, result: np.ndarray, op: str) -> None:
         "result differs between ranks"
 
 
+def one_node(comm: MPI.Comm = MPI.COMM_WORLD) -> bool:
+    """Collective (once per communicator): every rank on one node?"""
+    return context.state_of(comm).one_node()
+
+
+def runs_here(comm: MPI.Comm, algorithm: str) -> bool:
+    """False, after checking that it is refused on every rank, for ``shm`` across nodes."""
+    if algorithm == "shm" and not one_node(comm):
+        assert_shm_refused_everywhere(comm, "every rank of comm on one node")
+        return False
+    return True
+
+
+def skip_across_nodes(comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Skip (on every rank alike) a test of the shared-memory transports themselves."""
+    if not one_node(comm):
+        pytest.skip("shared-memory transports need every rank on one node")
+
+
 def reduce_and_check(comm, n, dtype, algorithm, op, shape=None, **options):
     buf = inputs(comm, n, dtype, shape)
     original = buf.copy()
@@ -94,6 +120,8 @@ def reduce_and_check(comm, n, dtype, algorithm, op, shape=None, **options):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_matches_numpy(algorithm, dtype, op):
     comm = MPI.COMM_WORLD
+    if not runs_here(comm, algorithm):
+        return
     for n in sizes_for(comm.Get_size()):
         reduce_and_check(comm, n, dtype, algorithm, op)
 
@@ -128,6 +156,7 @@ def test_shared_memory_ring_gives_the_point_to_point_bits(dtype, op):
     reused within and across calls): the same bits as the ring over MPI messages."""
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
+    skip_across_nodes(comm)
     transport = SharedRing(comm, slot_bytes=24, slots=3)
     try:
         for n in (1, size - 1, size + 1, 5 * size + 3, 1000, 1000):
@@ -147,7 +176,11 @@ def test_ring_uses_shared_memory_on_one_node():
     comm = MPI.COMM_WORLD.Dup()
     reduce_and_check(comm, 1000, np.float32, "ring", "sum")
     transport = context.state_of(comm).shared_ring
-    assert transport is not None  # every test rank runs on this machine
+    if not one_node(comm):  # the emulated cluster: the ring sends MPI messages
+        assert transport is None
+        comm.Free()
+        return
+    assert transport is not None
     before = transport.messages
     reduce_and_check(comm, 1000, np.float32, "ring", "sum")
     assert transport.messages == before + 2 * comm.Get_size() - 2
@@ -188,6 +221,7 @@ def test_ring_on_shared_buffers_gives_the_point_to_point_bits(dtype, op):
 @pytest.mark.mpi
 def test_shared_buffers_must_be_the_same_part_on_every_rank():
     comm = MPI.COMM_WORLD
+    skip_across_nodes(comm)
     big = shared_buffer(100, np.float64, comm)
     rank, size = comm.Get_rank(), comm.Get_size()
     if size > 1:
@@ -221,6 +255,8 @@ def test_pipelined_ring_unsegmented(monkeypatch):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_any_shape(algorithm):
     comm = MPI.COMM_WORLD
+    if not runs_here(comm, algorithm):
+        return
     for shape in ((3, 5, 7), (2, 0, 3), (1, 1), ()):
         n = int(np.prod(shape))
         reduce_and_check(comm, n, np.float32, algorithm, "mean", shape)
@@ -308,11 +344,93 @@ def test_bad_arguments_raise_on_every_rank(algorithm):
     assert_bad_arguments_raise(MPI.COMM_WORLD, algorithm)
 
 
+# -- hierarchical: across nodes (and on one node) --------------------------------------
+
+@pytest.mark.mpi
+def test_layout_is_the_one_mpi_reports():
+    """Node sizes and rails from Split_type; the emulated cluster says which to expect."""
+    comm = MPI.COMM_WORLD
+    layout = context.state_of(comm).layout()
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    assert layout.local_size == node.Get_size() and layout.local_rank == node.Get_rank()
+    node.Free()
+    assert sum(layout.sizes) == comm.Get_size() and layout.slices == min(layout.sizes)
+    assert layout.node_of[comm.Get_rank()] == layout.node_index
+    expected = os.environ.get("MPITRAIN_TEST_LAYOUT")
+    assert expected in (None, layout.describe()), (expected, layout.describe())
+    on_rail = layout.local_rank < layout.slices
+    assert (layout.rail != MPI.COMM_NULL) == on_rail
+    if on_rail:
+        assert layout.rail.Get_size() == layout.nodes
+        assert layout.rail.Get_rank() == layout.node_index
+    assert one_node(comm) == (layout.nodes == 1)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("shared_memory", (True, False))
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hierarchical_both_transports(shared_memory, dtype, op):
+    """Both transports, messages shorter than the slices, repeated and growing (both
+    shared slots, windows replaced), with pipelined rail rings: numpy's sum within the
+    tolerance, identical bits on every rank, the same bits for the same input."""
+    comm = MPI.COMM_WORLD
+    size = comm.Get_size()
+    for n in (1, size - 1, size + 1, 1000, 1000, 5 * size + 3, 100_003, 7):
+        x = inputs(comm, n, dtype)
+        first = allreduce(x.copy(), comm, algorithm="hierarchical", op=op,
+                          shared_memory=shared_memory)
+        check(comm, x, first, op)
+        again = allreduce(x.copy(), comm, algorithm="hierarchical", op=op,
+                          shared_memory=shared_memory)
+        assert again.tobytes() == first.tobytes()
+    if shared_memory:
+        state = context.state_of(comm)
+        assert state.shared_hierarchy.capacity >= 100_003 * np.dtype(dtype).itemsize
+
+
+@pytest.mark.mpi
+def test_hierarchical_rails_use_the_pipelined_ring(tiny_segments):
+    comm = MPI.COMM_WORLD
+    for n in (3, 1000, 4099):
+        for shared_memory in (True, False):
+            reduce_and_check(comm, n, np.float64, "hierarchical", "sum",
+                             shared_memory=shared_memory)
+
+
+@pytest.mark.mpi
+def test_hierarchical_slices_follow_the_layout():
+    """Slice j of the message is summed by local rank j of every node (the rails)."""
+    comm = MPI.COMM_WORLD
+    layout = context.state_of(comm).layout()
+    off = hierarchical.slice_bounds(10, layout)
+    assert len(off) == layout.slices + 1 and off[0] == 0 and off[-1] == 10
+    assert all(b - a in (10 // layout.slices, 10 // layout.slices + 1)
+               for a, b in itertools.pairwise(off))
+
+
+@pytest.mark.mpi
+def test_auto_across_nodes_picks_hierarchical_for_large_messages():
+    """Where ranks share nodes across several nodes, ``auto`` takes the hierarchical
+    allreduce from HIERARCHICAL_FROM (blocking calls only); elsewhere never."""
+    comm = MPI.COMM_WORLD
+    layout = context.state_of(comm).layout()
+    big = max(HIERARCHICAL_FROM, 1 << 17) // 4  # within ONE_SLICE_UP_TO
+    spans = layout.nodes > 1 and comm.Get_size() > layout.nodes
+    assert (choose_for(comm, big) == "hierarchical") == spans
+    assert (choose_for(comm, big, shared_memory=False) == "hierarchical") == spans
+    buf = inputs(comm, big, np.float32)
+    original = buf.copy()
+    start_allreduce(buf, comm).wait()  # auto, nonblocking: never hierarchical
+    check(comm, original, buf, "sum")
+
+
 # -- shm and the persistent Allreducer ---------------------------------------------------
 
 @pytest.mark.mpi
 def test_shm_grows_then_shrinks_on_one_communicator():
     """One slot-sum window per communicator, replaced only by a larger message (any dtype)."""
+    skip_across_nodes()
     comm = MPI.COMM_WORLD.Dup()
     state = context.state_of(comm)
     windows = []
@@ -369,11 +487,14 @@ def test_auto_picks_shm_only_with_shared_memory():
     """Resolved by choose() (every test rank is on this machine), once per reducer."""
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
-    for count in (1, 4096, 1 << 17):
+    layout = context.state_of(comm).layout()
+    nodes = layout.nodes
+    for count in (1, 4096, 1 << 17, 1 << 20):
         for shared_memory in (True, False):
             assert choose_for(comm, count, shared_memory=shared_memory) == choose(
-                4 * count, size, 4, shared=shared_memory)
-    assert choose_for(comm, 4096) == "shm"  # 16 KiB on 2, 3 or 4 ranks
+                4 * count, size, 4, shared=shared_memory and nodes == 1, nodes=nodes,
+                slices=layout.slices)
+    assert (choose_for(comm, 1024) == "shm") == (nodes == 1)  # 4 KiB on 2, 3 or 4 ranks
     assert choose_for(comm, 4096, shared_memory=False) != "shm"
 
 
@@ -405,6 +526,8 @@ def persistent_and_check(comm, count, dtype, algorithm, op, calls=3, **options):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_allreducer_matches_numpy_and_allreduce(algorithm, dtype, op):
     comm = MPI.COMM_WORLD
+    if not runs_here(comm, algorithm):
+        return
     for count in sizes_for(comm.Get_size()):
         reducer = persistent_and_check(comm, count, dtype, algorithm, op)
         assert reducer.algorithm != "auto"
@@ -417,6 +540,7 @@ def test_allreducer_shm_writes_into_the_slot_and_gives_the_slot_sum_bits(dtype):
     """Zero copy (the contribution is written into this rank's shared slot, alternating
     between two) and the very bits of SharedMemoryAllreduce used directly."""
     comm = MPI.COMM_WORLD
+    skip_across_nodes(comm)
     count = 1001
     reducer = Allreducer(count, dtype, comm, algorithm="shm")
     direct = SharedMemoryAllreduce(context.state_of(comm).comm, n=count, dtype=dtype)
@@ -475,6 +599,8 @@ def test_allreducer_compressed_within_the_documented_bound(codec, op):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_allreducer_allocates_nothing_per_call(algorithm):
     comm = MPI.COMM_WORLD
+    if not runs_here(comm, algorithm):
+        return
     reducer = Allreducer(10_000, np.float32, comm, algorithm=algorithm, op="mean")
     try:
         assert_allocation_free(reducer)
@@ -531,10 +657,12 @@ def assert_bad_arguments_raise(comm, algorithm):
     with pytest.raises(TypeError, match="comm must be"):
         allreduce(good, "world", algorithm=algorithm)
     with pytest.raises(ValueError, match="op must be one of"):
-        start_allreduce(good, comm, algorithm="ring" if algorithm == "shm" else algorithm,
-                        op="prod")
+        start_allreduce(good, comm, algorithm=algorithm if algorithm in NONBLOCKING_ALGORITHMS
+                        else "ring", op="prod")
     with pytest.raises(ValueError, match="start_allreduce cannot run algorithm 'shm'"):
         start_allreduce(good, comm, algorithm="shm")
+    with pytest.raises(ValueError, match="start_allreduce cannot run algorithm 'hierarchical'"):
+        start_allreduce(good, comm, algorithm="hierarchical")
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -587,6 +715,29 @@ def test_auto_choice(shared):
     # the ring through shared memory pays off at smaller messages than over MPI
     assert choose(128 * 1024, 6, 8, shared=True) == "ring"
     assert choose(128 * 1024, 6, 8, shared=False) == "mpi"
+
+
+def test_auto_choice_across_nodes():
+    """Hierarchical from HIERARCHICAL_FROM when nodes hold several ranks; never when every
+    node holds one (it would be the flat ring plus copies) or on one node."""
+    for nodes, size, slices in ((2, 4, 2), (2, 3, 1), (3, 192, 64)):
+        for nbytes in (HIERARCHICAL_FROM, ONE_SLICE_UP_TO):
+            assert choose(nbytes, size, 4, nodes=nodes, slices=slices) == "hierarchical"
+        assert choose(HIERARCHICAL_FROM - 4, size, 4, nodes=nodes,
+                      slices=slices) != "hierarchical"
+        beyond = choose(4 * ONE_SLICE_UP_TO, size, 4, nodes=nodes, slices=slices)
+        assert (beyond == "hierarchical") == (slices > 1)  # one slice: the ring there
+    # beyond the measured node counts: the cost model's choice (small messages to MPI's
+    # logarithmic algorithms on many nodes, large ones to the rails)
+    for nodes, per_node in ((4, 8), (16, 64), (156, 64)):
+        for nbytes in (40_000, 1 << 24):
+            assert choose(nbytes, nodes * per_node, 4, nodes=nodes, slices=per_node) == \
+                select.modelled(nbytes, nodes * per_node, nodes)
+    assert select.modelled(40_000, 156 * 64, 156) == "mpi"
+    assert select.modelled(1 << 24, 16 * 64, 16) == "hierarchical"
+    for nodes, size in ((3, 3), (1, 4)):
+        assert all(choose(1 << k, size, 8, nodes=nodes) != "hierarchical"
+                   for k in range(2, 30))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

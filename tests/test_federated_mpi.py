@@ -7,7 +7,9 @@ import pytest
 from mpi4py import MPI
 
 from mpitrain.collectives import allreduce
+from mpitrain.collectives.shared_memory import single_node
 from mpitrain.config import resolve
+from mpitrain.errors import UserError
 from mpitrain.federated import secure
 from mpitrain.federated.local import ClientStats
 from mpitrain.federated.robust import RobustReducer, coordinate_median, krum_index
@@ -52,6 +54,7 @@ def reference(**options):
 @pytest.mark.parametrize("extra", [
     dict(partition="iid", reduce="ring"),
     dict(partition="iid", reduce="shm"),
+    dict(partition="iid", reduce="hierarchical"),
     dict(partition="iid", reduce="root", server_opt="fedavgm"),
     dict(partition="shards", reduce="mpi", prox_mu=0.1, server_opt="fedadam"),
     dict(partition="dirichlet", alpha=0.3, secure_agg=True, dp_clip=2.0),
@@ -62,6 +65,13 @@ def reference(**options):
 def test_same_model_and_metrics_for_any_number_of_ranks(extra):
     options = {**SMALL, **extra}
     expected, expected_history = reference(**options)
+    if options.get("reduce") == "shm" and not single_node(WORLD):  # tests/test_multinode.py
+        # (the user error of train(), or the collectives' ValueError where a strategy is
+        # built without it)
+        with pytest.raises((UserError, ValueError),
+                           match=r"shm'? needs every rank (of comm )?on one node"):
+            run(WORLD, **options)
+        return
     params, history = run(WORLD, **options)
     np.testing.assert_allclose(params, expected, rtol=1e-9, atol=1e-11)
     assert [m["round"] for m in history] == [2, 3]

@@ -192,3 +192,18 @@ def test_a_model_object_is_a_model():
     assert isinstance(FactorizationMachine(), Model)
     assert FactorizationMachine(rank=3).get_params() == {"rank": 3, "init_scale": 0.01}
     assert repr(Conv1D()) == "Conv1D(filters=8, width=5)"
+
+
+def test_a_user_model_trains_federated_and_resumes(tmp_path):
+    """Federated clients and checkpoints work with a user's model unchanged."""
+    make_signals(str(tmp_path / "signals.npz"), rows=300)
+    common = dict(model=Conv1D(filters=3, width=3), data=str(tmp_path / "signals.npz"),
+                  mode="fedavg", clients=6, rounds=4, local_epochs=2, local_batch=10,
+                  local_lr=0.5,
+                  dtype="float64", quiet=True, comm=MPI.COMM_SELF)
+    whole = mpitrain.train(**common)
+    assert whole.history[-1]["test_loss"] < whole.history[0]["test_loss"]
+    mpitrain.train(**{**common, "rounds": 2}, out=str(tmp_path / "half"))
+    resumed = mpitrain.train(**common, resume=str(tmp_path / "half"),
+                             out=str(tmp_path / "rest"))
+    np.testing.assert_array_equal(resumed.flat, whole.flat)

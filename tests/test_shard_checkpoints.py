@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import run_mpi, run_train
+from cli_runner import model_of, run_mpi, run_train
 
 from mpitrain.checkpoint import sharded
 from mpitrain.checkpoint.store import (
@@ -96,11 +96,6 @@ def test_pruning_removes_the_shards_of_pruned_checkpoints(tmp_path):
 COMMON = ["--data", "synthetic", "--samples", "403", "--features", "7", "--classes", "3",
           "--dtype", "float64", "--model", "mlp", "--hidden", "16,8", "--optimizer", "adam",
           "--lr", "0.01", "--batch-size", "32", "--quiet"]
-
-
-def model_of(run: Path) -> dict[str, np.ndarray]:
-    with np.load(run / "model.npz") as saved:
-        return {k: saved[k] for k in saved.files if k.startswith(("W", "b"))}
 
 
 def test_write_on_4_ranks_resume_resharded_on_2_consolidate(tmp_path):

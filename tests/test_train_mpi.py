@@ -7,6 +7,8 @@ from mpi4py import MPI
 
 from mpitrain import train
 from mpitrain.collectives import ALGORITHMS
+from mpitrain.collectives.shared_memory import single_node
+from mpitrain.errors import UserError
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -34,7 +36,12 @@ def reference(**options):
 def test_same_model_for_any_number_of_ranks(model, extra):
     options = {**EXACT, "model": model, **extra}
     expected = reference(**options)
-    for algorithm in ALGORITHMS:  # every --reduce, shm included
+    one_node = single_node(MPI.COMM_WORLD)  # tests/test_multinode.py runs across nodes
+    for algorithm in ALGORITHMS:  # every --reduce, shm and hierarchical included
+        if algorithm == "shm" and not one_node:
+            with pytest.raises(UserError, match="--reduce shm needs every rank on one node"):
+                train(reduce=algorithm, **options)
+            continue
         got = train(reduce=algorithm, **options).flat
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-11,
                                    err_msg=f"reduce={algorithm}")

@@ -2,10 +2,12 @@
 
 Algorithms (``--algorithms``, default: every one that can run here): ``shm`` (the slot
 sum; only when every rank is on one node, so the default leaves it out otherwise),
-``ring`` (through shared memory on one node, else MPI messages), ``mpi``, ``root`` and
-``auto`` (what :func:`mpitrain.collectives.select.choose` picks). After the table, rank 0
-prints how far ``auto`` is from the fastest algorithm measured at each size (the worst
-size per dtype), the check behind ``select.py``'s thresholds.
+``ring`` (through shared memory on one node, else MPI messages), ``hierarchical``
+(node-local reduce-scatter, rings across nodes by slice, node-local allgather),
+``mpi``, ``root`` and ``auto`` (what :func:`mpitrain.collectives.select.choose` picks).
+After the table, rank 0 prints how far ``auto`` is from the fastest algorithm measured at
+each size (the worst size per dtype), the check behind ``select.py``'s thresholds, and,
+across nodes, the bytes each algorithm sends between nodes.
 
 For every message size from ``--min-bytes`` to ``--max-bytes`` (doubling), every dtype and
 every algorithm, time ``allreduce(buf, comm, algorithm=..., op=...)`` on a buffer of zeros
@@ -23,6 +25,13 @@ Definitions (one row of the JSON ``results`` list):
   ``iterations`` timed iterations, in microseconds.
 - ``algbw_GBps`` = ``bytes / latency`` in GB/s (1e9 bytes/s);
   ``busbw_GBps`` = ``algbw * 2(P-1)/P`` (the nccl-tests bus bandwidth; 0 on one rank).
+- ``resolved``: the algorithm that ran (what ``auto`` chose; the name itself otherwise);
+- ``cross_node_bytes``: the most bytes any rank sends to another node per call, and
+  ``cross_node_bytes_mean`` the mean over ranks, counted from the algorithm's message
+  schedule on this layout (:mod:`mpitrain.collectives.traffic`; the hierarchical
+  allreduce sends ``2(N-1)/N * bytes/S`` from each of ``S`` ranks per node, the flat ring
+  ``2(P-1)/P * bytes`` from the last rank of each node); ``null`` for ``mpi`` and ``root``
+  (MPI's own schedules);
 - ``memcpy_GBps``: the physical reference: ``bytes / t`` for ``numpy.copyto`` of a buffer
   of that size by one core, where every rank copies its own buffer at the same time (as
   every rank works during an allreduce) and ``t`` is defined like the latency above;
@@ -31,10 +40,12 @@ Definitions (one row of the JSON ``results`` list):
 JSON file (``--json FILE``, written by rank 0)::
 
     {"ranks": P, "mpi_library": "MPICH Version: ...", "mpitrain_version": "0.1.0",
-     "op": "sum", "buffer": "private",
-     "results": [{"algorithm": "ring", "dtype": "float32", "bytes": 1048576,
-                  "elements": 262144, "iterations": 100, "latency_us": 93.1,
-                  "algbw_GBps": 11.26, "busbw_GBps": 11.26, "memcpy_GBps": 45.0}, ...]}
+     "op": "sum", "buffer": "private", "layout": "2x2", "ranks_per_node": [2, 2],
+     "results": [{"algorithm": "ring", "resolved": "ring", "dtype": "float32",
+                  "bytes": 1048576, "elements": 262144, "iterations": 100,
+                  "latency_us": 93.1, "algbw_GBps": 11.26, "busbw_GBps": 11.26,
+                  "cross_node_bytes": 1572864, "cross_node_bytes_mean": 786432,
+                  "memcpy_GBps": 45.0}, ...]}
 
 Sizes smaller than one element of a dtype are skipped for that dtype.
 
@@ -57,11 +68,13 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain import __version__
-from mpitrain.bench import output_file
-from mpitrain.collectives import allreduce, shared_buffer
+from mpitrain.bench import output_file, save_figure
+from mpitrain.collectives import allreduce, resolve, shared_buffer
+from mpitrain.collectives.context import state_of
+from mpitrain.collectives.traffic import cross_node_bytes
 from mpitrain.errors import UserError, checked, shared_error
 
-ALGORITHMS = ("shm", "ring", "mpi", "root", "auto")
+ALGORITHMS = ("shm", "ring", "hierarchical", "mpi", "root", "auto")
 DTYPES = ("float32", "float64")
 BUFFERS = ("private", "shared")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
@@ -82,6 +95,9 @@ class Result:
     algbw_GBps: float
     busbw_GBps: float
     memcpy_GBps: float
+    resolved: str = ""
+    cross_node_bytes: int | None = None
+    cross_node_bytes_mean: float | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,6 +177,17 @@ def auto_gaps(results: list[Result]) -> dict[str, tuple[float, int, str]]:
     return worst
 
 
+def cross_node_summary(results: list[Result]) -> str:
+    """One line: bytes sent across nodes per call by the busiest rank, per algorithm, at
+    the largest size measured (first dtype), as a fraction of the message."""
+    last = max(r.bytes for r in results)
+    rows = [r for r in results if r.bytes == last and r.dtype == results[0].dtype]
+    cells = ", ".join(f"{r.algorithm} {r.cross_node_bytes / r.bytes:.3f}" for r in rows
+                      if r.cross_node_bytes is not None)
+    return (f"# bytes sent across nodes per call by the busiest rank / message bytes, at "
+            f"{last} bytes: {cells or 'not counted'} (mpi, root: MPI's own schedules)")
+
+
 def default_counts(nbytes: int) -> tuple[int, int]:
     """(warm-up, timed) iterations for a message of ``nbytes``, OSU-style."""
     if nbytes <= _SMALL:
@@ -228,6 +255,8 @@ def measure(
     actions = [lambda name=name: allreduce(buf, comm, algorithm=name, op=op)
                for name in algorithms]
     medians = _time_round_robin(comm, actions, warmup, iterations)
+    state = state_of(comm)
+    node_of = state.layout().node_of
     dst = np.empty(n, dtype=dtype)
     copy_time = _time_round_robin(comm, [lambda: np.copyto(dst, src)], warmup, iterations)[0]
     size = comm.Get_size()
@@ -236,8 +265,12 @@ def measure(
     results = []
     for name, seconds in zip(algorithms, medians, strict=True):
         algbw = nbytes / seconds / 1e9
+        ran = resolve(name, state, nbytes, dtype.itemsize, shared_memory=True)
+        across = cross_node_bytes(ran, node_of, n, dtype.itemsize)
         results.append(Result(name, dtype.name, nbytes, n, iterations, seconds * 1e6, algbw,
-                              algbw * 2 * (size - 1) / size, memcpy))
+                              algbw * 2 * (size - 1) / size, memcpy, ran,
+                              None if across is None else max(across),
+                              None if across is None else sum(across) / len(across)))
     return results
 
 
@@ -255,9 +288,12 @@ def _row(results: list[Result]) -> str:
 
 def write_json(path: str, comm: MPI.Comm, op: str, results: list[Result],
                buffer: str = "private") -> None:
-    """The JSON file described in the module docstring."""
+    """The JSON file described in the module docstring (``comm``'s layout known already)."""
+    layout = state_of(comm).layout()
     document: dict[str, Any] = {
         "ranks": comm.Get_size(),
+        "layout": layout.describe(),
+        "ranks_per_node": list(layout.sizes),
         "mpi_library": MPI.Get_library_version().strip().splitlines()[0].strip(),
         "mpitrain_version": __version__,
         "op": op,
@@ -299,12 +335,7 @@ def write_plot(path: str, comm: MPI.Comm, results: list[Result]) -> bool:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("bus bandwidth (GB/s)")
     axes[0][0].legend(fontsize="small")
-    try:
-        fig.savefig(output_file(path), dpi=110, bbox_inches="tight")
-    except OSError as exc:
-        raise UserError(f"--plot could not write {path!r} ({exc.strerror})") from exc
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -340,8 +371,10 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     pool = (shared_buffer(max_bytes // 4 + 2, np.float64, comm).view(np.uint8)
             if args.buffer == "shared" else None)
     rank0 = comm.Get_rank() == 0
+    layout = state_of(comm).layout()
     if rank0:
-        print(f"# allreduce op={args.op} on {comm.Get_size()} ranks, {args.buffer} buffers; "
+        print(f"# allreduce op={args.op} on {comm.Get_size()} ranks ({layout.describe()} "
+              f"nodes x ranks), {args.buffer} buffers; "
               "latency: median over "
               "iterations of the slowest rank (us); GB/s: busbw = bytes/latency*2(P-1)/P; "
               "memcpy: one core, all ranks copying at once", flush=True)
@@ -360,6 +393,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
             if rank0:
                 print(_row(rows), flush=True)
     if rank0:
+        if layout.nodes > 1:
+            print(cross_node_summary(results), flush=True)
         for dtype, (gap, nbytes, best) in auto_gaps(results).items():
             print(f"# auto vs the fastest, {dtype}: worst {100 * gap:+.1f}% at {nbytes} bytes "
                   f"(fastest there: {best})", flush=True)

@@ -41,7 +41,8 @@ JSON (``--json FILE``, rank 0)::
     {"ranks": P, "mpi_library": str, "mpitrain_version": str,
      "workload": {"model", "dims", "samples", "train_rows", "features", "classes",
                   "rows_per_rank", "global_batch", "epochs", "lr", "dtype", "shuffle",
-                  "reduce", "compress", "overlap", "shared_memory", "repeats"},
+                  "reduce", "compress", "overlap", "shared_memory", "optimizer", "shard",
+                  "tensor_parallel", "repeats"},
      "throughput": {"samples_per_second", "samples_per_second_per_rank",
                     "reference_samples_per_second", "speedup", "weak_scaling_efficiency",
                     "runs": [samples/s, ...], "reference_runs": [samples/s, ...]},
@@ -57,7 +58,10 @@ JSON (``--json FILE``, rank 0)::
                 "kernel_allocations", "allocation_free",
                 "shard", "parameter_bytes", "optimizer_state_bytes_per_rank",
                 "optimizer_state_bytes_unsharded", "optimizer_state_fraction",
-                "gradient_message_bytes", "reduced_gradient_bytes_per_rank"}}
+                "gradient_message_bytes", "reduced_gradient_bytes_per_rank",
+                "tensor_parallel", "parameter_bytes_per_rank", "split_layer_bytes",
+                "split_layer_bytes_per_rank", "split_layer_fraction"  # --tensor-parallel
+                }}
 
 The second half of ``memory`` is the probe run's ``summary.json`` section: bytes of the
 arrays training keeps (the largest rank's), e.g. the optimizer state that ``--shard``
@@ -106,7 +110,7 @@ _MB = 1 << 20
 #: TrainConfig fields that are ``bench train`` flags, as ``mpitrain train`` declares them.
 CONFIG_OPTIONS = ("samples", "features", "classes", "dtype", "model", "hidden", "seed",
                   "epochs", "lr", "optimizer", "shuffle", "reduce", "compress", "overlap",
-                  "shard", "shared_memory")
+                  "shard", "tensor_parallel", "shared_memory")
 #: The standard workload where it differs from ``mpitrain train``'s defaults.
 WORKLOAD_DEFAULTS = {"samples": 200_000, "features": 64, "classes": 10, "epochs": 2,
                      "shuffle": "local"}
@@ -146,6 +150,8 @@ def _config(args: argparse.Namespace, ranks: int) -> TrainConfig:
     """The TrainConfig of a run on ``ranks`` ranks with ``--rows-per-rank`` rows each,
     checked by the config itself."""
     flags = {name: getattr(args, name) for name in CONFIG_OPTIONS}
+    if ranks == 1:  # the 1-rank reference holds the whole model
+        flags["tensor_parallel"] = 1
     return resolve(FIXED, {**flags, "batch_size": args.rows_per_rank * ranks})
 
 
@@ -322,24 +328,34 @@ def _kernel_step_seconds(args: argparse.Namespace, config: TrainConfig, comm: MP
                          dims: list[int], rows: int) -> float:
     """Phase 2: the fused numba step alone on ``rows`` random rows of the run's layer sizes
     ``dims``, on every rank at once; median seconds/step."""
+    return kernel_step_seconds(comm, dims=dims, model=config.model,
+                               dtype=np.dtype(config.dtype), seed=config.seed, rows=rows,
+                               batch=args.rows_per_rank, steps=args.kernel_steps)
+
+
+def kernel_step_seconds(comm: MPI.Comm, *, dims: list[int] | tuple[int, ...], model: str,
+                        dtype: np.dtype, seed: int, rows: int, batch: int,
+                        steps: int) -> float:
+    """Collective: the fused numba step (gradient + SGD update) alone, ``batch`` of
+    ``rows`` random rows per step, layer sizes ``dims``, on every rank at once; the mean
+    over ranks of each rank's median seconds/step (``bench train`` and ``plan``)."""
     from mpitrain.kernels.backward import step_gradient
     from mpitrain.kernels.network import workspace_size
     from mpitrain.kernels.optimizers import sgd_update
 
-    dtype = np.dtype(config.dtype)
-    model = _dense_model(config.model, dims)
-    kind = model.spec[0]
-    X, y = _synthetic(rows, dims[0], dims[-1], kind, dtype, config.seed + comm.Get_rank())
-    params = model.init_params(seed=config.seed, dtype=dtype)
-    message = np.zeros(model.size + 4, dtype=dtype)
-    batch = min(args.rows_per_rank, rows)
-    work = np.empty(workspace_size(dims, batch), dtype=dtype)
-    order = np.random.default_rng(config.seed).permutation(rows).astype(np.int64)
+    bound = _dense_model(model, list(dims))
+    kind = bound.spec[0]
+    X, y = _synthetic(rows, dims[0], dims[-1], kind, dtype, seed + comm.Get_rank())
+    params = bound.init_params(seed=seed, dtype=dtype)
+    message = np.zeros(bound.size + 4, dtype=dtype)
+    batch = min(batch, rows)
+    work = np.empty(workspace_size(list(dims), batch), dtype=dtype)
+    order = np.random.default_rng(seed).permutation(rows).astype(np.int64)
     dims_array = np.asarray(dims, dtype=np.int64)
     blocks = []
     comm.Barrier()
     for block in range(5):
-        count = max(1, args.kernel_steps // 5)
+        count = max(1, steps // 5)
         start = time.perf_counter()
         for step in range(count):
             at = ((block * count + step) * batch) % max(1, rows - batch + 1)
@@ -464,7 +480,7 @@ def _report(args: argparse.Namespace, config: TrainConfig, comm: MPI.Comm,
                      "reduce": config.reduce, "compress": config.compress,
                      "overlap": config.overlap, "shared_memory": config.shared_memory,
                      "optimizer": config.optimizer, "shard": config.shard,
-                     "repeats": args.repeats},
+                     "tensor_parallel": config.tensor_parallel, "repeats": args.repeats},
         "throughput": {
             "samples_per_second": round(sps),
             "samples_per_second_per_rank": round(sps / size),
@@ -531,6 +547,11 @@ def _table(doc: dict[str, Any]) -> str:
                  f"{m['optimizer_state_bytes_unsharded'] / _MB:.2f} MiB, fraction "
                  f"{m['optimizer_state_fraction']:.3f}; parameters "
                  f"{m['parameter_bytes'] / _MB:.2f} MiB)")
+    if w["tensor_parallel"] > 1:
+        lines.append(f"{'parameters per rank (MiB)':<34} "
+                     f"{m['parameter_bytes_per_rank'] / _MB:>12.2f}  (--tensor-parallel "
+                     f"{w['tensor_parallel']}: split layers {m['split_layer_fraction']:.3f} "
+                     f"of {m['split_layer_bytes'] / _MB:.2f} MiB)")
     verdict = {True: "none", False: "FOUND", None: "n/a"}[m["allocation_free"]]
     lines.append(f"{'allocations in ' + str(m['window_steps']) + ' steps':<34} "
                  f"{verdict:>12}  (traced peak {m['traced_peak_bytes']} B, net "

@@ -10,7 +10,7 @@ Sharded training (a strategy with a :attr:`~mpitrain.strategies.base.Strategy.ch
 writes sharded checkpoints: every rank saves its slice into its own shard file, then rank 0
 writes the manifest naming them (:mod:`.sharded`); nothing is gathered. Resuming cuts any
 checkpoint, sharded or not, to the slice the resuming run's rank owns, so a run resumes
-on another number of ranks, and with or without ``--shard``.
+on another number of ranks, with or without ``--shard``, with any ``--tensor-parallel``.
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ from mpitrain.checkpoint.store import (
 )
 from mpitrain.config import TrainConfig, flag
 from mpitrain.errors import UserError, agree, checked
+from mpitrain.runtime.outputs import written
 from mpitrain.runtime.preemption import stop_reached
 from mpitrain.strategies.base import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
 MAY_CHANGE = frozenset({"epochs", "rounds", "reduce", "out", "overwrite", "quiet", "resume",
-                        "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard"})
+                        "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard",
+                        "straggler", "tensor_parallel"})
 
 
 @dataclass(kw_only=True)
@@ -87,6 +89,11 @@ class Checkpointer:
         if self.shard_directory is not None:
             self._save_sharded(next_unit)
             return
+        written(self.comm, f"a checkpoint to {Path(self.config.out) / CHECKPOINT_SUBDIR}",
+                self._write, next_unit)
+
+    def _write(self, next_unit: int) -> None:
+        """Rank 0: write the checkpoint file (the other ranks have nothing to write)."""
         if self.directory is None:
             return
         arrays, meta = self.strategy.checkpoint_state()
@@ -105,21 +112,29 @@ class Checkpointer:
         rank, ranks = comm.Get_rank(), comm.Get_size()
         start, stop = self.strategy.checkpoint_slice
         arrays, meta = self.strategy.checkpoint_state()
-        record, problem = None, None
-        try:
+        records: list[dict[str, Any]] = []
+
+        def write_shard() -> None:
             path, digest = save_shard(
                 self.shard_directory, index=next_unit, rank=rank, ranks=ranks, arrays=arrays,
                 meta={"shard": {"rank": rank, "ranks": ranks, "start": start, "stop": stop,
                                 "next_unit": next_unit}})
-            record = {"file": path.name, "start": start, "stop": stop, "sha256": digest}
-        except OSError as exc:
-            problem = f"cannot write checkpoint shard on rank {rank}: {exc}"
-        agree(comm, problem)
-        records = comm.gather(record, root=0)  # small metadata only
+            records.append({"file": path.name, "start": start, "stop": stop,
+                            "sha256": digest})
+
+        written(comm, f"the checkpoint shard of rank {rank} to {self.shard_directory}",
+                write_shard)
+        gathered = comm.gather(records[0], root=0)  # small metadata only
+        written(comm, f"a checkpoint to {self.shard_directory}", self._write_manifest,
+                next_unit, list(arrays), meta, gathered)
+
+    def _write_manifest(self, next_unit: int, names: list[str], meta: dict[str, Any],
+                        records: list[dict[str, Any]] | None) -> None:
+        """Rank 0: the manifest naming every rank's shard."""
         if self.directory is None:
             return
         meta = {**self._meta(meta, next_unit),
-                **sharded.manifest_meta(n=self.strategy.layout.size, arrays=list(arrays),
+                **sharded.manifest_meta(n=self.strategy.layout.size, arrays=names,
                                         shards=records)}
         save_checkpoint(self.directory, index=next_unit, arrays={}, meta=meta,
                         keep=self.keep)
@@ -137,8 +152,7 @@ def make_checkpointer(strategy: Strategy, config: TrainConfig, comm: MPI.Comm) -
     """A Checkpointer writing under ``--out`` on rank 0."""
     directory = shard_directory = None
     if config.out is not None and comm.Get_rank() == 0:
-        directory = Path(config.out) / CHECKPOINT_SUBDIR
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = Path(config.out) / CHECKPOINT_SUBDIR  # created by the first save
     if config.out is not None and strategy.checkpoint_slice is not None:
         shard_directory = Path(config.out) / CHECKPOINT_SUBDIR
     return Checkpointer(strategy=strategy, config=config, comm=comm, directory=directory,

@@ -90,7 +90,7 @@ def _prepare(
     check_comm(comm)
     state = state_of(comm)
     algorithm = resolve(algorithm, state, flat.nbytes, flat.itemsize,
-                        shared_memory=shared_memory)
+                        shared_memory=shared_memory, nonblocking=nonblocking)
     return flat, state, algorithm
 
 

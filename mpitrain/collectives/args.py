@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-ALGORITHMS = ("auto", "shm", "ring", "mpi", "root")
-# start_allreduce: "shm" polls shared memory outside MPI, so it only exists blocking
+ALGORITHMS = ("auto", "shm", "ring", "hierarchical", "mpi", "root")
+# start_allreduce: "shm" polls shared memory outside MPI, and "hierarchical" is three
+# phases on different communicators, so they only exist blocking
 NONBLOCKING_ALGORITHMS = ("auto", "ring", "mpi", "root")
+_BLOCKING_ONLY = {
+    "shm": "the ranks wait for each other polling shared memory, where MPI makes no progress",
+    "hierarchical": "its node-local and inter-node phases follow one another on different "
+                    "communicators",
+}
 OPS = ("sum", "mean")
 # reduce_scatter / allgather: the ring's halves and MPI's own (nothing else splits a message)
 SCATTER_ALGORITHMS = ("auto", "ring", "mpi")
@@ -25,10 +31,9 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
 def check_algorithm(algorithm: object, *, nonblocking: bool = False) -> str:
     """``algorithm`` if it is one of :data:`ALGORITHMS` (of
     :data:`NONBLOCKING_ALGORITHMS` for ``nonblocking``), else ValueError."""
-    if nonblocking and algorithm == "shm":
-        raise ValueError("start_allreduce cannot run algorithm 'shm' (it is blocking: the "
-                         "ranks wait for each other polling shared memory, where MPI makes "
-                         "no progress); use allreduce, or one of "
+    if nonblocking and isinstance(algorithm, str) and algorithm in _BLOCKING_ONLY:
+        raise ValueError(f"start_allreduce cannot run algorithm {algorithm!r} (it is "
+                         f"blocking: {_BLOCKING_ONLY[algorithm]}); use allreduce, or one of "
                          f"{', '.join(NONBLOCKING_ALGORITHMS)}")
     return check_choice("algorithm", algorithm, ALGORITHMS)
 

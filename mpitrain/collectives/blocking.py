@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpitrain.collectives import native, ring, root
+from mpitrain.collectives import hierarchical, native, ring, root
 from mpitrain.collectives.context import CommState
 from mpitrain.kernels.reduce import scale_inplace
 
@@ -17,8 +17,9 @@ from mpitrain.kernels.reduce import scale_inplace
 def run(flat: np.ndarray, state: CommState, algorithm: str, mean: bool, *,
         shared_memory: bool) -> None:
     """Collective: reduce ``flat`` over ``state.comm`` in place with ``algorithm`` (one of
-    ``shm``, ``ring``, ``mpi``, ``root``; ``shm`` only where :func:`.select.resolve`
-    allowed it); ``shared_memory`` lets the ring use its shared-memory transport."""
+    ``shm``, ``ring``, ``hierarchical``, ``mpi``, ``root``; ``shm`` only where
+    :func:`.select.resolve` allowed it); ``shared_memory`` lets the ring and the
+    hierarchical allreduce use their shared-memory transports."""
     if flat.size == 0:
         return
     comm = state.comm
@@ -37,6 +38,14 @@ def run(flat: np.ndarray, state: CommState, algorithm: str, mean: bool, *,
             node_ring.allreduce(flat, mean)
         else:
             ring.allreduce(flat, comm, state.next_tags(), mean)
+    elif algorithm == "hierarchical":
+        size = comm.Get_size()
+        if size > 1:
+            tags = state.next_tags()
+            if shared_memory:
+                state.hierarchy(flat.nbytes)(flat, tags, mean, size)
+            else:
+                hierarchical.allreduce_over_mpi(flat, state.layout(), tags, mean, size)
     elif algorithm == "mpi":
         native.allreduce(flat, comm, mean)
     else:

@@ -12,8 +12,9 @@ The first collective call on a communicator (on every rank, since calls are coll
 
 It also keeps the shared-memory transports of the communicator, built on first need: the
 answer to "is every rank on one node" (:meth:`CommState.one_node`), the ring's transport
-(:meth:`CommState.node_ring`) and the slot sum of ``algorithm="shm"``
-(:meth:`CommState.slot_sum`).
+(:meth:`CommState.node_ring`), the slot sum of ``algorithm="shm"``
+(:meth:`CommState.slot_sum`), and the node layout and shared-memory transport of
+``algorithm="hierarchical"`` (:meth:`CommState.layout`, :meth:`CommState.hierarchy`).
 
 Each call then takes the next sequence number, identical on all ranks because calls happen
 in the same order everywhere, and derives its message tags from it, so several nonblocking
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
+from mpitrain.collectives.hierarchical import HierarchicalAllreduce
+from mpitrain.collectives.layout import NodeLayout, node_layout
 from mpitrain.collectives.shared_memory import single_node
 from mpitrain.collectives.shared_ring import SharedRing
 from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
@@ -55,8 +58,13 @@ class CommState:
     shared_ring: SharedRing | None = field(default=None, repr=False)
     # the slot sum of algorithm="shm"; None until asked for
     shared_sum: SharedMemoryAllreduce | None = field(default=None, repr=False)
-    # what "auto" resolved to, by (bytes, itemsize, shared_memory) (select.resolve)
-    choices: dict[tuple[int, int, bool], str] = field(default_factory=dict, repr=False)
+    # which ranks share a node, and the rail communicators; None until asked for
+    node_layout: NodeLayout | None = field(default=None, repr=False)
+    # the shared-memory transport of algorithm="hierarchical"; None until asked for
+    shared_hierarchy: HierarchicalAllreduce | None = field(default=None, repr=False)
+    # what "auto" resolved to, by (bytes, itemsize, shared_memory, nonblocking)
+    # (select.resolve)
+    choices: dict[tuple[int, int, bool, bool], str] = field(default_factory=dict, repr=False)
     _one_node: bool | None = None
 
     def one_node(self) -> bool:
@@ -65,6 +73,24 @@ class CommState:
         if self._one_node is None:
             self._one_node = self.comm.Get_size() == 1 or single_node(self.comm)
         return self._one_node
+
+    def layout(self) -> NodeLayout:
+        """Collective on first call (then cached): which ranks share a node
+        (:func:`.layout.node_layout`)."""
+        if self.node_layout is None:
+            self.node_layout = node_layout(self.comm)
+        return self.node_layout
+
+    def hierarchy(self, nbytes: int) -> HierarchicalAllreduce:
+        """Collective: the shared-memory transport of the hierarchical allreduce, replaced
+        by a larger one when this message is the largest so far (like :meth:`slot_sum`)."""
+        current = self.shared_hierarchy
+        if current is None or current.capacity < nbytes:
+            if current is not None:
+                current.close()
+            self.shared_hierarchy = current = HierarchicalAllreduce(self.layout(),
+                                                                    capacity=nbytes)
+        return current
 
     def node_ring(self) -> SharedRing | None:
         """Collective on first call: the shared-memory ring when there are several ranks,
@@ -118,6 +144,10 @@ def _free_state(comm: MPI.Comm, keyval: int, state: CommState) -> None:
         state.shared_ring.close()
     if state.shared_sum is not None:
         state.shared_sum.close()
+    if state.shared_hierarchy is not None:
+        state.shared_hierarchy.close()
+    if state.node_layout is not None:
+        state.node_layout.free()
     state.comm.Free()
 
 

@@ -123,6 +123,10 @@ class Allreducer:
             self._shm = SharedMemoryAllreduce(state.comm, n=count, dtype=dtype)
         elif self.algorithm == "ring" and shared_memory:
             state.node_ring()  # build the ring's transport now, not in the first call
+        elif self.algorithm == "hierarchical":
+            state.layout()  # and the node layout and windows of the hierarchical allreduce
+            if shared_memory:
+                state.hierarchy(count * dtype.itemsize)
 
     def buffer(self) -> np.ndarray:
         """Where this rank writes its next contribution (``count`` elements). With ``shm``

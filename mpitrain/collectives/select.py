@@ -9,7 +9,14 @@ on one node; :func:`resolve` works that out per communicator):
    (the slot sum) up to :func:`shm_threshold`, then the ``ring`` through shared memory
    (or ``mpi``/``root`` below :func:`ring_threshold`, which only happens beyond the
    measured rank counts);
-3. otherwise (several nodes, or ``shared_memory=False``): the ``ring`` over MPI messages
+3. several nodes, some of them holding more than one rank, blocking calls: the
+   ``hierarchical`` allreduce from :data:`HIERARCHICAL_FROM` (up to
+   :data:`ONE_SLICE_UP_TO` when a node holds one rank; :func:`uses_hierarchical`);
+   beyond :data:`MEASURED_NODES` nodes, whatever the cost model (:mod:`.cost`, with
+   :data:`ASSUMED_LINKS`) says is fastest among ``hierarchical``, ``ring``, ``mpi`` and
+   ``root`` (:func:`modelled`): the rails' rings take ``2(N-1)`` latencies, so on many
+   nodes small messages go to MPI's logarithmic algorithms;
+4. otherwise (several nodes, or ``shared_memory=False``): the ``ring`` over MPI messages
    from :func:`ring_threshold`, ``root`` inside :data:`ROOT_BAND`, else ``mpi``.
 
 ``reduce_scatter`` and ``allgather`` (:func:`choose_scatter`): the ``ring`` over MPI
@@ -131,11 +138,55 @@ setting. Beyond 4 ranks
 nothing was measured: ``mpi`` below the ring threshold, which grows like the ring's
 2(P-1) steps of latency. The point-to-point table is the only measurement of that
 transport, which is what several nodes use; across nodes it is an estimate.
+
+Across nodes, on the emulated cluster of ``tests/cluster.py`` (hydra placing ranks on
+host names that resolve to loopback; between "nodes" MPICH's network module, over
+loopback), 2026-11-29::
+
+    mpiexec -launcher ssh -launcher-exec tests/multinode/fake-ssh -f HOSTS -n 4 \
+        python -m mpitrain bench allreduce --algorithms ring,hierarchical,mpi,root \
+        --min-bytes 1K --max-bytes 16M --iterations 30 --warmup 3 --dtypes float32
+
+2 nodes x 2 ranks, float32, load average 1.1-1.3 (4 ranks on 2 cores), median us,
+``ring / hierarchical / mpi``::
+
+       1 KiB   148 / 131 / 86           256 KiB   269 / 163 / 345
+       4 KiB   130 / 133 / 91           512 KiB   672 / 347 / 1229
+       8 KiB    90 /  79 / 78             1 MiB  1018 / 632 / 2318
+      16 KiB    89 /  77 / 93             2 MiB  4014 / 3430 / 7449
+      32 KiB   129 /  79 / 96             4 MiB  3497 / 3943 / 9447
+      64 KiB   173 /  99 / 164           16 MiB  6995 / 8568 / 29804
+     128 KiB   203 / 122 / 241
+
+Hence ``hierarchical`` from 16 KiB (ahead of the flat ring and ``mpi`` from 16 KiB to
+2 MiB; within the noise of the ring above, where both are bound by this machine's memory
+bandwidth, which the emulated network shares; on a real network the ring's 2(P-1)/P * n
+bytes through one rank per node against the hierarchical 2(N-1)/N * n/L per rank favour
+it more). A second run on a busy machine (load average 5-7, every median 3-50x higher)
+kept the order: the hierarchical allreduce ahead of the ring at every size from 1 KiB to
+4 MiB, of ``mpi`` from 16 KiB. When every node holds one rank (3x1) it is the flat ring
+plus two copies, so never chosen there. Uneven, 2+1 (one slice: the single rank of the
+second node carries all its node's traffic), same command, load average 7.5, float32 |
+float64::
+
+       4 KiB   100 /   93 /   67        104 /   86 /   63
+      16 KiB   172 /  126 /  151        160 /  131 /  150
+      64 KiB   176 /  148 /  178        167 /  147 /  177
+     256 KiB   296 /  249 /  331        248 /  255 /  295
+     512 KiB   513 /  461 / 1526        423 /  411 /  528
+       1 MiB   697 /  813 / 2610        625 / 1028 / 2116
+       4 MiB  1988 / 3960 / 9731       3500 / 4279 / 12225
+
+so with one slice ``hierarchical`` from 16 KiB up to 512 KiB, the ring above. Beyond 4
+ranks and 3 nodes nothing was measured; the cost model of :mod:`.cost` (``python -m
+mpitrain plan``) is the estimate there.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from mpitrain.collectives import cost
 
 if TYPE_CHECKING:
     from mpitrain.collectives.context import CommState
@@ -157,6 +208,25 @@ RING_FROM = {2: 256 * KIB, 3: 128 * KIB, 4: 256 * KIB}
 # float32 on 2 ranks: MPI's float sum is in some runs 1.3-2x slower per byte than its
 # double sum (64 KiB..16 MiB), and the ring is never more than 3% behind from 128 KiB.
 RING_FROM_FLOAT32 = {2: 128 * KIB}
+# Message bytes from which "hierarchical" is chosen across nodes when some node holds
+# several ranks (measured on the emulated cluster, see above).
+HIERARCHICAL_FROM = 16 * KIB
+# ... and up to this many bytes when a node holds a single rank (one slice: that rank sums
+# and sends everything of its node).
+ONE_SLICE_UP_TO = 512 * KIB
+# The most nodes measured; beyond, auto follows the cost model with these links (a
+# 100 Gb/s, 2 us network; 20 GB/s, 1 us inside a node).
+MEASURED_NODES = 3
+ASSUMED_LINKS = cost.Links.from_network(gbps=100, latency_us=2, node_latency_us=1,
+                                        node_gbytes_per_s=20)
+MODELLED_ACROSS = ("hierarchical", "ring", "mpi", "root")
+
+
+def modelled(nbytes: int, size: int, nodes: int) -> str:
+    """The algorithm :mod:`.cost` says is fastest for ``nbytes`` on ``size`` ranks over
+    ``nodes`` nodes (``size // nodes`` ranks per node), with :data:`ASSUMED_LINKS`."""
+    return cost.fastest(nbytes, nodes, max(1, size // nodes), ASSUMED_LINKS,
+                        MODELLED_ACROSS)[0]
 
 
 def ring_threshold(size: int, itemsize: int = 8, *, shared: bool = False) -> int:
@@ -180,13 +250,31 @@ def shm_threshold(size: int) -> int:
     return SHM_UP_TO[2] * 2 // size
 
 
-def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False) -> str:
+def uses_hierarchical(nbytes: int, size: int, nodes: int, slices: int) -> bool:
+    """Whether ``auto`` uses the hierarchical allreduce for ``nbytes`` on ``size`` ranks
+    spread over ``nodes`` nodes whose smallest holds ``slices`` ranks: from
+    :data:`HIERARCHICAL_FROM`, and with one slice (a node with one rank) only up to
+    :data:`ONE_SLICE_UP_TO`; never when every node holds one rank (there it is the flat
+    ring plus two node-local copies)."""
+    if nodes <= 1 or size <= nodes or nbytes < HIERARCHICAL_FROM:
+        return False
+    return slices > 1 or nbytes <= ONE_SLICE_UP_TO
+
+
+def choose(nbytes: int, size: int, itemsize: int = 8, *, shared: bool = False,
+           nodes: int = 1, slices: int = 1) -> str:
     """The algorithm ``auto`` uses for ``nbytes`` bytes of ``itemsize``-byte elements on
     ``size`` ranks. ``shared``: the shared-memory transports are allowed and every rank is
     on one node, so ``shm`` may be chosen and the ring goes through shared memory;
-    otherwise the ring sends MPI messages."""
+    otherwise the ring sends MPI messages. ``nodes``: how many nodes the ranks span
+    (``hierarchical`` is only chosen across nodes; pass 1 where it cannot run, e.g. for a
+    nonblocking call) and ``slices``: the fewest ranks any of them holds."""
     if size <= 1:
         return "mpi"
+    if nodes > MEASURED_NODES:
+        return modelled(nbytes, size, nodes)
+    if uses_hierarchical(nbytes, size, nodes, slices):
+        return "hierarchical"
     if shared:
         if nbytes <= ROOT_UP_TO_SHARED.get(size, 0):
             return "root"
@@ -217,13 +305,15 @@ def resolve_scatter(algorithm: str, state: CommState, nbytes: int, itemsize: int
 
 
 def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,
-            shared_memory: bool) -> str:
+            shared_memory: bool, nonblocking: bool = False) -> str:
     """The algorithm to run for a (checked) ``algorithm`` argument: ``auto`` through
     :func:`choose`, anything else as given. Collective on the first use of a communicator
     (the one-node test); ``shm`` without ``shared_memory`` or across nodes raises the same
     ValueError on every rank, after that test, so no rank is left inside a collective.
     ``auto``'s answers are remembered per communicator (:func:`choose` costs 0.3-0.7 us,
-    up to 15% of a 4 us slot sum)."""
+    up to 15% of a 4 us slot sum). ``nonblocking``: for ``start_allreduce`` (never
+    ``hierarchical``, which is blocking only); otherwise the node layout is found on the
+    first ``auto`` call (collective)."""
     if algorithm == "shm":
         if not shared_memory:
             raise ValueError("algorithm 'shm' reduces through shared memory, which "
@@ -234,12 +324,15 @@ def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,
         return algorithm
     if algorithm != "auto":
         return algorithm
-    key = (nbytes, itemsize, shared_memory)
+    key = (nbytes, itemsize, shared_memory, nonblocking)
     chosen = state.choices.get(key)
     if chosen is None:
         size = state.comm.Get_size()
         shared = shared_memory and size > 1 and state.one_node()
+        layout = None if nonblocking or size <= 1 else state.layout()
         if len(state.choices) >= MAX_REMEMBERED:
             state.choices.clear()
-        chosen = state.choices[key] = choose(nbytes, size, itemsize, shared=shared)
+        chosen = state.choices[key] = choose(
+            nbytes, size, itemsize, shared=shared, nodes=layout.nodes if layout else 1,
+            slices=layout.slices if layout else 1)
     return chosen

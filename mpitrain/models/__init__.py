@@ -11,9 +11,9 @@ from .dense import MLP, MODELS, DenseNetwork, Linear, Logistic, Softmax
 from .layout import Layout
 from .protocol import TASKS, Model, model_name
 from .registry import is_model_path, make_model, parse_options
-from .saved import SavedModel, load_model, save_model
+from .saved import SavedModel, load_model, save_model, trained_model
 
 __all__ = ["MLP", "MODELS", "TASKS", "BoundModel", "DenseNetwork", "Layout", "Linear",
            "Logistic", "Model", "ModelError", "SavedModel", "Softmax", "builtin_name",
            "is_model_path", "load_model", "make_model", "model_name", "parse_options",
-           "save_model"]
+           "save_model", "trained_model"]

@@ -80,19 +80,18 @@ class SavedEstimator:
         return raw / raw.sum(axis=1, keepdims=True)
 
 
-def save_estimator(path: Path, *, kind: str, arrays: dict[str, np.ndarray], n_features: int,
-                   n_classes: int, info: dict[str, Any], mean: np.ndarray | None,
-                   std: np.ndarray | None, classes: np.ndarray | None, version: str) -> None:
+def save_estimator(path: Path, saved: SavedEstimator) -> None:
     """Write an estimator's arrays and metadata (``meta_*``) to ``path``."""
-    out = {name: np.asarray(value) for name, value in arrays.items()}
-    out.update(meta_kind=np.array(kind), meta_model=np.array(kind),
-               meta_arrays=np.array(sorted(arrays)), meta_info=np.array(json.dumps(info)),
-               meta_n_features=np.array(n_features), meta_n_classes=np.array(n_classes),
-               meta_version=np.array(version))
-    if mean is not None and std is not None:
-        out["meta_mean"], out["meta_std"] = np.asarray(mean), np.asarray(std)
-    if classes is not None:
-        out["meta_classes"] = np.asarray(classes).astype(str)
+    out = {name: np.asarray(value) for name, value in saved.arrays.items()}
+    out.update(meta_kind=np.array(saved.kind), meta_model=np.array(saved.kind),
+               meta_arrays=np.array(sorted(saved.arrays)),
+               meta_info=np.array(json.dumps(saved.info)),
+               meta_n_features=np.array(saved.n_features),
+               meta_n_classes=np.array(saved.n_classes), meta_version=np.array(saved.version))
+    if saved.mean is not None and saved.std is not None:
+        out["meta_mean"], out["meta_std"] = np.asarray(saved.mean), np.asarray(saved.std)
+    if saved.classes is not None:
+        out["meta_classes"] = np.asarray(saved.classes).astype(str)
     with open(path, "wb") as file:
         np.savez(file, **out)
 

@@ -109,8 +109,10 @@ class Model:
         return [name for name, p in signature.parameters.items()
                 if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor options of this model (what model.npz and config.toml store)."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor options of this model (what model.npz and config.toml store);
+        ``deep`` is there for scikit-learn (``clone``, ``GridSearchCV`` over
+        ``model__option``) and changes nothing."""
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> Model:

@@ -59,23 +59,32 @@ class SavedModel:
         return np.concatenate([self.params[name].ravel() for name, _ in layout.shapes])
 
 
-def save_model(path: Path, *, model: BoundModel, flat: np.ndarray, mean: np.ndarray | None,
-               std: np.ndarray | None, version: str,
-               classes: np.ndarray | None = None) -> None:
+def trained_model(model: BoundModel, flat: np.ndarray, *, mean: np.ndarray | None,
+                  std: np.ndarray | None, version: str,
+                  classes: np.ndarray | None = None) -> SavedModel:
+    """The model trained into ``flat`` as model.npz stores it (parameters are views of
+    ``flat``), ready for :func:`~mpitrain.models.predict.predict` without a file."""
+    return SavedModel(model=model.name, params=model.layout.views(flat),
+                      options=json.loads(options_text(model.model)),
+                      n_features=model.n_features, n_classes=model.n_classes, mean=mean,
+                      std=std, version=version,
+                      classes=None if classes is None else np.asarray(classes).astype(str))
+
+
+def save_model(path: Path, saved: SavedModel) -> None:
     """Write parameters (by tensor name) and metadata (``meta_*``) to ``path``."""
-    arrays: dict[str, np.ndarray] = {name: view.copy() for name, view in
-                                     model.layout.views(flat).items()}
-    arrays["meta_model"] = np.array(model.name)
-    arrays["meta_options"] = np.array(options_text(model.model))
-    arrays["meta_tensors"] = np.array([name for name, _ in model.layout.shapes])
-    arrays["meta_n_features"] = np.array(model.n_features)
-    arrays["meta_n_classes"] = np.array(model.n_classes)
-    arrays["meta_version"] = np.array(version)
-    if mean is not None and std is not None:
-        arrays["meta_mean"] = np.asarray(mean)
-        arrays["meta_std"] = np.asarray(std)
-    if classes is not None:
-        arrays["meta_classes"] = np.asarray(classes).astype(str)
+    arrays: dict[str, np.ndarray] = dict(saved.params)
+    arrays["meta_model"] = np.array(saved.model)
+    arrays["meta_options"] = np.array(json.dumps(saved.options))
+    arrays["meta_tensors"] = np.array(list(saved.params))
+    arrays["meta_n_features"] = np.array(saved.n_features)
+    arrays["meta_n_classes"] = np.array(saved.n_classes)
+    arrays["meta_version"] = np.array(saved.version)
+    if saved.mean is not None and saved.std is not None:
+        arrays["meta_mean"] = np.asarray(saved.mean)
+        arrays["meta_std"] = np.asarray(saved.std)
+    if saved.classes is not None:
+        arrays["meta_classes"] = saved.classes
     with open(path, "wb") as file:
         np.savez(file, **arrays)
 

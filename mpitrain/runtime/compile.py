@@ -6,17 +6,29 @@ cache), then the first rank of every other node (fills a node-local cache, or lo
 shared one), then everybody else (loads). With a warm cache every wave is quick. numba's
 per-process set-up, which reads no cache, runs on every rank at once before the waves, and
 the waiting ranks sleep instead of spinning (start-up, target 5 of the performance issue).
+
+A cold cache means a long silence (numba compiles every kernel: ~20 s), so rank 0 says what
+it is doing when its wave takes longer than :data:`NOTICE_AFTER` seconds, with a dot every
+2 s and the time it took (:func:`compile_notice`).
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from typing import TextIO
 
 import numpy as np
 from mpi4py import MPI
 
 from mpitrain.kernels.warmup import warm_up
+
+NOTICE_AFTER = 2.0
+"""Seconds of kernel loading before rank 0 announces a compilation (loading a warm cache
+takes well under a second)."""
 
 
 def quiet_barrier(comm: MPI.Comm, poll: float = 0.001) -> None:
@@ -50,6 +62,47 @@ def warm_kernels(comm: MPI.Comm, *, dtype: np.dtype, label_dtype: np.dtype,
     """
     prepare_numba()
     in_waves(comm, lambda: warm_up(dtype=dtype, label_dtype=label_dtype, kernels=kernels))
+
+
+@contextmanager
+def compile_notice(enabled: bool, *, after: float = NOTICE_AFTER,
+                   stream: TextIO | None = None) -> Iterator[None]:
+    """Around a kernel load: when it lasts longer than ``after`` seconds, write
+    ``mpitrain: compiling kernels (first run only)…``, a dot every 2 s, and at the end
+    ``done in N s``, on one line of ``stream`` (stderr)."""
+    if not enabled:
+        yield
+        return
+    out = sys.stderr if stream is None else stream
+    done = threading.Event()
+    started = time.monotonic()
+    shown = threading.Event()
+
+    def tick() -> None:
+        if done.wait(after):
+            return
+        shown.set()
+        _write(out, "mpitrain: compiling kernels (first run only)…")
+        while not done.wait(2.0):
+            _write(out, ".")
+
+    thread = threading.Thread(target=tick, name="mpitrain-compile-notice", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        if shown.is_set():
+            _write(out, f" done in {time.monotonic() - started:.0f} s\n")
+
+
+def _write(stream: TextIO, text: str) -> None:
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):  # a closed stderr must not stop the compilation
+        pass
 
 
 def in_waves(comm: MPI.Comm, load: Callable[[], object]) -> None:

@@ -1,9 +1,11 @@
-"""Stop requests from the scheduler: SIGTERM or SIGUSR1 on any rank stops every rank.
+"""Stop requests: SIGTERM, SIGUSR1 or SIGINT on any rank stops every rank.
 
 Slurm sends SIGTERM before killing a job and, with ``--signal=USR1@120``, SIGUSR1 ahead of a
-time limit. The handler only sets a flag; the loop carries the flag in the step message, so
-all ranks see it after the same collective, write a checkpoint and exit with
-:data:`EXIT_PREEMPTED` (75, EX_TEMPFAIL: try again — the batch script requeues).
+time limit; MPICH's ``mpiexec`` passes Ctrl-C (SIGINT) on to every rank. The handler only
+sets a flag; the loop carries the flag in the step message, so all ranks see it after the
+same collective, write a checkpoint and exit with :data:`EXIT_PREEMPTED` (75, EX_TEMPFAIL:
+try again — the batch script requeues), or :data:`EXIT_INTERRUPTED` (130, the shell's
+status for Ctrl-C) when the stop came from SIGINT, which a batch script should not requeue.
 
 A stop can only be agreed on if every rank reaches the next step boundary. When a rank has
 died (``srun --kill-on-bad-exit`` then sends SIGTERM to the others) or hangs, the others
@@ -21,9 +23,11 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 EXIT_PREEMPTED = 75
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 STOP_GRACE = 20.0
 """Seconds from a stop signal to the next step boundary before a rank gives up. Below
 Slurm's default KillWait (30 s), so a job with a dead rank ends before SIGKILL would end
@@ -130,6 +134,16 @@ def install_stop_handlers(signals: tuple[int, ...] = STOP_SIGNALS,
                          daemon=True).start()
     _active = flag
     return flag
+
+
+def stop_status(flag: StopFlag, comm: Any) -> tuple[int, str]:
+    """Collective, once the ranks have agreed to stop: the exit status and the signals'
+    name, the same on every rank — Ctrl-C (SIGINT) on any rank wins over SIGTERM/SIGUSR1."""
+    from mpi4py import MPI  # not at import: the module's handlers need no MPI
+
+    if comm.allreduce(flag.signal == signal.SIGINT, op=MPI.LOR):
+        return EXIT_INTERRUPTED, "SIGINT (Ctrl-C)"
+    return EXIT_PREEMPTED, "SIGTERM/SIGUSR1"
 
 
 def stop_reached() -> None:

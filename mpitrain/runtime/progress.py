@@ -22,6 +22,9 @@ def progress_line(metrics: dict[str, Any], *, unit: str, total: int) -> str:
         parts.append("clients acc min/med/max {:.3f}/{:.3f}/{:.3f}".format(
             metrics["client_accuracy_min"], metrics["client_accuracy_median"],
             metrics["client_accuracy_max"]))
+    if "staleness_mean" in metrics:
+        parts.append(f"staleness mean {metrics['staleness_mean']:.2f} max "
+                     f"{metrics['staleness_max']}")
     if "epsilon" in metrics:
         parts.append(f"ε {metrics['epsilon']:.3f}")
     if "samples_per_second" in metrics:

@@ -2,12 +2,15 @@
 
 Each is one :class:`~mpitrain.strategies.base.Strategy` subclass in its own module:
 :mod:`.sync` (data-parallel SGD over the global batch; with ``--shard``, its subclass in
-:mod:`.sharded`, slices from :mod:`.shards`) and :mod:`.federated` (FedAvg and its
-relatives over simulated clients). A strategy may import the pipeline (data, models,
-collectives, optimizers, federated parts) and the errors; never the CLI, the loop or the
-run-time services. This module is the registry ``--mode`` chooses from: adding a strategy
-is its class plus one line in :data:`STRATEGIES`. Models that are not trained by
-gradients (trees, k-means) are strategies too, chosen by ``--model``:
+:mod:`.sharded`, slices from :mod:`.shards`; with ``--tensor-parallel``, its subclass in
+:mod:`.tensor`, blocks from :mod:`.tensor_split`), :mod:`.federated` (FedAvg and its
+relatives over simulated clients) and the asynchronous modes built from
+:mod:`mpitrain.asynchronous`: :mod:`.ssp`, :mod:`.local_sgd`, :mod:`.gossip` and
+:mod:`.parameter_server` (docs/async.md). A strategy may import the pipeline (data, models,
+collectives, optimizers, federated and asynchronous parts) and the errors; never the CLI,
+the loop or the run-time services. This module is the registry ``--mode`` chooses from:
+adding a strategy is its class plus one line in :data:`STRATEGIES`. Models that are not
+trained by gradients (trees, k-means) are strategies too, chosen by ``--model``:
 :data:`ESTIMATORS`. Modules load on first use (the federated one pulls in scipy), so
 importing the registry is cheap.
 """
@@ -26,6 +29,15 @@ STRATEGIES: dict[str, tuple[str, str]] = {
              "data-parallel SGD over the global batch"),
     "fedavg": ("mpitrain.strategies.federated:FederatedStrategy",
                "federated rounds over --clients simulated clients"),
+    "ssp": ("mpitrain.strategies.ssp:StaleSynchronousStrategy",
+            "stale-synchronous SGD: at most --staleness steps ahead of the slowest rank"),
+    "local-sgd": ("mpitrain.strategies.local_sgd:LocalSGDStrategy",
+                  "local SGD: --sync-every local steps, then one parameter average"),
+    "gossip": ("mpitrain.strategies.gossip:GossipStrategy",
+               "decentralised SGD: each step averages with one seeded peer"),
+    "async-ps": ("mpitrain.strategies.parameter_server:ParameterServerStrategy",
+                 "asynchronous parameter server: --servers ranks apply workers' gradients "
+                 "as they arrive"),
 }
 MODES = tuple(STRATEGIES)
 

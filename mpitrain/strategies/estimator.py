@@ -4,21 +4,20 @@ They run on the same loop, checkpoints and outputs as the gradient strategies, b
 their model (trees, centers) instead of a flat parameter buffer of a
 :class:`~mpitrain.models.Model`; ``--model`` names them (:data:`ESTIMATORS
 <mpitrain.strategies.ESTIMATORS>`), ``--mode`` stays ``sync``. Each says how it loads its
-data (:meth:`data_options`), describes itself for summary.json and saves model.npz
-(:mod:`mpitrain.models.estimators`).
+data (:meth:`data_options`), describes itself for summary.json and gives its trained
+model (saved as model.npz by :mod:`mpitrain.models.estimators`).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UserError
-from ..models.estimators import save_estimator
+from ..models.estimators import SavedEstimator
 from .base import Strategy, Unit
 
 if TYPE_CHECKING:
@@ -84,10 +83,10 @@ class EstimatorStrategy(Strategy):
     def describe(self) -> dict[str, Any]:
         """The ``model`` section of summary.json (also stored as the model's info)."""
 
-    def save(self, path: Path, *, version: str) -> None:
-        """Write model.npz (rank 0)."""
+    def trained(self, *, version: str) -> SavedEstimator:
+        """The trained model as model.npz holds it (``predict(result.model, X)``)."""
         data = self.dataset
-        save_estimator(path, kind=self.kind, arrays=self.model_arrays(),
-                       n_features=data.n_features, n_classes=data.n_classes,
-                       info=self.describe(), mean=data.mean, std=data.std,
-                       classes=data.classes, version=version)
+        return SavedEstimator(kind=self.kind, arrays=self.model_arrays(),
+                              n_features=data.n_features, n_classes=data.n_classes,
+                              info=self.describe(), mean=data.mean, std=data.std,
+                              classes=data.classes, version=version)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
 
+from mpitrain.asynchronous.straggler import Straggler, check_stragglers
 from mpitrain.collectives import AllreduceHandle, Allreducer, start_allreduce
 from mpitrain.config import shared_memory_allowed
 from mpitrain.data import Shard
@@ -44,14 +46,22 @@ if TYPE_CHECKING:
 TAIL = 4  # loss sum, correct count, row count, stop vote
 
 
-@dataclass(kw_only=True)
-class SyncStrategy(Strategy):
-    """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
+def optimizer_for(config: TrainConfig, params: np.ndarray) -> Optimizer:
+    """The ``--optimizer`` of ``config`` with state for ``params``."""
+    return make_optimizer(config.optimizer, params, weight_decay=config.weight_decay,
+                          momentum=config.momentum, nesterov=config.nesterov,
+                          beta1=config.beta1, beta2=config.beta2, eps=config.eps)
 
-    unit_name = "step"
+
+@dataclass(kw_only=True)
+class MinibatchStrategy(Strategy):
+    """What the strategies that train one model with an optimizer over epochs of
+    minibatches share: the model and its optimizer, the data, the learning rate, the
+    epoch's metrics and the checkpoint (the model, the optimizer's state and the epoch's
+    sums)."""
+
     period_name = "epoch"
     length_option = "epochs"
-    options = ("compress", "overlap", "shard")
 
     comm: MPI.Comm
     layout: Layout
@@ -63,12 +73,59 @@ class SyncStrategy(Strategy):
     train_label_stats: tuple[float, float] | None
     epochs: int
     batch_size: int
-    shuffle: str
     seed: int
     lr: float
     lr_schedule: str = "constant"
     lr_step_epochs: int = 10
     lr_gamma: float = 0.1
+    straggler: Straggler = field(default_factory=Straggler)
+    _sums: list[float] = field(init=False, default_factory=lambda: [0.0, 0.0, 0.0])
+
+    def scheduled_lr(self, step: int, total_steps: int, epoch: int) -> float:
+        """--lr and its schedule at ``step`` of ``total_steps`` (in ``epoch``)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return learning_rate(self.lr_schedule, self.lr, step=step, total_steps=total_steps,
+                             epoch=epoch, step_epochs=self.lr_step_epochs,
+                             gamma=self.lr_gamma)
+
+    def evaluate(self, unit: Unit) -> dict[str, Any]:
+        loss, correct, count = self._sums
+        self._sums = [0.0, 0.0, 0.0]
+        metrics: dict[str, Any] = {"epoch": unit.period + 1, "step": unit.index + 1,
+                                   "samples": round(count)}
+        train = summarize(loss, correct, count, label_stats=self.train_label_stats)
+        metrics.update({f"train_{key}": value for key, value in train.items()})
+        if self.test is not None:
+            test = self.test(self.params)
+            metrics.update({f"test_{key}": value for key, value in test.items()})
+        return metrics
+
+    def checkpointed_params(self) -> np.ndarray:
+        """The parameters a checkpoint holds (all of them here)."""
+        return self.params
+
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"params": self.checkpointed_params(),
+                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
+        return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
+
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.checkpointed_params()[...] = arrays["params"]  # (all of them, unsharded)
+        for name, value in self.optimizer.state.items():
+            value[...] = arrays[f"optimizer.{name}"]
+        self.optimizer.steps = int(meta["optimizer_steps"])
+        self._sums = [float(v) for v in meta["epoch_sums"]]
+
+
+@dataclass(kw_only=True)
+class SyncStrategy(MinibatchStrategy):
+    """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
+
+    unit_name = "step"
+    options = ("compress", "overlap", "shard", "straggler", "tensor_parallel")
+
+    shuffle: str
     reduce_algorithm: str = "auto"
     compress: str = "none"
     overlap: bool = False
@@ -76,7 +133,6 @@ class SyncStrategy(Strategy):
     shared_memory: bool = True
     _plan: EpochPlan | None = field(init=False, default=None)
     _plan_epoch: int = field(init=False, default=-1)
-    _sums: list[float] = field(init=False, default_factory=lambda: [0.0, 0.0, 0.0])
     _n: int = field(init=False, default=0)
     _reducer: Allreducer | None = field(init=False, default=None)
     _buckets: list[tuple[int, np.ndarray]] = field(init=False, default_factory=list)
@@ -89,6 +145,10 @@ class SyncStrategy(Strategy):
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def validate(cls, config: TrainConfig) -> None:
+        if config.tensor_parallel > 1:
+            from .tensor import validate_tensor_parallel
+
+            validate_tensor_parallel(config)
         if config.shard == "none":
             return
         for name, value in (("overlap", config.overlap), ("compress", config.compress)):
@@ -101,30 +161,43 @@ class SyncStrategy(Strategy):
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
         # (the reductions' kernels are loaded by mpitrain.collectives itself)
-        return frozenset({"split" if config.overlap else "step", "loss", config.optimizer})
+        tensor = {"tensor"} if config.tensor_parallel > 1 else set()
+        return frozenset({"split" if config.overlap else "step", "loss", config.optimizer,
+                          *tensor})
 
     @classmethod
     def build(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
               dataset: Dataset, comm: MPI.Comm) -> SyncStrategy:
+        if config.tensor_parallel > 1 and cls is SyncStrategy:
+            from .tensor import TensorParallelStrategy  # (it subclasses this one)
+
+            return TensorParallelStrategy.build(config, model=model, params=params,
+                                                dataset=dataset, comm=comm)
         if config.shard != "none" and cls is SyncStrategy:
             from .sharded import ShardedSyncStrategy  # (it subclasses this one)
 
             cls = ShardedSyncStrategy
-        size = comm.Get_size()
-        max_rows = (-(-config.batch_size // size) if config.shuffle == "local"
-                    else config.batch_size)
-        max_rows = min(max_rows, max(1, len(dataset.train.y)))
         agree(comm, None if model.can_split or not config.overlap else
               f"--overlap needs a model with per-layer kernels (forward_kernel, "
               f"backward_kernel, buckets), which {model.name} does not have; drop --overlap")
+        return cls(**cls.fields(config, model=model, params=params, dataset=dataset,
+                                comm=comm, owned=cls.owned(params, comm)))
+
+    @classmethod
+    def fields(cls, config: TrainConfig, *, model: BoundModel, params: np.ndarray,
+               dataset: Dataset, comm: MPI.Comm, owned: np.ndarray) -> dict[str, Any]:
+        """Collective: the constructor's arguments for ``config``, with optimizer state
+        for ``owned`` (the part of the parameters this rank updates)."""
+        size = comm.Get_size()
+        agree(comm, check_stragglers(config.straggler, size))
+        max_rows = (-(-config.batch_size // size) if config.shuffle == "local"
+                    else config.batch_size)
+        max_rows = min(max_rows, max(1, len(dataset.train.y)))
         test = (Evaluator(model, shard=dataset.test, comm=comm)
                 if dataset.test.n_total > 0 else None)
-        return cls(
+        return dict(
             comm=comm, layout=model.layout, params=params,
-            optimizer=make_optimizer(config.optimizer, cls.owned(params, comm),
-                                     weight_decay=config.weight_decay,
-                                     momentum=config.momentum, nesterov=config.nesterov,
-                                     beta1=config.beta1, beta2=config.beta2, eps=config.eps),
+            optimizer=optimizer_for(config, owned),
             gradient=BatchGradient(model, max_rows=max_rows, dtype=params.dtype),
             train=dataset.train, test=test,
             train_label_stats=label_stats(dataset.train, comm) if model.regression else None,
@@ -132,7 +205,15 @@ class SyncStrategy(Strategy):
             seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
             lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
             reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
-            shard=config.shard, shared_memory=shared_memory_allowed(config))
+            shard=config.shard, shared_memory=shared_memory_allowed(config),
+            straggler=Straggler.for_rank(config.straggler, rank=comm.Get_rank(),
+                                         seed=config.seed),
+            **cls.mode_fields(config))
+
+    @classmethod
+    def mode_fields(cls, config: TrainConfig) -> dict[str, Any]:
+        """Fields a subclass (a variant of this strategy) adds, from ``config``."""
+        return {}
 
     @classmethod
     def owned(cls, params: np.ndarray, comm: MPI.Comm) -> np.ndarray:
@@ -190,11 +271,14 @@ class SyncStrategy(Strategy):
         train = self.train
         if self._reducer is not None:
             message = self._reducer.buffer()
+            started = perf_counter()
             self.gradient.step(self.params, message, train.X, train.y, rows)
+            self.straggler.slow_down(started)
             vote(message, stop_requested)
             return
         gradient, params, message = self.gradient, self.params, self._result
         vote(message, stop_requested)  # the tail leaves with the first bucket
+        started = perf_counter()
         gradient.forward(params, message, train.X, train.y, rows)
         nrows = rows.size
         handles = self._handles
@@ -204,6 +288,7 @@ class SyncStrategy(Strategy):
                 handle.test()
             handles.append(start_allreduce(bucket, self.comm,
                                            algorithm=self.reduce_algorithm, op="sum"))
+        self.straggler.slow_down(started)
 
     def reduce(self, unit: Unit) -> bool:
         if self._reducer is not None:
@@ -215,8 +300,11 @@ class SyncStrategy(Strategy):
         return voted(self._result)
 
     def apply(self, unit: Unit) -> None:
+        self.apply_message(self._result, unit)
+
+    def apply_message(self, message: np.ndarray, unit: Unit) -> None:
+        """Apply a reduced step message (gradient sum | loss, correct, rows) of ``unit``."""
         n = self._n
-        message = self._result
         loss = float(message[n])
         if not math.isfinite(loss):
             raise shared_error(f"training diverged: the loss is {loss} at step "
@@ -224,36 +312,24 @@ class SyncStrategy(Strategy):
                                "--lr; the last good checkpoint is kept")
         correct = float(message[n + 1])
         count = float(message[n + 2])
-        lr = self.lr if self.lr_schedule == "constant" else learning_rate(
-            self.lr_schedule, self.lr, step=unit.index, total_steps=self.total_units,
-            epoch=unit.period, step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
-        self.optimizer.apply(self._owned, message, scale=1.0 / count, lr=lr)
+        self.optimizer.apply(self._owned, message, scale=1.0 / count,
+                             lr=self.learning_rate(unit))
         sums = self._sums
         sums[0] += loss
         sums[1] += correct
         sums[2] += count
 
+    def learning_rate(self, unit: Unit) -> float:
+        """The learning rate of step ``unit`` (--lr and its schedule)."""
+        return self.scheduled_lr(unit.index, self.total_units, unit.period)
+
     def close(self) -> None:
         if self._reducer is not None:
             self._reducer.close()
 
-    def evaluate(self, unit: Unit) -> dict[str, Any]:
-        loss, correct, count = self._sums
-        self._sums = [0.0, 0.0, 0.0]
-        metrics: dict[str, Any] = {"epoch": unit.period + 1, "step": unit.index + 1,
-                                   "samples": round(count)}
-        train = summarize(loss, correct, count, label_stats=self.train_label_stats)
-        metrics.update({f"train_{key}": value for key, value in train.items()})
-        if self.test is not None:
-            test = self.test(self.params)
-            metrics.update({f"test_{key}": value for key, value in test.items()})
-        return metrics
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {"params": self._owned,  # (a sharded run's: this rank's slice)
-                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
-        return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
+    # -- checkpoints and outputs -------------------------------------------------------------
+    def checkpointed_params(self) -> np.ndarray:
+        return self._owned  # (a sharded run's: this rank's slice)
 
     def summary(self) -> dict[str, Any]:
         """Collective: what a rank keeps in memory, the largest over the ranks (``--shard``
@@ -269,10 +345,3 @@ class SyncStrategy(Strategy):
     def _message_bytes(self) -> int:
         """Bytes of the step's working message (the reduced one, in place, unsharded)."""
         return self._result.nbytes
-
-    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self._owned[...] = arrays["params"]  # (all of them, unsharded)
-        for name, value in self.optimizer.state.items():
-            value[...] = arrays[f"optimizer.{name}"]
-        self.optimizer.steps = int(meta["optimizer_steps"])
-        self._sums = [float(v) for v in meta["epoch_sums"]]
