@@ -229,10 +229,13 @@ def test_cli_end_to_end_under_mpiexec(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["model"]["trees"] == 50
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 5
-    check = run_mpi(["-c", "import numpy as np; from mpitrain.models.predict import "
-                     "predict; print(predict(r'" + str(out / "model.npz") + "', "
-                     "np.zeros((2, 64))).tolist())"], ranks=1)
-    assert check.returncode == 0 and check.stdout.strip().startswith("["), check.stderr
+    rows = tmp_path / "rows.npz"
+    np.savez(rows, X=np.zeros((5, 64)), y=np.zeros(5))
+    check = run_mpi(["-m", "mpitrain", "predict", "--model", str(out / "model.npz"), "--data",
+                     str(rows), "--out", str(tmp_path / "pred.csv"), "--proba"], ranks=2)
+    assert check.returncode == 0, check.stderr
+    lines = (tmp_path / "pred.csv").read_text().splitlines()
+    assert lines[0].startswith("prediction,proba_0") and len(lines) == 6
 
 
 def test_bench_trees_runs_and_writes_json(tmp_path):

@@ -41,7 +41,16 @@ class SavedEstimator:
 
     @property
     def regression(self) -> bool:
+        """No class probabilities: a regressor, or k-means (clusters)."""
         return self.kind == "kmeans" or self.info.get("loss") == "squared"
+
+    @property
+    def task(self) -> str:
+        return "regression" if self.regression else "classification"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float64)  # thresholds and centers compare in float64
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """gbdt: the raw scores (n, columns) of standardised rows ``X`` (float64)."""
