@@ -12,7 +12,7 @@ recomputed on resume, so a run resumes on any number of ranks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +20,9 @@ from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
 from ..errors import agree
 from ..kernels.trees import LOSSES, add_tree_codes, gradients, row_losses
 from ..models.layout import Layout
-from ..trees.binning import agree_bins
 from ..trees.grow import GrowOptions, Tree, grow_trees
 from .base import StopRequested, Unit
-from .estimator import EstimatorStrategy
+from .estimator import TreeEnsembleStrategy
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -41,18 +40,10 @@ def loss_name(config: TrainConfig, n_classes: int) -> str:
     return "logistic" if n_classes == 2 else "softmax"
 
 
-class BoostingStrategy(EstimatorStrategy):
+class BoostingStrategy(TreeEnsembleStrategy):
     """Gradient-boosted trees (LightGBM/XGBoost-style histograms) over MPI collectives."""
 
     kind = "gbdt"
-    unit_name: ClassVar[str] = "tree"
-    period_name: ClassVar[str] = "tree"
-    length_option: ClassVar[str] = "trees"
-
-    @classmethod
-    def data_options(cls, config: TrainConfig) -> dict[str, Any]:
-        task = "regression" if config.loss == "squared" else "classification"
-        return {"task": task, "standardize": False}  # trees do not need scaling
 
     @classmethod
     def fit(cls, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> BoostingStrategy:
@@ -66,11 +57,7 @@ class BoostingStrategy(EstimatorStrategy):
         self.config, self.dataset, self.comm, self.loss = config, dataset, comm, loss
         self.loss_kind = LOSSES[loss]
         train, test = dataset.train, dataset.test
-        self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
-                               seed=config.seed, max_bins=config.max_bins)
-        self.n_bins = int(np.diff(self.bins.offsets).max(initial=0)) + 1  # codes 0..edges
-        self.codes = self.bins.codes(train.X)
-        self.test_codes = self.bins.codes(test.X)
+        self.bin_data(config, dataset, comm)
         self.y = np.ascontiguousarray(train.y, dtype=np.float64)
         self.test_y = np.ascontiguousarray(test.y, dtype=np.float64)
         self.columns = dataset.n_classes if loss == "softmax" else 1

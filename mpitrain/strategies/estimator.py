@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..errors import UserError
 from ..models.estimators import SavedEstimator
+from ..trees.binning import agree_bins
 from .base import Strategy, Unit
 
 if TYPE_CHECKING:
@@ -90,3 +91,28 @@ class EstimatorStrategy(Strategy):
                               n_features=data.n_features, n_classes=data.n_classes,
                               info=self.describe(), mean=data.mean, std=data.std,
                               classes=data.classes, version=version)
+
+
+class TreeEnsembleStrategy(EstimatorStrategy):
+    """What gbdt and the forest share: one unit per tree (round), data loaded without
+    standardising (trees do not need it; raw values keep the thresholds exact), and every
+    rank's rows binned with the edges agreed over the ranks (:meth:`bin_data`)."""
+
+    unit_name: ClassVar[str] = "tree"
+    period_name: ClassVar[str] = "tree"
+    length_option: ClassVar[str] = "trees"
+
+    @classmethod
+    def data_options(cls, config: TrainConfig) -> dict[str, Any]:
+        task = "regression" if config.loss == "squared" else "classification"
+        return {"task": task, "standardize": False}
+
+    def bin_data(self, config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> None:
+        """Collective: ``bins`` (agreed edges), ``n_bins`` (histogram width), ``codes`` and
+        ``test_codes`` (this rank's binned rows)."""
+        train = dataset.train
+        self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
+                               seed=config.seed, max_bins=config.max_bins)
+        self.n_bins = int(np.diff(self.bins.offsets).max(initial=0)) + 1  # codes 0..edges
+        self.codes = self.bins.codes(train.X)
+        self.test_codes = self.bins.codes(dataset.test.X)

@@ -14,17 +14,16 @@ the forest averages them.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
 from ..kernels.trees import add_tree_codes, keyed_uniform, poisson_weights
 from ..models.layout import Layout
-from ..trees.binning import agree_bins
 from ..trees.grow import GrowOptions, grow_trees
 from .base import StopRequested, Unit
-from .estimator import EstimatorStrategy
+from .estimator import TreeEnsembleStrategy
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -47,18 +46,10 @@ def features_per_node(config: TrainConfig, n_features: int, classify: bool) -> i
     return max(1, count)
 
 
-class ForestStrategy(EstimatorStrategy):
+class ForestStrategy(TreeEnsembleStrategy):
     """Random forest on histograms over MPI collectives."""
 
     kind = "forest"
-    unit_name: ClassVar[str] = "tree"
-    period_name: ClassVar[str] = "tree"
-    length_option: ClassVar[str] = "trees"
-
-    @classmethod
-    def data_options(cls, config: TrainConfig) -> dict[str, Any]:
-        task = "regression" if config.loss == "squared" else "classification"
-        return {"task": task, "standardize": False}
 
     @classmethod
     def fit(cls, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> ForestStrategy:
@@ -66,13 +57,10 @@ class ForestStrategy(EstimatorStrategy):
 
     def __init__(self, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> None:
         self.config, self.dataset, self.comm = config, dataset, comm
-        train, test = dataset.train, dataset.test
+        train = dataset.train
         self.classify = config.loss != "squared"
         self.outputs = dataset.n_classes if self.classify else 1
-        self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
-                               seed=config.seed, max_bins=config.max_bins)
-        self.n_bins = int(np.diff(self.bins.offsets).max(initial=0)) + 1
-        self.codes, self.test_codes = self.bins.codes(train.X), self.bins.codes(test.X)
+        self.bin_data(config, dataset, comm)
         self.targets = self._targets(train.y)
         self.max_features = features_per_node(config, dataset.n_features, self.classify)
         self.options = GrowOptions(max_depth=config.max_depth, l2=0.0,
