@@ -10,6 +10,8 @@ package (pyproject.toml maps it); its modules import each other relatively.
 - :mod:`.compress`: 16-bit codecs of ``--compress``;
 - :mod:`.reduce`: element-wise helpers of the allreduce algorithms;
 - :mod:`.shared`: the sum over shared-memory slots;
+- :mod:`.trees`: binning, gradient histograms, tree traversal, k-means assignment and
+  keyed uniform draws (``--model gbdt|forest|kmeans``);
 - :mod:`.reference`: plain numpy references (tests and benchmarks);
 - :mod:`.warmup`: compile or load the kernels a run needs before training.
 """

@@ -53,6 +53,8 @@ BENCHMARKS = {
               "weak scaling, kernel, start-up and memory checks"),
     "async": ("mpitrain.bench.asynchronous", "time to accuracy of sync and the asynchronous "
               "modes, with and without a straggler"),
+    "trees": ("mpitrain.bench.trees", "fit time of gbdt/forest/kmeans on P ranks vs one rank "
+              "and scikit-learn/LightGBM"),
 }
 
 

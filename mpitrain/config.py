@@ -32,7 +32,7 @@ from .federated.server import SERVER_OPTIMIZERS
 from .kernels.network import DTYPES
 from .models import MODELS, is_model_path
 from .optimizers import OPTIMIZERS, SCHEDULES
-from .strategies import MODES, STRATEGIES, strategy_class
+from .strategies import ESTIMATORS, MODES, STRATEGIES, strategy_class, strategy_for
 from .strategies.shards import SHARDS
 
 # Options only some modes honour: a strategy lists those it does in ``Strategy.options``;
@@ -90,7 +90,9 @@ class TrainConfig:
     clusters: int = option(1, "synthetic data: Gaussian clusters per class (> 1: classes "
                            "are not linearly separable)", group="data")
     # model
-    model: str = option("mlp", f"model to train: {', '.join(MODELS)}, or your own class "
+    model: str = option("mlp", f"model to train: {', '.join(MODELS)}; "
+                        + "; ".join(f"{name}: {text}" for name, (_, text) in ESTIMATORS.items())
+                        + "; or your own class "
                         "(a subclass of mpitrain.models.Model) as package.module:Class or "
                         "path/to/file.py:Class", group="model", metavar="NAME")
     model_options: str | None = option(None, "constructor options of --model as JSON or "
@@ -135,7 +137,8 @@ class TrainConfig:
     partition: str = option("iid", "how training rows are split into clients: iid, "
                             "dirichlet (label proportions ~ Dir(--alpha)), shards (sort by "
                             "label, 2K shards, two per client), labels (--labels-per-client "
-                            "classes each)", choices=PARTITIONS,
+                            "classes each), kmeans (one client per k-means cluster of the "
+                            "features)", choices=PARTITIONS,
                             group="federated")
     alpha: float = option(0.5, "Dirichlet concentration for --partition dirichlet (small: "
                           "skewed)", group="federated")
@@ -224,6 +227,31 @@ class TrainConfig:
                                  "ring's transport); off, and always under "
                                  "--stall-timeout (whose watchdog watches MPI calls): MPI "
                                  "messages only", group="parallel")
+    # trees and k-means (--model gbdt, --model kmeans)
+    trees: int = option(100, "gbdt: boosting rounds (one tree per class and round); "
+                        "forest: trees",
+                        group="trees")
+    max_depth: int = option(6, "gbdt, forest: levels of splits per tree", group="trees")
+    l2: float = option(0.0, "gbdt: L2 regularisation of the leaf values", group="trees")
+    min_child_weight: float = option(1e-3, "gbdt: least hessian sum in a leaf",
+                                     group="trees")
+    min_samples_leaf: int = option(20, "gbdt, forest: least rows in a leaf", group="trees")
+    max_bins: int = option(255, "gbdt, forest: bins per feature (2..255), edges from quantiles "
+                           "agreed over the ranks", group="trees")
+    loss: str = option("auto", "gbdt loss: auto (logistic for two classes, softmax for "
+                       "more), logistic, softmax, squared (regression); forest: squared "
+                       "makes a regressor",
+                       choices=("auto", "logistic", "softmax", "squared"), group="trees")
+    early_stopping: int = option(0, "gbdt: stop when the test loss has not improved for "
+                                 "N rounds and keep the best round's trees; 0: off",
+                                 group="trees")
+    max_features: str = option("auto", "forest: features each node may split on: auto "
+                               "(sqrt for a classifier, all for a regressor), sqrt, log2, "
+                               "all", choices=("auto", "sqrt", "log2", "all"), group="trees")
+    n_clusters: int = option(8, "kmeans: number of clusters K", group="trees")
+    tol: float = option(1e-4, "kmeans: stop when the centers move less than this times "
+                        "the mean feature variance (squared distance)", group="trees")
+    max_iter: int = option(300, "kmeans: most Lloyd iterations", group="trees")
     # checkpoints and reliability
     checkpoint_every: int = option(0, "write a checkpoint every N steps (sync) or rounds "
                                    "(federated) or epochs (async-ps), and at the end; 0: "
@@ -389,9 +417,10 @@ def validate(config: TrainConfig) -> None:
         if choices and value not in choices:
             raise UserError(f"--{flag(name)} must be one of {', '.join(choices)} "
                             f"(got {value!r})")
-    if config.model not in MODELS and not is_model_path(config.model):
-        raise UserError(f"--model must be one of {', '.join(MODELS)} or your own class as "
-                        f"package.module:Class (got {config.model!r})")
+    if (config.model not in MODELS and config.model not in ESTIMATORS
+            and not is_model_path(config.model)):
+        raise UserError(f"--model must be one of {', '.join((*MODELS, *ESTIMATORS))} or "
+                        f"your own class as package.module:Class (got {config.model!r})")
     checks = [
         (config.epochs >= 1, "epochs", ">= 1"),
         (config.batch_size >= 1, "batch_size", ">= 1"),
@@ -413,6 +442,17 @@ def validate(config: TrainConfig) -> None:
         (config.classes >= 2, "classes", ">= 2"),
         (config.noise >= 0.0 and math.isfinite(config.noise), "noise", ">= 0"),
         (config.clusters >= 1, "clusters", ">= 1"),
+        (config.trees >= 1, "trees", ">= 1"),
+        (config.max_depth >= 1, "max_depth", ">= 1"),
+        (config.l2 >= 0.0 and math.isfinite(config.l2), "l2", ">= 0"),
+        (config.min_child_weight >= 0.0 and math.isfinite(config.min_child_weight),
+         "min_child_weight", ">= 0"),
+        (config.min_samples_leaf >= 1, "min_samples_leaf", ">= 1"),
+        (2 <= config.max_bins <= 255, "max_bins", "in 2..255"),
+        (config.early_stopping >= 0, "early_stopping", ">= 0 (0: off)"),
+        (config.n_clusters >= 1, "n_clusters", ">= 1"),
+        (config.tol >= 0.0 and math.isfinite(config.tol), "tol", ">= 0"),
+        (config.max_iter >= 1, "max_iter", ">= 1"),
         (bool(config.h5_x), "h5_x", "a dataset name"),
         (bool(config.h5_y), "h5_y", "a dataset name"),
         (config.label_column != "", "label_column", "a column name"),
@@ -460,7 +500,7 @@ def validate(config: TrainConfig) -> None:
     for ok, name, expected in federated:
         if not ok:
             raise UserError(f"--{flag(name)} must be {expected} (got {getattr(config, name)})")
-    strategy_class(config.mode).validate(config)
+    strategy_for(config.model, config.mode).validate(config)
 
 
 def _validate_performance(config: TrainConfig) -> None:

@@ -33,6 +33,7 @@ from .config import TrainConfig, coerce_keywords, feature_columns, resolve, to_t
 from .data import Arrays, Dataset, ReadOptions, SyntheticSpec, load_dataset
 from .data.memory import IN_MEMORY
 from .errors import UserError, agree, checked
+from .kernels.trees import warm as warm_tree_kernels
 from .kernels.warmup import KERNELS, warm_up
 from .loop import run_loop
 from .models import (
@@ -46,8 +47,10 @@ from .models import (
     trained_model,
 )
 from .models.checks import HOOK_NAMES, smoke_test
+from .models.estimators import SavedEstimator, save_estimator
 from .models.registry import canonical_name, options_text, parse_options
-from .strategies import strategy_class
+from .strategies import ESTIMATORS, strategy_class, strategy_for
+from .strategies.base import Strategy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +65,7 @@ class TrainResult:
     config: TrainConfig
     status: str
     summary: dict[str, Any]
-    model: SavedModel
+    model: SavedModel | SavedEstimator
 
 
 def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
@@ -96,12 +99,58 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
+    if config.model in ESTIMATORS:
+        return _train_estimator(config, comm=comm, arrays=arrays, test_arrays=test_arrays,
+                                stop_requested=stop_requested, started=started)
+    if config.model in ESTIMATORS:
+        return _train_estimator(config, comm=comm, arrays=arrays, test_arrays=test_arrays,
+                                stop_requested=stop_requested, started=started)
     model, dataset, params = prepare(config, comm=comm, model=instance, arrays=arrays,
                                      test_arrays=test_arrays)
     mode = strategy_class(config.mode)
     _warm_kernels(comm, model, params, dataset, mode.kernels(config, ranks=comm.Get_size()),
                   announce=not config.quiet)
     strategy = mode.build(config, model=model, params=params, dataset=dataset, comm=comm)
+    status, summary, history, trained = _run(
+        strategy, config, comm=comm, head=_summary_head(config, dataset, model.describe(), comm),
+        trained_of=lambda: trained_model(model, params, mean=dataset.mean, std=dataset.std,
+                                         version=__version__, classes=dataset.classes),
+        write_model=save_model, stop_requested=stop_requested, started=started)
+    return TrainResult(params=trained.params, flat=params, history=history, config=config,
+                       status=status, summary=summary, model=trained)
+
+
+def _train_estimator(config: TrainConfig, *, comm: MPI.Comm, arrays: Arrays,
+                     test_arrays: Arrays, stop_requested: Callable[[], bool] | None,
+                     started: float) -> TrainResult:
+    """Collective: train a tree ensemble or k-means (``--model gbdt|forest|kmeans``): its
+    data, its strategy, the same loop and outputs. ``params`` of the result are the arrays
+    of its model.npz; ``flat`` its checkpointed numbers (leaf values, centers)."""
+    mode = strategy_for(config.model, config.mode)
+    dataset = load_dataset(
+        config.data, comm=comm, dtype=np.dtype(config.dtype), seed=config.seed,
+        test_fraction=config.test_fraction, test_source=config.test_data,
+        synthetic=synthetic_spec(config), read=read_options(config), arrays=arrays,
+        test_arrays=test_arrays, **mode.data_options(config))
+    prepare_numba()
+    in_waves(comm, lambda: warm_tree_kernels(np.dtype(config.dtype)))
+    strategy = mode.build(config, dataset=dataset, comm=comm)
+    status, summary, history, trained = _run(
+        strategy, config, comm=comm, head=_summary_head(config, dataset, strategy.describe(),
+                                                        comm),
+        trained_of=lambda: strategy.trained(version=__version__), write_model=save_estimator,
+        stop_requested=stop_requested, started=started)
+    return TrainResult(params=trained.arrays, flat=strategy.params.ravel(), history=history,
+                       config=config, status=status, summary=summary, model=trained)
+
+
+def _run(strategy: Strategy, config: TrainConfig, *, comm: MPI.Comm, head: dict[str, Any],
+         trained_of: Callable[[], Any], write_model: Callable[[Path, Any], None],
+         stop_requested: Callable[[], bool] | None, started: float,
+         ) -> tuple[str, dict[str, Any], list[dict[str, Any]], Any]:
+    """Collective: resume, run the loop with checkpoints and outputs, write the summary and
+    the model (``trained_of()``, written by ``write_model``); the status, summary,
+    per-period metrics and the trained model."""
     resume_from = load_resume_checkpoint(config, comm, strategy)
     output = open_run_output(config.out, comm=comm, overwrite=config.overwrite,
                              resume=config.resume is not None, quiet=config.quiet,
@@ -124,7 +173,7 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         save("metrics.jsonl", output.keep_metrics, checkpointer.periods)
         output.say(f"resuming from {resume_from.path} at unit {start}")
     save("config.toml", output.write_text, "config.toml", to_toml(config))
-    summary = {**_summary_head(config, dataset, model, comm), **strategy.summary()}
+    summary = {**head, **strategy.summary()}
     save("summary.json", output.write_json, "summary.json", {**summary, "status": "running"})
     history: list[dict[str, Any]] = []
 
@@ -149,9 +198,8 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         summary = {**summary, **strategy.summary(), "status": status,
                    "seconds": time.perf_counter() - started,
                    "final": history[-1] if history else {}}
-        trained = trained_model(model, params, mean=dataset.mean, std=dataset.std,
-                                version=__version__, classes=dataset.classes)
-        save("model.npz", _write_final, output, trained, summary)
+        trained = trained_of()
+        save("model.npz", _write_final, output, write_model, trained, summary)
     except UserError as exc:
         output.write_status({**summary, "status": "failed", "error": str(exc)})
         if exc.agreed and not closed:  # every rank is here: collective clean-up is safe
@@ -161,8 +209,7 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
         output.close()
         if watchdog is not None:
             watchdog.stop()
-    return TrainResult(params=trained.params, flat=params, history=history, config=config,
-                       status=status, summary=summary, model=trained)
+    return status, summary, history, trained
 
 
 def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
@@ -294,7 +341,7 @@ def _warm_kernels(comm: MPI.Comm, model: BoundModel, params: np.ndarray, dataset
     agree(comm, problems[0] if problems else None)
 
 
-def _summary_head(config: TrainConfig, dataset: Dataset, model: BoundModel,
+def _summary_head(config: TrainConfig, dataset: Dataset, model: dict[str, Any],
                   comm: MPI.Comm) -> dict[str, Any]:
     return {
         "mpitrain_version": __version__,
@@ -304,15 +351,16 @@ def _summary_head(config: TrainConfig, dataset: Dataset, model: BoundModel,
                  "test_rows": dataset.test.n_total, "features": dataset.n_features,
                  "class_names": None if dataset.classes is None else dataset.classes.tolist(),
                  "classes": dataset.n_classes},
-        "model": model.describe(),
+        "model": model,
         "config": config.to_dict(),
     }
 
 
-def _write_final(output: RunOutput, trained: SavedModel, summary: dict[str, Any]) -> None:
+def _write_final(output: RunOutput, write_model: Callable[[Path, Any], None], trained: Any,
+                 summary: dict[str, Any]) -> None:
     if output.directory is None:
         return
-    save_model(output.directory / "model.npz", trained)
+    write_model(output.directory / "model.npz", trained)
     output.write_json("summary.json", summary)
 
 

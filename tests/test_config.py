@@ -45,8 +45,8 @@ def test_missing_config_file(tmp_path):
     ({"lr": -0.1}, "--lr must be a positive number (got -0.1)"),
     ({"lr": 0.0}, "--lr must be a positive number (got 0.0)"),
     ({"epochs": 0}, "--epochs must be >= 1 (got 0)"),
-    ({"model": "cnn"}, "--model must be one of linear, logistic, softmax, mlp or your own "
-     "class as package.module:Class (got 'cnn')"),
+    ({"model": "cnn"}, "--model must be one of linear, logistic, softmax, mlp, gbdt, forest, "
+     "kmeans or your own class as package.module:Class (got 'cnn')"),
     ({"test_fraction": 1.0}, "--test-fraction must be in [0, 1) (got 1.0)"),
     ({"hidden": (64, 0)}, "--hidden must be positive layer sizes (got 64,0)"),
     ({"clusters": 0}, "--clusters must be >= 1 (got 0)"),

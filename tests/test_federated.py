@@ -424,7 +424,7 @@ def test_trimmed_mean_and_median_by_hand():
     ({"server_beta2": 1.0}, "--server-beta2 must be in [0, 1) (got 1.0)"),
     ({"trim_fraction": 0.5}, "--trim-fraction must be in [0, 0.5) (got 0.5)"),
     ({"dp_delta": 0.0}, "--dp-delta must be in (0, 1) (got 0.0)"),
-    ({"partition": "zipf"}, "--partition must be one of iid, dirichlet, shards, labels "
+    ({"partition": "zipf"}, "--partition must be one of iid, dirichlet, shards, labels, kmeans "
      "(got 'zipf')"),
     ({"mode": "fedavg", "dp_noise": 1.0}, "--dp-noise 1 needs --dp-clip > 0"),
     ({"mode": "fedavg", "secure_agg": True}, "--secure-agg needs --dp-clip > 0"),

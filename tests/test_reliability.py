@@ -601,8 +601,8 @@ def test_bad_input_battery(tmp_path):
         ("config list of strings", ["--config", str(tmp_path / "list.toml"), *guard],
          "option 'hidden' expects a list of integers"),
         ("config bad choice", ["--config", str(tmp_path / "choice.toml"), *guard],
-         "--model must be one of linear, logistic, softmax, mlp or your own class as "
-         "package.module:Class (got 'cnn')"),
+         "--model must be one of linear, logistic, softmax, mlp, gbdt, forest, kmeans or "
+         "your own class as package.module:Class (got 'cnn')"),
         ("config not UTF-8", ["--config", str(tmp_path / "latin1.toml"), *guard],
          "--config: cannot read"),
         ("config is a directory", ["--config", str(tmp_path), *guard], "Is a directory"),

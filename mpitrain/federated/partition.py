@@ -13,6 +13,9 @@ positions of client 0, then client 1, ... and the offsets between them.
 - ``labels``: each client holds ``labels_per_client`` classes (assigned round-robin over a
   seeded class permutation, so every class has a client when K·L >= classes); a class's rows
   are split evenly between the clients holding it.
+- ``kmeans``: client c holds the rows of cluster c of a k-means (K = clients) of the
+  features (non-IID by feature space); the caller passes the global cluster of every row
+  as ``labels`` (:func:`mpitrain.clustering.lloyd.cluster_rows`, the same for any P).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from ..errors import UserError
 
-PARTITIONS = ("iid", "dirichlet", "shards", "labels")
+PARTITIONS = ("iid", "dirichlet", "shards", "labels", "kmeans")
 PARTITION_STREAM = 0xFED1
 
 
@@ -85,6 +88,8 @@ def partition_rows(labels: np.ndarray, *, clients: int, scheme: str, seed: int,
                  for c in range(clients)]
     elif scheme == "dirichlet":
         parts = _dirichlet(labels, rng, clients=clients, alpha=alpha, n_classes=n_classes)
+    elif scheme == "kmeans":  # labels are the rows' clusters 0..clients-1
+        parts = [np.flatnonzero(labels == c) for c in range(clients)]
     elif scheme == "labels":
         parts = _by_labels(labels, rng, clients=clients, per_client=labels_per_client,
                            n_classes=n_classes)

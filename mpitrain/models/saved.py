@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .bound import BoundModel, ModelError
+from .estimators import SavedEstimator, read_estimator
 from .layout import Layout
 from .registry import make_model, options_text
 
@@ -88,10 +89,13 @@ def save_model(path: Path, saved: SavedModel) -> None:
         np.savez(file, **arrays)
 
 
-def load_model(path: str | Path) -> SavedModel:
+def load_model(path: str | Path) -> SavedModel | SavedEstimator:
     """Read a model.npz written by :func:`save_model` (or by mpitrain before 0.3, which
-    stored built-in networks by their layer sizes)."""
+    stored built-in networks by their layer sizes), or a tree ensemble / k-means model
+    (:mod:`.estimators`)."""
     with np.load(path, allow_pickle=False) as data:
+        if "meta_kind" in data:
+            return read_estimator(data)
         name = str(data["meta_model"])
         if "meta_tensors" in data:
             names = [str(n) for n in data["meta_tensors"]]

@@ -35,6 +35,7 @@ from mpitrain.data.text import CsvSource
 from mpitrain.data.values import features
 from mpitrain.errors import UserError, agree, checked
 from mpitrain.models import ModelError, SavedModel, load_model
+from mpitrain.models.estimators import SavedEstimator
 from mpitrain.models.predict import predict, predict_proba
 
 CHUNK_ROWS = 65536
@@ -111,7 +112,7 @@ def _load(path: str, proba: bool) -> tuple[SavedModel, str]:
         raise UserError(f"--model: file {path!r} does not exist")
     try:
         saved = load_model(path)
-        task = saved.build().task
+        task = saved.task if isinstance(saved, SavedEstimator) else saved.build().task
     except ModelError as exc:
         raise UserError(f"--model: {path!r}: {exc}") from None
     except (OSError, ValueError, KeyError) as exc:

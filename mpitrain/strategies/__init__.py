@@ -9,8 +9,10 @@ relatives over simulated clients) and the asynchronous modes built from
 :mod:`.parameter_server` (docs/async.md). A strategy may import the pipeline (data, models,
 collectives, optimizers, federated and asynchronous parts) and the errors; never the CLI,
 the loop or the run-time services. This module is the registry ``--mode`` chooses from:
-adding a strategy is its class plus one line in :data:`STRATEGIES`. Modules load on first
-use (the federated one pulls in scipy), so importing the registry is cheap.
+adding a strategy is its class plus one line in :data:`STRATEGIES`. Models that are not
+trained by gradients (trees, k-means) are strategies too, chosen by ``--model``:
+:data:`ESTIMATORS`. Modules load on first use (the federated one pulls in scipy), so
+importing the registry is cheap.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ STRATEGIES: dict[str, tuple[str, str]] = {
 }
 MODES = tuple(STRATEGIES)
 
+# --model values that are not gradient models but train with a strategy of their own
+# (--mode stays sync): (module:class, one line for --help)
+ESTIMATORS: dict[str, tuple[str, str]] = {
+    "gbdt": ("mpitrain.strategies.boosting:BoostingStrategy",
+             "gradient-boosted trees on histograms (one allreduce per tree level)"),
+    "forest": ("mpitrain.strategies.forest:ForestStrategy",
+               "random forest, per-row Poisson bootstrap keyed by (seed, tree, row)"),
+    "kmeans": ("mpitrain.strategies.kmeans:KMeansStrategy",
+               "k-means, k-means|| init, one allreduce per Lloyd iteration"),
+}
+
 
 def strategy_class(mode: str) -> type[Strategy]:
     """The Strategy subclass registered for ``mode`` (imported on first use)."""
@@ -46,4 +59,13 @@ def strategy_class(mode: str) -> type[Strategy]:
     return getattr(import_module(module), name)
 
 
-__all__ = ["MODES", "STRATEGIES", "strategy_class"]
+def strategy_for(model: str, mode: str) -> type[Strategy]:
+    """The strategy a run uses: the estimator's own for ``--model gbdt|kmeans``, else the
+    one ``--mode`` names."""
+    if model in ESTIMATORS:
+        module, name = ESTIMATORS[model][0].split(":")
+        return getattr(import_module(module), name)
+    return strategy_class(mode)
+
+
+__all__ = ["ESTIMATORS", "MODES", "STRATEGIES", "strategy_class", "strategy_for"]

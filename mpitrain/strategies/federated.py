@@ -25,6 +25,7 @@ model, the server optimizer's state, the accountant's round count and the period
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from ..clustering.lloyd import cluster_rows
 from ..config import TrainConfig, shared_memory_allowed
 from ..data import Dataset
 from ..errors import UserError, agree, checked, shared_error
@@ -159,7 +161,9 @@ class FederatedStrategy(Strategy):
               if regression and config.partition in ("dirichlet", "labels") else None)
         starts, counts = block_layout(dataset.train, comm)
         labels = gather_labels(dataset.train, comm, starts=starts, counts=counts)
-        partition = checked(comm, partition_rows, labels, clients=config.clients,
+        groups = labels if config.partition != "kmeans" else _feature_clusters(
+            config, dataset, comm, starts=starts, counts=counts)
+        partition = checked(comm, partition_rows, groups, clients=config.clients,
                             scheme=config.partition, seed=config.seed, alpha=config.alpha,
                             labels_per_client=config.labels_per_client,
                             n_classes=dataset.n_classes)
@@ -333,3 +337,17 @@ def _aggregation(config: TrainConfig, comm: MPI.Comm, *, layout: Layout, dtype: 
 
 
 __all__ = ["TAIL", "FederatedStrategy"]
+
+
+def _feature_clusters(config: TrainConfig, dataset: Dataset, comm: MPI.Comm, *,
+                      starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Collective (``--partition kmeans``): the cluster of every training row (global
+    order) in a k-means of the features with one cluster per client."""
+    train = dataset.train
+    agree(comm, None if config.clients <= train.n_total else
+          f"--partition kmeans makes one cluster per client, but --clients {config.clients} "
+          f"is more than the {train.n_total} training rows")
+    clusters = cluster_rows(comm, train.X, k=config.clients, first_row=train.start,
+                            rows=train.n_total, seed=config.seed, algorithm=config.reduce)
+    return gather_labels(dataclasses.replace(train, y=clusters), comm, starts=starts,
+                         counts=counts)

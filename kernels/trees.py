@@ -1,0 +1,251 @@
+"""Kernels of the histogram tree learners and of k-means (pure functions, no MPI).
+
+Rows are binned once into ``uint8`` codes (:func:`bin_rows`: code ``b`` means
+``edges[b - 1] < x <= edges[b]``), so "code <= b goes left" is "x <= edges[b]" on raw
+values. Trees are stored in heap order (children of node ``i`` are ``2i + 1`` and
+``2i + 2``; ``feature < 0`` marks a leaf). Gradient sums travel as *fixed-point integers
+held in float64* (:func:`quantize`): integer-valued doubles below 2**53 add exactly in
+any order, so the histograms, and hence the trees, are the same for any number of ranks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+SQUARED, LOGISTIC, SOFTMAX = 0, 1, 2
+LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "softmax": SOFTMAX}
+
+
+@njit(cache=True, nogil=True)
+def bin_rows(X, edges, offsets, out):  # pragma: no cover - numba
+    """``out[i, j]`` = number of edges of feature ``j`` below ``X[i, j]`` (edges of feature
+    ``j`` are ``edges[offsets[j]:offsets[j + 1]]``, sorted)."""
+    n, d = X.shape
+    for j in range(d):
+        lo0, hi0 = offsets[j], offsets[j + 1]
+        for i in range(n):
+            x = np.float64(X[i, j])
+            lo, hi = lo0, hi0
+            while lo < hi:  # first edge >= x
+                mid = (lo + hi) // 2
+                if edges[mid] < x:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[i, j] = lo - lo0
+
+
+@njit(cache=True, nogil=True)
+def gradients(loss, raw, y, grad, hess):  # pragma: no cover - numba
+    """Per-row gradient and hessian of ``loss`` at the raw scores ``raw`` (n, k)."""
+    n, k = raw.shape
+    for i in range(n):
+        if loss == SQUARED:
+            grad[i, 0] = raw[i, 0] - y[i]
+            hess[i, 0] = 1.0
+        elif loss == LOGISTIC:
+            p = 1.0 / (1.0 + math.exp(-raw[i, 0]))
+            grad[i, 0] = p - y[i]
+            hess[i, 0] = max(p * (1.0 - p), 1e-16)
+        else:
+            top = raw[i, 0]
+            for c in range(1, k):
+                top = max(top, raw[i, c])
+            total = 0.0
+            for c in range(k):
+                total += math.exp(raw[i, c] - top)
+            label = int(y[i])
+            for c in range(k):
+                p = math.exp(raw[i, c] - top) / total
+                grad[i, c] = p - (1.0 if c == label else 0.0)
+                hess[i, c] = max(p * (1.0 - p), 1e-16)
+
+
+@njit(cache=True, nogil=True)
+def row_losses(loss, raw, y, out, correct):  # pragma: no cover - numba
+    """Per-row loss (squared error, or cross-entropy) into ``out``; ``correct[i]`` 1.0 when
+    the predicted class is the label (classification)."""
+    n, k = raw.shape
+    for i in range(n):
+        if loss == SQUARED:
+            diff = raw[i, 0] - y[i]
+            out[i] = diff * diff
+            correct[i] = 0.0
+        elif loss == LOGISTIC:
+            z = raw[i, 0]
+            # log(1 + exp(-z)) for label 1, log(1 + exp(z)) for label 0, stably
+            s = -z if y[i] > 0.5 else z
+            out[i] = max(s, 0.0) + math.log1p(math.exp(-abs(s)))
+            correct[i] = 1.0 if (z > 0.0) == (y[i] > 0.5) else 0.0
+        else:
+            top = raw[i, 0]
+            best = 0
+            for c in range(1, k):
+                if raw[i, c] > top:
+                    top = raw[i, c]
+                    best = c
+            total = 0.0
+            for c in range(k):
+                total += math.exp(raw[i, c] - top)
+            label = int(y[i])
+            out[i] = math.log(total) + top - raw[i, label]
+            correct[i] = 1.0 if best == label else 0.0
+
+
+@njit(cache=True, nogil=True)
+def quantize(values, scale, out):  # pragma: no cover - numba
+    """``out = rint(values * scale)``: fixed-point integers held in float64."""
+    for i in range(values.shape[0]):
+        out[i] = np.rint(values[i] * scale)
+
+
+@njit(cache=True, nogil=True)
+def histograms(codes, node_of_row, slot_of_node, grad, hess, counts, out):  # pragma: no cover
+    """Add each row whose node has a slot (``slot_of_node[node] >= 0``) to that slot's
+    histogram: ``out[slot, feature, code] += (grad[0..m-1, row], hess[row], counts[row])``
+    (``grad`` is (m, n): m outputs per tree)."""
+    n, d = codes.shape
+    m = grad.shape[0]
+    for i in range(n):
+        slot = slot_of_node[node_of_row[i]]
+        if slot < 0 or counts[i] == 0.0:
+            continue
+        h = hess[i]
+        w = counts[i]
+        for j in range(d):
+            b = codes[i, j]
+            for c in range(m):
+                out[slot, j, b, c] += grad[c, i]
+            out[slot, j, b, m] += h
+            out[slot, j, b, m + 1] += w
+
+
+@njit(cache=True, nogil=True)
+def poisson_weights(uniform, out):  # pragma: no cover - numba
+    """Poisson(1) counts by inversion of the given uniform numbers (bootstrap weights)."""
+    for i in range(uniform.shape[0]):
+        u = uniform[i]
+        k = 0
+        p = math.exp(-1.0)
+        cdf = p
+        while u > cdf and k < 30:
+            k += 1
+            p /= k
+            cdf += p
+        out[i] = k
+
+
+@njit(cache=True, nogil=True)
+def descend(codes, node_of_row, feature, code):  # pragma: no cover - numba
+    """Move each row from its node to the child its split sends it to (nodes with
+    ``feature < 0`` keep their rows)."""
+    for i in range(codes.shape[0]):
+        node = node_of_row[i]
+        f = feature[node]
+        if f >= 0:
+            node_of_row[i] = 2 * node + (1 if codes[i, f] <= code[node] else 2)
+
+
+@njit(cache=True, nogil=True)
+def add_tree_codes(codes, feature, code, value, raw, column):  # pragma: no cover - numba
+    """``raw[i, column] += value`` of the leaf binned row ``i`` falls into."""
+    for i in range(codes.shape[0]):
+        node = 0
+        while feature[node] >= 0:
+            node = 2 * node + (1 if codes[i, feature[node]] <= code[node] else 2)
+        raw[i, column] += value[node]
+
+
+@njit(cache=True, nogil=True)
+def predict_trees(X, feature, threshold, value, column, out):  # pragma: no cover - numba
+    """``out[i, column[t] + c] += value[t, leaf, c]`` for the leaf of tree ``t`` that row
+    ``i`` (raw features) falls into, for every tree (rows of ``feature``/``threshold``;
+    ``value`` is (trees, nodes, m))."""
+    m = value.shape[2]
+    for t in range(feature.shape[0]):
+        first = column[t]
+        for i in range(X.shape[0]):
+            node = 0
+            while feature[t, node] >= 0:
+                x = np.float64(X[i, feature[t, node]])
+                node = 2 * node + (1 if x <= threshold[t, node] else 2)
+            for c in range(m):
+                out[i, first + c] += value[t, node, c]
+
+
+@njit(cache=True, nogil=True)
+def nearest(X, centers, labels, dist):  # pragma: no cover - numba
+    """Index of each row's nearest center (lowest index on ties) and the squared distance,
+    in float64."""
+    k, d = centers.shape
+    for i in range(X.shape[0]):
+        best = np.inf
+        arg = 0
+        for c in range(k):
+            s = 0.0
+            for j in range(d):
+                diff = np.float64(X[i, j]) - centers[c, j]
+                s += diff * diff
+            if s < best:
+                best = s
+                arg = c
+        labels[i] = arg
+        dist[i] = best
+
+
+@njit(cache=True, nogil=True)
+def cluster_sums(X, labels, scale, sums, counts):  # pragma: no cover - numba
+    """Fixed-point per-cluster feature sums (``rint(x * scale)``, in float64) and counts."""
+    for i in range(X.shape[0]):
+        c = labels[i]
+        counts[c] += 1.0
+        for j in range(X.shape[1]):
+            sums[c, j] += np.rint(np.float64(X[i, j]) * scale)
+
+
+@njit(cache=True, nogil=True)
+def keyed_uniform(seed, stream, first_row, out):  # pragma: no cover - numba
+    """Uniform [0, 1) numbers keyed by (seed, stream, global row ``first_row + i``):
+    splitmix64 of the three, so a row draws the same number on any rank."""
+    mask = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for i in range(out.shape[0]):
+        z = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+             + np.uint64(stream) * np.uint64(0xBF58476D1CE4E5B9)
+             + np.uint64(first_row + i) * np.uint64(0x94D049BB133111EB)) & mask
+        for _ in range(2):
+            z = (z + np.uint64(0x9E3779B97F4A7C15)) & mask
+            z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & mask
+            z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & mask
+            z = z ^ (z >> np.uint64(31))
+        out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+def warm(dtype: np.dtype) -> None:
+    """Compile (or load from the cache) every kernel here for data of ``dtype``, on tiny
+    arrays of the argument types the learners pass."""
+    X = np.zeros((2, 1), dtype=dtype)
+    edges, offsets = np.zeros(1), np.array([0, 1], dtype=np.int64)
+    codes = np.zeros((2, 1), dtype=np.uint8)
+    bin_rows(X, edges, offsets, codes)
+    raw, y, g, h = np.zeros((2, 1)), np.zeros(2), np.zeros((2, 1)), np.zeros((2, 1))
+    for loss in (SQUARED, LOGISTIC, SOFTMAX):
+        gradients(loss, raw, y, g, h)
+        row_losses(loss, raw, y, np.zeros(2), np.zeros(2))
+    quantize(np.zeros(2), 1.0, np.zeros(2))
+    nodes = np.zeros(2, dtype=np.int64)
+    histograms(codes, nodes, np.zeros(3, dtype=np.int64), np.zeros((1, 2)), np.zeros(2),
+               np.ones(2), np.zeros((1, 1, 2, 3)))
+    poisson_weights(np.zeros(2), np.zeros(2))
+    feature, code = np.full(3, -1, np.int32), np.zeros(3, np.int32)
+    descend(codes, nodes, feature, code)
+    add_tree_codes(codes, feature, code, np.zeros(3), raw, 0)
+    for rows in (X, X.astype(np.float64)):
+        predict_trees(rows, feature[None, :], np.zeros((1, 3)), np.zeros((1, 3, 1)),
+                      np.zeros(1, np.int64), np.zeros((2, 1)))
+        labels = np.zeros(2, np.int64)
+        nearest(rows, np.zeros((1, 1)), labels, np.zeros(2))
+        cluster_sums(rows, labels, 1.0, np.zeros((1, 1)), np.zeros(1))
+    keyed_uniform(0, 0, 0, np.zeros(2))

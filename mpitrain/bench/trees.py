@@ -1,0 +1,146 @@
+"""``mpitrain bench trees``: fit time of ``--model gbdt|forest|kmeans`` on P ranks, against
+the same fit on one rank and against scikit-learn (and LightGBM where installed).
+
+Run under the launcher, e.g. ``mpiexec -n 2 python -m mpitrain bench trees``. Workload:
+synthetic data (``--samples`` rows × ``--features``, ``--classes``, 20% held out),
+float32. For each model in ``--models``: the P-rank fit (``mpitrain.train``; fit seconds =
+the loop's seconds: data loading, binning and k-means|| initialisation excluded), then
+rank 0 alone on the same rows (``comm=COMM_SELF``; the others sleep in a polling
+barrier), then, on rank 0, the peers with the same settings and thread count (1: each
+rank is one core): scikit-learn's
+``HistGradientBoostingClassifier`` / ``RandomForestClassifier`` / ``KMeans`` and
+``lightgbm.LGBMClassifier`` when importable. Also each rank's peak RSS. Results are printed
+by rank 0 and written with ``--json FILE``:
+
+    {"ranks": P, "workload": {...}, "models": {name: {"seconds", "one_rank_seconds",
+     "speedup", "efficiency", "test_accuracy" or "inertia", "peers": {name: {"seconds",
+     "test_accuracy" or "inertia"}}, "rss_mb_per_rank": [...]}}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain import train
+from mpitrain.bench import output_file
+from mpitrain.data import load_dataset
+from mpitrain.errors import shared_error
+from mpitrain.runtime.compile import quiet_barrier
+from mpitrain.training import synthetic_spec
+
+MODELS = ("gbdt", "forest", "kmeans")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bench trees``."""
+    parser.add_argument("--models", default="gbdt,kmeans", metavar="LIST",
+                        help=f"comma-separated subset of {','.join(MODELS)} (default: "
+                             "gbdt,kmeans)")
+    parser.add_argument("--samples", type=int, default=1_000_000, help="rows (default 1M)")
+    parser.add_argument("--features", type=int, default=50, help="features (default 50)")
+    parser.add_argument("--classes", type=int, default=2, help="classes (default 2)")
+    parser.add_argument("--trees", type=int, default=50, help="gbdt rounds / forest trees")
+    parser.add_argument("--max-depth", type=int, default=6, help="tree depth (default 6)")
+    parser.add_argument("--n-clusters", type=int, default=8, help="kmeans K (default 8)")
+    parser.add_argument("--max-iter", type=int, default=20,
+                        help="kmeans Lloyd iterations, tol 0 (default 20)")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip scikit-learn / LightGBM")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write results here")
+
+
+def _options(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    common = dict(data="synthetic", samples=args.samples, features=args.features,
+                  classes=args.classes, clusters=2, quiet=True, model=model)
+    if model == "kmeans":
+        return {**common, "n_clusters": args.n_clusters, "max_iter": args.max_iter,
+                "tol": 0.0, "standardize": False}
+    return {**common, "trees": args.trees, "max_depth": args.max_depth}
+
+
+def _fit_seconds(result: Any) -> float:
+    return float(sum(line["seconds"] for line in result.history))
+
+
+def _score(result: Any) -> dict[str, float]:
+    last = result.history[-1]
+    key = "inertia" if "inertia" in last else "test_accuracy"
+    return {key: float(last[key])}
+
+
+def _peers(args: argparse.Namespace, model: str) -> dict[str, dict[str, float]]:
+    """Rank 0: the peers on the same rows (one thread)."""
+    options = _options(args, model)
+    config_like = argparse.Namespace(**{**vars(args), "noise": 1.0, "clusters": 2})
+    data = load_dataset("synthetic", comm=MPI.COMM_SELF, task="classification",
+                        dtype=np.float32, seed=0, standardize=False,
+                        synthetic=synthetic_spec(config_like))
+    X, y, Xt, yt = data.train.X, data.train.y, data.test.X, data.test.y
+    peers: dict[str, Any] = {}
+    if model == "gbdt":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        peers["sklearn"] = HistGradientBoostingClassifier(
+            max_iter=args.trees, max_depth=args.max_depth, max_leaf_nodes=None,
+            early_stopping=False)
+        try:
+            import lightgbm
+            peers["lightgbm"] = lightgbm.LGBMClassifier(
+                n_estimators=args.trees, max_depth=args.max_depth,
+                num_leaves=2 ** args.max_depth, n_jobs=1, verbose=-1)
+        except ImportError:
+            pass
+    elif model == "forest":
+        from sklearn.ensemble import RandomForestClassifier
+        peers["sklearn"] = RandomForestClassifier(n_estimators=args.trees,
+                                                  max_depth=args.max_depth, n_jobs=1)
+    else:
+        from sklearn.cluster import KMeans
+        peers["sklearn"] = KMeans(n_clusters=options["n_clusters"], n_init=1,
+                                  max_iter=args.max_iter, tol=0.0)
+    out = {}
+    for name, estimator in peers.items():
+        started = time.perf_counter()
+        estimator.fit(X, y)
+        seconds = time.perf_counter() - started
+        score = ({"inertia": float(estimator.inertia_)} if model == "kmeans"
+                 else {"test_accuracy": float(estimator.score(Xt, yt))})
+        out[name] = {"seconds": seconds, **score}
+    return out
+
+
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
+    """Collective: every model of ``--models``; rank 0 prints and writes the results."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in MODELS]
+    if bad or not models:
+        raise shared_error(f"--models takes a comma-separated subset of {','.join(MODELS)} "
+                           f"(got {args.models!r})")
+    rank, ranks = comm.Get_rank(), comm.Get_size()
+    report: dict[str, Any] = {"ranks": ranks, "workload": {
+        k: getattr(args, k) for k in ("samples", "features", "classes", "trees", "max_depth",
+                                      "n_clusters", "max_iter")}, "models": {}}
+    for model in models:
+        result = train(comm=comm, **_options(args, model))
+        seconds = _fit_seconds(result)
+        rss = comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)
+        entry: dict[str, Any] = {"seconds": seconds, **_score(result), "rss_mb_per_rank": rss}
+        if rank == 0:
+            one = train(comm=MPI.COMM_SELF, **_options(args, model))
+            entry["one_rank_seconds"] = _fit_seconds(one)
+            entry["speedup"] = entry["one_rank_seconds"] / seconds
+            entry["efficiency"] = entry["speedup"] / ranks
+            if not args.no_peers:
+                entry["peers"] = _peers(args, model)
+            print(json.dumps({model: entry}), flush=True)
+        quiet_barrier(comm)  # the others sleep while rank 0 runs alone
+        report["models"][model] = entry
+    if rank == 0 and args.json:
+        output_file(args.json).write_text(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,118 @@
+"""What the strategies of non-gradient models (``--model gbdt|forest|kmeans``) share.
+
+They run on the same loop, checkpoints and outputs as the gradient strategies, but own
+their model (trees, centers) instead of a flat parameter buffer of a
+:class:`~mpitrain.models.Model`; ``--model`` names them (:data:`ESTIMATORS
+<mpitrain.strategies.ESTIMATORS>`), ``--mode`` stays ``sync``. Each says how it loads its
+data (:meth:`data_options`), describes itself for summary.json and gives its trained
+model (saved as model.npz by :mod:`mpitrain.models.estimators`).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..errors import UserError
+from ..models.estimators import SavedEstimator
+from ..trees.binning import agree_bins
+from .base import Strategy, Unit
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+    from ..config import TrainConfig
+    from ..data import Dataset
+
+# gradient-training options an estimator does not take: (field, default)
+_NOT_HONOURED = ("mode", "compress", "overlap", "shard")
+
+
+class EstimatorStrategy(Strategy):
+    """A strategy that fits a model of its own (see the module docstring)."""
+
+    kind: str  # the model's name and saved kind
+    dataset: Dataset
+    finished: bool = False  # converged or stopped early: no more units
+
+    def units(self, start: int) -> Iterator[Unit]:
+        """One unit per period (a boosting round, a Lloyd iteration) until
+        :attr:`total_units` or until the model says it is finished."""
+        for index in range(start, self.total_units):
+            if self.finished:
+                return
+            yield Unit(index=index, period=index, step=0, period_end=True)
+
+    @classmethod
+    def validate(cls, config: TrainConfig) -> None:
+        from ..config import FIELDS, flag
+
+        for name in _NOT_HONOURED:
+            value = getattr(config, name)
+            if value != FIELDS[name].default:
+                raise UserError(f"--{flag(name)} {value} applies to gradient models; "
+                                f"--model {cls.kind} trains its own way (drop --{flag(name)})")
+
+    @classmethod
+    def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
+        return frozenset()  # its numba kernels compile on first use (kernels/trees.py)
+
+    @classmethod
+    @abstractmethod
+    def data_options(cls, config: TrainConfig) -> dict[str, Any]:
+        """``task`` and ``standardize`` to load the data with."""
+
+    @classmethod
+    @abstractmethod
+    def fit(cls, config: TrainConfig, *, dataset: Dataset,
+            comm: MPI.Comm) -> EstimatorStrategy:
+        """Collective: the strategy, ready to run on ``dataset``."""
+
+    @classmethod
+    def build(cls, config: TrainConfig, *, model: Any = None, params: Any = None,
+              dataset: Dataset, comm: MPI.Comm) -> EstimatorStrategy:
+        return cls.fit(config, dataset=dataset, comm=comm)
+
+    @abstractmethod
+    def model_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays model.npz stores (the trained model so far)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The ``model`` section of summary.json (also stored as the model's info)."""
+
+    def trained(self, *, version: str) -> SavedEstimator:
+        """The trained model as model.npz holds it (``predict(result.model, X)``)."""
+        data = self.dataset
+        return SavedEstimator(kind=self.kind, arrays=self.model_arrays(),
+                              n_features=data.n_features, n_classes=data.n_classes,
+                              info=self.describe(), mean=data.mean, std=data.std,
+                              classes=data.classes, version=version)
+
+
+class TreeEnsembleStrategy(EstimatorStrategy):
+    """What gbdt and the forest share: one unit per tree (round), data loaded without
+    standardising (trees do not need it; raw values keep the thresholds exact), and every
+    rank's rows binned with the edges agreed over the ranks (:meth:`bin_data`)."""
+
+    unit_name: ClassVar[str] = "tree"
+    period_name: ClassVar[str] = "tree"
+    length_option: ClassVar[str] = "trees"
+
+    @classmethod
+    def data_options(cls, config: TrainConfig) -> dict[str, Any]:
+        task = "regression" if config.loss == "squared" else "classification"
+        return {"task": task, "standardize": False}
+
+    def bin_data(self, config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> None:
+        """Collective: ``bins`` (agreed edges), ``n_bins`` (histogram width), ``codes`` and
+        ``test_codes`` (this rank's binned rows)."""
+        train = dataset.train
+        self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
+                               seed=config.seed, max_bins=config.max_bins)
+        self.n_bins = int(np.diff(self.bins.offsets).max(initial=0)) + 1  # codes 0..edges
+        self.codes = self.bins.codes(train.X)
+        self.test_codes = self.bins.codes(dataset.test.X)

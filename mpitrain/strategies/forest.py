@@ -1,0 +1,191 @@
+"""``--model forest``: random forest (classifier, or regressor with ``--loss squared``),
+the same forest for any number of ranks.
+
+One unit is one tree. ``contribute`` draws this rank's bootstrap: per-row Poisson(1)
+weights from uniform numbers keyed by (seed, tree, global row), so a row has the same
+weight on any rank; the targets become weighted sums (class indicators for a classifier,
+so the summed gain is the Gini decrease; the value for a regressor: variance decrease).
+``reduce`` grows the tree level by level with one allreduce of fixed-point histograms per
+level (:mod:`mpitrain.trees.grow`), each node splitting on ``--max-features`` features
+drawn with a generator keyed by (seed, tree, node). Leaves hold class shares (or means);
+the forest averages them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
+from ..kernels.trees import add_tree_codes, keyed_uniform, poisson_weights
+from ..models.layout import Layout
+from ..trees.grow import GrowOptions, grow_trees
+from .base import StopRequested, Unit
+from .estimator import TreeEnsembleStrategy
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+    from ..config import TrainConfig
+    from ..data import Dataset
+
+#: Keyed-uniform streams of the bootstrap: tree t draws from stream BOOTSTRAP_STREAM + t.
+BOOTSTRAP_STREAM = 1 << 20
+
+
+def features_per_node(config: TrainConfig, n_features: int, classify: bool) -> int:
+    """``--max-features`` as a count: auto means sqrt for a classifier, all for a
+    regressor (scikit-learn's defaults)."""
+    rule = config.max_features
+    if rule == "auto":
+        rule = "sqrt" if classify else "all"
+    count = {"sqrt": math.isqrt(n_features), "log2": int(math.log2(max(n_features, 1))),
+             "all": n_features}[rule]
+    return max(1, count)
+
+
+class ForestStrategy(TreeEnsembleStrategy):
+    """Random forest on histograms over MPI collectives."""
+
+    kind = "forest"
+
+    @classmethod
+    def fit(cls, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> ForestStrategy:
+        return cls(config, dataset=dataset, comm=comm)
+
+    def __init__(self, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> None:
+        self.config, self.dataset, self.comm = config, dataset, comm
+        train = dataset.train
+        self.classify = config.loss != "squared"
+        self.outputs = dataset.n_classes if self.classify else 1
+        self.bin_data(config, dataset, comm)
+        self.targets = self._targets(train.y)
+        self.max_features = features_per_node(config, dataset.n_features, self.classify)
+        self.options = GrowOptions(max_depth=config.max_depth, l2=0.0,
+                                   min_child_weight=config.min_child_weight,
+                                   min_samples_leaf=config.min_samples_leaf, lr=-1.0,
+                                   algorithm=config.reduce)
+        nodes, t, m = 2 ** (config.max_depth + 1) - 1, config.trees, self.outputs
+        self.trees = {"feature": np.full((t, nodes), -1, np.int32),
+                      "code": np.zeros((t, nodes), np.int32),
+                      "threshold": np.zeros((t, nodes)), "value": np.zeros((t, nodes, m))}
+        self.layout = Layout.of({"value": (t, nodes, m)})
+        self.done = 0
+        self._reset_sums()
+
+    @property
+    def params(self) -> np.ndarray:  # type: ignore[override]
+        return self.trees["value"]
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """Per-row targets (n, outputs): class indicators, or the value."""
+        if not self.classify:
+            return np.asarray(y, dtype=np.float64)[:, None]
+        onehot = np.zeros((len(y), self.outputs))
+        onehot[np.arange(len(y)), y.astype(np.int64)] = 1.0
+        return onehot
+
+    def _reset_sums(self) -> None:
+        """Sums over the trees so far of the leaf values of every train and test row."""
+        self.sums = np.zeros((len(self.codes), self.outputs))
+        self.test_sums = np.zeros((len(self.test_codes), self.outputs))
+        for t in range(self.done):
+            self._add_tree(t)
+
+    def _add_tree(self, t: int) -> None:
+        feature, code, value = (self.trees[name][t] for name in ("feature", "code", "value"))
+        for c in range(self.outputs):
+            leaf = np.ascontiguousarray(value[:, c])
+            add_tree_codes(self.codes, feature, code, leaf, self.sums, c)
+            add_tree_codes(self.test_codes, feature, code, leaf, self.test_sums, c)
+
+    # -- the loop's hooks -------------------------------------------------------------------
+    @property
+    def total_units(self) -> int:
+        return self.config.trees
+
+    def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
+        train = self.dataset.train
+        uniform = np.empty(len(self.codes))
+        keyed_uniform(self.config.seed, BOOTSTRAP_STREAM + unit.index, train.start, uniform)
+        self.weights = np.empty(len(self.codes))
+        poisson_weights(uniform, self.weights)
+        # leaf value = -lr * G / H with lr = -1: the weighted mean of the targets
+        self.grad = self.targets * self.weights[:, None]
+        message = np.zeros(self.outputs + 2)
+        message[:self.outputs] = np.abs(self.grad).max(axis=0, initial=0.0)
+        message[self.outputs] = self.weights.max(initial=0.0)
+        message[-1] = 1.0 if stop_requested() else 0.0
+        self.message = message
+
+    def reduce(self, unit: Unit) -> bool:
+        top = global_max(self.comm, self.message)
+        rows = self.dataset.train.n_total
+        scales = (np.array([fixed_scale(v, rows) for v in top[:self.outputs]]),
+                  np.array([fixed_scale(top[self.outputs], rows)]))
+        seed, d, count = self.config.seed, self.dataset.n_features, self.max_features
+
+        def features(_: int, node: int) -> np.ndarray:
+            mask = np.zeros(d, dtype=bool)
+            mask[np.random.default_rng([seed, unit.index, node]).choice(
+                d, size=count, replace=False)] = True
+            return mask
+
+        (self.grown,), _ = grow_trees(
+            self.comm, codes=self.codes, grad=self.grad, hess=self.weights[:, None],
+            scales=scales, bins=self.bins, n_bins=self.n_bins, options=self.options,
+            outputs=self.outputs, counts=self.weights, features=features)
+        return bool(top[-1] > 0)
+
+    def apply(self, unit: Unit) -> None:
+        for name in ("feature", "code", "threshold", "value"):
+            self.trees[name][unit.index] = getattr(self.grown, name)
+        self._add_tree(unit.index)
+        self.done = unit.index + 1
+
+    def evaluate(self, unit: Unit) -> dict[str, Any]:
+        train, test = self.dataset.train, self.dataset.test
+        metrics: dict[str, Any] = {"tree": unit.index + 1}
+        for split, sums, y, rows in (("train", self.sums, train.y, train.n_total),
+                                     ("test", self.test_sums, test.y, test.n_total)):
+            if rows == 0:
+                continue
+            if self.classify:
+                score = (np.argmax(sums, axis=1) == y).astype(np.float64)
+                name = "accuracy"
+            else:
+                score = np.square(sums[:, 0] / self.done - y)
+                name = "loss"
+            metrics[f"{split}_{name}"] = float(
+                exact_column_sums(self.comm, score[:, None], rows)[0] / rows)
+        metrics["samples"] = train.n_total
+        return metrics
+
+    # -- checkpoints and outputs ------------------------------------------------------------
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return ({name: value.copy() for name, value in self.trees.items()},
+                {"trees_done": self.done})
+
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        for name, value in self.trees.items():
+            value[...] = arrays[name]
+        self.done = int(meta["trees_done"])
+        self._reset_sums()
+
+    def model_arrays(self) -> dict[str, np.ndarray]:
+        done = max(self.done, 1)
+        return {"feature": self.trees["feature"][:self.done],
+                "threshold": self.trees["threshold"][:self.done],
+                "value": self.trees["value"][:self.done] / done,  # the forest averages
+                "column": np.zeros(self.done, dtype=np.int64),
+                "base": np.zeros(self.outputs)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "forest", "loss": "squared" if not self.classify else "gini",
+                "trees": self.done, "max_depth": self.config.max_depth,
+                "max_features": self.max_features, "bins": self.n_bins}
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.describe()}

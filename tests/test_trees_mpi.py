@@ -1,0 +1,76 @@
+"""Tree ensembles and k-means under MPI (run by `make test` on 2, 3 and 4 ranks): the same
+trees (splits and leaf values, bit for bit) and the same centers for any rank count."""
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from mpitrain import train
+
+pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(240)]
+
+DATA = dict(data="synthetic", samples=701, features=5, noise=2.0, clusters=2, quiet=True)
+
+
+def reference(**options):
+    """The run on one rank (COMM_SELF on rank 0): its model arrays, broadcast."""
+    comm = MPI.COMM_WORLD
+    arrays = train(comm=MPI.COMM_SELF, **options).params if comm.Get_rank() == 0 else None
+    return comm.bcast(arrays, root=0)  # test helper: small dict of arrays
+
+
+def assert_same(got, expected):
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize("extra", [
+    dict(classes=3, loss="auto"),  # softmax: one tree per class and round
+    dict(classes=2, loss="logistic", l2=1.0, min_samples_leaf=5),
+    dict(classes=2, loss="squared", dtype="float64"),
+])
+def test_gbdt_same_trees_for_any_number_of_ranks(extra):
+    options = {**DATA, "model": "gbdt", "trees": 4, "max_depth": 3, "max_bins": 32, **extra}
+    expected = reference(**options)
+    for algorithm in ("mpi", "ring"):
+        assert_same(train(reduce=algorithm, **options).params, expected)
+
+
+def test_gbdt_early_stopping_same_for_any_number_of_ranks():
+    options = {**DATA, "model": "gbdt", "classes": 3, "trees": 40, "max_depth": 4,
+               "lr": 0.5, "early_stopping": 2, "noise": 4.0}
+    expected = reference(**options)
+    assert_same(train(**options).params, expected)
+
+
+@pytest.mark.parametrize("extra", [dict(classes=3), dict(loss="squared", max_features="all")])
+def test_forest_same_trees_for_any_number_of_ranks(extra):
+    options = {**DATA, "model": "forest", "trees": 4, "max_depth": 5, "min_samples_leaf": 2,
+               "max_bins": 64, **extra}
+    expected = reference(**options)
+    assert_same(train(**options).params, expected)
+
+
+def test_kmeans_same_centers_for_any_number_of_ranks():
+    options = {**DATA, "model": "kmeans", "n_clusters": 5, "max_iter": 15, "tol": 0.0}
+    expected = reference(**options)
+    assert_same(train(**options).params, expected)
+    assert_same(train(reduce="ring", dtype="float64", **options).params,
+                reference(dtype="float64", **options))
+
+
+def test_partition_kmeans_same_clients_for_any_number_of_ranks():
+    options = dict(data="digits", model="softmax", mode="fedavg", partition="kmeans",
+                   clients=6, rounds=2, client_fraction=0.5, local_epochs=1, quiet=True)
+    comm = MPI.COMM_WORLD
+    one = (train(comm=MPI.COMM_SELF, **options).summary["federated"]
+           if comm.Get_rank() == 0 else None)
+    one = comm.bcast(one, root=0)
+    many = train(**options)
+    got = many.summary["federated"]
+    assert got["client_sizes"] == one["client_sizes"]
+    assert got["label_histograms"] == one["label_histograms"]
+    # non-IID by feature space: most clients hold few classes
+    histograms = np.array(got["label_histograms"])
+    assert np.mean(histograms.max(axis=1) / histograms.sum(axis=1)) > 0.3
