@@ -23,6 +23,7 @@ from mpitrain.data import values
 from mpitrain.data.base import Block, Source
 from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
 from mpitrain.data.labels import name_labels
+from mpitrain.data.libsvm import share_scans
 from mpitrain.data.memory import Arrays, MemorySource, open_arrays
 from mpitrain.data.sharding import block_range
 from mpitrain.data.sources import (
@@ -108,7 +109,10 @@ def load_dataset(
         test_fraction=test_fraction,
         synthetic=synthetic,
         read=read,
+        part=(rank, size),
     )
+    share_scans(comm, [train_source, separate_test])
+    settle_libsvm_base([train_source, separate_test], read.zero_based)
     agree(comm, _disagreement(comm, [train_source, separate_test]))
     if separate_test is None:
         split = make_holdout(train_source.n_rows, test_fraction, seed)
@@ -208,8 +212,10 @@ def _open(
     test_fraction: float,
     synthetic: SyntheticSpec,
     read: ReadOptions,
+    part: tuple[int, int],
 ) -> tuple[np.dtype, Source, Source | None]:
-    """Local: check the options, open the training source and the test source if any.
+    """Local: check the options, open the training source and the test source if any
+    (libsvm: this rank's ``part`` only, see :func:`~mpitrain.data.libsvm.share_scans`).
 
     The test source is always a path or in-memory arrays. Returns the data dtype and the
     sources.
@@ -218,15 +224,14 @@ def _open(
     require(read.zero_based in ZERO_BASED,
             f"--zero-based must be one of {', '.join(ZERO_BASED)} (got {read.zero_based!r})")
     train = open_source(source, option="--data", task=task, seed=seed, synthetic=synthetic,
-                        read=read)
+                        read=read, part=part)
     test = None if test_source is None else open_source(
         test_source, option="--test-data", task=task, seed=seed, synthetic=synthetic,
-        builtin=False, read=read,
+        builtin=False, read=read, part=part,
     )
     unused = unused_read_option(read, [train, test])
     if unused:
         raise UserError(unused)
-    settle_libsvm_base([train, test], read.zero_based)
     if test is None:
         return data_dtype, train, None
     if None not in (train.n_features, test.n_features) and train.n_features != test.n_features:

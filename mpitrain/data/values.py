@@ -13,6 +13,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.data.base import Block, Source
+from mpitrain.data.csr import Csr
 
 #: Rows per chunk when looking for non-finite values (bounds the boolean temporary).
 CHUNK_ROWS = 4096
@@ -23,11 +24,13 @@ MAX_LABEL = 2**31 - 1
 def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.ndarray:
     """Local: ``block.X`` as a C-contiguous ``(rows, width)`` array of ``dtype``.
 
-    Narrower blocks (sparse formats) are padded with zero columns. Values that are not
+    Sparse rows (:class:`~mpitrain.data.csr.Csr`) are made dense; narrower blocks are padded with zero columns. Values that are not
     finite in ``dtype`` (including float32 overflow) raise UserError.
     """
     with np.errstate(over="ignore"):  # overflow becomes inf, reported below
-        if block.X.shape[1] == width:
+        if isinstance(block.X, Csr):
+            X = block.X.dense(width, dtype)
+        elif block.X.shape[1] == width:
             X = np.ascontiguousarray(block.X, dtype=dtype)
         else:
             X = np.zeros((len(block.X), width), dtype=dtype)
