@@ -28,6 +28,7 @@ BENCHMARKS = {
     "allreduce": ("mpitrain.bench.allreduce", "latency and bandwidth of every allreduce"),
     "train": ("mpitrain.bench.train", "training throughput, compute/communication split, "
               "weak scaling, kernel, start-up and memory checks"),
+    "data": ("mpitrain.bench.data", "libsvm read time and peak memory per rank"),
 }
 
 

@@ -70,16 +70,30 @@ def scan_chunk(buf, n, final, stop, every, state, ck_rows, ck_offsets, ck_lines,
     while pos < n:
         if pos >= stop:
             return pos, True
-        end = _line_end(buf, pos, n)
-        if end < 0:
-            if not final:
-                return pos, False
-            end = n
-        content = _content_end(buf, pos, end)
-        first = pos
-        while first < content and _space(buf[first]):
-            first += 1
-        if first < content:  # a data line
+        # one pass over the line: data before any '#'? an index 0 (a token [+]0+: )?
+        i = pos
+        data = False
+        comment = False
+        zero = state[S_ZERO] != 0
+        while i < n and buf[i] != _NEWLINE:
+            c = buf[i]
+            if not comment:
+                if c == _HASH:
+                    comment = True
+                elif not data and not _space(c):
+                    data = True
+                elif c == _COLON and not zero:
+                    j = i - 1
+                    while j >= pos and buf[j] == 48:
+                        j -= 1
+                    if j < i - 1:
+                        if j >= pos and buf[j] == 43:  # '+'
+                            j -= 1
+                        zero = j < pos or _space(buf[j])
+            i += 1
+        if i == n and not final:
+            return pos, False
+        if data:
             rows = state[S_ROWS]
             if rows % every == 0:
                 k = state[S_CHECKPOINTS]
@@ -88,52 +102,43 @@ def scan_chunk(buf, n, final, stop, every, state, ck_rows, ck_offsets, ck_lines,
                 ck_lines[k] = state[S_LINES]
                 state[S_CHECKPOINTS] = k + 1
             state[S_ROWS] = rows + 1
-            if state[S_ZERO] == 0:
-                at_start = True
-                i = first
-                while i < content:
-                    c = buf[i]
-                    if _space(c):
-                        at_start = True
-                        i += 1
-                        continue
-                    if at_start:
-                        j = i + 1 if c == 43 else i  # '+'
-                        zeros = j
-                        while zeros < content and buf[zeros] == 48:
-                            zeros += 1
-                        if zeros > j and zeros < content and buf[zeros] == _COLON:
-                            state[S_ZERO] = 1
-                            break
-                    at_start = False
-                    i += 1
+            if zero:
+                state[S_ZERO] = 1
         state[S_LINES] += 1
-        pos = end + 1
+        pos = i + 1
     return min(pos, n), pos >= stop
+
+
+@numba.njit(cache=True, inline="always")
+def _bits(q: int) -> int:
+    """Bit length of ``0 <= q < 2**63``."""
+    if q == 0:
+        return 0
+    b = math.frexp(float(q))[1]  # may be one too many where float(q) rounds up
+    if (q >> (b - 1)) == 0:
+        b -= 1
+    return b
 
 
 @numba.njit(cache=True)
 def _exact_quotient(m: int, k: int) -> float:
-    """``m / 10**k`` correctly rounded, for 0 < m < 10**18 and 0 < k <= 26."""
+    """``m / 10**k`` correctly rounded, for 0 < m < 10**18 and 0 < k <= 26: the quotient
+    by ``5**k`` to 55+ bits with a sticky remainder, rounded to 53 bits, times 2**-k."""
     d = _POW5[k]
+    step = 62 - _bits(d)  # bits that can be brought down at once without overflow
     q = m // d
     r = m - q * d
     shift = 0
-    while q < (1 << 54):
-        twice = 2 * r
-        q = 2 * q
-        if twice >= d:
-            q += 1
-            r = twice - d
-        else:
-            r = twice
-        shift += 1
-    bits = 0
-    t = q
-    while t > 0:
-        t >>= 1
-        bits += 1
-    extra = bits - 53
+    qb = _bits(q)
+    while qb < 55:
+        s = min(step, 55 - qb)
+        t = r << s
+        add = t // d
+        r = t - add * d
+        q = (q << s) + add
+        shift += s
+        qb = _bits(q)
+    extra = qb - 53
     top = q >> extra
     low = q & ((1 << extra) - 1)
     half = 1 << (extra - 1)

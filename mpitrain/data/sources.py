@@ -16,10 +16,10 @@ from mpitrain.data.base import Source
 from mpitrain.data.binary import NpyDirSource, NpzSource
 from mpitrain.data.digits import DigitsSource
 from mpitrain.data.hdf5 import Hdf5Source
+from mpitrain.data.libsvm import LibsvmSource
 from mpitrain.data.memory import IN_MEMORY
 from mpitrain.data.parquet import ParquetSource, parquet_parts
 from mpitrain.data.synthetic import SyntheticSource, SyntheticSpec
-from mpitrain.data.libsvm import LibsvmSource
 from mpitrain.data.text import CsvSource
 from mpitrain.errors import UserError
 

@@ -24,7 +24,8 @@ MAX_LABEL = 2**31 - 1
 def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.ndarray:
     """Local: ``block.X`` as a C-contiguous ``(rows, width)`` array of ``dtype``.
 
-    Sparse rows (:class:`~mpitrain.data.csr.Csr`) are made dense; narrower blocks are padded with zero columns. Values that are not
+    Sparse rows (:class:`~mpitrain.data.csr.Csr`) are made dense; narrower blocks are
+    padded with zero columns. Values that are not
     finite in ``dtype`` (including float32 overflow) raise UserError.
     """
     with np.errstate(over="ignore"):  # overflow becomes inf, reported below
