@@ -3,17 +3,20 @@ load_svmlight_file and Python's float on odd inputs, any byte split, chunk bound
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_mpi, run_train
 from test_data import load, write_text
 
 from mpitrain.data import libsvm
 from mpitrain.data import libsvm_parse as kernels
 from mpitrain.data.libsvm import LibsvmSource, share_scans
 from mpitrain.errors import UserError
+from mpitrain.models import load_model
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -153,3 +156,42 @@ def test_empty_file_is_one_error(tmp_path):
     path = write_text(tmp_path / "a.svm", "# nothing\n\n")
     with pytest.raises(UserError, match="has no data rows"):
         load(path)
+
+
+def test_bench_data_runs_under_mpiexec_and_writes_json(tmp_path):
+    out = tmp_path / "bench" / "data.json"
+    done = run_mpi(["-m", "mpitrain", "bench", "data", "--rows", "3000", "--features", "40",
+                    "--nnz", "6", "--repeat", "1", "--sklearn", "--json", str(out)], ranks=2)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("libsvm read: 3000 rows")
+    result = json.loads(out.read_text())
+    assert result["ranks"] == 2 and result["rows"] == 3000
+    assert result["seconds"] > 0 and result["rows_per_s"] > 0
+    assert len(result["peak_MB_per_rank"]) == len(result["share_MB_per_rank"]) == 2
+    bad = run_mpi(["-m", "mpitrain", "bench", "data", "--nnz", "0"], ranks=2)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "mpitrain: error: --nnz must be >= 1 (got 0)"
+
+
+TRAIN = ["--model", "logistic", "--epochs", "2", "--batch-size", "8", "--dtype", "float64",
+         "--seed", "3", "--quiet"]
+
+
+def test_cli_trains_the_same_model_from_a_libsvm_file_on_1_and_3_ranks(tmp_path):
+    lines = ["# header comment", ""]
+    lines += [f"{'+1' if i % 3 else '-1'} {i % 7 + 1}:{i / 10} 9:{(i % 5) / 4} # row {i}"
+              for i in range(90)]
+    path = write_text(tmp_path / "a.svm", "\n".join(lines) + "\n")
+    models = []
+    for ranks in (1, 3):
+        out = tmp_path / f"run{ranks}"
+        done = run_train(["--data", path, *TRAIN, "--out", str(out)], ranks=ranks)
+        assert done.returncode == 0, done.stderr
+        models.append(load_model(out / "model.npz"))
+    for name, value in models[0].params.items():
+        np.testing.assert_allclose(models[1].params[name], value, rtol=1e-10, atol=1e-12)
+    bad = write_text(tmp_path / "bad.svm", "\n".join([*lines, "1 3:1:2"]) + "\n")
+    done = run_train(["--data", bad, *TRAIN], ranks=3)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"mpitrain: error: --data: '{bad}' line 93 has a "
+                                   "non-numeric value '1:2'")
