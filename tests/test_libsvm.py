@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_runner import run_mpi, run_train
-from test_data import load, write_text
+from test_data import example, load, write, write_text
 
 from mpitrain.data import libsvm
 from mpitrain.data import libsvm_parse as kernels
@@ -195,3 +195,29 @@ def test_cli_trains_the_same_model_from_a_libsvm_file_on_1_and_3_ranks(tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"mpitrain: error: --data: '{bad}' line 93 has a "
                                    "non-numeric value '1:2'")
+
+
+@pytest.mark.parametrize("fmt", ["libsvm", "csv"])
+def test_gzip_files_read_as_a_stream_give_the_same_data(tmp_path, fmt):
+    import gzip
+
+    X, y = example(40, 3, sparse=fmt == "libsvm")
+    plain = write(fmt, tmp_path, X, y)
+    packed = plain + ".gz"
+    Path(packed).write_bytes(gzip.compress(Path(plain).read_bytes()))
+    Path(plain).unlink()
+    data = load(packed, test_fraction=0.25)
+    np.testing.assert_allclose(data.train.X, load(write(fmt, tmp_path / "b", X, y),
+                                                 test_fraction=0.25).train.X, rtol=1e-12)
+    assert not list(tmp_path.glob("*.svm")) and not list(tmp_path.glob("*.csv"))
+
+
+def test_damaged_or_unsupported_gzip_is_one_error(tmp_path):
+    damaged = tmp_path / "a.svm.gz"
+    damaged.write_bytes(b"not gzip at all\n")
+    with pytest.raises(UserError, match=re.escape(f"--data: cannot read '{damaged}' (")):
+        load(str(damaged))
+    other = tmp_path / "a.npz.gz"
+    other.write_bytes(b"")
+    with pytest.raises(UserError, match="is compressed, which only CSV and libsvm data can be"):
+        load(str(other))

@@ -92,3 +92,17 @@ def test_memory_per_rank_stays_within_twice_its_csr_share(mpi_tmp_path):
     if peak:
         # the CSR share, its row-pointer/line bookkeeping, one 4 MB read buffer
         assert after["VmHWM"] - before["VmRSS"] < 2 * share_kb + 12_000
+
+
+def test_a_gzip_file_gives_every_rank_the_rows_of_the_plain_file(mpi_tmp_path):
+    import gzip
+
+    def make():
+        plain = odd_file(mpi_tmp_path)
+        Path(plain + ".gz").write_bytes(gzip.compress(Path(plain).read_bytes()))
+        return plain
+
+    plain = on_rank0(make)
+    packed, flat = load(plain + ".gz"), load(plain)
+    np.testing.assert_array_equal(packed.train.X, flat.train.X)
+    np.testing.assert_array_equal(packed.test.y, flat.test.y)

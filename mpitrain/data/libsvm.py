@@ -18,6 +18,7 @@ value of a repeated index counts); ``qid:`` tokens are skipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +28,7 @@ from mpi4py import MPI
 from mpitrain.data import libsvm_parse as kernels
 from mpitrain.data.base import Block, Source
 from mpitrain.data.csr import Csr
+from mpitrain.data.files import is_gzip, open_bytes
 from mpitrain.errors import UserError
 
 #: A checkpoint is kept every this many data lines.
@@ -36,7 +38,9 @@ MAX_INDEX = 2**31 - 1
 #: Bytes read at a time (a longer line grows the buffer).
 CHUNK_BYTES = 4 << 20
 _BOM = b"\xef\xbb\xbf"
-_FIELDS = 6  # per rank and file in share_scans: libsvm?, rows, lines, zero, checkpoints, size
+#: Per rank and file in share_scans: libsvm?, rows, lines, zero, checkpoints, size, colons.
+_FIELDS = 7
+_CHECKPOINT_ARRAYS = 4  # rows, byte offsets, line numbers, colons before
 
 
 class LibsvmSource(Source):
@@ -64,23 +68,23 @@ class LibsvmSource(Source):
         except OSError as exc:
             raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
         self.n_rows: int | None = None  # type: ignore[assignment]  # known once shared
+        if is_gzip(path):  # a compressed stream has no byte ranges: every rank scans it all
+            self.file_size, part = 2**62, (0, 1)
         self._scan(*part)
         if part[1] == 1:
             self.settle(self._local_table()[None, :], *self._local_checkpoints())
 
-    def open_file(self) -> IO[bytes]:
-        try:
-            return self.path.open("rb")
-        except OSError as exc:
-            raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
+    def open_file(self) -> AbstractContextManager[IO[bytes]]:
+        """The file as bytes (``.gz`` decompressed as it is read)."""
+        return open_bytes(self, self.path)
 
     # ------------------------------------------------------------------ opening
     def _scan(self, rank: int, size: int) -> None:
         """Count the data lines that start in this rank's byte range (local)."""
         lo, hi = self.file_size * rank // size, self.file_size * (rank + 1) // size
-        self._state = np.zeros(4, dtype=np.int64)
+        self._state = np.zeros(5, dtype=np.int64)
         capacity = 64
-        ck = [np.empty(capacity, dtype=np.int64) for _ in range(3)]
+        ck = [np.empty(capacity, dtype=np.int64) for _ in range(_CHECKPOINT_ARRAYS)]
         with self.open_file() as fp:
             start = self._first_line(fp, lo)
             fp.seek(start)
@@ -111,7 +115,7 @@ class LibsvmSource(Source):
         while True:
             chunk = fp.read(1 << 16)
             if not chunk:
-                return self.file_size
+                return position
             newline = chunk.find(b"\n")
             if newline >= 0:
                 return position + newline + 1
@@ -120,7 +124,8 @@ class LibsvmSource(Source):
     def _local_table(self) -> np.ndarray:
         s = self._state
         return np.array([1, s[kernels.S_ROWS], s[kernels.S_LINES], s[kernels.S_ZERO],
-                         s[kernels.S_CHECKPOINTS], self.file_size], dtype=np.int64)
+                         s[kernels.S_CHECKPOINTS], self.file_size, s[kernels.S_COLONS]],
+                        dtype=np.int64)
 
     def _local_checkpoints(self) -> tuple[np.ndarray, np.ndarray]:
         counts = np.array([len(self._checkpoints[0])], dtype=np.int64)
@@ -128,20 +133,20 @@ class LibsvmSource(Source):
 
     def settle(self, table: np.ndarray, checkpoints: np.ndarray, counts: np.ndarray) -> None:
         """Number the rows globally from every rank's scan (``table``: a row per rank of
-        :func:`share_scans`'s fields; ``checkpoints``: each rank's rows, offsets, lines)."""
-        rows_before = np.concatenate([[0], np.cumsum(table[:, 1])])
-        lines_before = np.concatenate([[0], np.cumsum(table[:, 2])])
-        parts = np.split(checkpoints, np.cumsum(3 * counts)[:-1])
-        ck_rows, ck_offsets, ck_lines = [], [], []
+        :func:`share_scans`'s fields; ``checkpoints``: each rank's rows, offsets, lines and
+        colons before, with ``counts`` checkpoints per rank)."""
+        before = [np.concatenate([[0], np.cumsum(table[:, i])]) for i in (1, 2, 6)]
+        parts = np.split(checkpoints, np.cumsum(_CHECKPOINT_ARRAYS * counts)[:-1])
+        ck: list[list[np.ndarray]] = [[], [], [], []]
         for owner, part in enumerate(parts):
-            rows, offsets, lines = part.reshape(3, -1)
-            ck_rows.append(rows + rows_before[owner])
-            ck_offsets.append(offsets)
-            ck_lines.append(lines + lines_before[owner] + 1)
-        self.ck_rows = np.concatenate(ck_rows)
-        self.ck_offsets = np.concatenate(ck_offsets)
-        self.ck_lines = np.concatenate(ck_lines)
-        self.n_rows = int(rows_before[-1])
+            rows, offsets, lines, colons = part.reshape(_CHECKPOINT_ARRAYS, -1)
+            ck[0].append(rows + before[0][owner])
+            ck[1].append(offsets)
+            ck[2].append(lines + before[1][owner] + 1)
+            ck[3].append(colons + before[2][owner])
+        self.ck_rows, self.ck_offsets, self.ck_lines, self.ck_colons = map(np.concatenate, ck)
+        self.n_rows = int(before[0][-1])
+        self.n_colons = int(before[2][-1])
         self.has_zero = bool(table[:, 3].any())
         #: The index that goes to column 0.
         self.base = 0 if self.zero_based == "true" or (
@@ -155,9 +160,9 @@ class LibsvmSource(Source):
         y = np.empty(n)
         indptr = np.zeros(n + 1, dtype=np.int64)
         lines = np.empty(n, dtype=np.int64)
-        indices = np.empty(max(n, 16), dtype=np.int32)
-        values = np.empty(max(n, 16))
         state = np.zeros(6, dtype=np.int64)
+        room = self._entries_at_most(rows) + 16
+        indices, values = np.empty(room, dtype=np.int32), np.empty(room)
         if n:
             k = int(np.searchsorted(self.ck_rows, rows[0], side="right")) - 1
             state[kernels.P_ROW], state[kernels.P_LINE] = self.ck_rows[k], self.ck_lines[k]
@@ -194,6 +199,16 @@ class LibsvmSource(Source):
         width = int(indices.max()) + 1 if nnz else 0
         X = Csr(values, indices, indptr, width)
         return Block(X=X, y=y, rows=rows, lines=lines)
+
+    def _entries_at_most(self, rows: np.ndarray) -> int:
+        """The colons between the checkpoints around ``rows``: room enough for their
+        entries, so the arrays are allocated once."""
+        if not len(rows):
+            return 0
+        first = int(np.searchsorted(self.ck_rows, rows[0], side="right")) - 1
+        last = int(np.searchsorted(self.ck_rows, rows[-1], side="right"))
+        end = self.ck_colons[last] if last < len(self.ck_colons) else self.n_colons
+        return int(end - self.ck_colons[first])
 
     def _python_line(self, buf: np.ndarray, state: np.ndarray, wanted: np.ndarray,
                      y: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
@@ -285,8 +300,8 @@ def share_scans(comm: MPI.Comm, sources: Sequence[Source | None]) -> None:
         comm.Allgather(mine, table)
         local = source._local_checkpoints()[0] if pending else np.empty(0, dtype=np.int64)
         counts = table[:, 4]
-        gathered = np.empty(3 * int(counts.sum()), dtype=np.int64)
-        comm.Allgatherv(local, (gathered, 3 * counts))
+        gathered = np.empty(_CHECKPOINT_ARRAYS * int(counts.sum()), dtype=np.int64)
+        comm.Allgatherv(local, (gathered, _CHECKPOINT_ARRAYS * counts))
         if not table[:, 0].any():
             continue
         if not (table[:, 0].all() and (table[:, 5] == table[0, 5]).all()):

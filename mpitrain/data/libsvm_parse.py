@@ -18,8 +18,9 @@ import math
 import numba
 import numpy as np
 
-#: Scan state slots: data lines seen, physical lines seen, any index 0, checkpoints kept.
-S_ROWS, S_LINES, S_ZERO, S_CHECKPOINTS = 0, 1, 2, 3
+#: Scan state slots: data lines seen, physical lines seen, any index 0, checkpoints kept,
+#: colons in data (an upper bound on the entries, to size arrays once).
+S_ROWS, S_LINES, S_ZERO, S_CHECKPOINTS, S_COLONS = 0, 1, 2, 3, 4
 #: Parse state slots: next data row, next line number, wanted rows done, entries written,
 #: and the start and end (in the chunk) of a line left to the caller.
 P_ROW, P_LINE, P_DONE, P_NNZ, P_START, P_END = 0, 1, 2, 3, 4, 5
@@ -62,10 +63,12 @@ def _line_end(buf: np.ndarray, start: int, n: int) -> int:
 
 
 @numba.njit(cache=True)
-def scan_chunk(buf, n, final, stop, every, state, ck_rows, ck_offsets, ck_lines, base_offset):
+def scan_chunk(buf, n, final, stop, every, state, ck_rows, ck_offsets, ck_lines, ck_colons,
+               base_offset):
     """Count data lines in ``buf[:n]`` whose first byte lies before ``stop`` (a chunk
-    position), note any feature index 0 and keep a checkpoint (row, byte offset, line) every
-    ``every`` data lines. Returns (bytes consumed, whether ``stop`` was reached)."""
+    position), note any feature index 0 and keep a checkpoint (row, byte offset, line,
+    colons before it) every ``every`` data lines. Returns (bytes consumed, whether ``stop``
+    was reached)."""
     pos = 0
     while pos < n:
         if pos >= stop:
@@ -75,21 +78,24 @@ def scan_chunk(buf, n, final, stop, every, state, ck_rows, ck_offsets, ck_lines,
         data = False
         comment = False
         zero = state[S_ZERO] != 0
+        colons = 0
         while i < n and buf[i] != _NEWLINE:
             c = buf[i]
-            if not comment:
-                if c == _HASH:
-                    comment = True
-                elif not data and not _space(c):
+            if c == _HASH:
+                comment = True
+            elif not comment:
+                if not data and not _space(c):
                     data = True
-                elif c == _COLON and not zero:
-                    j = i - 1
-                    while j >= pos and buf[j] == 48:
-                        j -= 1
-                    if j < i - 1:
-                        if j >= pos and buf[j] == 43:  # '+'
+                if c == _COLON:
+                    colons += 1
+                    if not zero:
+                        j = i - 1
+                        while j >= pos and buf[j] == 48:
                             j -= 1
-                        zero = j < pos or _space(buf[j])
+                        if j < i - 1:
+                            if j >= pos and buf[j] == 43:  # '+'
+                                j -= 1
+                            zero = j < pos or _space(buf[j])
             i += 1
         if i == n and not final:
             return pos, False
@@ -100,8 +106,10 @@ def scan_chunk(buf, n, final, stop, every, state, ck_rows, ck_offsets, ck_lines,
                 ck_rows[k] = rows
                 ck_offsets[k] = base_offset + pos
                 ck_lines[k] = state[S_LINES]
+                ck_colons[k] = state[S_COLONS]
                 state[S_CHECKPOINTS] = k + 1
             state[S_ROWS] = rows + 1
+            state[S_COLONS] += colons
             if zero:
                 state[S_ZERO] = 1
         state[S_LINES] += 1

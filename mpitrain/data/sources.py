@@ -15,6 +15,7 @@ from pathlib import Path
 from mpitrain.data.base import Source
 from mpitrain.data.binary import NpyDirSource, NpzSource
 from mpitrain.data.digits import DigitsSource
+from mpitrain.data.files import format_suffix, is_gzip
 from mpitrain.data.hdf5 import Hdf5Source
 from mpitrain.data.libsvm import LibsvmSource
 from mpitrain.data.memory import IN_MEMORY
@@ -100,7 +101,10 @@ def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool,
         if not (path / "X.npy").exists() and parquet_parts(path):
             return _parquet(path, option, read)
         return NpyDirSource(path, option=option)
-    suffix = path.suffix.lower()
+    suffix = format_suffix(path)
+    if suffix not in (".csv", ".svm", ".libsvm") and is_gzip(path):
+        raise UserError(f"{option}: '{path}' is compressed, which only CSV and libsvm data "
+                        "can be (.csv.gz, .svm.gz, .libsvm.gz)")
     if not path.exists():
         if suffix in SUFFIXES:
             raise UserError(f"{option}: file '{value}' does not exist")

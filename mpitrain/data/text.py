@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from mpitrain.data.base import Block, Source, select_columns
+from mpitrain.data.files import open_bytes
 from mpitrain.data.labels import split_labels
 
 #: A byte offset is remembered for every this many data lines.
@@ -35,11 +37,9 @@ class TextSource(Source):
         """Whether a raw line holds a row (blank lines and comments do not)."""
         return bool(line.strip())
 
-    def open_file(self) -> IO[bytes]:
-        try:
-            return self.path.open("rb")
-        except OSError as exc:
-            raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
+    def open_file(self) -> AbstractContextManager[IO[bytes]]:
+        """The file as bytes (``.gz`` decompressed as it is read)."""
+        return open_bytes(self, self.path)
 
     def scan(self, offset: int = 0, line: int = 1) -> None:
         """Count the data lines from byte ``offset`` (line number ``line``) to the end."""
