@@ -48,20 +48,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_libsvm(path: Path, *, rows: int, features: int, nnz: int, seed: int) -> None:
-    """A random libsvm file: labels 0/1, ``nnz`` distinct sorted 1-based indices per row,
-    values with 17 significant digits (as ``dump_svmlight_file`` writes)."""
+    """A random libsvm file: labels 0/1, ``nnz`` distinct sorted 1-based indices per row
+    (a few fewer where a draw repeats among many features), values with 17 significant
+    digits (as ``dump_svmlight_file`` writes)."""
     rng = np.random.default_rng(seed)
     with path.open("w") as fp:
         for start in range(0, rows, 10_000):
             n = min(10_000, rows - start)
-            cols = np.sort(rng.random((n, features)).argsort(axis=1)[:, :nnz], axis=1) + 1
+            if 4 * nnz > features:  # dense-ish: distinct columns by a permutation per row
+                cols = np.sort(rng.random((n, features)).argsort(axis=1)[:, :nnz], axis=1)
+            else:
+                cols = np.sort(rng.integers(0, features, (n, nnz)), axis=1)
             values = rng.standard_normal((n, nnz))
             labels = rng.integers(0, 2, n)
-            fp.write("".join(
-                f"{labels[i]} " + " ".join(f"{c}:{v!r}" for c, v in
-                                           zip(cols[i].tolist(), values[i].tolist(),
-                                               strict=True)) + "\n"
-                for i in range(n)))
+            fp.write("".join(_line(labels[i], cols[i], values[i]) for i in range(n)))
+
+
+def _line(label: int, cols: np.ndarray, values: np.ndarray) -> str:
+    keep = np.r_[True, cols[1:] != cols[:-1]]
+    return f"{label} " + " ".join(f"{c + 1}:{v!r}" for c, v in zip(
+        cols[keep].tolist(), values[keep].tolist(), strict=True)) + "\n"
 
 
 def _memory_kb() -> dict[str, int]:
