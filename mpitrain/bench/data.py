@@ -70,7 +70,8 @@ def _line(label: int, cols: np.ndarray, values: np.ndarray) -> str:
         cols[keep].tolist(), values[keep].tolist(), strict=True)) + "\n"
 
 
-def _memory_kb() -> dict[str, int]:
+def memory_kb() -> dict[str, int]:
+    """This process's resident memory now and at its peak (VmRSS, VmHWM), in KiB."""
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -79,7 +80,8 @@ def _memory_kb() -> dict[str, int]:
     return fields
 
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS, where the kernel allows it."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -102,15 +104,15 @@ def measure(path: Path, comm: MPI.Comm, repeat: int) -> dict:
     read_share(path, comm)  # numba's cache loaded, the file in the page cache
     times, peak_kb, share = [], 0, 0
     for i in range(repeat):
-        measured = i == 0 and _reset_peak()
-        before = _memory_kb()
+        measured = i == 0 and reset_peak()
+        before = memory_kb()
         comm.Barrier()
         t0 = time.perf_counter()
         source, block = read_share(path, comm)
         elapsed = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         times.append(elapsed)
         if measured:
-            peak_kb = _memory_kb()["VmHWM"] - before["VmRSS"]
+            peak_kb = memory_kb()["VmHWM"] - before["VmRSS"]
         share = block.X.nbytes + block.y.nbytes  # type: ignore[attr-defined]
         del block
     peaks = comm.allgather(peak_kb)
