@@ -29,6 +29,12 @@ class Csr:
         return len(self.indptr) - 1
 
     @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(data, indices, indptr)``: how the sparse kernels take ``X``
+        (:mod:`mpitrain.kernels.sparse`)."""
+        return self.data, self.indices, self.indptr
+
+    @property
     def nbytes(self) -> int:
         return self.data.nbytes + self.indices.nbytes + self.indptr.nbytes
 
