@@ -36,6 +36,7 @@ from .loop import run_loop
 from .models import BoundModel, Model, ModelError, make_model, model_name, save_model
 from .models.checks import HOOK_NAMES, smoke_test
 from .models.registry import canonical_name, options_text, parse_options
+from .models.sparse import has_sparse_variant, sparse_variant
 from .strategies import strategy_class
 
 
@@ -143,15 +144,33 @@ def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
     dataset = load_dataset(
         config.data, comm=comm, task=instance.task, dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
-        standardize=config.standardize,
+        standardize=config.standardize, sparse=checked(comm, _sparse, config, instance),
         synthetic=synthetic_spec(config), read=read_options(config), arrays=arrays,
         test_arrays=test_arrays)
+    if dataset.sparse:
+        instance = sparse_variant(instance)
     bound = checked(comm, _bind, instance, dataset, config.model)
     if config.reduce == "shm":  # collective test, the same answer on every rank
         agree(comm, None if single_node(comm) else
               "--reduce shm needs every rank on one node, but the ranks span several nodes; "
               "use --reduce auto")
     return bound, dataset, bound.init_params(seed=config.seed, dtype=config.dtype)
+
+
+def _sparse(config: TrainConfig, instance: Model) -> str:
+    """``--sparse`` for load_dataset: ``auto`` stays dense for models without CSR kernels
+    and other modes than sync; ``on`` with them is an error (the same on every rank)."""
+    if config.sparse == "off":
+        return "off"
+    problem = None
+    if not has_sparse_variant(instance):
+        problem = (f"--sparse on: --model {config.model} has no sparse kernels (linear, "
+                   "logistic and softmax do)")
+    elif config.mode != "sync":
+        problem = f"--sparse on trains in --mode sync only (got --mode {config.mode})"
+    if problem and config.sparse == "on":
+        raise UserError(problem)
+    return "off" if problem else config.sparse
 
 
 def synthetic_spec(config: TrainConfig) -> SyntheticSpec:

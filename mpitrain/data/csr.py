@@ -29,6 +29,10 @@ class Csr:
         return len(self.indptr) - 1
 
     @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(data, indices, indptr)``: how the sparse kernels take ``X``
         (:mod:`mpitrain.kernels.sparse`)."""

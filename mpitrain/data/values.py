@@ -44,6 +44,19 @@ def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.nd
     return X
 
 
+def sparse_features(block: Block, source: Source, width: int, dtype: np.dtype) -> Csr:
+    """Local: ``block.X`` (a Csr) with values of ``dtype`` and ``width`` columns, never
+    dense; values that are not finite in ``dtype`` raise UserError naming the row."""
+    X = block.X
+    with np.errstate(over="ignore"):
+        data = X.data.astype(dtype)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        row = int(np.searchsorted(X.indptr, int(np.argmax(bad)), side="right")) - 1
+        raise source.error(f"{source.quoted} has a non-finite value in {block.where(row)}")
+    return Csr(data, X.indices, X.indptr, width)
+
+
 def targets(block: Block, source: Source, dtype: np.dtype) -> np.ndarray:
     """Local: regression targets as ``dtype``; names and non-finite values raise UserError."""
     if block.label_codes is not None and block.label_names is not None:
