@@ -94,6 +94,14 @@ def dense_predict(params, X, rows, out, work, spec):
     kind = spec[0]
     # labels are not needed: gather X[rows] with row indices as stand-in labels
     logits, _ = _gather_chunk(params, dims, kind, X, rows, rows, work)
+    outputs_of_logits(logits, kind, out)
+
+
+@njit(**_JIT)
+def outputs_of_logits(logits, kind, out):
+    """The predict kernel's outputs from the logits (which it overwrites): class
+    probabilities (softmax; ``[1 - p, p]`` for the logistic head) or regression values."""
+    nrows = logits.shape[0]
     if kind == SOFTMAX_XENT:
         for i in range(nrows):
             z = logits[i]

@@ -55,6 +55,7 @@ BENCHMARKS = {
               "modes, with and without a straggler"),
     "trees": ("mpitrain.bench.trees", "fit time of gbdt/forest/kmeans on P ranks vs one rank "
               "and scikit-learn/LightGBM"),
+    "data": ("mpitrain.bench.data", "libsvm read time and peak memory per rank"),
 }
 
 

@@ -24,6 +24,7 @@ from .asynchronous.straggler import parse_stragglers
 from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
 from .data.batches import SHUFFLES
+from .data.dataset import SPARSE
 from .data.sources import ZERO_BASED
 from .errors import UserError
 from .federated.partition import PARTITIONS
@@ -79,6 +80,10 @@ class TrainConfig:
                                          "separated feature columns; none: every column but "
                                          "the label (and pandas index columns)",
                                          group="data", metavar="A,B,...")
+    sparse: str = option("off", "libsvm rows held as CSR, never dense (linear, logistic, "
+                         "softmax; sync mode; not standardised): on, off, or auto: on when "
+                         "at most a tenth of the values are non-zero and the model can",
+                         choices=SPARSE, group="data")
     standardize: bool = option(True, "scale features to zero mean and unit variance "
                                "(global statistics over the training rows)", group="data")
     dtype: str = option("float32", "floating-point type of data and parameters",

@@ -49,6 +49,7 @@ from .models import (
 from .models.checks import HOOK_NAMES, smoke_test
 from .models.estimators import SavedEstimator, save_estimator
 from .models.registry import canonical_name, options_text, parse_options
+from .models.sparse import has_sparse_variant, sparse_variant
 from .strategies import ESTIMATORS, strategy_class, strategy_for
 from .strategies.base import Strategy
 
@@ -99,9 +100,6 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
-    if config.model in ESTIMATORS:
-        return _train_estimator(config, comm=comm, arrays=arrays, test_arrays=test_arrays,
-                                stop_requested=stop_requested, started=started)
     if config.model in ESTIMATORS:
         return _train_estimator(config, comm=comm, arrays=arrays, test_arrays=test_arrays,
                                 stop_requested=stop_requested, started=started)
@@ -222,15 +220,33 @@ def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
     dataset = load_dataset(
         config.data, comm=comm, task=instance.task, dtype=np.dtype(config.dtype),
         seed=config.seed, test_fraction=config.test_fraction, test_source=config.test_data,
-        standardize=config.standardize,
+        standardize=config.standardize, sparse=checked(comm, _sparse, config, instance),
         synthetic=synthetic_spec(config), read=read_options(config), arrays=arrays,
         test_arrays=test_arrays)
+    if dataset.sparse:
+        instance = sparse_variant(instance)
     bound = checked(comm, _bind, instance, dataset, config.model)
     if config.reduce == "shm":  # collective test, the same answer on every rank
         agree(comm, None if single_node(comm) else
               "--reduce shm needs every rank on one node, but the ranks span several nodes; "
               "use --reduce auto")
     return bound, dataset, bound.init_params(seed=config.seed, dtype=config.dtype)
+
+
+def _sparse(config: TrainConfig, instance: Model) -> str:
+    """``--sparse`` for load_dataset: ``auto`` stays dense for models without CSR kernels
+    and other modes than sync; ``on`` with them is an error (the same on every rank)."""
+    if config.sparse == "off":
+        return "off"
+    problem = None
+    if not has_sparse_variant(instance):
+        problem = (f"--sparse on: --model {config.model} has no sparse kernels (linear, "
+                   "logistic and softmax do)")
+    elif config.mode != "sync":
+        problem = f"--sparse on trains in --mode sync only (got --mode {config.mode})"
+    if problem and config.sparse == "on":
+        raise UserError(problem)
+    return "off" if problem else config.sparse
 
 
 def synthetic_spec(config: TrainConfig) -> SyntheticSpec:

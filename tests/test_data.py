@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from mpitrain.bench.data import memory_kb, reset_peak
 from mpitrain.data import SyntheticSpec, block_range, load_dataset
 from mpitrain.data.binary import NpyDirSource
 from mpitrain.data.holdout import make_holdout
@@ -625,24 +626,6 @@ def write_big_npy(path: Path, n: int, d: int) -> None:
         for start in range(0, n, 20000):
             stop = min(start + 20000, n)
             fp.write(np.arange(start * d, stop * d, dtype=np.float64).tobytes())
-
-
-def memory_kb() -> dict[str, int]:
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS, where the kernel allows it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def test_memmap_reads_touch_only_the_wanted_rows(tmp_path):

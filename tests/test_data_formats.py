@@ -12,8 +12,8 @@ import pytest
 from mpi4py import MPI
 from test_data import example, load, parquet_table, write, write_text
 
+from mpitrain.data.libsvm import LibsvmSource
 from mpitrain.data.sources import ReadOptions
-from mpitrain.data.text import LibsvmSource
 from mpitrain.errors import UserError
 from mpitrain.models import load_model
 from mpitrain.models.predict import predict

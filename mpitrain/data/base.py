@@ -20,7 +20,8 @@ from mpitrain.errors import UserError
 class Block:
     """Rows one rank read from one source, before conversion and checks.
 
-    ``X`` has any real dtype and may be narrower than the final feature count (sparse
+    ``X`` has any real dtype, or is a :class:`~mpitrain.data.csr.Csr` (sparse formats), and
+    may be narrower than the final feature count (sparse
     formats only know their widest row); ``y`` holds labels or targets as float64.
     Sources whose labels may be text (CSV, Parquet, in-memory arrays) give the labels that
     are not numbers as ``label_names`` (this block's distinct ones) and ``label_codes``
@@ -28,7 +29,7 @@ class Block:
     where it does not); see :func:`mpitrain.data.values.split_labels`.
     """
 
-    X: np.ndarray
+    X: np.ndarray  # or a Csr
     y: np.ndarray
     rows: np.ndarray  # index of each row within the source, for messages
     lines: np.ndarray | None = None  # 1-based line numbers, for text formats

@@ -21,8 +21,10 @@ from mpi4py import MPI
 from mpitrain.data import standardize as standardization
 from mpitrain.data import values
 from mpitrain.data.base import Block, Source
+from mpitrain.data.csr import Csr
 from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
 from mpitrain.data.labels import name_labels
+from mpitrain.data.libsvm import share_scans
 from mpitrain.data.memory import Arrays, MemorySource, open_arrays
 from mpitrain.data.sharding import block_range
 from mpitrain.data.sources import (
@@ -43,7 +45,7 @@ T = TypeVar("T")
 class Shard:
     """This rank's rows of one split (train or test): a contiguous block of the split."""
 
-    X: np.ndarray  # (n_local, d), C-contiguous, float32 or float64
+    X: np.ndarray | Csr  # (n_local, d), C-contiguous, float32 or float64; Csr if sparse
     y: np.ndarray  # (n_local,), int64 labels (classification) or X's dtype (regression)
     start: int  # index of this rank's first row within the split
     n_total: int  # rows of the split over all ranks
@@ -68,6 +70,14 @@ class Dataset:
     #: Class names (str) when labels were names such as 'cat': class i is classes[i].
     #: None when the labels were class indices already (numbers).
     classes: np.ndarray | None = None
+    #: Rows held as CSR (``--sparse``): never dense, not standardised.
+    sparse: bool = False
+
+
+#: Values of --sparse: keep libsvm rows as CSR always, never, or below AUTO_DENSITY.
+SPARSE = ("auto", "on", "off")
+#: ``--sparse auto`` keeps rows sparse when at most this fraction of the values are non-zero.
+AUTO_DENSITY = 0.1
 
 
 def load_dataset(
@@ -84,6 +94,7 @@ def load_dataset(
     read: ReadOptions = ReadOptions(),  # noqa: B008
     arrays: Arrays | None = None,
     test_arrays: Arrays | None = None,
+    sparse: str = "off",
 ) -> Dataset:
     """Collective: load this rank's shards of ``source`` (see the module docstring).
 
@@ -92,7 +103,9 @@ def load_dataset(
     ``read`` says how some formats are read. ``arrays`` / ``test_arrays`` are in-memory
     rows (:mod:`.memory`); when any rank passes some, they replace ``source`` /
     ``test_source`` (pass them on every rank, as ``Arrays(None, None)`` where there are
-    none). Any problem, on any rank, raises the same UserError on every rank.
+    none). ``sparse`` (``--sparse``): ``"on"`` keeps libsvm rows as CSR, ``"auto"`` when
+    at most :data:`AUTO_DENSITY` of their values are non-zero; sparse rows are not
+    standardised. Any problem, on any rank, raises the same UserError on every rank.
     """
     size, rank = comm.Get_size(), comm.Get_rank()
     memory = open_arrays(comm, arrays) if arrays is not None else None
@@ -108,7 +121,11 @@ def load_dataset(
         test_fraction=test_fraction,
         synthetic=synthetic,
         read=read,
+        part=(rank, size),
+        sparse=sparse,
     )
+    share_scans(comm, [train_source, separate_test])
+    settle_libsvm_base([train_source, separate_test], read.zero_based)
     agree(comm, _disagreement(comm, [train_source, separate_test]))
     if separate_test is None:
         split = make_holdout(train_source.n_rows, test_fraction, seed)
@@ -131,8 +148,11 @@ def load_dataset(
         blocks = values.map_signed_labels(comm, list(zip(blocks, sources, strict=True)))
         blocks, classes = name_labels(comm, list(zip(blocks, sources, strict=True)))
 
-    def convert(block: Block, source: Source) -> tuple[np.ndarray, np.ndarray]:
-        X = values.features(block, source, width, data_dtype)
+    keep_sparse = _keep_sparse(comm, sparse, blocks, width)
+
+    def convert(block: Block, source: Source) -> tuple[np.ndarray | Csr, np.ndarray]:
+        X = (values.sparse_features(block, source, width, data_dtype) if keep_sparse
+             else values.features(block, source, width, data_dtype))
         y = (
             values.labels(block, source)
             if classification
@@ -153,7 +173,7 @@ def load_dataset(
     )
 
     mean = std = None
-    if standardize is None or standardize:
+    if (standardize is None or standardize) and not keep_sparse:
         mean, std = standardization.fit(comm, X_train, n_train)
         standardization.apply(X_train, mean, std)
         standardization.apply(X_test, mean, std)
@@ -168,7 +188,23 @@ def load_dataset(
         mean=mean,
         std=std,
         classes=classes,
+        sparse=keep_sparse,
     )
+
+
+def _keep_sparse(comm: MPI.Comm, sparse: str, blocks: list[Block], width: int) -> bool:
+    """Collective when rows are CSR and ``sparse`` is ``"auto"``: keep them sparse?"""
+    csr = all(isinstance(block.X, Csr) for block in blocks)
+    if sparse == "on":
+        agree(comm, None if csr else "--sparse on needs libsvm data (.svm, .libsvm) for "
+              "--data and --test-data")
+        return True
+    if sparse == "off" or not csr:
+        return False
+    counts = np.array([sum(len(b.X.data) for b in blocks), sum(len(b.y) for b in blocks)],
+                      dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, counts, op=MPI.SUM)
+    return bool(counts[0] <= AUTO_DENSITY * counts[1] * max(width, 1))
 
 
 def _check_options(task: str, dtype: npt.DTypeLike, seed: int, test_fraction: float) -> np.dtype:
@@ -208,25 +244,28 @@ def _open(
     test_fraction: float,
     synthetic: SyntheticSpec,
     read: ReadOptions,
+    part: tuple[int, int],
+    sparse: str,
 ) -> tuple[np.dtype, Source, Source | None]:
-    """Local: check the options, open the training source and the test source if any.
+    """Local: check the options, open the training source and the test source if any
+    (libsvm: this rank's ``part`` only, see :func:`~mpitrain.data.libsvm.share_scans`).
 
     The test source is always a path or in-memory arrays. Returns the data dtype and the
     sources.
     """
     data_dtype = _check_options(task, dtype, seed, test_fraction)
+    require(sparse in SPARSE, f"--sparse must be one of {', '.join(SPARSE)} (got {sparse!r})")
     require(read.zero_based in ZERO_BASED,
             f"--zero-based must be one of {', '.join(ZERO_BASED)} (got {read.zero_based!r})")
     train = open_source(source, option="--data", task=task, seed=seed, synthetic=synthetic,
-                        read=read)
+                        read=read, part=part)
     test = None if test_source is None else open_source(
         test_source, option="--test-data", task=task, seed=seed, synthetic=synthetic,
-        builtin=False, read=read,
+        builtin=False, read=read, part=part,
     )
     unused = unused_read_option(read, [train, test])
     if unused:
         raise UserError(unused)
-    settle_libsvm_base([train, test], read.zero_based)
     if test is None:
         return data_dtype, train, None
     if None not in (train.n_features, test.n_features) and train.n_features != test.n_features:

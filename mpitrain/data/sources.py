@@ -15,11 +15,13 @@ from pathlib import Path
 from mpitrain.data.base import Source
 from mpitrain.data.binary import NpyDirSource, NpzSource
 from mpitrain.data.digits import DigitsSource
+from mpitrain.data.files import format_suffix, is_gzip
 from mpitrain.data.hdf5 import Hdf5Source
+from mpitrain.data.libsvm import LibsvmSource
 from mpitrain.data.memory import IN_MEMORY
 from mpitrain.data.parquet import ParquetSource, parquet_parts
 from mpitrain.data.synthetic import SyntheticSource, SyntheticSpec
-from mpitrain.data.text import CsvSource, LibsvmSource
+from mpitrain.data.text import CsvSource
 from mpitrain.errors import UserError
 
 BUILTIN = ("synthetic", "digits")
@@ -57,11 +59,14 @@ def open_source(
     synthetic: SyntheticSpec,
     builtin: bool = True,
     read: ReadOptions = ReadOptions(),
+    part: tuple[int, int] = (0, 1),
 ) -> Source:
     """Open a source by name (``synthetic``, ``digits`` if ``builtin``) or by path; an
     already open source (in-memory arrays) is only checked.
 
     Local (no collectives): raises UserError for a missing, unreadable or malformed source.
+    ``part=(rank, size)``: formats that open in parallel (libsvm) scan only that rank's
+    share, and :func:`mpitrain.data.libsvm.share_scans` (collective) completes them.
     """
     if isinstance(value, Source):
         source = value
@@ -71,12 +76,12 @@ def open_source(
         source = DigitsSource(option=option)
     elif builtin and value in BUILTIN:  # shadowed by a file or directory of that name
         try:
-            source = _open_path(value, option=option, read=read, builtin=builtin)
+            source = _open_path(value, option=option, read=read, builtin=builtin, part=part)
         except UserError as exc:
             raise UserError(f"{exc} ('{value}' exists in the working directory, so it is "
                             f"read instead of the built-in data set)") from None
     else:
-        source = _open_path(value, option=option, read=read, builtin=builtin)
+        source = _open_path(value, option=option, read=read, builtin=builtin, part=part)
     if source.n_rows == 0:
         raise source.error(f"{source.quoted} has no data rows")
     if source.n_features == 0:
@@ -84,7 +89,8 @@ def open_source(
     return source
 
 
-def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool) -> Source:
+def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool,
+               part: tuple[int, int] = (0, 1)) -> Source:
     """A directory holds .npy files or .parquet parts; otherwise the suffix picks the
     reader."""
     if value == IN_MEMORY:
@@ -95,7 +101,10 @@ def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool) -> 
         if not (path / "X.npy").exists() and parquet_parts(path):
             return _parquet(path, option, read)
         return NpyDirSource(path, option=option)
-    suffix = path.suffix.lower()
+    suffix = format_suffix(path)
+    if suffix not in (".csv", ".svm", ".libsvm") and is_gzip(path):
+        raise UserError(f"{option}: '{path}' is compressed, which only CSV and libsvm data "
+                        "can be (.csv.gz, .svm.gz, .libsvm.gz)")
     if not path.exists():
         if suffix in SUFFIXES:
             raise UserError(f"{option}: file '{value}' does not exist")
@@ -106,7 +115,7 @@ def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool) -> 
         return CsvSource(path, option=option, label_column=read.label_column,
                          feature_columns=read.feature_columns)
     if suffix in (".svm", ".libsvm"):
-        return LibsvmSource(path, option=option, zero_based=read.zero_based)
+        return LibsvmSource(path, option=option, zero_based=read.zero_based, part=part)
     if suffix in (".h5", ".hdf5"):
         return Hdf5Source(path, option=option, x_name=read.h5_x, y_name=read.h5_y)
     if suffix == ".parquet":

@@ -1,9 +1,7 @@
-"""Line-oriented text formats: CSV (label in the last column) and libsvm/svmlight.
+"""Line-oriented text: CSV (label in the last column, or columns named by a header).
 
 CSV labels may be numbers or names (``cat``); see :mod:`mpitrain.data.labels`. libsvm
-feature indices may be 1-based (libsvm's convention) or 0-based (scikit-learn's
-``dump_svmlight_file`` default): the scan notes whether any index is 0, so every rank,
-having scanned the same file, decides alike without a collective.
+files have their own parallel reader (:mod:`mpitrain.data.libsvm`).
 
 Opening a source scans the file once, counting data lines and remembering the byte
 offset of every :data:`CHECKPOINT_ROWS`-th one. Reading seeks to the checkpoint before the
@@ -12,29 +10,24 @@ first wanted row and parses only the wanted lines, so a rank never holds other r
 
 from __future__ import annotations
 
-import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from mpitrain.data.base import Block, Source, select_columns
+from mpitrain.data.files import open_bytes
 from mpitrain.data.labels import split_labels
 
 #: A byte offset is remembered for every this many data lines.
 CHECKPOINT_ROWS = 1024
-#: Largest libsvm feature index accepted (features are stored densely).
-MAX_INDEX = 2**31 - 1
 
 
 class TextSource(Source):
     """Row counting and selective line reading shared by the text formats."""
-
-    #: Called with every data line while scanning, for formats that learn something from
-    #: all rows (libsvm: is any feature index 0?); None for the others.
-    note: Callable[[bytes], None] | None = None
 
     def __init__(self, path: Path, *, option: str) -> None:
         super().__init__(option, path.name, f"'{path}'")
@@ -44,22 +37,18 @@ class TextSource(Source):
         """Whether a raw line holds a row (blank lines and comments do not)."""
         return bool(line.strip())
 
-    def open_file(self) -> IO[bytes]:
-        try:
-            return self.path.open("rb")
-        except OSError as exc:
-            raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
+    def open_file(self) -> AbstractContextManager[IO[bytes]]:
+        """The file as bytes (``.gz`` decompressed as it is read)."""
+        return open_bytes(self, self.path)
 
     def scan(self, offset: int = 0, line: int = 1) -> None:
         """Count the data lines from byte ``offset`` (line number ``line``) to the end."""
         offsets, numbers = [], []
-        count, is_data, note = 0, self.is_data, self.note
+        count, is_data = 0, self.is_data
         with self.open_file() as fp:
             fp.seek(offset)
             for raw in fp:
                 if is_data(raw):
-                    if note is not None:
-                        note(raw)
                     if count % CHECKPOINT_ROWS == 0:
                         offsets.append(offset)
                         numbers.append(line)
@@ -219,120 +208,3 @@ class CsvSource(TextSource):
             return None
         width = self.n_columns if usecols is None else len(usecols)
         return values if values.shape == (len(texts), width) else None
-
-
-class LibsvmSource(TextSource):
-    """libsvm/svmlight lines ``label index:value ...``.
-
-    The feature count is the largest index over the whole file, known only once every
-    rank has parsed its lines, so ``n_features`` is None and readers return rows as wide
-    as their own widest row. ``zero_based``: ``"true"`` (index 0 is column 0), ``"false"``
-    (index 1 is column 0; an index 0 is an error) or ``"auto"``: 0-based when the file has
-    an index 0 (:func:`mpitrain.data.sources.settle_libsvm_base` extends that to a
-    training and a test file together, as scikit-learn's ``load_svmlight_files``).
-    """
-
-    n_features = None
-    signed_labels = True
-
-    def __init__(self, path: Path, *, option: str, zero_based: str = "auto") -> None:
-        super().__init__(path, option=option)
-        self.has_zero = False  # set by note() while scanning
-        self.scan()
-        if self.n_rows == 0:
-            raise self.error(f"{self.quoted} has no data rows")
-        #: The index that goes to column 0.
-        self.base = 0 if zero_based == "true" or (zero_based == "auto" and self.has_zero) else 1
-
-    def is_data(self, line: bytes) -> bool:
-        return bool(line.split(b"#", 1)[0].strip())
-
-    def note(self, line: bytes) -> None:  # type: ignore[override]
-        if not self.has_zero and b"0:" in line and _ZERO_INDEX.search(line.split(b"#", 1)[0]):
-            self.has_zero = True
-
-    def read(self, rows: np.ndarray) -> Block:
-        texts, numbers = self.lines(rows)
-        bodies = [text.split("#", 1)[0].split(None, 1) for text in texts]
-        labels = [body[0] for body in bodies]
-        pairs = [body[1] if len(body) > 1 else "" for body in bodies]
-        try:
-            y, counts, entries = _parse_fast(labels, pairs, self.base)
-        except ValueError:
-            y, counts, entries = self._parse_line_by_line(labels, pairs, numbers)
-        cols = entries[0::2].astype(np.int64) - self.base
-        X = np.zeros((len(texts), int(cols.max()) + 1 if len(cols) else 0))
-        X[np.repeat(np.arange(len(texts)), counts), cols] = entries[1::2]
-        return Block(X=X, y=y, rows=rows, lines=numbers)
-
-    def _parse_line_by_line(
-        self, labels: list[str], pairs: list[str], numbers: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Like :func:`_parse_fast`, token by token: skips ``qid:``, names the first bad line."""
-        y = np.empty(len(labels))
-        counts = np.zeros(len(labels), dtype=np.int64)
-        entries: list[float] = []
-        for i, (label, line_pairs, number) in enumerate(zip(labels, pairs, numbers, strict=True)):
-            y[i] = self._number(label, number, "label")
-            for pair in line_pairs.split():
-                key, sep, value = pair.partition(":")
-                if key == "qid":
-                    continue
-                if not sep:
-                    raise self.error(
-                        f"{self.quoted} line {number} has {pair!r} (expected index:value)"
-                    )
-                entries += [self._index(key, number), self._number(value, number, "value")]
-                counts[i] += 1
-        return y, counts, np.array(entries, dtype=np.float64)
-
-    def _number(self, text: str, number: int, what: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise self.error(
-                f"{self.quoted} line {number} has a non-numeric {what} {text!r}"
-            ) from None
-
-    def _index(self, text: str, number: int) -> int:
-        """A feature index, from ``base`` to MAX_INDEX."""
-        try:
-            index = int(text)
-        except ValueError:
-            index = -1
-        if not self.base <= index <= MAX_INDEX:
-            raise self.error(
-                f"{self.quoted} line {number} has feature index {text!r} "
-                f"(expected an integer from {self.base} to {MAX_INDEX})"
-            )
-        return index
-
-
-#: A token without a colon, or with more than one.
-_NOT_A_PAIR = re.compile(r"(?<!\S)[^\s:]+(?!\S)|:\S*:")
-
-
-#: A feature index 0 (``0:``, ``00:``, ``+0:``) at the start of a token.
-_ZERO_INDEX = re.compile(rb"(?:^|\s)\+?0+:")
-
-
-def _parse_fast(
-    labels: list[str], pairs: list[str], base: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse labels and ``index:value`` pairs with a few vectorised calls.
-
-    Returns the labels, the number of pairs per line and the flat (index, value, ...) list.
-    Raises ValueError on anything unusual (bad tokens, ``qid:``), which the caller then
-    parses line by line to name the problem.
-    """
-    y = np.array(labels, dtype=np.float64)
-    flat = " ".join(pairs)
-    if "qid" in flat or _NOT_A_PAIR.search(flat):
-        raise ValueError("needs the line-by-line parser")
-    counts = np.array([text.count(":") for text in pairs], dtype=np.int64)
-    entries = np.array(flat.replace(":", " ").split(), dtype=np.float64)
-    index = entries[0::2]
-    valid = (index >= base) & (index <= MAX_INDEX) & (index == np.floor(index))
-    if len(entries) != 2 * counts.sum() or not valid.all():
-        raise ValueError("needs the line-by-line parser")
-    return y, counts, entries

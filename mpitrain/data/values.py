@@ -13,6 +13,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.data.base import Block, Source
+from mpitrain.data.csr import Csr
 
 #: Rows per chunk when looking for non-finite values (bounds the boolean temporary).
 CHUNK_ROWS = 4096
@@ -23,11 +24,14 @@ MAX_LABEL = 2**31 - 1
 def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.ndarray:
     """Local: ``block.X`` as a C-contiguous ``(rows, width)`` array of ``dtype``.
 
-    Narrower blocks (sparse formats) are padded with zero columns. Values that are not
+    Sparse rows (:class:`~mpitrain.data.csr.Csr`) are made dense; narrower blocks are
+    padded with zero columns. Values that are not
     finite in ``dtype`` (including float32 overflow) raise UserError.
     """
     with np.errstate(over="ignore"):  # overflow becomes inf, reported below
-        if block.X.shape[1] == width:
+        if isinstance(block.X, Csr):
+            X = block.X.dense(width, dtype)
+        elif block.X.shape[1] == width:
             X = np.ascontiguousarray(block.X, dtype=dtype)
         else:
             X = np.zeros((len(block.X), width), dtype=dtype)
@@ -38,6 +42,19 @@ def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.nd
             where = block.where(start + int(np.argmax(bad)))
             raise source.error(f"{source.quoted} has a non-finite value in {where}")
     return X
+
+
+def sparse_features(block: Block, source: Source, width: int, dtype: np.dtype) -> Csr:
+    """Local: ``block.X`` (a Csr) with values of ``dtype`` and ``width`` columns, never
+    dense; values that are not finite in ``dtype`` raise UserError naming the row."""
+    X = block.X
+    with np.errstate(over="ignore"):
+        data = X.data.astype(dtype)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        row = int(np.searchsorted(X.indptr, int(np.argmax(bad)), side="right")) - 1
+        raise source.error(f"{source.quoted} has a non-finite value in {block.where(row)}")
+    return Csr(data, X.indices, X.indptr, width)
 
 
 def targets(block: Block, source: Source, dtype: np.dtype) -> np.ndarray:

@@ -1,0 +1,131 @@
+"""One-layer networks (linear, logistic, softmax) on rows held in CSR, never made dense.
+
+The model protocol's argument lists (see :mod:`mpitrain.models.protocol`) with ``X`` the
+tuple ``(data, indices, indptr)`` of a CSR matrix: row ``r`` holds ``data[p]`` at column
+``indices[p]`` for ``p`` in ``indptr[r]:indptr[r+1]`` (data of the float dtype, indices
+int32 or int64, indptr int64). ``spec`` is the dense networks' ``[loss_kind, d, k]``, the
+flat buffer the same ``W (d, k)`` then ``b (k,)``, and the heads (loss, deltas,
+probabilities) are the dense kernels' own, so a sparse model computes what the dense one
+computes on the same rows, in a time that grows with the non-zeros rather than ``d``.
+
+Workspace for ``n`` rows: ``n * (k + 1)`` elements (logits, then labels).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from .backward import _write_tail
+from .dense import outputs_of_logits
+from .network import _head
+
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
+
+
+def sparse_workspace_size(n_classes_out: int, rows: int) -> int:
+    """Workspace elements for batches of ``rows`` rows and ``n_classes_out`` outputs."""
+    return max(1, rows) * (n_classes_out + 1)
+
+
+@njit(**_JIT)
+def _check(params, X, spec, nrows, work):
+    data, indices, indptr = X
+    d, k = spec[1], spec[2]
+    if spec.size != 3:
+        raise ValueError("sparse kernels need spec = [loss_kind, d, k] (one layer)")
+    if params.size != d * k + k:
+        raise ValueError("params.size must equal d * k + k")
+    if work.size < nrows * (k + 1):
+        raise ValueError("work is smaller than sparse_workspace_size(k, rows)")
+    if data.size != indices.size or indptr.size < 1 or indptr[indptr.size - 1] > data.size:
+        raise ValueError("X must be a CSR triple (data, indices, indptr)")
+
+
+@njit(**_JIT)
+def _logits(params, X, rows, work, spec):
+    """``Z = X[rows] @ W + b`` into the workspace (touching only the rows' non-zeros)."""
+    data, indices, indptr = X
+    d, k = spec[1], spec[2]
+    n = rows.size
+    n_rows = indptr.size - 1
+    W = params[: d * k].reshape((d, k))
+    b = params[d * k : d * k + k]
+    Z = work[: n * k].reshape((n, k))
+    for i in range(n):
+        r = rows[i]
+        if r < 0 or r >= n_rows:
+            raise IndexError("row index out of range")
+        for c in range(k):
+            Z[i, c] = 0
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            if j < 0 or j >= d:
+                raise IndexError("column index out of range")
+            v = data[p]
+            for c in range(k):
+                Z[i, c] += v * W[j, c]
+        for c in range(k):
+            Z[i, c] += b[c]
+    return Z
+
+
+@njit(**_JIT)
+def _labels(y, rows, work, spec):
+    n, k = rows.size, spec[2]
+    labels = work[n * k : n * k + n]
+    for i in range(n):
+        labels[i] = y[rows[i]]
+    return labels
+
+
+@njit(**_JIT)
+def sparse_gradient(params, grad, X, y, rows, work, spec):
+    """Protocol ``gradient_kernel``: overwrites ``grad[:d*k+k]`` with the summed gradient;
+    returns (loss sum, correct). The W rows of columns absent from the batch stay 0."""
+    nrows = rows.size
+    _check(params, X, spec, nrows, work)
+    data, indices, indptr = X
+    d, k = spec[1], spec[2]
+    grad[: d * k + k] = 0
+    if nrows == 0:
+        return 0.0, 0.0
+    Z = _logits(params, X, rows, work, spec)
+    loss, correct = _head(Z, _labels(y, rows, work, spec), spec[0], True)
+    gW = grad[: d * k].reshape((d, k))
+    gb = grad[d * k : d * k + k]
+    for i in range(nrows):
+        r = rows[i]
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            v = data[p]
+            for c in range(k):
+                gW[j, c] += v * Z[i, c]
+        for c in range(k):
+            gb[c] += Z[i, c]
+    return loss, correct
+
+
+@njit(**_JIT)
+def sparse_step(params, message, X, y, rows, work, spec):
+    """Protocol ``step_kernel``: the gradient plus ``message[n:n+3] = loss, correct, rows``."""
+    loss, correct = sparse_gradient(params, message, X, y, rows, work, spec)
+    _write_tail(message, params.size, loss, correct, rows.size)
+
+
+@njit(**_JIT)
+def sparse_loss(params, X, y, rows, work, spec):
+    """Protocol ``loss_kernel``: (loss sum, correct) of ``X[rows]``, forward only."""
+    _check(params, X, spec, rows.size, work)
+    if rows.size == 0:
+        return 0.0, 0.0
+    Z = _logits(params, X, rows, work, spec)
+    return _head(Z, _labels(y, rows, work, spec), spec[0], False)
+
+
+@njit(**_JIT)
+def sparse_predict(params, X, rows, out, work, spec):
+    """Protocol ``predict_kernel``: the dense predict kernel's outputs for ``X[rows]``."""
+    _check(params, X, spec, rows.size, work)
+    if rows.size == 0:
+        return
+    outputs_of_logits(_logits(params, X, rows, work, spec), spec[0], out)

@@ -1,0 +1,318 @@
+"""libsvm/svmlight files (``label index:value ... # comment``), read in parallel.
+
+Opening on P ranks, rank r scans only bytes ``[r*S/P, (r+1)*S/P)`` of the file: it aligns to
+the first line that starts in its range and counts data lines up to the first that starts
+past it, keeping a checkpoint (row, byte offset, line number) every :data:`CHECKPOINT_ROWS`
+data lines. One collective (:func:`share_scans`) then numbers the rows globally, so the
+holdout and the block split are the same for any P. Reading seeks to the checkpoint before
+the first wanted row and parses the wanted lines chunk by chunk into CSR
+(:class:`~mpitrain.data.csr.Csr`) with numba (:mod:`.libsvm_parse`): a rank reads and
+holds about 1/P of the file and never more than its rows.
+
+Feature indices may be 1-based (libsvm's convention) or 0-based (scikit-learn's
+``dump_svmlight_file`` default): ``--zero-based auto`` decides by whether any index in the
+file is 0, which the scan notes. Indices in a row may be unsorted or repeated (the last
+value of a repeated index counts); ``qid:`` tokens are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain.data import libsvm_parse as kernels
+from mpitrain.data.base import Block, Source
+from mpitrain.data.csr import Csr
+from mpitrain.data.files import is_gzip, open_bytes
+from mpitrain.errors import UserError
+
+#: A checkpoint is kept every this many data lines.
+CHECKPOINT_ROWS = 1024
+#: Largest libsvm feature index accepted.
+MAX_INDEX = 2**31 - 1
+#: Bytes read at a time (a longer line grows the buffer).
+CHUNK_BYTES = 4 << 20
+_BOM = b"\xef\xbb\xbf"
+#: Per rank and file in share_scans: libsvm?, rows, lines, zero, checkpoints, size, colons.
+_FIELDS = 7
+_CHECKPOINT_ARRAYS = 4  # rows, byte offsets, line numbers, colons before
+
+
+class LibsvmSource(Source):
+    """A libsvm/svmlight file. ``part=(rank, size)`` scans only that rank's byte range;
+    :func:`share_scans` (collective) then completes every rank's view. With the default
+    ``(0, 1)`` the whole file is scanned and the source is ready at once.
+
+    ``n_features`` is None: the width is the largest index over the whole file, known once
+    every rank has read its rows. ``zero_based``: ``"true"`` (index 0 is column 0),
+    ``"false"`` (index 1 is column 0; an index 0 is an error) or ``"auto"`` (0-based when
+    the file has an index 0; :func:`mpitrain.data.sources.settle_libsvm_base` extends that
+    to a training and a test file together, as scikit-learn's ``load_svmlight_files``).
+    """
+
+    n_features = None
+    signed_labels = True
+
+    def __init__(self, path: Path, *, option: str, zero_based: str = "auto",
+                 part: tuple[int, int] = (0, 1)) -> None:
+        super().__init__(option, path.name, f"'{path}'")
+        self.path = path
+        self.zero_based = zero_based
+        try:
+            self.file_size = path.stat().st_size
+        except OSError as exc:
+            raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
+        self.n_rows: int | None = None  # type: ignore[assignment]  # known once shared
+        if is_gzip(path):  # a compressed stream has no byte ranges: every rank scans it all
+            self.file_size, part = 2**62, (0, 1)
+        self._scan(*part)
+        if part[1] == 1:
+            self.settle(self._local_table()[None, :], *self._local_checkpoints())
+
+    def open_file(self) -> AbstractContextManager[IO[bytes]]:
+        """The file as bytes (``.gz`` decompressed as it is read)."""
+        return open_bytes(self, self.path)
+
+    # ------------------------------------------------------------------ opening
+    def _scan(self, rank: int, size: int) -> None:
+        """Count the data lines that start in this rank's byte range (local)."""
+        lo, hi = self.file_size * rank // size, self.file_size * (rank + 1) // size
+        self._state = np.zeros(5, dtype=np.int64)
+        capacity = 64
+        ck = [np.empty(capacity, dtype=np.int64) for _ in range(_CHECKPOINT_ARRAYS)]
+        with self.open_file() as fp:
+            start = self._first_line(fp, lo)
+            fp.seek(start)
+            buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
+            offset, carry = start, 0
+            while True:
+                got = fp.readinto(memoryview(buf)[carry:])
+                n = carry + got
+                need = int(self._state[kernels.S_CHECKPOINTS]) + n // (2 * CHECKPOINT_ROWS) + 2
+                if need > capacity:
+                    capacity = max(2 * capacity, need)
+                    ck = [np.resize(a, capacity) for a in ck]
+                used, reached = kernels.scan_chunk(buf, n, got == 0, hi - offset,
+                                                   CHECKPOINT_ROWS, self._state, *ck, offset)
+                if reached or got == 0:
+                    break
+                buf, carry = _keep_tail(buf, used, n)
+                offset += used
+        k = int(self._state[kernels.S_CHECKPOINTS])
+        self._checkpoints = [a[:k].copy() for a in ck]
+
+    def _first_line(self, fp: IO[bytes], lo: int) -> int:
+        """Byte offset of the first line starting at or after ``lo`` (after a BOM at 0)."""
+        if lo == 0:
+            return len(_BOM) if fp.read(len(_BOM)) == _BOM else 0
+        fp.seek(lo - 1)
+        position = lo - 1
+        while True:
+            chunk = fp.read(1 << 16)
+            if not chunk:
+                return position
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return position + newline + 1
+            position += len(chunk)
+
+    def _local_table(self) -> np.ndarray:
+        s = self._state
+        return np.array([1, s[kernels.S_ROWS], s[kernels.S_LINES], s[kernels.S_ZERO],
+                         s[kernels.S_CHECKPOINTS], self.file_size, s[kernels.S_COLONS]],
+                        dtype=np.int64)
+
+    def _local_checkpoints(self) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.array([len(self._checkpoints[0])], dtype=np.int64)
+        return np.concatenate(self._checkpoints), counts
+
+    def settle(self, table: np.ndarray, checkpoints: np.ndarray, counts: np.ndarray) -> None:
+        """Number the rows globally from every rank's scan (``table``: a row per rank of
+        :func:`share_scans`'s fields; ``checkpoints``: each rank's rows, offsets, lines and
+        colons before, with ``counts`` checkpoints per rank)."""
+        before = [np.concatenate([[0], np.cumsum(table[:, i])]) for i in (1, 2, 6)]
+        parts = np.split(checkpoints, np.cumsum(_CHECKPOINT_ARRAYS * counts)[:-1])
+        ck: list[list[np.ndarray]] = [[], [], [], []]
+        for owner, part in enumerate(parts):
+            rows, offsets, lines, colons = part.reshape(_CHECKPOINT_ARRAYS, -1)
+            ck[0].append(rows + before[0][owner])
+            ck[1].append(offsets)
+            ck[2].append(lines + before[1][owner] + 1)
+            ck[3].append(colons + before[2][owner])
+        self.ck_rows, self.ck_offsets, self.ck_lines, self.ck_colons = map(np.concatenate, ck)
+        self.n_rows = int(before[0][-1])
+        self.n_colons = int(before[2][-1])
+        self.has_zero = bool(table[:, 3].any())
+        #: The index that goes to column 0.
+        self.base = 0 if self.zero_based == "true" or (
+            self.zero_based == "auto" and self.has_zero) else 1
+        if self.n_rows == 0:
+            raise self.error(f"{self.quoted} has no data rows")
+
+    # ------------------------------------------------------------------ reading
+    def read(self, rows: np.ndarray) -> Block:
+        n = len(rows)
+        y = np.empty(n)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        lines = np.empty(n, dtype=np.int64)
+        state = np.zeros(6, dtype=np.int64)
+        room = self._entries_at_most(rows) + 16
+        indices, values = np.empty(room, dtype=np.int32), np.empty(room)
+        if n:
+            k = int(np.searchsorted(self.ck_rows, rows[0], side="right")) - 1
+            state[kernels.P_ROW], state[kernels.P_LINE] = self.ck_rows[k], self.ck_lines[k]
+            wanted = np.ascontiguousarray(rows, dtype=np.int64)
+            with self.open_file() as fp:
+                fp.seek(int(self.ck_offsets[k]))
+                buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
+                carry, why = 0, kernels.NEED_MORE
+                while why != kernels.FINISHED:
+                    got = fp.readinto(memoryview(buf)[carry:])
+                    n_bytes, pos = carry + got, 0
+                    while True:
+                        pos, why = kernels.parse_chunk(
+                            buf, pos, n_bytes, got == 0, self.base, wanted, state, y, indptr,
+                            indices, values, lines)
+                        if why == kernels.NEED_ROOM:
+                            size = int(len(indices) * 1.5) + 16
+                            indices.resize(size, refcheck=False)
+                            values.resize(size, refcheck=False)
+                        elif why == kernels.PYTHON_LINE:
+                            indices, values = self._python_line(buf, state, wanted, y, indptr,
+                                                                indices, values, lines)
+                            pos = int(state[kernels.P_END]) + 1
+                        else:
+                            break
+                    if why == kernels.FINISHED or got == 0:
+                        break
+                    buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
+        if state[kernels.P_DONE] != n:
+            raise self.error(f"{self.quoted} changed while being read")
+        nnz = int(state[kernels.P_NNZ])
+        indices.resize(nnz, refcheck=False)
+        values.resize(nnz, refcheck=False)
+        width = int(indices.max()) + 1 if nnz else 0
+        X = Csr(values, indices, indptr, width)
+        return Block(X=X, y=y, rows=rows, lines=lines)
+
+    def _entries_at_most(self, rows: np.ndarray) -> int:
+        """The colons between the checkpoints around ``rows``: room enough for their
+        entries, so the arrays are allocated once."""
+        if not len(rows):
+            return 0
+        first = int(np.searchsorted(self.ck_rows, rows[0], side="right")) - 1
+        last = int(np.searchsorted(self.ck_rows, rows[-1], side="right"))
+        end = self.ck_colons[last] if last < len(self.ck_colons) else self.n_colons
+        return int(end - self.ck_colons[first])
+
+    def _python_line(self, buf: np.ndarray, state: np.ndarray, wanted: np.ndarray,
+                     y: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                     values: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Parse the line the kernel left (unusual numbers, or an error to name) and record
+        it as the kernel would have."""
+        raw = bytes(buf[state[kernels.P_START] : state[kernels.P_END]])
+        number = int(state[kernels.P_LINE])
+        label, entries = self.parse_line(raw, number)
+        k, nnz = int(state[kernels.P_DONE]), int(state[kernels.P_NNZ])
+        if nnz + len(entries) > len(indices):
+            size = int(len(indices) * 1.5) + len(entries)
+            indices.resize(size, refcheck=False)
+            values.resize(size, refcheck=False)
+        for j, column in enumerate(sorted(entries)):
+            indices[nnz + j], values[nnz + j] = column, entries[column]
+        y[k], lines[k] = label, number
+        indptr[k + 1] = nnz + len(entries)
+        state[kernels.P_NNZ] = nnz + len(entries)
+        state[kernels.P_DONE] = k + 1
+        state[kernels.P_ROW] += 1
+        state[kernels.P_LINE] += 1
+        return indices, values
+
+    def parse_line(self, raw: bytes, number: int) -> tuple[float, dict[int, float]]:
+        """A line's label and ``{column: value}`` (the last value of a repeated index),
+        token by token in Python; names the line and the token that is wrong."""
+        text = raw.decode("utf-8", errors="replace").strip().lstrip("\ufeff")
+        body = text.split("#", 1)[0].split()
+        label = self._number(body[0], number, "label")
+        entries: dict[int, float] = {}
+        for pair in body[1:]:
+            key, sep, value = pair.partition(":")
+            if key == "qid":
+                continue
+            if not sep:
+                raise self.error(f"{self.quoted} line {number} has {pair!r} (expected index:value)")
+            column = self._index(key, number) - self.base
+            entries.pop(column, None)
+            entries[column] = self._number(value, number, "value")
+        return label, entries
+
+    def _number(self, text: str, number: int, what: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise self.error(
+                f"{self.quoted} line {number} has a non-numeric {what} {text!r}"
+            ) from None
+
+    def _index(self, text: str, number: int) -> int:
+        """A feature index, from ``base`` to MAX_INDEX."""
+        try:
+            index = int(text)
+        except ValueError:
+            index = -1
+        if not self.base <= index <= MAX_INDEX:
+            raise self.error(
+                f"{self.quoted} line {number} has feature index {text!r} "
+                f"(expected an integer from {self.base} to {MAX_INDEX})"
+            )
+        return index
+
+
+def _keep_tail(buf: np.ndarray, used: int, n: int) -> tuple[np.ndarray, int]:
+    """Move the unconsumed ``buf[used:n]`` to the front (growing ``buf`` when a line fills
+    it); returns the buffer and how many bytes it now holds."""
+    carry = n - used
+    if carry == len(buf):
+        grown = np.empty(2 * len(buf), dtype=np.uint8)
+        grown[:carry] = buf[:n]
+        return grown, carry
+    buf[:carry] = buf[used:n]
+    return buf, carry
+
+
+def share_scans(comm: MPI.Comm, sources: Sequence[Source | None]) -> None:
+    """Collective: combine the ranks' scans of every libsvm source opened with a ``part``.
+
+    Every rank passes as many sources, of any kinds, so the collectives match whatever each
+    rank opened; ranks that opened different files (sizes or kinds) get one UserError.
+    """
+    size = comm.Get_size()
+    message = None
+    for source in sources:
+        pending = isinstance(source, LibsvmSource) and source.n_rows is None
+        mine = source._local_table() if pending else np.zeros(_FIELDS, dtype=np.int64)
+        table = np.empty((size, _FIELDS), dtype=np.int64)
+        comm.Allgather(mine, table)
+        local = source._local_checkpoints()[0] if pending else np.empty(0, dtype=np.int64)
+        counts = table[:, 4]
+        gathered = np.empty(_CHECKPOINT_ARRAYS * int(counts.sum()), dtype=np.int64)
+        comm.Allgatherv(local, (gathered, _CHECKPOINT_ARRAYS * counts))
+        if not table[:, 0].any():
+            continue
+        if not (table[:, 0].all() and (table[:, 5] == table[0, 5]).all()):
+            message = message or (
+                f"{source.option if source else '--data'}: the ranks see different data "
+                f"(file sizes: {', '.join(map(str, table[:, 5]))} bytes); is the file the "
+                "same on every node?")
+            continue
+        try:
+            source.settle(table, gathered, counts)  # type: ignore[union-attr]
+        except UserError as exc:  # the same on every rank: all have the same table
+            message = message or str(exc)
+    if message:
+        raise UserError(message)
