@@ -46,6 +46,7 @@ from .models import (
     save_model,
     trained_model,
 )
+from .models.bound import user_call
 from .models.checks import HOOK_NAMES, smoke_test
 from .models.estimators import SavedEstimator, save_estimator
 from .models.registry import canonical_name, options_text, parse_options
@@ -225,12 +226,12 @@ def prepare(config: TrainConfig, *, comm: MPI.Comm, model: Model | None = None,
         test_arrays=test_arrays)
     if dataset.sparse:
         instance = sparse_variant(instance)
-    bound = checked(comm, _bind, instance, dataset, config.model)
+    bound, params = checked(comm, _bind, instance, dataset, config)
     if config.reduce == "shm":  # collective test, the same answer on every rank
         agree(comm, None if single_node(comm) else
               "--reduce shm needs every rank on one node, but the ranks span several nodes; "
               "use --reduce auto")
-    return bound, dataset, bound.init_params(seed=config.seed, dtype=config.dtype)
+    return bound, dataset, params
 
 
 def _sparse(config: TrainConfig, instance: Model) -> str:
@@ -321,15 +322,18 @@ def _model_object(config: TrainConfig, instance: Model | None) -> Model:
         raise UserError(str(exc)) from None
 
 
-def _bind(instance: Model, dataset: Dataset, name: str) -> BoundModel:
-    """``instance`` bound to the data's feature and class counts (UserError if it cannot
-    train on them)."""
+def _bind(instance: Model, dataset: Dataset, config: TrainConfig,
+          ) -> tuple[BoundModel, np.ndarray]:
+    """``instance`` bound to the data's feature and class counts, and its initial
+    parameters (UserError if it cannot train on them or its methods raise)."""
     counts = {"n_features": dataset.n_features, "n_classes": dataset.n_classes}
+    label = canonical_name(config.model)
     try:
-        problem = instance.check_data(**counts)
+        problem = user_call(label, "check_data()", instance.check_data, **counts)
         if problem:
             raise UserError(problem)
-        return BoundModel(instance, **counts, label=canonical_name(name))
+        bound = BoundModel(instance, **counts, label=label)
+        return bound, bound.init_params(seed=config.seed, dtype=config.dtype)
     except ModelError as exc:
         raise UserError(str(exc)) from None
 

@@ -143,6 +143,8 @@ def test_builtin_predictions_are_classes_probabilities_or_values(tmp_path):
     ("TooLong", "TooLong: gradient_kernel wrote past the end of its gradient"),
     ("NanLoss", "NanLoss: gradient_kernel returned a non-finite loss (nan)"),
     ("Missing", "has no 'Missing'"),
+    ("ShapesRaise", "ShapesRaise: shapes() raised AttributeError: 'ShapesRaise' object has "
+     "no attribute 'width'"),
 ])
 def test_broken_user_models_stop_every_rank_with_one_line(tmp_path, cls, fragment):
     done = run_train(["--data", "synthetic", "--samples", "100", "--model", f"{BAD}:{cls}",

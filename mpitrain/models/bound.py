@@ -23,6 +23,18 @@ class ModelError(ValueError):
     """A model object breaks the protocol (bad shapes, missing kernel, ...)."""
 
 
+def user_call(where: str, what: str, fn: Callable[..., Any], *args: Any,
+              **kwargs: Any) -> Any:
+    """Call a method of a (possibly user's) model: anything it raises becomes one
+    ModelError line naming the model and the method, so every rank can report it."""
+    try:
+        return fn(*args, **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{where}: {what} raised {type(exc).__name__}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class BoundModel:
     """``model`` for data of ``n_features`` features and ``n_classes`` classes."""
@@ -51,7 +63,7 @@ class BoundModel:
                 raise ModelError(f"{where}: the class has no {hook} (a numba-jitted "
                                  "function, see mpitrain.models.Model)")
             object.__setattr__(self, hook, kernel)
-        shapes = model.shapes(**counts)
+        shapes = user_call(where, "shapes()", model.shapes, **counts)
         if not isinstance(shapes, dict) or not shapes:
             raise ModelError(f"{where}: shapes() must return a non-empty dict of name -> "
                              f"shape (got {shapes!r})")
@@ -62,7 +74,7 @@ class BoundModel:
                 raise ModelError(f"{where}: shapes() entry {name!r}: {shape!r} is not a "
                                  "tuple of positive integers under a string name")
         object.__setattr__(self, "layout", Layout.of(shapes))
-        spec = np.ascontiguousarray(model.spec(**counts))
+        spec = np.ascontiguousarray(user_call(where, "spec()", model.spec, **counts))
         if spec.ndim != 1 or spec.dtype not in (np.dtype(np.int64), np.dtype(np.float64)):
             raise ModelError(f"{where}: spec() must return a 1-D int64 or float64 array "
                              f"(got {spec.dtype} with shape {spec.shape})")
@@ -93,7 +105,8 @@ class BoundModel:
 
     @property
     def outputs(self) -> int:
-        return int(self.model.outputs(n_classes=self.n_classes))
+        return int(user_call(self.name, "outputs()", self.model.outputs,
+                             n_classes=self.n_classes))
 
     def describe(self) -> dict[str, Any]:
         """The model section of summary.json."""
@@ -109,12 +122,14 @@ class BoundModel:
     def init_params(self, *, seed: int, dtype: np.dtype | str) -> np.ndarray:
         """The flat parameter buffer, initialised from ``seed`` only (same on every rank)."""
         flat = np.zeros(self.size, dtype=dtype)
-        self.model.init(self.layout.views(flat), np.random.default_rng([seed, INIT_STREAM]))
+        user_call(self.name, "init()", self.model.init, self.layout.views(flat),
+                  np.random.default_rng([seed, INIT_STREAM]))
         return flat
 
     def workspace(self, rows: int, dtype: np.dtype) -> np.ndarray:
         """Scratch space for batches of up to ``rows`` rows."""
-        size = int(self.model.workspace(**self.counts, rows=max(1, rows)))
+        size = int(user_call(self.name, "workspace()", self.model.workspace, **self.counts,
+                             rows=max(1, rows)))
         return np.empty(max(1, size), dtype=dtype)
 
     # -- kernels ---------------------------------------------------------------------------

@@ -51,3 +51,10 @@ class NanLoss(_Base):
 
 class NotAModel:
     pass
+
+
+class ShapesRaise(_Base):
+    gradient_kernel = _nan_loss
+
+    def shapes(self, *, n_features, n_classes):
+        return {"w": (self.width,)}  # no such attribute: a bug in the user's code
