@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
 import sys
@@ -107,7 +106,7 @@ def open_pipe(path: Path) -> int | None:
         reader, fd = os.pipe()
         os.close(reader)
         return fd
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    os.set_blocking(fd, True)  # only our open file description: mpiexec's is its own
     return fd
 
 
