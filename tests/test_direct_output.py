@@ -72,6 +72,7 @@ def test_a_rank_of_a_local_hydra_mpiexec_is_recognised(tmp_path, launcher):
     {"arguments": ("-prepend-rank", "-n", "2")},
     {"arguments": ("-l", "-n", "2")},
     {"arguments": ("--outfile-pattern=out.%r", "-n", "2")},
+    {"arguments": ("-outfile", "out.%r", "-n", "2")},
     {"arguments": ("-output-from", "1", "-n", "2")},
     {"arguments": ("-print-all-exitcodes", "-n", "2")},
     {"arguments": ("-configfile", "job.conf")},

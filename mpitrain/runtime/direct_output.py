@@ -35,8 +35,8 @@ LAUNCHERS = frozenset({"mpiexec", "mpiexec.hydra", "mpirun"})
 # hydra options that change what mpiexec does with the ranks' output (prefixes, files,
 # one rank only, an exit-code line, options read from a file): the ranks then leave it be
 OUTPUT_OPTIONS = frozenset({"l", "prepend-rank", "prepend-pattern", "outfile-pattern",
-                            "errfile-pattern", "output-from", "print-all-exitcodes",
-                            "configfile"})
+                            "outfile", "errfile-pattern", "errfile", "output-from",
+                            "print-all-exitcodes", "configfile"})
 
 
 def bypass_launcher_output(*, proc: Path = Path("/proc"), pid: int | None = None) -> bool:
