@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from mpi4py import MPI
 
+from mpitrain.runtime.direct_output import bypass_launcher_output
 from mpitrain.runtime.launch import MPIWiringError
 from mpitrain.runtime.preemption import EXIT_INTERRUPTED, install_stop_handlers, stop_status
 
@@ -234,6 +235,8 @@ def _runner(module: str):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m mpitrain`` and the ``mpitrain`` script."""
     comm = MPI.COMM_WORLD
+    if argv is None and comm.Get_rank() == 0:  # the process's own command line
+        bypass_launcher_output()  # `mpiexec ... | head` must not kill the job
     try:
         args = checked(comm, build_parser().parse_args, argv)
         return int(args.handler(args, comm) or 0)
