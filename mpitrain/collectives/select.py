@@ -207,6 +207,7 @@ mpitrain plan``) is the estimate there.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -411,10 +412,12 @@ def resolve_tuned(state: CommState, count: int, dtype: np.dtype, *, shared_memor
     choice = np.array([names.index(pick_measured(median, table))], dtype=np.int64)
     state.comm.Bcast(choice, root=0)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # (rank 0's is saved)
+    load = np.array([os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0])
+    state.comm.Bcast(load, root=0)  # rank 0's: recorded with the timings it explains
     entry = entry_of(cache.shape, dtype=dtype.name, nbytes=nbytes, buffer="persistent",
                      choice=names[int(choice[0])], table=table,
                      median_us={name: 1e6 * value for name, value in median.items()},
-                     repeats=tuning.REPEATS, measured=stamp)
+                     repeats=tuning.REPEATS, measured=stamp, load=float(load[0]))
     problem = cache.store(state.comm, [entry])
     if problem:
         note(f"tuning cache not saved: {problem}")

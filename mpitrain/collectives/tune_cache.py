@@ -25,7 +25,11 @@ File format (``"format": "mpitrain-tune", "version": 1``)::
                   "shared_memory": true, "dtype": "float32", "bytes": 4194304,
                   "buffer": "persistent", "choice": "ring", "table": "ring",
                   "median_us": {"shm": 1650.2, "ring": 610.4, ...},
-                  "repeats": 5, "measured": "2026-11-30T01:40:00Z"}, ...]}
+                  "repeats": 5, "measured": "2026-11-30T01:40:00Z",
+                  "load_average": 0.4}, ...]}
+
+(``load_average``: rank 0's one-minute load average when it was measured; a busy machine
+makes the choice reflect that load.)
 
 Only rank 0 touches the file: it reads it once per communicator and broadcasts the entries
 of that communicator's shape with buffer calls (:func:`load`), so every rank looks up the
@@ -164,12 +168,13 @@ class TuneCache:
 
 
 def entry_of(shape: Shape, *, dtype: str, nbytes: int, buffer: str, choice: str, table: str,
-             median_us: dict[str, float], repeats: int, measured: str) -> dict[str, Any]:
+             median_us: dict[str, float], repeats: int, measured: str, load: float,
+             ) -> dict[str, Any]:
     """One cache entry (the module docstring's format)."""
     return {**shape.as_dict(), "dtype": dtype, "bytes": bucket(nbytes), "buffer": buffer,
             "choice": choice, "table": table,
             "median_us": {name: round(value, 2) for name, value in median_us.items()},
-            "repeats": repeats, "measured": measured}
+            "repeats": repeats, "measured": measured, "load_average": round(load, 2)}
 
 
 def read_entries(path: Path) -> tuple[list[dict[str, Any]], str | None]:
