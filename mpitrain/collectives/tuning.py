@@ -22,9 +22,9 @@ from mpi4py import MPI
 # What --tune / Allreducer(tune=...) may say (select.resolve_tuned says what each means).
 TUNE_MODES = ("auto", "cache", "off", "force")
 REPEATS = 5
-# Timed calls per round: about 4 MiB of messages, 2 to 200 calls.
-ROUND_BYTES = 4 << 20
-MIN_ITERATIONS, MAX_ITERATIONS = 2, 200
+# Timed calls per round: about 2 MiB of messages, 2 to 50 calls.
+ROUND_BYTES = 2 << 20
+MIN_ITERATIONS, MAX_ITERATIONS = 2, 50
 
 
 def candidates(*, size: int, nodes: int, shared: bool) -> tuple[str, ...]:
