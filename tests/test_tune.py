@@ -225,7 +225,7 @@ def test_auto_follows_the_cache_and_the_result_is_the_sum(cache_dir, comm):
 def test_another_library_or_shape_invalidates_the_cache(cache_dir, comm, monkeypatch):
     layout = state_of(comm).layout()
     count = 50_000
-    planted(cache_dir / "tune.json", shape(ranks_per_node=tuple(layout.sizes) + (1,)),
+    planted(cache_dir / "tune.json", shape(ranks_per_node=(*layout.sizes, 1)),
             nbytes=4 * count, choice="root")  # measured on another shape
     reducer = Allreducer(count, np.float32, comm, tune="cache")
     reducer.close()
