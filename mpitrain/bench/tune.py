@@ -2,7 +2,7 @@
 
 Run it under the launcher, with the ranks and placement training will use (collective)::
 
-    mpiexec -n 2 python -m mpitrain tune [--min-bytes 4K] [--max-bytes 16M] [--json FILE]
+    mpiexec -n 2 python -m mpitrain tune [--min-bytes 4K] [--max-bytes 64M] [--json FILE]
 
 For every size bucket from ``--min-bytes`` to ``--max-bytes`` (doubling) and every dtype,
 it times the candidate algorithms of this communicator's shape as training runs them (a
@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``tune``."""
     parser.add_argument("--min-bytes", default="4K", metavar="SIZE",
                         help="smallest size bucket, e.g. 4K (default: 4K)")
-    parser.add_argument("--max-bytes", default="16M", metavar="SIZE",
+    parser.add_argument("--max-bytes", default="64M", metavar="SIZE",
                         help="largest size bucket; sizes double from --min-bytes "
-                             "(default: 16M)")
+                             "(default: 64M)")
     parser.add_argument("--dtypes", default=",".join(DTYPES), metavar="LIST",
                         help="comma-separated subset of float32,float64 (default: both)")
     parser.add_argument("--shared-memory", default=True, action=argparse.BooleanOptionalAction,
