@@ -46,6 +46,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -69,8 +70,12 @@ def cache_dir() -> Path:
     if override:
         return Path(override)
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "mpitrain"
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "mpitrain"
+    try:
+        return Path.home() / ".cache" / "mpitrain"
+    except RuntimeError:  # no home directory known: a per-user directory in /tmp
+        return Path(tempfile.gettempdir()) / f"mpitrain-cache-{os.getuid()}"
 
 
 def cache_path() -> Path:
@@ -203,9 +208,11 @@ def read_entries(path: Path) -> tuple[list[dict[str, Any]], str | None]:
 def _well_formed(entry: object) -> bool:
     if not isinstance(entry, dict):
         return False
-    return (isinstance(entry.get("dtype"), str) and isinstance(entry.get("bytes"), int)
-            and isinstance(entry.get("buffer"), str) and isinstance(entry.get("choice"), str)
-            and isinstance(entry.get("ranks_per_node"), list))
+    text = ("dtype", "buffer", "choice", "table", "measured")
+    return (all(isinstance(entry.get(name), str) for name in text)
+            and isinstance(entry.get("bytes"), int) and not isinstance(entry["bytes"], bool)
+            and isinstance(entry.get("ranks_per_node"), list)
+            and isinstance(entry.get("median_us"), dict))
 
 
 def write_entries(path: Path, shape: Shape, new: list[dict[str, Any]]) -> str | None:
