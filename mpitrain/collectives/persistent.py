@@ -150,6 +150,11 @@ class Allreducer:
             if shared_memory:
                 state.hierarchy(count * dtype.itemsize)
 
+    @property
+    def ranks(self) -> int:
+        """The number of ranks the reduction spans."""
+        return self._state.comm.Get_size()
+
     def buffer(self) -> np.ndarray:
         """Where this rank writes its next contribution (``count`` elements). With ``shm``
         it is this rank's shared slot, which alternates between two arrays: ask again

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 TAIL = 4  # loss sum, correct count, row count, stop vote
 
 
-def reduce_report(reducer: Allreducer, *, ranks: int) -> dict[str, Any]:
+def reduce_report(reducer: Allreducer) -> dict[str, Any]:
     """summary.json's ``reduce`` section: what reduces the step message and why (``source``:
     ``given`` by --reduce, the built-in ``table``, the tuning ``cache``, or ``measured``
     now), with the cache entry's timings when there is one."""
@@ -55,7 +55,7 @@ def reduce_report(reducer: Allreducer, *, ranks: int) -> dict[str, Any]:
         "requested": "auto" if reducer.source != "given" else reducer.algorithm,
         "algorithm": reducer.algorithm, "source": reducer.source,
         "message_bytes": reducer.count * reducer.dtype.itemsize,
-        "dtype": reducer.dtype.name, "ranks": ranks, "tune": reducer.tune}
+        "dtype": reducer.dtype.name, "ranks": reducer.ranks, "tune": reducer.tune}
     if entry is not None:
         report.update({"bucket_bytes": entry["bytes"], "table": entry["table"],
                        "median_us": entry["median_us"], "measured": entry["measured"],
@@ -374,13 +374,12 @@ class SyncStrategy(MinibatchStrategy):
             message_bytes=int(held[1]), reduced_bytes=int(held[2]))
         if self._reducer is None:
             return {"memory": memory}
-        return {"memory": memory, "reduce": reduce_report(self._reducer,
-                                                          ranks=self.comm.Get_size())}
+        return {"memory": memory, "reduce": reduce_report(self._reducer)}
 
     def header(self) -> str | None:
-        if self._reducer is None or self.comm.Get_size() == 1:
+        if self._reducer is None or self._reducer.ranks == 1:
             return None
-        return reduce_header(reduce_report(self._reducer, ranks=self.comm.Get_size()))
+        return reduce_header(reduce_report(self._reducer))
 
     def _message_bytes(self) -> int:
         """Bytes of the step's working message (the reduced one, in place, unsharded)."""
