@@ -110,6 +110,7 @@ class Allreducer:
         self.shared_memory = shared_memory
         self._mean = op == "mean"
         size = state.comm.Get_size()
+        self.ranks = size  # the ranks the reduction spans
         self._factor = 1.0 / size
         self._result = np.zeros(count, dtype=dtype)
         self._shm: SharedMemoryAllreduce | None = None
@@ -149,11 +150,6 @@ class Allreducer:
             state.layout()  # and the node layout and windows of the hierarchical allreduce
             if shared_memory:
                 state.hierarchy(count * dtype.itemsize)
-
-    @property
-    def ranks(self) -> int:
-        """The number of ranks the reduction spans."""
-        return self._state.comm.Get_size()
 
     def buffer(self) -> np.ndarray:
         """Where this rank writes its next contribution (``count`` elements). With ``shm``
