@@ -43,6 +43,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "plot": ("mpitrain.report.plot", "learning curves of one or more runs, as an image"),
     "tensorboard": ("mpitrain.report.tensorboard", "metrics of runs as TensorBoard event files"),
     "checkpoint": (None, "work with checkpoints (consolidate a sharded one)"),
+    "tune": ("mpitrain.bench.tune", "measure which reduction --reduce auto runs on this "
+             "machine, per message size (cached; docs/tuning.md)"),
     "plan": ("mpitrain.bench.plan", "predict step time and scaling on N nodes from a cost "
              "model (docs/multinode.md)"),
     "bench": (None, "benchmarks"),

@@ -23,6 +23,7 @@ from typing import Any
 from .asynchronous.straggler import parse_stragglers
 from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
+from .collectives.tuning import TUNE_MODES
 from .data.batches import SHUFFLES
 from .data.dataset import SPARSE
 from .data.sources import ZERO_BASED
@@ -232,6 +233,12 @@ class TrainConfig:
                                  "ring's transport); off, and always under "
                                  "--stall-timeout (whose watchdog watches MPI calls): MPI "
                                  "messages only", group="parallel")
+    tune: str = option("auto", "how --reduce auto picks the step's reduction (--mode sync, "
+                       "without --overlap/--compress/--shard): auto: the choice measured on "
+                       "this machine for this message size and communicator shape, from the "
+                       "tuning cache ('mpitrain tune'; measured now and cached on a miss); "
+                       "cache: the cached choice, else the built-in table; force: measure "
+                       "now; off: the table", choices=TUNE_MODES, group="parallel")
     # trees and k-means (--model gbdt, --model kmeans)
     trees: int = option(100, "gbdt: boosting rounds (one tree per class and round); "
                         "forest: trees",
