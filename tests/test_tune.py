@@ -326,3 +326,21 @@ def test_training_reports_and_follows_the_cache(tmp_path):
     broken = run_train([*args, "--tune", "cache", "--quiet"], env=env)
     assert broken.returncode == 0, broken.stderr
     assert broken.stderr.count("mpitrain: note: ignoring the tuning cache") == 1
+
+
+def test_environment_sets_the_default_and_a_bad_value_is_one_error(tmp_path):
+    """$MPITRAIN_TUNE is --tune's default (the suite runs with ``off``); an unknown value
+    is one agreed error naming the variable."""
+    env = {"MPITRAIN_CACHE_DIR": str(tmp_path)}
+    args = ["--data", "digits", "--epochs", "1", "--model", "softmax"]
+    bad = run_train([*args, "--quiet"], ranks=2, env={**env, "MPITRAIN_TUNE": "fast"})
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.count("mpitrain: error: MPITRAIN_TUNE must be one of auto, cache, "
+                            "off, force (got 'fast')") == 1
+    assert "Traceback" not in bad.stderr
+    ran = run_train([*args, "--out", str(tmp_path / "run")], ranks=2,
+                    env={**env, "MPITRAIN_TUNE": "cache"})
+    assert ran.returncode == 0, ran.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["reduce"]["tune"] == "cache" and summary["reduce"]["source"] == "table"
+    assert not (tmp_path / "tune.json").exists()  # cache mode never measures

@@ -13,6 +13,7 @@ cache) is :func:`mpitrain.collectives.select.resolve_tuned`'s.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,10 +22,19 @@ from mpi4py import MPI
 
 # What --tune / Allreducer(tune=...) may say (select.resolve_tuned says what each means).
 TUNE_MODES = ("auto", "cache", "off", "force")
+#: The environment variable that sets --tune's default (as HOROVOD_AUTOTUNE does for
+#: Horovod): ``off`` pins the table on a cluster, and keeps the test suite deterministic.
+TUNE_ENV = "MPITRAIN_TUNE"
 REPEATS = 5
 # Timed calls per round: about 2 MiB of messages, 2 to 50 calls.
 ROUND_BYTES = 2 << 20
 MIN_ITERATIONS, MAX_ITERATIONS = 2, 50
+
+
+def default_tune() -> str:
+    """--tune's default: ``$MPITRAIN_TUNE`` when set, else ``auto`` (an unknown value is
+    reported by the config's validation, naming the variable)."""
+    return os.environ.get(TUNE_ENV, "auto")
 
 
 def candidates(*, size: int, nodes: int, shared: bool) -> tuple[str, ...]:
