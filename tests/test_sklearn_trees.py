@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from cli_runner import ROOT, run_mpi
 from mpi4py import MPI
+from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.ensemble import RandomForestClassifier
@@ -19,6 +20,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from test_sklearn import own_rows
 
 from mpitrain import predict, train
 from mpitrain.sklearn import (
@@ -155,7 +157,8 @@ def test_grid_search_and_cross_validation(digits):
     assert search.best_params_ == {"max_depth": 4} and search.best_score_ > 0.7
     pipeline = make_pipeline(StandardScaler(), MPIGradientBoostingRegressor(
         n_estimators=20, learning_rate=0.3))
-    assert cross_val_score(pipeline, X, y.astype(float), cv=2).min() > 0.3  # digit as a value: a hard target
+    # the digit as a value: a hard target for five trees
+    assert cross_val_score(pipeline, X, y.astype(float), cv=2).min() > 0.3
     # k-means: score is -inertia, so more clusters score higher
     search = GridSearchCV(MPIKMeans(), {"n_clusters": [2, 10]}, cv=2).fit(X)
     assert search.best_params_ == {"n_clusters": 10}
@@ -202,3 +205,74 @@ def test_example_runs_under_mpiexec():
         "forest training accuracy 1.000"), forest
     assert re.fullmatch(r"kmeans inertia \d+\.\d after \d+ iterations, distances \(3, 10\)",
                         kmeans), kmeans
+
+
+# -- under mpiexec ---------------------------------------------------------------------------
+
+COMM = MPI.COMM_WORLD
+PER_RANK = [
+    MPIGradientBoostingClassifier(n_estimators=4, max_depth=3),
+    MPIGradientBoostingRegressor(n_estimators=4, max_depth=3),
+    MPIRandomForestClassifier(n_estimators=3, max_depth=5),
+    MPIRandomForestRegressor(n_estimators=3, max_depth=5),
+    MPIKMeans(n_clusters=5),
+    MPIKMeans(n_clusters=5, standardize=True),
+]
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("estimator", PER_RANK, ids=lambda e: repr(e).replace(" ", ""))
+def test_same_model_on_every_rank_and_as_one_process(estimator, digits):
+    X, y = digits
+    X, y = X[:300], y[:300]
+    if "Classifier" in type(estimator).__name__:
+        y = np.array(["zero", "one", "two"])[y % 3]
+    elif "Regressor" in type(estimator).__name__:
+        y = y.astype(float)
+    else:
+        y = None  # k-means: no labels
+    rank = COMM.Get_rank()
+    rows = own_rows(len(X))  # uneven; the last rank has none
+    each = clone(estimator).fit(X[rows], None if y is None else y[rows])
+    root = clone(estimator).fit(*((X, y) if rank == 0 else (None, None)))
+    alone = clone(estimator).set_params(comm=MPI.COMM_SELF).fit(X, y)
+    theirs = COMM.allgather(arrays(each))
+    for fitted in (each, root):
+        assert_same_model(fitted, alone)  # bit for bit: the model is P-independent
+        assert fitted.n_features_in_ == 64 and fitted.n_iter_ == alone.n_iter_
+        np.testing.assert_array_equal(fitted.predict(X), alone.predict(X))
+    for name, value in arrays(each).items():  # every rank holds the same model
+        for other in theirs:
+            np.testing.assert_array_equal(other[name], value)
+    if y is None:
+        # the centers are the same bits; the standardisation (float sums over the ranks)
+        # may differ in its last bits, so do the centers in input units and the distances
+        exact = not estimator.standardize
+        same = (np.testing.assert_array_equal if exact else
+                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12))
+        same(each.cluster_centers_, alone.cluster_centers_)
+        np.testing.assert_array_equal(each.labels_, alone.labels_[rows])  # its own rows
+        assert len(root.labels_) == (len(X) if rank == 0 else 0)
+        assert each.inertia_ == pytest.approx(alone.inertia_, rel=1e-12)
+        assert root.inertia_ == pytest.approx(alone.inertia_, rel=1e-12)
+        same(each.transform(X), alone.transform(X))
+        # score is collective: minus the inertia of every rank's rows
+        assert each.score(X[rows]) == pytest.approx(alone.score(X), rel=1e-12)
+        assert root.score(*((X,) if rank == 0 else (None,))) == pytest.approx(alone.score(X),
+                                                                            rel=1e-12)
+        return
+    if hasattr(alone, "classes_"):
+        np.testing.assert_array_equal(each.classes_, ["one", "two", "zero"])
+        np.testing.assert_array_equal(root.classes_, ["one", "two", "zero"])
+        np.testing.assert_array_equal(each.predict_proba(X), alone.predict_proba(X))
+    # score is collective: every rank gets the score over all ranks' rows
+    assert each.score(X[rows], y[rows]) == pytest.approx(alone.score(X, y), abs=1e-12)
+    assert root.score(*((X, y) if rank == 0 else (None, None))) == pytest.approx(
+        alone.score(X, y), abs=1e-12)
+    # model selection: every rank its rows, the same scores (hence choices) everywhere
+    mine = np.array_split(np.arange(len(X)), COMM.Get_size())[rank]
+    scores = cross_val_score(clone(estimator), X[mine], y[mine], cv=2)
+    everyone = COMM.allgather(scores)
+    for other in everyone:
+        np.testing.assert_array_equal(other, everyone[0])

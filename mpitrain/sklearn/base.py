@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from mpi4py import MPI
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -186,9 +186,10 @@ class MPIEstimator(BaseEstimator):
         return comm, *local
 
 
-class Classifies(MPIEstimator):
+class Classifies(ClassifierMixin, MPIEstimator):
     """``fit``/``predict``/``predict_proba``/``score`` of a classifier: any labels,
-    ``classes_`` the sorted distinct labels over all ranks, trained as ``0..k-1``."""
+    ``classes_`` the sorted distinct labels over all ranks, trained as ``0..k-1``. Its
+    collective ``score`` overrides ClassifierMixin's (local) one: list it first."""
 
     _task = "classification"
 
@@ -232,8 +233,9 @@ class Classifies(MPIEstimator):
         return float(sums[0] / sums[1]) if sums[1] else 0.0
 
 
-class Regresses(MPIEstimator):
-    """``fit``/``predict``/``score`` (R²) of a regressor: targets used as given."""
+class Regresses(RegressorMixin, MPIEstimator):
+    """``fit``/``predict``/``score`` (R², collective, overriding RegressorMixin's) of a
+    regressor: targets used as given."""
 
     _task = "regression"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from mpi4py import MPI
-from sklearn.base import ClassifierMixin, RegressorMixin
 
 from ..models import Model, ModelError
 from ..models.dense import BUILTIN, Logistic
@@ -74,7 +73,7 @@ class _GradientEstimator(MPIEstimator):
                              f"{shown} is a {task} model (use {other})")
 
 
-class MPIClassifier(ClassifierMixin, Classifies, _GradientEstimator):
+class MPIClassifier(Classifies, _GradientEstimator):
     """A classifier trained with mpitrain over the ranks of ``comm`` (see the package
     docstring for which methods are collective).
 
@@ -113,7 +112,7 @@ class MPIClassifier(ClassifierMixin, Classifies, _GradientEstimator):
         return tags
 
 
-class MPIRegressor(RegressorMixin, Regresses, _GradientEstimator):
+class MPIRegressor(Regresses, _GradientEstimator):
     """A regressor trained with mpitrain over the ranks of ``comm`` (see the package
     docstring for which methods are collective).
 

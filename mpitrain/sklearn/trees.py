@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from mpi4py import MPI
-from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..training import TrainResult
@@ -96,7 +95,7 @@ class _Boosting(_TreeEnsemble):
         return result
 
 
-class MPIGradientBoostingClassifier(ClassifierMixin, Classifies, _Boosting):
+class MPIGradientBoostingClassifier(Classifies, _Boosting):
     """Gradient-boosted trees (``--model gbdt``) as a scikit-learn classifier, trained over
     the ranks of ``comm`` (see the package docstring for which methods are collective).
 
@@ -117,7 +116,7 @@ class MPIGradientBoostingClassifier(ClassifierMixin, Classifies, _Boosting):
     """
 
 
-class MPIGradientBoostingRegressor(RegressorMixin, Regresses, _Boosting):
+class MPIGradientBoostingRegressor(Regresses, _Boosting):
     """Gradient-boosted trees (``--model gbdt --loss squared``) as a scikit-learn
     regressor; parameters and fitted attributes as :class:`MPIGradientBoostingClassifier`
     (without ``classes_``)."""
@@ -155,7 +154,7 @@ class _Forest(_TreeEnsemble):
         return {**super()._model_options(), "max_features": MAX_FEATURES[rule]}
 
 
-class MPIRandomForestClassifier(ClassifierMixin, Classifies, _Forest):
+class MPIRandomForestClassifier(Classifies, _Forest):
     """A random forest (``--model forest``, Gini) as a scikit-learn classifier, trained
     over the ranks of ``comm`` (see the package docstring for which methods are
     collective); ``predict_proba`` averages the trees' class shares.
@@ -173,7 +172,7 @@ class MPIRandomForestClassifier(ClassifierMixin, Classifies, _Forest):
     """
 
 
-class MPIRandomForestRegressor(RegressorMixin, Regresses, _Forest):
+class MPIRandomForestRegressor(Regresses, _Forest):
     """A random forest (``--model forest --loss squared``) as a scikit-learn regressor;
     parameters and fitted attributes as :class:`MPIRandomForestClassifier` (without
     ``classes_``; ``max_features`` defaults to ``1.0``: all features, scikit-learn's
