@@ -207,6 +207,15 @@ def test_example_runs_under_mpiexec():
                         kmeans), kmeans
 
 
+def test_public_names():
+    import mpitrain
+
+    for cls in (MPIGradientBoostingClassifier, MPIGradientBoostingRegressor,
+                MPIRandomForestClassifier, MPIRandomForestRegressor, MPIKMeans):
+        assert getattr(mpitrain, cls.__name__) is cls
+        assert cls.__module__ == "mpitrain.sklearn"
+
+
 # -- under mpiexec ---------------------------------------------------------------------------
 
 COMM = MPI.COMM_WORLD

@@ -36,6 +36,13 @@ from .trees import (
     MPIRandomForestRegressor,
 )
 
+# the public path (repr, pickles, documentation): mpitrain.sklearn.MPIClassifier
+for _cls in (InputError, MPIClassifier, MPIRegressor, MPIGradientBoostingClassifier,
+             MPIGradientBoostingRegressor, MPIRandomForestClassifier,
+             MPIRandomForestRegressor, MPIKMeans):
+    _cls.__module__ = __name__
+del _cls
+
 __all__ = ["InputError", "MPIClassifier", "MPIGradientBoostingClassifier",
            "MPIGradientBoostingRegressor", "MPIKMeans", "MPIRandomForestClassifier",
            "MPIRandomForestRegressor", "MPIRegressor"]
