@@ -113,7 +113,9 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     status, summary, history, trained = _run(
         strategy, config, comm=comm, head=_summary_head(config, dataset, model.describe(), comm),
         trained_of=lambda: trained_model(model, params, mean=dataset.mean, std=dataset.std,
-                                         version=__version__, classes=dataset.classes),
+                                         version=__version__, classes=dataset.classes,
+                                         hash_bits=config.hash_bits,
+                                         hash_seed=config.hash_seed),
         write_model=save_model, stop_requested=stop_requested, started=started)
     return TrainResult(params=trained.params, flat=params, history=history, config=config,
                        status=status, summary=summary, model=trained)
@@ -258,7 +260,8 @@ def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
 
 def read_options(config: TrainConfig) -> ReadOptions:
     """How ``config`` says files of some formats are read."""
-    return ReadOptions(zero_based=config.zero_based, h5_x=config.h5_x, h5_y=config.h5_y,
+    return ReadOptions(zero_based=config.zero_based, hash_bits=config.hash_bits,
+                       hash_seed=config.hash_seed, h5_x=config.h5_x, h5_y=config.h5_y,
                        label_column=config.label_column,
                        feature_columns=feature_columns(config))
 

@@ -28,6 +28,7 @@ from mpi4py import MPI
 
 from mpitrain.config import FIELDS, flag, resolve
 from mpitrain.data.base import Block, Source
+from mpitrain.data.libsvm import LibsvmSource
 from mpitrain.data.sharding import block_range
 from mpitrain.data.sources import open_source
 from mpitrain.data.synthetic import SyntheticSpec
@@ -67,10 +68,12 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     from mpitrain.training import read_options  # not at import: --help stays light
 
     saved, task = checked(comm, _load, args.model, args.proba)
-    config = checked(comm, resolve, {}, {name: getattr(args, name) for name in READ_OPTIONS
-                                         if getattr(args, name) is not None})
+    config = checked(comm, resolve, {}, {**{name: getattr(args, name) for name in READ_OPTIONS
+                                            if getattr(args, name) is not None},
+                                         **_hashing(saved)})
     source = checked(comm, open_source, args.data, option="--data", task=task, seed=0,
                      synthetic=SyntheticSpec(), read=read_options(config))
+    agree(comm, _unhashable(source, saved))
     agree(comm, _width_mismatch(source, saved, args))
     start, stop = block_range(source.n_rows, comm.Get_size(), comm.Get_rank())
     text = checked(comm, _predict_block, source, saved, start, stop, args.proba)
@@ -121,6 +124,20 @@ def _load(path: str, proba: bool) -> tuple[SavedModel, str]:
     if proba and task == "regression":
         raise UserError(f"--proba needs a classifier, but {path!r} is a regression model")
     return saved, task
+
+
+def _hashing(saved: SavedModel | SavedEstimator) -> dict[str, int]:
+    """The model's feature hashing as read options (none if it was not trained on hashed
+    feature names)."""
+    bits = getattr(saved, "hash_bits", 0)
+    return {"hash_bits": bits, "hash_seed": saved.hash_seed} if bits else {}
+
+
+def _unhashable(source: Source, saved: SavedModel | SavedEstimator) -> str | None:
+    if getattr(saved, "hash_bits", 0) and not isinstance(source, LibsvmSource):
+        return (f"--data: the model hashes feature names (--hash-bits {saved.hash_bits}), "
+                f"so its rows must be libsvm text (.svm, .libsvm), not {source.quoted}")
+    return None
 
 
 def _header(saved: SavedModel, proba: bool) -> str:
