@@ -4,9 +4,11 @@ scikit-learn's SGDClassifier, at a tiny scale."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import runpy
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -20,9 +22,18 @@ SCRIPTS = ROOT / "benchmarks" / "sparse"
 SMALL = ["--rows", "1200", "--test-rows", "300", "--features", "512", "--nnz", "12"]
 
 
+def script(name: str) -> ModuleType:
+    """A script of benchmarks/sparse imported as a module (so numba can cache its kernels)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
 def make(out: Path, *extra: str) -> dict:
-    module = runpy.run_path(str(SCRIPTS / "make_data.py"))
-    return module["main"](["--out", str(out), *SMALL, *extra])
+    return script("make_data").main(["--out", str(out), *SMALL, *extra])
 
 
 def test_make_data_writes_the_documented_rows(tmp_path):
@@ -51,8 +62,7 @@ def test_compare_with_sgd_classifier_runs_and_reports(tmp_path):
     pytest.importorskip("sklearn")
     make(tmp_path / "d")
     out = tmp_path / "r.json"
-    module = runpy.run_path(str(SCRIPTS / "compare.py"))
-    result = module["main"](["--dir", str(tmp_path / "d"), "--ranks", "2", "--epochs", "2",
+    result = script("compare").main(["--dir", str(tmp_path / "d"), "--ranks", "2", "--epochs", "2",
                              "--batch-size", "32", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     floor = result["hidden_model_test_log_loss"]
