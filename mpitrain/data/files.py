@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-
 from mpitrain.data.base import Source
 
 #: What a damaged or truncated compressed file raises while it is read.
@@ -48,15 +46,3 @@ def open_bytes(source: Source, path: Path) -> Iterator[IO[bytes]]:
             yield fp
     except READ_ERRORS as exc:
         raise source.error(f"cannot read {source.quoted} ({exc})") from exc
-
-
-def keep_tail(buf: np.ndarray, used: int, n: int) -> tuple[np.ndarray, int]:
-    """Move the unconsumed ``buf[used:n]`` to the front (growing ``buf`` when a line fills
-    it); returns the buffer and how many bytes it now holds."""
-    carry = n - used
-    if carry == len(buf):
-        grown = np.empty(2 * len(buf), dtype=np.uint8)
-        grown[:carry] = buf[:n]
-        return grown, carry
-    buf[:carry] = buf[used:n]
-    return buf, carry

@@ -33,7 +33,7 @@ from mpi4py import MPI
 from mpitrain.data import libsvm_parse as kernels
 from mpitrain.data.base import Block, Source
 from mpitrain.data.csr import Csr
-from mpitrain.data.files import is_gzip, keep_tail, open_bytes
+from mpitrain.data.files import is_gzip, open_bytes
 from mpitrain.data.hashing import hash_name
 from mpitrain.errors import UserError
 
@@ -113,7 +113,7 @@ class LibsvmSource(Source):
                                                    CHECKPOINT_ROWS, self._state, *ck, offset)
                 if reached or got == 0:
                     break
-                buf, carry = keep_tail(buf, used, n)
+                buf, carry = _keep_tail(buf, used, n)
                 offset += used
         k = int(self._state[kernels.S_CHECKPOINTS])
         self._checkpoints = [a[:k].copy() for a in ck]
@@ -202,7 +202,7 @@ class LibsvmSource(Source):
                             break
                     if why == kernels.FINISHED or got == 0:
                         break
-                    buf, carry = keep_tail(buf, min(pos, n_bytes), n_bytes)
+                    buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
         if state[kernels.P_DONE] != n:
             raise self.error(f"{self.quoted} changed while being read")
         nnz = int(state[kernels.P_NNZ])
@@ -302,6 +302,18 @@ class LibsvmSource(Source):
                 f"(expected an integer from {self.base} to {MAX_INDEX}{hint})"
             )
         return index
+
+
+def _keep_tail(buf: np.ndarray, used: int, n: int) -> tuple[np.ndarray, int]:
+    """Move the unconsumed ``buf[used:n]`` to the front (growing ``buf`` when a line fills
+    it); returns the buffer and how many bytes it now holds."""
+    carry = n - used
+    if carry == len(buf):
+        grown = np.empty(2 * len(buf), dtype=np.uint8)
+        grown[:carry] = buf[:n]
+        return grown, carry
+    buf[:carry] = buf[used:n]
+    return buf, carry
 
 
 def share_scans(comm: MPI.Comm, sources: Sequence[Source | None]) -> None:

@@ -18,15 +18,12 @@ from typing import IO
 
 import numpy as np
 
-from mpitrain.data import csv_parse
 from mpitrain.data.base import Block, Source, select_columns
-from mpitrain.data.files import keep_tail, open_bytes
+from mpitrain.data.files import open_bytes
 from mpitrain.data.labels import split_labels
 
 #: A byte offset is remembered for every this many data lines.
 CHECKPOINT_ROWS = 1024
-#: Bytes the numeric fast path reads at a time (a longer line grows the buffer).
-READ_BYTES = 4 << 20
 
 
 class TextSource(Source):
@@ -158,47 +155,12 @@ class CsvSource(TextSource):
         self.usecols = [*self.feature_index, self.label_index]
 
     def read(self, rows: np.ndarray) -> Block:
-        fast = self._read_numbers(rows)
-        if fast is not None:
-            return fast
         texts, numbers = self.lines(rows)
         X, labels = self.parse(texts, numbers)
         if isinstance(labels, np.ndarray):  # every label a number
             return Block(X=X, y=labels, rows=rows, lines=numbers)
         y, names, codes = split_labels(labels)
         return Block(X=X, y=y, rows=rows, lines=numbers, label_names=names, label_codes=codes)
-
-    def _read_numbers(self, rows: np.ndarray) -> Block | None:
-        """The rows parsed from the file's bytes by numba (:mod:`.csv_parse`), or None
-        when they are not all plain numbers (the general path then reads them)."""
-        n = len(rows)
-        if n == 0:
-            return None
-        fields = np.full(self.n_columns, csv_parse.SKIP, dtype=np.int64)
-        fields[self.feature_index] = np.arange(len(self.feature_index))
-        fields[self.label_index] = csv_parse.LABEL
-        X = np.empty((n, len(self.feature_index)))
-        y = np.empty(n)
-        lines = np.empty(n, dtype=np.int64)
-        wanted = np.ascontiguousarray(rows, dtype=np.int64)
-        checkpoint = int(rows[0]) // CHECKPOINT_ROWS
-        state = np.array([checkpoint * CHECKPOINT_ROWS, self.numbers[checkpoint], 0],
-                         dtype=np.int64)
-        with self.open_file() as fp:
-            fp.seek(int(self.offsets[checkpoint]))
-            buf = np.empty(READ_BYTES, dtype=np.uint8)
-            carry, why = 0, csv_parse.NEED_MORE
-            while why == csv_parse.NEED_MORE:
-                got = fp.readinto(memoryview(buf)[carry:])
-                size = carry + got
-                used, why = csv_parse.parse_csv_chunk(buf, 0, size, got == 0, fields, wanted,
-                                                      state, X, y, lines)
-                if why == csv_parse.GIVE_UP or got == 0:
-                    break
-                buf, carry = keep_tail(buf, used, size)
-        if why == csv_parse.GIVE_UP or state[csv_parse.C_DONE] != n:
-            return None
-        return Block(X=X, y=y, rows=rows, lines=lines)
 
     def parse(
         self, texts: list[str], numbers: np.ndarray
