@@ -26,6 +26,7 @@ from .collectives.compressed import COMPRESSIONS
 from .collectives.tuning import TUNE_ENV, TUNE_MODES, default_tune
 from .data.batches import SHUFFLES
 from .data.dataset import SPARSE
+from .data.hashing import check_hashing
 from .data.sources import ZERO_BASED
 from .errors import UserError
 from .federated.partition import PARTITIONS
@@ -70,6 +71,13 @@ class TrainConfig:
     zero_based: str = option("auto", "libsvm feature indices start at 0 (true), at 1 "
                              "(false), or auto: at 0 if any index is 0 (scikit-learn's "
                              "convention)", choices=ZERO_BASED, group="data")
+    hash_bits: int = option(0, "libsvm: hash feature names (tokens name:value or name; "
+                            "numbers are names too) into 2^B signed columns with MurmurHash3, "
+                            "as scikit-learn's FeatureHasher; 0: off", group="data",
+                            metavar="B")
+    hash_seed: int = option(0, "--hash-bits: seed of the hash (0: scikit-learn's "
+                            "FeatureHasher); not --seed, so a model's features never depend "
+                            "on its training seed", group="data")
     h5_x: str = option("X", "HDF5: name of the features dataset (rows, features)",
                        group="data", metavar="NAME")
     h5_y: str = option("y", "HDF5: name of the labels dataset (rows,)", group="data",
@@ -487,6 +495,12 @@ def validate(config: TrainConfig) -> None:
             value = getattr(config, name)
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
             raise UserError(f"--{flag(name)} must be {expected} (got {shown})")
+    hashing = check_hashing(config.hash_bits, config.hash_seed)
+    if hashing:
+        raise UserError(hashing)
+    if config.hash_bits and config.model in ESTIMATORS:
+        raise UserError(f"--hash-bits trains the gradient models (e.g. logistic), not "
+                        f"--model {config.model}")
     _validate_performance(config)
     parse_stragglers(config.straggler)
     # federated
