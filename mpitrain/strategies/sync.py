@@ -12,6 +12,11 @@ the message, a nonblocking allreduce of that slice starts (the top slice carries
 so the stop vote is cast before the step's work), in the same fixed order on every rank,
 and ``reduce`` waits for them all. Same sums as the plain path (exactly for ``mpi`` and any
 algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks).
+
+A model whose step touches only some rows of its first weight matrix (the sparse models,
+which have a ``touched_kernel``) reports those rows every step, and the reduction sends
+only them when that is cheaper (:class:`~mpitrain.collectives.sparse.SparseRowAllreducer`:
+the same bits as the dense allreduce either way).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from mpi4py import MPI
 
 from mpitrain.asynchronous.straggler import Straggler, check_stragglers
 from mpitrain.collectives import AllreduceHandle, Allreducer, start_allreduce
+from mpitrain.collectives.sparse import SparseRowAllreducer
 from mpitrain.config import shared_memory_allowed
 from mpitrain.data import Shard
 from mpitrain.data.batches import EpochPlan, epoch_plan, steps_per_epoch
@@ -135,6 +141,8 @@ class SyncStrategy(MinibatchStrategy):
     _plan_epoch: int = field(init=False, default=-1)
     _n: int = field(init=False, default=0)
     _reducer: Allreducer | None = field(init=False, default=None)
+    _rows_reducer: SparseRowAllreducer | None = field(init=False, default=None)
+    _touched: np.ndarray | None = field(init=False, default=None)
     _buckets: list[tuple[int, np.ndarray]] = field(init=False, default_factory=list)
     _handles: list[AllreduceHandle] = field(init=False, default_factory=list)
     _result: np.ndarray = field(init=False)  # the reduced message of the current step
@@ -231,6 +239,10 @@ class SyncStrategy(MinibatchStrategy):
                                        compress=self.compress, exact_tail=TAIL,
                                        batch_size=self.batch_size)
             self._result = self._reducer.buffer()
+            width = self.gradient.row_width
+            if width and self.comm.Get_size() > 1:
+                self._rows_reducer = SparseRowAllreducer(
+                    self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm)
             return
         self._result = np.zeros(count, dtype=self.params.dtype)
         # (layer, slice of the message), top layer first; the top slice runs to the end of
@@ -273,6 +285,8 @@ class SyncStrategy(MinibatchStrategy):
             message = self._reducer.buffer()
             started = perf_counter()
             self.gradient.step(self.params, message, train.X, train.y, rows)
+            if self._rows_reducer is not None:
+                self._touched = self.gradient.touched(train.X, rows)
             self.straggler.slow_down(started)
             vote(message, stop_requested)
             return
@@ -291,7 +305,9 @@ class SyncStrategy(MinibatchStrategy):
         self.straggler.slow_down(started)
 
     def reduce(self, unit: Unit) -> bool:
-        if self._reducer is not None:
+        if self._rows_reducer is not None:
+            self._result = self._rows_reducer(self._reducer.buffer(), self._touched)
+        elif self._reducer is not None:
             self._result = self._reducer()
         else:
             for handle in self._handles:

@@ -1,0 +1,195 @@
+"""Sparse row reduction: when a step's gradient touches few rows of a huge weight matrix,
+send only those rows, and the dense allreduce when that is cheaper; the same bits either way.
+
+A sparse model's step (CSR rows, :mod:`mpitrain.models.sparse`) touches only the rows of
+its first weight matrix (one row of ``width`` elements per input feature) of the features
+in the batch; on a 2^18-feature logistic model with 64 rows of ~40 non-zeros a step writes
+~2,500 of 262,144 rows, yet the dense allreduce moves all of them every step.
+
+:class:`SparseRowAllreducer` wraps the step's persistent dense :class:`Allreducer`. Every
+step (collective, same order on every rank):
+
+1. ``Allgather`` of each rank's touched-row count (8 bytes a rank);
+2. the same decision on every rank from those counts (:func:`sparse_is_cheaper`): the
+   sparse payload of all ranks (row indices, rows, and the dense rest of the message:
+   the other layers, biases and the loss/count/stop tail) against the dense message;
+3. sparse: one ``Allgatherv`` of every rank's payload (indices as int64, values in the
+   message's dtype), then every rank sums the payloads into the full message, each element
+   in the order the dense allreduce adds it (:mod:`mpitrain.kernels.sparse_reduce`); dense:
+   the wrapped ``Allreducer``.
+
+Why an allgather of each rank's rows rather than agreeing on the union and allreducing a
+packed buffer: for the sums to be the dense allreduce's bits, each element must be added
+in the dense algorithm's order, and that order depends on the element's position in the
+dense message (the ``ring`` starts chunk ``c`` at rank ``c``), which a packed buffer
+loses. With every rank's rows in hand, a rank adds them in exactly that order; an absent
+row is zero in the dense message, and adding 0 changes no float sum. The union approach
+also costs one more collective (the union, then the reduction) and on the few ranks of
+one node its lower volume does not pay for that latency.
+
+Exactness holds where the dense algorithm's order is known: ``shm`` (rank order), ``ring``
+(chunk by chunk around the ring), and any uncompressed algorithm on 2 ranks (a + b == b + a
+in IEEE arithmetic). With ``mpi``, ``root``, ``hierarchical`` on 3 or more ranks, or
+``--compress``, the sparse path is off (every step dense), as it is on one rank. (A zero's
+sign may differ: -0.0 where the dense sum gives +0.0; the values are equal.)
+
+**The threshold** (:data:`SPARSE_UP_TO`): sparse when the payload all ranks send, summed,
+is at most that fraction of the dense message's bytes. Measured 2026-11-30 on the busy
+2-core machine (float64, 2^18 + 5 elements, the dense ``auto`` = ``ring``), median us per
+reduction, dense vs sparse at a payload fraction of the dense message::
+
+    python benchmarks/sparse_reduce.py                     # (mpiexec -n P, P = 2, 3)
+
+    fraction      0.01    0.05    0.1     0.25    0.5     1.0
+    P=2 dense     (see the table in docs/collectives.md)
+
+The counts' ``Allgather`` costs one small collective per step either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain.collectives.context import state_of, warm
+from mpitrain.collectives.persistent import Allreducer
+from mpitrain.kernels.sparse_reduce import (
+    ORDER_RANKS,
+    ORDER_RING,
+    ordered_sum,
+    pack_payload,
+    zero_rows,
+)
+
+#: Sparse when all ranks' payload bytes together are at most this fraction of the dense
+#: message's bytes (measured: module docstring).
+SPARSE_UP_TO = 0.5
+
+
+def summation_order(algorithm: str, size: int) -> int | None:
+    """How the dense ``algorithm`` adds the ranks' contributions on ``size`` ranks
+    (:data:`ORDER_RANKS`, :data:`ORDER_RING`), or None where it is not known (the sparse
+    path cannot then give its bits)."""
+    if algorithm == "compressed" or size < 2:
+        return None
+    if size == 2 or algorithm == "shm":
+        return ORDER_RANKS
+    if algorithm == "ring":
+        return ORDER_RING
+    return None
+
+
+def payload_bytes(counts: np.ndarray, *, width: int, rest: int, itemsize: int) -> np.ndarray:
+    """Bytes of each rank's payload for ``counts`` touched rows: the indices (int64), then
+    the rows and the ``rest`` dense elements, padded to 8 bytes."""
+    values = (counts * width + rest) * itemsize
+    return counts * 8 + -(-values // 8) * 8
+
+
+def sparse_is_cheaper(counts: np.ndarray, *, width: int, rest: int, itemsize: int,
+                      dense_bytes: int, up_to: float = SPARSE_UP_TO) -> bool:
+    """Whether the sparse reduction of ``counts`` touched rows per rank is cheaper than the
+    dense one (see :data:`SPARSE_UP_TO`)."""
+    total = int(payload_bytes(counts, width=width, rest=rest, itemsize=itemsize).sum())
+    return total <= up_to * dense_bytes and total < 2**31  # (MPI counts are int32)
+
+
+class SparseRowAllreducer:
+    """The dense ``Allreducer`` of a step message whose first ``rows * width`` elements are
+    a row block a step touches sparsely, reducing only the touched rows when that is
+    cheaper (module docstring).
+
+    Collective to build and to call (every rank, same order). Use::
+
+        reducer = SparseRowAllreducer(dense, rows=d, width=k, comm=comm)
+        message = dense.buffer()        # written by the gradient kernel
+        result = reducer(message, touched)   # sorted distinct rows this rank touched
+
+    ``result`` is either the dense reducer's result or this object's own array (both full
+    messages, the same bits on every rank and either way). :attr:`sparse_steps` and
+    :attr:`dense_steps` count the choices.
+    """
+
+    def __init__(self, dense: Allreducer, *, rows: int, width: int, comm: MPI.Comm,
+                 up_to: float = SPARSE_UP_TO) -> None:
+        if rows < 0 or width < 0 or rows * width > dense.count:
+            raise ValueError(f"a row block of {rows} x {width} does not fit a message of "
+                             f"{dense.count} elements")
+        self.dense = dense
+        self.rows, self.width = rows, width
+        self.rest = dense.count - rows * width
+        self.up_to = up_to
+        self._comm = state_of(comm).comm
+        size = self._comm.Get_size()
+        self.order = summation_order(dense.algorithm, size) if rows * width else None
+        self.enabled = self.order is not None
+        self.sparse_steps = self.dense_steps = 0
+        self._itemsize = dense.dtype.itemsize
+        self._dense_bytes = dense.count * self._itemsize
+        self._mine = np.zeros(1, dtype=np.int64)
+        self._counts = np.zeros(size, dtype=np.int64)
+        self._out = np.zeros(dense.count if self.enabled else 0, dtype=dense.dtype)
+        self._send = np.zeros(0, dtype=np.uint8)
+        self._recv = np.zeros(0, dtype=np.uint8)
+        self._dirty = np.zeros(0, dtype=np.int64)  # rows of _out the last sparse call wrote
+        self._n_dirty = 0
+        if self.enabled:
+            warm(self._comm, "sparse")
+
+    def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
+        """Collective: the sum over the ranks of ``message`` (this rank's contribution,
+        where the dense reducer's :meth:`~Allreducer.buffer` was), whose row block is zero
+        outside the rows ``touched`` (sorted, distinct int64)."""
+        if not self.enabled:
+            return self.dense()
+        self._mine[0] = touched.size
+        self._comm.Allgather(self._mine, self._counts)
+        counts = self._counts
+        if not sparse_is_cheaper(counts, width=self.width, rest=self.rest,
+                                 itemsize=self._itemsize, dense_bytes=self._dense_bytes,
+                                 up_to=self.up_to):
+            self.dense_steps += 1
+            return self.dense()
+        self.sparse_steps += 1
+        sizes = payload_bytes(counts, width=self.width, rest=self.rest,
+                              itemsize=self._itemsize)
+        displs = np.zeros_like(sizes)
+        np.cumsum(sizes[:-1], out=displs[1:])
+        total = int(displs[-1] + sizes[-1])
+        rank = self._comm.Get_rank()
+        m, mine = int(touched.size), int(sizes[rank])
+        send = self._grown("_send", mine)
+        send[: m * 8].view(np.int64)[:] = touched
+        pack_payload(message, touched, m, self.width, self.rows * self.width,
+                     send[m * 8 : mine].view(self.dense.dtype))
+        recv = self._grown("_recv", total)
+        self._comm.Allgatherv([send[:mine], MPI.BYTE],
+                              [recv, (sizes.astype(np.int32), displs.astype(np.int32)),
+                               MPI.BYTE])
+        out = self._out
+        zero_rows(out, self._dirty, self._n_dirty, self.width)
+        ordered_sum(out, recv[:total].view(np.int64), recv[:total].view(self.dense.dtype),
+                    counts, displs // 8, (displs + counts * 8) // self._itemsize,
+                    self.width, self.rows * self.width, self.order)
+        self._remember_rows(recv[:total].view(np.int64), counts, displs // 8)
+        return out
+
+    def _grown(self, name: str, nbytes: int) -> np.ndarray:
+        """The byte buffer ``name``, replaced by a larger one when shorter than ``nbytes``."""
+        buf = getattr(self, name)
+        if buf.size < nbytes:
+            buf = np.zeros(max(nbytes, 2 * buf.size), dtype=np.uint8)
+            setattr(self, name, buf)
+        return buf
+
+    def _remember_rows(self, as_int: np.ndarray, counts: np.ndarray,
+                       idx_off: np.ndarray) -> None:
+        """Keep the rows this call wrote, to zero them in the next sparse call."""
+        n = int(counts.sum())
+        if self._dirty.size < n:
+            self._dirty = np.zeros(max(n, 2 * self._dirty.size), dtype=np.int64)
+        at = 0
+        for r, m in enumerate(counts.tolist()):
+            self._dirty[at : at + m] = as_int[idx_off[r] : idx_off[r] + m]
+            at += m
+        self._n_dirty = n
