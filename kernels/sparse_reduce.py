@@ -60,6 +60,19 @@ def zero_rows(out, rows, n, width):
 
 
 @njit(**_JIT)
+def _add_payload(out, as_int, as_val, m, io, vo, width, dense_start):
+    """One rank's payload added into ``out``."""
+    for e in range(m):
+        base = as_int[io + e] * width
+        src = vo + e * width
+        for c in range(width):
+            out[base + c] += as_val[src + c]
+    vo += m * width
+    for i in range(out.size - dense_start):
+        out[dense_start + i] += as_val[vo + i]
+
+
+@njit(**_JIT)
 def ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_start, order):
     """Every rank's payload summed into ``out`` in the dense allreduce's order.
 
@@ -75,6 +88,11 @@ def ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_star
         out[e] = 0
     for r in range(size):
         zero_rows(out, as_int[idx_off[r]:], counts[r], width)
+    if order == ORDER_RANKS:  # one pass, rank after rank
+        for r in range(size):
+            _add_payload(out, as_int, as_val, counts[r], idx_off[r], val_off[r], width,
+                         dense_start)
+        return
     for turn in range(size):  # the turn-th contribution of each element, for all of them
         for r in range(size):
             m = counts[r]

@@ -5,9 +5,13 @@ MPI tests run under ``mpiexec -n P python -m pytest --with-mpi -m mpi`` (P = 2, 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from cli_runner import run_train
 from mpi4py import MPI
+from test_sparse_train import COMMON, sparse_file
 
 from mpitrain.collectives import Allreducer
 from mpitrain.collectives.sparse import (
@@ -18,6 +22,7 @@ from mpitrain.collectives.sparse import (
 )
 from mpitrain.kernels.sparse import batch_columns
 from mpitrain.kernels.sparse_reduce import ORDER_RANKS, ORDER_RING
+from mpitrain.models import load_model
 
 pytestmark = pytest.mark.timeout(240)
 ROWS, WIDTH, REST = 997, 3, 11  # a prime row count: ring chunks split rows
@@ -95,3 +100,27 @@ def test_batch_columns_are_the_sorted_distinct_columns():
     out = np.zeros(10, dtype=np.int64)
     m = batch_columns((data, indices, indptr), np.array([1, 0, 2]), mark, out)
     assert out[:m].tolist() == [1, 5, 9] and not mark.any()
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, ranks):
+    """--sparse-reduce auto sends only the touched rows here, and trains the very model
+    --sparse-reduce dense trains (bits), which is the model of one rank (1e-10)."""
+    path = sparse_file(tmp_path / "w.svm", 240, 5000, 5, lambda i: i % 2)
+    options = ["--data", path, "--model", "logistic", "--sparse", "on", "--shuffle",
+               "global", *COMMON]
+    runs = {}
+    for name, p, reduce in (("one", 1, "auto"), ("auto", ranks, "auto"),
+                            ("dense", ranks, "dense")):
+        out = tmp_path / name
+        done = run_train([*options, "--sparse-reduce", reduce, "--out", str(out)], ranks=p)
+        assert done.returncode == 0, done.stderr
+        runs[name] = (load_model(out / "model.npz"),
+                      json.loads((out / "summary.json").read_text()))
+    reduction = runs["auto"][1]["sparse_reduction"]
+    assert reduction["enabled"] and reduction["sparse_steps"] > 0
+    assert "sparse_reduction" not in runs["dense"][1]
+    for name, value in runs["dense"][0].params.items():
+        np.testing.assert_array_equal(runs["auto"][0].params[name], value)
+        np.testing.assert_allclose(runs["one"][0].params[name], value, rtol=1e-10,
+                                   atol=1e-12)

@@ -129,7 +129,8 @@ class SyncStrategy(MinibatchStrategy):
     """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
 
     unit_name = "step"
-    options = ("compress", "overlap", "shard", "straggler", "tensor_parallel")
+    options = ("compress", "overlap", "shard", "straggler", "tensor_parallel",
+               "sparse_reduce")
 
     shuffle: str
     reduce_algorithm: str = "auto"
@@ -137,6 +138,7 @@ class SyncStrategy(MinibatchStrategy):
     overlap: bool = False
     shard: str = "none"  # --shard: ShardedSyncStrategy (.sharded) runs the other values
     shared_memory: bool = True
+    sparse_reduce: str = "auto"  # --sparse-reduce: reduce only the touched rows when cheaper
     _plan: EpochPlan | None = field(init=False, default=None)
     _plan_epoch: int = field(init=False, default=-1)
     _n: int = field(init=False, default=0)
@@ -213,6 +215,7 @@ class SyncStrategy(MinibatchStrategy):
             seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
             lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
             reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
+            sparse_reduce=config.sparse_reduce,
             shard=config.shard, shared_memory=shared_memory_allowed(config),
             straggler=Straggler.for_rank(config.straggler, rank=comm.Get_rank(),
                                          seed=config.seed),
@@ -240,7 +243,7 @@ class SyncStrategy(MinibatchStrategy):
                                        batch_size=self.batch_size)
             self._result = self._reducer.buffer()
             width = self.gradient.row_width
-            if width and self.comm.Get_size() > 1:
+            if width and self.comm.Get_size() > 1 and self.sparse_reduce == "auto":
                 self._rows_reducer = SparseRowAllreducer(
                     self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm)
             return
@@ -353,7 +356,11 @@ class SyncStrategy(MinibatchStrategy):
         held = np.array([sum(v.nbytes for v in self.optimizer.state.values()),
                          self._message_bytes(), self._result.nbytes], dtype=np.int64)
         self.comm.Allreduce(MPI.IN_PLACE, held, op=MPI.MAX)
-        return {"memory": memory_report(
+        rows = self._rows_reducer
+        sparse = ({} if rows is None else {"sparse_reduction": {
+            "enabled": rows.enabled, "sparse_steps": rows.sparse_steps,
+            "dense_steps": rows.dense_steps}})
+        return {**sparse, "memory": memory_report(
             shard=self.shard, optimizer=self.optimizer.name, n=self.layout.size,
             itemsize=self.params.itemsize, state_bytes=int(held[0]),
             message_bytes=int(held[1]), reduced_bytes=int(held[2]))}
