@@ -83,7 +83,8 @@ class TrainConfig:
                                          group="data", metavar="A,B,...")
     sparse: str = option("off", "libsvm rows held as CSR, never dense (linear, logistic, "
                          "softmax, mlp's first layer; sync mode; not standardised): on, "
-                         "off, or auto: on when at most a tenth of the values are non-zero and the model can",
+                         "off, or auto: on when at most a tenth of the values are non-zero "
+                         "and the model can",
                          choices=SPARSE, group="data")
     standardize: bool = option(True, "scale features to zero mean and unit variance "
                                "(global statistics over the training rows)", group="data")
