@@ -40,14 +40,18 @@ def contribution(rng, dtype, touched_rows):
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("algorithm", ["auto", "shm", "ring", "mpi", "root"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sparse_reduction_equals_the_dense_bits(algorithm, dtype):
+@pytest.mark.parametrize("bound", [None, 300])
+def test_sparse_reduction_equals_the_dense_bits(algorithm, dtype, bound):
     comm = MPI.COMM_WORLD
     size, rank = comm.Get_size(), comm.Get_rank()
     dense = Allreducer(ROWS * WIDTH + REST, dtype, comm, algorithm=algorithm)
     reference = Allreducer(ROWS * WIDTH + REST, dtype, comm, algorithm=algorithm)
     # forced sparse on every step (then forced dense) to compare both ways
-    sparse = SparseRowAllreducer(dense, rows=ROWS, width=WIDTH, comm=comm, up_to=np.inf)
+    # (a bound: one Allgather of fixed blocks, the bound being agreed: the largest)
+    sparse = SparseRowAllreducer(dense, rows=ROWS, width=WIDTH, comm=comm, up_to=np.inf,
+                                 max_touched=None if bound is None else bound - rank)
     assert sparse.enabled == (summation_order(dense.algorithm, size) is not None)
+    assert sparse.bound == (bound if sparse.enabled and bound else 0)
     if size == 2 or dense.algorithm in ("shm", "ring"):
         assert sparse.enabled
     for step in range(6):
@@ -66,8 +70,8 @@ def test_sparse_reduction_equals_the_dense_bits(algorithm, dtype):
         reference.buffer()[...] = mine
         expected = reference()
         np.testing.assert_array_equal(got, expected)
-    if sparse.enabled:
-        assert sparse.sparse_steps == 5 and sparse.dense_steps == 1
+    if sparse.enabled:  # (the one-collective path has no per-step choice)
+        assert (sparse.sparse_steps, sparse.dense_steps) == ((6, 0) if bound else (5, 1))
     dense.close()
     reference.close()
 

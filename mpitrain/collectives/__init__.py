@@ -25,7 +25,10 @@ lives:
   reduction of a fixed-size message set up once (``auto`` resolved once, windows and
   buffers allocated once) and run every step without allocating; ``shm`` there lets the
   caller write straight into its shared slot (zero copy). Built for the sync training
-  strategy's step message, so that every reduction goes through this package.
+  strategy's step message, so that every reduction goes through this package;
+- sparse rows (:mod:`.sparse`, ``SparseRowAllreducer``): around an ``Allreducer``, a
+  message whose row block a step touches sparsely sends only the touched rows when that is
+  cheaper, summed in the dense algorithm's order (the same bits either way).
 
 Like any collective, every rank of ``comm`` must make the same calls in the same order
 with the same ``algorithm``, ``op``, dtype and element count; this is not checked (a

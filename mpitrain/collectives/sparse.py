@@ -111,7 +111,7 @@ class SparseRowAllreducer:
     """
 
     def __init__(self, dense: Allreducer, *, rows: int, width: int, comm: MPI.Comm,
-                 up_to: float = SPARSE_UP_TO) -> None:
+                 up_to: float = SPARSE_UP_TO, max_touched: int | None = None) -> None:
         if rows < 0 or width < 0 or rows * width > dense.count:
             raise ValueError(f"a row block of {rows} x {width} does not fit a message of "
                              f"{dense.count} elements")
@@ -133,8 +133,21 @@ class SparseRowAllreducer:
         self._recv = np.zeros(0, dtype=np.uint8)
         self._dirty = np.zeros(0, dtype=np.int64)  # rows of _out the last sparse call wrote
         self._n_dirty = 0
-        if self.enabled:
-            warm(self._comm, "sparse")
+        #: touched rows a rank may send per step in the one-collective path (0: not used)
+        self.bound = 0
+        if not self.enabled:
+            return
+        warm(self._comm, "sparse")
+        if max_touched is not None:  # agree on the largest bound (collective)
+            agreed = np.array([min(max(0, max_touched), rows)], dtype=np.int64)
+            self._comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
+            block = int(payload_bytes(agreed, width=width, rest=self.rest,
+                                      itemsize=self._itemsize)[0]) + 8
+            if size * block <= up_to * self._dense_bytes and size * block < 2**31:
+                self.bound = int(agreed[0])
+                self._block = block
+                self._send = np.zeros(block, dtype=np.uint8)
+                self._recv = np.zeros(size * block, dtype=np.uint8)
 
     def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
         """Collective: the sum over the ranks of ``message`` (this rank's contribution,
@@ -142,6 +155,8 @@ class SparseRowAllreducer:
         outside the rows ``touched`` (sorted, distinct int64)."""
         if not self.enabled:
             return self.dense()
+        if self.bound:
+            return self._bounded(message, touched)
         self._mine[0] = touched.size
         self._comm.Allgather(self._mine, self._counts)
         counts = self._counts
@@ -172,6 +187,33 @@ class SparseRowAllreducer:
                     counts, displs // 8, (displs + counts * 8) // self._itemsize,
                     self.width, self.rows * self.width, self.order)
         self._remember_rows(recv[:total].view(np.int64), counts, displs // 8)
+        return out
+
+    def _bounded(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
+        """The one-collective path: every rank sends a block of the bound's size (its
+        count, then its payload), one ``Allgather``."""
+        m, block = int(touched.size), self._block
+        if m > self.bound:
+            raise ValueError(f"{m} touched rows exceed the agreed bound {self.bound}")
+        self.sparse_steps += 1
+        send, recv = self._send, self._recv
+        head = send.view(np.int64)
+        head[0] = m
+        head[1 : 1 + m] = touched
+        pack_payload(message, touched, m, self.width, self.rows * self.width,
+                     send[8 + m * 8 :].view(self.dense.dtype))
+        self._comm.Allgather([send, MPI.BYTE], [recv, MPI.BYTE])
+        as_int = recv.view(np.int64)
+        counts = self._counts
+        counts[:] = as_int[:: block // 8]
+        starts = np.arange(counts.size, dtype=np.int64) * block
+        idx_off = starts // 8 + 1
+        out = self._out
+        zero_rows(out, self._dirty, self._n_dirty, self.width)
+        ordered_sum(out, as_int, recv.view(self.dense.dtype), counts, idx_off,
+                    (starts + 8 + counts * 8) // self._itemsize, self.width,
+                    self.rows * self.width, self.order)
+        self._remember_rows(as_int, counts, idx_off)
         return out
 
     def _grown(self, name: str, nbytes: int) -> np.ndarray:

@@ -75,3 +75,13 @@ class BatchGradient:
             self._columns = np.zeros(self.n_features, dtype=np.int64)
         count = self._touched(X, rows, self._mark, self._columns)
         return self._columns[:count]
+
+    def max_touched(self, X: np.ndarray) -> int:
+        """At most how many rows :meth:`touched` reports for one step on this rank's CSR
+        rows ``X``: the most rows of a step times the most non-zeros of a row (at most
+        ``n_features``)."""
+        indptr = getattr(X, "indptr", None)
+        if indptr is None:
+            return self.n_features
+        widest = int(np.diff(indptr).max()) if len(indptr) > 1 else 0
+        return min(self.n_features, self.max_rows * widest)

@@ -245,7 +245,8 @@ class SyncStrategy(MinibatchStrategy):
             width = self.gradient.row_width
             if width and self.comm.Get_size() > 1 and self.sparse_reduce == "auto":
                 self._rows_reducer = SparseRowAllreducer(
-                    self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm)
+                    self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm,
+                    max_touched=self.gradient.max_touched(self.train.X))
             return
         self._result = np.zeros(count, dtype=self.params.dtype)
         # (layer, slice of the message), top layer first; the top slice runs to the end of
@@ -358,8 +359,8 @@ class SyncStrategy(MinibatchStrategy):
         self.comm.Allreduce(MPI.IN_PLACE, held, op=MPI.MAX)
         rows = self._rows_reducer
         sparse = ({} if rows is None else {"sparse_reduction": {
-            "enabled": rows.enabled, "sparse_steps": rows.sparse_steps,
-            "dense_steps": rows.dense_steps}})
+            "enabled": rows.enabled, "bound": rows.bound,
+            "sparse_steps": rows.sparse_steps, "dense_steps": rows.dense_steps}})
         return {**sparse, "memory": memory_report(
             shard=self.shard, optimizer=self.optimizer.name, n=self.layout.size,
             itemsize=self.params.itemsize, state_bytes=int(held[0]),
