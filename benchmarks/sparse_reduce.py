@@ -3,7 +3,8 @@
     mpiexec -n P python benchmarks/sparse_reduce.py [--features 262144] [--width 1]
 
 Prints, per touched-row count, the payload all ranks send as a fraction of the dense
-message and the median time of each (us): the measurement behind
+message and the median time (us) of the dense allreduce, the per-step measured sparse path
+and the bounded one-collective path (bound = the count): the measurement behind
 :data:`mpitrain.collectives.sparse.SPARSE_UP_TO`.
 """
 
@@ -36,14 +37,16 @@ def main() -> None:
     if rank == 0:
         print(f"P={size} dense {dense.algorithm}, {count * dense.dtype.itemsize} bytes, "
               f"median us of {args.repeat}")
-        print("rows/rank  fraction  dense  sparse")
+        print("rows/rank  fraction  dense  sparse  bounded")
     rng = np.random.default_rng(rank)
     for m in (256, 1024, 2560, 8192, 16384, 32768, 65536):
         m = min(m, args.features)
         touched = np.sort(rng.choice(args.features, m, replace=False)).astype(np.int64)
-        times = {"dense": [], "sparse": []}
-        for rep in range(2 * args.repeat):
-            kind = "dense" if rep % 2 else "sparse"  # interleaved
+        bounded = SparseRowAllreducer(dense, rows=args.features, width=args.width,
+                                      comm=comm, up_to=np.inf, max_touched=m)
+        times = {"dense": [], "sparse": [], "bounded": []}
+        for rep in range(3 * args.repeat):
+            kind = ("dense", "sparse", "bounded")[rep % 3]  # interleaved
             message = dense.buffer()
             message[: args.features * args.width] = 0
             message.reshape(-1)[touched * args.width] = 1.0
@@ -52,7 +55,7 @@ def main() -> None:
             if kind == "dense":
                 dense()
             else:
-                sparse(message, touched)
+                (sparse if kind == "sparse" else bounded)(message, touched)
             times[kind].append(perf_counter() - start)
         med = {k: np.array(v) for k, v in times.items()}
         for k in med:
@@ -61,7 +64,8 @@ def main() -> None:
                               itemsize=dense.dtype.itemsize).sum()
         if rank == 0:
             print(f"{m:9d}  {total / (count * dense.dtype.itemsize):8.3f}  "
-                  f"{np.median(med['dense']) * 1e6:6.0f}  {np.median(med['sparse']) * 1e6:6.0f}")
+                  f"{np.median(med['dense']) * 1e6:6.0f}  {np.median(med['sparse']) * 1e6:6.0f}"
+                  f"  {np.median(med['bounded']) * 1e6:7.0f}")
     dense.close()
 
 

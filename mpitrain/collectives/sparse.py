@@ -6,17 +6,26 @@ its first weight matrix (one row of ``width`` elements per input feature) of the
 in the batch; on a 2^18-feature logistic model with 64 rows of ~40 non-zeros a step writes
 ~2,500 of 262,144 rows, yet the dense allreduce moves all of them every step.
 
-:class:`SparseRowAllreducer` wraps the step's persistent dense :class:`Allreducer`. Every
-step (collective, same order on every rank):
+:class:`SparseRowAllreducer` wraps the step's persistent dense :class:`Allreducer`. A
+rank's *payload* is its touched rows' indices (int64), the rows, and the dense rest of the
+message (the other layers, biases and the loss/count/stop tail). Each step (collective,
+same order on every rank), one of two paths, fixed at construction:
 
-1. ``Allgather`` of each rank's touched-row count (8 bytes a rank);
-2. the same decision on every rank from those counts (:func:`sparse_is_cheaper`): the
-   sparse payload of all ranks (row indices, rows, and the dense rest of the message:
-   the other layers, biases and the loss/count/stop tail) against the dense message;
-3. sparse: one ``Allgatherv`` of every rank's payload (indices as int64, values in the
-   message's dtype), then every rank sums the payloads into the full message, each element
-   in the order the dense allreduce adds it (:mod:`mpitrain.kernels.sparse_reduce`); dense:
-   the wrapped ``Allreducer``.
+- **bounded** (when the caller gives ``max_touched``, a bound on the rows a rank touches
+  in one step, e.g. rows per step times the most non-zeros of a row, agreed as the
+  largest over the ranks, and ``P`` payloads of that bound are at most
+  :data:`BOUNDED_UP_TO` of the dense message): one ``Allgather`` of fixed-size blocks
+  (the count, then the payload). One collective, so on a busy node it also waits for
+  the other ranks only once;
+- **measured per step**: ``Allgather`` of each rank's touched-row count, then the same
+  decision on every rank from those counts (:func:`sparse_is_cheaper`: all payloads
+  together against the dense message); sparse: one ``Allgatherv`` of the payloads;
+  dense: the wrapped ``Allreducer``.
+
+Sparse either way, every rank then sums the payloads into the full message, each element
+in the order the dense allreduce adds it (:mod:`mpitrain.kernels.sparse_reduce`); the
+rows the previous sparse step wrote are zeroed first, so a step costs time in the touched
+rows, not the matrix.
 
 Why an allgather of each rank's rows rather than agreeing on the union and allreducing a
 packed buffer: for the sums to be the dense allreduce's bits, each element must be added
@@ -33,17 +42,28 @@ in IEEE arithmetic). With ``mpi``, ``root``, ``hierarchical`` on 3 or more ranks
 ``--compress``, the sparse path is off (every step dense), as it is on one rank. (A zero's
 sign may differ: -0.0 where the dense sum gives +0.0; the values are equal.)
 
-**The threshold** (:data:`SPARSE_UP_TO`): sparse when the payload all ranks send, summed,
-is at most that fraction of the dense message's bytes. Measured 2026-11-30 on the busy
-2-core machine (float64, 2^18 + 5 elements, the dense ``auto`` = ``ring``), median us per
-reduction, dense vs sparse at a payload fraction of the dense message::
+**The thresholds** (:data:`BOUNDED_UP_TO`, :data:`SPARSE_UP_TO`), measured 2026-11-30 on
+the 2-core machine while heavily loaded (load average 12-16: on such a machine a
+collective costs what waiting for the other ranks to be scheduled costs, so fewer
+collectives matter more than fewer bytes), float64, 2^18 rows of width 1 plus 5 dense
+elements (2 MiB, the dense ``auto`` = ``ring``), median of 40 interleaved calls, ms::
 
-    python benchmarks/sparse_reduce.py                     # (mpiexec -n P, P = 2, 3)
+    mpiexec -n P python benchmarks/sparse_reduce.py --repeat 40
 
-    fraction      0.01    0.05    0.1     0.25    0.5     1.0
-    P=2 dense     (see the table in docs/collectives.md)
+    rows/rank             256    1024   2560   8192   16384  32768  65536
+    payload fraction P=2  0.004  0.016  0.039  0.125  0.25   0.5    1.0
+    P=2 dense             12.6   9.5    9.5    13.7   12.5   7.7    3.2
+    P=2 per-step path     4.8    3.8    4.1    6.7    25.6   26.5   4.9
+    P=2 bounded path      1.1    4.6    2.8    2.6    5.8    3.1    3.1
+    payload fraction P=3  0.006  0.023  0.059  0.188  0.375  0.75   1.5
+    P=3 dense             14.0   13.9   11.4   19.8   17.4   8.7    17.7
+    P=3 per-step path     8.2    11.1   14.0   41.9   68.1   72.7   230
+    P=3 bounded path      5.0    4.3    6.4    12.1   11.5   12.7   29.3
 
-The counts' ``Allgather`` costs one small collective per step either way.
+The bounded path (one ``Allgather``) beats the dense ring up to about half the dense
+message's bytes; the per-step path (two collectives, MPICH's ``Allgatherv``) only up to
+about a tenth (P=3: less), hence 0.5 and 0.1. Not yet measured on an idle machine or
+across nodes, where bytes weigh more and the ring's bandwidth optimality should lower both.
 """
 
 from __future__ import annotations
@@ -61,9 +81,11 @@ from mpitrain.kernels.sparse_reduce import (
     zero_rows,
 )
 
-#: Sparse when all ranks' payload bytes together are at most this fraction of the dense
-#: message's bytes (measured: module docstring).
-SPARSE_UP_TO = 0.5
+#: The per-step path goes sparse when all ranks' payload bytes together are at most this
+#: fraction of the dense message's bytes (measured: module docstring).
+SPARSE_UP_TO = 0.1
+#: The bounded path is used when ``P`` payloads of the bound are at most this fraction.
+BOUNDED_UP_TO = 0.5
 
 
 def summation_order(algorithm: str, size: int) -> int | None:
@@ -111,14 +133,16 @@ class SparseRowAllreducer:
     """
 
     def __init__(self, dense: Allreducer, *, rows: int, width: int, comm: MPI.Comm,
-                 up_to: float = SPARSE_UP_TO, max_touched: int | None = None) -> None:
+                 up_to: float | None = None, max_touched: int | None = None) -> None:
         if rows < 0 or width < 0 or rows * width > dense.count:
             raise ValueError(f"a row block of {rows} x {width} does not fit a message of "
                              f"{dense.count} elements")
         self.dense = dense
         self.rows, self.width = rows, width
         self.rest = dense.count - rows * width
-        self.up_to = up_to
+        # (``up_to`` given: the threshold of both paths, e.g. ``inf`` for always sparse)
+        self.up_to = SPARSE_UP_TO if up_to is None else up_to
+        bounded_up_to = BOUNDED_UP_TO if up_to is None else up_to
         self._comm = state_of(comm).comm
         size = self._comm.Get_size()
         self.order = summation_order(dense.algorithm, size) if rows * width else None
@@ -143,7 +167,7 @@ class SparseRowAllreducer:
             self._comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
             block = int(payload_bytes(agreed, width=width, rest=self.rest,
                                       itemsize=self._itemsize)[0]) + 8
-            if size * block <= up_to * self._dense_bytes and size * block < 2**31:
+            if size * block <= bounded_up_to * self._dense_bytes and size * block < 2**31:
                 self.bound = int(agreed[0])
                 self._block = block
                 self._send = np.zeros(block, dtype=np.uint8)

@@ -247,6 +247,8 @@ class SyncStrategy(MinibatchStrategy):
                 self._rows_reducer = SparseRowAllreducer(
                     self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm,
                     max_touched=self.gradient.max_touched(self.train.X))
+                if not self._rows_reducer.enabled:  # (the same on every rank)
+                    self._rows_reducer = None
             return
         self._result = np.zeros(count, dtype=self.params.dtype)
         # (layer, slice of the message), top layer first; the top slice runs to the end of
