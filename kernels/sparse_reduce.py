@@ -111,6 +111,29 @@ def ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_star
                     out[pos] += as_val[vo + i]
 
 
+@njit(**_JIT)
+def sum_blocks(out, dirty, n_dirty, as_int, as_val, starts, width, dense_start, order,
+               itemsize, counts, idx_off, val_off):
+    """The bounded path's whole sum in one call: rank ``r``'s block starts at byte
+    ``starts[r]`` (its row count as int64, then :func:`pack_payload`'s indices and values);
+    zeroes the rows ``dirty[:n_dirty]`` an earlier call wrote, sums every block into
+    ``out`` (:func:`ordered_sum`), records the rows written now in ``dirty`` and returns
+    their number. ``counts``, ``idx_off``, ``val_off`` (int64, one per rank) are scratch."""
+    zero_rows(out, dirty, n_dirty, width)
+    for r in range(starts.size):
+        m = as_int[starts[r] // 8]
+        counts[r] = m
+        idx_off[r] = starts[r] // 8 + 1
+        val_off[r] = (starts[r] + 8 + m * 8) // itemsize
+    ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_start, order)
+    n = 0
+    for r in range(starts.size):
+        for e in range(counts[r]):
+            dirty[n] = as_int[idx_off[r] + e]
+            n += 1
+    return n
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) the specialisations the reduction uses."""
     ints = np.zeros(2, dtype=np.int64)
@@ -120,3 +143,7 @@ def warm_up() -> None:
         zero_rows(msg, ints, 1, 2)
         ordered_sum(msg, ints, msg, np.zeros(1, np.int64), ints[:1], ints[:1], 2, 2,
                     ORDER_RANKS)
+        one = np.zeros(1, np.int64)
+        sum_blocks(msg, np.zeros(4, np.int64), 0, np.zeros(4, np.int64),
+                   np.zeros(4 * 8 // msg.itemsize, dtype), one, 2, 2, ORDER_RANKS,
+                   msg.itemsize, one.copy(), one.copy(), one.copy())

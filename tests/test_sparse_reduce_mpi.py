@@ -14,6 +14,7 @@ from mpi4py import MPI
 from test_sparse_train import COMMON, sparse_file
 
 from mpitrain.collectives import Allreducer
+from mpitrain.collectives.context import state_of
 from mpitrain.collectives.sparse import (
     SparseRowAllreducer,
     payload_bytes,
@@ -52,6 +53,9 @@ def test_sparse_reduction_equals_the_dense_bits(algorithm, dtype, bound):
                                  max_touched=None if bound is None else bound - rank)
     assert sparse.enabled == (summation_order(dense.algorithm, size) is not None)
     assert sparse.bound == (bound if sparse.enabled and bound else 0)
+    one_node = state_of(comm).one_node()
+    assert sparse.transport == ("none" if not sparse.enabled else "allgatherv" if not bound
+                                else "shm" if one_node else "allgather")
     if size == 2 or dense.algorithm in ("shm", "ring"):
         assert sparse.enabled
     for step in range(6):
@@ -72,6 +76,7 @@ def test_sparse_reduction_equals_the_dense_bits(algorithm, dtype, bound):
         np.testing.assert_array_equal(got, expected)
     if sparse.enabled:  # (the one-collective path has no per-step choice)
         assert (sparse.sparse_steps, sparse.dense_steps) == ((6, 0) if bound else (5, 1))
+    sparse.close()
     dense.close()
     reference.close()
 

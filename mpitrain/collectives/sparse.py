@@ -15,8 +15,10 @@ same order on every rank), one of two paths, fixed at construction:
   in one step, e.g. rows per step times the most non-zeros of a row, agreed as the
   largest over the ranks, and ``P`` payloads of that bound are at most
   :data:`BOUNDED_UP_TO` of the dense message): one ``Allgather`` of fixed-size blocks
-  (the count, then the payload). One collective, so on a busy node it also waits for
-  the other ranks only once;
+  (the count, then the payload), or, when every rank is on one node and shared memory
+  is allowed, each rank writes its block into its slot of a shared-memory window
+  (:class:`~.slot_sum.SharedMemoryAllreduce`'s slots and flag barrier) and reads the
+  others' slots in place. One synchronisation a step;
 - **measured per step**: ``Allgather`` of each rank's touched-row count, then the same
   decision on every rank from those counts (:func:`sparse_is_cheaper`: all payloads
   together against the dense message); sparse: one ``Allgatherv`` of the payloads;
@@ -73,11 +75,13 @@ from mpi4py import MPI
 
 from mpitrain.collectives.context import state_of, warm
 from mpitrain.collectives.persistent import Allreducer
+from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
 from mpitrain.kernels.sparse_reduce import (
     ORDER_RANKS,
     ORDER_RING,
     ordered_sum,
     pack_payload,
+    sum_blocks,
     zero_rows,
 )
 
@@ -157,6 +161,8 @@ class SparseRowAllreducer:
         self._recv = np.zeros(0, dtype=np.uint8)
         self._dirty = np.zeros(0, dtype=np.int64)  # rows of _out the last sparse call wrote
         self._n_dirty = 0
+        self._slots: SharedMemoryAllreduce | None = None
+        self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (the receive buffer's)
         #: touched rows a rank may send per step in the one-collective path (0: not used)
         self.bound = 0
         if not self.enabled:
@@ -172,6 +178,22 @@ class SparseRowAllreducer:
                 self._block = block
                 self._send = np.zeros(block, dtype=np.uint8)
                 self._recv = np.zeros(size * block, dtype=np.uint8)
+                state = state_of(comm)
+                if dense.shared_memory and state.one_node():  # the slots, not MPI
+                    self._slots = SharedMemoryAllreduce(self._comm, n=block // 8,
+                                                        dtype=np.dtype(np.float64))
+                    contiguous = np.array([self._slots.contiguous], dtype=np.int32)
+                    self._comm.Allreduce(MPI.IN_PLACE, contiguous, op=MPI.MIN)
+                    if not contiguous[0]:  # (agreed: the same on every rank)
+                        self.close()
+                ranks = np.arange(size, dtype=np.int64)
+                if self._slots is None:
+                    self._starts = (ranks * block,)
+                else:  # rank r's slot b starts at byte r * 2 * capacity + b * capacity
+                    cap = self._slots.capacity
+                    self._starts = (ranks * 2 * cap, ranks * 2 * cap + cap)
+                self._dirty = np.zeros(size * self.bound, dtype=np.int64)
+                self._scratch = np.zeros((3, size), dtype=np.int64)
 
     def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
         """Collective: the sum over the ranks of ``message`` (this rank's contribution,
@@ -220,25 +242,46 @@ class SparseRowAllreducer:
         if m > self.bound:
             raise ValueError(f"{m} touched rows exceed the agreed bound {self.bound}")
         self.sparse_steps += 1
-        send, recv = self._send, self._recv
+        slots = self._slots
+        send = self._send if slots is None else slots.next_slot().view(np.uint8)
         head = send.view(np.int64)
         head[0] = m
         head[1 : 1 + m] = touched
         pack_payload(message, touched, m, self.width, self.rows * self.width,
-                     send[8 + m * 8 :].view(self.dense.dtype))
-        self._comm.Allgather([send, MPI.BYTE], [recv, MPI.BYTE])
-        as_int = recv.view(np.int64)
-        counts = self._counts
-        counts[:] = as_int[:: block // 8]
-        starts = np.arange(counts.size, dtype=np.int64) * block
-        idx_off = starts // 8 + 1
-        out = self._out
-        zero_rows(out, self._dirty, self._n_dirty, self.width)
-        ordered_sum(out, as_int, recv.view(self.dense.dtype), counts, idx_off,
-                    (starts + 8 + counts * 8) // self._itemsize, self.width,
-                    self.rows * self.width, self.order)
-        self._remember_rows(as_int, counts, idx_off)
-        return out
+                     send[8 + m * 8 : block].view(self.dense.dtype))
+        if slots is None:
+            recv, starts = self._recv, self._starts[0]
+            self._comm.Allgather([send, MPI.BYTE], [recv, MPI.BYTE])
+        else:  # every rank's slot read in place, after the slots' barrier
+            recv, b = slots.exchange()  # type: ignore[misc]
+            starts = self._starts[b]
+        views = self._views.get(id(recv))
+        if views is None:
+            views = self._views[id(recv)] = (recv.view(np.int64),
+                                             recv.view(self.dense.dtype))
+        scratch = self._scratch
+        self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, *views, starts,
+                                   self.width, self.rows * self.width, self.order,
+                                   self._itemsize, scratch[0], scratch[1], scratch[2])
+        return self._out
+
+    @property
+    def transport(self) -> str:
+        """How the sparse payloads travel: ``shm`` (the bounded path's shared slots),
+        ``allgather`` (the bounded path over MPI), ``allgatherv`` (the per-step path) or
+        ``none`` (never sparse)."""
+        if not self.enabled:
+            return "none"
+        if self.bound:
+            return "shm" if self._slots is not None else "allgather"
+        return "allgatherv"
+
+    def close(self) -> None:
+        """Collective: release the shared-memory slots of the bounded path (idempotent;
+        the Allgather then carries it)."""
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None
 
     def _grown(self, name: str, nbytes: int) -> np.ndarray:
         """The byte buffer ``name``, replaced by a larger one when shorter than ``nbytes``."""

@@ -346,6 +346,8 @@ class SyncStrategy(MinibatchStrategy):
         return self.scheduled_lr(unit.index, self.total_units, unit.period)
 
     def close(self) -> None:
+        if self._rows_reducer is not None:
+            self._rows_reducer.close()
         if self._reducer is not None:
             self._reducer.close()
 
@@ -361,7 +363,7 @@ class SyncStrategy(MinibatchStrategy):
         self.comm.Allreduce(MPI.IN_PLACE, held, op=MPI.MAX)
         rows = self._rows_reducer
         sparse = ({} if rows is None else {"sparse_reduction": {
-            "enabled": rows.enabled, "bound": rows.bound,
+            "enabled": rows.enabled, "bound": rows.bound, "transport": rows.transport,
             "sparse_steps": rows.sparse_steps, "dense_steps": rows.dense_steps}})
         return {**sparse, "memory": memory_report(
             shard=self.shard, optimizer=self.optimizer.name, n=self.layout.size,
