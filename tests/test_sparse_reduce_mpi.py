@@ -111,13 +111,13 @@ def test_batch_columns_are_the_sorted_distinct_columns():
     assert out[:m].tolist() == [1, 5, 9] and not mark.any()
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, ranks):
+@pytest.mark.parametrize("model,ranks", [("logistic", 2), ("logistic", 3), ("mlp", 3)])
+def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, model, ranks):
     """--sparse-reduce auto sends only the touched rows here, and trains the very model
     --sparse-reduce dense trains (bits), which is the model of one rank (1e-10)."""
     path = sparse_file(tmp_path / "w.svm", 240, 5000, 5, lambda i: i % 2)
-    options = ["--data", path, "--model", "logistic", "--sparse", "on", "--shuffle",
-               "global", *COMMON]
+    options = ["--data", path, "--model", model, "--hidden", "4", "--sparse", "on",
+               "--shuffle", "global", *COMMON]
     runs = {}
     for name, p, reduce in (("one", 1, "auto"), ("auto", ranks, "auto"),
                             ("dense", ranks, "dense")):
@@ -128,6 +128,7 @@ def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, ranks):
                       json.loads((out / "summary.json").read_text()))
     reduction = runs["auto"][1]["sparse_reduction"]
     assert reduction["enabled"] and reduction["sparse_steps"] > 0
+    assert reduction["bound"] == 16 * 5  # (a step's rows times the non-zeros of a row)
     assert "sparse_reduction" not in runs["dense"][1]
     for name, value in runs["dense"][0].params.items():
         np.testing.assert_array_equal(runs["auto"][0].params[name], value)
