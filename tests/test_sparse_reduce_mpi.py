@@ -115,7 +115,7 @@ def test_batch_columns_are_the_sorted_distinct_columns():
 def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, model, ranks):
     """--sparse-reduce auto sends only the touched rows here, and trains the very model
     --sparse-reduce dense trains (bits), which is the model of one rank (1e-10)."""
-    path = sparse_file(tmp_path / "w.svm", 240, 5000, 5, lambda i: i % 2)
+    path = sparse_file(tmp_path / "w.svm", 240, 20000, 5, lambda i: i % 2)
     options = ["--data", path, "--model", model, "--hidden", "4", "--sparse", "on",
                "--shuffle", "global", *COMMON]
     runs = {}

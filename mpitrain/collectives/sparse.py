@@ -45,30 +45,30 @@ in IEEE arithmetic). With ``mpi``, ``root``, ``hierarchical`` on 3 or more ranks
 sign may differ: -0.0 where the dense sum gives +0.0; the values are equal.)
 
 **The thresholds** (:data:`BOUNDED_UP_TO`, :data:`SPARSE_UP_TO`), measured 2026-11-30 on
-the 2-core machine while heavily loaded (load average 12-16: on such a machine a
-collective costs what waiting for the other ranks to be scheduled costs, so fewer
-collectives matter more than fewer bytes), float64, 2^18 rows of width 1 plus 5 dense
-elements (2 MiB, the dense ``auto`` = ``ring``), median of 40 interleaved calls, ms::
+the 2-core machine while loaded (load average 8-10; 3 ranks oversubscribe it), float32,
+2^18 rows of width 1 plus 5 dense elements (1 MiB; the dense ``auto`` = ``ring`` through
+shared memory), bounded path through the shared-memory slots, 40 (P=3: 30) interleaved
+calls, median (min) us::
 
-    mpiexec -n P python benchmarks/sparse_reduce.py --repeat 40
+    mpiexec -n P python benchmarks/sparse_reduce.py --dtype float32 --repeat 40
 
-    rows/rank             256    1024   2560   8192   16384  32768  65536
-    payload fraction P=2  0.004  0.016  0.039  0.125  0.25   0.5    1.0
-    P=2 dense             12.6   9.5    9.5    13.7   12.5   7.7    3.2
-    P=2 per-step path     4.8    3.8    4.1    6.7    25.6   26.5   4.9
-    P=2 bounded path      1.1    4.6    2.8    2.6    5.8    3.1    3.1
-    payload fraction P=3  0.006  0.023  0.059  0.188  0.375  0.75   1.5
-    P=3 dense             14.0   13.9   11.4   19.8   17.4   8.7    17.7
-    P=3 per-step path     8.2    11.1   14.0   41.9   68.1   72.7   230
-    P=3 bounded path      5.0    4.3    6.4    12.1   11.5   12.7   29.3
+    P=2 rows/rank  fraction  dense        per-step path  bounded path
+          256      0.006     74 (56)      65 (37)        20 (11)
+         1280      0.029     68 (55)      91 (49)        26 (20)
+         2560      0.059     132 (57)     240 (64)       68 (33)
+         8192      0.188     153 (63)     383 (166)      219 (107)
+        16384      0.375     165 (75)     594 (286)      522 (182)
+    P=3   256      0.009     327 (253)    453 (302)      165 (126)
+         1280      0.044     441 (331)    848 (632)      426 (310)
+         2560      0.088     898 (344)    2398 (851)     949 (618)
+         8192      0.281     4449 (719)   16655 (7911)   4134 (2023)
 
-(The bounded path measured here is the one over MPI's ``Allgather``; through the
-shared-memory slots, float32, 2^18 + 5 elements, 1,280 touched rows a rank: 27 us against
-63 us for the dense ring at the quietest moments; README, "Sparse reduction".)
-The bounded path (one exchange) beats the dense ring up to about half the dense
-message's bytes; the per-step path (two collectives, MPICH's ``Allgatherv``) only up to
-about a tenth (P=3: less), hence 0.5 and 0.1. Not yet measured on an idle machine or
-across nodes, where bytes weigh more and the ring's bandwidth optimality should lower both.
+The bounded path (one exchange) is about twice as fast as the dense ring up to a few
+percent of its bytes and even at about a tenth; the per-step path (two collectives, MPICH's
+``Allgatherv``) only wins below about 1% on 2 ranks; hence 0.1 and 0.01. (Under heavier
+load, load average 12-16, with the bounded path over MPI's ``Allgather``, the bounded path
+won up to about half the dense bytes: waiting for the other ranks to be scheduled then
+costs more than any bytes.) Not yet measured on an idle machine or across nodes.
 """
 
 from __future__ import annotations
@@ -90,9 +90,9 @@ from mpitrain.kernels.sparse_reduce import (
 
 #: The per-step path goes sparse when all ranks' payload bytes together are at most this
 #: fraction of the dense message's bytes (measured: module docstring).
-SPARSE_UP_TO = 0.1
+SPARSE_UP_TO = 0.01
 #: The bounded path is used when ``P`` payloads of the bound are at most this fraction.
-BOUNDED_UP_TO = 0.5
+BOUNDED_UP_TO = 0.1
 
 
 def summation_order(algorithm: str, size: int) -> int | None:
