@@ -32,7 +32,6 @@ def sparse_workspace_size(n_classes_out: int, rows: int) -> int:
 
 @njit(**_JIT)
 def _check(params, X, spec, nrows, work):
-    data, indices, indptr = X
     d, k = spec[1], spec[2]
     if spec.size != 3:
         raise ValueError("sparse kernels need spec = [loss_kind, d, k] (one layer)")
@@ -40,6 +39,13 @@ def _check(params, X, spec, nrows, work):
         raise ValueError("params.size must equal d * k + k")
     if work.size < nrows * (k + 1):
         raise ValueError("work is smaller than sparse_workspace_size(k, rows)")
+    check_csr(X)
+
+
+@njit(**_JIT)
+def check_csr(X):
+    """ValueError unless ``X`` holds together as a CSR triple."""
+    data, indices, indptr = X
     if data.size != indices.size or indptr.size < 1 or indptr[indptr.size - 1] > data.size:
         raise ValueError("X must be a CSR triple (data, indices, indptr)")
 

@@ -34,6 +34,7 @@ from .network import (
     _widest_hidden,
     as_dims,
 )
+from .sparse import _logits, check_csr
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 
@@ -56,7 +57,6 @@ def _tail_width(dims):
 
 @njit(**_JIT)
 def _check(params, X, spec, nrows, work):
-    data, indices, indptr = X
     dims = spec[1:]
     if dims.size < 3:
         raise ValueError("sparse MLP kernels need spec = [loss_kind, d, h1, ..., k]")
@@ -64,35 +64,17 @@ def _check(params, X, spec, nrows, work):
         raise ValueError("params.size must equal n_params(dims)")
     if work.size < nrows * _tail_width(dims):
         raise ValueError("work is smaller than sparse_mlp_workspace_size(dims, rows)")
-    if data.size != indices.size or indptr.size < 1 or indptr[indptr.size - 1] > data.size:
-        raise ValueError("X must be a CSR triple (data, indices, indptr)")
+    check_csr(X)
 
 
 @njit(**_JIT)
 def _first_layer(params, X, rows, work, spec):
-    """``H1 = relu(X[rows] @ W1 + b1)`` into the start of the workspace, and the labels."""
-    data, indices, indptr = X
-    d, h = spec[1], spec[2]
-    n = rows.size
-    n_rows = indptr.size - 1
-    W1 = params[: d * h].reshape((d, h))
-    b1 = params[d * h : d * h + h]
-    H = work[: n * h].reshape((n, h))
-    for i in range(n):
-        r = rows[i]
-        if r < 0 or r >= n_rows:
-            raise IndexError("row index out of range")
-        for c in range(h):
-            H[i, c] = 0
-        for p in range(indptr[r], indptr[r + 1]):
-            j = indices[p]
-            if j < 0 or j >= d:
-                raise IndexError("column index out of range")
-            v = data[p]
-            for c in range(h):
-                H[i, c] += v * W1[j, c]
-        for c in range(h):
-            z = H[i, c] + b1[c]
+    """``H1 = relu(X[rows] @ W1 + b1)`` into the start of the workspace (the one-layer
+    sparse kernels' logits of ``W1, b1``, then the ReLU)."""
+    H = _logits(params, X, rows, work, spec)  # (reads spec[1], spec[2]: d, h1)
+    for i in range(H.shape[0]):
+        for c in range(H.shape[1]):
+            z = H[i, c]
             H[i, c] = 0 if z < 0 else z  # NaN propagates, like the dense ReLU
     return H
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cli_runner import run_train
-from test_sparse_kernels import random_csr
+from test_sparse_kernels import assert_forward_like_dense, random_csr
 from test_sparse_train import COMMON, sparse_file
 
 from mpitrain.data.csr import Csr
-from mpitrain.kernels.dense import dense_gradient, dense_loss, dense_predict, dense_step
+from mpitrain.kernels.dense import dense_gradient, dense_step
 from mpitrain.kernels.network import SOFTMAX_XENT, n_params, workspace_size
 from mpitrain.kernels.sparse_mlp import (
     sparse_mlp_gradient,
@@ -50,16 +50,9 @@ def test_sparse_mlp_kernels_equal_the_dense_ones(hidden):
     dense_step(params, g_dense, dense, y, rows, dense_work, spec)
     sparse_mlp_step(params, g_sparse, X, y, rows, sparse_work, spec)
     np.testing.assert_allclose(g_sparse, g_dense, rtol=1e-10, atol=1e-12)
-    all_rows = np.arange(n, dtype=np.int64)
-    work_dense = np.empty(workspace_size(dims, n))
-    work_sparse = np.empty(sparse_mlp_workspace_size(dims, n))
-    np.testing.assert_allclose(sparse_mlp_loss(params, X, y, all_rows, work_sparse, spec),
-                               dense_loss(params, dense, y, all_rows, work_dense, spec),
-                               rtol=1e-10)
-    out_dense, out_sparse = np.empty((n, k)), np.empty((n, k))
-    dense_predict(params, dense, all_rows, out_dense, work_dense, spec)
-    sparse_mlp_predict(params, X, all_rows, out_sparse, work_sparse, spec)
-    np.testing.assert_allclose(out_sparse, out_dense, rtol=1e-10, atol=1e-14)
+    assert_forward_like_dense(sparse_mlp_loss, sparse_mlp_predict, params, X, dense, y, spec,
+                              np.empty(sparse_mlp_workspace_size(dims, n)),
+                              np.empty(workspace_size(dims, n)), k)
 
 
 def test_dw1_touches_only_the_batch_columns_and_an_empty_batch_is_zero():

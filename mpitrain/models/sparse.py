@@ -35,20 +35,24 @@ from .dense import MLP, Linear, Logistic, Softmax
 from .protocol import Model
 
 
-def _gradient(params, grad, X, y, rows, work, spec):
-    return sparse_gradient(params, grad, X.arrays, y, rows, work, spec)
+def _on_csr(gradient, step, loss, predict):
+    """The protocol's gradient, step, loss and predict hooks (static methods) that hand
+    these CSR kernels the triple ``X.arrays`` of a :class:`~mpitrain.data.Csr`."""
 
+    def gradient_kernel(params, grad, X, y, rows, work, spec):
+        return gradient(params, grad, X.arrays, y, rows, work, spec)
 
-def _step(params, message, X, y, rows, work, spec):
-    sparse_step(params, message, X.arrays, y, rows, work, spec)
+    def step_kernel(params, message, X, y, rows, work, spec):
+        step(params, message, X.arrays, y, rows, work, spec)
 
+    def loss_kernel(params, X, y, rows, work, spec):
+        return loss(params, X.arrays, y, rows, work, spec)
 
-def _loss(params, X, y, rows, work, spec):
-    return sparse_loss(params, X.arrays, y, rows, work, spec)
+    def predict_kernel(params, X, rows, out, work, spec):
+        predict(params, X.arrays, rows, out, work, spec)
 
-
-def _predict(params, X, rows, out, work, spec):
-    sparse_predict(params, X.arrays, rows, out, work, spec)
+    return tuple(staticmethod(f) for f in (gradient_kernel, step_kernel, loss_kernel,
+                                           predict_kernel))
 
 
 def _touched(X, rows, mark, out):
@@ -58,10 +62,8 @@ def _touched(X, rows, mark, out):
 class _SparseHooks:
     """The sparse kernels in place of a dense network's (mixed in before the model)."""
 
-    gradient_kernel = staticmethod(_gradient)
-    step_kernel = staticmethod(_step)
-    loss_kernel = staticmethod(_loss)
-    predict_kernel = staticmethod(_predict)
+    gradient_kernel, step_kernel, loss_kernel, predict_kernel = _on_csr(
+        sparse_gradient, sparse_step, sparse_loss, sparse_predict)
     touched_kernel = staticmethod(_touched)
     forward_kernel = None
     backward_kernel = None
@@ -76,22 +78,6 @@ class _SparseHooks:
 
     def buckets(self, *, n_features: int, n_classes: int) -> list[tuple[int, int]]:
         return []
-
-
-def _mlp_gradient(params, grad, X, y, rows, work, spec):
-    return sparse_mlp_gradient(params, grad, X.arrays, y, rows, work, spec)
-
-
-def _mlp_step(params, message, X, y, rows, work, spec):
-    sparse_mlp_step(params, message, X.arrays, y, rows, work, spec)
-
-
-def _mlp_loss(params, X, y, rows, work, spec):
-    return sparse_mlp_loss(params, X.arrays, y, rows, work, spec)
-
-
-def _mlp_predict(params, X, rows, out, work, spec):
-    sparse_mlp_predict(params, X.arrays, rows, out, work, spec)
 
 
 class SparseLinear(_SparseHooks, Linear):
@@ -109,10 +95,8 @@ class SparseSoftmax(_SparseHooks, Softmax):
 class SparseMLP(_SparseHooks, MLP):
     """``mlp`` with its first layer on CSR rows (the layers above dense)."""
 
-    gradient_kernel = staticmethod(_mlp_gradient)
-    step_kernel = staticmethod(_mlp_step)
-    loss_kernel = staticmethod(_mlp_loss)
-    predict_kernel = staticmethod(_mlp_predict)
+    gradient_kernel, step_kernel, loss_kernel, predict_kernel = _on_csr(
+        sparse_mlp_gradient, sparse_mlp_step, sparse_mlp_loss, sparse_mlp_predict)
 
     def workspace(self, *, n_features: int, n_classes: int, rows: int) -> int:
         return sparse_mlp_workspace_size(self.dims(n_features=n_features,
