@@ -9,6 +9,9 @@ probabilities) are the dense kernels' own, so a sparse model computes what the d
 computes on the same rows, in a time that grows with the non-zeros rather than ``d``.
 
 Workspace for ``n`` rows: ``n * (k + 1)`` elements (logits, then labels).
+
+:func:`batch_columns` lists the columns a batch holds: the rows of ``W`` (and of an MLP's
+``W1``) its gradient touches, which is what the sparse row reduction sends.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ def sparse_workspace_size(n_classes_out: int, rows: int) -> int:
 
 @njit(**_JIT)
 def _check(params, X, spec, nrows, work):
-    data, indices, indptr = X
     d, k = spec[1], spec[2]
     if spec.size != 3:
         raise ValueError("sparse kernels need spec = [loss_kind, d, k] (one layer)")
@@ -37,6 +39,13 @@ def _check(params, X, spec, nrows, work):
         raise ValueError("params.size must equal d * k + k")
     if work.size < nrows * (k + 1):
         raise ValueError("work is smaller than sparse_workspace_size(k, rows)")
+    check_csr(X)
+
+
+@njit(**_JIT)
+def check_csr(X):
+    """ValueError unless ``X`` holds together as a CSR triple."""
+    data, indices, indptr = X
     if data.size != indices.size or indptr.size < 1 or indptr[indptr.size - 1] > data.size:
         raise ValueError("X must be a CSR triple (data, indices, indptr)")
 
@@ -129,3 +138,26 @@ def sparse_predict(params, X, rows, out, work, spec):
     if rows.size == 0:
         return
     outputs_of_logits(_logits(params, X, rows, work, spec), spec[0], out)
+
+
+@njit(**_JIT)
+def batch_columns(X, rows, mark, out):
+    """The distinct columns of the CSR rows ``X[rows]``, sorted, into ``out``; returns
+    their number. ``mark`` (uint8, one per column) must be all 0 and is left so."""
+    _, indices, indptr = X
+    d = mark.size
+    m = 0
+    for i in range(rows.size):
+        r = rows[i]
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            if j < 0 or j >= d:
+                raise IndexError("column index out of range")
+            if mark[j] == 0:
+                mark[j] = 1
+                out[m] = j
+                m += 1
+    for e in range(m):
+        mark[out[e]] = 0
+    out[:m].sort()
+    return m

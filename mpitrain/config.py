@@ -41,7 +41,8 @@ from .strategies.shards import SHARDS
 # Options only some modes honour: a strategy lists those it does in ``Strategy.options``;
 # any other mode rejects a value other than the default.
 MODE_ONLY = ("compress", "overlap", "shard", "servers", "staleness", "sync_every",
-             "local_after", "straggler", "simulate_schedule", "tensor_parallel")
+             "local_after", "straggler", "simulate_schedule", "tensor_parallel",
+             "sparse_reduce")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -90,8 +91,9 @@ class TrainConfig:
                                          "the label (and pandas index columns)",
                                          group="data", metavar="A,B,...")
     sparse: str = option("off", "libsvm rows held as CSR, never dense (linear, logistic, "
-                         "softmax; sync mode; not standardised): on, off, or auto: on when "
-                         "at most a tenth of the values are non-zero and the model can",
+                         "softmax, mlp's first layer; sync mode; not standardised): on, "
+                         "off, or auto: on when at most a tenth of the values are non-zero "
+                         "and the model can",
                          choices=SPARSE, group="data")
     standardize: bool = option(True, "scale features to zero mean and unit variance "
                                "(global statistics over the training rows)", group="data")
@@ -223,6 +225,11 @@ class TrainConfig:
                            "precision), fp16 or bf16 (16-bit words, sums in float32, counts "
                            "exact; needs --dtype float32)", choices=COMPRESSIONS,
                            group="parallel")
+    sparse_reduce: str = option("auto", "--sparse models: auto reduces only the rows of the "
+                                "first weight matrix the step's batches touched when that "
+                                "costs less than the whole gradient; dense always reduces "
+                                "the whole gradient; the same result either way",
+                                choices=("auto", "dense"), group="parallel")
     overlap: bool = option(False, "start each layer's gradient allreduce (nonblocking) while "
                            "the layers below are still being computed; same result",
                            group="parallel")

@@ -24,6 +24,7 @@ def check_gradient(model: Model, X: np.ndarray, y: np.ndarray, *,
                    atol: float = 1e-8, max_params: int = 300) -> float:
     """Central finite differences of the summed loss against ``gradient_kernel`` (float64),
     on up to ``max_params`` coordinates (all when fewer; a seeded sample otherwise).
+    ``X`` may also be CSR rows (:class:`mpitrain.data.Csr`) for a sparse model.
 
     Returns the largest error relative to ``atol + rtol * |gradient|``'s scale (<= 1
     passes); raises AssertionError naming the worst coordinate when it does not match.
@@ -91,8 +92,9 @@ def check_model(model: Model, *, n_features: int = 5, n_classes: int = 3, rows: 
 
 def _bind(model: Model, X: np.ndarray, y: np.ndarray,
           n_classes: int | None) -> tuple[BoundModel, np.ndarray, np.ndarray]:
-    X = np.ascontiguousarray(X, dtype=np.float64 if np.asarray(X).dtype.kind != "f"
-                             else np.asarray(X).dtype)
+    if not hasattr(X, "arrays"):  # (CSR rows, mpitrain.data.Csr, are taken as they are)
+        X = np.ascontiguousarray(X, dtype=np.float64 if np.asarray(X).dtype.kind != "f"
+                                 else np.asarray(X).dtype)
     if model.task == "classification":
         y = np.ascontiguousarray(y, dtype=np.int64)
         k = int(y.max()) + 1 if n_classes is None and len(y) else int(n_classes or 2)

@@ -249,7 +249,7 @@ def _sparse(config: TrainConfig, instance: Model) -> str:
     problem = None
     if not has_sparse_variant(instance):
         problem = (f"--sparse on: --model {config.model} has no sparse kernels (linear, "
-                   "logistic and softmax do)")
+                   "logistic, softmax and mlp do)")
     elif config.mode != "sync":
         problem = f"--sparse on trains in --mode sync only (got --mode {config.mode})"
     if problem and config.sparse == "on":

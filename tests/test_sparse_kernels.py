@@ -53,15 +53,22 @@ def test_sparse_kernels_equal_the_dense_ones(name):
     dense_step(params, g_dense, dense, y, rows, dense_work, spec)
     sparse_step(params, g_sparse, X, y, rows, sparse_work, spec)
     np.testing.assert_allclose(g_sparse, g_dense, rtol=1e-10, atol=1e-12)
+    assert_forward_like_dense(sparse_loss, sparse_predict, params, X, dense, y, spec,
+                              np.empty(sparse_workspace_size(k, n)),
+                              np.empty(workspace_size([d, k], n)), outputs)
+
+
+def assert_forward_like_dense(loss, predict, params, X, dense, y, spec, work_sparse,
+                              work_dense, outputs):
+    """The sparse ``loss`` and ``predict`` kernels over every row give the dense ones'."""
+    n = dense.shape[0]
     all_rows = np.arange(n, dtype=np.int64)
-    work_dense = np.empty(workspace_size([d, k], n))
-    work_sparse = np.empty(sparse_workspace_size(k, n))
-    np.testing.assert_allclose(sparse_loss(params, X, y, all_rows, work_sparse, spec),
+    np.testing.assert_allclose(loss(params, X, y, all_rows, work_sparse, spec),
                                dense_loss(params, dense, y, all_rows, work_dense, spec),
                                rtol=1e-10)
     out_dense, out_sparse = np.empty((n, outputs)), np.empty((n, outputs))
     dense_predict(params, dense, all_rows, out_dense, work_dense, spec)
-    sparse_predict(params, X, all_rows, out_sparse, work_sparse, spec)
+    predict(params, X, all_rows, out_sparse, work_sparse, spec)
     np.testing.assert_allclose(out_sparse, out_dense, rtol=1e-10, atol=1e-14)
 
 

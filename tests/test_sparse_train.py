@@ -3,6 +3,8 @@ on any number of ranks, without ever being made dense; clear errors where it can
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from cli_runner import run_train
@@ -13,6 +15,7 @@ from mpitrain.errors import UserError
 from mpitrain.models import load_model
 
 pytestmark = pytest.mark.timeout(300)
+FM = str(Path(__file__).parents[1] / "examples" / "models" / "fm.py") + ":FactorizationMachine"
 
 COMMON = ["--epochs", "2", "--batch-size", "16", "--dtype", "float64", "--no-standardize",
           "--seed", "4", "--quiet"]
@@ -74,7 +77,7 @@ def test_sparse_errors(tmp_path):
         load(csv, sparse="yes")
     svm = sparse_file(tmp_path / "s.svm", 40, 50, 3, lambda i: i % 2)
     for argv, message in [
-        (["--model", "mlp"], "--sparse on: --model mlp has no sparse kernels"),
+        (["--model", FM], f"--sparse on: --model {FM} has no sparse kernels"),
         (["--model", "logistic", "--mode", "fedavg"], "--sparse on trains in --mode sync"),
     ]:
         done = run_train(["--data", svm, "--sparse", "on", *argv, "--epochs", "1"], ranks=2)

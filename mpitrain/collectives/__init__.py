@@ -28,7 +28,10 @@ lives:
   strategy's step message, so that every reduction goes through this package. Its
   ``tune=`` lets ``auto`` follow what ``python -m mpitrain tune`` measured on this machine
   (:mod:`.tuning` times, :mod:`.tune_cache` remembers, :func:`.select.resolve_tuned`
-  decides).
+  decides);
+- sparse rows (:mod:`.sparse`, ``SparseRowAllreducer``): around an ``Allreducer``, a
+  message whose row block a step touches sparsely sends only the touched rows when that is
+  cheaper, summed in the dense algorithm's order (the same bits either way).
 
 Like any collective, every rank of ``comm`` must make the same calls in the same order
 with the same ``algorithm``, ``op``, dtype and element count; this is not checked (a

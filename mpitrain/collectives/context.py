@@ -38,6 +38,7 @@ from mpitrain.collectives.tune_cache import load as load_tune_cache
 from mpitrain.kernels import compress as kcompress
 from mpitrain.kernels import reduce as kreduce
 from mpitrain.kernels import shared as kshared
+from mpitrain.kernels import sparse_reduce as ksparse
 from mpitrain.runtime.compile import in_waves
 
 # Tags of one call are 2*(seq % TAG_SLOTS) + phase; the result stays below 32767, the smallest
@@ -46,7 +47,8 @@ TAG_SLOTS = 16000
 
 _KEYVAL: int | None = None
 # Kernel groups the collectives call, and those this process has loaded.
-KERNELS = {"reduce": kreduce.warm_up, "shared": kshared.warm_up, "compress": kcompress.warm_up}
+KERNELS = {"reduce": kreduce.warm_up, "shared": kshared.warm_up, "compress": kcompress.warm_up,
+           "sparse": ksparse.warm_up}
 _LOADED: set[str] = set()
 
 

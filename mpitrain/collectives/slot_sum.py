@@ -108,9 +108,24 @@ class SharedMemoryAllreduce:
             raise ValueError(f"message of {message.nbytes} bytes does not fit the slots "
                              f"({self.capacity} bytes)")
 
-    def _sum(self, out: np.ndarray, slots: list[np.ndarray],
-             together: np.ndarray | None) -> None:
-        """The barrier, then the sum of slot ``b`` of every rank, in rank order, into ``out``."""
+    @property
+    def contiguous(self) -> bool:
+        """Whether the ranks' slots lie back to back (what :meth:`exchange` needs)."""
+        return self._span is not None
+
+    def exchange(self) -> tuple[np.ndarray, int] | None:
+        """Collective: the barrier of a call, after which every rank may read every rank's
+        :meth:`next_slot` of this call until its next call: returns the bytes of all the
+        slots (rank ``r``'s slot of this call starts at byte ``r * 2 * capacity + b *
+        capacity``) and ``b``; None (before any barrier, on every rank alike) when the
+        ranks' segments are not contiguous. An allgather through shared memory (what
+        :mod:`.sparse` uses)."""
+        if self._span is None:
+            return None
+        return self._span, self._barrier()
+
+    def _barrier(self) -> int:
+        """The call's barrier; returns the slot ``b`` of the call."""
         b = self.calls & 1
         self.calls += 1
         calls = self.calls
@@ -120,6 +135,12 @@ class SharedMemoryAllreduce:
             if rank != self.rank:
                 self.flags.wait(rank, 0, calls)
         self.win.Sync()  # and no read of the slots before the flags were seen
+        return b
+
+    def _sum(self, out: np.ndarray, slots: list[np.ndarray],
+             together: np.ndarray | None) -> None:
+        """The barrier, then the sum of slot ``b`` of every rank, in rank order, into ``out``."""
+        b = self._barrier()
         if together is not None:
             sum_slots(together, b, out)
             return

@@ -28,6 +28,13 @@ class BatchGradient:
         self._backward = model.hook("backward_kernel")
         self.buckets = model.model.buckets(**model.counts) if model.can_split else []
         self.layers = len(self.buckets)
+        self._touched = model.hook("touched_kernel")
+        #: elements per input feature of the row block :meth:`touched` reports on (0: none)
+        self.row_width = (int(model.model.row_width(**model.counts))
+                          if self._touched is not None else 0)
+        self.n_features = model.counts["n_features"]
+        self._mark = np.zeros(0, dtype=np.uint8)
+        self._columns = np.zeros(0, dtype=np.int64)
 
     def compute(self, params: np.ndarray, out: np.ndarray, X: np.ndarray, y: np.ndarray,
                 rows: np.ndarray) -> tuple[float, float]:
@@ -59,3 +66,22 @@ class BatchGradient:
     def layer_slice(self, layer: int) -> tuple[int, int]:
         """(start, stop) of layer ``layer``'s parameters in the flat buffer."""
         return self.buckets[layer]
+
+    def touched(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The rows of the row block (one per input feature) a step on ``X[rows]`` can make
+        non-zero, sorted and distinct (only for a model with a ``touched_kernel``)."""
+        if self._mark.size != self.n_features:  # (allocated on first use)
+            self._mark = np.zeros(self.n_features, dtype=np.uint8)
+            self._columns = np.zeros(self.n_features, dtype=np.int64)
+        count = self._touched(X, rows, self._mark, self._columns)
+        return self._columns[:count]
+
+    def max_touched(self, X: np.ndarray) -> int:
+        """At most how many rows :meth:`touched` reports for one step on this rank's CSR
+        rows ``X``: the most rows of a step times the most non-zeros of a row (at most
+        ``n_features``)."""
+        indptr = getattr(X, "indptr", None)
+        if indptr is None:
+            return self.n_features
+        widest = int(np.diff(indptr).max()) if len(indptr) > 1 else 0
+        return min(self.n_features, self.max_rows * widest)

@@ -34,7 +34,12 @@ Optional hooks let a model do more where it can (the built-in dense networks use
 ``message[size:size+3] = loss, correct, rows`` in one call; ``forward_kernel`` +
 ``backward_kernel(params, message, nrows, layer, work, spec)`` + :meth:`Model.buckets`
 split the gradient by layer, top first, so ``--overlap`` can reduce a layer's slice while
-the layers below are computed.
+the layers below are computed. ``touched_kernel(X, rows, mark, out) -> count`` with
+:meth:`Model.row_width` says which rows of the first ``n_features * row_width`` elements
+(one row per input feature) a step on ``X[rows]`` can make non-zero: their sorted distinct
+indices into ``out`` (int64, ``n_features`` long; ``mark`` is a zeroed uint8 array of
+``n_features`` it must leave zeroed), so the sync strategy reduces only those rows
+(the built-in sparse models, :mod:`mpitrain.models.sparse`).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import numpy as np
 TASKS = ("classification", "regression")
 INIT_STREAM = 0x1A17  # distinguishes the init stream from data and shuffle streams
 KERNEL_HOOKS = ("gradient_kernel", "predict_kernel", "loss_kernel", "step_kernel",
-                "forward_kernel", "backward_kernel")
+                "forward_kernel", "backward_kernel", "touched_kernel")
 
 
 class Model:
@@ -101,6 +106,11 @@ class Model:
         """(start, stop) of each ``backward_kernel`` layer in the flat buffer, layer 0 first
         (only models with the split hooks)."""
         return []
+
+    def row_width(self, *, n_features: int, n_classes: int) -> int:
+        """Elements per input feature of the row block a ``touched_kernel`` reports on
+        (0: the model has none)."""
+        return 0
 
     # -- provided --------------------------------------------------------------------------
     @classmethod

@@ -12,6 +12,11 @@ the message, a nonblocking allreduce of that slice starts (the top slice carries
 so the stop vote is cast before the step's work), in the same fixed order on every rank,
 and ``reduce`` waits for them all. Same sums as the plain path (exactly for ``mpi`` and any
 algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks).
+
+A model whose step touches only some rows of its first weight matrix (the sparse models,
+which have a ``touched_kernel``) reports those rows every step, and the reduction sends
+only them when that is cheaper (:class:`~mpitrain.collectives.sparse.SparseRowAllreducer`:
+the same bits as the dense allreduce either way).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from mpi4py import MPI
 
 from mpitrain.asynchronous.straggler import Straggler, check_stragglers
 from mpitrain.collectives import AllreduceHandle, Allreducer, start_allreduce
+from mpitrain.collectives.sparse import SparseRowAllreducer
 from mpitrain.config import shared_memory_allowed
 from mpitrain.data import Shard
 from mpitrain.data.batches import EpochPlan, epoch_plan, steps_per_epoch
@@ -153,7 +159,8 @@ class SyncStrategy(MinibatchStrategy):
     """Plain data-parallel SGD over the global batch; exact for any number of ranks."""
 
     unit_name = "step"
-    options = ("compress", "overlap", "shard", "straggler", "tensor_parallel")
+    options = ("compress", "overlap", "shard", "straggler", "tensor_parallel",
+               "sparse_reduce")
 
     shuffle: str
     reduce_algorithm: str = "auto"
@@ -161,11 +168,14 @@ class SyncStrategy(MinibatchStrategy):
     overlap: bool = False
     shard: str = "none"  # --shard: ShardedSyncStrategy (.sharded) runs the other values
     shared_memory: bool = True
+    sparse_reduce: str = "auto"  # --sparse-reduce: reduce only the touched rows when cheaper
     tune: str = "auto"
     _plan: EpochPlan | None = field(init=False, default=None)
     _plan_epoch: int = field(init=False, default=-1)
     _n: int = field(init=False, default=0)
     _reducer: Allreducer | None = field(init=False, default=None)
+    _rows_reducer: SparseRowAllreducer | None = field(init=False, default=None)
+    _touched: np.ndarray | None = field(init=False, default=None)
     _buckets: list[tuple[int, np.ndarray]] = field(init=False, default_factory=list)
     _handles: list[AllreduceHandle] = field(init=False, default_factory=list)
     _result: np.ndarray = field(init=False)  # the reduced message of the current step
@@ -236,6 +246,7 @@ class SyncStrategy(MinibatchStrategy):
             seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
             lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
             reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
+            sparse_reduce=config.sparse_reduce,
             shard=config.shard, shared_memory=shared_memory_allowed(config), tune=config.tune,
             straggler=Straggler.for_rank(config.straggler, rank=comm.Get_rank(),
                                          seed=config.seed),
@@ -262,6 +273,13 @@ class SyncStrategy(MinibatchStrategy):
                                        compress=self.compress, exact_tail=TAIL,
                                        batch_size=self.batch_size, tune=self.tune)
             self._result = self._reducer.buffer()
+            width = self.gradient.row_width
+            if width and self.comm.Get_size() > 1 and self.sparse_reduce == "auto":
+                self._rows_reducer = SparseRowAllreducer(
+                    self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm,
+                    max_touched=self.gradient.max_touched(self.train.X))
+                if not self._rows_reducer.enabled:  # (the same on every rank)
+                    self._rows_reducer = None
             return
         self._result = np.zeros(count, dtype=self.params.dtype)
         # (layer, slice of the message), top layer first; the top slice runs to the end of
@@ -304,6 +322,8 @@ class SyncStrategy(MinibatchStrategy):
             message = self._reducer.buffer()
             started = perf_counter()
             self.gradient.step(self.params, message, train.X, train.y, rows)
+            if self._rows_reducer is not None:
+                self._touched = self.gradient.touched(train.X, rows)
             self.straggler.slow_down(started)
             vote(message, stop_requested)
             return
@@ -322,7 +342,9 @@ class SyncStrategy(MinibatchStrategy):
         self.straggler.slow_down(started)
 
     def reduce(self, unit: Unit) -> bool:
-        if self._reducer is not None:
+        if self._rows_reducer is not None:
+            self._result = self._rows_reducer(self._reducer.buffer(), self._touched)
+        elif self._reducer is not None:
             self._result = self._reducer()
         else:
             for handle in self._handles:
@@ -355,6 +377,8 @@ class SyncStrategy(MinibatchStrategy):
         return self.scheduled_lr(unit.index, self.total_units, unit.period)
 
     def close(self) -> None:
+        if self._rows_reducer is not None:
+            self._rows_reducer.close()
         if self._reducer is not None:
             self._reducer.close()
 
@@ -368,13 +392,17 @@ class SyncStrategy(MinibatchStrategy):
         held = np.array([sum(v.nbytes for v in self.optimizer.state.values()),
                          self._message_bytes(), self._result.nbytes], dtype=np.int64)
         self.comm.Allreduce(MPI.IN_PLACE, held, op=MPI.MAX)
+        rows = self._rows_reducer
+        sparse = ({} if rows is None else {"sparse_reduction": {
+            "enabled": rows.enabled, "bound": rows.bound, "transport": rows.transport,
+            "sparse_steps": rows.sparse_steps, "dense_steps": rows.dense_steps}})
         memory = memory_report(
             shard=self.shard, optimizer=self.optimizer.name, n=self.layout.size,
             itemsize=self.params.itemsize, state_bytes=int(held[0]),
             message_bytes=int(held[1]), reduced_bytes=int(held[2]))
         if self._reducer is None:
-            return {"memory": memory}
-        return {"memory": memory, "reduce": reduce_report(self._reducer)}
+            return {**sparse, "memory": memory}
+        return {**sparse, "memory": memory, "reduce": reduce_report(self._reducer)}
 
     def header(self) -> str | None:
         if self._reducer is None or self._reducer.ranks == 1:

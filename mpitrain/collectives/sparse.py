@@ -1,0 +1,307 @@
+"""Sparse row reduction: when a step's gradient touches few rows of a huge weight matrix,
+send only those rows, and the dense allreduce when that is cheaper; the same bits either way.
+
+A sparse model's step (CSR rows, :mod:`mpitrain.models.sparse`) touches only the rows of
+its first weight matrix (one row of ``width`` elements per input feature) of the features
+in the batch; on a 2^18-feature logistic model with 64 rows of ~40 non-zeros a step writes
+~2,500 of 262,144 rows, yet the dense allreduce moves all of them every step.
+
+:class:`SparseRowAllreducer` wraps the step's persistent dense :class:`Allreducer`. A
+rank's *payload* is its touched rows' indices (int64), the rows, and the dense rest of the
+message (the other layers, biases and the loss/count/stop tail). Each step (collective,
+same order on every rank), one of two paths, fixed at construction:
+
+- **bounded** (when the caller gives ``max_touched``, a bound on the rows a rank touches
+  in one step, e.g. rows per step times the most non-zeros of a row, agreed as the
+  largest over the ranks, and ``P`` payloads of that bound are at most
+  :data:`BOUNDED_UP_TO` of the dense message): one ``Allgather`` of fixed-size blocks
+  (the count, then the payload), or, when every rank is on one node and shared memory
+  is allowed, each rank writes its block into its slot of a shared-memory window
+  (:class:`~.slot_sum.SharedMemoryAllreduce`'s slots and flag barrier) and reads the
+  others' slots in place. One synchronisation a step;
+- **measured per step**: ``Allgather`` of each rank's touched-row count, then the same
+  decision on every rank from those counts (:func:`sparse_is_cheaper`: all payloads
+  together against the dense message); sparse: one ``Allgatherv`` of the payloads;
+  dense: the wrapped ``Allreducer``.
+
+Sparse either way, every rank then sums the payloads into the full message, each element
+in the order the dense allreduce adds it (:mod:`mpitrain.kernels.sparse_reduce`); the
+rows the previous sparse step wrote are zeroed first, so a step costs time in the touched
+rows, not the matrix.
+
+Why an allgather of each rank's rows rather than agreeing on the union and allreducing a
+packed buffer: for the sums to be the dense allreduce's bits, each element must be added
+in the dense algorithm's order, and that order depends on the element's position in the
+dense message (the ``ring`` starts chunk ``c`` at rank ``c``), which a packed buffer
+loses. With every rank's rows in hand, a rank adds them in exactly that order; an absent
+row is zero in the dense message, and adding 0 changes no float sum. The union approach
+also costs one more collective (the union, then the reduction) and on the few ranks of
+one node its lower volume does not pay for that latency.
+
+Exactness holds where the dense algorithm's order is known: ``shm`` (rank order), ``ring``
+(chunk by chunk around the ring), and any uncompressed algorithm on 2 ranks (a + b == b + a
+in IEEE arithmetic). With ``mpi``, ``root``, ``hierarchical`` on 3 or more ranks, or
+``--compress``, the sparse path is off (every step dense), as it is on one rank. (A zero's
+sign may differ: -0.0 where the dense sum gives +0.0; the values are equal.)
+
+**The thresholds** (:data:`BOUNDED_UP_TO`, :data:`SPARSE_UP_TO`), measured 2026-11-30 on
+the 2-core machine while loaded (load average 8-10; 3 ranks oversubscribe it), float32,
+2^18 rows of width 1 plus 5 dense elements (1 MiB; the dense ``auto`` = ``ring`` through
+shared memory), bounded path through the shared-memory slots, 40 (P=3: 30) interleaved
+calls, median (min) us::
+
+    mpiexec -n P python benchmarks/sparse_reduce.py --dtype float32 --repeat 40
+
+    P=2 rows/rank  fraction  dense        per-step path  bounded path
+          256      0.006     74 (56)      65 (37)        20 (11)
+         1280      0.029     68 (55)      91 (49)        26 (20)
+         2560      0.059     132 (57)     240 (64)       68 (33)
+         8192      0.188     153 (63)     383 (166)      219 (107)
+        16384      0.375     165 (75)     594 (286)      522 (182)
+    P=3   256      0.009     327 (253)    453 (302)      165 (126)
+         1280      0.044     441 (331)    848 (632)      426 (310)
+         2560      0.088     898 (344)    2398 (851)     949 (618)
+         8192      0.281     4449 (719)   16655 (7911)   4134 (2023)
+
+The bounded path (one exchange) is about twice as fast as the dense ring up to a few
+percent of its bytes and even at about a tenth; the per-step path (two collectives, MPICH's
+``Allgatherv``) only wins below about 1% on 2 ranks; hence 0.1 and 0.01. (Under heavier
+load, load average 12-16, with the bounded path over MPI's ``Allgather``, the bounded path
+won up to about half the dense bytes: waiting for the other ranks to be scheduled then
+costs more than any bytes.) Not yet measured on an idle machine or across nodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from mpitrain.collectives.context import state_of, warm
+from mpitrain.collectives.persistent import Allreducer
+from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
+from mpitrain.kernels.sparse_reduce import (
+    ORDER_RANKS,
+    ORDER_RING,
+    ordered_sum,
+    pack_payload,
+    sum_blocks,
+    zero_rows,
+)
+
+#: The per-step path goes sparse when all ranks' payload bytes together are at most this
+#: fraction of the dense message's bytes (measured: module docstring).
+SPARSE_UP_TO = 0.01
+#: The bounded path is used when ``P`` payloads of the bound are at most this fraction.
+BOUNDED_UP_TO = 0.1
+
+
+def summation_order(algorithm: str, size: int) -> int | None:
+    """How the dense ``algorithm`` adds the ranks' contributions on ``size`` ranks
+    (:data:`ORDER_RANKS`, :data:`ORDER_RING`), or None where it is not known (the sparse
+    path cannot then give its bits)."""
+    if algorithm == "compressed" or size < 2:
+        return None
+    if size == 2 or algorithm == "shm":
+        return ORDER_RANKS
+    if algorithm == "ring":
+        return ORDER_RING
+    return None
+
+
+def payload_bytes(counts: np.ndarray, *, width: int, rest: int, itemsize: int) -> np.ndarray:
+    """Bytes of each rank's payload for ``counts`` touched rows: the indices (int64), then
+    the rows and the ``rest`` dense elements, padded to 8 bytes."""
+    values = (counts * width + rest) * itemsize
+    return counts * 8 + -(-values // 8) * 8
+
+
+def sparse_is_cheaper(counts: np.ndarray, *, width: int, rest: int, itemsize: int,
+                      dense_bytes: int, up_to: float = SPARSE_UP_TO) -> bool:
+    """Whether the sparse reduction of ``counts`` touched rows per rank is cheaper than the
+    dense one (see :data:`SPARSE_UP_TO`)."""
+    total = int(payload_bytes(counts, width=width, rest=rest, itemsize=itemsize).sum())
+    return total <= up_to * dense_bytes and total < 2**31  # (MPI counts are int32)
+
+
+class SparseRowAllreducer:
+    """The dense ``Allreducer`` of a step message whose first ``rows * width`` elements are
+    a row block a step touches sparsely, reducing only the touched rows when that is
+    cheaper (module docstring).
+
+    Collective to build and to call (every rank, same order). Use::
+
+        reducer = SparseRowAllreducer(dense, rows=d, width=k, comm=comm)
+        message = dense.buffer()        # written by the gradient kernel
+        result = reducer(message, touched)   # sorted distinct rows this rank touched
+
+    ``result`` is either the dense reducer's result or this object's own array (both full
+    messages, the same bits on every rank and either way). :attr:`sparse_steps` and
+    :attr:`dense_steps` count the choices.
+    """
+
+    def __init__(self, dense: Allreducer, *, rows: int, width: int, comm: MPI.Comm,
+                 up_to: float | None = None, max_touched: int | None = None) -> None:
+        if rows < 0 or width < 0 or rows * width > dense.count:
+            raise ValueError(f"a row block of {rows} x {width} does not fit a message of "
+                             f"{dense.count} elements")
+        self.dense = dense
+        self.rows, self.width = rows, width
+        self.rest = dense.count - rows * width
+        # (``up_to`` given: the threshold of both paths, e.g. ``inf`` for always sparse)
+        self.up_to = SPARSE_UP_TO if up_to is None else up_to
+        bounded_up_to = BOUNDED_UP_TO if up_to is None else up_to
+        self._comm = state_of(comm).comm
+        size = self._comm.Get_size()
+        self.order = summation_order(dense.algorithm, size) if rows * width else None
+        self.enabled = self.order is not None
+        self.sparse_steps = self.dense_steps = 0
+        self._itemsize = dense.dtype.itemsize
+        self._dense_bytes = dense.count * self._itemsize
+        self._mine = np.zeros(1, dtype=np.int64)
+        self._counts = np.zeros(size, dtype=np.int64)
+        self._out = np.zeros(dense.count if self.enabled else 0, dtype=dense.dtype)
+        self._send = np.zeros(0, dtype=np.uint8)
+        self._recv = np.zeros(0, dtype=np.uint8)
+        self._dirty = np.zeros(0, dtype=np.int64)  # rows of _out the last sparse call wrote
+        self._n_dirty = 0
+        self._slots: SharedMemoryAllreduce | None = None
+        self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (the receive buffer's)
+        #: touched rows a rank may send per step in the one-collective path (0: not used)
+        self.bound = 0
+        if not self.enabled:
+            return
+        warm(self._comm, "sparse")
+        if max_touched is not None:  # agree on the largest bound (collective)
+            agreed = np.array([min(max(0, max_touched), rows)], dtype=np.int64)
+            self._comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
+            block = int(payload_bytes(agreed, width=width, rest=self.rest,
+                                      itemsize=self._itemsize)[0]) + 8
+            if size * block <= bounded_up_to * self._dense_bytes and size * block < 2**31:
+                self.bound = int(agreed[0])
+                self._block = block
+                self._send = np.zeros(block, dtype=np.uint8)
+                self._recv = np.zeros(size * block, dtype=np.uint8)
+                state = state_of(comm)
+                if dense.shared_memory and state.one_node():  # the slots, not MPI
+                    self._slots = SharedMemoryAllreduce(self._comm, n=block // 8,
+                                                        dtype=np.dtype(np.float64))
+                    contiguous = np.array([self._slots.contiguous], dtype=np.int32)
+                    self._comm.Allreduce(MPI.IN_PLACE, contiguous, op=MPI.MIN)
+                    if not contiguous[0]:  # (agreed: the same on every rank)
+                        self.close()
+                ranks = np.arange(size, dtype=np.int64)
+                if self._slots is None:
+                    self._starts = (ranks * block,)
+                else:  # rank r's slot b starts at byte r * 2 * capacity + b * capacity
+                    cap = self._slots.capacity
+                    self._starts = (ranks * 2 * cap, ranks * 2 * cap + cap)
+                self._dirty = np.zeros(size * self.bound, dtype=np.int64)
+                self._scratch = np.zeros((3, size), dtype=np.int64)
+
+    def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
+        """Collective: the sum over the ranks of ``message`` (this rank's contribution,
+        where the dense reducer's :meth:`~Allreducer.buffer` was), whose row block is zero
+        outside the rows ``touched`` (sorted, distinct int64)."""
+        if not self.enabled:
+            return self.dense()
+        if self.bound:
+            return self._bounded(message, touched)
+        self._mine[0] = touched.size
+        self._comm.Allgather(self._mine, self._counts)
+        counts = self._counts
+        if not sparse_is_cheaper(counts, width=self.width, rest=self.rest,
+                                 itemsize=self._itemsize, dense_bytes=self._dense_bytes,
+                                 up_to=self.up_to):
+            self.dense_steps += 1
+            return self.dense()
+        self.sparse_steps += 1
+        sizes = payload_bytes(counts, width=self.width, rest=self.rest,
+                              itemsize=self._itemsize)
+        displs = np.zeros_like(sizes)
+        np.cumsum(sizes[:-1], out=displs[1:])
+        total = int(displs[-1] + sizes[-1])
+        rank = self._comm.Get_rank()
+        m, mine = int(touched.size), int(sizes[rank])
+        send = self._grown("_send", mine)
+        send[: m * 8].view(np.int64)[:] = touched
+        pack_payload(message, touched, m, self.width, self.rows * self.width,
+                     send[m * 8 : mine].view(self.dense.dtype))
+        recv = self._grown("_recv", total)
+        self._comm.Allgatherv([send[:mine], MPI.BYTE],
+                              [recv, (sizes.astype(np.int32), displs.astype(np.int32)),
+                               MPI.BYTE])
+        out = self._out
+        zero_rows(out, self._dirty, self._n_dirty, self.width)
+        ordered_sum(out, recv[:total].view(np.int64), recv[:total].view(self.dense.dtype),
+                    counts, displs // 8, (displs + counts * 8) // self._itemsize,
+                    self.width, self.rows * self.width, self.order)
+        self._remember_rows(recv[:total].view(np.int64), counts, displs // 8)
+        return out
+
+    def _bounded(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
+        """The one-collective path: every rank sends a block of the bound's size (its
+        count, then its payload), one ``Allgather``."""
+        m, block = int(touched.size), self._block
+        if m > self.bound:
+            raise ValueError(f"{m} touched rows exceed the agreed bound {self.bound}")
+        self.sparse_steps += 1
+        slots = self._slots
+        send = self._send if slots is None else slots.next_slot().view(np.uint8)
+        head = send.view(np.int64)
+        head[0] = m
+        head[1 : 1 + m] = touched
+        pack_payload(message, touched, m, self.width, self.rows * self.width,
+                     send[8 + m * 8 : block].view(self.dense.dtype))
+        if slots is None:
+            recv, starts = self._recv, self._starts[0]
+            self._comm.Allgather([send, MPI.BYTE], [recv, MPI.BYTE])
+        else:  # every rank's slot read in place, after the slots' barrier
+            recv, b = slots.exchange()  # type: ignore[misc]
+            starts = self._starts[b]
+        views = self._views.get(id(recv))
+        if views is None:
+            views = self._views[id(recv)] = (recv.view(np.int64),
+                                             recv.view(self.dense.dtype))
+        scratch = self._scratch
+        self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, *views, starts,
+                                   self.width, self.rows * self.width, self.order,
+                                   self._itemsize, scratch[0], scratch[1], scratch[2])
+        return self._out
+
+    @property
+    def transport(self) -> str:
+        """How the sparse payloads travel: ``shm`` (the bounded path's shared slots),
+        ``allgather`` (the bounded path over MPI), ``allgatherv`` (the per-step path) or
+        ``none`` (never sparse)."""
+        if not self.enabled:
+            return "none"
+        if self.bound:
+            return "shm" if self._slots is not None else "allgather"
+        return "allgatherv"
+
+    def close(self) -> None:
+        """Collective: release the shared-memory slots of the bounded path (idempotent;
+        the Allgather then carries it)."""
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None
+
+    def _grown(self, name: str, nbytes: int) -> np.ndarray:
+        """The byte buffer ``name``, replaced by a larger one when shorter than ``nbytes``."""
+        buf = getattr(self, name)
+        if buf.size < nbytes:
+            buf = np.zeros(max(nbytes, 2 * buf.size), dtype=np.uint8)
+            setattr(self, name, buf)
+        return buf
+
+    def _remember_rows(self, as_int: np.ndarray, counts: np.ndarray,
+                       idx_off: np.ndarray) -> None:
+        """Keep the rows this call wrote, to zero them in the next sparse call."""
+        n = int(counts.sum())
+        if self._dirty.size < n:
+            self._dirty = np.zeros(max(n, 2 * self._dirty.size), dtype=np.int64)
+        at = 0
+        for r, m in enumerate(counts.tolist()):
+            self._dirty[at : at + m] = as_int[idx_off[r] : idx_off[r] + m]
+            at += m
+        self._n_dirty = n
