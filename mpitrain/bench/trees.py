@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, default=2, help="classes (default 2)")
     parser.add_argument("--trees", type=int, default=50, help="gbdt rounds / forest trees")
     parser.add_argument("--max-depth", type=int, default=6, help="tree depth (default 6)")
-    parser.add_argument("--n-clusters", type=int, default=8, help="kmeans K (default 8)")
+    parser.add_argument("--clusters", type=int, default=8, metavar="K",
+                        help="kmeans K (default 8)")
     parser.add_argument("--max-iter", type=int, default=20,
                         help="kmeans Lloyd iterations, tol 0 (default 20)")
     parser.add_argument("--no-peers", action="store_true",
@@ -58,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, model: str) -> dict[str, Any]:
     common = dict(data="synthetic", samples=args.samples, features=args.features,
-                  classes=args.classes, clusters=2, quiet=True, model=model)
+                  classes=args.classes, clusters_per_class=2, quiet=True, model=model)
     if model == "kmeans":
-        return {**common, "n_clusters": args.n_clusters, "max_iter": args.max_iter,
+        return {**common, "clusters": args.clusters, "max_iter": args.max_iter,
                 "tol": 0.0, "standardize": False}
     return {**common, "trees": args.trees, "max_depth": args.max_depth}
 
@@ -78,7 +79,7 @@ def _score(result: Any) -> dict[str, float]:
 def _peers(args: argparse.Namespace, model: str) -> dict[str, dict[str, float]]:
     """Rank 0: the peers on the same rows (one thread)."""
     options = _options(args, model)
-    config_like = argparse.Namespace(**{**vars(args), "noise": 1.0, "clusters": 2})
+    config_like = argparse.Namespace(**{**vars(args), "noise": 1.0, "clusters_per_class": 2})
     data = load_dataset("synthetic", comm=MPI.COMM_SELF, task="classification",
                         dtype=np.float32, seed=0, standardize=False,
                         synthetic=synthetic_spec(config_like))
@@ -102,7 +103,7 @@ def _peers(args: argparse.Namespace, model: str) -> dict[str, dict[str, float]]:
                                                   max_depth=args.max_depth, n_jobs=1)
     else:
         from sklearn.cluster import KMeans
-        peers["sklearn"] = KMeans(n_clusters=options["n_clusters"], n_init=1,
+        peers["sklearn"] = KMeans(n_clusters=options["clusters"], n_init=1,
                                   max_iter=args.max_iter, tol=0.0)
     out = {}
     for name, estimator in peers.items():
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     rank, ranks = comm.Get_rank(), comm.Get_size()
     report: dict[str, Any] = {"ranks": ranks, "workload": {
         k: getattr(args, k) for k in ("samples", "features", "classes", "trees", "max_depth",
-                                      "n_clusters", "max_iter")}, "models": {}}
+                                      "clusters", "max_iter")}, "models": {}}
     for model in models:
         result = train(comm=comm, **_options(args, model))
         seconds = _fit_seconds(result)

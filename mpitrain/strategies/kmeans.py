@@ -47,15 +47,15 @@ class KMeansStrategy(EstimatorStrategy):
     @classmethod
     def fit(cls, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> KMeansStrategy:
         rows = dataset.train.n_total
-        agree(comm, f"--n-clusters must be at most the {rows} training rows (got "
-              f"{config.n_clusters})" if config.n_clusters > rows else None)
+        agree(comm, f"--clusters must be at most the {rows} training rows (got "
+              f"{config.clusters})" if config.clusters > rows else None)
         return cls(config, dataset=dataset, comm=comm)
 
     def __init__(self, config: TrainConfig, *, dataset: Dataset, comm: MPI.Comm) -> None:
         self.config, self.dataset, self.comm = config, dataset, comm
         train = dataset.train
         self.X = train.X
-        k, d, rows = config.n_clusters, dataset.n_features, train.n_total
+        k, d, rows = config.clusters, dataset.n_features, train.n_total
         self.scales = Scales.agree(comm, self.X, rows=rows, tol=config.tol)
         self.centers = kmeans_parallel(comm, self.X, k=k, first_row=train.start, rows=rows,
                                        seed=config.seed)
