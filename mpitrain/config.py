@@ -254,6 +254,9 @@ class TrainConfig:
                                "(sqrt for a classifier, all for a regressor), sqrt, log2, "
                                "all", choices=("auto", "sqrt", "log2", "all"), group="trees")
     clusters: int = option(8, "kmeans: number of clusters K", group="trees", metavar="K")
+    n_init: int = option(1, "kmeans: initialisations (k-means||, each seeded by (--seed, "
+                         "run)) iterated together; the run of lowest inertia is kept "
+                         "(scikit-learn's n_init)", group="trees", metavar="N")
     tol: float = option(1e-4, "kmeans: stop when the centers move less than this times "
                         "the mean feature variance (squared distance)", group="trees")
     max_iter: int = option(300, "kmeans: most Lloyd iterations", group="trees")
@@ -456,6 +459,7 @@ def validate(config: TrainConfig) -> None:
         (2 <= config.max_bins <= 255, "max_bins", "in 2..255"),
         (config.early_stopping >= 0, "early_stopping", ">= 0 (0: off)"),
         (config.clusters >= 1, "clusters", ">= 1"),
+        (config.n_init >= 1, "n_init", ">= 1"),
         (config.tol >= 0.0 and math.isfinite(config.tol), "tol", ">= 0"),
         (config.max_iter >= 1, "max_iter", ">= 1"),
         (bool(config.h5_x), "h5_x", "a dataset name"),

@@ -22,10 +22,11 @@ RECLUSTER_ITERATIONS = 30
 
 
 def kmeans_parallel(comm: MPI.Comm, X: np.ndarray, *, k: int, first_row: int, rows: int,
-                    seed: int) -> np.ndarray:
+                    seed: int, run: int = 0) -> np.ndarray:
     """Collective: ``k`` initial centers (float64, (k, d)) for the rows of every rank
-    (``X``: this rank's, global rows ``first_row...``; ``rows`` in all)."""
-    rng = np.random.default_rng([seed, 0x6B6D])
+    (``X``: this rank's, global rows ``first_row...``; ``rows`` in all). ``run`` numbers
+    the initialisations of ``--n-init``: each draws from its own streams (seed, run)."""
+    rng = np.random.default_rng([seed, 0x6B6D] if run == 0 else [seed, 0x6B6D, run])
     centers = _row(comm, X, int(rng.integers(rows)), first_row)[None, :]
     labels, dist = np.empty(len(X), np.int64), np.empty(len(X))
     for r in range(ROUNDS):
@@ -34,7 +35,7 @@ def kmeans_parallel(comm: MPI.Comm, X: np.ndarray, *, k: int, first_row: int, ro
         if cost <= 0.0:
             break
         draw = np.empty(len(X))
-        keyed_uniform(seed, 1 + r, first_row, draw)
+        keyed_uniform(seed, 1 + r + ROUNDS * run, first_row, draw)
         kept = np.ascontiguousarray(X[draw < 2.0 * k * dist / cost], dtype=np.float64)
         centers = np.vstack([centers, _gather_rows(comm, kept)])
     nearest(X, centers, labels, dist)
