@@ -31,12 +31,17 @@ class Scales:
     def agree(cls, comm: MPI.Comm, X: np.ndarray, *, rows: int, tol: float) -> Scales:
         """Collective: the scales of the rows of every rank (``rows`` in all)."""
         d = X.shape[1]
-        top = float(global_max(comm, np.array([np.abs(X).max(initial=0.0)]))[0])
-        moments = exact_column_sums(comm, np.column_stack(
-            [X, np.square(X.astype(np.float64))]), rows) / rows
+        moments = exact_column_sums(comm, X, rows, squares=True) / rows
+        top = float(global_max(comm, np.array([_max_abs(X)]))[0])
         variance = np.maximum(moments[d:] - moments[:d] ** 2, 0.0)
         return cls(sums=fixed_scale(top, rows), inertia=fixed_scale(4.0 * top * top * d, rows),
                    tolerance=tol * float(variance.mean()))
+
+
+def _max_abs(X: np.ndarray) -> float:
+    """The largest |value| of ``X`` (0 for no rows), without a temporary as large as X."""
+    return max((float(np.abs(X[i:i + 65536]).max()) for i in range(0, len(X), 65536)),
+               default=0.0)
 
 
 class LloydPass:
