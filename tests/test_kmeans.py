@@ -156,3 +156,21 @@ def test_more_inits_never_raise_the_inertia_and_runs_are_seeded():
     # run 0 of --n-init 3 is the --n-init 1 run: the same first initialisation
     if three.summary["model"]["best_run"] == 0:
         np.testing.assert_array_equal(three.params["centers"], one.params["centers"])
+
+
+def test_resume_with_several_runs_gives_the_same_centers(tmp_path):
+    options = dict(data="synthetic", samples=600, features=4, classes=3, clusters_per_class=2,
+                   model="kmeans", clusters=5, n_init=2, max_iter=8, tol=0.0, quiet=True,
+                   comm=MPI.COMM_SELF)
+    straight = train(**options)
+    out = str(tmp_path / "run")
+    calls = []
+    stopped = train(out=out, stop_requested=lambda: calls.append(1) or len(calls) >= 3,
+                    **options)
+    assert stopped.status == "stopped"
+    resumed = train(out=out, resume="latest", **options)
+    np.testing.assert_array_equal(resumed.params["centers"], straight.params["centers"])
+    assert resumed.summary["model"] == straight.summary["model"]
+    with pytest.raises(UserError, match="was written with --n-init 2 but this run has "
+                       "--n-init 3"):
+        train(out=out, resume="latest", **{**options, "n_init": 3})

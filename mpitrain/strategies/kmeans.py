@@ -23,7 +23,7 @@ import numpy as np
 from ..clustering.init import kmeans_parallel
 from ..clustering.lloyd import LloydPass, Scales
 from ..collectives import allreduce
-from ..errors import UserError, agree
+from ..errors import agree
 from ..models.layout import Layout
 from .base import StopRequested, Unit
 from .estimator import EstimatorStrategy
@@ -118,10 +118,6 @@ class KMeansStrategy(EstimatorStrategy):
         centers = np.array(arrays["centers"], dtype=np.float64)
         if centers.ndim == 2:  # written before --n-init: one run
             centers = centers[None]
-        if centers.shape != self.centers.shape:
-            raise UserError(f"--resume: the checkpoint holds {len(centers)} k-means runs of "
-                            f"{centers.shape[1]} clusters; --n-init {len(self.centers)} "
-                            f"--clusters {self.centers.shape[1]} must stay the same")
         self.centers = centers
         runs = len(centers)
         self.active = (np.array(arrays["active"], dtype=bool) if "active" in arrays
