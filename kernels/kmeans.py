@@ -29,8 +29,8 @@ def row_norms(X, out):  # pragma: no cover - numba
         out[i] = s
 
 
-#: Rows per block of :func:`lloyd_pass` (the block's features, as float64 and transposed,
-#: stay in the L1 cache).
+#: Rows per block of :func:`lloyd_pass` (the block's features, transposed, stay in the L1
+#: cache).
 BLOCK = 128
 
 
@@ -47,14 +47,14 @@ def lloyd_pass(X, norms, centers, center_norms, k, active, scale, inertia_scale,
     ``inertia[g]`` the fixed-point squared distances ``rint(dist · inertia_scale)``
     (distances below 0 from rounding count as 0).
 
-    Rows go in blocks of :data:`BLOCK`, transposed to float64 so the innermost loops run
-    over the block's rows (vectorised); each row's dot product is still summed in feature
-    order, so its distances do not depend on where the row sits.
+    Rows go in blocks of :data:`BLOCK`, transposed so the innermost loops run over the
+    block's rows (vectorised), four features per sweep; dot products are in the rows'
+    precision, each summed in feature order, so a row's distances do not depend on where
+    the row sits.
     """
     n, d = X.shape
     runs = centers.shape[0] // k
     xt = np.empty((d, BLOCK), X.dtype)
-    fixed = np.empty((BLOCK, d))
     acc = np.empty(BLOCK, X.dtype)
     ct = X.dtype.type
     zero = ct(0)
@@ -64,9 +64,7 @@ def lloyd_pass(X, norms, centers, center_norms, k, active, scale, inertia_scale,
         nb = min(BLOCK, n - start)
         for b in range(nb):
             for j in range(d):
-                v = X[start + b, j]
-                xt[j, b] = v
-                fixed[b, j] = np.rint(np.float64(v) * scale)
+                xt[j, b] = X[start + b, j]
         for g in range(runs):
             if not active[g]:
                 continue
@@ -104,7 +102,7 @@ def lloyd_pass(X, norms, centers, center_norms, k, active, scale, inertia_scale,
                 c = arg[b]
                 counts[c] += 1.0
                 for j in range(d):
-                    sums[c, j] += fixed[b, j]
+                    sums[c, j] += np.rint(np.float64(X[start + b, j]) * scale)
 
 
 def warm(dtype: np.dtype) -> None:
