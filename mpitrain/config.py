@@ -23,6 +23,7 @@ from typing import Any
 from .asynchronous.straggler import parse_stragglers
 from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
+from .collectives.tuning import TUNE_ENV, TUNE_MODES, default_tune
 from .data.batches import SHUFFLES
 from .data.dataset import SPARSE
 from .data.sources import ZERO_BASED
@@ -232,6 +233,13 @@ class TrainConfig:
                                  "ring's transport); off, and always under "
                                  "--stall-timeout (whose watchdog watches MPI calls): MPI "
                                  "messages only", group="parallel")
+    tune: str = option(default_tune(), "how --reduce auto picks the step's reduction (--mode sync, "
+                       "without --overlap/--compress/--shard): auto: the choice measured on "
+                       "this machine for this message size and communicator shape, from the "
+                       "tuning cache ('mpitrain tune'; measured now and cached on a miss); "
+                       "cache: the cached choice, else the built-in table; force: measure "
+                       "now; off: the table (default: $MPITRAIN_TUNE, else auto)",
+                       choices=TUNE_MODES, group="parallel")
     # trees and k-means (--model gbdt, --model kmeans)
     trees: int = option(100, "gbdt: boosting rounds (one tree per class and round); "
                         "forest: trees",
@@ -419,6 +427,9 @@ def coerce_keywords(options: Mapping[str, Any], *, source: str) -> dict[str, Any
 
 def validate(config: TrainConfig) -> None:
     """Raise UserError naming the first option whose value is out of range."""
+    if default_tune() not in TUNE_MODES:
+        raise UserError(f"{TUNE_ENV} must be one of {', '.join(TUNE_MODES)} "
+                        f"(got {default_tune()!r})")
     for name in FIELDS:
         choices = FIELDS[name].metadata.get("choices")
         value = getattr(config, name)

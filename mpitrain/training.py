@@ -174,6 +174,9 @@ def _run(strategy: Strategy, config: TrainConfig, *, comm: MPI.Comm, head: dict[
     save("config.toml", output.write_text, "config.toml", to_toml(config))
     summary = {**head, **strategy.summary()}
     save("summary.json", output.write_json, "summary.json", {**summary, "status": "running"})
+    header = strategy.header()
+    if header:
+        output.say(header)
     history: list[dict[str, Any]] = []
 
     def on_period(metrics: dict[str, Any]) -> None:

@@ -167,6 +167,8 @@ def _best_split(hist: np.ndarray, total: np.ndarray, bins: Bins,
     if allowed is not None:
         valid &= allowed[:, None]
     gain = np.where(valid, gain, -np.inf)
+    if gain.size == 0:  # no feature has two distinct values (e.g. one row): a leaf
+        return None
     best = int(np.argmax(gain))
     feature, code = divmod(best, cum.shape[1])
     if not gain[feature, code] > 1e-12 * max(1.0, abs(parent)):
