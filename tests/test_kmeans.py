@@ -174,3 +174,17 @@ def test_resume_with_several_runs_gives_the_same_centers(tmp_path):
     with pytest.raises(UserError, match="was written with --n-init 2 but this run has "
                        "--n-init 3"):
         train(out=out, resume="latest", **{**options, "n_init": 3})
+
+
+def test_scikit_learn_estimator_takes_n_clusters_and_n_init():
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_digits
+
+    from mpitrain.sklearn import MPIKMeans
+
+    X = load_digits().data
+    ours = MPIKMeans(n_clusters=10, n_init=4, comm=MPI.COMM_SELF).fit(X)
+    theirs = KMeans(n_clusters=10, n_init=4, random_state=0).fit(X)
+    assert ours.cluster_centers_.shape == (10, 64)
+    assert ours.inertia_ <= theirs.inertia_ * 1.01, (ours.inertia_, theirs.inertia_)
+    assert ours.get_params()["n_init"] == 4
