@@ -2,6 +2,8 @@
 Lloyd kernel against a plain numpy reference, the best of several initialisations against
 scikit-learn, and bad input (one message, exit 2). P-independence: tests/test_trees_mpi.py."""
 
+import itertools
+
 import numpy as np
 import pytest
 from cli_runner import run_train
@@ -162,15 +164,13 @@ def test_resume_with_several_runs_gives_the_same_centers(tmp_path):
     options = dict(data="synthetic", samples=600, features=4, classes=3, clusters_per_class=2,
                    model="kmeans", clusters=5, n_init=2, max_iter=8, tol=0.0, quiet=True,
                    comm=MPI.COMM_SELF)
-    straight = train(**options)
     out = str(tmp_path / "run")
-    calls = []
-    stopped = train(out=out, stop_requested=lambda: calls.append(1) or len(calls) >= 3,
-                    **options)
-    assert stopped.status == "stopped"
-    resumed = train(out=out, resume="latest", **options)
-    np.testing.assert_array_equal(resumed.params["centers"], straight.params["centers"])
+    polls = itertools.count(1)  # a stop asked at the third poll: mid-fit, both runs moving
+    assert train(out=out, stop_requested=lambda: next(polls) >= 3,
+                 **options).status == "stopped"
+    resumed, straight = train(out=out, resume="latest", **options), train(**options)
     assert resumed.summary["model"] == straight.summary["model"]
+    np.testing.assert_array_equal(resumed.params["centers"], straight.params["centers"])
     with pytest.raises(UserError, match="was written with --n-init 2 but this run has "
                        "--n-init 3"):
         train(out=out, resume="latest", **{**options, "n_init": 3})
