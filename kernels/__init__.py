@@ -12,6 +12,8 @@ package (pyproject.toml maps it); its modules import each other relatively.
 - :mod:`.shared`: the sum over shared-memory slots;
 - :mod:`.trees`: binning, gradient histograms, tree traversal, k-means assignment and
   keyed uniform draws (``--model gbdt|forest|kmeans``);
+- :mod:`.kmeans`: the fused Lloyd pass of ``--model kmeans`` (distances, nearest center,
+  fixed-point sums, counts and inertia of several runs in one pass over the rows);
 - :mod:`.reference`: plain numpy references (tests and benchmarks);
 - :mod:`.warmup`: compile or load the kernels a run needs before training.
 """

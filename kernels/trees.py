@@ -15,6 +15,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .kmeans import warm as warm_kmeans
+
 SQUARED, LOGISTIC, SOFTMAX = 0, 1, 2
 LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "softmax": SOFTMAX}
 
@@ -197,16 +199,6 @@ def nearest(X, centers, labels, dist):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def cluster_sums(X, labels, scale, sums, counts):  # pragma: no cover - numba
-    """Fixed-point per-cluster feature sums (``rint(x * scale)``, in float64) and counts."""
-    for i in range(X.shape[0]):
-        c = labels[i]
-        counts[c] += 1.0
-        for j in range(X.shape[1]):
-            sums[c, j] += np.rint(np.float64(X[i, j]) * scale)
-
-
-@njit(cache=True, nogil=True)
 def keyed_uniform(seed, stream, first_row, out):  # pragma: no cover - numba
     """Uniform [0, 1) numbers keyed by (seed, stream, global row ``first_row + i``):
     splitmix64 of the three, so a row draws the same number on any rank."""
@@ -247,5 +239,5 @@ def warm(dtype: np.dtype) -> None:
                       np.zeros(1, np.int64), np.zeros((2, 1)))
         labels = np.zeros(2, np.int64)
         nearest(rows, np.zeros((1, 1)), labels, np.zeros(2))
-        cluster_sums(rows, labels, 1.0, np.zeros((1, 1)), np.zeros(1))
     keyed_uniform(0, 0, 0, np.zeros(2))
+    warm_kmeans(dtype)

@@ -103,8 +103,8 @@ class TrainConfig:
     features: int = option(20, "synthetic data: number of features", group="data")
     classes: int = option(2, "synthetic data: number of classes", group="data")
     noise: float = option(1.0, "synthetic data: noise standard deviation", group="data")
-    clusters: int = option(1, "synthetic data: Gaussian clusters per class (> 1: classes "
-                           "are not linearly separable)", group="data")
+    clusters_per_class: int = option(1, "synthetic data: Gaussian clusters per class (> 1: "
+                                     "classes are not linearly separable)", group="data")
     # model
     model: str = option("mlp", f"model to train: {', '.join(MODELS)}; "
                         + "; ".join(f"{name}: {text}" for name, (_, text) in ESTIMATORS.items())
@@ -276,7 +276,10 @@ class TrainConfig:
     max_features: str = option("auto", "forest: features each node may split on: auto "
                                "(sqrt for a classifier, all for a regressor), sqrt, log2, "
                                "all", choices=("auto", "sqrt", "log2", "all"), group="trees")
-    n_clusters: int = option(8, "kmeans: number of clusters K", group="trees")
+    clusters: int = option(8, "kmeans: number of clusters K", group="trees", metavar="K")
+    n_init: int = option(1, "kmeans: initialisations (k-means||, each seeded by (--seed, "
+                         "run)) iterated together; the run of lowest inertia is kept "
+                         "(scikit-learn's n_init)", group="trees", metavar="N")
     tol: float = option(1e-4, "kmeans: stop when the centers move less than this times "
                         "the mean feature variance (squared distance)", group="trees")
     max_iter: int = option(300, "kmeans: most Lloyd iterations", group="trees")
@@ -472,7 +475,7 @@ def validate(config: TrainConfig) -> None:
         (config.features >= 1, "features", ">= 1"),
         (config.classes >= 2, "classes", ">= 2"),
         (config.noise >= 0.0 and math.isfinite(config.noise), "noise", ">= 0"),
-        (config.clusters >= 1, "clusters", ">= 1"),
+        (config.clusters_per_class >= 1, "clusters_per_class", ">= 1"),
         (config.trees >= 1, "trees", ">= 1"),
         (config.max_depth >= 1, "max_depth", ">= 1"),
         (config.l2 >= 0.0 and math.isfinite(config.l2), "l2", ">= 0"),
@@ -481,7 +484,8 @@ def validate(config: TrainConfig) -> None:
         (config.min_samples_leaf >= 1, "min_samples_leaf", ">= 1"),
         (2 <= config.max_bins <= 255, "max_bins", "in 2..255"),
         (config.early_stopping >= 0, "early_stopping", ">= 0 (0: off)"),
-        (config.n_clusters >= 1, "n_clusters", ">= 1"),
+        (config.clusters >= 1, "clusters", ">= 1"),
+        (config.n_init >= 1, "n_init", ">= 1"),
         (config.tol >= 0.0 and math.isfinite(config.tol), "tol", ">= 0"),
         (config.max_iter >= 1, "max_iter", ">= 1"),
         (bool(config.h5_x), "h5_x", "a dataset name"),
@@ -508,6 +512,10 @@ def validate(config: TrainConfig) -> None:
     if config.hash_bits and config.model in ESTIMATORS:
         raise UserError(f"--hash-bits trains the gradient models (e.g. logistic), not "
                         f"--model {config.model}")
+    if config.clusters != FIELDS["clusters"].default and config.model != "kmeans":
+        raise UserError(f"--clusters {config.clusters} is the number of k-means clusters "
+                        f"(--model kmeans, got --model {config.model}); Gaussian clusters "
+                        "per class of the synthetic data are --clusters-per-class")
     _validate_performance(config)
     parse_stragglers(config.straggler)
     # federated

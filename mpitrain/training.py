@@ -260,7 +260,8 @@ def _sparse(config: TrainConfig, instance: Model) -> str:
 def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
     """The ``--data synthetic`` options of ``config``."""
     return SyntheticSpec(samples=config.samples, features=config.features,
-                         classes=config.classes, noise=config.noise, clusters=config.clusters)
+                         classes=config.classes, noise=config.noise,
+                         clusters=config.clusters_per_class)
 
 
 def read_options(config: TrainConfig) -> ReadOptions:

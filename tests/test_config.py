@@ -49,7 +49,7 @@ def test_missing_config_file(tmp_path):
      "kmeans or your own class as package.module:Class (got 'cnn')"),
     ({"test_fraction": 1.0}, "--test-fraction must be in [0, 1) (got 1.0)"),
     ({"hidden": (64, 0)}, "--hidden must be positive layer sizes (got 64,0)"),
-    ({"clusters": 0}, "--clusters must be >= 1 (got 0)"),
+    ({"clusters_per_class": 0}, "--clusters-per-class must be >= 1 (got 0)"),
     ({"compress": "fp16", "reduce": "ring"},
      "--compress fp16 is its own transport (16-bit words over MPI), so it takes --reduce "
      "auto (got --reduce ring)"),

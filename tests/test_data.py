@@ -556,7 +556,8 @@ def test_synthetic_clusters_belong_to_class_k_mod_classes():
 
 def test_synthetic_clusters_need_a_nonlinear_model():
     """With several clusters per class a softmax model stays far below an MLP."""
-    data = dict(data="synthetic", samples=4000, features=4, classes=3, clusters=4, noise=0.2,
+    data = dict(data="synthetic", samples=4000, features=4, classes=3, clusters_per_class=4,
+                noise=0.2,
                 epochs=30, batch_size=32, lr=0.1, quiet=True, comm=MPI.COMM_SELF)
     linear = train(model="softmax", **data).history[-1]["test_accuracy"]
     mlp = train(model="mlp", hidden=(32,), **data).history[-1]["test_accuracy"]

@@ -45,4 +45,4 @@ def test_reproduction_script_writes_results(tmp_path, dataset):
     assert (out / "accuracy.png").read_bytes().startswith(b"\x89PNG")
     if dataset == "paper-scale":  # 600 training rows per client, as in the paper
         assert round(results["data"]["samples"] * (1 - results["data"]["test_fraction"])) == 60_000
-        assert results["data"]["clusters"] > 1  # classes that need a nonlinear model
+        assert results["data"]["clusters_per_class"] > 1  # classes that need a nonlinear model

@@ -624,8 +624,8 @@ def test_bad_input_battery(tmp_path):
          "--checkpoint-every must be >= 0 (got -1)"),
         ("stall timeout -1", ["--data", good, "--stall-timeout", "-1", *guard],
          "--stall-timeout must be >= 0 seconds (got -1.0)"),
-        ("synthetic clusters 0", ["--data", "synthetic", "--clusters", "0", *guard],
-         "--clusters must be >= 1 (got 0)"),
+        ("synthetic clusters 0", ["--data", "synthetic", "--clusters-per-class", "0", *guard],
+         "--clusters-per-class must be >= 1 (got 0)"),
         ("resume without out", ["--data", good, "--resume"],
          "--resume without a path resumes from --out, but no --out was given"),
         # data files

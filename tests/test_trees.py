@@ -171,7 +171,7 @@ def test_kmeans_inertia_within_one_percent_of_scikit_learn(tmp_path):
 
     X, y = make_blobs(n_samples=3000, centers=6, n_features=5, cluster_std=1.5,
                       random_state=1)
-    result = train(X=X, y=y.astype(float), model="kmeans", n_clusters=6, test_fraction=0.0,
+    result = train(X=X, y=y.astype(float), model="kmeans", clusters=6, test_fraction=0.0,
                    standardize=False, quiet=True, out=str(tmp_path / "run"))
     sk = KMeans(n_clusters=6, n_init=1, random_state=0).fit(X)
     ours = result.history[-1]["inertia"]
@@ -205,8 +205,8 @@ def test_resume_between_trees_gives_the_same_model(tmp_path):
     (["--model", "gbdt", "--trees", "0"], "--trees must be >= 1 (got 0)"),
     (["--model", "gbdt", "--max-depth", "-1"], "--max-depth must be >= 1 (got -1)"),
     (["--model", "gbdt", "--max-bins", "300"], "--max-bins must be in 2..255 (got 300)"),
-    (["--model", "kmeans", "--samples", "20", "--n-clusters", "50"],
-     "--n-clusters must be at most the 16 training rows (got 50)"),
+    (["--model", "kmeans", "--samples", "20", "--clusters", "50"],
+     "--clusters must be at most the 16 training rows (got 50)"),
     (["--model", "gbdt", "--mode", "fedavg"], "--mode fedavg applies to gradient models"),
     (["--mode", "fedavg", "--partition", "kmeans", "--samples", "30", "--clients", "40"],
      "--partition kmeans makes one cluster per client, but --clients 40 is more than"),

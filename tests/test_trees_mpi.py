@@ -9,7 +9,8 @@ from mpitrain import train
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(240)]
 
-DATA = dict(data="synthetic", samples=701, features=5, noise=2.0, clusters=2, quiet=True)
+DATA = dict(data="synthetic", samples=701, features=5, noise=2.0, clusters_per_class=2,
+            quiet=True)
 
 
 def reference(**options):
@@ -53,7 +54,7 @@ def test_forest_same_trees_for_any_number_of_ranks(extra):
 
 
 def test_kmeans_same_centers_for_any_number_of_ranks():
-    options = {**DATA, "model": "kmeans", "n_clusters": 5, "max_iter": 15, "tol": 0.0}
+    options = {**DATA, "model": "kmeans", "clusters": 5, "max_iter": 15, "tol": 0.0}
     expected = reference(**options)
     assert_same(train(**options).params, expected)
     assert_same(train(reduce="ring", dtype="float64", **options).params,

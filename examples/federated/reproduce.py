@@ -76,7 +76,7 @@ def setups(standardize: bool) -> dict[str, Setup]:
         Setup("paper-scale", "synthetic 60 000 rows (600 per client), 64 features, 10 classes "
               "x 10 clusters, noise 0.3",
               {"data": "synthetic", "samples": 70_000, "test_fraction": 1 / 7, "features": 64,
-               "classes": 10, "clusters": 10, "noise": 0.3}, 0.90,
+               "classes": 10, "clusters_per_class": 10, "noise": 0.3}, 0.90,
               {"FedSGD": (2.2, 4.6, 10.0, 22.0),
                "FedAvg": (0.1, 0.22, 0.46, 1.0, 2.2, 4.6),
                "FedProx": (0.001, *PROX_MU), "FedAdam": (*ADAM_LR, 0.3, 1.0)}, 200),

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from mpi4py import MPI
+from threadpoolctl import threadpool_limits
 
 from mpitrain import train
 from mpitrain.bench import output_file
@@ -48,9 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, default=2, help="classes (default 2)")
     parser.add_argument("--trees", type=int, default=50, help="gbdt rounds / forest trees")
     parser.add_argument("--max-depth", type=int, default=6, help="tree depth (default 6)")
-    parser.add_argument("--n-clusters", type=int, default=8, help="kmeans K (default 8)")
+    parser.add_argument("--clusters", type=int, default=8, metavar="K",
+                        help="kmeans K (default 8)")
     parser.add_argument("--max-iter", type=int, default=20,
                         help="kmeans Lloyd iterations, tol 0 (default 20)")
+    parser.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                        help="skip the P independent one-rank fits run at once (the "
+                             "ceiling of the speedup)")
     parser.add_argument("--no-peers", action="store_true",
                         help="skip scikit-learn / LightGBM")
     parser.add_argument("--json", default=None, metavar="FILE", help="write results here")
@@ -58,15 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, model: str) -> dict[str, Any]:
     common = dict(data="synthetic", samples=args.samples, features=args.features,
-                  classes=args.classes, clusters=2, quiet=True, model=model)
+                  classes=args.classes, clusters_per_class=2, quiet=True, model=model)
     if model == "kmeans":
-        return {**common, "n_clusters": args.n_clusters, "max_iter": args.max_iter,
+        return {**common, "clusters": args.clusters, "max_iter": args.max_iter,
                 "tol": 0.0, "standardize": False}
     return {**common, "trees": args.trees, "max_depth": args.max_depth}
 
 
 def _fit_seconds(result: Any) -> float:
     return float(sum(line["seconds"] for line in result.history))
+
+
+def _per_iteration(result: Any, key: str) -> dict[str, float]:
+    """k-means: fit seconds per Lloyd iteration (the runs may stop at different counts)."""
+    if result.summary["model"].get("name") != "kmeans":
+        return {}
+    return {key: _fit_seconds(result) / max(len(result.history), 1),
+            "iterations": len(result.history)}
 
 
 def _score(result: Any) -> dict[str, float]:
@@ -78,7 +91,7 @@ def _score(result: Any) -> dict[str, float]:
 def _peers(args: argparse.Namespace, model: str) -> dict[str, dict[str, float]]:
     """Rank 0: the peers on the same rows (one thread)."""
     options = _options(args, model)
-    config_like = argparse.Namespace(**{**vars(args), "noise": 1.0, "clusters": 2})
+    config_like = argparse.Namespace(**{**vars(args), "noise": 1.0, "clusters_per_class": 2})
     data = load_dataset("synthetic", comm=MPI.COMM_SELF, task="classification",
                         dtype=np.float32, seed=0, standardize=False,
                         synthetic=synthetic_spec(config_like))
@@ -101,17 +114,24 @@ def _peers(args: argparse.Namespace, model: str) -> dict[str, dict[str, float]]:
         peers["sklearn"] = RandomForestClassifier(n_estimators=args.trees,
                                                   max_depth=args.max_depth, n_jobs=1)
     else:
-        from sklearn.cluster import KMeans
-        peers["sklearn"] = KMeans(n_clusters=options["n_clusters"], n_init=1,
+        from sklearn.cluster import KMeans, kmeans_plusplus
+
+        # its k-means++ centers computed beforehand (not timed): the fit is Lloyd alone, as
+        # ours (k-means|| excluded), so seconds per iteration compare the iterations
+        init, _ = kmeans_plusplus(X, options["clusters"], random_state=0)
+        peers["sklearn"] = KMeans(n_clusters=options["clusters"], init=init, n_init=1,
                                   max_iter=args.max_iter, tol=0.0)
     out = {}
-    for name, estimator in peers.items():
-        started = time.perf_counter()
-        estimator.fit(X, y)
-        seconds = time.perf_counter() - started
-        score = ({"inertia": float(estimator.inertia_)} if model == "kmeans"
-                 else {"test_accuracy": float(estimator.score(Xt, yt))})
-        out[name] = {"seconds": seconds, **score}
+    with threadpool_limits(limits=1):  # the same thread count as one rank
+        for name, estimator in peers.items():
+            started = time.perf_counter()
+            estimator.fit(X, y)
+            seconds = time.perf_counter() - started
+            score = ({"inertia": float(estimator.inertia_),
+                      "seconds_per_iteration": seconds / max(int(estimator.n_iter_), 1),
+                      "iterations": int(estimator.n_iter_)} if model == "kmeans"
+                     else {"test_accuracy": float(estimator.score(Xt, yt))})
+            out[name] = {"seconds": seconds, **score}
     return out
 
 
@@ -125,17 +145,29 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     rank, ranks = comm.Get_rank(), comm.Get_size()
     report: dict[str, Any] = {"ranks": ranks, "workload": {
         k: getattr(args, k) for k in ("samples", "features", "classes", "trees", "max_depth",
-                                      "n_clusters", "max_iter")}, "models": {}}
+                                      "clusters", "max_iter")}, "models": {}}
     for model in models:
         result = train(comm=comm, **_options(args, model))
         seconds = _fit_seconds(result)
         rss = comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)
-        entry: dict[str, Any] = {"seconds": seconds, **_score(result), "rss_mb_per_rank": rss}
+        entry: dict[str, Any] = {"seconds": seconds, **_score(result),
+                                 **_per_iteration(result, "seconds_per_iteration"),
+                                 "rss_mb_per_rank": rss}
+        if ranks > 1 and args.ceiling:
+            # every rank fits all the rows alone at once: what P independent runs get from
+            # the shared memory bandwidth and cores (the ceiling of the P-rank speedup)
+            alone = train(comm=MPI.COMM_SELF, **_options(args, model))
+            independent = comm.gather(_fit_seconds(alone), root=0)
         if rank == 0:
             one = train(comm=MPI.COMM_SELF, **_options(args, model))
             entry["one_rank_seconds"] = _fit_seconds(one)
+            entry.update(_per_iteration(one, "one_rank_seconds_per_iteration"))
             entry["speedup"] = entry["one_rank_seconds"] / seconds
             entry["efficiency"] = entry["speedup"] / ranks
+            if ranks > 1 and args.ceiling:
+                entry["independent_seconds"] = max(independent)
+                entry["ceiling_speedup"] = ranks * entry["one_rank_seconds"] / max(independent)
+                entry["of_ceiling"] = entry["speedup"] / entry["ceiling_speedup"]
             if not args.no_peers:
                 entry["peers"] = _peers(args, model)
             print(json.dumps({model: entry}), flush=True)

@@ -22,22 +22,24 @@ RECLUSTER_ITERATIONS = 30
 
 
 def kmeans_parallel(comm: MPI.Comm, X: np.ndarray, *, k: int, first_row: int, rows: int,
-                    seed: int) -> np.ndarray:
+                    seed: int, run: int = 0) -> np.ndarray:
     """Collective: ``k`` initial centers (float64, (k, d)) for the rows of every rank
-    (``X``: this rank's, global rows ``first_row...``; ``rows`` in all)."""
-    rng = np.random.default_rng([seed, 0x6B6D])
+    (``X``: this rank's, global rows ``first_row...``; ``rows`` in all). ``run`` numbers
+    the initialisations of ``--n-init``: each draws from its own streams (seed, run)."""
+    rng = np.random.default_rng([seed, 0x6B6D] if run == 0 else [seed, 0x6B6D, run])
     centers = _row(comm, X, int(rng.integers(rows)), first_row)[None, :]
     labels, dist = np.empty(len(X), np.int64), np.empty(len(X))
+    nearest(X, centers, labels, dist)
     for r in range(ROUNDS):
-        nearest(X, centers, labels, dist)
         cost = float(exact_column_sums(comm, dist[:, None], rows)[0])
         if cost <= 0.0:
             break
         draw = np.empty(len(X))
-        keyed_uniform(seed, 1 + r, first_row, draw)
+        keyed_uniform(seed, 1 + r + ROUNDS * run, first_row, draw)
         kept = np.ascontiguousarray(X[draw < 2.0 * k * dist / cost], dtype=np.float64)
-        centers = np.vstack([centers, _gather_rows(comm, kept)])
-    nearest(X, centers, labels, dist)
+        new = _gather_rows(comm, kept)
+        _closer(X, new, len(centers), labels, dist)
+        centers = np.vstack([centers, new])
     weights = np.bincount(labels, minlength=len(centers)).astype(np.float64)
     comm.Allreduce(MPI.IN_PLACE, weights, op=MPI.SUM)  # integer counts: exact
     return recluster(centers, weights, k=k, rng=rng)
@@ -74,6 +76,20 @@ def recluster(points: np.ndarray, weights: np.ndarray, *, k: int,
             sums = np.bincount(labels, weights=weights * points[:, j], minlength=k)
             centers[:, j] = np.where(mass > 0, sums / np.maximum(mass, 1e-300), centers[:, j])
     return centers
+
+
+def _closer(X: np.ndarray, new: np.ndarray, first: int, labels: np.ndarray,
+            dist: np.ndarray) -> None:
+    """Move each row's nearest center (``labels``, squared ``dist``) to one of the ``new``
+    centers (numbered from ``first``) that is strictly nearer: the same labels and
+    distances as a scan of all centers (lowest index on ties), at the cost of the new ones."""
+    if not len(new):
+        return
+    near, gap = np.empty(len(X), np.int64), np.empty(len(X))
+    nearest(X, new, near, gap)
+    closer = gap < dist
+    labels[closer] = near[closer] + first
+    dist[closer] = gap[closer]
 
 
 def _row(comm: MPI.Comm, X: np.ndarray, row: int, first_row: int) -> np.ndarray:

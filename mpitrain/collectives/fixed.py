@@ -39,15 +39,35 @@ def global_max(comm: MPI.Comm, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def exact_column_sums(comm: MPI.Comm, columns: np.ndarray, rows: int) -> np.ndarray:
+#: Rows converted and rounded at a time by :func:`exact_column_sums` (bounds its temporaries).
+BLOCK_ROWS = 1 << 16
+
+
+def exact_column_sums(comm: MPI.Comm, columns: np.ndarray, rows: int, *,
+                      squares: bool = False) -> np.ndarray:
     """Collective: the sum over every rank's rows of each column of ``columns`` (n, m),
-    the same bits for any number of ranks (``rows``: the global row count). Two small
-    collectives: the maximum, then the fixed-point sums."""
+    the same bits for any number of ranks (``rows``: the global row count); with
+    ``squares``, then the sums of their squares (2m sums). Two small collectives: the
+    maximum, then the fixed-point sums. Rows are taken in blocks, so the temporaries stay
+    small whatever the size of ``columns`` (integer-valued terms add exactly in any
+    order)."""
     from . import allreduce  # the package's one allreduce (cheap: already imported)
 
-    columns = np.asarray(columns, dtype=np.float64)
-    local_max = np.abs(columns).max(axis=0, initial=0.0)
-    scales = np.array([fixed_scale(float(m), rows) for m in global_max(comm, local_max)])
-    sums = np.ascontiguousarray(np.rint(columns * scales).sum(axis=0))
+    columns = np.asarray(columns)
+    n, m = columns.shape
+    local_max = np.zeros(m)
+    for start in range(0, n, BLOCK_ROWS):
+        block = np.abs(columns[start:start + BLOCK_ROWS]).max(axis=0)
+        np.maximum(local_max, block, out=local_max)
+    top = global_max(comm, local_max)
+    if squares:
+        top = np.concatenate([top, np.square(top)])
+    scales = np.array([fixed_scale(float(t), rows) for t in top])
+    sums = np.zeros(len(scales))
+    for start in range(0, n, BLOCK_ROWS):
+        block = columns[start:start + BLOCK_ROWS].astype(np.float64)
+        sums[:m] += np.rint(block * scales[:m]).sum(axis=0)
+        if squares:
+            sums[m:] += np.rint(np.square(block) * scales[m:]).sum(axis=0)
     allreduce(sums, comm, algorithm="mpi")
     return sums / scales

@@ -33,10 +33,11 @@ class MPIKMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
     """k-means (Lloyd, k-means|| initialisation) as a scikit-learn clusterer and
     transformer, trained over the ranks of ``comm`` (see the package docstring).
 
-    Parameters → ``train()`` options: ``n_clusters``, ``max_iter``, ``tol`` (stop when the
-    squared center shift is below ``tol`` × the mean feature variance, scikit-learn's
-    rule) and ``standardize`` by the same names, ``random_state`` → ``seed``. One
-    initialisation (k-means||, no ``n_init``). ``standardize=True`` clusters the features
+    Parameters → ``train()`` options: ``n_clusters`` → ``clusters``, ``n_init``
+    (k-means|| initialisations iterated together, the lowest inertia kept), ``max_iter``,
+    ``tol`` (stop when the squared center shift is below ``tol`` × the mean feature
+    variance, scikit-learn's rule) and ``standardize`` by the same names,
+    ``random_state`` → ``seed``. ``standardize=True`` clusters the features
     scaled to zero mean and unit variance over all ranks' rows: ``transform``,
     ``inertia_`` and ``score`` then measure distances in that space, while
     ``cluster_centers_`` are given in the input's units.
@@ -53,14 +54,16 @@ class MPIKMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
 
     _task = "clustering"
     _options: ClassVar[dict[str, str]] = {
-        "n_clusters": "n_clusters", "max_iter": "max_iter", "tol": "tol",
+        "n_clusters": "clusters", "n_init": "n_init", "max_iter": "max_iter", "tol": "tol",
         "random_state": "seed", "standardize": "standardize"}
 
-    def __init__(self, *, n_clusters: int = 8, max_iter: int = 300, tol: float = 1e-4,
+    def __init__(self, *, n_clusters: int = 8, n_init: int = 1, max_iter: int = 300,
+                 tol: float = 1e-4,
                  random_state: int = 0, standardize: bool = False,
                  train_options: dict[str, Any] | None = None,
                  comm: MPI.Comm | None = None) -> None:
         self.n_clusters = n_clusters
+        self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
