@@ -1,9 +1,11 @@
 """Kernels of the histogram tree learners and of k-means (pure functions, no MPI).
 
 Rows are binned once into ``uint8`` codes (:func:`bin_rows`: code ``b`` means
-``edges[b - 1] < x <= edges[b]``), so "code <= b goes left" is "x <= edges[b]" on raw
-values. Trees are stored in heap order (children of node ``i`` are ``2i + 1`` and
-``2i + 2``; ``feature < 0`` marks a leaf). Gradient sums travel as *fixed-point integers
+``edges[b - 1] < x <= edges[b]``; a missing value (NaN) gets the code ``missing``, above
+every feature's codes), so "code <= b goes left" is "x <= edges[b]" on raw values. Trees
+are arrays indexed by node: ``left``/``right`` children, ``feature < 0`` marks a leaf,
+``missing_left`` says where a missing value goes (a split learns it, as LightGBM and
+scikit-learn's HistGradientBoosting do). Gradient sums travel as *fixed-point integers
 held in float64* (:func:`quantize`): integer-valued doubles below 2**53 add exactly in
 any order, so the histograms, and hence the trees, are the same for any number of ranks.
 """
@@ -20,14 +22,17 @@ LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "softmax": SOFTMAX}
 
 
 @njit(cache=True, nogil=True)
-def bin_rows(X, edges, offsets, out):  # pragma: no cover - numba
+def bin_rows(X, edges, offsets, missing, out):  # pragma: no cover - numba
     """``out[i, j]`` = number of edges of feature ``j`` below ``X[i, j]`` (edges of feature
-    ``j`` are ``edges[offsets[j]:offsets[j + 1]]``, sorted)."""
+    ``j`` are ``edges[offsets[j]:offsets[j + 1]]``, sorted), ``missing`` for NaN."""
     n, d = X.shape
     for j in range(d):
         lo0, hi0 = offsets[j], offsets[j + 1]
         for i in range(n):
             x = np.float64(X[i, j])
+            if x != x:
+                out[i, j] = missing
+                continue
             lo, hi = lo0, hi0
             while lo < hi:  # first edge >= x
                 mid = (lo + hi) // 2
@@ -139,31 +144,47 @@ def poisson_weights(uniform, out):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def descend(codes, node_of_row, feature, code):  # pragma: no cover - numba
+def goes_left(c, node, code, missing_left, missing):  # pragma: no cover - numba
+    """Whether binned value ``c`` goes to ``node``'s left child."""
+    if c == missing:
+        return missing_left[node] != 0
+    return c <= code[node]
+
+
+@njit(cache=True, nogil=True)
+def descend(codes, node_of_row, tree, missing):  # pragma: no cover - numba
     """Move each row from its node to the child its split sends it to (nodes with
-    ``feature < 0`` keep their rows)."""
+    ``feature < 0`` keep their rows). ``tree``: (feature, code, left, right,
+    missing_left)."""
+    feature, code, left, right, missing_left = tree
     for i in range(codes.shape[0]):
         node = node_of_row[i]
         f = feature[node]
         if f >= 0:
-            node_of_row[i] = 2 * node + (1 if codes[i, f] <= code[node] else 2)
+            go = goes_left(codes[i, f], node, code, missing_left, missing)
+            node_of_row[i] = left[node] if go else right[node]
 
 
 @njit(cache=True, nogil=True)
-def add_tree_codes(codes, feature, code, value, raw, column):  # pragma: no cover - numba
-    """``raw[i, column] += value`` of the leaf binned row ``i`` falls into."""
+def add_tree_codes(codes, tree, missing, value, raw, column):  # pragma: no cover - numba
+    """``raw[i, column] += value`` of the leaf binned row ``i`` falls into (``tree`` as
+    for :func:`descend`)."""
+    feature, code, left, right, missing_left = tree
     for i in range(codes.shape[0]):
         node = 0
         while feature[node] >= 0:
-            node = 2 * node + (1 if codes[i, feature[node]] <= code[node] else 2)
+            go = goes_left(codes[i, feature[node]], node, code, missing_left, missing)
+            node = left[node] if go else right[node]
         raw[i, column] += value[node]
 
 
 @njit(cache=True, nogil=True)
-def predict_trees(X, feature, threshold, value, column, out):  # pragma: no cover - numba
+def predict_trees(X, tree, value, column, out):  # pragma: no cover - numba
     """``out[i, column[t] + c] += value[t, leaf, c]`` for the leaf of tree ``t`` that row
-    ``i`` (raw features) falls into, for every tree (rows of ``feature``/``threshold``;
-    ``value`` is (trees, nodes, m))."""
+    ``i`` (raw features; NaN goes where ``missing_left`` says) falls into, for every tree.
+    ``tree``: (feature, threshold, left, right, missing_left), one row per tree; ``value``
+    is (trees, nodes, m)."""
+    feature, threshold, left, right, missing_left = tree
     m = value.shape[2]
     for t in range(feature.shape[0]):
         first = column[t]
@@ -171,7 +192,11 @@ def predict_trees(X, feature, threshold, value, column, out):  # pragma: no cove
             node = 0
             while feature[t, node] >= 0:
                 x = np.float64(X[i, feature[t, node]])
-                node = 2 * node + (1 if x <= threshold[t, node] else 2)
+                if x != x:
+                    go = missing_left[t, node] != 0
+                else:
+                    go = x <= threshold[t, node]
+                node = left[t, node] if go else right[t, node]
             for c in range(m):
                 out[i, first + c] += value[t, node, c]
 
@@ -229,7 +254,7 @@ def warm(dtype: np.dtype) -> None:
     X = np.zeros((2, 1), dtype=dtype)
     edges, offsets = np.zeros(1), np.array([0, 1], dtype=np.int64)
     codes = np.zeros((2, 1), dtype=np.uint8)
-    bin_rows(X, edges, offsets, codes)
+    bin_rows(X, edges, offsets, 2, codes)
     raw, y, g, h = np.zeros((2, 1)), np.zeros(2), np.zeros((2, 1)), np.zeros((2, 1))
     for loss in (SQUARED, LOGISTIC, SOFTMAX):
         gradients(loss, raw, y, g, h)
@@ -237,14 +262,16 @@ def warm(dtype: np.dtype) -> None:
     quantize(np.zeros(2), 1.0, np.zeros(2))
     nodes = np.zeros(2, dtype=np.int64)
     histograms(codes, nodes, np.zeros(3, dtype=np.int64), np.zeros((1, 2)), np.zeros(2),
-               np.ones(2), np.zeros((1, 1, 2, 3)))
+               np.ones(2), np.zeros((1, 1, 3, 3)))
     poisson_weights(np.zeros(2), np.zeros(2))
-    feature, code = np.full(3, -1, np.int32), np.zeros(3, np.int32)
-    descend(codes, nodes, feature, code)
-    add_tree_codes(codes, feature, code, np.zeros(3), raw, 0)
+    feature, code, child = np.full(3, -1, np.int32), np.zeros(3, np.int32), np.zeros(3, np.int32)
+    tree = (feature, code, child, child, np.zeros(3, np.int8))
+    descend(codes, nodes, tree, 2)
+    add_tree_codes(codes, tree, 2, np.zeros(3), raw, 0)
     for rows in (X, X.astype(np.float64)):
-        predict_trees(rows, feature[None, :], np.zeros((1, 3)), np.zeros((1, 3, 1)),
-                      np.zeros(1, np.int64), np.zeros((2, 1)))
+        predict_trees(rows, (feature[None, :], np.zeros((1, 3)), child[None, :],
+                             child[None, :], np.zeros((1, 3), np.int8)),
+                      np.zeros((1, 3, 1)), np.zeros(1, np.int64), np.zeros((2, 1)))
         labels = np.zeros(2, np.int64)
         nearest(rows, np.zeros((1, 1)), labels, np.zeros(2))
         cluster_sums(rows, labels, 1.0, np.zeros((1, 1)), np.zeros(1))

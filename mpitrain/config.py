@@ -236,7 +236,11 @@ class TrainConfig:
     trees: int = option(100, "gbdt: boosting rounds (one tree per class and round); "
                         "forest: trees",
                         group="trees")
-    max_depth: int = option(6, "gbdt, forest: levels of splits per tree", group="trees")
+    max_depth: int = option(6, "gbdt, forest: levels of splits per tree (0: no limit, "
+                            "with --max-leaves)", group="trees")
+    max_leaves: int = option(0, "gbdt, forest: most leaves per tree, grown best-first "
+                             "(leaf-wise, as LightGBM); 0: grow level-wise to --max-depth",
+                             group="trees")
     l2: float = option(0.0, "gbdt: L2 regularisation of the leaf values", group="trees")
     min_child_weight: float = option(1e-3, "gbdt: least hessian sum in a leaf",
                                      group="trees")
@@ -448,7 +452,10 @@ def validate(config: TrainConfig) -> None:
         (config.noise >= 0.0 and math.isfinite(config.noise), "noise", ">= 0"),
         (config.clusters >= 1, "clusters", ">= 1"),
         (config.trees >= 1, "trees", ">= 1"),
-        (config.max_depth >= 1, "max_depth", ">= 1"),
+        (config.max_depth >= 1 or (config.max_depth == 0 and config.max_leaves > 0),
+         "max_depth", ">= 1 (0: no limit, with --max-leaves)"),
+        (config.max_leaves == 0 or config.max_leaves >= 2, "max_leaves",
+         ">= 2 (0: level-wise growth)"),
         (config.l2 >= 0.0 and math.isfinite(config.l2), "l2", ">= 0"),
         (config.min_child_weight >= 0.0 and math.isfinite(config.min_child_weight),
          "min_child_weight", ">= 0"),

@@ -18,63 +18,148 @@ from mpitrain.trees.grow import GrowOptions, grow_trees
 pytestmark = pytest.mark.timeout(240)
 
 
-def reference_tree(codes, g, h, *, n_bins, max_depth, l2, min_leaf, lr):
-    """Depth-wise exhaustive split search on binned rows in plain float64 numpy: heap
-    arrays (feature, code, value) as grow_trees stores them."""
-    nodes = 2 ** (max_depth + 1) - 1
-    feature, code = np.full(nodes, -1), np.zeros(nodes, int)
-    value = np.zeros(nodes)
-    members = {0: np.arange(len(g))}
-    for depth in range(max_depth + 1):
-        for node in sorted(n for n in members if int(np.log2(n + 1)) == depth):
-            rows = members[node]
-            G, H = g[rows].sum(), h[rows].sum()
-            best = (1e-12 * max(1.0, G * G / (H + l2)), None)
-            for j in range(codes.shape[1]) if depth < max_depth else []:
-                for b in range(n_bins - 1):
-                    left = rows[codes[rows, j] <= b]
-                    right = rows[codes[rows, j] > b]
-                    if len(left) < min_leaf or len(right) < min_leaf:
-                        continue
-                    gl, hl = g[left].sum(), h[left].sum()
-                    gain = gl**2 / (hl + l2) + (G - gl)**2 / (H - hl + l2) - G**2 / (H + l2)
-                    if gain > best[0] + 1e-9:
-                        best = (gain, (j, b, left, right))
-            if best[1] is None:
-                value[node] = -lr * G / (H + l2)
-            else:
-                j, b, left, right = best[1]
-                feature[node], code[node] = j, b
-                members[2 * node + 1], members[2 * node + 2] = left, right
-    return feature, code, value
+def reference_split(codes, g, h, rows, *, n_bins, l2, min_leaf):
+    """Exhaustive best split of ``rows`` in plain float64 numpy: (gain, feature, code,
+    missing_left, left rows, right rows) or None. Code ``n_bins`` is a missing value; it
+    goes to either side (ties: right); a node without missing values sends them to the
+    child with more rows."""
+    G, H = g[rows].sum(), h[rows].sum()
+    best = (1e-12 * max(1.0, G * G / (H + l2)), None)
+    for j in range(codes.shape[1]):
+        present = codes[rows, j] < n_bins
+        for b in range(n_bins):
+            for missing_left in (False, True):
+                goes_left = (codes[rows, j] <= b) & present
+                if missing_left:
+                    goes_left |= ~present
+                left, right = rows[goes_left], rows[~goes_left]
+                if len(left) < min_leaf or len(right) < min_leaf:
+                    continue
+                gl, hl = g[left].sum(), h[left].sum()
+                gain = gl**2 / (hl + l2) + (G - gl)**2 / (H - hl + l2) - G**2 / (H + l2)
+                if gain > best[0] * (1 + 1e-9) + 1e-9:
+                    if present.all():
+                        missing_left = len(left) > len(right)
+                    best = (gain, (j, b, missing_left, left, right))
+    return None if best[1] is None else (best[0], *best[1])
 
 
-def test_grown_tree_matches_a_numpy_reference():
+def reference_tree(codes, g, h, *, n_bins, max_depth, l2, min_leaf, lr, max_leaves=0):
+    """Level-wise (or best-first, with ``max_leaves``) growth by :func:`reference_split`:
+    {path from the root ("", "L", "LR", ...): (feature, code, missing_left) or the leaf
+    value}."""
+    leaves = {"": np.arange(len(g))}
+    nodes = {}
+    splits = {}
+
+    def candidate(path):
+        if max_depth and len(path) >= max_depth:
+            return None
+        return reference_split(codes, g, h, leaves[path], n_bins=n_bins, l2=l2,
+                               min_leaf=min_leaf)
+
+    splits[""] = candidate("")
+    while True:
+        open_ = {p: s for p, s in splits.items() if s is not None}
+        if not open_ or (max_leaves and len(leaves) >= max_leaves):
+            break
+        if max_leaves:  # best-first: the highest gain, ties the first made
+            chosen = [max(open_, key=lambda p: open_[p][0])]
+        else:
+            chosen = list(open_)
+        for path in chosen:
+            _, j, b, missing_left, left, right = splits.pop(path)
+            nodes[path] = (j, b, missing_left)
+            del leaves[path]
+            leaves[path + "L"], leaves[path + "R"] = left, right
+        if not max_leaves:
+            splits = {}
+        for path in chosen:
+            for child in (path + "L", path + "R"):
+                splits[child] = candidate(child)
+    for path, rows in leaves.items():
+        nodes[path] = -lr * g[rows].sum() / (h[rows].sum() + l2)
+    return nodes
+
+
+def as_paths(tree):
+    """A grown Tree as :func:`reference_tree` describes it."""
+    out = {}
+
+    def walk(node, path):
+        if tree.feature[node] < 0:
+            out[path] = tree.value[node, 0]
+            return
+        out[path] = (int(tree.feature[node]), int(tree.code[node]),
+                     bool(tree.missing_left[node]))
+        walk(tree.left[node], path + "L")
+        walk(tree.right[node], path + "R")
+
+    walk(0, "")
+    return out
+
+
+def assert_same_tree(tree, expected):
+    got = as_paths(tree)
+    assert sorted(got) == sorted(expected)
+    for path, value in expected.items():
+        if isinstance(value, tuple):
+            assert got[path] == value, path
+        else:
+            np.testing.assert_allclose(got[path], value, rtol=1e-9, atol=1e-12)
+
+
+def grow_one(X, g, h, *, max_bins, **options):
+    bins = agree_bins(MPI.COMM_SELF, X, first_row=0, rows=len(X), seed=0, max_bins=max_bins)
+    codes = bins.codes(X)
+    scales = (np.array([fixed_scale(np.abs(g).max(), len(X))]),
+              np.array([fixed_scale(h.max(), len(X))]))
+    (tree,), leaves = grow_trees(MPI.COMM_SELF, codes=codes, grad=g[:, None],
+                                 hess=h[:, None], scales=scales, bins=bins,
+                                 n_bins=bins.n_bins, options=GrowOptions(**options))
+    return bins, codes, tree, leaves
+
+
+@pytest.mark.parametrize("shape", [dict(max_depth=3), dict(max_depth=0, max_leaves=7),
+                                   dict(max_depth=3, max_leaves=5)])
+def test_grown_tree_matches_a_numpy_reference(shape):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(300, 4))
     g = np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=300)
     h = rng.uniform(0.5, 1.5, size=300)
-    bins = agree_bins(MPI.COMM_SELF, X, first_row=0, rows=300, seed=0, max_bins=16)
-    codes = bins.codes(X)
-    options = GrowOptions(max_depth=3, l2=0.5, min_child_weight=0.0, min_samples_leaf=5,
-                          lr=0.3)
-    scales = (np.array([fixed_scale(np.abs(g).max(), 300)]),
-              np.array([fixed_scale(h.max(), 300)]))
-    (tree,), leaves = grow_trees(MPI.COMM_SELF, codes=codes, grad=g[:, None],
-                                 hess=h[:, None], scales=scales, bins=bins, n_bins=16,
-                                 options=options)
-    feature, code, value = reference_tree(codes, g, h, n_bins=16, max_depth=3, l2=0.5,
-                                          min_leaf=5, lr=0.3)
-    assert (tree.feature >= 0).sum() >= 5  # a real tree
+    bins, codes, tree, leaves = grow_one(X, g, h, max_bins=16, l2=0.5, min_child_weight=0.0,
+                                         min_samples_leaf=5, lr=0.3, **shape)
+    expected = reference_tree(codes, g, h, n_bins=bins.n_bins, l2=0.5, min_leaf=5, lr=0.3,
+                              **shape)
+    splits = (tree.feature >= 0).sum()
+    assert splits >= 4  # a real tree
+    if shape.get("max_leaves"):
+        assert splits == shape["max_leaves"] - 1
     assert (tree.feature[leaves[0]] < 0).all()  # every row ends in a leaf
-    np.testing.assert_array_equal(tree.feature, feature)
-    np.testing.assert_array_equal(tree.code[feature >= 0], code[feature >= 0])
-    np.testing.assert_allclose(tree.value[:, 0], value, rtol=1e-9, atol=1e-12)
+    assert_same_tree(tree, expected)
     # thresholds on raw values send every row where its code does
-    for node in np.flatnonzero(feature >= 0):
-        f = feature[node]
+    for node in np.flatnonzero(tree.feature >= 0):
+        f = tree.feature[node]
         np.testing.assert_array_equal(X[:, f] <= tree.threshold[node],
                                       codes[:, f] <= tree.code[node])
+
+
+def test_missing_values_learn_their_side_like_a_numpy_reference():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 3))
+    g = X[:, 0] + 0.5 * X[:, 1] + 0.1 * rng.normal(size=400)
+    missing = rng.random(400) < 0.2
+    g[missing] += 2.0  # rows missing feature 0 behave like large values
+    X[missing, 0] = np.nan
+    X[rng.random(400) < 0.05, 2] = np.nan  # noise feature with a few missing
+    h = np.ones(400)
+    bins, codes, tree, _ = grow_one(X, g, h, max_bins=16, l2=1.0, min_child_weight=0.0,
+                                    min_samples_leaf=5, lr=1.0, max_depth=3)
+    assert (codes[missing, 0] == bins.missing).all() and bins.missing == bins.n_bins
+    expected = reference_tree(codes, g, h, n_bins=bins.n_bins, max_depth=3, l2=1.0,
+                              min_leaf=5, lr=1.0)
+    assert_same_tree(tree, expected)
+    assert tree.feature[0] == 0 and tree.missing_left[0] == 0  # NaN with the large values
 
 
 def test_bins_are_quantiles_and_at_most_max_bins():
@@ -203,7 +288,10 @@ def test_resume_between_trees_gives_the_same_model(tmp_path):
 
 @pytest.mark.parametrize("argv,fragment", [
     (["--model", "gbdt", "--trees", "0"], "--trees must be >= 1 (got 0)"),
-    (["--model", "gbdt", "--max-depth", "-1"], "--max-depth must be >= 1 (got -1)"),
+    (["--model", "gbdt", "--max-depth", "-1"],
+     "--max-depth must be >= 1 (0: no limit, with --max-leaves) (got -1)"),
+    (["--model", "gbdt", "--max-depth", "0"], "--max-depth must be >= 1 (0: no limit"),
+    (["--model", "gbdt", "--max-leaves", "1"], "--max-leaves must be >= 2"),
     (["--model", "gbdt", "--max-bins", "300"], "--max-bins must be in 2..255 (got 300)"),
     (["--model", "kmeans", "--samples", "20", "--n-clusters", "50"],
      "--n-clusters must be at most the 16 training rows (got 50)"),

@@ -18,7 +18,9 @@ import numpy as np
 
 from ..errors import UserError
 from ..models.estimators import SavedEstimator
+from ..kernels.trees import add_tree_codes
 from ..trees.binning import agree_bins
+from ..trees.grow import TREE_ARRAYS, GrowOptions, Tree
 from .base import Strategy, Unit
 
 if TYPE_CHECKING:
@@ -101,6 +103,7 @@ class TreeEnsembleStrategy(EstimatorStrategy):
     unit_name: ClassVar[str] = "tree"
     period_name: ClassVar[str] = "tree"
     length_option: ClassVar[str] = "trees"
+    trees: dict[str, np.ndarray]  # every tree's arrays (TREE_ARRAYS), one row per tree
 
     @classmethod
     def data_options(cls, config: TrainConfig) -> dict[str, Any]:
@@ -113,6 +116,47 @@ class TreeEnsembleStrategy(EstimatorStrategy):
         train = dataset.train
         self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
                                seed=config.seed, max_bins=config.max_bins)
-        self.n_bins = int(np.diff(self.bins.offsets).max(initial=0)) + 1  # codes 0..edges
+        self.n_bins = self.bins.n_bins  # codes of present values; NaN is bins.missing
         self.codes = self.bins.codes(train.X)
         self.test_codes = self.bins.codes(dataset.test.X)
+
+    @staticmethod
+    def grow_options(config: TrainConfig, **fixed: Any) -> GrowOptions:
+        """The tree shape options of ``config`` (``fixed`` overrides some)."""
+        values = dict(max_depth=config.max_depth, max_leaves=config.max_leaves,
+                      l2=config.l2, min_child_weight=config.min_child_weight,
+                      min_samples_leaf=config.min_samples_leaf, lr=config.lr,
+                      algorithm=config.reduce)
+        return GrowOptions(**{**values, **fixed})
+
+    @staticmethod
+    def empty_trees(count: int, nodes: int, outputs: int | None) -> dict[str, np.ndarray]:
+        """Room for ``count`` trees of ``nodes`` nodes (``value`` (count, nodes) when
+        ``outputs`` is None, else (count, nodes, outputs))."""
+        empty = Tree.empty(nodes, outputs or 1)
+        trees = {name: np.repeat(getattr(empty, name)[None], count, axis=0)
+                 for name in TREE_ARRAYS}
+        if outputs is None:
+            trees["value"] = trees["value"][..., 0].copy()
+        return trees
+
+    def add_tree(self, codes: np.ndarray, t: int, value: np.ndarray, out: np.ndarray,
+                 column: int) -> None:
+        """``out[:, column] +=`` the leaf ``value`` (per node) of stored tree ``t`` that each
+        binned row of ``codes`` falls into."""
+        routing = tuple(self.trees[name][t]
+                        for name in ("feature", "code", "left", "right", "missing_left"))
+        add_tree_codes(codes, routing, self.bins.missing, np.ascontiguousarray(value),
+                       out, column)
+
+    def store_tree(self, t: int, tree: Tree) -> None:
+        """Keep ``tree`` as stored tree ``t``."""
+        for name in TREE_ARRAYS:
+            value = getattr(tree, name)
+            target = self.trees[name]
+            target[t] = value[:, 0] if value.ndim > target.ndim - 1 else value
+
+    def saved_trees(self, count: int) -> dict[str, np.ndarray]:
+        """What model.npz keeps of the first ``count`` trees (routing on raw values)."""
+        return {name: self.trees[name][:count]
+                for name in ("feature", "threshold", "left", "right", "missing_left")}

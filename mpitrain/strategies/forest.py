@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
-from ..kernels.trees import add_tree_codes, keyed_uniform, poisson_weights
+from ..kernels.trees import keyed_uniform, poisson_weights
 from ..models.layout import Layout
-from ..trees.grow import GrowOptions, grow_trees
+from ..trees.grow import grow_trees
 from .base import StopRequested, Unit
 from .estimator import TreeEnsembleStrategy
 
@@ -63,14 +63,9 @@ class ForestStrategy(TreeEnsembleStrategy):
         self.bin_data(config, dataset, comm)
         self.targets = self._targets(train.y)
         self.max_features = features_per_node(config, dataset.n_features, self.classify)
-        self.options = GrowOptions(max_depth=config.max_depth, l2=0.0,
-                                   min_child_weight=config.min_child_weight,
-                                   min_samples_leaf=config.min_samples_leaf, lr=-1.0,
-                                   algorithm=config.reduce)
-        nodes, t, m = 2 ** (config.max_depth + 1) - 1, config.trees, self.outputs
-        self.trees = {"feature": np.full((t, nodes), -1, np.int32),
-                      "code": np.zeros((t, nodes), np.int32),
-                      "threshold": np.zeros((t, nodes)), "value": np.zeros((t, nodes, m))}
+        self.options = self.grow_options(config, l2=0.0, lr=-1.0)
+        nodes, t, m = self.options.nodes, config.trees, self.outputs
+        self.trees = self.empty_trees(t, nodes, m)
         self.layout = Layout.of({"value": (t, nodes, m)})
         self.done = 0
         self._reset_sums()
@@ -95,11 +90,10 @@ class ForestStrategy(TreeEnsembleStrategy):
             self._add_tree(t)
 
     def _add_tree(self, t: int) -> None:
-        feature, code, value = (self.trees[name][t] for name in ("feature", "code", "value"))
+        value = self.trees["value"][t]
         for c in range(self.outputs):
-            leaf = np.ascontiguousarray(value[:, c])
-            add_tree_codes(self.codes, feature, code, leaf, self.sums, c)
-            add_tree_codes(self.test_codes, feature, code, leaf, self.test_sums, c)
+            self.add_tree(self.codes, t, value[:, c], self.sums, c)
+            self.add_tree(self.test_codes, t, value[:, c], self.test_sums, c)
 
     # -- the loop's hooks -------------------------------------------------------------------
     @property
@@ -140,8 +134,7 @@ class ForestStrategy(TreeEnsembleStrategy):
         return bool(top[-1] > 0)
 
     def apply(self, unit: Unit) -> None:
-        for name in ("feature", "code", "threshold", "value"):
-            self.trees[name][unit.index] = getattr(self.grown, name)
+        self.store_tree(unit.index, self.grown)
         self._add_tree(unit.index)
         self.done = unit.index + 1
 
@@ -176,8 +169,7 @@ class ForestStrategy(TreeEnsembleStrategy):
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         done = max(self.done, 1)
-        return {"feature": self.trees["feature"][:self.done],
-                "threshold": self.trees["threshold"][:self.done],
+        return {**self.saved_trees(self.done),
                 "value": self.trees["value"][:self.done] / done,  # the forest averages
                 "column": np.zeros(self.done, dtype=np.int64),
                 "base": np.zeros(self.outputs)}
@@ -185,6 +177,7 @@ class ForestStrategy(TreeEnsembleStrategy):
     def describe(self) -> dict[str, Any]:
         return {"name": "forest", "loss": "squared" if not self.classify else "gini",
                 "trees": self.done, "max_depth": self.config.max_depth,
+                "max_leaves": self.config.max_leaves,
                 "max_features": self.max_features, "bins": self.n_bins}
 
     def summary(self) -> dict[str, Any]:
