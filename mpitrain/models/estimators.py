@@ -47,6 +47,11 @@ class SavedEstimator:
         return self.kind == "kmeans" or self.info.get("loss") == "squared"
 
     @property
+    def missing_values(self) -> bool:
+        """Whether rows may have missing values (NaN): trees learn where they go."""
+        return self.kind != "kmeans"
+
+    @property
     def task(self) -> str:
         return "regression" if self.regression else "classification"
 

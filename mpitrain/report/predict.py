@@ -164,7 +164,8 @@ def _predict_block(source: Source, saved: SavedModel, start: int, stop: int,
         if block.X.shape[1] > width:  # sparse rows only show their width when read
             raise UserError(f"--data: {source.quoted} has rows with {block.X.shape[1]} "
                             f"features but the model was trained on {width}")
-        X = features(block, source, width, saved.dtype)
+        X = features(block, source, width, saved.dtype,
+                     missing=getattr(saved, "missing_values", False))
         try:
             columns = [_texts(predict(saved, X))]
             if proba:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..errors import UserError
-from ..models.estimators import SavedEstimator
 from ..kernels.trees import add_tree_codes
+from ..models.estimators import SavedEstimator
 from ..trees.binning import agree_bins
 from ..trees.grow import TREE_ARRAYS, GrowOptions, Tree
 from .base import Strategy, Unit
@@ -108,7 +108,7 @@ class TreeEnsembleStrategy(EstimatorStrategy):
     @classmethod
     def data_options(cls, config: TrainConfig) -> dict[str, Any]:
         task = "regression" if config.loss == "squared" else "classification"
-        return {"task": task, "standardize": False}
+        return {"task": task, "standardize": False, "missing": True}
 
     def bin_data(self, config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> None:
         """Collective: ``bins`` (agreed edges), ``n_bins`` (histogram width), ``codes`` and
