@@ -257,6 +257,9 @@ class TrainConfig:
     max_features: str = option("auto", "forest: features each node may split on: auto "
                                "(sqrt for a classifier, all for a regressor), sqrt, log2, "
                                "all", choices=("auto", "sqrt", "log2", "all"), group="trees")
+    oob_score: bool = option(False, "forest: score each training row by the trees whose "
+                             "bootstrap left it out (accuracy, or R² for a regressor)",
+                             group="trees")
     n_clusters: int = option(8, "kmeans: number of clusters K", group="trees")
     tol: float = option(1e-4, "kmeans: stop when the centers move less than this times "
                         "the mean feature variance (squared distance)", group="trees")

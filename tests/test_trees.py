@@ -296,6 +296,7 @@ def test_resume_between_trees_gives_the_same_model(tmp_path):
     (["--model", "kmeans", "--samples", "20", "--n-clusters", "50"],
      "--n-clusters must be at most the 16 training rows (got 50)"),
     (["--model", "gbdt", "--mode", "fedavg"], "--mode fedavg applies to gradient models"),
+    (["--model", "gbdt", "--oob-score"], "--oob-score applies to --model forest (got --model"),
     (["--mode", "fedavg", "--partition", "kmeans", "--samples", "30", "--clients", "40"],
      "--partition kmeans makes one cluster per client, but --clients 40 is more than"),
     (["--model", "gbdt", "--loss", "logistic", "--classes", "3"],
@@ -382,3 +383,44 @@ def test_infinite_features_are_still_an_error():
         train(X=X, y=y, model="gbdt", trees=2, quiet=True)
     with pytest.raises(Exception, match="non-finite value"):
         train(X=X, y=y, model="kmeans", quiet=True)
+
+
+def test_forest_out_of_bag_score_like_scikit_learn(tmp_path):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    from mpitrain.data import load_dataset
+
+    out = tmp_path / "run"
+    result = train(data="digits", model="forest", trees=40, max_depth=12, min_samples_leaf=1,
+                   oob_score=True, quiet=True, out=str(out))
+    ours = result.summary["model"]["oob_score"]
+    assert ours == result.history[-1]["oob_score"]
+    assert json.loads((out / "summary.json").read_text())["model"]["oob_score"] == ours
+    data = load_dataset("digits", comm=MPI.COMM_SELF, task="classification",
+                        dtype=np.float32, seed=0, standardize=False)
+    theirs = np.mean([RandomForestClassifier(n_estimators=40, oob_score=True, random_state=s)
+                      .fit(data.train.X, data.train.y).oob_score_ for s in range(3)])
+    assert abs(ours - theirs) < 0.03, (ours, theirs)
+    # the out-of-bag estimate tracks the held-out accuracy
+    assert abs(ours - result.history[-1]["test_accuracy"]) < 0.05
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(800, 3))
+    y = 2 * X[:, 0] + np.sin(2 * X[:, 1]) + 0.1 * rng.normal(size=800)
+    reg = train(X=X, y=y, model="forest", loss="squared", trees=30, max_depth=10,
+                min_samples_leaf=1, oob_score=True, test_fraction=0.0, quiet=True)
+    sk = RandomForestRegressor(n_estimators=30, max_depth=10, oob_score=True,
+                               random_state=0).fit(X, y)
+    assert abs(reg.summary["model"]["oob_score"] - sk.oob_score_) < 0.03
+
+
+def test_out_of_bag_score_survives_resume(tmp_path):
+    options = dict(data="digits", model="forest", trees=6, max_depth=6, oob_score=True,
+                   quiet=True)
+    straight = train(**options)
+    out = str(tmp_path / "run")
+    calls = []
+    stopped = train(out=out, stop_requested=lambda: calls.append(1) or len(calls) >= 3,
+                    **options)
+    assert stopped.status == "stopped"
+    resumed = train(out=out, resume="latest", **options)
+    assert resumed.summary["model"]["oob_score"] == straight.summary["model"]["oob_score"]

@@ -50,9 +50,13 @@ def test_gbdt_early_stopping_same_for_any_number_of_ranks():
                                    dict(classes=3, max_leaves=8)])
 def test_forest_same_trees_for_any_number_of_ranks(extra):
     options = {**DATA, "model": "forest", "trees": 4, "max_depth": 5, "min_samples_leaf": 2,
-               "max_bins": 64, **extra}
-    expected = reference(**options)
-    assert_same(train(**options).params, expected)
+               "max_bins": 64, "oob_score": True, **extra}
+    comm = MPI.COMM_WORLD
+    one = train(comm=MPI.COMM_SELF, **options) if comm.Get_rank() == 0 else None
+    expected = comm.bcast(None if one is None else (one.params, one.summary["model"]), root=0)
+    got = train(**options)
+    assert_same(got.params, expected[0])
+    assert got.summary["model"]["oob_score"] == expected[1]["oob_score"] is not None
 
 
 def test_missing_values_same_trees_for_any_number_of_ranks():

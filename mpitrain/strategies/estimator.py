@@ -57,6 +57,8 @@ class EstimatorStrategy(Strategy):
             if value != FIELDS[name].default:
                 raise UserError(f"--{flag(name)} {value} applies to gradient models; "
                                 f"--model {cls.kind} trains its own way (drop --{flag(name)})")
+        if config.oob_score and cls.kind != "forest":
+            raise UserError(f"--oob-score applies to --model forest (got --model {cls.kind})")
 
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
