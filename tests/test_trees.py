@@ -424,3 +424,19 @@ def test_out_of_bag_score_survives_resume(tmp_path):
     assert stopped.status == "stopped"
     resumed = train(out=out, resume="latest", **options)
     assert resumed.summary["model"]["oob_score"] == straight.summary["model"]["oob_score"]
+
+
+@pytest.mark.parametrize("model", ["gbdt", "forest"])
+def test_more_trees_on_resume_equal_an_uninterrupted_run(tmp_path, model):
+    options = dict(data="synthetic", model=model, classes=3, samples=500, max_depth=3,
+                   oob_score=model == "forest", quiet=True)
+    longer = train(trees=7, **options)
+    out = str(tmp_path / "run")
+    assert train(out=out, trees=4, **options).status == "finished"
+    resumed = train(out=out, trees=7, resume="latest", overwrite=True, **options)
+    assert resumed.status == "finished"
+    for name, value in longer.params.items():
+        np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
+    assert resumed.summary["model"] == longer.summary["model"]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["tree"] for line in lines] == [1, 2, 3, 4, 5, 6, 7]

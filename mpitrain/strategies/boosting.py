@@ -20,7 +20,7 @@ from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
 from ..errors import agree
 from ..kernels.trees import LOSSES, gradients, row_losses
 from ..models.layout import Layout
-from ..trees.grow import TREE_ARRAYS, grow_trees
+from ..trees.grow import grow_trees
 from .base import StopRequested, Unit
 from .estimator import TreeEnsembleStrategy
 
@@ -162,8 +162,7 @@ class BoostingStrategy(TreeEnsembleStrategy):
                  "finished": self.finished})
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        for name in TREE_ARRAYS:
-            self.trees[name][...] = arrays[name]
+        self.restore_trees(arrays)
         self.done = int(meta["rounds_done"])
         best = meta["best_loss"]
         self.best_loss = np.inf if best is None else float(best)

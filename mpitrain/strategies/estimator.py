@@ -106,6 +106,14 @@ class TreeEnsembleStrategy(EstimatorStrategy):
     period_name: ClassVar[str] = "tree"
     length_option: ClassVar[str] = "trees"
     trees: dict[str, np.ndarray]  # every tree's arrays (TREE_ARRAYS), one row per tree
+    per_unit_arrays: ClassVar[bool] = True  # --trees may grow on resume
+
+    def restore_trees(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy checkpointed trees into :attr:`trees` (which may have room for more
+        trees than the checkpointed run asked for: ``--trees`` grew)."""
+        for name, value in self.trees.items():
+            rows = min(len(value), len(arrays[name]))
+            value[:rows] = arrays[name][:rows]
 
     @classmethod
     def data_options(cls, config: TrainConfig) -> dict[str, Any]:

@@ -208,8 +208,7 @@ class ForestStrategy(TreeEnsembleStrategy):
                 {"trees_done": self.done})
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        for name, value in self.trees.items():
-            value[...] = arrays[name]
+        self.restore_trees(arrays)
         self.done = int(meta["trees_done"])
         self._reset_sums()
 
