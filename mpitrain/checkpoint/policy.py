@@ -42,8 +42,8 @@ from mpitrain.runtime.preemption import stop_reached
 from mpitrain.strategies.base import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
-MAY_CHANGE = frozenset({"epochs", "rounds", "trees", "reduce", "out", "overwrite", "quiet", "resume",
-                        "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard",
+MAY_CHANGE = frozenset({"epochs", "rounds", "trees", "reduce", "out", "overwrite", "quiet",
+                        "resume", "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard",
                         "straggler", "tensor_parallel"})
 
 
