@@ -43,8 +43,8 @@ from mpitrain.strategies.base import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
 MAY_CHANGE = frozenset({"epochs", "rounds", "trees", "reduce", "out", "overwrite", "quiet",
-                        "resume", "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard",
-                        "straggler", "tensor_parallel"})
+                        "resume", "checkpoint_every", "keep", "stall_timeout", "eval_every",
+                        "shard", "straggler", "tensor_parallel"})
 
 
 @dataclass(kw_only=True)
