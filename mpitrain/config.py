@@ -59,7 +59,7 @@ class TrainConfig:
     """Every option of ``mpitrain train``; field names are the TOML keys."""
 
     # data
-    data: str = option("synthetic", "training data: 'synthetic', 'digits' (built-in unless "
+    data: str = option("synthetic", "training data: 'synthetic', 'digits', 'iris' (built-in unless "
                        "a file or directory of that name exists here), or a path: a .npz/"
                        ".csv/.svm/.libsvm/.h5/.hdf5/.parquet file, a directory holding X.npy "
                        "and y.npy, or a directory of .parquet parts", group="data")
