@@ -26,14 +26,14 @@ def bin_rows(X, edges, offsets, missing, out):  # pragma: no cover - numba
     """``out[i, j]`` = number of edges of feature ``j`` below ``X[i, j]`` (edges of feature
     ``j`` are ``edges[offsets[j]:offsets[j + 1]]``, sorted), ``missing`` for NaN."""
     n, d = X.shape
-    for j in range(d):
-        lo0, hi0 = offsets[j], offsets[j + 1]
-        for i in range(n):
+    for i in range(n):  # rows outer: X is row-major
+        for j in range(d):
             x = np.float64(X[i, j])
             if x != x:
                 out[i, j] = missing
                 continue
-            lo, hi = lo0, hi0
+            lo, hi = offsets[j], offsets[j + 1]
+            lo0 = lo
             while lo < hi:  # first edge >= x
                 mid = (lo + hi) // 2
                 if edges[mid] < x:
@@ -111,21 +111,98 @@ def quantize(values, scale, out):  # pragma: no cover - numba
 def histograms(codes, node_of_row, slot_of_node, grad, hess, counts, out):  # pragma: no cover
     """Add each row whose node has a slot (``slot_of_node[node] >= 0``) to that slot's
     histogram: ``out[slot, feature, code] += (grad[0..m-1, row], hess[row], counts[row])``
-    (``grad`` is (m, n): m outputs per tree)."""
+    (``grad`` is (m, n): m outputs per tree; ``out`` C-contiguous). One output (boosting)
+    has its own loop: three adds per row and feature, at flat offsets."""
     n, d = codes.shape
     m = grad.shape[0]
+    slots, _, width, stride = out.shape
+    flat = out.reshape(slots, d * width * stride)
     for i in range(n):
         slot = slot_of_node[node_of_row[i]]
-        if slot < 0 or counts[i] == 0.0:
+        if slot < 0:
+            continue
+        w = counts[i]
+        if w == 0.0:
             continue
         h = hess[i]
-        w = counts[i]
-        for j in range(d):
-            b = codes[i, j]
-            for c in range(m):
-                out[slot, j, b, c] += grad[c, i]
-            out[slot, j, b, m] += h
-            out[slot, j, b, m + 1] += w
+        row = flat[slot]
+        if m == 1:
+            g = grad[0, i]
+            for j in range(d):
+                k = (j * width + codes[i, j]) * 3
+                row[k] += g
+                row[k + 1] += h
+                row[k + 2] += w
+        else:
+            for j in range(d):
+                k = (j * width + codes[i, j]) * stride
+                for c in range(m):
+                    row[k + c] += grad[c, i]
+                row[k + m] += h
+                row[k + m + 1] += w
+
+
+@njit(cache=True, nogil=True)
+def best_split(hist, total, n_edges, grad_scales, hess_scale, l2, min_count, min_hess,
+               allowed, found):  # pragma: no cover - numba
+    """The best split of one node from its histogram ``hist`` (d, bins + 1, m + 2; the
+    last bin holds the missing values; fixed-point G..., H, count) and its totals
+    ``total``: ``found = (gain, feature, code, missing_left)``, feature -1 when no split
+    is valid. Present codes ``<= code`` go left; the missing values go right
+    (``missing_left`` 0) or left (1); "every present value left, missing right" is the
+    code ``n_edges[feature]``. Gain ``GL²/(HL+λ) + GR²/(HR+λ) − G²/(H+λ)`` (outputs
+    summed); a child needs ``min_count`` count and ``min_hess`` hessian. Ties: the first
+    in (feature, code, missing right before left) order."""
+    d, width, s = hist.shape
+    m = s - 2
+    parent = 0.0
+    for c in range(m):
+        v = total[c] / grad_scales[c]
+        parent += v * v
+    best = -np.inf
+    found[0] = -np.inf
+    found[1] = -1.0
+    if not total[m] / hess_scale + l2 > 0.0:
+        return
+    parent /= total[m] / hess_scale + l2
+    left = np.empty(s)
+    side = np.empty(s)
+    for j in range(d):
+        if not allowed[j]:
+            continue
+        left[:] = 0.0
+        last = n_edges[j]
+        for b in range(last + 1):
+            for c in range(s):
+                left[c] += hist[j, b, c]
+            for way in range(2):
+                if way == 1 and b == last:
+                    continue
+                for c in range(s):
+                    side[c] = left[c] + (hist[j, width - 1, c] if way == 1 else 0.0)
+                cl = side[m + 1]
+                cr = total[m + 1] - cl
+                hl = side[m] / hess_scale
+                hr = (total[m] - side[m]) / hess_scale
+                if cl < min_count or cr < min_count or hl < min_hess or hr < min_hess:
+                    continue
+                if not (hl + l2 > 0.0 and hr + l2 > 0.0):
+                    continue
+                gl = 0.0
+                gr = 0.0
+                for c in range(m):
+                    a = side[c] / grad_scales[c]
+                    r = (total[c] - side[c]) / grad_scales[c]
+                    gl += a * a
+                    gr += r * r
+                gain = gl / (hl + l2) + gr / (hr + l2) - parent
+                if gain > best:
+                    best = gain
+                    found[0] = gain
+                    found[1] = j
+                    found[2] = b
+                    found[3] = way
+    found[4] = parent
 
 
 @njit(cache=True, nogil=True)
@@ -263,6 +340,8 @@ def warm(dtype: np.dtype) -> None:
     nodes = np.zeros(2, dtype=np.int64)
     histograms(codes, nodes, np.zeros(3, dtype=np.int64), np.zeros((1, 2)), np.zeros(2),
                np.ones(2), np.zeros((1, 1, 3, 3)))
+    best_split(np.zeros((1, 3, 3)), np.zeros(3), np.zeros(1, np.int64), np.ones(1), 1.0, 0.0,
+               1.0, 0.0, np.ones(1, np.bool_), np.zeros(5))
     poisson_weights(np.zeros(2), np.zeros(2))
     feature, code, child = np.full(3, -1, np.int32), np.zeros(3, np.int32), np.zeros(3, np.int32)
     tree = (feature, code, child, child, np.zeros(3, np.int8))

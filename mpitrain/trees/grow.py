@@ -32,6 +32,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.collectives import allreduce
+from mpitrain.kernels.trees import best_split as split_kernel
 from mpitrain.kernels.trees import descend, histograms, quantize
 
 from .binning import Bins
@@ -243,46 +244,27 @@ def best_split(hist: np.ndarray, total: np.ndarray, bins: Bins,
                scales: tuple[np.ndarray, float], options: GrowOptions,
                allowed: np.ndarray | None) -> Split | None:
     """The best split of a node whose histogram (features, bins + 1 missing, m + 2) is
-    ``hist``, or None (no split gains or satisfies the child constraints). Gains of
-    several outputs add up. Ties: the lowest feature, then code, then missing values
-    going right. A split may also send every present value left and the missing ones
-    right."""
+    ``hist`` (the numba kernel :func:`mpitrain.kernels.trees.best_split`), or None (no
+    split gains or satisfies the child constraints). Gains of several outputs add up.
+    Ties: the lowest feature, then code, then missing values going right. A split may
+    also send every present value left and the missing ones right."""
     m = hist.shape[-1] - 2
-    missing = hist[:, -1, :]  # (d, m + 2)
-    cum = np.cumsum(hist[:, :-1], axis=1)  # (d, bins, m + 2): present codes <= b
-    # (d, bins, 2, m + 2): left stats when missing values go right (0) or left (1)
-    left = np.stack([cum, cum + missing[:, None, :]], axis=2)
-    right = total - left
-    sg, sh = np.asarray(scales[0], dtype=np.float64), scales[1]
-    lam = options.l2
-    gl, hl, cl = left[..., :m] / sg, left[..., m] / sh, left[..., m + 1]
-    gr, hr, cr = right[..., :m] / sg, right[..., m] / sh, right[..., m + 1]
-    g, h = total[:m] / sg, total[m] / sh
-    parent = float((g * g).sum() / (h + lam))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = ((gl * gl).sum(axis=-1) / (hl + lam) + (gr * gr).sum(axis=-1) / (hr + lam)
-                - parent)
-    edges = np.diff(bins.offsets)[:, None, None]
-    code = np.arange(cum.shape[1])[None, :, None]
-    direction = np.arange(2)[None, None, :]
-    # a code splits present values below the feature's last one; "all present left"
-    # (code == edges) only with the missing values going right
-    in_range = (code < edges) | ((code == edges) & (direction == 0))
-    valid = ((cl >= options.min_samples_leaf) & (cr >= options.min_samples_leaf)
-             & (hl >= options.min_child_weight) & (hr >= options.min_child_weight)
-             & in_range & np.isfinite(gain))
-    if allowed is not None:
-        valid &= allowed[:, None, None]
-    gain = np.where(valid, gain, -np.inf)
-    best = int(np.argmax(gain))
-    feature, rest = divmod(best, gain.shape[1] * 2)
-    code_, way = divmod(rest, 2)
-    top = float(gain[feature, code_, way])
-    if not top > 1e-12 * max(1.0, abs(parent)):
+    d = hist.shape[0]
+    found = np.zeros(5)
+    mask = np.ones(d, dtype=np.bool_) if allowed is None else allowed
+    split_kernel(hist, total, np.diff(bins.offsets), np.asarray(scales[0], np.float64),
+                 float(scales[1]), float(options.l2), float(options.min_samples_leaf),
+                 float(options.min_child_weight), mask, found)
+    gain, feature, parent = float(found[0]), int(found[1]), float(found[4])
+    if feature < 0 or not gain > 1e-12 * max(1.0, abs(parent)):
         return None
-    chosen = left[feature, code_, way].copy()
-    if missing[feature, m + 1] > 0:
+    code, way = int(found[2]), int(found[3])
+    chosen = hist[feature, :code + 1].sum(axis=0)
+    missing = hist[feature, -1]
+    if way == 1:
+        chosen = chosen + missing
+    if missing[m + 1] > 0:
         missing_left = way == 1
     else:  # no missing value here: they go to the child with more rows
         missing_left = bool(chosen[m + 1] > total[m + 1] - chosen[m + 1])
-    return Split(top, int(feature), int(code_), missing_left, chosen)
+    return Split(gain, feature, code, missing_left, chosen)
