@@ -187,6 +187,3 @@ class BoostingStrategy(TreeEnsembleStrategy):
         return {"name": "gbdt", "loss": self.loss, "rounds": self.kept_rounds(),
                 "trees": self.kept_rounds() * self.columns, "max_depth": self.config.max_depth,
                 "max_leaves": self.config.max_leaves, "bins": self.n_bins}
-
-    def summary(self) -> dict[str, Any]:
-        return {"model": self.describe()}

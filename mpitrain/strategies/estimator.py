@@ -10,6 +10,7 @@ model (saved as model.npz by :mod:`mpitrain.models.estimators`).
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -123,12 +124,17 @@ class TreeEnsembleStrategy(EstimatorStrategy):
     def bin_data(self, config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> None:
         """Collective: ``bins`` (agreed edges), ``n_bins`` (histogram width), ``codes`` and
         ``test_codes`` (this rank's binned rows)."""
+        started = time.perf_counter()
         train = dataset.train
         self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
                                seed=config.seed, max_bins=config.max_bins)
         self.n_bins = self.bins.n_bins  # codes of present values; NaN is bins.missing
         self.codes = self.bins.codes(train.X)
         self.test_codes = self.bins.codes(dataset.test.X)
+        self.binning_seconds = time.perf_counter() - started
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.describe(), "binning_seconds": self.binning_seconds}
 
     @staticmethod
     def grow_options(config: TrainConfig, **fixed: Any) -> GrowOptions:

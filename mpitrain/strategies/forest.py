@@ -225,6 +225,3 @@ class ForestStrategy(TreeEnsembleStrategy):
                 "max_leaves": self.config.max_leaves,
                 "max_features": self.max_features, "bins": self.n_bins,
                 **({"oob_score": self.oob_score} if self.config.oob_score else {})}
-
-    def summary(self) -> dict[str, Any]:
-        return {"model": self.describe()}
