@@ -440,3 +440,22 @@ def test_more_trees_on_resume_equal_an_uninterrupted_run(tmp_path, model):
     assert resumed.summary["model"] == longer.summary["model"]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["tree"] for line in lines] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_forest_on_iris_close_to_scikit_learn():
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mpitrain.data import load_dataset
+
+    ours, theirs = [], []
+    for seed in range(3):  # 30 test rows each: average a few splits
+        data = load_dataset("iris", comm=MPI.COMM_SELF, task="classification",
+                            dtype=np.float32, seed=seed, standardize=False)
+        assert data.n_features == 4 and data.n_classes == 3
+        assert data.train.n_total + data.test.n_total == 150
+        result = train(data="iris", model="forest", trees=50, min_samples_leaf=1, max_depth=0,
+                       max_leaves=64, seed=seed, quiet=True)
+        ours.append(result.history[-1]["test_accuracy"])
+        theirs.append(RandomForestClassifier(n_estimators=50, random_state=seed).fit(
+            data.train.X, data.train.y).score(data.test.X, data.test.y))
+    assert np.mean(ours) >= np.mean(theirs) - 0.02, (ours, theirs)
