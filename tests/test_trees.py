@@ -429,6 +429,8 @@ def test_more_trees_on_resume_equal_an_uninterrupted_run(tmp_path, model):
     assert resumed.summary["model"] == longer.summary["model"]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["tree"] for line in lines] == [1, 2, 3, 4, 5, 6, 7]
+    with pytest.raises(Exception, match="is at tree 7 but this run ends at tree 3"):
+        train(out=out, trees=3, resume="latest", overwrite=True, **options)
 
 
 def test_forest_on_iris_close_to_scikit_learn():
