@@ -450,3 +450,16 @@ def test_forest_on_iris_close_to_scikit_learn():
         theirs.append(RandomForestClassifier(n_estimators=50, random_state=seed).fit(
             data.train.X, data.train.y).score(data.test.X, data.test.y))
     assert np.mean(ours) >= np.mean(theirs) - 0.02, (ours, theirs)
+
+
+def test_models_saved_in_heap_order_still_predict():
+    from mpitrain.models.estimators import SavedEstimator
+
+    # one split: x0 <= 0.5 left (node 1), else right (node 2); no left/right arrays
+    arrays = {"feature": np.array([[0, -1, -1]], np.int32), "threshold": np.array([[0.5, 0, 0]]),
+              "value": np.array([[[0.0], [1.0], [2.0]]]), "column": np.zeros(1, np.int64),
+              "base": np.zeros(1)}
+    saved = SavedEstimator(kind="gbdt", arrays=arrays, n_features=1, n_classes=0,
+                           info={"loss": "squared"})
+    np.testing.assert_array_equal(saved.outputs(np.array([[0.0], [1.0], [np.nan]])),
+                                  [1.0, 2.0, 2.0])
