@@ -7,8 +7,9 @@ Python API (collective: call on every rank)::
     result.params["W0"], result.history[-1]["test_accuracy"]
     predict("runs/x/model.npz", X), predict_proba(...)   # no MPI needed
 
-scikit-learn estimators (collective ``fit``): ``mpitrain.sklearn.MPIClassifier`` and
-``MPIRegressor``, also ``mpitrain.MPIClassifier`` (the only names that need scikit-learn).
+scikit-learn estimators (collective ``fit``): ``mpitrain.sklearn.MPIClassifier``,
+``MPIRegressor``, ``MPIGradientBoosting*``, ``MPIRandomForest*``, ``MPIKMeans``, also
+``mpitrain.MPIClassifier`` etc. (the only names that need scikit-learn).
 
 Your own model: subclass :class:`mpitrain.Model` (see ``docs/models.md``) and pass
 ``train(model=MyModel(...))``.
@@ -35,6 +36,11 @@ _LAZY = {
     "Model": "mpitrain.models",
     "MPIClassifier": "mpitrain.sklearn",  # needs scikit-learn
     "MPIRegressor": "mpitrain.sklearn",
+    "MPIGradientBoostingClassifier": "mpitrain.sklearn",
+    "MPIGradientBoostingRegressor": "mpitrain.sklearn",
+    "MPIRandomForestClassifier": "mpitrain.sklearn",
+    "MPIRandomForestRegressor": "mpitrain.sklearn",
+    "MPIKMeans": "mpitrain.sklearn",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from mpi4py import MPI
 
+from mpitrain.runtime.direct_output import bypass_launcher_output
 from mpitrain.runtime.launch import MPIWiringError
 from mpitrain.runtime.preemption import EXIT_INTERRUPTED, install_stop_handlers, stop_status
 
@@ -42,6 +43,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "plot": ("mpitrain.report.plot", "learning curves of one or more runs, as an image"),
     "tensorboard": ("mpitrain.report.tensorboard", "metrics of runs as TensorBoard event files"),
     "checkpoint": (None, "work with checkpoints (consolidate a sharded one)"),
+    "tune": ("mpitrain.bench.tune", "measure which reduction --reduce auto runs on this "
+             "machine, per message size (cached; docs/tuning.md)"),
     "plan": ("mpitrain.bench.plan", "predict step time and scaling on N nodes from a cost "
              "model (docs/multinode.md)"),
     "bench": (None, "benchmarks"),
@@ -234,6 +237,8 @@ def _runner(module: str):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m mpitrain`` and the ``mpitrain`` script."""
     comm = MPI.COMM_WORLD
+    if argv is None and comm.Get_rank() == 0:  # the process's own command line
+        bypass_launcher_output()  # `mpiexec ... | head` must not kill the job
     try:
         args = checked(comm, build_parser().parse_args, argv)
         return int(args.handler(args, comm) or 0)

@@ -23,8 +23,10 @@ from typing import Any
 from .asynchronous.straggler import parse_stragglers
 from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
+from .collectives.tuning import TUNE_ENV, TUNE_MODES, default_tune
 from .data.batches import SHUFFLES
 from .data.dataset import SPARSE
+from .data.hashing import check_hashing
 from .data.sources import ZERO_BASED
 from .errors import UserError
 from .federated.partition import PARTITIONS
@@ -69,6 +71,13 @@ class TrainConfig:
     zero_based: str = option("auto", "libsvm feature indices start at 0 (true), at 1 "
                              "(false), or auto: at 0 if any index is 0 (scikit-learn's "
                              "convention)", choices=ZERO_BASED, group="data")
+    hash_bits: int = option(0, "libsvm: hash feature names (tokens name:value or name; "
+                            "numbers are names too) into 2^B signed columns with MurmurHash3, "
+                            "as scikit-learn's FeatureHasher; 0: off", group="data",
+                            metavar="B")
+    hash_seed: int = option(0, "--hash-bits: seed of the hash (0: scikit-learn's "
+                            "FeatureHasher); not --seed, so a model's features never depend "
+                            "on its training seed", group="data")
     h5_x: str = option("X", "HDF5: name of the features dataset (rows, features)",
                        group="data", metavar="NAME")
     h5_y: str = option("y", "HDF5: name of the labels dataset (rows,)", group="data",
@@ -232,6 +241,13 @@ class TrainConfig:
                                  "ring's transport); off, and always under "
                                  "--stall-timeout (whose watchdog watches MPI calls): MPI "
                                  "messages only", group="parallel")
+    tune: str = option(default_tune(), "how --reduce auto picks the step's reduction (--mode sync, "
+                       "without --overlap/--compress/--shard): auto: the choice measured on "
+                       "this machine for this message size and communicator shape, from the "
+                       "tuning cache ('mpitrain tune'; measured now and cached on a miss); "
+                       "cache: the cached choice, else the built-in table; force: measure "
+                       "now; off: the table (default: $MPITRAIN_TUNE, else auto)",
+                       choices=TUNE_MODES, group="parallel")
     # trees and k-means (--model gbdt, --model kmeans)
     trees: int = option(100, "gbdt: boosting rounds (one tree per class and round); "
                         "forest: trees",
@@ -423,6 +439,9 @@ def coerce_keywords(options: Mapping[str, Any], *, source: str) -> dict[str, Any
 
 def validate(config: TrainConfig) -> None:
     """Raise UserError naming the first option whose value is out of range."""
+    if default_tune() not in TUNE_MODES:
+        raise UserError(f"{TUNE_ENV} must be one of {', '.join(TUNE_MODES)} "
+                        f"(got {default_tune()!r})")
     for name in FIELDS:
         choices = FIELDS[name].metadata.get("choices")
         value = getattr(config, name)
@@ -486,6 +505,12 @@ def validate(config: TrainConfig) -> None:
             value = getattr(config, name)
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
             raise UserError(f"--{flag(name)} must be {expected} (got {shown})")
+    hashing = check_hashing(config.hash_bits, config.hash_seed)
+    if hashing:
+        raise UserError(hashing)
+    if config.hash_bits and config.model in ESTIMATORS:
+        raise UserError(f"--hash-bits trains the gradient models (e.g. logistic), not "
+                        f"--model {config.model}")
     _validate_performance(config)
     parse_stragglers(config.straggler)
     # federated

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from mpi4py import MPI
 
 from mpitrain.checkpoint.policy import load_resume_checkpoint, make_checkpointer
@@ -97,7 +98,8 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     given = _given_arrays(X, y, test_X, test_y)
     checked(comm, _check_data_keywords, options, given)  # before the options' type checks
     config = checked(comm, _config_from, config, options)
-    config, arrays, test_arrays = _in_memory(comm, config, given)
+    config, arrays, test_arrays = _in_memory(comm, config, given,
+                                             sparse_given="sparse" in options)
     started = time.perf_counter()
     check_mpi_wiring(MPI.COMM_WORLD)  # world of 1 everywhere: nothing to agree with
     limit_loaded_blas()
@@ -113,7 +115,9 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     status, summary, history, trained = _run(
         strategy, config, comm=comm, head=_summary_head(config, dataset, model.describe(), comm),
         trained_of=lambda: trained_model(model, params, mean=dataset.mean, std=dataset.std,
-                                         version=__version__, classes=dataset.classes),
+                                         version=__version__, classes=dataset.classes,
+                                         hash_bits=config.hash_bits,
+                                         hash_seed=config.hash_seed),
         write_model=save_model, stop_requested=stop_requested, started=started)
     return TrainResult(params=trained.params, flat=params, history=history, config=config,
                        status=status, summary=summary, model=trained)
@@ -174,6 +178,9 @@ def _run(strategy: Strategy, config: TrainConfig, *, comm: MPI.Comm, head: dict[
     save("config.toml", output.write_text, "config.toml", to_toml(config))
     summary = {**head, **strategy.summary()}
     save("summary.json", output.write_json, "summary.json", {**summary, "status": "running"})
+    header = strategy.header()
+    if header:
+        output.say(header)
     history: list[dict[str, Any]] = []
 
     def on_period(metrics: dict[str, Any]) -> None:
@@ -258,7 +265,8 @@ def synthetic_spec(config: TrainConfig) -> SyntheticSpec:
 
 def read_options(config: TrainConfig) -> ReadOptions:
     """How ``config`` says files of some formats are read."""
-    return ReadOptions(zero_based=config.zero_based, h5_x=config.h5_x, h5_y=config.h5_y,
+    return ReadOptions(zero_based=config.zero_based, hash_bits=config.hash_bits,
+                       hash_seed=config.hash_seed, h5_x=config.h5_x, h5_y=config.h5_y,
                        label_column=config.label_column,
                        feature_columns=feature_columns(config))
 
@@ -268,15 +276,20 @@ def _given_arrays(X: Any, y: Any, test_X: Any, test_y: Any) -> dict[str, Arrays]
     return {"data": Arrays(X, y), "test_data": Arrays(test_X, test_y, ("test_X", "test_y"))}
 
 
-def _in_memory(comm: MPI.Comm, config: TrainConfig, arrays: dict[str, Arrays],
-               ) -> tuple[TrainConfig, Arrays, Arrays]:
+def _in_memory(comm: MPI.Comm, config: TrainConfig, arrays: dict[str, Arrays], *,
+               sparse_given: bool = False) -> tuple[TrainConfig, Arrays, Arrays]:
     """Collective: the in-memory arrays of ``train(X=..., ...)`` as load_dataset takes them,
     and the config with ``data``/``test_data`` saying so when any rank passed some (so the
-    written config.toml never silently means other data)."""
-    local = np.array([a.X is not None or a.y is not None for a in arrays.values()], np.int8)
+    written config.toml never silently means other data). A scipy.sparse ``X`` makes the
+    default ``sparse="off"`` ``"auto"`` unless ``sparse=`` was given (``sparse_given``)."""
+    local = np.array([*(a.X is not None or a.y is not None for a in arrays.values()),
+                      any(scipy.sparse.issparse(a.X) for a in arrays.values())], np.int8)
     anywhere = np.empty_like(local)
     comm.Allreduce(local, anywhere, op=MPI.MAX)
-    replaced = {name: IN_MEMORY for name, given in zip(arrays, anywhere, strict=True) if given}
+    replaced: dict[str, str] = {
+        name: IN_MEMORY for name, given in zip(arrays, anywhere[:-1], strict=True) if given}
+    if anywhere[-1] and not sparse_given and config.sparse == "off":
+        replaced["sparse"] = "auto"
     config = dataclasses.replace(config, **replaced) if replaced else config
     return config, arrays["data"], arrays["test_data"]
 

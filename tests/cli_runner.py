@@ -39,6 +39,23 @@ def run_train(args: list[str], *, ranks: int = 2, **kwargs) -> subprocess.Comple
     return run_mpi(["-m", "mpitrain", "train", *args], ranks=ranks, **kwargs)
 
 
+def same_model_on(ranks: tuple[int, ...], args: list[str], directory: Path):
+    """Train with ``args`` on each rank count (into ``directory/run{P}``), assert the models
+    are equal (float64, 1e-10) and return the first one's SavedModel."""
+    from mpitrain.models import load_model
+
+    models = []
+    for count in ranks:
+        out = directory / f"run{count}"
+        done = run_train([*args, "--out", str(out)], ranks=count)
+        assert done.returncode == 0, done.stderr
+        models.append(load_model(out / "model.npz"))
+    for other in models[1:]:
+        for name, value in models[0].params.items():
+            np.testing.assert_allclose(other.params[name], value, rtol=1e-10, atol=1e-12)
+    return models[0]
+
+
 def model_of(run: Path) -> dict[str, np.ndarray]:
     """The trained tensors (W0, b0, ...) of a run directory's model.npz."""
     with np.load(run / "model.npz") as saved:

@@ -102,3 +102,35 @@ def test_inconsistent_arrays_are_one_error_on_every_rank(case):
     with pytest.raises(UserError) as info:
         train(model="softmax", epochs=1, quiet=True, **given)
     assert str(info.value) == message and info.value.agreed
+
+
+@pytest.mark.parametrize("how", ["own rows", "rank 0"])
+def test_sparse_arrays_train_the_model_of_one_rank_without_dense_rows(how):
+    import scipy.sparse as sp
+
+    X = sp.random(150, 300, density=0.03, random_state=6, format="csr")
+    y = (X @ np.random.default_rng(2).standard_normal(300) > 0).astype(np.int64)
+    options = {"model": "logistic", "epochs": 2, "batch_size": 8, "dtype": "float64",
+               "standardize": False, "seed": 1, "quiet": True}
+    serial = train(X=X.toarray(), y=y, comm=MPI.COMM_SELF, **options)
+    if how == "rank 0":
+        given = Arrays(X.tocoo(), y) if RANK == 0 else Arrays(None, None)
+    else:
+        given = own_rows(X, y)
+    parallel = train(X=given.X, y=given.y, **options)
+    assert parallel.config.sparse == "auto"
+    np.testing.assert_allclose(parallel.flat, serial.flat, rtol=1e-10, atol=1e-13)
+    data = load("synthetic", arrays=given, sparse="on")
+    assert data.sparse and data.train.X.shape[1] == 300  # CSR shards, never dense
+
+
+def test_sparse_on_some_ranks_and_dense_on_others_is_one_error():
+    import scipy.sparse as sp
+
+    X, y = example(30)
+    mine = sp.csr_matrix(X) if RANK == 0 else X
+    with pytest.raises(UserError) as caught:
+        train(X=mine, y=y, model="logistic", quiet=True)
+    kinds = ", ".join(f"{'sparse' if r == 0 else 'dense'} on rank {r}" for r in range(SIZE))
+    assert str(caught.value) == (
+        f"X= must be a scipy.sparse matrix on every rank or on none ({kinds})")

@@ -86,7 +86,7 @@ def test_mpi_sees_the_emulated_nodes(layout, tmp_path):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_collectives(layout, tmp_path):
     passed(run_on(layout, [*PYTEST_MPI, "tests/test_collectives.py",
-                           "tests/test_bench_allreduce.py"], tmp_path))
+                           "tests/test_bench_allreduce.py", "tests/test_tune.py"], tmp_path))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cli_runner import ROOT, run_mpi, run_train
+from cluster import launcher
 from test_reliability import (
     CHAOS,
     error_lines,
@@ -232,6 +234,100 @@ def test_closed_stdout_stops_progress_lines_not_training(tmp_path):
         "mpitrain: warning: standard output was closed (broken pipe); training goes on "
         "without progress lines"]
     assert status(out) == "finished" and len(metrics_epochs(out)) == 40
+
+
+PIPED = [a for a in SMALL if a not in ("--quiet", "--epochs", "6")] + ["--epochs", "60"]
+WARNING = ("mpitrain: warning: standard output was closed (broken pipe); training goes on "
+           "without progress lines")
+
+
+def _pipeline(command: list[str], tail: str, *, env: dict[str, str] | None = None,
+              ) -> tuple[subprocess.CompletedProcess[str], list[int]]:
+    """``bash -c 'COMMAND TAIL'`` like a user's shell (TAIL e.g. ``| head -n 2``), and the
+    exit statuses of the pipeline's commands (PIPESTATUS, printed last on stderr)."""
+    script = f"{shlex.join(command)} {tail}; echo \"pipeline: ${{PIPESTATUS[*]}}\" >&2"
+    try:
+        done = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True,
+                              text=True, timeout=240, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"timed out (a hang?): {script}\n{exc.stdout}\n{exc.stderr}")
+    *rest, last = done.stderr.splitlines() or [""]
+    assert last.startswith("pipeline: "), done.stderr
+    return (subprocess.CompletedProcess(done.args, done.returncode, done.stdout,
+                                        "\n".join(rest)), [int(w) for w in last.split()[1:]])
+
+
+def _train(out: Path, *, ranks: int = 2, options: tuple[str, ...] = ()) -> list[str]:
+    first, *more = launcher(ranks)
+    return [first, *options, *more, sys.executable, "-m", "mpitrain", "train", *PIPED,
+            "--out", str(out)]
+
+
+def test_mpiexec_piped_to_head_finishes_the_run(tmp_path):
+    """`mpiexec -n 2 python -m mpitrain train ... | head -n 2`: hydra's mpiexec used to
+    write the third line into the closed pipe, die of SIGPIPE (141) and kill the ranks,
+    leaving "running". Rank 0 now writes into that pipe itself: it warns once, trains on,
+    and mpiexec exits 0."""
+    out = tmp_path / "run"
+    done, statuses = _pipeline(_train(out), "| head -n 2")
+    assert statuses == [0, 0], done.stderr
+    assert [line.split("  ")[0] for line in done.stdout.splitlines()] == [
+        "epoch 1/60", "epoch 2/60"]
+    assert error_lines(done) == [WARNING]
+    assert status(out) == "finished" and len(metrics_epochs(out)) == 60
+    assert (out / "model.npz").is_file()
+
+
+def test_mpiexec_with_stderr_piped_to_head_finishes_the_run(tmp_path):
+    """`2>&1 | head`: stderr goes into the same closed pipe; the warning is dropped there
+    instead of killing mpiexec."""
+    out = tmp_path / "run"
+    done, statuses = _pipeline(_train(out), "2>&1 | head -n 2")
+    assert statuses == [0, 0], done.stderr
+    assert len(done.stdout.splitlines()) == 2 and "Traceback" not in done.stderr
+    assert status(out) == "finished" and len(metrics_epochs(out)) == 60
+
+
+def test_mpiexec_piped_to_a_reader_that_left_already(tmp_path):
+    out = tmp_path / "run"
+    done, statuses = _pipeline(_train(out), "| true")
+    assert statuses == [0, 0], done.stderr
+    assert error_lines(done) == [WARNING]
+    assert status(out) == "finished"
+
+
+def test_piped_output_is_the_same_as_into_a_file(tmp_path):
+    """A reader that reads everything gets the lines a file gets (a file: mpiexec's own
+    forwarding, as before), timings aside."""
+    done, statuses = _pipeline(_train(tmp_path / "piped"), "| cat")
+    assert statuses == [0, 0] and error_lines(done) == [], done.stderr
+    log = tmp_path / "train.log"
+    filed, _ = _pipeline(_train(tmp_path / "filed"), f"> {shlex.quote(str(log))}")
+    assert filed.returncode == 0, filed.stderr
+
+    def lines(text: str) -> list[str]:
+        return [line.split(" samples/s")[0].rsplit("  ", 1)[0] for line in text.splitlines()]
+
+    assert lines(done.stdout) == lines(log.read_text())
+    assert len(done.stdout.splitlines()) == 60
+
+
+def test_mpiexec_output_options_keep_hydras_forwarding(tmp_path):
+    """-prepend-rank (an option that changes the output) keeps the old path: every line
+    still carries hydra's rank prefix."""
+    done, statuses = _pipeline(_train(tmp_path / "run", options=("-prepend-rank",)), "| cat")
+    assert statuses == [0, 0], done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 60 and all(line.startswith("[0] epoch") for line in lines), lines
+
+
+def test_switched_off_direct_output_uses_hydras_forwarding(tmp_path):
+    """MPITRAIN_DIRECT_OUTPUT=0 (or a launch that is not recognised): output as before."""
+    out = tmp_path / "run"
+    done, statuses = _pipeline(_train(out), "| cat", env={"MPITRAIN_DIRECT_OUTPUT": "0"})
+    assert statuses == [0, 0] and error_lines(done) == [], done.stderr
+    assert len(done.stdout.splitlines()) == 60 and status(out) == "finished"
 
 
 # ---------------------------------------------------------------- first run

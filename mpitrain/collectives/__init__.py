@@ -25,7 +25,10 @@ lives:
   reduction of a fixed-size message set up once (``auto`` resolved once, windows and
   buffers allocated once) and run every step without allocating; ``shm`` there lets the
   caller write straight into its shared slot (zero copy). Built for the sync training
-  strategy's step message, so that every reduction goes through this package.
+  strategy's step message, so that every reduction goes through this package. Its
+  ``tune=`` lets ``auto`` follow what ``python -m mpitrain tune`` measured on this machine
+  (:mod:`.tuning` times, :mod:`.tune_cache` remembers, :func:`.select.resolve_tuned`
+  decides).
 
 Like any collective, every rank of ``comm`` must make the same calls in the same order
 with the same ``algorithm``, ``op``, dtype and element count; this is not checked (a

@@ -33,6 +33,8 @@ from mpitrain.collectives.layout import NodeLayout, node_layout
 from mpitrain.collectives.shared_memory import single_node
 from mpitrain.collectives.shared_ring import SharedRing
 from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
+from mpitrain.collectives.tune_cache import TuneCache
+from mpitrain.collectives.tune_cache import load as load_tune_cache
 from mpitrain.kernels import compress as kcompress
 from mpitrain.kernels import reduce as kreduce
 from mpitrain.kernels import shared as kshared
@@ -65,6 +67,8 @@ class CommState:
     # what "auto" resolved to, by (bytes, itemsize, shared_memory, nonblocking)
     # (select.resolve)
     choices: dict[tuple[int, int, bool, bool], str] = field(default_factory=dict, repr=False)
+    # the tuning cache's entries for this communicator's shape, by shared_memory
+    tune_caches: dict[bool, TuneCache] = field(default_factory=dict, repr=False)
     _one_node: bool | None = None
 
     def one_node(self) -> bool:
@@ -110,6 +114,16 @@ class CommState:
             self.shared_sum = current = SharedMemoryAllreduce(
                 self.comm, n=nbytes // dtype.itemsize, dtype=dtype)
         return current
+
+    def tune_cache(self, shared_memory: bool) -> TuneCache:
+        """Collective on first call per ``shared_memory`` value (then cached): the tuning
+        cache's entries for this communicator's shape, read by rank 0 and broadcast
+        (:func:`.tune_cache.load`)."""
+        cache = self.tune_caches.get(shared_memory)
+        if cache is None:
+            cache = self.tune_caches[shared_memory] = load_tune_cache(
+                self.comm, ranks_per_node=self.layout().sizes, shared_memory=shared_memory)
+        return cache
 
     def next_tags(self) -> tuple[int, int]:
         """Two tags (reduce-scatter, allgather) unique to the next call."""

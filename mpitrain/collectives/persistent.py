@@ -21,6 +21,12 @@ what ``auto`` means), and the windows and buffers are built. Each call then only
 - one rank (uncompressed) or an empty message: no communication at all; the buffer is the
   result.
 
+``tune`` (``off`` by default; ``cache``, ``auto``, ``force``) lets ``auto`` follow the
+tuning cache, measuring on a miss (``auto``) or always (``force``):
+:func:`~mpitrain.collectives.select.resolve_tuned`. :attr:`Allreducer.source` says where
+the algorithm came from (``given``, ``table``, ``cache``, ``measured``) and
+:attr:`Allreducer.tuning` holds the cache entry behind it (or None).
+
 A call allocates nothing but transient array views (the training step loop is
 allocation-free).
 """
@@ -40,8 +46,9 @@ from mpitrain.collectives.args import (
 )
 from mpitrain.collectives.compressed import COMPRESSIONS, CompressedAllreduce
 from mpitrain.collectives.context import state_of, warm
-from mpitrain.collectives.select import resolve
+from mpitrain.collectives.select import resolve, resolve_tuned
 from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
+from mpitrain.collectives.tuning import TUNE_MODES
 from mpitrain.kernels.reduce import scale_inplace
 
 
@@ -64,8 +71,9 @@ class Allreducer:
     :meth:`close` are collective: every rank makes the same calls with the same arguments.
     Argument errors raise the same exception on every rank before any communication, except
     ``shm`` where it is not allowed (ValueError on every rank after the collective one-node
-    test). :attr:`algorithm` is what runs: ``shm``, ``ring``, ``mpi``, ``root`` or
-    ``compressed``.
+    test). :attr:`algorithm` is what runs: ``shm``, ``ring``, ``hierarchical``, ``mpi``,
+    ``root`` or ``compressed``; :attr:`source` where ``auto``'s choice came from
+    (``tune``: module docstring).
 
     Use::
 
@@ -79,7 +87,8 @@ class Allreducer:
 
     def __init__(self, count: int, dtype: np.dtype | type, comm: MPI.Comm, *,
                  algorithm: str = "auto", op: str = "sum", shared_memory: bool = True,
-                 compress: str = "none", exact_tail: int = 0, batch_size: int = 1) -> None:
+                 compress: str = "none", exact_tail: int = 0, batch_size: int = 1,
+                 tune: str = "off") -> None:
         count = _check_int("count", count, 0)
         dtype = np.dtype(dtype)
         if dtype not in MPI_TYPES or not dtype.isnative:
@@ -87,6 +96,7 @@ class Allreducer:
         check_algorithm(algorithm)
         check_choice("op", op, OPS)
         check_choice("compress", compress, COMPRESSIONS)
+        check_choice("tune", tune, TUNE_MODES)
         exact_tail = _check_int("exact_tail", exact_tail, 0, count)
         batch_size = _check_int("batch_size", batch_size, 1)
         if compress != "none" and dtype != np.dtype(np.float32):
@@ -100,13 +110,18 @@ class Allreducer:
         self.shared_memory = shared_memory
         self._mean = op == "mean"
         size = state.comm.Get_size()
+        self.ranks = size  # the ranks the reduction spans
         self._factor = 1.0 / size
         self._result = np.zeros(count, dtype=dtype)
         self._shm: SharedMemoryAllreduce | None = None
         self._compressed: CompressedAllreduce | None = None
         self._closed = False
+        self.source = "given" if algorithm != "auto" else "table"
+        self.tune = tune
+        self.tuning: dict | None = None  # the tuning cache's entry behind the choice
+        self.tuning_path: str | None = None  # and the file it is in (rank 0's)
         if compress != "none":
-            self.algorithm = "compressed"
+            self.algorithm, self.source = "compressed", "given"
             warm(state.comm, "compress")
             if count:
                 self._compressed = CompressedAllreduce(
@@ -114,8 +129,16 @@ class Allreducer:
                     batch_size=batch_size)
             self._local = count == 0
             return
-        self.algorithm = resolve(algorithm, state, count * dtype.itemsize, dtype.itemsize,
-                                 shared_memory=shared_memory)
+        if algorithm == "auto":
+            self.algorithm, self.source, self.tuning = resolve_tuned(
+                state, count, dtype, shared_memory=shared_memory, tune=tune,
+                make=lambda name: Allreducer(count, dtype, comm, algorithm=name,
+                                             shared_memory=shared_memory))
+            if self.tuning is not None:
+                self.tuning_path = str(state.tune_cache(shared_memory).path)
+        else:
+            self.algorithm = resolve(algorithm, state, count * dtype.itemsize,
+                                     dtype.itemsize, shared_memory=shared_memory)
         self._local = size == 1 or count == 0  # nothing to communicate
         if self._local:
             return

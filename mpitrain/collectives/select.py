@@ -1,5 +1,28 @@
 """``auto``: the one place that says what ``algorithm="auto"`` (``--reduce auto``) means.
 
+Measured here first (:func:`resolve_tuned`, for :class:`~mpitrain.collectives.Allreducer`,
+the reduction training uses): with ``tune`` other than ``off`` (``--tune``, default
+``auto`` for training, ``off`` for the Python class), ``auto`` looks up the message's
+size bucket for this communicator's shape, MPI library and machine in the tuning cache
+(:mod:`.tune_cache`, written by ``python -m mpitrain tune``):
+
+- ``cache``: a hit runs the measured choice, a miss the table below;
+- ``auto``: the same, but a miss is measured now (:mod:`.tuning`: the candidates of
+  :func:`.tuning.candidates` timed at the message's own size, a fraction of a second)
+  and cached;
+- ``force``: measured now even on a hit, and cached;
+- ``off``: the table only.
+
+The measured choice is the fastest median (:func:`pick_measured`), except that the
+table's choice is kept when it is within :data:`TUNED_MARGIN` of it (noise does not flip
+a choice the table already gets right). Timings are the slowest rank's, so every rank
+decides alike, and rank 0's decision is broadcast anyway. Every algorithm gives the same
+sum up to rounding order (bitwise on 2 ranks), so tuning never changes results beyond the
+documented tolerance. ``allreduce()``, ``start_allreduce``, ``reduce_scatter`` and the
+overlapped/compressed paths use the table only.
+
+The table:
+
 :func:`choose` picks from the message size (bytes), the number of ranks, and whether the
 shared-memory transports may be used (``shared``: ``shared_memory=True`` and every rank
 on one node; :func:`resolve` works that out per communicator):
@@ -184,9 +207,15 @@ mpitrain plan``) is the estimate there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from mpitrain.collectives import cost
+import numpy as np
+
+from mpitrain.collectives import cost, tuning
+from mpitrain.collectives.tune_cache import entry_of, note
 
 if TYPE_CHECKING:
     from mpitrain.collectives.context import CommState
@@ -336,3 +365,60 @@ def resolve(algorithm: str, state: CommState, nbytes: int, itemsize: int, *,
             nbytes, size, itemsize, shared=shared, nodes=layout.nodes if layout else 1,
             slices=layout.slices if layout else 1)
     return chosen
+
+
+# A measured choice keeps the table's unless the table's is more than this much slower.
+TUNED_MARGIN = 0.05
+
+
+def pick_measured(median: dict[str, float], table: str) -> str:
+    """The algorithm to run given the measured ``median`` seconds per candidate: the
+    fastest, or ``table`` when it is within :data:`TUNED_MARGIN` of the fastest."""
+    fastest = min(median, key=lambda name: median[name])
+    if table in median and median[table] <= (1 + TUNED_MARGIN) * median[fastest]:
+        return table
+    return fastest
+
+
+def resolve_tuned(state: CommState, count: int, dtype: np.dtype, *, shared_memory: bool,
+                  tune: str, make: Callable[[str], Any],
+                  ) -> tuple[str, str, dict[str, Any] | None]:
+    """Collective: what ``auto`` runs for a persistent reduction of ``count`` elements of
+    ``dtype`` (module docstring), as ``(algorithm, source, entry)``: ``source`` is
+    ``table``, ``cache`` or ``measured``, ``entry`` the cache entry behind the choice (None
+    for the table). ``make(name)`` builds a reducer of the same message running ``name``
+    (for timing). The same on every rank: the cache is rank 0's, broadcast; the timings
+    are the slowest rank's; the decision is rank 0's, broadcast."""
+    nbytes = count * dtype.itemsize
+    table = resolve("auto", state, nbytes, dtype.itemsize, shared_memory=shared_memory)
+    size = state.comm.Get_size()
+    if tune == "off" or size <= 1 or count == 0:
+        return table, "table", None
+    layout = state.layout()
+    names = tuning.candidates(size=size, nodes=layout.nodes,
+                              shared=shared_memory and state.one_node())
+    cache = state.tune_cache(shared_memory)
+    entry = None if tune == "force" else cache.lookup(dtype.name, nbytes)
+    if entry is not None and entry["choice"] in names:
+        return entry["choice"], "cache", entry
+    if tune == "cache":
+        return table, "table", None
+    reducers = {name: make(name) for name in names}
+    try:
+        median = tuning.time_reducers(state.comm, reducers)
+    finally:
+        for reducer in reducers.values():
+            reducer.close()
+    choice = np.array([names.index(pick_measured(median, table))], dtype=np.int64)
+    state.comm.Bcast(choice, root=0)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # (rank 0's is saved)
+    load = np.array([os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0])
+    state.comm.Bcast(load, root=0)  # rank 0's: recorded with the timings it explains
+    entry = entry_of(cache.shape, dtype=dtype.name, nbytes=nbytes, buffer="persistent",
+                     choice=names[int(choice[0])], table=table,
+                     median_us={name: 1e6 * value for name, value in median.items()},
+                     repeats=tuning.REPEATS, measured=stamp, load=float(load[0]))
+    problem = cache.store(state.comm, [entry])
+    if problem:
+        note(f"tuning cache not saved: {problem}")
+    return entry["choice"], "measured", entry

@@ -22,6 +22,7 @@ from mpitrain.data import standardize as standardization
 from mpitrain.data import values
 from mpitrain.data.base import Block, Source
 from mpitrain.data.csr import Csr
+from mpitrain.data.hashing import check_hashing
 from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
 from mpitrain.data.labels import name_labels
 from mpitrain.data.libsvm import share_scans
@@ -258,6 +259,9 @@ def _open(
     """
     data_dtype = _check_options(task, dtype, seed, test_fraction)
     require(sparse in SPARSE, f"--sparse must be one of {', '.join(SPARSE)} (got {sparse!r})")
+    hashing = check_hashing(read.hash_bits, read.hash_seed)
+    if hashing:
+        raise UserError(hashing)
     require(read.zero_based in ZERO_BASED,
             f"--zero-based must be one of {', '.join(ZERO_BASED)} (got {read.zero_based!r})")
     train = open_source(source, option="--data", task=task, seed=seed, synthetic=synthetic,

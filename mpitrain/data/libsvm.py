@@ -13,6 +13,11 @@ Feature indices may be 1-based (libsvm's convention) or 0-based (scikit-learn's
 ``dump_svmlight_file`` default): ``--zero-based auto`` decides by whether any index in the
 file is 0, which the scan notes. Indices in a row may be unsorted or repeated (the last
 value of a repeated index counts); ``qid:`` tokens are skipped.
+
+With ``hash_bits`` (``--hash-bits B``) the tokens are feature *names* (``label name:value
+name2 ...``, Vowpal Wabbit's way; numbers are names too): each is hashed to one of ``2**B``
+columns with a sign (:mod:`.hashing`), a token without a value counts 1, and repeated names
+and collisions add up.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from mpitrain.data import libsvm_parse as kernels
 from mpitrain.data.base import Block, Source
 from mpitrain.data.csr import Csr
 from mpitrain.data.files import is_gzip, open_bytes
+from mpitrain.data.hashing import hash_name
 from mpitrain.errors import UserError
 
 #: A checkpoint is kept every this many data lines.
@@ -53,16 +59,22 @@ class LibsvmSource(Source):
     ``"false"`` (index 1 is column 0; an index 0 is an error) or ``"auto"`` (0-based when
     the file has an index 0; :func:`mpitrain.data.sources.settle_libsvm_base` extends that
     to a training and a test file together, as scikit-learn's ``load_svmlight_files``).
+    ``hash_bits`` > 0 hashes feature names into ``n_features = 2**hash_bits`` columns with
+    MurmurHash3 seeded by ``hash_seed`` (see the module docstring).
     """
 
     n_features = None
     signed_labels = True
 
     def __init__(self, path: Path, *, option: str, zero_based: str = "auto",
-                 part: tuple[int, int] = (0, 1)) -> None:
+                 part: tuple[int, int] = (0, 1), hash_bits: int = 0,
+                 hash_seed: int = 0) -> None:
         super().__init__(option, path.name, f"'{path}'")
         self.path = path
         self.zero_based = zero_based
+        self.hash_bits, self.hash_seed = hash_bits, hash_seed
+        if hash_bits:
+            self.n_features = 2**hash_bits  # type: ignore[assignment]
         try:
             self.file_size = path.stat().st_size
         except OSError as exc:
@@ -176,8 +188,8 @@ class LibsvmSource(Source):
                     n_bytes, pos = carry + got, 0
                     while True:
                         pos, why = kernels.parse_chunk(
-                            buf, pos, n_bytes, got == 0, self.base, wanted, state, y, indptr,
-                            indices, values, lines)
+                            buf, pos, n_bytes, got == 0, self.base, self.hash_bits,
+                            self.hash_seed, wanted, state, y, indptr, indices, values, lines)
                         if why == kernels.NEED_ROOM:
                             size = int(len(indices) * 1.5) + 16
                             indices.resize(size, refcheck=False)
@@ -196,7 +208,7 @@ class LibsvmSource(Source):
         nnz = int(state[kernels.P_NNZ])
         indices.resize(nnz, refcheck=False)
         values.resize(nnz, refcheck=False)
-        width = int(indices.max()) + 1 if nnz else 0
+        width = self.n_features or (int(indices.max()) + 1 if nnz else 0)
         X = Csr(values, indices, indptr, width)
         return Block(X=X, y=y, rows=rows, lines=lines)
 
@@ -217,7 +229,8 @@ class LibsvmSource(Source):
         it as the kernel would have."""
         raw = bytes(buf[state[kernels.P_START] : state[kernels.P_END]])
         number = int(state[kernels.P_LINE])
-        label, entries = self.parse_line(raw, number)
+        label, entries = (self.parse_hashed_line(raw, number) if self.hash_bits
+                          else self.parse_line(raw, number))
         k, nnz = int(state[kernels.P_DONE]), int(state[kernels.P_NNZ])
         if nnz + len(entries) > len(indices):
             size = int(len(indices) * 1.5) + len(entries)
@@ -251,6 +264,24 @@ class LibsvmSource(Source):
             entries[column] = self._number(value, number, "value")
         return label, entries
 
+    def parse_hashed_line(self, raw: bytes, number: int) -> tuple[float, dict[int, float]]:
+        """:meth:`parse_line` for hashed names: ``{column: signed sum of the values}``, the
+        names hashed as the bytes they are in the file."""
+        body = raw.strip().lstrip(b"\xef\xbb\xbf").split(b"#", 1)[0].split()
+        label = self._number(body[0].decode("utf-8", errors="replace"), number, "label")
+        entries: dict[int, float] = {}
+        for token in body[1:]:
+            name, sep, text = token.rpartition(b":")
+            if not sep:
+                name, text = token, b"1"
+            if name == b"qid":
+                continue
+            value = self._number(text.decode("utf-8", errors="replace"), number, "value")
+            column, sign = hash_name(name, bits=self.hash_bits, seed=self.hash_seed)
+            if value != 0:
+                entries[column] = entries.get(column, 0.0) + sign * value
+        return label, entries
+
     def _number(self, text: str, number: int, what: str) -> float:
         try:
             return float(text)
@@ -262,13 +293,13 @@ class LibsvmSource(Source):
     def _index(self, text: str, number: int) -> int:
         """A feature index, from ``base`` to MAX_INDEX."""
         try:
-            index = int(text)
+            index, hint = int(text), ""
         except ValueError:
-            index = -1
+            index, hint = -1, "; feature names need --hash-bits"
         if not self.base <= index <= MAX_INDEX:
             raise self.error(
                 f"{self.quoted} line {number} has feature index {text!r} "
-                f"(expected an integer from {self.base} to {MAX_INDEX})"
+                f"(expected an integer from {self.base} to {MAX_INDEX}{hint})"
             )
         return index
 

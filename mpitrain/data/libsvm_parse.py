@@ -18,6 +18,8 @@ import math
 import numba
 import numpy as np
 
+from mpitrain.data.hashing import hashed_column, murmurhash3_32
+
 #: Scan state slots: data lines seen, physical lines seen, any index 0, checkpoints kept,
 #: colons in data (an upper bound on the entries, to size arrays once).
 S_ROWS, S_LINES, S_ZERO, S_CHECKPOINTS, S_COLONS = 0, 1, 2, 3, 4
@@ -244,9 +246,11 @@ def _parse_index(buf: np.ndarray, start: int, end: int, base: int) -> int:
 
 
 @numba.njit(cache=True)
-def canonical_row(indices: np.ndarray, values: np.ndarray, lo: int, hi: int) -> int:
+def canonical_row(indices: np.ndarray, values: np.ndarray, lo: int, hi: int,
+                  add: bool = False) -> int:
     """Sort a row's entries by column, keeping the last of duplicates (as assigning them to
-    a dense row would); returns the row's new end."""
+    a dense row would) or, with ``add``, their sum (hashed features: a repeated name or a
+    collision adds up, as scikit-learn's FeatureHasher); returns the row's new end."""
     sorted_ = True
     for j in range(lo + 1, hi):
         if indices[j] <= indices[j - 1]:
@@ -258,20 +262,28 @@ def canonical_row(indices: np.ndarray, values: np.ndarray, lo: int, hi: int) -> 
     cols = indices[lo:hi][order]
     vals = values[lo:hi][order]
     out = lo
+    total = 0.0
     for j in range(len(cols)):
+        total = total + vals[j] if add else vals[j]
         if j + 1 < len(cols) and cols[j + 1] == cols[j]:
             continue  # a later entry for this column follows
         indices[out] = cols[j]
-        values[out] = vals[j]
+        values[out] = total
+        total = 0.0
         out += 1
     return out
 
 
 @numba.njit(cache=True)
-def parse_chunk(buf, pos, n, final, base, wanted, state, y, indptr, indices, values, lines):
+def parse_chunk(buf, pos, n, final, base, bits, seed, wanted, state, y, indptr, indices,
+                values, lines):
     """Parse the wanted data rows (sorted global row numbers) among the lines of
     ``buf[pos:n]``: labels into ``y``, entries into ``indices``/``values`` (CSR, sorted and
     without duplicates), row ends into ``indptr[1:]``, line numbers into ``lines``.
+
+    ``bits`` > 0 hashes feature names (:mod:`.hashing`, with ``seed``): the name is the
+    token up to its last colon (a token without one is a name with value 1), zero values
+    are dropped and duplicates add up. ``bits`` = 0 reads integer indices from ``base``.
 
     Returns (bytes consumed, why): NEED_MORE, FINISHED (every wanted row done) or
     PYTHON_LINE (the line at state[P_START:P_END] needs the caller; nothing of it written)
@@ -305,16 +317,27 @@ def parse_chunk(buf, pos, n, final, base, wanted, state, y, indptr, indices, val
                     t_end = i
                     colon = -1
                     while t_end < content and not _space(buf[t_end]):
-                        if buf[t_end] == _COLON and colon < 0:
+                        if buf[t_end] == _COLON and (colon < 0 or bits > 0):
                             colon = t_end
                         t_end += 1
                     if token == 0:
                         label, ok = parse_float(buf, i, t_end)
-                    elif colon < 0:
+                    elif colon < 0 and bits == 0:
                         ok = False
                     elif (colon - i == 3 and buf[i] == 113 and buf[i + 1] == 105
                           and buf[i + 2] == 100):  # qid:
                         pass
+                    elif bits > 0:
+                        if nnz == len(indices):
+                            return pos, NEED_ROOM
+                        value = 1.0
+                        if colon >= 0:
+                            value, ok = parse_float(buf, colon + 1, t_end)
+                        h = murmurhash3_32(buf, i, t_end if colon < 0 else colon, seed)
+                        if value != 0.0:
+                            indices[nnz] = hashed_column(h, bits)
+                            values[nnz] = value if h >= 0 else -value
+                            nnz += 1
                     else:
                         if nnz == len(indices):
                             return pos, NEED_ROOM
@@ -333,7 +356,7 @@ def parse_chunk(buf, pos, n, final, base, wanted, state, y, indptr, indices, val
                     state[P_START] = pos
                     state[P_END] = end
                     return pos, PYTHON_LINE
-                nnz = canonical_row(indices, values, state[P_NNZ], nnz)
+                nnz = canonical_row(indices, values, state[P_NNZ], nnz, bits > 0)
                 y[k] = label
                 indptr[k + 1] = nnz
                 lines[k] = state[P_LINE]

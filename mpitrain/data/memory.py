@@ -6,6 +6,10 @@ and the shuffles are those of a file holding the same rows, whatever the number 
 Opening agrees over the ranks on shapes and dtypes (one clear error on every rank);
 reading is collective: every rank asks the ranks that hold its rows for them and gets
 them back, with two buffer ``Alltoallv`` per split.
+
+``X`` may be a scipy.sparse matrix (any format, the same kind on every rank that passes
+rows): its rows then travel as CSR (row lengths, then column indices and values, three
+``Alltoallv``) and arrive as :class:`~mpitrain.data.csr.Csr`, never dense.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from mpi4py import MPI
 
 from mpitrain.data.base import Block, Source
+from mpitrain.data.csr import Csr
 from mpitrain.data.labels import MAX_CLASSES, allgather_strings, as_texts, split_labels
 from mpitrain.errors import shared_error
 
@@ -47,6 +53,7 @@ class _Local:
     dtype: str
     names: int  # distinct labels that are not numbers
     error: str | None
+    sparse: bool = False  # X is a scipy.sparse matrix
 
 
 class MemorySource(Source):
@@ -63,6 +70,7 @@ class MemorySource(Source):
         self.dtype = dtype  # features are sent as this (every rank's, promoted)
         self.n_rows = int(offsets[-1])
         self.n_features = X.shape[1]
+        self.sparse = scipy.sparse.issparse(X)
 
     def read(self, rows: np.ndarray) -> Block:
         raise TypeError("in-memory rows are read collectively, with exchange()")
@@ -80,9 +88,12 @@ class MemorySource(Source):
         if len(local) and local[-1] - local[0] + 1 == len(local):
             local = slice(int(local[0]), int(local[-1]) + 1)  # a view: no copy to send
         d = self.n_features
-        X = np.empty((len(rows), d), dtype=self.dtype)
-        comm.Alltoallv([np.ascontiguousarray(self.X[local], dtype=self.dtype), asked * d],
-                       [X, wanted * d])
+        if self.sparse:
+            X = self._exchange_csr(comm, local, asked, wanted)
+        else:
+            X = np.empty((len(rows), d), dtype=self.dtype)
+            comm.Alltoallv([np.ascontiguousarray(self.X[local], dtype=self.dtype), asked * d],
+                           [X, wanted * d])
         y = np.empty(len(rows))
         comm.Alltoallv([np.ascontiguousarray(self.y[local]), asked], [y, wanted])
         if self.names is None:
@@ -91,6 +102,32 @@ class MemorySource(Source):
         assert self.codes is not None
         comm.Alltoallv([np.ascontiguousarray(self.codes[local]), asked], [codes, wanted])
         return Block(X=X, y=y, rows=rows, label_names=self.names, label_codes=codes)
+
+    def _exchange_csr(self, comm: MPI.Comm, local: np.ndarray | slice, asked: np.ndarray,
+                      wanted: np.ndarray) -> Csr:
+        """Collective: the wanted rows of CSR ``X`` (``asked``: rows each rank wants of
+        ours, ``local`` their indices here; ``wanted``: rows we get from each rank)."""
+        mine = self.X[local]
+        lengths = np.diff(mine.indptr).astype(np.int64)
+        got = np.empty(int(wanted.sum()), dtype=np.int64)
+        comm.Alltoallv([lengths, asked], [got, wanted])
+        send = _segment_sums(lengths, asked)
+        recv = _segment_sums(got, wanted)
+        index_type = np.int32 if self.n_features <= 2**31 - 1 else np.int64
+        indices = np.empty(int(recv.sum()), dtype=index_type)
+        data = np.empty(int(recv.sum()), dtype=self.dtype)
+        comm.Alltoallv([np.ascontiguousarray(mine.indices, dtype=index_type), send],
+                       [indices, recv])
+        comm.Alltoallv([np.ascontiguousarray(mine.data, dtype=self.dtype), send], [data, recv])
+        indptr = np.concatenate([[0], np.cumsum(got)]).astype(np.int64)
+        return Csr(data, indices, indptr, self.n_features)
+
+
+def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sums of consecutive runs of ``values``, ``counts[i]`` long each."""
+    ends = np.concatenate([[0], np.cumsum(values)]).astype(np.int64)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return ends[bounds[1:]] - ends[bounds[:-1]]
 
 
 def open_arrays(comm: MPI.Comm, arrays: Arrays) -> MemorySource | None:
@@ -117,10 +154,16 @@ def open_arrays(comm: MPI.Comm, arrays: Arrays) -> MemorySource | None:
                    "rank 0 only (all rows, which mpitrain scatters)")
     else:
         widths = {everyone[i].features for i in given}
+        kinds = {everyone[i].sparse for i in given}
         total = sum(r.rows for r in everyone)
         if len(widths) > 1:
             detail = ", ".join(f"{everyone[i].features} on rank {i}" for i in given)
             message = f"{x_name}= must have the same number of features on every rank ({detail})"
+        elif len(kinds) > 1:
+            detail = ", ".join(f"{'sparse' if everyone[i].sparse else 'dense'} on rank {i}"
+                               for i in given)
+            message = (f"{x_name}= must be a scipy.sparse matrix on every rank or on none "
+                       f"({detail})")
         elif total == 0:
             message = f"{x_name}= has no rows on any rank"
         elif sum(r.names for r in everyone) > MAX_CLASSES:
@@ -131,7 +174,8 @@ def open_arrays(comm: MPI.Comm, arrays: Arrays) -> MemorySource | None:
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     dtype = np.promote_types(np.result_type(*(everyone[i].dtype for i in given)), np.float32)
     d = everyone[given[0]].features
-    X = np.empty((0, d)) if X is None else X
+    if X is None:
+        X = scipy.sparse.csr_array((0, d)) if everyone[given[0]].sparse else np.empty((0, d))
     labels, names, codes = (np.empty(0), None, None) if y is None else y
     if any(r.names for r in everyone):  # names as indices into the sorted union
         union = np.array(sorted(set(allgather_strings(
@@ -161,7 +205,8 @@ def _check_local(arrays: Arrays, rank: int) -> tuple[Any, Any, _Local]:
     if arrays.X is None or arrays.y is None:
         given, missing = (x_name, y_name) if arrays.y is None else (y_name, x_name)
         return fail(f"{given}= is given but {missing}= is not")
-    X, y = np.asarray(arrays.X), np.asarray(arrays.y)
+    sparse = scipy.sparse.issparse(arrays.X)
+    X, y = _csr(arrays.X) if sparse else np.asarray(arrays.X), np.asarray(arrays.y)
     if X.ndim != 2:
         return fail(f"{x_name}= must be a 2-D array (rows, features); got shape {X.shape}")
     if X.dtype.kind not in FEATURE_KINDS:
@@ -170,8 +215,8 @@ def _check_local(arrays: Arrays, rank: int) -> tuple[Any, Any, _Local]:
         y = y.reshape(-1)
     if y.ndim != 1:
         return fail(f"{y_name}= must be a 1-D array (one label per row); got shape {y.shape}")
-    if len(y) != len(X):
-        return fail(f"{y_name}= has {len(y)} rows but {x_name}= has {len(X)}")
+    if len(y) != X.shape[0]:
+        return fail(f"{y_name}= has {len(y)} rows but {x_name}= has {X.shape[0]}")
     if y.dtype.kind in TEXT_KINDS:
         labels = split_labels(as_texts(y.tolist()))
     elif y.dtype.kind in FEATURE_KINDS:
@@ -179,4 +224,14 @@ def _check_local(arrays: Arrays, rank: int) -> tuple[Any, Any, _Local]:
     else:
         return fail(f"{y_name}= must hold numbers or class names; got dtype {y.dtype}")
     names = 0 if labels[1] is None else len(labels[1])
-    return X, labels, _Local(True, len(X), X.shape[1], X.dtype.str, names, None)
+    return X, labels, _Local(True, X.shape[0], X.shape[1], X.dtype.str, names, None, sparse)
+
+
+def _csr(X: Any) -> Any:
+    """A scipy.sparse matrix as CSR with sorted, distinct columns (repeated entries added,
+    as scipy does); the caller's matrix is not changed."""
+    X = X.tocsr()
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    return X

@@ -43,6 +43,8 @@ class ReadOptions:
     h5_y: str = "y"  # HDF5: labels dataset
     label_column: str | None = None  # Parquet: None = the last column
     feature_columns: tuple[str, ...] = ()  # Parquet: () = every column but the label
+    hash_bits: int = 0  # libsvm: hash feature names into 2**hash_bits columns (0: off)
+    hash_seed: int = 0  # libsvm: MurmurHash3 seed of the hashing
 
 
 def is_builtin(value: str) -> bool:
@@ -115,7 +117,8 @@ def _open_path(value: str, *, option: str, read: ReadOptions, builtin: bool,
         return CsvSource(path, option=option, label_column=read.label_column,
                          feature_columns=read.feature_columns)
     if suffix in (".svm", ".libsvm"):
-        return LibsvmSource(path, option=option, zero_based=read.zero_based, part=part)
+        return LibsvmSource(path, option=option, zero_based=read.zero_based, part=part,
+                            hash_bits=read.hash_bits, hash_seed=read.hash_seed)
     if suffix in (".h5", ".hdf5"):
         return Hdf5Source(path, option=option, x_name=read.h5_x, y_name=read.h5_y)
     if suffix == ".parquet":
@@ -128,7 +131,7 @@ def unused_read_option(read: ReadOptions, sources: list[Source | None]) -> str |
     kinds = {type(source) for source in sources if source is not None}
     default = ReadOptions()
     for names, kind, what in [
-        (("zero_based",), (LibsvmSource,), "libsvm data (.svm, .libsvm)"),
+        (("zero_based", "hash_bits"), (LibsvmSource,), "libsvm data (.svm, .libsvm)"),
         (("h5_x", "h5_y"), (Hdf5Source,), "HDF5 data (.h5, .hdf5)"),
         (("label_column", "feature_columns"), (ParquetSource, CsvSource),
          "Parquet data and CSV with a header"),
@@ -136,6 +139,10 @@ def unused_read_option(read: ReadOptions, sources: list[Source | None]) -> str |
         for name in names:
             if getattr(read, name) != getattr(default, name) and not kinds & set(kind):
                 return f"--{name.replace('_', '-')} applies to {what} only"
+    if read.hash_bits and read.zero_based != default.zero_based:
+        return "--zero-based does not apply with --hash-bits (feature names are hashed)"
+    if read.hash_seed != default.hash_seed and not read.hash_bits:
+        return "--hash-seed applies with --hash-bits only"
     return None
 
 

@@ -3,7 +3,8 @@
 Metadata (``meta_*`` entries): the model's name (a built-in such as ``mlp`` or a user's
 ``module:Class``) and constructor options as JSON, so :meth:`SavedModel.build` re-creates
 the model object; the data's feature and class counts; the standardisation; the class
-names when the labels were strings; the mpitrain version.
+names when the labels were strings; the feature hashing (``--hash-bits``, ``--hash-seed``)
+when the features were hashed names; the mpitrain version.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class SavedModel:
     std: np.ndarray | None = None
     classes: np.ndarray | None = None
     version: str = ""
+    #: ``--hash-bits`` / ``--hash-seed`` of the training data (0 bits: not hashed):
+    #: ``mpitrain predict`` hashes the feature names of new rows the same way.
+    hash_bits: int = 0
+    hash_seed: int = 0
 
     @property
     def dtype(self) -> np.dtype:
@@ -61,14 +66,16 @@ class SavedModel:
 
 def trained_model(model: BoundModel, flat: np.ndarray, *, mean: np.ndarray | None,
                   std: np.ndarray | None, version: str,
-                  classes: np.ndarray | None = None) -> SavedModel:
+                  classes: np.ndarray | None = None, hash_bits: int = 0,
+                  hash_seed: int = 0) -> SavedModel:
     """The model trained into ``flat`` as model.npz stores it (parameters are views of
     ``flat``), ready for :func:`~mpitrain.models.predict.predict` without a file."""
     return SavedModel(model=model.name, params=model.layout.views(flat),
                       options=json.loads(options_text(model.model)),
                       n_features=model.n_features, n_classes=model.n_classes, mean=mean,
                       std=std, version=version,
-                      classes=None if classes is None else np.asarray(classes).astype(str))
+                      classes=None if classes is None else np.asarray(classes).astype(str),
+                      hash_bits=hash_bits, hash_seed=hash_seed)
 
 
 def save_model(path: Path, saved: SavedModel) -> None:
@@ -85,6 +92,9 @@ def save_model(path: Path, saved: SavedModel) -> None:
         arrays["meta_std"] = np.asarray(saved.std)
     if saved.classes is not None:
         arrays["meta_classes"] = saved.classes
+    if saved.hash_bits:
+        arrays["meta_hash_bits"] = np.array(saved.hash_bits)
+        arrays["meta_hash_seed"] = np.array(saved.hash_seed, dtype=np.int64)
     with open(path, "wb") as file:
         np.savez(file, **arrays)
 
@@ -114,5 +124,7 @@ def load_model(path: str | Path) -> SavedModel | SavedEstimator:
             mean=data["meta_mean"] if "meta_mean" in data else None,
             std=data["meta_std"] if "meta_std" in data else None,
             classes=data["meta_classes"] if "meta_classes" in data else None,
-            version=str(data["meta_version"]))
+            version=str(data["meta_version"]),
+            hash_bits=int(data["meta_hash_bits"]) if "meta_hash_bits" in data else 0,
+            hash_seed=int(data["meta_hash_seed"]) if "meta_hash_seed" in data else 0)
 

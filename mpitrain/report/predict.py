@@ -4,7 +4,8 @@ predicts its block of the file's rows and writes them at their place in the outp
 The file is read by the training data readers (any ``--data`` format; a label column is
 ignored, and a CSV may also hold the features only). Rows are split in contiguous blocks
 like training data, so a rank reads and holds only its rows (in chunks of
-:data:`CHUNK_ROWS`); the numbers come from :func:`mpitrain.models.predict.predict`. Each
+:data:`CHUNK_ROWS`; libsvm rows stay CSR); the numbers come from
+:func:`mpitrain.models.predict.predict`. Each
 rank formats its lines, an exclusive scan of their byte counts gives every rank its offset,
 and the ranks write in parallel into a temporary file that rank 0 renames into place once
 all are done: the CSV has a header line ``prediction`` and one line per input row, in the
@@ -28,11 +29,13 @@ from mpi4py import MPI
 
 from mpitrain.config import FIELDS, flag, resolve
 from mpitrain.data.base import Block, Source
+from mpitrain.data.csr import Csr
+from mpitrain.data.libsvm import LibsvmSource
 from mpitrain.data.sharding import block_range
 from mpitrain.data.sources import open_source
 from mpitrain.data.synthetic import SyntheticSpec
 from mpitrain.data.text import CsvSource
-from mpitrain.data.values import features
+from mpitrain.data.values import features, sparse_features
 from mpitrain.errors import UserError, agree, checked
 from mpitrain.models import ModelError, SavedModel, load_model
 from mpitrain.models.estimators import SavedEstimator
@@ -67,10 +70,12 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     from mpitrain.training import read_options  # not at import: --help stays light
 
     saved, task = checked(comm, _load, args.model, args.proba)
-    config = checked(comm, resolve, {}, {name: getattr(args, name) for name in READ_OPTIONS
-                                         if getattr(args, name) is not None})
+    config = checked(comm, resolve, {}, {**{name: getattr(args, name) for name in READ_OPTIONS
+                                            if getattr(args, name) is not None},
+                                         **_hashing(saved)})
     source = checked(comm, open_source, args.data, option="--data", task=task, seed=0,
                      synthetic=SyntheticSpec(), read=read_options(config))
+    agree(comm, _unhashable(source, saved))
     agree(comm, _width_mismatch(source, saved, args))
     start, stop = block_range(source.n_rows, comm.Get_size(), comm.Get_rank())
     text = checked(comm, _predict_block, source, saved, start, stop, args.proba)
@@ -123,6 +128,20 @@ def _load(path: str, proba: bool) -> tuple[SavedModel, str]:
     return saved, task
 
 
+def _hashing(saved: SavedModel | SavedEstimator) -> dict[str, int]:
+    """The model's feature hashing as read options (none if it was not trained on hashed
+    feature names)."""
+    bits = getattr(saved, "hash_bits", 0)
+    return {"hash_bits": bits, "hash_seed": saved.hash_seed} if bits else {}
+
+
+def _unhashable(source: Source, saved: SavedModel | SavedEstimator) -> str | None:
+    if getattr(saved, "hash_bits", 0) and not isinstance(source, LibsvmSource):
+        return (f"--data: the model hashes feature names (--hash-bits {saved.hash_bits}), "
+                f"so its rows must be libsvm text (.svm, .libsvm), not {source.quoted}")
+    return None
+
+
 def _header(saved: SavedModel, proba: bool) -> str:
     """``prediction``, then with ``proba`` one ``proba_CLASS`` column per class."""
     if not proba:
@@ -164,8 +183,9 @@ def _predict_block(source: Source, saved: SavedModel, start: int, stop: int,
         if block.X.shape[1] > width:  # sparse rows only show their width when read
             raise UserError(f"--data: {source.quoted} has rows with {block.X.shape[1]} "
                             f"features but the model was trained on {width}")
-        X = features(block, source, width, saved.dtype,
-                     missing=getattr(saved, "missing_values", False))
+        X = (sparse_features(block, source, width, saved.dtype) if isinstance(block.X, Csr)
+             else features(block, source, width, saved.dtype,
+                           missing=getattr(saved, "missing_values", False)))
         try:
             columns = [_texts(predict(saved, X))]
             if proba:

@@ -70,9 +70,13 @@ class RunOutput:
                 print(line, file=sys.stdout, flush=True)
             except BrokenPipeError:
                 self.quiet = True
-                _silence_stdout()
-                print("mpitrain: warning: standard output was closed (broken pipe); "
-                      "training goes on without progress lines", file=sys.stderr, flush=True)
+                _silence(sys.stdout)
+                try:
+                    print("mpitrain: warning: standard output was closed (broken pipe); "
+                          "training goes on without progress lines", file=sys.stderr,
+                          flush=True)
+                except BrokenPipeError:  # `2>&1 | head`: the same closed pipe
+                    _silence(sys.stderr)
 
     def keep_metrics(self, lines: int) -> None:
         """Resume: drop metrics.jsonl lines written after the checkpoint being resumed."""
@@ -112,12 +116,12 @@ class RunOutput:
             self._metrics = None
 
 
-def _silence_stdout() -> None:
-    """Point file descriptor 1 at /dev/null, so that no later write or the flush at exit
-    fails again on the broken pipe."""
+def _silence(stream: IO[str]) -> None:
+    """Point the file descriptor of ``stream`` at /dev/null, so that no later write or the
+    flush at exit fails again on the broken pipe."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
     finally:
         os.close(devnull)
 

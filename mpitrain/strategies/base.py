@@ -142,6 +142,11 @@ class Strategy(ABC):
         rank)."""
         return {}
 
+    def header(self) -> str | None:
+        """A line for the run's header (rank 0 prints it before the first period, unless
+        --quiet), or None. No communication."""
+        return None
+
 
 def vote(message: np.ndarray, stop_requested: StopRequested) -> None:
     """Write this rank's stop vote into the last slot of ``message`` (summed by the

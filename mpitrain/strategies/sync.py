@@ -46,6 +46,36 @@ if TYPE_CHECKING:
 TAIL = 4  # loss sum, correct count, row count, stop vote
 
 
+def reduce_report(reducer: Allreducer) -> dict[str, Any]:
+    """summary.json's ``reduce`` section: what reduces the step message and why (``source``:
+    ``given`` by --reduce, the built-in ``table``, the tuning ``cache``, or ``measured``
+    now), with the cache entry's timings when there is one."""
+    entry = reducer.tuning
+    report: dict[str, Any] = {
+        "requested": "auto" if reducer.source != "given" else reducer.algorithm,
+        "algorithm": reducer.algorithm, "source": reducer.source,
+        "message_bytes": reducer.count * reducer.dtype.itemsize,
+        "dtype": reducer.dtype.name, "ranks": reducer.ranks, "tune": reducer.tune}
+    if entry is not None:
+        report.update({"bucket_bytes": entry["bytes"], "table": entry["table"],
+                       "median_us": entry["median_us"], "measured": entry["measured"],
+                       "cache": reducer.tuning_path})
+    return report
+
+
+def reduce_header(section: dict[str, Any]) -> str:
+    """The run header's line about the step's reduction."""
+    where = {"given": "as given", "table": "from the built-in table (mpitrain/collectives/"
+             "select.py)", "cache": f"from the tuning cache {section.get('cache')}",
+             "measured": f"measured now and cached in {section.get('cache')}"}
+    line = (f"reduce: {section['algorithm']} for the {section['message_bytes']:,}-byte "
+            f"{section['dtype']} step message on {section['ranks']} ranks, "
+            f"{where[section['source']]}")
+    if section.get("table") and section["table"] != section["algorithm"]:
+        line += f" (the table says {section['table']})"
+    return line
+
+
 def optimizer_for(config: TrainConfig, params: np.ndarray) -> Optimizer:
     """The ``--optimizer`` of ``config`` with state for ``params``."""
     return make_optimizer(config.optimizer, params, weight_decay=config.weight_decay,
@@ -131,6 +161,7 @@ class SyncStrategy(MinibatchStrategy):
     overlap: bool = False
     shard: str = "none"  # --shard: ShardedSyncStrategy (.sharded) runs the other values
     shared_memory: bool = True
+    tune: str = "auto"
     _plan: EpochPlan | None = field(init=False, default=None)
     _plan_epoch: int = field(init=False, default=-1)
     _n: int = field(init=False, default=0)
@@ -205,7 +236,7 @@ class SyncStrategy(MinibatchStrategy):
             seed=config.seed, lr=config.lr, lr_schedule=config.lr_schedule,
             lr_step_epochs=config.lr_step_epochs, lr_gamma=config.lr_gamma,
             reduce_algorithm=config.reduce, compress=config.compress, overlap=config.overlap,
-            shard=config.shard, shared_memory=shared_memory_allowed(config),
+            shard=config.shard, shared_memory=shared_memory_allowed(config), tune=config.tune,
             straggler=Straggler.for_rank(config.straggler, rank=comm.Get_rank(),
                                          seed=config.seed),
             **cls.mode_fields(config))
@@ -229,7 +260,7 @@ class SyncStrategy(MinibatchStrategy):
                                        algorithm=self.reduce_algorithm,
                                        shared_memory=self.shared_memory,
                                        compress=self.compress, exact_tail=TAIL,
-                                       batch_size=self.batch_size)
+                                       batch_size=self.batch_size, tune=self.tune)
             self._result = self._reducer.buffer()
             return
         self._result = np.zeros(count, dtype=self.params.dtype)
@@ -337,10 +368,18 @@ class SyncStrategy(MinibatchStrategy):
         held = np.array([sum(v.nbytes for v in self.optimizer.state.values()),
                          self._message_bytes(), self._result.nbytes], dtype=np.int64)
         self.comm.Allreduce(MPI.IN_PLACE, held, op=MPI.MAX)
-        return {"memory": memory_report(
+        memory = memory_report(
             shard=self.shard, optimizer=self.optimizer.name, n=self.layout.size,
             itemsize=self.params.itemsize, state_bytes=int(held[0]),
-            message_bytes=int(held[1]), reduced_bytes=int(held[2]))}
+            message_bytes=int(held[1]), reduced_bytes=int(held[2]))
+        if self._reducer is None:
+            return {"memory": memory}
+        return {"memory": memory, "reduce": reduce_report(self._reducer)}
+
+    def header(self) -> str | None:
+        if self._reducer is None or self._reducer.ranks == 1:
+            return None
+        return reduce_header(reduce_report(self._reducer))
 
     def _message_bytes(self) -> int:
         """Bytes of the step's working message (the reduced one, in place, unsharded)."""

@@ -1,0 +1,72 @@
+"""benchmarks/sparse: the synthetic sparse logistic data of issue 17 (deterministic, the
+labels and the hidden model's log-loss as documented) and the comparison with
+scikit-learn's SGDClassifier, at a tiny scale."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from cli_runner import ROOT
+
+from mpitrain.data.libsvm import LibsvmSource
+
+pytestmark = pytest.mark.timeout(300)
+
+SCRIPTS = ROOT / "benchmarks" / "sparse"
+SMALL = ["--rows", "1200", "--test-rows", "300", "--features", "512", "--nnz", "12"]
+
+
+def script(name: str) -> ModuleType:
+    """A script of benchmarks/sparse imported as a module (so numba can cache its kernels)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def make(out: Path, *extra: str) -> dict:
+    return script("make_data").main(["--out", str(out), *SMALL, *extra])
+
+
+def test_make_data_writes_the_documented_rows(tmp_path):
+    meta = make(tmp_path / "a")
+    again = make(tmp_path / "b")
+    for name in ("train.svm", "test.svm", "weights.npy"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert meta == again == json.loads((tmp_path / "a" / "meta.json").read_text())
+    w = np.load(tmp_path / "a" / "weights.npy")
+    assert w.shape == (512,)
+    for split, rows in (("train", 1200), ("test", 300)):
+        source = LibsvmSource(tmp_path / "a" / f"{split}.svm", option="--data",
+                              zero_based="false")
+        block = source.read(np.arange(source.n_rows))
+        assert source.n_rows == rows and set(np.unique(block.y)) <= {0.0, 1.0}
+        X = block.X.dense(512, np.float64)
+        assert 0 < np.count_nonzero(X) / rows == pytest.approx(meta[f"{split}_nnz_per_row"])
+        p = 1 / (1 + np.exp(-(X @ w)))
+        loss = -np.mean(np.log(np.where(block.y == 1, p, 1 - p)))
+        assert loss == pytest.approx(meta[f"{split}_true_log_loss"], rel=1e-12)
+    uniform = make(tmp_path / "c", "--zipf", "0")
+    assert uniform["train_nnz_per_row"] > meta["train_nnz_per_row"]  # fewer repeats
+
+
+def test_compare_with_sgd_classifier_runs_and_reports(tmp_path):
+    pytest.importorskip("sklearn")
+    make(tmp_path / "d")
+    out = tmp_path / "r.json"
+    result = script("compare").main(["--dir", str(tmp_path / "d"), "--ranks", "2", "--epochs", "2",
+                             "--batch-size", "32", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    floor = result["hidden_model_test_log_loss"]
+    for name in ("mpitrain", "sklearn_sgd"):
+        assert 0.8 * floor < result[name]["test_log_loss"] < 5  # learnt, not far below the floor
+    assert result["ratio"] == result["mpitrain"]["test_log_loss"] / result["sklearn_sgd"][
+        "test_log_loss"]
