@@ -1,9 +1,11 @@
 """Kernels of the histogram tree learners and of k-means (pure functions, no MPI).
 
 Rows are binned once into ``uint8`` codes (:func:`bin_rows`: code ``b`` means
-``edges[b - 1] < x <= edges[b]``), so "code <= b goes left" is "x <= edges[b]" on raw
-values. Trees are stored in heap order (children of node ``i`` are ``2i + 1`` and
-``2i + 2``; ``feature < 0`` marks a leaf). Gradient sums travel as *fixed-point integers
+``edges[b - 1] < x <= edges[b]``; a missing value (NaN) gets the code ``missing``, above
+every feature's codes), so "code <= b goes left" is "x <= edges[b]" on raw values. Trees
+are arrays indexed by node: ``left``/``right`` children, ``feature < 0`` marks a leaf,
+``missing_left`` says where a missing value goes (a split learns it, as LightGBM and
+scikit-learn's HistGradientBoosting do). Gradient sums travel as *fixed-point integers
 held in float64* (:func:`quantize`): integer-valued doubles below 2**53 add exactly in
 any order, so the histograms, and hence the trees, are the same for any number of ranks.
 """
@@ -22,15 +24,18 @@ LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "softmax": SOFTMAX}
 
 
 @njit(cache=True, nogil=True)
-def bin_rows(X, edges, offsets, out):  # pragma: no cover - numba
+def bin_rows(X, edges, offsets, missing, out):  # pragma: no cover - numba
     """``out[i, j]`` = number of edges of feature ``j`` below ``X[i, j]`` (edges of feature
-    ``j`` are ``edges[offsets[j]:offsets[j + 1]]``, sorted)."""
+    ``j`` are ``edges[offsets[j]:offsets[j + 1]]``, sorted), ``missing`` for NaN."""
     n, d = X.shape
-    for j in range(d):
-        lo0, hi0 = offsets[j], offsets[j + 1]
-        for i in range(n):
+    for i in range(n):  # rows outer: X is row-major
+        for j in range(d):
             x = np.float64(X[i, j])
-            lo, hi = lo0, hi0
+            if x != x:
+                out[i, j] = missing
+                continue
+            lo, hi = offsets[j], offsets[j + 1]
+            lo0 = lo
             while lo < hi:  # first edge >= x
                 mid = (lo + hi) // 2
                 if edges[mid] < x:
@@ -108,21 +113,98 @@ def quantize(values, scale, out):  # pragma: no cover - numba
 def histograms(codes, node_of_row, slot_of_node, grad, hess, counts, out):  # pragma: no cover
     """Add each row whose node has a slot (``slot_of_node[node] >= 0``) to that slot's
     histogram: ``out[slot, feature, code] += (grad[0..m-1, row], hess[row], counts[row])``
-    (``grad`` is (m, n): m outputs per tree)."""
+    (``grad`` is (m, n): m outputs per tree; ``out`` C-contiguous). One output (boosting)
+    has its own loop: three adds per row and feature, at flat offsets."""
     n, d = codes.shape
     m = grad.shape[0]
+    slots, _, width, stride = out.shape
+    flat = out.reshape(slots, d * width * stride)
     for i in range(n):
         slot = slot_of_node[node_of_row[i]]
-        if slot < 0 or counts[i] == 0.0:
+        if slot < 0:
+            continue
+        w = counts[i]
+        if w == 0.0:
             continue
         h = hess[i]
-        w = counts[i]
-        for j in range(d):
-            b = codes[i, j]
-            for c in range(m):
-                out[slot, j, b, c] += grad[c, i]
-            out[slot, j, b, m] += h
-            out[slot, j, b, m + 1] += w
+        row = flat[slot]
+        if m == 1:
+            g = grad[0, i]
+            for j in range(d):
+                k = (j * width + codes[i, j]) * 3
+                row[k] += g
+                row[k + 1] += h
+                row[k + 2] += w
+        else:
+            for j in range(d):
+                k = (j * width + codes[i, j]) * stride
+                for c in range(m):
+                    row[k + c] += grad[c, i]
+                row[k + m] += h
+                row[k + m + 1] += w
+
+
+@njit(cache=True, nogil=True)
+def best_split(hist, total, n_edges, grad_scales, hess_scale, l2, min_count, min_hess,
+               allowed, found):  # pragma: no cover - numba
+    """The best split of one node from its histogram ``hist`` (d, bins + 1, m + 2; the
+    last bin holds the missing values; fixed-point G..., H, count) and its totals
+    ``total``: ``found = (gain, feature, code, missing_left)``, feature -1 when no split
+    is valid. Present codes ``<= code`` go left; the missing values go right
+    (``missing_left`` 0) or left (1); "every present value left, missing right" is the
+    code ``n_edges[feature]``. Gain ``GL²/(HL+λ) + GR²/(HR+λ) − G²/(H+λ)`` (outputs
+    summed); a child needs ``min_count`` count and ``min_hess`` hessian. Ties: the first
+    in (feature, code, missing right before left) order."""
+    d, width, s = hist.shape
+    m = s - 2
+    parent = 0.0
+    for c in range(m):
+        v = total[c] / grad_scales[c]
+        parent += v * v
+    best = -np.inf
+    found[0] = -np.inf
+    found[1] = -1.0
+    if not total[m] / hess_scale + l2 > 0.0:
+        return
+    parent /= total[m] / hess_scale + l2
+    left = np.empty(s)
+    side = np.empty(s)
+    for j in range(d):
+        if not allowed[j]:
+            continue
+        left[:] = 0.0
+        last = n_edges[j]
+        for b in range(last + 1):
+            for c in range(s):
+                left[c] += hist[j, b, c]
+            for way in range(2):
+                if way == 1 and b == last:
+                    continue
+                for c in range(s):
+                    side[c] = left[c] + (hist[j, width - 1, c] if way == 1 else 0.0)
+                cl = side[m + 1]
+                cr = total[m + 1] - cl
+                hl = side[m] / hess_scale
+                hr = (total[m] - side[m]) / hess_scale
+                if cl < min_count or cr < min_count or hl < min_hess or hr < min_hess:
+                    continue
+                if not (hl + l2 > 0.0 and hr + l2 > 0.0):
+                    continue
+                gl = 0.0
+                gr = 0.0
+                for c in range(m):
+                    a = side[c] / grad_scales[c]
+                    r = (total[c] - side[c]) / grad_scales[c]
+                    gl += a * a
+                    gr += r * r
+                gain = gl / (hl + l2) + gr / (hr + l2) - parent
+                if gain > best:
+                    best = gain
+                    found[0] = gain
+                    found[1] = j
+                    found[2] = b
+                    found[3] = way
+    found[4] = parent
 
 
 @njit(cache=True, nogil=True)
@@ -141,31 +223,47 @@ def poisson_weights(uniform, out):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def descend(codes, node_of_row, feature, code):  # pragma: no cover - numba
+def goes_left(c, node, code, missing_left, missing):  # pragma: no cover - numba
+    """Whether binned value ``c`` goes to ``node``'s left child."""
+    if c == missing:
+        return missing_left[node] != 0
+    return c <= code[node]
+
+
+@njit(cache=True, nogil=True)
+def descend(codes, node_of_row, tree, missing):  # pragma: no cover - numba
     """Move each row from its node to the child its split sends it to (nodes with
-    ``feature < 0`` keep their rows)."""
+    ``feature < 0`` keep their rows). ``tree``: (feature, code, left, right,
+    missing_left)."""
+    feature, code, left, right, missing_left = tree
     for i in range(codes.shape[0]):
         node = node_of_row[i]
         f = feature[node]
         if f >= 0:
-            node_of_row[i] = 2 * node + (1 if codes[i, f] <= code[node] else 2)
+            go = goes_left(codes[i, f], node, code, missing_left, missing)
+            node_of_row[i] = left[node] if go else right[node]
 
 
 @njit(cache=True, nogil=True)
-def add_tree_codes(codes, feature, code, value, raw, column):  # pragma: no cover - numba
-    """``raw[i, column] += value`` of the leaf binned row ``i`` falls into."""
+def add_tree_codes(codes, tree, missing, value, raw, column):  # pragma: no cover - numba
+    """``raw[i, column] += value`` of the leaf binned row ``i`` falls into (``tree`` as
+    for :func:`descend`)."""
+    feature, code, left, right, missing_left = tree
     for i in range(codes.shape[0]):
         node = 0
         while feature[node] >= 0:
-            node = 2 * node + (1 if codes[i, feature[node]] <= code[node] else 2)
+            go = goes_left(codes[i, feature[node]], node, code, missing_left, missing)
+            node = left[node] if go else right[node]
         raw[i, column] += value[node]
 
 
 @njit(cache=True, nogil=True)
-def predict_trees(X, feature, threshold, value, column, out):  # pragma: no cover - numba
+def predict_trees(X, tree, value, column, out):  # pragma: no cover - numba
     """``out[i, column[t] + c] += value[t, leaf, c]`` for the leaf of tree ``t`` that row
-    ``i`` (raw features) falls into, for every tree (rows of ``feature``/``threshold``;
-    ``value`` is (trees, nodes, m))."""
+    ``i`` (raw features; NaN goes where ``missing_left`` says) falls into, for every tree.
+    ``tree``: (feature, threshold, left, right, missing_left), one row per tree; ``value``
+    is (trees, nodes, m)."""
+    feature, threshold, left, right, missing_left = tree
     m = value.shape[2]
     for t in range(feature.shape[0]):
         first = column[t]
@@ -173,7 +271,11 @@ def predict_trees(X, feature, threshold, value, column, out):  # pragma: no cove
             node = 0
             while feature[t, node] >= 0:
                 x = np.float64(X[i, feature[t, node]])
-                node = 2 * node + (1 if x <= threshold[t, node] else 2)
+                if x != x:
+                    go = missing_left[t, node] != 0
+                else:
+                    go = x <= threshold[t, node]
+                node = left[t, node] if go else right[t, node]
             for c in range(m):
                 out[i, first + c] += value[t, node, c]
 
@@ -221,7 +323,7 @@ def warm(dtype: np.dtype) -> None:
     X = np.zeros((2, 1), dtype=dtype)
     edges, offsets = np.zeros(1), np.array([0, 1], dtype=np.int64)
     codes = np.zeros((2, 1), dtype=np.uint8)
-    bin_rows(X, edges, offsets, codes)
+    bin_rows(X, edges, offsets, 2, codes)
     raw, y, g, h = np.zeros((2, 1)), np.zeros(2), np.zeros((2, 1)), np.zeros((2, 1))
     for loss in (SQUARED, LOGISTIC, SOFTMAX):
         gradients(loss, raw, y, g, h)
@@ -229,14 +331,18 @@ def warm(dtype: np.dtype) -> None:
     quantize(np.zeros(2), 1.0, np.zeros(2))
     nodes = np.zeros(2, dtype=np.int64)
     histograms(codes, nodes, np.zeros(3, dtype=np.int64), np.zeros((1, 2)), np.zeros(2),
-               np.ones(2), np.zeros((1, 1, 2, 3)))
+               np.ones(2), np.zeros((1, 1, 3, 3)))
+    best_split(np.zeros((1, 3, 3)), np.zeros(3), np.zeros(1, np.int64), np.ones(1), 1.0, 0.0,
+               1.0, 0.0, np.ones(1, np.bool_), np.zeros(5))
     poisson_weights(np.zeros(2), np.zeros(2))
-    feature, code = np.full(3, -1, np.int32), np.zeros(3, np.int32)
-    descend(codes, nodes, feature, code)
-    add_tree_codes(codes, feature, code, np.zeros(3), raw, 0)
+    feature, code, child = np.full(3, -1, np.int32), np.zeros(3, np.int32), np.zeros(3, np.int32)
+    tree = (feature, code, child, child, np.zeros(3, np.int8))
+    descend(codes, nodes, tree, 2)
+    add_tree_codes(codes, tree, 2, np.zeros(3), raw, 0)
     for rows in (X, X.astype(np.float64)):
-        predict_trees(rows, feature[None, :], np.zeros((1, 3)), np.zeros((1, 3, 1)),
-                      np.zeros(1, np.int64), np.zeros((2, 1)))
+        predict_trees(rows, (feature[None, :], np.zeros((1, 3)), child[None, :],
+                             child[None, :], np.zeros((1, 3), np.int8)),
+                      np.zeros((1, 3, 1)), np.zeros(1, np.int64), np.zeros((2, 1)))
         labels = np.zeros(2, np.int64)
         nearest(rows, np.zeros((1, 1)), labels, np.zeros(2))
     keyed_uniform(0, 0, 0, np.zeros(2))

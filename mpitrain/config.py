@@ -62,7 +62,7 @@ class TrainConfig:
     """Every option of ``mpitrain train``; field names are the TOML keys."""
 
     # data
-    data: str = option("synthetic", "training data: 'synthetic', 'digits' (built-in unless "
+    data: str = option("synthetic", "training data: 'synthetic', 'digits', 'iris' (built-in unless "
                        "a file or directory of that name exists here), or a path: a .npz/"
                        ".csv/.svm/.libsvm/.h5/.hdf5/.parquet file, a directory holding X.npy "
                        "and y.npy, or a directory of .parquet parts", group="data")
@@ -259,7 +259,11 @@ class TrainConfig:
     trees: int = option(100, "gbdt: boosting rounds (one tree per class and round); "
                         "forest: trees",
                         group="trees")
-    max_depth: int = option(6, "gbdt, forest: levels of splits per tree", group="trees")
+    max_depth: int = option(6, "gbdt, forest: levels of splits per tree (0: no limit, "
+                            "with --max-leaves)", group="trees")
+    max_leaves: int = option(0, "gbdt, forest: most leaves per tree, grown best-first "
+                             "(leaf-wise, as LightGBM); 0: grow level-wise to --max-depth",
+                             group="trees")
     l2: float = option(0.0, "gbdt: L2 regularisation of the leaf values", group="trees")
     min_child_weight: float = option(1e-3, "gbdt: least hessian sum in a leaf",
                                      group="trees")
@@ -280,6 +284,9 @@ class TrainConfig:
     n_init: int = option(1, "kmeans: initialisations (k-means||, each seeded by (--seed, "
                          "run)) iterated together; the run of lowest inertia is kept "
                          "(scikit-learn's n_init)", group="trees", metavar="N")
+    oob_score: bool = option(False, "forest: score each training row by the trees whose "
+                             "bootstrap left it out (accuracy, or R² for a regressor)",
+                             group="trees")
     tol: float = option(1e-4, "kmeans: stop when the centers move less than this times "
                         "the mean feature variance (squared distance)", group="trees")
     max_iter: int = option(300, "kmeans: most Lloyd iterations", group="trees")
@@ -477,7 +484,10 @@ def validate(config: TrainConfig) -> None:
         (config.noise >= 0.0 and math.isfinite(config.noise), "noise", ">= 0"),
         (config.clusters_per_class >= 1, "clusters_per_class", ">= 1"),
         (config.trees >= 1, "trees", ">= 1"),
-        (config.max_depth >= 1, "max_depth", ">= 1"),
+        (config.max_depth >= 1 or (config.max_depth == 0 and config.max_leaves > 0),
+         "max_depth", ">= 1 (0: no limit, with --max-leaves)"),
+        (config.max_leaves == 0 or config.max_leaves >= 2, "max_leaves",
+         ">= 2 (0: level-wise growth)"),
         (config.l2 >= 0.0 and math.isfinite(config.l2), "l2", ">= 0"),
         (config.min_child_weight >= 0.0 and math.isfinite(config.min_child_weight),
          "min_child_weight", ">= 0"),

@@ -80,7 +80,7 @@ def data_errors(tmp_path):
          "directory; the built-in data set is 'digits', without a path)"),
         (["--data", "traindata"], "--data: 'traindata' does not exist (no such file or "
          "directory; expected .npz, .csv, .svm, .libsvm, .h5, .hdf5, .parquet, a directory "
-         "with X.npy and y.npy or .parquet parts, 'synthetic' or 'digits')"),
+         "with X.npy and y.npy or .parquet parts, 'synthetic', 'digits' or 'iris')"),
         (["--data", "digitz"], "--data: 'digitz' does not exist (no such file or directory; "
          "did you mean the built-in 'digits'?)"),
         (["--data", str(zero), "--zero-based", "false", "--test-fraction", "0"],

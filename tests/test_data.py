@@ -158,7 +158,7 @@ ERROR_CASES: dict[str, ErrorCase] = {
         {"source": write_text(d / "foo.txt", "1,2\n")},
         f"--data: '{d / 'foo.txt'}' has an unknown format (expected .npz, .csv, .svm, .libsvm, "
         ".h5, .hdf5, .parquet, a directory with X.npy and y.npy or .parquet parts, "
-        "'synthetic' or 'digits')",
+        "'synthetic', 'digits' or 'iris')",
     ),
     "missing path without a suffix": lambda d: (
         {"source": str(d / "train")},

@@ -18,63 +18,148 @@ from mpitrain.trees.grow import GrowOptions, grow_trees
 pytestmark = pytest.mark.timeout(240)
 
 
-def reference_tree(codes, g, h, *, n_bins, max_depth, l2, min_leaf, lr):
-    """Depth-wise exhaustive split search on binned rows in plain float64 numpy: heap
-    arrays (feature, code, value) as grow_trees stores them."""
-    nodes = 2 ** (max_depth + 1) - 1
-    feature, code = np.full(nodes, -1), np.zeros(nodes, int)
-    value = np.zeros(nodes)
-    members = {0: np.arange(len(g))}
-    for depth in range(max_depth + 1):
-        for node in sorted(n for n in members if int(np.log2(n + 1)) == depth):
-            rows = members[node]
-            G, H = g[rows].sum(), h[rows].sum()
-            best = (1e-12 * max(1.0, G * G / (H + l2)), None)
-            for j in range(codes.shape[1]) if depth < max_depth else []:
-                for b in range(n_bins - 1):
-                    left = rows[codes[rows, j] <= b]
-                    right = rows[codes[rows, j] > b]
-                    if len(left) < min_leaf or len(right) < min_leaf:
-                        continue
-                    gl, hl = g[left].sum(), h[left].sum()
-                    gain = gl**2 / (hl + l2) + (G - gl)**2 / (H - hl + l2) - G**2 / (H + l2)
-                    if gain > best[0] + 1e-9:
-                        best = (gain, (j, b, left, right))
-            if best[1] is None:
-                value[node] = -lr * G / (H + l2)
-            else:
-                j, b, left, right = best[1]
-                feature[node], code[node] = j, b
-                members[2 * node + 1], members[2 * node + 2] = left, right
-    return feature, code, value
+def reference_split(codes, g, h, rows, *, n_bins, l2, min_leaf):
+    """Exhaustive best split of ``rows`` in plain float64 numpy: (gain, feature, code,
+    missing_left, left rows, right rows) or None. Code ``n_bins`` is a missing value; it
+    goes to either side (ties: right); a node without missing values sends them to the
+    child with more rows."""
+    G, H = g[rows].sum(), h[rows].sum()
+    best = (1e-12 * max(1.0, G * G / (H + l2)), None)
+    for j in range(codes.shape[1]):
+        present = codes[rows, j] < n_bins
+        for b in range(n_bins):
+            for missing_left in (False, True):
+                goes_left = (codes[rows, j] <= b) & present
+                if missing_left:
+                    goes_left |= ~present
+                left, right = rows[goes_left], rows[~goes_left]
+                if len(left) < min_leaf or len(right) < min_leaf:
+                    continue
+                gl, hl = g[left].sum(), h[left].sum()
+                gain = gl**2 / (hl + l2) + (G - gl)**2 / (H - hl + l2) - G**2 / (H + l2)
+                if gain > best[0] * (1 + 1e-9) + 1e-9:
+                    if present.all():
+                        missing_left = len(left) > len(right)
+                    best = (gain, (j, b, missing_left, left, right))
+    return None if best[1] is None else (best[0], *best[1])
 
 
-def test_grown_tree_matches_a_numpy_reference():
+def reference_tree(codes, g, h, *, n_bins, max_depth, l2, min_leaf, lr, max_leaves=0):
+    """Level-wise (or best-first, with ``max_leaves``) growth by :func:`reference_split`:
+    {path from the root ("", "L", "LR", ...): (feature, code, missing_left) or the leaf
+    value}."""
+    leaves = {"": np.arange(len(g))}
+    nodes = {}
+    splits = {}
+
+    def candidate(path):
+        if max_depth and len(path) >= max_depth:
+            return None
+        return reference_split(codes, g, h, leaves[path], n_bins=n_bins, l2=l2,
+                               min_leaf=min_leaf)
+
+    splits[""] = candidate("")
+    while True:
+        open_ = {p: s for p, s in splits.items() if s is not None}
+        if not open_ or (max_leaves and len(leaves) >= max_leaves):
+            break
+        if max_leaves:  # best-first: the highest gain, ties the first made
+            chosen = [max(open_, key=lambda p: open_[p][0])]
+        else:
+            chosen = list(open_)
+        for path in chosen:
+            _, j, b, missing_left, left, right = splits.pop(path)
+            nodes[path] = (j, b, missing_left)
+            del leaves[path]
+            leaves[path + "L"], leaves[path + "R"] = left, right
+        if not max_leaves:
+            splits = {}
+        for path in chosen:
+            for child in (path + "L", path + "R"):
+                splits[child] = candidate(child)
+    for path, rows in leaves.items():
+        nodes[path] = -lr * g[rows].sum() / (h[rows].sum() + l2)
+    return nodes
+
+
+def as_paths(tree):
+    """A grown Tree as :func:`reference_tree` describes it."""
+    out = {}
+
+    def walk(node, path):
+        if tree.feature[node] < 0:
+            out[path] = tree.value[node, 0]
+            return
+        out[path] = (int(tree.feature[node]), int(tree.code[node]),
+                     bool(tree.missing_left[node]))
+        walk(tree.left[node], path + "L")
+        walk(tree.right[node], path + "R")
+
+    walk(0, "")
+    return out
+
+
+def assert_same_tree(tree, expected):
+    got = as_paths(tree)
+    assert sorted(got) == sorted(expected)
+    for path, value in expected.items():
+        if isinstance(value, tuple):
+            assert got[path] == value, path
+        else:
+            np.testing.assert_allclose(got[path], value, rtol=1e-9, atol=1e-12)
+
+
+def grow_one(X, g, h, *, max_bins, **options):
+    bins = agree_bins(MPI.COMM_SELF, X, first_row=0, rows=len(X), seed=0, max_bins=max_bins)
+    codes = bins.codes(X)
+    scales = (np.array([fixed_scale(np.abs(g).max(), len(X))]),
+              np.array([fixed_scale(h.max(), len(X))]))
+    (tree,), leaves = grow_trees(MPI.COMM_SELF, codes=codes, grad=g[:, None],
+                                 hess=h[:, None], scales=scales, bins=bins,
+                                 n_bins=bins.n_bins, options=GrowOptions(**options))
+    return bins, codes, tree, leaves
+
+
+@pytest.mark.parametrize("shape", [dict(max_depth=3), dict(max_depth=0, max_leaves=7),
+                                   dict(max_depth=3, max_leaves=5)])
+def test_grown_tree_matches_a_numpy_reference(shape):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(300, 4))
     g = np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=300)
     h = rng.uniform(0.5, 1.5, size=300)
-    bins = agree_bins(MPI.COMM_SELF, X, first_row=0, rows=300, seed=0, max_bins=16)
-    codes = bins.codes(X)
-    options = GrowOptions(max_depth=3, l2=0.5, min_child_weight=0.0, min_samples_leaf=5,
-                          lr=0.3)
-    scales = (np.array([fixed_scale(np.abs(g).max(), 300)]),
-              np.array([fixed_scale(h.max(), 300)]))
-    (tree,), leaves = grow_trees(MPI.COMM_SELF, codes=codes, grad=g[:, None],
-                                 hess=h[:, None], scales=scales, bins=bins, n_bins=16,
-                                 options=options)
-    feature, code, value = reference_tree(codes, g, h, n_bins=16, max_depth=3, l2=0.5,
-                                          min_leaf=5, lr=0.3)
-    assert (tree.feature >= 0).sum() >= 5  # a real tree
+    bins, codes, tree, leaves = grow_one(X, g, h, max_bins=16, l2=0.5, min_child_weight=0.0,
+                                         min_samples_leaf=5, lr=0.3, **shape)
+    expected = reference_tree(codes, g, h, n_bins=bins.n_bins, l2=0.5, min_leaf=5, lr=0.3,
+                              **shape)
+    splits = (tree.feature >= 0).sum()
+    assert splits >= 4  # a real tree
+    if shape.get("max_leaves"):
+        assert splits == shape["max_leaves"] - 1
     assert (tree.feature[leaves[0]] < 0).all()  # every row ends in a leaf
-    np.testing.assert_array_equal(tree.feature, feature)
-    np.testing.assert_array_equal(tree.code[feature >= 0], code[feature >= 0])
-    np.testing.assert_allclose(tree.value[:, 0], value, rtol=1e-9, atol=1e-12)
+    assert_same_tree(tree, expected)
     # thresholds on raw values send every row where its code does
-    for node in np.flatnonzero(feature >= 0):
-        f = feature[node]
+    for node in np.flatnonzero(tree.feature >= 0):
+        f = tree.feature[node]
         np.testing.assert_array_equal(X[:, f] <= tree.threshold[node],
                                       codes[:, f] <= tree.code[node])
+
+
+def test_missing_values_learn_their_side_like_a_numpy_reference():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 3))
+    g = X[:, 0] + 0.5 * X[:, 1] + 0.1 * rng.normal(size=400)
+    missing = rng.random(400) < 0.2
+    g[missing] += 2.0  # rows missing feature 0 behave like large values
+    X[missing, 0] = np.nan
+    X[rng.random(400) < 0.05, 2] = np.nan  # noise feature with a few missing
+    h = np.ones(400)
+    bins, codes, tree, _ = grow_one(X, g, h, max_bins=16, l2=1.0, min_child_weight=0.0,
+                                    min_samples_leaf=5, lr=1.0, max_depth=3)
+    assert (codes[missing, 0] == bins.missing).all() and bins.missing == bins.n_bins
+    expected = reference_tree(codes, g, h, n_bins=bins.n_bins, max_depth=3, l2=1.0,
+                              min_leaf=5, lr=1.0)
+    assert_same_tree(tree, expected)
+    assert tree.feature[0] == 0 and tree.missing_left[0] == 0  # NaN with the large values
 
 
 def test_bins_are_quantiles_and_at_most_max_bins():
@@ -185,9 +270,10 @@ def test_kmeans_inertia_within_one_percent_of_scikit_learn(tmp_path):
         predict_proba(tmp_path / "run" / "model.npz", X)
 
 
-def test_resume_between_trees_gives_the_same_model(tmp_path):
-    options = dict(data="synthetic", model="gbdt", classes=3, samples=500, max_depth=3,
-                   trees=6, quiet=True)
+@pytest.mark.parametrize("model", ["gbdt", "forest"])
+def test_resume_between_trees_gives_the_same_model(tmp_path, model):
+    options = dict(data="synthetic", model=model, classes=3, samples=500, max_depth=3,
+                   trees=6, quiet=True, oob_score=model == "forest")
     straight = train(**options)
     out = str(tmp_path / "run")
     calls = []
@@ -197,17 +283,22 @@ def test_resume_between_trees_gives_the_same_model(tmp_path):
     resumed = train(out=out, resume="latest", **options)
     for name, value in straight.params.items():
         np.testing.assert_array_equal(resumed.params[name], value)
+    assert resumed.summary["model"] == straight.summary["model"]  # forest: oob_score
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["tree"] for line in lines] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("argv,fragment", [
     (["--model", "gbdt", "--trees", "0"], "--trees must be >= 1 (got 0)"),
-    (["--model", "gbdt", "--max-depth", "-1"], "--max-depth must be >= 1 (got -1)"),
+    (["--model", "gbdt", "--max-depth", "-1"],
+     "--max-depth must be >= 1 (0: no limit, with --max-leaves) (got -1)"),
+    (["--model", "gbdt", "--max-depth", "0"], "--max-depth must be >= 1 (0: no limit"),
+    (["--model", "gbdt", "--max-leaves", "1"], "--max-leaves must be >= 2"),
     (["--model", "gbdt", "--max-bins", "300"], "--max-bins must be in 2..255 (got 300)"),
     (["--model", "kmeans", "--samples", "20", "--clusters", "50"],
      "--clusters must be at most the 16 training rows (got 50)"),
     (["--model", "gbdt", "--mode", "fedavg"], "--mode fedavg applies to gradient models"),
+    (["--model", "gbdt", "--oob-score"], "--oob-score applies to --model forest (got --model"),
     (["--mode", "fedavg", "--partition", "kmeans", "--samples", "30", "--clients", "40"],
      "--partition kmeans makes one cluster per client, but --clients 40 is more than"),
     (["--model", "gbdt", "--loss", "logistic", "--classes", "3"],
@@ -249,3 +340,126 @@ def test_bench_trees_runs_and_writes_json(tmp_path):
     for entry in report["models"].values():
         assert entry["seconds"] > 0 and entry["one_rank_seconds"] > 0
         assert "sklearn" in entry["peers"] and len(entry["rss_mb_per_rank"]) == 2
+
+
+def missing_data(n, seed):
+    """Two classes; feature 0 goes missing mostly where it is large (not at random), so
+    where the missing values go matters; feature 1 misses at random."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    y = (X[:, 0] + X[:, 1] + 0.3 * rng.normal(size=n) > 0).astype(float)
+    X[(X[:, 0] > 0.5) & (rng.random(n) < 0.8), 0] = np.nan
+    X[rng.random(n) < 0.1, 1] = np.nan
+    return X, y
+
+
+@pytest.mark.parametrize("model", ["gbdt", "forest"])
+def test_missing_values_learned_and_predicted_like_scikit_learn(tmp_path, model):
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    X, y = missing_data(3000, 2)
+    test_X, test_y = missing_data(1000, 3)
+    options = (dict(trees=30, max_depth=3, lr=0.3) if model == "gbdt"
+               else dict(trees=30, max_depth=10, min_samples_leaf=1))
+    result = train(X=X, y=y, test_X=test_X, test_y=test_y, model=model, quiet=True,
+                   out=str(tmp_path / "run"), **options)
+    ours = result.history[-1]["test_accuracy"]
+    if model == "gbdt":
+        sk = HistGradientBoostingClassifier(max_iter=30, max_depth=3, learning_rate=0.3,
+                                            max_leaf_nodes=None, early_stopping=False)
+    else:  # scikit-learn >= 1.4 forests take NaN
+        sk = RandomForestClassifier(n_estimators=30, max_depth=10, random_state=0)
+    theirs = sk.fit(X, y).score(test_X, test_y)
+    assert ours >= theirs - 0.02, (ours, theirs)
+    # model.npz routes NaN on raw values as the run routed the missing code
+    saved = predict(tmp_path / "run" / "model.npz", test_X)
+    assert np.mean(saved == test_y) == pytest.approx(ours)
+    # a learned direction: sending every NaN right (what predict did before) is worse
+    assert result.params["missing_left"].any()
+
+
+def test_infinite_features_are_still_an_error():
+    X, y = missing_data(200, 0)
+    X[7, 2] = np.inf
+    with pytest.raises(Exception, match="has an infinite value in row 7"):
+        train(X=X, y=y, model="gbdt", trees=2, quiet=True)
+    with pytest.raises(Exception, match="non-finite value"):
+        train(X=X, y=y, model="kmeans", quiet=True)
+
+
+def test_forest_out_of_bag_score_like_scikit_learn(tmp_path):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    from mpitrain.data import load_dataset
+
+    out = tmp_path / "run"
+    result = train(data="digits", model="forest", trees=40, max_depth=12, min_samples_leaf=1,
+                   oob_score=True, quiet=True, out=str(out))
+    ours = result.summary["model"]["oob_score"]
+    assert ours == result.history[-1]["oob_score"]
+    assert json.loads((out / "summary.json").read_text())["model"]["oob_score"] == ours
+    data = load_dataset("digits", comm=MPI.COMM_SELF, task="classification",
+                        dtype=np.float32, seed=0, standardize=False)
+    theirs = np.mean([RandomForestClassifier(n_estimators=40, oob_score=True, random_state=s)
+                      .fit(data.train.X, data.train.y).oob_score_ for s in range(3)])
+    assert abs(ours - theirs) < 0.03, (ours, theirs)
+    # the out-of-bag estimate tracks the held-out accuracy
+    assert abs(ours - result.history[-1]["test_accuracy"]) < 0.05
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(800, 3))
+    y = 2 * X[:, 0] + np.sin(2 * X[:, 1]) + 0.1 * rng.normal(size=800)
+    reg = train(X=X, y=y, model="forest", loss="squared", trees=30, max_depth=10,
+                min_samples_leaf=1, oob_score=True, test_fraction=0.0, quiet=True)
+    sk = RandomForestRegressor(n_estimators=30, max_depth=10, oob_score=True,
+                               random_state=0).fit(X, y)
+    assert abs(reg.summary["model"]["oob_score"] - sk.oob_score_) < 0.03
+
+
+@pytest.mark.parametrize("model", ["gbdt", "forest"])
+def test_more_trees_on_resume_equal_an_uninterrupted_run(tmp_path, model):
+    options = dict(data="synthetic", model=model, classes=3, samples=500, max_depth=3,
+                   oob_score=model == "forest", quiet=True)
+    longer = train(trees=7, **options)
+    out = str(tmp_path / "run")
+    assert train(out=out, trees=4, **options).status == "finished"
+    resumed = train(out=out, trees=7, resume="latest", overwrite=True, **options)
+    assert resumed.status == "finished"
+    for name, value in longer.params.items():
+        np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
+    assert resumed.summary["model"] == longer.summary["model"]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["tree"] for line in lines] == [1, 2, 3, 4, 5, 6, 7]
+    with pytest.raises(Exception, match="is at tree 7 but this run ends at tree 3"):
+        train(out=out, trees=3, resume="latest", overwrite=True, **options)
+
+
+def test_forest_on_iris_close_to_scikit_learn():
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mpitrain.data import load_dataset
+
+    ours, theirs = [], []
+    for seed in range(3):  # 30 test rows each: average a few splits
+        data = load_dataset("iris", comm=MPI.COMM_SELF, task="classification",
+                            dtype=np.float32, seed=seed, standardize=False)
+        assert data.n_features == 4 and data.n_classes == 3
+        assert data.train.n_total + data.test.n_total == 150
+        result = train(data="iris", model="forest", trees=50, min_samples_leaf=1, max_depth=0,
+                       max_leaves=64, seed=seed, quiet=True)
+        ours.append(result.history[-1]["test_accuracy"])
+        theirs.append(RandomForestClassifier(n_estimators=50, random_state=seed).fit(
+            data.train.X, data.train.y).score(data.test.X, data.test.y))
+    assert np.mean(ours) >= np.mean(theirs) - 0.02, (ours, theirs)
+
+
+def test_models_saved_in_heap_order_still_predict():
+    from mpitrain.models.estimators import SavedEstimator
+
+    # one split: x0 <= 0.5 left (node 1), else right (node 2); no left/right arrays
+    arrays = {"feature": np.array([[0, -1, -1]], np.int32), "threshold": np.array([[0.5, 0, 0]]),
+              "value": np.array([[[0.0], [1.0], [2.0]]]), "column": np.zeros(1, np.int64),
+              "base": np.zeros(1)}
+    saved = SavedEstimator(kind="gbdt", arrays=arrays, n_features=1, n_classes=0,
+                           info={"loss": "squared"})
+    np.testing.assert_array_equal(saved.outputs(np.array([[0.0], [1.0], [np.nan]])),
+                                  [1.0, 2.0, 2.0])

@@ -28,6 +28,8 @@ def assert_same(got, expected):
 
 @pytest.mark.parametrize("extra", [
     dict(classes=3, loss="auto"),  # softmax: one tree per class and round
+    dict(classes=3, max_leaves=6, max_depth=0),  # best-first, no depth limit
+    dict(classes=2, loss="logistic", max_leaves=5, max_depth=2, min_samples_leaf=3),
     dict(classes=2, loss="logistic", l2=1.0, min_samples_leaf=5),
     dict(classes=2, loss="squared", dtype="float64"),
 ])
@@ -45,12 +47,37 @@ def test_gbdt_early_stopping_same_for_any_number_of_ranks():
     assert_same(train(**options).params, expected)
 
 
-@pytest.mark.parametrize("extra", [dict(classes=3), dict(loss="squared", max_features="all")])
+@pytest.mark.parametrize("extra", [dict(classes=3), dict(loss="squared", max_features="all"),
+                                   dict(classes=3, max_leaves=8)])
 def test_forest_same_trees_for_any_number_of_ranks(extra):
     options = {**DATA, "model": "forest", "trees": 4, "max_depth": 5, "min_samples_leaf": 2,
-               "max_bins": 64, **extra}
-    expected = reference(**options)
-    assert_same(train(**options).params, expected)
+               "max_bins": 64, "oob_score": True, **extra}
+    comm = MPI.COMM_WORLD
+    one = train(comm=MPI.COMM_SELF, **options) if comm.Get_rank() == 0 else None
+    expected = comm.bcast(None if one is None else (one.params, one.summary["model"]), root=0)
+    got = train(**options)
+    assert_same(got.params, expected[0])
+    assert got.summary["model"]["oob_score"] == expected[1]["oob_score"] is not None
+
+
+def test_missing_values_same_trees_for_any_number_of_ranks():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(500, 4))
+    y = (X[:, 0] - X[:, 1] > 0).astype(float)
+    X[(X[:, 0] > 0.3) & (rng.random(500) < 0.7), 0] = np.nan
+    X[rng.random(500) < 0.2, 3] = np.nan
+    mine = MPI.COMM_WORLD.Get_rank() == 0
+    for options in (dict(model="gbdt", trees=4, max_depth=3, max_bins=16),
+                    dict(model="gbdt", trees=3, max_leaves=7, max_depth=0),
+                    dict(model="forest", trees=3, max_depth=4, min_samples_leaf=2,
+                         max_leaves=9)):
+        comm = MPI.COMM_WORLD
+        expected = (train(comm=MPI.COMM_SELF, X=X, y=y, quiet=True, **options).params
+                    if mine else None)
+        expected = comm.bcast(expected, root=0)
+        got = train(X=X if mine else None, y=y if mine else None, quiet=True, **options)
+        assert_same(got.params, expected)
+        assert expected["missing_left"].any()
 
 
 def test_kmeans_same_centers_for_any_number_of_ranks():

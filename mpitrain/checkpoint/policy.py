@@ -42,9 +42,9 @@ from mpitrain.runtime.preemption import stop_reached
 from mpitrain.strategies.base import Strategy, Unit
 
 # Options a resumed run may change: how long, how it communicates, where it writes.
-MAY_CHANGE = frozenset({"epochs", "rounds", "reduce", "out", "overwrite", "quiet", "resume",
-                        "checkpoint_every", "keep", "stall_timeout", "eval_every", "shard",
-                        "straggler", "tensor_parallel"})
+MAY_CHANGE = frozenset({"epochs", "rounds", "trees", "reduce", "out", "overwrite", "quiet",
+                        "resume", "checkpoint_every", "keep", "stall_timeout", "eval_every",
+                        "shard", "straggler", "tensor_parallel"})
 
 
 @dataclass(kw_only=True)
@@ -327,7 +327,11 @@ def _state_mismatch(checkpoint: Checkpoint, config: TrainConfig,
                 f"{', '.join(sorted(arrays))}); start a new run or resume a matching one")
     for name, want in arrays.items():
         got = checkpoint.arrays[name]
-        if got.shape != want.shape or got.dtype != want.dtype:
+        if strategy.per_unit_arrays:  # rows per unit: only the rest of the shape must fit
+            got_shape, want_shape = got.shape[1:], want.shape[1:]
+        else:
+            got_shape, want_shape = got.shape, want.shape
+        if got_shape != want_shape or got.dtype != want.dtype:
             return (f"{where} holds {name} of shape {got.shape} and type {got.dtype} but "
                     f"this run's model ({strategy.layout.describe()}) needs shape "
                     f"{want.shape} and type "

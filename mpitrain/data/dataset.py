@@ -96,6 +96,7 @@ def load_dataset(
     arrays: Arrays | None = None,
     test_arrays: Arrays | None = None,
     sparse: str = "off",
+    missing: bool = False,
 ) -> Dataset:
     """Collective: load this rank's shards of ``source`` (see the module docstring).
 
@@ -106,7 +107,9 @@ def load_dataset(
     ``test_source`` (pass them on every rank, as ``Arrays(None, None)`` where there are
     none). ``sparse`` (``--sparse``): ``"on"`` keeps libsvm rows as CSR, ``"auto"`` when
     at most :data:`AUTO_DENSITY` of their values are non-zero; sparse rows are not
-    standardised. Any problem, on any rank, raises the same UserError on every rank.
+    standardised. ``missing``: NaN features are missing values, kept (tree models);
+    otherwise an error like every non-finite value. Any problem, on any rank, raises the
+    same UserError on every rank.
     """
     size, rank = comm.Get_size(), comm.Get_rank()
     memory = open_arrays(comm, arrays) if arrays is not None else None
@@ -153,7 +156,7 @@ def load_dataset(
 
     def convert(block: Block, source: Source) -> tuple[np.ndarray | Csr, np.ndarray]:
         X = (values.sparse_features(block, source, width, data_dtype) if keep_sparse
-             else values.features(block, source, width, data_dtype))
+             else values.features(block, source, width, data_dtype, missing=missing))
         y = (
             values.labels(block, source)
             if classification

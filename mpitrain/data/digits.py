@@ -1,4 +1,5 @@
-"""scikit-learn's bundled handwritten digits (1797 rows, 64 features, 10 classes)."""
+"""scikit-learn's bundled data sets: handwritten digits (1797 rows, 64 features, 10
+classes) and iris (150 rows, 4 features, 3 classes)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,29 @@ import numpy as np
 
 from mpitrain.data.base import Block, Source, take_rows
 
+#: Built-in name → (scikit-learn loader, classes).
+BUNDLED = {"digits": ("load_digits", 10), "iris": ("load_iris", 3)}
 
-class DigitsSource(Source):
-    """``--data digits``: small enough that every rank loads it and keeps only its rows."""
 
-    declared_classes = 10
+class BundledSource(Source):
+    """``--data digits`` or ``--data iris``: small enough that every rank loads it and
+    keeps only its rows."""
 
-    def __init__(self, *, option: str) -> None:
-        super().__init__(option, "digits", "'digits'")
+    def __init__(self, name: str, *, option: str) -> None:
+        super().__init__(option, name, f"'{name}'")
+        loader, self.declared_classes = BUNDLED[name]
         try:
-            from sklearn.datasets import load_digits
+            import sklearn.datasets
         except ImportError:
             raise self.error(
-                "'digits' needs scikit-learn, which is not installed "
+                f"'{name}' needs scikit-learn, which is not installed "
                 "(pip install mpitrain[datasets])"
             ) from None
-        X, y = load_digits(return_X_y=True)
+        X, y = getattr(sklearn.datasets, loader)(return_X_y=True)
         self.X = np.ascontiguousarray(X, dtype=np.float64)
         self.y = np.asarray(y, dtype=np.float64)
         self.n_rows, self.n_features = self.X.shape
 
     def read(self, rows: np.ndarray) -> Block:
         return Block(X=take_rows(self.X, rows), y=take_rows(self.y, rows), rows=rows)
+

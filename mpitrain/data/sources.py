@@ -1,6 +1,6 @@
 """Turn a ``--data`` / ``--test-data`` value into a :class:`~mpitrain.data.base.Source`.
 
-``synthetic`` and ``digits`` name the built-in data sets unless a file or directory of
+``synthetic``, ``digits`` and ``iris`` name the built-in data sets unless a file or directory of
 that name exists in the working directory; any other value, and any value with a path
 separator (``./digits``), is a path.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mpitrain.data.base import Source
 from mpitrain.data.binary import NpyDirSource, NpzSource
-from mpitrain.data.digits import DigitsSource
+from mpitrain.data.digits import BundledSource
 from mpitrain.data.files import format_suffix, is_gzip
 from mpitrain.data.hdf5 import Hdf5Source
 from mpitrain.data.libsvm import LibsvmSource
@@ -24,11 +24,11 @@ from mpitrain.data.synthetic import SyntheticSource, SyntheticSpec
 from mpitrain.data.text import CsvSource
 from mpitrain.errors import UserError
 
-BUILTIN = ("synthetic", "digits")
+BUILTIN = ("synthetic", "digits", "iris")
 SUFFIXES = (".npz", ".csv", ".svm", ".libsvm", ".h5", ".hdf5", ".parquet")
 EXPECTED = (
     "expected .npz, .csv, .svm, .libsvm, .h5, .hdf5, .parquet, a directory with X.npy and "
-    "y.npy or .parquet parts, 'synthetic' or 'digits'"
+    "y.npy or .parquet parts, 'synthetic', 'digits' or 'iris'"
 )
 #: Values of --zero-based (libsvm feature indices), as scikit-learn's load_svmlight_file.
 ZERO_BASED = ("auto", "true", "false")
@@ -63,7 +63,7 @@ def open_source(
     read: ReadOptions = ReadOptions(),
     part: tuple[int, int] = (0, 1),
 ) -> Source:
-    """Open a source by name (``synthetic``, ``digits`` if ``builtin``) or by path; an
+    """Open a source by name (``synthetic``, ``digits``, ``iris`` if ``builtin``) or by path; an
     already open source (in-memory arrays) is only checked.
 
     Local (no collectives): raises UserError for a missing, unreadable or malformed source.
@@ -75,7 +75,7 @@ def open_source(
     elif builtin and is_builtin(value) and value == "synthetic":
         source = SyntheticSource(synthetic, task=task, seed=seed, option=option)
     elif builtin and is_builtin(value):
-        source = DigitsSource(option=option)
+        source = BundledSource(value, option=option)
     elif builtin and value in BUILTIN:  # shadowed by a file or directory of that name
         try:
             source = _open_path(value, option=option, read=read, builtin=builtin, part=part)

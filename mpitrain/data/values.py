@@ -21,12 +21,14 @@ CHUNK_ROWS = 4096
 MAX_LABEL = 2**31 - 1
 
 
-def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.ndarray:
+def features(block: Block, source: Source, width: int, dtype: np.dtype, *,
+             missing: bool = False) -> np.ndarray:
     """Local: ``block.X`` as a C-contiguous ``(rows, width)`` array of ``dtype``.
 
     Sparse rows (:class:`~mpitrain.data.csr.Csr`) are made dense; narrower blocks are
     padded with zero columns. Values that are not
-    finite in ``dtype`` (including float32 overflow) raise UserError.
+    finite in ``dtype`` (including float32 overflow) raise UserError, except NaN (a
+    missing value) when ``missing`` (tree models learn where missing values go).
     """
     with np.errstate(over="ignore"):  # overflow becomes inf, reported below
         if isinstance(block.X, Csr):
@@ -37,10 +39,12 @@ def features(block: Block, source: Source, width: int, dtype: np.dtype) -> np.nd
             X = np.zeros((len(block.X), width), dtype=dtype)
             X[:, : block.X.shape[1]] = block.X
     for start in range(0, len(X), CHUNK_ROWS):
-        bad = ~np.isfinite(X[start : start + CHUNK_ROWS]).all(axis=1)
+        chunk = X[start : start + CHUNK_ROWS]
+        bad = ~(np.isfinite(chunk) | (np.isnan(chunk) if missing else False)).all(axis=1)
         if bad.any():
             where = block.where(start + int(np.argmax(bad)))
-            raise source.error(f"{source.quoted} has a non-finite value in {where}")
+            what = "an infinite" if missing else "a non-finite"
+            raise source.error(f"{source.quoted} has {what} value in {where}")
     return X
 
 

@@ -2,9 +2,11 @@
 
 Not gradient models (no flat parameter buffer, no model class): a ``meta_kind`` entry
 (``gbdt`` or ``kmeans``) says which, the arrays are stored by name, readable with
-``allow_pickle=False``. ``gbdt``: trees in heap order (``feature``, ``threshold``,
-``value``: one row per tree; ``column``: the class each tree scores; ``base``: the initial
-scores) and ``loss``. ``forest``: the same arrays, ``value`` (trees, nodes, outputs)
+``allow_pickle=False``. ``gbdt``: trees as node arrays, one row per tree (``feature``,
+``threshold``, ``left``, ``right``, ``missing_left``: where NaN goes, ``value``;
+``column``: the class each tree scores; ``base``: the initial scores) and ``loss``; models
+saved before ``left``/``right`` existed are in heap order (children of ``i``: ``2i + 1``,
+``2i + 2``). ``forest``: the same arrays, ``value`` (trees, nodes, outputs)
 already divided by the number of trees, so the sum is the forest's average (class shares
 or the regression value). ``kmeans``: ``centers`` (k, d); ``predict`` gives a row's cluster.
 """
@@ -45,6 +47,11 @@ class SavedEstimator:
         return self.kind == "kmeans" or self.info.get("loss") == "squared"
 
     @property
+    def missing_values(self) -> bool:
+        """Whether rows may have missing values (NaN): trees learn where they go."""
+        return self.kind != "kmeans"
+
+    @property
     def task(self) -> str:
         return "regression" if self.regression else "classification"
 
@@ -56,9 +63,20 @@ class SavedEstimator:
         """gbdt: the raw scores (n, columns) of standardised rows ``X`` (float64)."""
         base = self.arrays["base"]
         out = np.tile(base, (len(X), 1))
-        predict_trees(X, self.arrays["feature"], self.arrays["threshold"],
-                      self.arrays["value"], self.arrays["column"], out)
+        predict_trees(X, self.routing(), self.arrays["value"], self.arrays["column"], out)
         return out
+
+    def routing(self) -> tuple[np.ndarray, ...]:
+        """(feature, threshold, left, right, missing_left) of every tree; heap order for
+        models saved without children (NaN then went right)."""
+        arrays = self.arrays
+        feature = arrays["feature"]
+        if "left" in arrays:
+            return (feature, arrays["threshold"], arrays["left"], arrays["right"],
+                    arrays["missing_left"])
+        heap = np.broadcast_to(np.arange(feature.shape[1], dtype=np.int32), feature.shape)
+        return (feature, arrays["threshold"], np.ascontiguousarray(2 * heap + 1),
+                np.ascontiguousarray(2 * heap + 2), np.zeros(feature.shape, np.int8))
 
     def outputs(self, X: np.ndarray) -> np.ndarray:
         """What ``predict`` returns before class names: cluster, class or value."""

@@ -184,7 +184,8 @@ def _predict_block(source: Source, saved: SavedModel, start: int, stop: int,
             raise UserError(f"--data: {source.quoted} has rows with {block.X.shape[1]} "
                             f"features but the model was trained on {width}")
         X = (sparse_features(block, source, width, saved.dtype) if isinstance(block.X, Csr)
-             else features(block, source, width, saved.dtype))
+             else features(block, source, width, saved.dtype,
+                           missing=getattr(saved, "missing_values", False)))
         try:
             columns = [_texts(predict(saved, X))]
             if proba:

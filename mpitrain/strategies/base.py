@@ -57,6 +57,9 @@ class Strategy(ABC):
     unit_name: ClassVar[str]  # what one unit is: "step", "round"
     period_name: ClassVar[str]  # what one metrics line covers: "epoch", "round"
     length_option: ClassVar[str]  # the config field giving the number of periods
+    #: checkpointed arrays with one row per unit (trees): a resumed run with a larger
+    #: length_option may hold more rows than the checkpoint (restore copies the first ones)
+    per_unit_arrays: ClassVar[bool] = False
     options: ClassVar[Collection[str]] = ()  # mode-only options it honours (config.MODE_ONLY)
 
     comm: MPI.Comm

@@ -18,9 +18,9 @@ import numpy as np
 
 from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
 from ..errors import agree
-from ..kernels.trees import LOSSES, add_tree_codes, gradients, row_losses
+from ..kernels.trees import LOSSES, gradients, row_losses
 from ..models.layout import Layout
-from ..trees.grow import GrowOptions, Tree, grow_trees
+from ..trees.grow import grow_trees
 from .base import StopRequested, Unit
 from .estimator import TreeEnsembleStrategy
 
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
     from ..config import TrainConfig
     from ..data import Dataset
-
-TREE_ARRAYS = ("feature", "code", "threshold", "value")
-
 
 def loss_name(config: TrainConfig, n_classes: int) -> str:
     """``--loss`` resolved: auto means logistic for two classes, softmax for more."""
@@ -61,16 +58,11 @@ class BoostingStrategy(TreeEnsembleStrategy):
         self.y = np.ascontiguousarray(train.y, dtype=np.float64)
         self.test_y = np.ascontiguousarray(test.y, dtype=np.float64)
         self.columns = dataset.n_classes if loss == "softmax" else 1
-        self.options = GrowOptions(max_depth=config.max_depth, l2=config.l2,
-                                   min_child_weight=config.min_child_weight,
-                                   min_samples_leaf=config.min_samples_leaf, lr=config.lr,
-                                   algorithm=config.reduce)
+        self.options = self.grow_options(config)
         self.base = self._base_scores()
-        nodes = 2 ** (config.max_depth + 1) - 1
+        nodes = self.options.nodes
         count = config.trees * self.columns
-        self.trees = {"feature": np.full((count, nodes), -1, np.int32),
-                      "code": np.zeros((count, nodes), np.int32),
-                      "threshold": np.zeros((count, nodes)), "value": np.zeros((count, nodes))}
+        self.trees = self.empty_trees(count, nodes, None)
         self.layout = Layout.of({"value": (count, nodes)})
         self.done = 0  # rounds in the model
         self.best_loss, self.best_round, self.finished = np.inf, 0, False
@@ -103,9 +95,8 @@ class BoostingStrategy(TreeEnsembleStrategy):
     def _add_round(self, r: int) -> None:
         for c in range(self.columns):
             t = r * self.columns + c
-            args = (self.trees["feature"][t], self.trees["code"][t], self.trees["value"][t])
-            add_tree_codes(self.codes, *args, self.raw, c)
-            add_tree_codes(self.test_codes, *args, self.test_raw, c)
+            self.add_tree(self.codes, t, self.trees["value"][t], self.raw, c)
+            self.add_tree(self.test_codes, t, self.trees["value"][t], self.test_raw, c)
 
     # -- the loop's hooks -------------------------------------------------------------------
     @property
@@ -135,16 +126,11 @@ class BoostingStrategy(TreeEnsembleStrategy):
 
     def apply(self, unit: Unit) -> None:
         for c, tree in enumerate(self.grown):
-            self._store(unit.index * self.columns + c, tree)
+            t = unit.index * self.columns + c
+            self.store_tree(t, tree)
             self.raw[:, c] += tree.value[self.leaves[c], 0]
-            add_tree_codes(self.test_codes, tree.feature, tree.code, tree.value[:, 0],
-                           self.test_raw, c)
+            self.add_tree(self.test_codes, t, self.trees["value"][t], self.test_raw, c)
         self.done = unit.index + 1
-
-    def _store(self, t: int, tree: Tree) -> None:
-        for name in TREE_ARRAYS:
-            value = getattr(tree, name)
-            self.trees[name][t] = value[:, 0] if value.ndim == 2 else value
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
         train, test = self.dataset.train, self.dataset.test
@@ -176,8 +162,7 @@ class BoostingStrategy(TreeEnsembleStrategy):
                  "finished": self.finished})
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        for name in TREE_ARRAYS:
-            self.trees[name][...] = arrays[name]
+        self.restore_trees(arrays)
         self.done = int(meta["rounds_done"])
         best = meta["best_loss"]
         self.best_loss = np.inf if best is None else float(best)
@@ -191,7 +176,7 @@ class BoostingStrategy(TreeEnsembleStrategy):
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         count = self.kept_rounds() * self.columns
-        arrays = {name: self.trees[name][:count] for name in ("feature", "threshold")}
+        arrays = self.saved_trees(count)
         arrays["value"] = self.trees["value"][:count, :, None]  # one output per tree
         arrays["column"] = np.tile(np.arange(self.columns, dtype=np.int64),
                                    self.kept_rounds())
@@ -201,7 +186,4 @@ class BoostingStrategy(TreeEnsembleStrategy):
     def describe(self) -> dict[str, Any]:
         return {"name": "gbdt", "loss": self.loss, "rounds": self.kept_rounds(),
                 "trees": self.kept_rounds() * self.columns, "max_depth": self.config.max_depth,
-                "bins": self.n_bins}
-
-    def summary(self) -> dict[str, Any]:
-        return {"model": self.describe()}
+                "max_leaves": self.config.max_leaves, "bins": self.n_bins}

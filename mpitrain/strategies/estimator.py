@@ -10,6 +10,7 @@ model (saved as model.npz by :mod:`mpitrain.models.estimators`).
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..errors import UserError
+from ..kernels.trees import add_tree_codes
 from ..models.estimators import SavedEstimator
 from ..trees.binning import agree_bins
+from ..trees.grow import TREE_ARRAYS, GrowOptions, Tree
 from .base import Strategy, Unit
 
 if TYPE_CHECKING:
@@ -55,6 +58,8 @@ class EstimatorStrategy(Strategy):
             if value != FIELDS[name].default:
                 raise UserError(f"--{flag(name)} {value} applies to gradient models; "
                                 f"--model {cls.kind} trains its own way (drop --{flag(name)})")
+        if config.oob_score and cls.kind != "forest":
+            raise UserError(f"--oob-score applies to --model forest (got --model {cls.kind})")
 
     @classmethod
     def kernels(cls, config: TrainConfig, *, ranks: int) -> frozenset[str]:
@@ -101,18 +106,73 @@ class TreeEnsembleStrategy(EstimatorStrategy):
     unit_name: ClassVar[str] = "tree"
     period_name: ClassVar[str] = "tree"
     length_option: ClassVar[str] = "trees"
+    trees: dict[str, np.ndarray]  # every tree's arrays (TREE_ARRAYS), one row per tree
+    per_unit_arrays: ClassVar[bool] = True  # --trees may grow on resume
+
+    def restore_trees(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy checkpointed trees into :attr:`trees` (which may have room for more
+        trees than the checkpointed run asked for: ``--trees`` grew)."""
+        for name, value in self.trees.items():
+            rows = min(len(value), len(arrays[name]))
+            value[:rows] = arrays[name][:rows]
 
     @classmethod
     def data_options(cls, config: TrainConfig) -> dict[str, Any]:
         task = "regression" if config.loss == "squared" else "classification"
-        return {"task": task, "standardize": False}
+        return {"task": task, "standardize": False, "missing": True}
 
     def bin_data(self, config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> None:
         """Collective: ``bins`` (agreed edges), ``n_bins`` (histogram width), ``codes`` and
         ``test_codes`` (this rank's binned rows)."""
+        started = time.perf_counter()
         train = dataset.train
         self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
                                seed=config.seed, max_bins=config.max_bins)
-        self.n_bins = int(np.diff(self.bins.offsets).max(initial=0)) + 1  # codes 0..edges
+        self.n_bins = self.bins.n_bins  # codes of present values; NaN is bins.missing
         self.codes = self.bins.codes(train.X)
         self.test_codes = self.bins.codes(dataset.test.X)
+        self.binning_seconds = time.perf_counter() - started
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.describe(), "binning_seconds": self.binning_seconds}
+
+    @staticmethod
+    def grow_options(config: TrainConfig, **fixed: Any) -> GrowOptions:
+        """The tree shape options of ``config`` (``fixed`` overrides some)."""
+        values = dict(max_depth=config.max_depth, max_leaves=config.max_leaves,
+                      l2=config.l2, min_child_weight=config.min_child_weight,
+                      min_samples_leaf=config.min_samples_leaf, lr=config.lr,
+                      algorithm=config.reduce)
+        return GrowOptions(**{**values, **fixed})
+
+    @staticmethod
+    def empty_trees(count: int, nodes: int, outputs: int | None) -> dict[str, np.ndarray]:
+        """Room for ``count`` trees of ``nodes`` nodes (``value`` (count, nodes) when
+        ``outputs`` is None, else (count, nodes, outputs))."""
+        empty = Tree.empty(nodes, outputs or 1)
+        trees = {name: np.repeat(getattr(empty, name)[None], count, axis=0)
+                 for name in TREE_ARRAYS}
+        if outputs is None:
+            trees["value"] = trees["value"][..., 0].copy()
+        return trees
+
+    def add_tree(self, codes: np.ndarray, t: int, value: np.ndarray, out: np.ndarray,
+                 column: int) -> None:
+        """``out[:, column] +=`` the leaf ``value`` (per node) of stored tree ``t`` that each
+        binned row of ``codes`` falls into."""
+        routing = tuple(self.trees[name][t]
+                        for name in ("feature", "code", "left", "right", "missing_left"))
+        add_tree_codes(codes, routing, self.bins.missing, np.ascontiguousarray(value),
+                       out, column)
+
+    def store_tree(self, t: int, tree: Tree) -> None:
+        """Keep ``tree`` as stored tree ``t``."""
+        for name in TREE_ARRAYS:
+            value = getattr(tree, name)
+            target = self.trees[name]
+            target[t] = value[:, 0] if value.ndim > target.ndim - 1 else value
+
+    def saved_trees(self, count: int) -> dict[str, np.ndarray]:
+        """What model.npz keeps of the first ``count`` trees (routing on raw values)."""
+        return {name: self.trees[name][:count]
+                for name in ("feature", "threshold", "left", "right", "missing_left")}

@@ -8,7 +8,9 @@ so the summed gain is the Gini decrease; the value for a regressor: variance dec
 ``reduce`` grows the tree level by level with one allreduce of fixed-point histograms per
 level (:mod:`mpitrain.trees.grow`), each node splitting on ``--max-features`` features
 drawn with a generator keyed by (seed, tree, node). Leaves hold class shares (or means);
-the forest averages them.
+the forest averages them. ``--oob-score``: each training row is also scored by the trees
+whose bootstrap gave it weight 0 (accuracy of the summed class shares, or R² of the mean,
+over the rows some tree left out, as scikit-learn's ``oob_score_``), from exact sums.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
-from ..kernels.trees import add_tree_codes, keyed_uniform, poisson_weights
+from ..kernels.trees import keyed_uniform, poisson_weights
 from ..models.layout import Layout
-from ..trees.grow import GrowOptions, grow_trees
+from ..trees.grow import grow_trees
 from .base import StopRequested, Unit
 from .estimator import TreeEnsembleStrategy
 
@@ -63,16 +65,12 @@ class ForestStrategy(TreeEnsembleStrategy):
         self.bin_data(config, dataset, comm)
         self.targets = self._targets(train.y)
         self.max_features = features_per_node(config, dataset.n_features, self.classify)
-        self.options = GrowOptions(max_depth=config.max_depth, l2=0.0,
-                                   min_child_weight=config.min_child_weight,
-                                   min_samples_leaf=config.min_samples_leaf, lr=-1.0,
-                                   algorithm=config.reduce)
-        nodes, t, m = 2 ** (config.max_depth + 1) - 1, config.trees, self.outputs
-        self.trees = {"feature": np.full((t, nodes), -1, np.int32),
-                      "code": np.zeros((t, nodes), np.int32),
-                      "threshold": np.zeros((t, nodes)), "value": np.zeros((t, nodes, m))}
+        self.options = self.grow_options(config, l2=0.0, lr=-1.0)
+        nodes, t, m = self.options.nodes, config.trees, self.outputs
+        self.trees = self.empty_trees(t, nodes, m)
         self.layout = Layout.of({"value": (t, nodes, m)})
         self.done = 0
+        self.oob_score: float | None = None
         self._reset_sums()
 
     @property
@@ -91,15 +89,36 @@ class ForestStrategy(TreeEnsembleStrategy):
         """Sums over the trees so far of the leaf values of every train and test row."""
         self.sums = np.zeros((len(self.codes), self.outputs))
         self.test_sums = np.zeros((len(self.test_codes), self.outputs))
+        self.oob_sums = np.zeros((len(self.codes), self.outputs))
+        self.oob_counts = np.zeros(len(self.codes))
         for t in range(self.done):
             self._add_tree(t)
+            if self.config.oob_score:
+                self._add_out_of_bag(t, self._bootstrap(t))
+
+    def _bootstrap(self, t: int) -> np.ndarray:
+        """This rank's rows' Poisson(1) weights for tree ``t``, keyed by global row."""
+        uniform = np.empty(len(self.codes))
+        keyed_uniform(self.config.seed, BOOTSTRAP_STREAM + t, self.dataset.train.start,
+                      uniform)
+        weights = np.empty(len(self.codes))
+        poisson_weights(uniform, weights)
+        return weights
+
+    def _add_out_of_bag(self, t: int, weights: np.ndarray) -> None:
+        """Add tree ``t``'s leaf values to the out-of-bag sums of the rows it left out."""
+        out = weights == 0
+        leaf = np.zeros((len(self.codes), self.outputs))
+        for c in range(self.outputs):
+            self.add_tree(self.codes, t, self.trees["value"][t][:, c], leaf, c)
+        self.oob_sums[out] += leaf[out]
+        self.oob_counts[out] += 1
 
     def _add_tree(self, t: int) -> None:
-        feature, code, value = (self.trees[name][t] for name in ("feature", "code", "value"))
+        value = self.trees["value"][t]
         for c in range(self.outputs):
-            leaf = np.ascontiguousarray(value[:, c])
-            add_tree_codes(self.codes, feature, code, leaf, self.sums, c)
-            add_tree_codes(self.test_codes, feature, code, leaf, self.test_sums, c)
+            self.add_tree(self.codes, t, value[:, c], self.sums, c)
+            self.add_tree(self.test_codes, t, value[:, c], self.test_sums, c)
 
     # -- the loop's hooks -------------------------------------------------------------------
     @property
@@ -107,11 +126,7 @@ class ForestStrategy(TreeEnsembleStrategy):
         return self.config.trees
 
     def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
-        train = self.dataset.train
-        uniform = np.empty(len(self.codes))
-        keyed_uniform(self.config.seed, BOOTSTRAP_STREAM + unit.index, train.start, uniform)
-        self.weights = np.empty(len(self.codes))
-        poisson_weights(uniform, self.weights)
+        self.weights = self._bootstrap(unit.index)
         # leaf value = -lr * G / H with lr = -1: the weighted mean of the targets
         self.grad = self.targets * self.weights[:, None]
         message = np.zeros(self.outputs + 2)
@@ -140,9 +155,10 @@ class ForestStrategy(TreeEnsembleStrategy):
         return bool(top[-1] > 0)
 
     def apply(self, unit: Unit) -> None:
-        for name in ("feature", "code", "threshold", "value"):
-            self.trees[name][unit.index] = getattr(self.grown, name)
+        self.store_tree(unit.index, self.grown)
         self._add_tree(unit.index)
+        if self.config.oob_score:
+            self._add_out_of_bag(unit.index, self.weights)
         self.done = unit.index + 1
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
@@ -160,8 +176,31 @@ class ForestStrategy(TreeEnsembleStrategy):
                 name = "loss"
             metrics[f"{split}_{name}"] = float(
                 exact_column_sums(self.comm, score[:, None], rows)[0] / rows)
+        if self.config.oob_score:
+            metrics["oob_score"] = self.oob_score = self._out_of_bag_score()
         metrics["samples"] = train.n_total
         return metrics
+
+    def _out_of_bag_score(self) -> float | None:
+        """Collective: accuracy (classifier) or R² (regressor) of the out-of-bag
+        predictions over the rows some tree left out; None while there are none."""
+        y, rows = self.dataset.train.y, self.dataset.train.n_total
+        seen = self.oob_counts > 0
+        if self.classify:
+            hit = seen & (np.argmax(self.oob_sums, axis=1) == y)
+            total = exact_column_sums(self.comm, np.column_stack([seen, hit]).astype(float),
+                                      rows)
+            return None if total[0] == 0 else float(total[1] / total[0])
+        y = np.asarray(y, dtype=np.float64)
+        mean = np.divide(self.oob_sums[:, 0], self.oob_counts, out=np.zeros(len(y)),
+                         where=seen)
+        first = exact_column_sums(self.comm, np.column_stack([seen, seen * y]), rows)
+        if first[0] == 0:
+            return None
+        centre = first[1] / first[0]
+        second = exact_column_sums(self.comm, np.column_stack(
+            [seen * np.square(mean - y), seen * np.square(y - centre)]), rows)
+        return float(1.0 - second[0] / second[1]) if second[1] > 0 else None
 
     # -- checkpoints and outputs ------------------------------------------------------------
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -169,15 +208,13 @@ class ForestStrategy(TreeEnsembleStrategy):
                 {"trees_done": self.done})
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        for name, value in self.trees.items():
-            value[...] = arrays[name]
+        self.restore_trees(arrays)
         self.done = int(meta["trees_done"])
         self._reset_sums()
 
     def model_arrays(self) -> dict[str, np.ndarray]:
         done = max(self.done, 1)
-        return {"feature": self.trees["feature"][:self.done],
-                "threshold": self.trees["threshold"][:self.done],
+        return {**self.saved_trees(self.done),
                 "value": self.trees["value"][:self.done] / done,  # the forest averages
                 "column": np.zeros(self.done, dtype=np.int64),
                 "base": np.zeros(self.outputs)}
@@ -185,7 +222,6 @@ class ForestStrategy(TreeEnsembleStrategy):
     def describe(self) -> dict[str, Any]:
         return {"name": "forest", "loss": "squared" if not self.classify else "gini",
                 "trees": self.done, "max_depth": self.config.max_depth,
-                "max_features": self.max_features, "bins": self.n_bins}
-
-    def summary(self) -> dict[str, Any]:
-        return {"model": self.describe()}
+                "max_leaves": self.config.max_leaves,
+                "max_features": self.max_features, "bins": self.n_bins,
+                **({"oob_score": self.oob_score} if self.config.oob_score else {})}

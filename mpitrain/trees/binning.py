@@ -4,7 +4,8 @@ The sample is the rows whose keyed uniform number (seed, global row) falls below
 ``SAMPLE_ROWS / rows``, so it is the same set of rows for any number of ranks; every rank
 gathers it (rank order is global row order) and computes the same edges: midpoints between
 the distinct values when there are at most ``max_bins`` of them, else midpoints at
-``max_bins`` quantiles (scikit-learn's HistGradientBoosting rule). Codes are uint8.
+``max_bins`` quantiles (scikit-learn's HistGradientBoosting rule), NaN left out. Codes are
+uint8; a missing value gets its own code above every feature's (:attr:`Bins.missing`).
 """
 
 from __future__ import annotations
@@ -29,19 +30,34 @@ class Bins:
     edges: np.ndarray  # float64, sorted per feature
     offsets: np.ndarray  # int64 (d + 1,)
 
+    @property
+    def n_bins(self) -> int:
+        """Codes of present values: ``0 .. n_bins - 1`` (the widest feature's)."""
+        return int(np.diff(self.offsets).max(initial=0)) + 1
+
+    @property
+    def missing(self) -> int:
+        """The code of a missing value (NaN): ``n_bins``, above every feature's codes, so
+        histograms are ``n_bins + 1`` wide and the last bin counts the missing values."""
+        return self.n_bins
+
     def feature_edges(self, j: int) -> np.ndarray:
         return self.edges[self.offsets[j]:self.offsets[j + 1]]
 
     def codes(self, X: np.ndarray) -> np.ndarray:
-        """The uint8 codes of the rows of ``X``."""
+        """The uint8 codes of the rows of ``X`` (NaN: :attr:`missing`)."""
         out = np.empty(X.shape, dtype=np.uint8)
         if X.size:
-            bin_rows(np.ascontiguousarray(X), self.edges, self.offsets, out)
+            bin_rows(np.ascontiguousarray(X), self.edges, self.offsets, self.missing, out)
         return out
 
 
 def feature_edges(values: np.ndarray, max_bins: int) -> np.ndarray:
-    """Edges (at most ``max_bins - 1``) splitting ``values`` into at most ``max_bins`` bins."""
+    """Edges (at most ``max_bins - 1``) splitting the present (not NaN) ``values`` into at
+    most ``max_bins`` bins."""
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return np.empty(0)
     distinct = np.unique(values)
     if len(distinct) <= max_bins:
         return (distinct[:-1] + distinct[1:]) / 2.0

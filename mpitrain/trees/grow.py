@@ -1,13 +1,26 @@
-"""Level-wise growth of regression trees on gradient histograms, one collective per level.
+"""Growth of regression trees on gradient histograms, one collective per growth step.
 
-Each level, every rank builds the histograms of the nodes that need one over its own rows
-(only the smaller child of each split: the larger is its parent's histogram minus the
-smaller's, "histogram subtraction"), all of them in one message, summed with one
-allreduce. Gradients travel as fixed-point integers in float64
-(:mod:`mpitrain.collectives.fixed`), so the sums, the splits and the leaf values are the
-same bits for any number of ranks. The ``k`` trees of a boosting round (one per class)
-grow side by side in the same messages. Split rule and leaf values as XGBoost/LightGBM:
-``gain = GL²/(HL+λ) + GR²/(HR+λ) − G²/(H+λ)``, leaf ``−lr·G/(H+λ)``.
+Two growth orders, the same machinery:
+
+- level-wise (``max_leaves == 0``, XGBoost's default): every step splits every leaf of the
+  deepest level that gains, so one step per level;
+- best-first (``max_leaves > 0``, LightGBM's leaf-wise growth): every step splits the one
+  leaf whose best split gains most (ties: the lowest node), until ``max_leaves`` leaves
+  (and ``max_depth`` levels, when it is not 0).
+
+Each step, every rank builds the histograms of the new children over its own rows (only
+the smaller child of each split: the larger is its parent's histogram minus the smaller's,
+"histogram subtraction"), all of them in one message, summed with ONE allreduce: one
+collective per level (level-wise) or per split (best-first). Gradients travel as
+fixed-point integers in float64 (:mod:`mpitrain.collectives.fixed`), so the sums, the
+splits and the leaf values are the same bits for any number of ranks. The ``k`` trees of
+a boosting round (one per class) grow side by side in the same messages.
+
+Split rule and leaf values as XGBoost/LightGBM: ``gain = GL²/(HL+λ) + GR²/(HR+λ) −
+G²/(H+λ)``, leaf ``−lr·G/(H+λ)``. Missing values (NaN, the last histogram bin) go to the
+side that gains more, as in LightGBM and scikit-learn's HistGradientBoosting; a split
+whose node saw no missing value sends them to the child with more rows (scikit-learn's
+rule).
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.collectives import allreduce
+from mpitrain.kernels.trees import best_split as split_kernel
 from mpitrain.kernels.trees import descend, histograms, quantize
 
 from .binning import Bins
@@ -26,35 +40,85 @@ from .binning import Bins
 
 @dataclass(frozen=True, kw_only=True)
 class GrowOptions:
-    """How trees grow: ``max_depth`` levels of splits; a child needs ``min_samples_leaf``
-    rows and ``min_child_weight`` hessian; ``l2`` regularises leaves; ``lr`` scales them."""
+    """How trees grow: at most ``max_depth`` levels of splits (0: no limit, only with
+    ``max_leaves``) and ``max_leaves`` leaves grown best-first (0: level-wise); a child
+    needs ``min_samples_leaf`` rows and ``min_child_weight`` hessian; ``l2`` regularises
+    leaves; ``lr`` scales them."""
 
     max_depth: int
     l2: float
     min_child_weight: float
     min_samples_leaf: int
     lr: float
+    max_leaves: int = 0
     algorithm: str = "auto"
+
+    @property
+    def nodes(self) -> int:
+        """Most nodes a tree can have (the length of its arrays)."""
+        by_depth = 2 ** (self.max_depth + 1) - 1 if self.max_depth else None
+        if not self.max_leaves:
+            assert by_depth is not None
+            return by_depth
+        by_leaves = 2 * self.max_leaves - 1
+        return by_leaves if by_depth is None else min(by_depth, by_leaves)
+
+
+#: The arrays a tree is made of, in the order the kernels take them.
+TREE_ARRAYS = ("feature", "code", "threshold", "left", "right", "missing_left", "value")
 
 
 @dataclass
 class Tree:
-    """One tree in heap order (children of ``i``: ``2i+1``, ``2i+2``); ``feature < 0``
-    marks a leaf (or an unused slot)."""
+    """One tree as arrays indexed by node (the root is 0; nodes are numbered in the order
+    they are made); ``feature < 0`` marks a leaf (or an unused slot)."""
 
     feature: np.ndarray  # int32
     code: np.ndarray  # int32: rows with code <= code[i] go left
     threshold: np.ndarray  # float64: raw values <= threshold go left
+    left: np.ndarray  # int32: children
+    right: np.ndarray  # int32
+    missing_left: np.ndarray  # int8: 1 when missing values (NaN) go left
     value: np.ndarray  # float64 (nodes, outputs): leaf values
 
     @classmethod
-    def empty(cls, max_depth: int, outputs: int = 1) -> Tree:
-        nodes = 2 ** (max_depth + 1) - 1
+    def empty(cls, nodes: int, outputs: int = 1) -> Tree:
         return cls(feature=np.full(nodes, -1, np.int32), code=np.zeros(nodes, np.int32),
-                   threshold=np.zeros(nodes), value=np.zeros((nodes, outputs)))
+                   threshold=np.zeros(nodes), left=np.zeros(nodes, np.int32),
+                   right=np.zeros(nodes, np.int32), missing_left=np.zeros(nodes, np.int8),
+                   value=np.zeros((nodes, outputs)))
+
+    def routing(self) -> tuple[np.ndarray, ...]:
+        """What the binned-row kernels walk: (feature, code, left, right, missing_left)."""
+        return self.feature, self.code, self.left, self.right, self.missing_left
+
+
+@dataclass(frozen=True)
+class Split:
+    """The best split of a leaf: its gain, feature, code, whether missing values go left,
+    and the left child's fixed-point stats (G..., H, count)."""
+
+    gain: float
+    feature: int
+    code: int
+    missing_left: bool
+    left: np.ndarray
 
 
 FeatureMask = Callable[[int, int], "np.ndarray | None"]
+
+
+@dataclass
+class _Growing:
+    """One tree while it grows: its nodes' stats, depths, histograms and open splits."""
+
+    tree: Tree
+    stats: np.ndarray  # (nodes, m + 2) fixed point: G..., H, count
+    depth: np.ndarray  # (nodes,)
+    used: int = 1  # nodes made
+    leaves: int = 1
+    hists: dict[int, np.ndarray] | None = None
+    candidates: dict[int, Split] | None = None  # leaves that may split: their best split
 
 
 def grow_trees(comm: MPI.Comm, *, codes: np.ndarray, grad: np.ndarray, hess: np.ndarray,
@@ -65,32 +129,30 @@ def grow_trees(comm: MPI.Comm, *, codes: np.ndarray, grad: np.ndarray, hess: np.
     rank's. Tree ``c`` fits the gradient columns ``c*outputs ... (c+1)*outputs - 1`` of
     ``grad`` (n, k*outputs; several outputs share one structure, the gains summed) and the
     hessian column ``c`` of ``hess`` (n, k). ``scales``: the fixed-point scales of the
-    gradient and hessian columns (agreed by the caller). ``counts``: row weights counted
-    against ``min_samples_leaf`` (0 leaves a row out; None: 1 each). ``features(c, node)``:
-    a boolean mask of the features that node may split on (None: all). Returns the trees
+    gradient and hessian columns (agreed by the caller). ``n_bins``: codes of present
+    values (``bins.missing`` is the code of NaN). ``counts``: row weights counted against
+    ``min_samples_leaf`` (0 leaves a row out; None: 1 each). ``features(c, node)``: a
+    boolean mask of the features that node may split on (None: all). Returns the trees
     and each row's leaf per tree (k, n)."""
     n, k = hess.shape
     m = outputs
     d = codes.shape[1]
+    width = n_bins + 1  # the last bin holds the missing values
     counts = np.ones(n) if counts is None else np.ascontiguousarray(counts, np.float64)
-    trees = [Tree.empty(options.max_depth, m) for _ in range(k)]
-    nodes = len(trees[0].feature)
+    nodes = options.nodes
+    grown = [_Growing(Tree.empty(nodes, m), np.zeros((nodes, m + 2)), np.zeros(nodes, np.int64),
+                      hists={}, candidates={}) for _ in range(k)]
     node_of_row = np.zeros((k, n), dtype=np.int64)
     gq, hq = np.empty((k * m, n)), np.empty((k, n))
     for col in range(k * m):
         quantize(np.ascontiguousarray(grad[:, col]), float(scales[0][col]), gq[col])
     for c in range(k):
         quantize(np.ascontiguousarray(hess[:, c]), float(scales[1][c]), hq[c])
-    # per tree: node → (G..., H, count) as fixed-point sums; node → its histogram
-    stats = np.zeros((k, nodes, m + 2))
-    hists: list[dict[int, np.ndarray]] = [{} for _ in range(k)]
     build: list[list[int]] = [[0] for _ in range(k)]  # nodes whose histogram is built here
     derive: list[list[tuple[int, int, int]]] = [[] for _ in range(k)]  # (node, parent, sibling)
-    for depth in range(options.max_depth):
+    while any(build):
         slots = [(c, node) for c in range(k) for node in build[c]]
-        if not slots and not any(derive):
-            break
-        message = np.zeros((max(len(slots), 1), d, n_bins, m + 2))
+        message = np.zeros((len(slots), d, width, m + 2))
         slot_of_node = np.full((k, nodes), -1, dtype=np.int64)
         for slot, (c, node) in enumerate(slots):
             slot_of_node[c, node] = slot
@@ -99,78 +161,110 @@ def grow_trees(comm: MPI.Comm, *, codes: np.ndarray, grad: np.ndarray, hess: np.
                 histograms(codes, node_of_row[c], slot_of_node[c], gq[c * m:(c + 1) * m],
                            hq[c], counts, message)
         allreduce(message, comm, algorithm=options.algorithm)
-        level: list[list[int]] = [[] for _ in range(k)]
-        for slot, (c, node) in enumerate(slots):
-            hists[c][node] = message[slot]
-            level[c].append(node)
-        next_build: list[list[int]] = [[] for _ in range(k)]
-        next_derive: list[list[tuple[int, int, int]]] = [[] for _ in range(k)]
-        for c in range(k):
+        for c, g in enumerate(grown):
+            assert g.hists is not None and g.candidates is not None
+            new = []
+            for slot, (cc, node) in enumerate(slots):
+                if cc == c:
+                    g.hists[node] = message[slot]
+                    new.append(node)
             for node, parent, sibling in derive[c]:
-                hists[c][node] = hists[c][parent] - hists[c][sibling]
-                level[c].append(node)
-            if depth == 0:
-                stats[c, 0] = hists[c][0][0].sum(axis=0)
-            tree = trees[c]
+                g.hists[node] = g.hists.pop(parent) - g.hists[sibling]
+                new.append(node)
+            if 0 in new:
+                g.stats[0] = g.hists[0][0].sum(axis=0)
             tree_scales = (scales[0][c * m:(c + 1) * m], float(scales[1][c]))
-            for node in sorted(level[c]):
+            for node in sorted(new):
                 allowed = None if features is None else features(c, node)
-                split = _best_split(hists[c][node], stats[c, node], bins, tree_scales,
-                                    options, allowed)
-                if split is None:
-                    continue
-                feature, code, left = split
-                tree.feature[node] = feature
-                tree.code[node] = code
-                tree.threshold[node] = bins.feature_edges(feature)[code]
-                lc, rc = 2 * node + 1, 2 * node + 2
-                stats[c, lc] = left
-                stats[c, rc] = stats[c, node] - left
-                if depth + 1 < options.max_depth:
-                    small, large = (lc, rc) if left[-1] <= stats[c, rc, -1] else (rc, lc)
-                    next_build[c].append(small)
-                    next_derive[c].append((large, node, small))
-            descend(codes, node_of_row[c], tree.feature, tree.code)
-            hists[c] = {parent: hists[c][parent] for _, parent, _ in next_derive[c]}
-        build, derive = next_build, next_derive
-    for c in range(k):
-        tree = trees[c]
-        g = stats[c, :, :m] / scales[0][c * m:(c + 1) * m]
-        h = stats[c, :, m] / float(scales[1][c])
-        leaves = (tree.feature < 0) & (stats[c, :, m + 1] > 0)
-        tree.value[leaves] = -options.lr * g[leaves] / (h[leaves] + options.l2)[:, None]
-    return trees, node_of_row
+                split = best_split(g.hists[node], g.stats[node], bins, tree_scales, options,
+                                   allowed)
+                if split is not None:
+                    g.candidates[node] = split
+            # keep the histograms of the leaves that may split (to derive a child from)
+            g.hists = {node: g.hists[node] for node in g.candidates}
+        build, derive = _split_leaves(grown, options, bins)
+        for c, g in enumerate(grown):
+            descend(codes, node_of_row[c], g.tree.routing(), bins.missing)
+    for c, g in enumerate(grown):
+        tree, stats = g.tree, g.stats
+        gs = stats[:, :m] / scales[0][c * m:(c + 1) * m]
+        h = stats[:, m] / float(scales[1][c])
+        leaves = (tree.feature < 0) & (stats[:, m + 1] > 0)
+        tree.value[leaves] = -options.lr * gs[leaves] / (h[leaves] + options.l2)[:, None]
+    return [g.tree for g in grown], node_of_row
 
 
-def _best_split(hist: np.ndarray, total: np.ndarray, bins: Bins,
-                scales: tuple[np.ndarray, float], options: GrowOptions,
-                allowed: np.ndarray | None) -> tuple[int, int, np.ndarray] | None:
-    """The best (feature, code, left fixed-point stats) of a node, or None (no split
-    gains or satisfies the child constraints). Gains of several outputs add up. Ties: the
-    lowest feature, then code."""
+def _split_leaves(grown: list[_Growing], options: GrowOptions,
+                  bins: Bins) -> tuple[list[list[int]], list[list[tuple[int, int, int]]]]:
+    """Split the leaves this step splits (every candidate level-wise, the best one
+    best-first) and say which children to build and which to derive next step."""
+    build: list[list[int]] = [[] for _ in grown]
+    derive: list[list[tuple[int, int, int]]] = [[] for _ in grown]
+    for c, g in enumerate(grown):
+        assert g.candidates is not None
+        if options.max_leaves:
+            if g.leaves >= options.max_leaves or not g.candidates:
+                continue
+            best = max(g.candidates, key=lambda node: (g.candidates[node].gain, -node))
+            chosen = [best]
+        else:
+            chosen = sorted(g.candidates)
+        for node in chosen:
+            split = g.candidates.pop(node)
+            lc, rc = _apply(g, node, split, bins)
+            room = (not options.max_depth or g.depth[lc] < options.max_depth) and (
+                not options.max_leaves or g.leaves < options.max_leaves)
+            if room:
+                small, large = ((lc, rc) if g.stats[lc, -1] <= g.stats[rc, -1] else (rc, lc))
+                build[c].append(small)
+                derive[c].append((large, node, small))
+        if not options.max_leaves:
+            g.candidates.clear()  # level-wise: a leaf that did not split now never will
+    return build, derive
+
+
+def _apply(g: _Growing, node: int, split: Split, bins: Bins) -> tuple[int, int]:
+    """Make ``node`` a split with two new leaf children; their numbers."""
+    tree = g.tree
+    lc, rc = g.used, g.used + 1
+    g.used += 2
+    g.leaves += 1
+    tree.feature[node], tree.code[node] = split.feature, split.code
+    edges = bins.feature_edges(split.feature)
+    tree.threshold[node] = edges[split.code] if split.code < len(edges) else np.inf
+    tree.left[node], tree.right[node] = lc, rc
+    tree.missing_left[node] = 1 if split.missing_left else 0
+    g.stats[lc] = split.left
+    g.stats[rc] = g.stats[node] - split.left
+    g.depth[lc] = g.depth[rc] = g.depth[node] + 1
+    return lc, rc
+
+
+def best_split(hist: np.ndarray, total: np.ndarray, bins: Bins,
+               scales: tuple[np.ndarray, float], options: GrowOptions,
+               allowed: np.ndarray | None) -> Split | None:
+    """The best split of a node whose histogram (features, bins + 1 missing, m + 2) is
+    ``hist`` (the numba kernel :func:`mpitrain.kernels.trees.best_split`), or None (no
+    split gains or satisfies the child constraints). Gains of several outputs add up.
+    Ties: the lowest feature, then code, then missing values going right. A split may
+    also send every present value left and the missing ones right."""
     m = hist.shape[-1] - 2
-    cum = np.cumsum(hist, axis=1)[:, :-1]  # (d, bins - 1, m + 2): left stats at each code
-    right = total - cum
-    sg, sh = np.asarray(scales[0], dtype=np.float64), scales[1]
-    lam = options.l2
-    gl, hl, cl = cum[..., :m] / sg, cum[..., m] / sh, cum[..., m + 1]
-    gr, hr, cr = right[..., :m] / sg, right[..., m] / sh, right[..., m + 1]
-    g, h = total[:m] / sg, total[m] / sh
-    parent = float((g * g).sum() / (h + lam))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = ((gl * gl).sum(axis=-1) / (hl + lam) + (gr * gr).sum(axis=-1) / (hr + lam)
-                - parent)
-    edges = np.diff(bins.offsets)
-    valid = ((cl >= options.min_samples_leaf) & (cr >= options.min_samples_leaf)
-             & (hl >= options.min_child_weight) & (hr >= options.min_child_weight)
-             & (np.arange(cum.shape[1])[None, :] < edges[:, None]) & np.isfinite(gain))
-    if allowed is not None:
-        valid &= allowed[:, None]
-    gain = np.where(valid, gain, -np.inf)
-    if gain.size == 0:  # no feature has two distinct values (e.g. one row): a leaf
+    d = hist.shape[0]
+    found = np.zeros(5)
+    mask = np.ones(d, dtype=np.bool_) if allowed is None else allowed
+    split_kernel(hist, total, np.diff(bins.offsets), np.asarray(scales[0], np.float64),
+                 float(scales[1]), float(options.l2), float(options.min_samples_leaf),
+                 float(options.min_child_weight), mask, found)
+    gain, feature, parent = float(found[0]), int(found[1]), float(found[4])
+    if feature < 0 or not gain > 1e-12 * max(1.0, abs(parent)):
         return None
-    best = int(np.argmax(gain))
-    feature, code = divmod(best, cum.shape[1])
-    if not gain[feature, code] > 1e-12 * max(1.0, abs(parent)):
-        return None
-    return feature, code, cum[feature, code].copy()
+    code, way = int(found[2]), int(found[3])
+    chosen = hist[feature, :code + 1].sum(axis=0)
+    missing = hist[feature, -1]
+    if way == 1:
+        chosen = chosen + missing
+    if missing[m + 1] > 0:
+        missing_left = way == 1
+    else:  # no missing value here: they go to the child with more rows
+        missing_left = bool(chosen[m + 1] > total[m + 1] - chosen[m + 1])
+    return Split(gain, feature, code, missing_left, chosen)
