@@ -74,7 +74,7 @@ from mpitrain.errors import UserError, checked, require
 
 #: Options every run of the matrix has.
 FIXED: dict[str, Any] = {"model": "mlp", "test_fraction": 0.0, "shuffle": "local",
-                         "quiet": True, "epochs": 2}
+                         "quiet": True, "epochs": 2, "optimizer": "sgd"}
 #: The explicit alternatives to the defaults: name -> options.
 VARIANTS: dict[str, dict[str, Any]] = {
     "shm": {"reduce": "shm"},

@@ -113,7 +113,7 @@ CONFIG_OPTIONS = ("samples", "features", "classes", "dtype", "model", "hidden", 
                   "shard", "tensor_parallel", "shared_memory")
 #: The standard workload where it differs from ``mpitrain train``'s defaults.
 WORKLOAD_DEFAULTS = {"samples": 200_000, "features": 64, "classes": 10, "epochs": 2,
-                     "shuffle": "local"}
+                     "shuffle": "local", "optimizer": "sgd"}
 #: Options every benchmark run has (no flags): synthetic data, 20% held out, no progress.
 FIXED = {"data": "synthetic", "test_fraction": 0.2, "quiet": True}
 
