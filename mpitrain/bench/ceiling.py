@@ -17,6 +17,12 @@ Rank 0 sends each command to every worker before reading any answer, so the runs
 together (each worker is blocked on its stdin until then): two independent runs of the
 same per-rank work at the same time = what the hardware gives P ranks without mpitrain's
 communication.
+
+Each worker runs in its own session, as the launcher starts each rank (MPICH's hydra calls
+``setsid``): with Linux's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``)
+a session is one scheduling group, so on a loaded machine two workers left in rank 0's
+session shared one rank's CPU share and ran at half speed each (measured: 45 ms per step
+each instead of 21 ms alone, while the job's two ranks ran at 21 ms each).
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ class Workers:
         self._logs = [tempfile.TemporaryFile(mode="w+") for _ in range(count)]
         self._procs = [subprocess.Popen([sys.executable, "-m", "mpitrain.bench.ceiling"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=log, text=True, env=env, bufsize=1)
+                                        stderr=log, text=True, env=env, bufsize=1,
+                                        start_new_session=True)
                        for log in self._logs]
 
     def send(self, commands: list[dict[str, Any]]) -> None:

@@ -395,21 +395,28 @@ def _table(doc: dict[str, Any]) -> str:
     s = doc["settings"]
     lines = [f"# bench matrix: {doc['ranks']} ranks, {doc['cpus']} cpus, load average "
              f"{doc['load_average'][0]:.2f} before / {doc['load_average'][1]:.2f} after; "
-             f"medians of {s['repeats']} interleaved rounds",
-             f"{'point (dims, dtype, rows/rank)':<32} {'params':>9} {'default/s':>10} "
-             f"{'best explicit':>13} {'best/s':>10} {'def/best':>8} {'ceiling/s':>10} "
-             f"{'/ceiling':>8} {'BLAS/kernel':>11}"]
-    for p in doc["points"]:
-        def num(value: float | None, spec: str) -> str:
-            return "n/a" if value is None else format(value, spec)
-        lines.append(
-            f"{p['name']:<32} {p['parameters']:>9,} "
+             f"medians of {s['repeats']} interleaved rounds", HEADER,
+             *(_row(p) for p in doc["points"])]
+    return "\n".join(lines)
+
+
+HEADER = (f"{'point (dims, dtype, rows/rank)':<32} {'params':>9} {'default/s':>10} "
+          f"{'best explicit':>13} {'best/s':>10} {'def/best':>8} {'ceiling/s':>10} "
+          f"{'/ceiling':>8} {'BLAS/kernel':>11}")
+
+
+def _row(p: dict[str, Any]) -> str:
+    """One point's line of the table (printed as soon as the point is done, and again in
+    the final table)."""
+    def num(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    ceiling = p["ceiling"]["samples_per_second"] if p["ceiling"] else None
+    return (f"{p['name']:<32} {p['parameters']:>9,} "
             f"{num(p['default_samples_per_second'], ',.0f'):>10} {p['best'] or 'n/a':>13} "
             f"{num(p['best_samples_per_second'], ',.0f'):>10} "
-            f"{num(p['default_vs_best'], '.2f'):>8} "
-            f"{num(p['ceiling']['samples_per_second'] if p['ceiling'] else None, ',.0f'):>10} "
+            f"{num(p['default_vs_best'], '.2f'):>8} {num(ceiling, ',.0f'):>10} "
             f"{num(p['vs_ceiling'], '.2f'):>8} {num(p['blas_vs_kernel'], '.2f'):>11}")
-    return "\n".join(lines)
 
 
 def _plot(path: str, doc: dict[str, Any]) -> bool:
@@ -457,7 +464,11 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     load_before = os.getloadavg()[0]
     workers = alone(comm, lambda: Workers(comm.Get_size()))
     try:
-        done = [_measure_point(point, variants, args, comm, workers) for point in points]
+        done = []
+        for point in points:
+            done.append(_measure_point(point, variants, args, comm, workers))
+            if comm.Get_rank() == 0:
+                print(_row(done[-1]), flush=True)
     finally:
         if workers is not None:
             workers.close()
