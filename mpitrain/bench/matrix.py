@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,7 +67,12 @@ from mpi4py import MPI
 
 from mpitrain import __version__
 from mpitrain.bench import save_figure, save_outputs
-from mpitrain.bench.train import alone, kernel_step_seconds, synthetic_rows
+from mpitrain.bench.train import (
+    alone,
+    kernel_step_seconds,
+    median_call_seconds,
+    synthetic_rows,
+)
 from mpitrain.config import TrainConfig, resolve
 from mpitrain.errors import UserError, checked, require
 
@@ -214,7 +218,7 @@ def blas_step_seconds(comm: MPI.Comm, *, dims: list[int], dtype: np.dtype, batch
          for i in range(layers)]
     G = [np.empty_like(w) for w in W]
 
-    def step() -> None:
+    def step(_: int) -> None:
         for i in range(layers):
             np.dot(A[i], W[i], out=A[i + 1])
         for i in reversed(range(layers)):
@@ -222,18 +226,8 @@ def blas_step_seconds(comm: MPI.Comm, *, dims: list[int], dtype: np.dtype, batch
             if i:
                 np.dot(D[i + 1], W[i].T, out=D[i])
 
-    step()
-    blocks = []
-    comm.Barrier()
-    for _ in range(5):
-        count = max(1, steps // 5)
-        start = time.perf_counter()
-        for _ in range(count):
-            step()
-        blocks.append((time.perf_counter() - start) / count)
-    local = np.array([statistics.median(blocks)])
-    comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
-    return float(local[0]) / comm.Get_size()
+    step(0)
+    return median_call_seconds(comm, step, steps)
 
 
 def _variants(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -352,16 +352,25 @@ def kernel_step_seconds(comm: MPI.Comm, *, dims: list[int] | tuple[int, ...], mo
     work = np.empty(workspace_size(list(dims), batch), dtype=dtype)
     order = np.random.default_rng(seed).permutation(rows).astype(np.int64)
     dims_array = np.asarray(dims, dtype=np.int64)
+
+    def step(index: int) -> None:
+        at = (index * batch) % max(1, rows - batch + 1)
+        step_gradient(params, message, dims_array, kind, X, y, order[at:at + batch], work)
+        sgd_update(params, message, 1.0 / batch, 0.0, 0.0)  # lr 0: stable numbers
+
+    return median_call_seconds(comm, step, steps)
+
+
+def median_call_seconds(comm: MPI.Comm, call: Callable[[int], None], calls: int) -> float:
+    """Collective: ``call(i)`` for ``i`` in ``0..calls-1`` in 5 timed blocks, on every rank
+    at once; the mean over ranks of each rank's median seconds per call."""
     blocks = []
+    count = max(1, calls // 5)
     comm.Barrier()
     for block in range(5):
-        count = max(1, steps // 5)
         start = time.perf_counter()
-        for step in range(count):
-            at = ((block * count + step) * batch) % max(1, rows - batch + 1)
-            step_gradient(params, message, dims_array, kind, X, y, order[at:at + batch],
-                          work)
-            sgd_update(params, message, 1.0 / batch, 0.0, 0.0)  # lr 0: stable numbers
+        for i in range(count):
+            call(block * count + i)
         blocks.append((time.perf_counter() - start) / count)
     local = np.array([statistics.median(blocks)])
     comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
