@@ -59,6 +59,8 @@ BENCHMARKS = {
     "trees": ("mpitrain.bench.trees", "fit time of gbdt/forest/kmeans on P ranks vs one rank "
               "and scikit-learn/LightGBM"),
     "data": ("mpitrain.bench.data", "libsvm read time and peak memory per rank"),
+    "matrix": ("mpitrain.bench.matrix", "the issue-13 workload matrix: default vs every "
+               "explicit --reduce/--overlap/--compress, the machine's ceiling, the BLAS limit"),
 }
 
 

@@ -119,7 +119,9 @@ class TrainConfig:
     weight_decay: float = option(0.0, "L2 penalty added to the gradient", group="model")
     seed: int = option(0, "seed of every random stream (init, shuffling, data)", group="model")
     # optimisation
-    optimizer: str = option("sgd", "update rule", choices=OPTIMIZERS)
+    optimizer: str = option("momentum", "update rule (momentum: heavy ball, --momentum 0.9; "
+                            "reaches MLPClassifier's accuracy on digits with the defaults)",
+                            choices=OPTIMIZERS)
     lr: float = option(0.1, "learning rate")
     lr_schedule: str = option("constant", "learning-rate schedule",
                               choices=SCHEDULES)

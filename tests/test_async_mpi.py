@@ -52,7 +52,7 @@ def test_ssp_is_deterministic_and_as_stale_as_asked(reduce):
 
 
 def test_local_sgd_with_sync_every_one_is_sync_for_plain_sgd():
-    options = {**BASE, "weight_decay": 1e-3}
+    options = {**BASE, "optimizer": "sgd", "weight_decay": 1e-3}
     want = train(**options).flat
     got = train(mode="local-sgd", sync_every=1, **options).flat
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)

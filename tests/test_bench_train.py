@@ -166,9 +166,9 @@ def test_bench_train_defaults_are_the_standard_workload():
     args = build_parser().parse_args(["bench", "train"])
     assert (args.samples, args.features, args.classes, args.epochs, args.shuffle) == (
         200_000, 64, 10, 2, "local")
-    assert (args.model, args.hidden, args.lr, args.dtype, args.reduce, args.compress,
-            args.overlap, args.shared_memory, args.seed) == (
-        "mlp", (128,), 0.1, "float32", "auto", "none", False, True, 0)
+    assert (args.model, args.hidden, args.optimizer, args.lr, args.dtype, args.reduce,
+            args.compress, args.overlap, args.shared_memory, args.seed) == (
+        "mlp", (128,), "sgd", 0.1, "float32", "auto", "none", False, True, 0)
     assert (args.rows_per_rank, args.repeats, args.kernel_steps, args.json) == (
         256, 3, 300, None)
     assert build_parser().parse_args(["bench", "train", "--hidden", "64,32"]).hidden == (64, 32)
@@ -229,7 +229,8 @@ def test_peer_setup_script_needs_a_directory():
 from mpitrain import train  # noqa: E402
 
 BASE = dict(data="synthetic", samples=700, features=6, classes=3, noise=2.0, model="mlp",
-            hidden=(12, 8), shuffle="global", epochs=2, batch_size=48, lr=0.2, quiet=True)
+            hidden=(12, 8), shuffle="global", epochs=2, batch_size=48, lr=0.2,
+            optimizer="sgd", quiet=True)  # the transports' tolerances are SGD's
 
 
 def same_on_every_rank(flat: np.ndarray) -> None:

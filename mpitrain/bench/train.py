@@ -113,7 +113,7 @@ CONFIG_OPTIONS = ("samples", "features", "classes", "dtype", "model", "hidden", 
                   "shard", "tensor_parallel", "shared_memory")
 #: The standard workload where it differs from ``mpitrain train``'s defaults.
 WORKLOAD_DEFAULTS = {"samples": 200_000, "features": 64, "classes": 10, "epochs": 2,
-                     "shuffle": "local"}
+                     "shuffle": "local", "optimizer": "sgd"}
 #: Options every benchmark run has (no flags): synthetic data, 20% held out, no progress.
 FIXED = {"data": "synthetic", "test_fraction": 0.2, "quiet": True}
 
@@ -160,7 +160,7 @@ def _train_rows(config: TrainConfig) -> int:
     return make_holdout(config.samples, config.test_fraction, config.seed).n_train
 
 
-def _alone(comm: MPI.Comm, fn: Callable[[], T]) -> T | None:
+def alone(comm: MPI.Comm, fn: Callable[[], T]) -> T | None:
     """Collective: rank 0 runs ``fn`` while the others wait WITHOUT spinning (an MPI
     barrier busy-polls a core, which would slow rank 0 down when ranks share cores)."""
     result, message = None, None
@@ -312,7 +312,7 @@ def _finite(value: float) -> float | None:
     return round(float(value), 3) if math.isfinite(value) else None
 
 
-def _synthetic(rows: int, features: int, outputs: int, kind: int, dtype: np.dtype,
+def synthetic_rows(rows: int, features: int, outputs: int, kind: int, dtype: np.dtype,
                seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random rows and labels of the kind the loss ``kind`` takes (``outputs`` classes)."""
     from mpitrain.kernels.network import SQUARED
@@ -345,23 +345,32 @@ def kernel_step_seconds(comm: MPI.Comm, *, dims: list[int] | tuple[int, ...], mo
 
     bound = _dense_model(model, list(dims))
     kind = bound.spec[0]
-    X, y = _synthetic(rows, dims[0], dims[-1], kind, dtype, seed + comm.Get_rank())
+    X, y = synthetic_rows(rows, dims[0], dims[-1], kind, dtype, seed + comm.Get_rank())
     params = bound.init_params(seed=seed, dtype=dtype)
     message = np.zeros(bound.size + 4, dtype=dtype)
     batch = min(batch, rows)
     work = np.empty(workspace_size(list(dims), batch), dtype=dtype)
     order = np.random.default_rng(seed).permutation(rows).astype(np.int64)
     dims_array = np.asarray(dims, dtype=np.int64)
+
+    def step(index: int) -> None:
+        at = (index * batch) % max(1, rows - batch + 1)
+        step_gradient(params, message, dims_array, kind, X, y, order[at:at + batch], work)
+        sgd_update(params, message, 1.0 / batch, 0.0, 0.0)  # lr 0: stable numbers
+
+    return median_call_seconds(comm, step, steps)
+
+
+def median_call_seconds(comm: MPI.Comm, call: Callable[[int], None], calls: int) -> float:
+    """Collective: ``call(i)`` for ``i`` in ``0..calls-1`` in 5 timed blocks, on every rank
+    at once; the mean over ranks of each rank's median seconds per call."""
     blocks = []
+    count = max(1, calls // 5)
     comm.Barrier()
     for block in range(5):
-        count = max(1, steps // 5)
         start = time.perf_counter()
-        for step in range(count):
-            at = ((block * count + step) * batch) % max(1, rows - batch + 1)
-            step_gradient(params, message, dims_array, kind, X, y, order[at:at + batch],
-                          work)
-            sgd_update(params, message, 1.0 / batch, 0.0, 0.0)  # lr 0: stable numbers
+        for i in range(count):
+            call(block * count + i)
         blocks.append((time.perf_counter() - start) / count)
     local = np.array([statistics.median(blocks)])
     comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
@@ -384,7 +393,7 @@ def _numpy_vs_numba(args: argparse.Namespace, config: TrainConfig,
     from mpitrain.kernels.reference import reference_grad, reference_sgd
 
     dtype = np.dtype(config.dtype)
-    X, y = _synthetic(rows, config.features, config.classes, SOFTMAX_XENT, dtype, config.seed)
+    X, y = synthetic_rows(rows, config.features, config.classes, SOFTMAX_XENT, dtype, config.seed)
     batch = min(args.rows_per_rank, rows)
     order = np.random.default_rng(config.seed).permutation(rows).astype(np.int64)
     out = []
@@ -438,7 +447,7 @@ def _throughput(args: argparse.Namespace, config: TrainConfig,
     references: list[dict[str, float]] = []
     for _ in range(args.repeats):
         if size > 1:
-            reference = _alone(comm, lambda: _run_stats(
+            reference = alone(comm, lambda: _run_stats(
                 train(_config(args, 1), comm=MPI.COMM_SELF).history))
             if reference is not None:
                 references.append(reference)
@@ -574,7 +583,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     n_train = probe["train_rows"]
     start, stop = block_range(n_train, comm.Get_size(), comm.Get_rank())  # this rank's shard
     kernel = _kernel_step_seconds(args, config, comm, probe["dims"], max(1, stop - start))
-    kernels = _alone(comm, lambda: _numpy_vs_numba(args, config, n_train))
+    kernels = alone(comm, lambda: _numpy_vs_numba(args, config, n_train))
     timed = _throughput(args, config, comm)
     checked(comm, _finish, args, config, comm, probe, kernel, kernels, timed)
     return 0
