@@ -111,6 +111,28 @@ def test_regressors_and_forest_match_train_and_scikit_learn(digits):
     assert ours.n_iter_ == 20 and ours.feature_importances_.sum() == pytest.approx(1.0)
 
 
+def test_best_first_growth_and_out_of_bag_score_as_train(digits):
+    """max_leaf_nodes → --max-leaves (max_depth=None: no depth limit) and oob_score →
+    --oob-score give train()'s trees and score."""
+    X, y = digits
+    clf = MPIGradientBoostingClassifier(n_estimators=4, max_depth=None, max_leaf_nodes=7,
+                                        random_state=2).fit(X, y % 2)
+    trained = train(comm=MPI.COMM_SELF, X=X, y=y % 2, model="gbdt", trees=4, max_depth=0,
+                    max_leaves=7, seed=2, dtype="float64", test_fraction=0.0, quiet=True)
+    for name, value in trained.model.arrays.items():
+        np.testing.assert_array_equal(arrays(clf)[name], value, err_msg=name)
+    leaves = arrays(clf)["feature"] < 0
+    assert leaves.sum() <= 4 * 7  # at most 7 leaves a tree
+    forest = MPIRandomForestClassifier(n_estimators=10, oob_score=True, random_state=1)
+    forest.fit(X, y)
+    trained = train(comm=MPI.COMM_SELF, X=X, y=y, model="forest", trees=10, max_depth=12,
+                    max_features="sqrt", min_samples_leaf=1, oob_score=True, seed=1,
+                    dtype="float64", test_fraction=0.0, quiet=True)
+    assert forest.oob_score_ == trained.history[-1]["oob_score"]
+    assert 0.8 < forest.oob_score_ < 1.0
+    assert not hasattr(MPIRandomForestClassifier(n_estimators=2).fit(X, y), "oob_score_")
+
+
 def test_early_stopping_keeps_the_best_rounds(digits):
     X, y = digits
     clf = MPIGradientBoostingClassifier(n_estimators=200, max_depth=2, learning_rate=0.5,
@@ -181,7 +203,11 @@ def test_grid_search_and_cross_validation(digits):
     (MPIRandomForestClassifier(max_features=0.5),
      r"max_features must be 'sqrt', 'log2', 1.0 or None \(all features\) \(got 0.5\)"),
     (MPIRandomForestRegressor(max_depth=0),
-     r"--max-depth must be >= 1 \(0: no limit, with --max-leaves\) \(got 0\)"),
+     r"max_depth must be >= 1 \(0: no limit, with max_leaf_nodes\) \(got 0\)"),
+    (MPIGradientBoostingClassifier(max_depth=None),
+     r"max_depth=None \(no depth limit\) needs max_leaf_nodes"),
+    (MPIRandomForestClassifier(max_leaf_nodes=1),
+     r"max_leaf_nodes must be >= 2 \(0: level-wise growth\) \(got 1\)"),
     (MPIKMeans(n_clusters=60), "n_samples=50 should be >= n_clusters=60"),
     (MPIKMeans(random_state=-1), r"random_state must be a non-negative integer \(got -1\)"),
     (MPIKMeans(train_options={"seed": 1}),

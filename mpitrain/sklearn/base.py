@@ -101,9 +101,11 @@ class MPIEstimator(BaseEstimator):
     def _in_parameters(self, message: str) -> str:
         """``train()``'s message with the options renamed by a parameter spelled as the
         parameter (``--trees must be >= 1`` → ``n_estimators must be >= 1``)."""
-        for param, option in self._options.items():
-            if param != option:
-                message = re.sub(rf"--{flag(option)}\b", param, message)
+        renamed = [(param, option) for param, option in self._options.items()
+                   if param != option] + [(param, option) for option, param
+                                          in self._derived.items()]
+        for param, option in renamed:
+            message = re.sub(rf"--{flag(option)}\b", param, message)
         return message
 
     def _train_options(self) -> dict[str, Any]:

@@ -28,10 +28,18 @@ class _TreeEnsemble(MPIEstimator):
     rows (thresholds compare in float64), ``feature_importances_``."""
 
     _kind: ClassVar[str]  # gbdt or forest
+    max_depth: int | None
+    max_leaf_nodes: int | None
 
     def _model_options(self) -> dict[str, Any]:
         loss = "squared" if self._task == "regression" else "auto"
-        return {"model": self._kind, "loss": loss, "dtype": "float64"}
+        depth, leaves = self.max_depth, self.max_leaf_nodes
+        if depth is None and leaves is None:
+            raise ValueError("max_depth=None (no depth limit) needs max_leaf_nodes (trees "
+                             "then grow best-first up to that many leaves)")
+        return {"model": self._kind, "loss": loss, "dtype": "float64",
+                "max_depth": 0 if depth is None else depth,
+                "max_leaves": 0 if leaves is None else leaves}
 
     @property
     def feature_importances_(self) -> np.ndarray:
@@ -51,15 +59,18 @@ class _Boosting(_TreeEnsemble):
 
     _kind = "gbdt"
     _options: ClassVar[dict[str, str]] = {
-        "n_estimators": "trees", "learning_rate": "lr", "max_depth": "max_depth",
+        "n_estimators": "trees", "learning_rate": "lr",
         "min_samples_leaf": "min_samples_leaf", "l2_regularization": "l2",
         "min_child_weight": "min_child_weight", "max_bins": "max_bins",
         "random_state": "seed"}
     _derived: ClassVar[dict[str, str]] = {"early_stopping": "n_iter_no_change",
-                                          "test_fraction": "validation_fraction"}
+                                          "test_fraction": "validation_fraction",
+                                          "max_depth": "max_depth",
+                                          "max_leaves": "max_leaf_nodes"}
 
     def __init__(self, *, n_estimators: int = 100, learning_rate: float = 0.1,
-                 max_depth: int = 6, min_samples_leaf: int = 20,
+                 max_depth: int | None = 6, max_leaf_nodes: int | None = None,
+                 min_samples_leaf: int = 20,
                  l2_regularization: float = 0.0, min_child_weight: float = 1e-3,
                  max_bins: int = 255, n_iter_no_change: int | None = None,
                  validation_fraction: float = 0.1, random_state: int = 0,
@@ -68,6 +79,7 @@ class _Boosting(_TreeEnsemble):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_depth = max_depth
+        self.max_leaf_nodes = max_leaf_nodes
         self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
         self.min_child_weight = min_child_weight
@@ -106,8 +118,9 @@ class MPIGradientBoostingClassifier(Classifies, _Boosting):
     off; else hold out ``validation_fraction`` of the rows and keep the trees up to the
     best validation loss), the others the same names (``max_depth``,
     ``min_samples_leaf``, ``min_child_weight``, ``max_bins``). Trees grow level-wise to
-    ``max_depth`` (default 6, as HistGradientBoosting's usual tuned depth, not its
-    leaf-count limit).
+    ``max_depth`` (default 6, as HistGradientBoosting's usual tuned depth), or best-first
+    (leaf-wise, as LightGBM and HistGradientBoosting) to ``max_leaf_nodes`` → ``max_leaves``
+    leaves, with ``max_depth`` as an extra limit or ``None`` for none.
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_``),
     ``model_`` (a :class:`mpitrain.models.estimators.SavedEstimator`, what model.npz
@@ -127,21 +140,25 @@ class _Forest(_TreeEnsemble):
 
     _kind = "forest"
     _options: ClassVar[dict[str, str]] = {
-        "n_estimators": "trees", "max_depth": "max_depth",
-        "min_samples_leaf": "min_samples_leaf", "max_bins": "max_bins",
-        "random_state": "seed"}
-    _derived: ClassVar[dict[str, str]] = {"max_features": "max_features"}
+        "n_estimators": "trees", "min_samples_leaf": "min_samples_leaf",
+        "max_bins": "max_bins", "oob_score": "oob_score", "random_state": "seed"}
+    _derived: ClassVar[dict[str, str]] = {"max_features": "max_features",
+                                          "max_depth": "max_depth",
+                                          "max_leaves": "max_leaf_nodes"}
 
-    def __init__(self, *, n_estimators: int = 100, max_depth: int = 12,
-                 min_samples_leaf: int = 1, max_features: str | float | None = "sqrt",
-                 max_bins: int = 255, random_state: int = 0,
+    def __init__(self, *, n_estimators: int = 100, max_depth: int | None = 12,
+                 max_leaf_nodes: int | None = None, min_samples_leaf: int = 1,
+                 max_features: str | float | None = "sqrt", max_bins: int = 255,
+                 oob_score: bool = False, random_state: int = 0,
                  train_options: dict[str, Any] | None = None,
                  comm: MPI.Comm | None = None) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
+        self.max_leaf_nodes = max_leaf_nodes
         self.min_samples_leaf = min_samples_leaf
         self.max_features = max_features
         self.max_bins = max_bins
+        self.oob_score = oob_score
         self.random_state = random_state
         self.train_options = train_options
         self.comm = comm
@@ -153,6 +170,13 @@ class _Forest(_TreeEnsemble):
                              f"features) (got {rule!r})")
         return {**super()._model_options(), "max_features": MAX_FEATURES[rule]}
 
+    def _train(self, comm: MPI.Comm, X: np.ndarray | None, y: np.ndarray | None,
+               options: dict[str, Any]) -> TrainResult:
+        result = super()._train(comm, X, y, options)
+        if self.oob_score:  # the last tree's out-of-bag score (all trees)
+            self.oob_score_ = result.history[-1]["oob_score"]
+        return result
+
 
 class MPIRandomForestClassifier(Classifies, _Forest):
     """A random forest (``--model forest``, Gini) as a scikit-learn classifier, trained
@@ -162,13 +186,16 @@ class MPIRandomForestClassifier(Classifies, _Forest):
     Parameters → ``train()`` options: ``n_estimators`` → ``trees``, ``random_state`` →
     ``seed`` (bootstrap, feature draws, binning sample), ``max_features`` → the
     ``max_features`` rule (``'sqrt'``, ``'log2'``, ``None`` or ``1.0``: all features),
-    the others the same names. Differences from scikit-learn's forest: trees are
-    depth-limited (``max_depth`` 12 by default, no ``None``), bootstrap is always on
-    (Poisson(1) row weights), splits are between histogram bins (``max_bins``).
+    ``max_leaf_nodes`` → ``max_leaves`` (best-first growth; then ``max_depth=None`` for
+    no depth limit), ``oob_score`` → ``oob_score``, the others the same names.
+    Differences from scikit-learn's forest: trees are depth-limited (``max_depth`` 12 by
+    default; ``None`` only with ``max_leaf_nodes``), bootstrap is always on (Poisson(1)
+    row weights), splits are between histogram bins (``max_bins``).
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_``),
     ``model_``, ``history_`` (metrics per tree), ``n_iter_`` (trees),
-    ``feature_importances_`` (share of splits).
+    ``feature_importances_`` (share of splits), ``oob_score_`` (with ``oob_score=True``:
+    accuracy, or R² for the regressor, of the out-of-bag predictions).
     """
 
 
@@ -178,12 +205,14 @@ class MPIRandomForestRegressor(Regresses, _Forest):
     ``classes_``; ``max_features`` defaults to ``1.0``: all features, scikit-learn's
     default)."""
 
-    def __init__(self, *, n_estimators: int = 100, max_depth: int = 12,
-                 min_samples_leaf: int = 1, max_features: str | float | None = 1.0,
-                 max_bins: int = 255, random_state: int = 0,
+    def __init__(self, *, n_estimators: int = 100, max_depth: int | None = 12,
+                 max_leaf_nodes: int | None = None, min_samples_leaf: int = 1,
+                 max_features: str | float | None = 1.0, max_bins: int = 255,
+                 oob_score: bool = False, random_state: int = 0,
                  train_options: dict[str, Any] | None = None,
                  comm: MPI.Comm | None = None) -> None:
         super().__init__(n_estimators=n_estimators, max_depth=max_depth,
-                         min_samples_leaf=min_samples_leaf, max_features=max_features,
-                         max_bins=max_bins, random_state=random_state,
+                         max_leaf_nodes=max_leaf_nodes, min_samples_leaf=min_samples_leaf,
+                         max_features=max_features, max_bins=max_bins,
+                         oob_score=oob_score, random_state=random_state,
                          train_options=train_options, comm=comm)
