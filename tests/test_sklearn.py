@@ -68,7 +68,8 @@ def test_pipeline_grid_search_and_cross_validation_on_digits(digits):
 def test_same_model_as_train_and_any_labels(digits):
     X, y = digits
     X, y = X[:400], y[:400] % 3
-    options = {"model": "mlp", "hidden": (8,), "epochs": 2, "seed": 3, "dtype": "float64"}
+    options = {"model": "mlp", "hidden": (8,), "epochs": 2, "seed": 3, "dtype": "float64",
+               "optimizer": "sgd"}
     reference = train(comm=MPI.COMM_SELF, X=X, y=y, test_fraction=0.0, quiet=True, **options)
     for labels in (np.array(["owl", "cat", "dog"]), np.array([-1.0, 2.0, 7.0]),
                    np.array([10, 20, 30])):
