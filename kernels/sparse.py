@@ -93,25 +93,34 @@ def sparse_gradient(params, grad, X, y, rows, work, spec):
     returns (loss sum, correct). The W rows of columns absent from the batch stay 0."""
     nrows = rows.size
     _check(params, X, spec, nrows, work)
-    data, indices, indptr = X
     d, k = spec[1], spec[2]
     grad[: d * k + k] = 0
     if nrows == 0:
         return 0.0, 0.0
     Z = _logits(params, X, rows, work, spec)
     loss, correct = _head(Z, _labels(y, rows, work, spec), spec[0], True)
-    gW = grad[: d * k].reshape((d, k))
+    add_csr_outer(grad[: d * k].reshape((d, k)), X, rows, Z)
     gb = grad[d * k : d * k + k]
     for i in range(nrows):
+        for c in range(k):
+            gb[c] += Z[i, c]
+    return loss, correct
+
+
+@njit(**_JIT)
+def add_csr_outer(gW, X, rows, D):
+    """``gW += X[rows]^T D`` for CSR ``X`` (the gradient of a layer whose input is the
+    rows): only the rows of ``gW`` of the features present are touched, row by row in
+    batch order (so the sums do not depend on how the batch was split)."""
+    data, indices, indptr = X
+    width = gW.shape[1]
+    for i in range(rows.size):
         r = rows[i]
         for p in range(indptr[r], indptr[r + 1]):
             j = indices[p]
             v = data[p]
-            for c in range(k):
-                gW[j, c] += v * Z[i, c]
-        for c in range(k):
-            gb[c] += Z[i, c]
-    return loss, correct
+            for c in range(width):
+                gW[j, c] += v * D[i, c]
 
 
 @njit(**_JIT)

@@ -34,7 +34,7 @@ from .network import (
     _widest_hidden,
     as_dims,
 )
-from .sparse import _logits, check_csr
+from .sparse import _logits, add_csr_outer, check_csr
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 
@@ -98,7 +98,6 @@ def sparse_mlp_gradient(params, grad, X, y, rows, work, spec):
     gradient; returns (loss sum, correct). Rows of ``W1`` of absent columns stay 0."""
     nrows = rows.size
     _check(params, X, spec, nrows, work)
-    data, indices, indptr = X
     d, h = spec[1], spec[2]
     tail = spec[2:]
     start = d * h + h
@@ -118,14 +117,7 @@ def sparse_mlp_gradient(params, grad, X, y, rows, work, spec):
     T = scratch[: nrows * h].reshape((nrows, h))
     np.dot(D2, W2.T, T)
     _relu_backward(T, H)  # H now holds D1
-    gW1 = grad[: d * h].reshape((d, h))
-    for i in range(nrows):
-        r = rows[i]
-        for p in range(indptr[r], indptr[r + 1]):
-            j = indices[p]
-            v = data[p]
-            for c in range(h):
-                gW1[j, c] += v * H[i, c]
+    add_csr_outer(grad[: d * h].reshape((d, h)), X, rows, H)
     _bias_grad(H, grad[d * h : start])
     return loss, correct
 
