@@ -58,6 +58,7 @@ import argparse
 import itertools
 import math
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -206,76 +207,33 @@ def scaling(message: int, itemsize: int, compute: float, per_node: int, max_rank
 
 # -- measurement on this launch ------------------------------------------------------------
 
-def _pingpong(comm: MPI.Comm, a: int, b: int, nbytes: int, repeats: int) -> float:
-    """Collective: one-way seconds of an ``nbytes`` message between ranks ``a`` and ``b``
-    (the fastest round trip / 2: on a shared machine slower ones include waiting for a
-    CPU, which is not the link's cost); the other ranks wait in a Barrier."""
-    buf = np.zeros(max(nbytes, 1), dtype=np.uint8)
-    rank = comm.Get_rank()
-    times = []
-    if rank in (a, b):
-        other = b if rank == a else a
-        for _ in range(repeats):
-            start = MPI.Wtime()
-            if rank == a:
-                comm.Send(buf, other, 7)
-                comm.Recv(buf, other, 7)
-            else:
-                comm.Recv(buf, other, 7)
-                comm.Send(buf, other, 7)
-            times.append((MPI.Wtime() - start) / 2)
-    value = min(times) if times else 0.0  # the link's own cost, without waits for a CPU
-    comm.Barrier()
-    return comm.bcast(value, root=a)
-
-
-def _fit(comm: MPI.Comm, a: int, b: int) -> tuple[float, float]:
-    """(alpha seconds, beta bytes/s) between ranks ``a`` and ``b`` by ping-pong."""
-    big = 1 << 20
-    alpha = _pingpong(comm, a, b, 8, 200)
-    large = _pingpong(comm, a, b, big, 30)
-    return alpha, big / max(large - alpha, 1e-9)
-
-
-def fit_links(comm: MPI.Comm, node_gbytes: float | None) -> tuple[Links, Any]:
-    """Collective: the links of this launch's layout: latencies and the network's bandwidth
-    fitted by ping-pong, the node-local copy bandwidth ``node_gbytes`` or measured (every
-    rank copying at once), and the layout."""
-    layout = state_of(comm).layout()
-    node_of = layout.node_of
-    a_node = 1e-6
-    if comm.Get_size() > 1 and node_of[1] == node_of[0]:
-        a_node = _pingpong(comm, 0, 1, 8, 200)
-    b_node = (node_gbytes * 1e9 if node_gbytes is not None
-              else copy_bandwidth(comm, 1 << 20))
-    if layout.nodes > 1:
-        a_net, b_net = _fit(comm, 0, node_of.index(1))
-    else:
-        a_net, b_net = a_node, b_node
-    return Links(a_net, b_net, a_node, b_node), layout
-
-
 def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
-            compute: float) -> dict[str, Any]:
-    """Collective: predicted against measured step times on this launch, per algorithm."""
+            step_compute: Callable[[MPI.Comm], float]) -> dict[str, Any]:
+    """Collective: calibrate the model on this launch (:mod:`.calibrate`), predict each
+    algorithm's step, then train with it and time its allreduce alone."""
+    from mpitrain.bench.allreduce import measure as time_allreduce
+    from mpitrain.bench.calibrate import calibrate_links, compute_share, host_share
     from mpitrain.config import resolve
     from mpitrain.training import train
 
-    links, layout = fit_links(comm, args.node_gbytes)
+    layout = state_of(comm).layout()
+    host = host_share(comm)
+    links = calibrate_links(comm, layout, node_gbytes=args.node_gbytes)
+    share = compute_share(comm, step_compute)
+    host["modelled_time_sharing"] = max(1.0, host["oversubscription"])
+    compute = share["together_seconds"]
     size = comm.Get_size()
-    per_node = max(layout.sizes)
     algorithms = [name for name in ("ring", "hierarchical", "mpi", "root", "shm")
-                  if name != "shm" or layout.nodes == 1]
-    predicted = predict(work["message_bytes"], compute, layout.nodes, per_node, links)
+                  if (name != "shm" or layout.nodes == 1) and size > 1]
+    predicted = predict(work["message_bytes"], compute, layout.nodes, max(layout.sizes),
+                        links)
     rows = args.batch * size * args.measure_steps
-    from mpitrain.bench.allreduce import measure as time_allreduce
-
     itemsize = np.dtype(args.dtype).itemsize
     alone = {row.algorithm: row.latency_us * 1e-6 for row in time_allreduce(
         comm, algorithms, np.dtype(args.dtype), work["message_bytes"] // itemsize * itemsize,
-        "sum", 20, 200)}
+        "sum", 5, 40)} if algorithms else {}
     results = {}
-    for name in algorithms:
+    for name in algorithms or ["auto"]:
         config = resolve({"data": "synthetic", "test_fraction": 0.2, "quiet": True,
                           "shuffle": "local"},
                          {"model": args.model, "hidden": _hidden(args.hidden)
@@ -289,18 +247,22 @@ def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
                  for key in ("seconds", "compute_seconds", "comm_seconds")}
         every = comm.allgather(stats)
         step = max(s["seconds"] for s in every)
-        guess = predicted[name]["step_seconds"]
-        results[name] = {"predicted_step_seconds": guess, "measured_step_seconds": step,
-                         "predicted_comm_seconds": predicted[name]["comm_seconds"],
+        guess = predicted.get(name, {"step_seconds": compute, "comm_seconds": 0.0})
+        timed = alone.get(name, 0.0)
+        results[name] = {"predicted_step_seconds": guess["step_seconds"],
+                         "measured_step_seconds": step,
+                         "predicted_comm_seconds": guess["comm_seconds"],
                          "measured_comm_seconds": statistics.fmean(
                              s["comm_seconds"] for s in every),
                          "measured_compute_seconds": statistics.fmean(
                              s["compute_seconds"] for s in every),
-                         "measured_allreduce_seconds": alone[name],
-                         "comm_ratio": predicted[name]["comm_seconds"] / alone[name],
-                         "ratio": guess / step}
+                         "measured_allreduce_seconds": timed,
+                         "comm_ratio": guess["comm_seconds"] / timed if timed else 1.0,
+                         "ratio": guess["step_seconds"] / step,
+                         "error": guess["step_seconds"] / step - 1}
     return {"layout": layout.describe(), "ranks_per_node": list(layout.sizes),
-            "links": links.__dict__, "algorithms": results}
+            "host": host, "compute": share, "links": links.__dict__,
+            "algorithms": results}
 
 
 # -- output ------------------------------------------------------------------------------
@@ -415,15 +377,15 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     checked(comm, _check, args)
     work = checked(comm, workload, args)
     itemsize = np.dtype(args.dtype).itemsize
-    if args.compute_us is not None:
-        compute = args.compute_us * 1e-6
-    else:
+    def step_compute(on: MPI.Comm) -> float:
         from mpitrain.bench.train import kernel_step_seconds
 
-        compute = kernel_step_seconds(comm, dims=work["dims"], model=args.model,
-                                      dtype=np.dtype(args.dtype), seed=0,
-                                      rows=max(4 * args.batch, 1024), batch=args.batch,
-                                      steps=200)
+        return kernel_step_seconds(on, dims=work["dims"], model=args.model,
+                                   dtype=np.dtype(args.dtype), seed=0,
+                                   rows=max(4 * args.batch, 1024), batch=args.batch,
+                                   steps=200)
+
+    compute = args.compute_us * 1e-6 if args.compute_us is not None else step_compute(comm)
     node_gbytes = (args.node_gbytes if args.node_gbytes is not None
                    else copy_bandwidth(comm, work["message_bytes"]) / 1e9)
     links = Links.from_network(gbps=args.link_gbps, latency_us=args.link_latency_us,
@@ -443,6 +405,6 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
                                        shared=nodes == 1, nodes=nodes, slices=per_node)},
            "scaling": table,
            "communication_dominates_from": dominated[0] if dominated else None,
-           "measured": measure(args, comm, work, compute) if args.measure else None}
+           "measured": measure(args, comm, work, step_compute) if args.measure else None}
     checked(comm, _outputs, args, comm, doc)
     return 0
