@@ -20,12 +20,14 @@ ranks, the fastest algorithm by the model, what ``--reduce auto`` picks
 (:func:`mpitrain.collectives.select.choose`), the step time and efficiency, and the scale
 from which communication takes more time than computation.
 
-``--measure`` (under ``mpiexec`` on 2+ ranks, e.g. on the emulated cluster of
-``tests/cluster.py``) validates the model on the launch's own layout: it fits the
-links (latency and bandwidth across nodes by ping-pong between rank 0 and the first rank
-of the next node; node-local latency by ping-pong between ranks 0 and 1 when they share a
-node, copy bandwidth as without ``--measure``), trains ``--measure-steps`` steps with each
-``--reduce``, and prints the predicted and measured step times and their ratio.
+``--measure`` (under ``mpiexec``, on any layout, e.g. the emulated cluster of
+``tests/cluster.py``) validates the model on the launch's own layout and machine: it
+calibrates the model's parameters there (:mod:`mpitrain.bench.calibrate`: ranks per host
+against usable cores, the kernels' step time alone and with every rank at once, latency
+and bandwidth per link class from lock-step rings with every rank active), predicts each
+``--reduce``'s step from them (compute with every rank at once + the algorithm's modelled
+allreduce), trains ``--measure-steps`` steps with each, and prints predicted against
+measured step times and the error. One rank trains with ``auto`` (no reduction).
 
 JSON (``--json FILE``, rank 0)::
 
@@ -36,16 +38,18 @@ JSON (``--json FILE``, rank 0)::
      "auto"}, "scaling": [{"nodes", "ranks", "fastest", "auto", "step_seconds",
      "efficiency", "comm_fraction", "seconds": {name: float}}, ...],
      "communication_dominates_from": ranks or null,
-     "measured": null or {"layout", "ranks_per_node", "links", "algorithms": {name:
-     {"predicted_step_seconds", "measured_step_seconds", "ratio", "predicted_comm_seconds",
-     "measured_comm_seconds", "measured_compute_seconds", "measured_allreduce_seconds",
-     "comm_ratio"}}}}
+     "measured": null or {"layout", "ranks_per_node", "host": {"hosts", "ranks_on_host",
+     "cores", "oversubscription", "load_average", "modelled_time_sharing"}, "compute":
+     {"alone_seconds", "together_seconds", "time_sharing"}, "links", "algorithms": {name:
+     {"predicted_step_seconds", "measured_step_seconds", "ratio", "error",
+     "predicted_comm_seconds", "measured_comm_seconds", "measured_compute_seconds",
+     "measured_allreduce_seconds", "comm_ratio"}}}}
 
 ``measured_step_seconds`` is the slowest rank's loop time per step of a short training run
 (``--shuffle local``, evaluation included); ``measured_comm_seconds`` the time inside the
 reduction per step (waiting for the slowest rank included), ``measured_allreduce_seconds``
 the allreduce alone as ``bench allreduce`` times it (after a barrier, slowest rank), which
-``comm_ratio`` compares with the model.
+``comm_ratio`` compares with the model; ``error`` is predicted / measured step - 1.
 
 Times in seconds, bandwidths in bytes/s. ``--plot FILE.png`` draws the projected
 efficiency against ranks per algorithm (and, with ``--measure``, predicted against
@@ -301,15 +305,26 @@ def report(doc: dict[str, Any]) -> str:
                  if start else "communication stays below computation at every scale above")
     measured = doc.get("measured")
     if measured:
-        lines.append(f"## validation on this launch ({measured['layout']}), fitted links "
-                     f"{measured['links']['beta_net'] / 1e9:.2f} GB/s, "
-                     f"{measured['links']['alpha_net'] * 1e6:.1f} us across nodes")
+        host, share, fitted = measured["host"], measured["compute"], measured["links"]
+        load = host["load_average"]
+        lines.append(f"## validation on this launch ({measured['layout']}): "
+                     f"{host['ranks_on_host']} ranks on {host['cores']} cores of the busiest "
+                     f"host (oversubscription {host['oversubscription']:.2f}), load average "
+                     f"{load[0] if load else float('nan'):.1f}")
+        lines.append(f"# calibrated: compute {share['alone_seconds'] * 1e6:.1f} us alone, "
+                     f"{share['together_seconds'] * 1e6:.1f} us with every rank at once "
+                     f"(time-sharing x{share['time_sharing']:.2f}, cores alone would give "
+                     f"x{host['modelled_time_sharing']:.2f}); across nodes "
+                     f"{fitted['alpha_net'] * 1e6:.1f} us + {fitted['beta_net'] / 1e9:.2f} "
+                     f"GB/s, in a node {fitted['alpha_node'] * 1e6:.1f} us + "
+                     f"{fitted['beta_node'] / 1e9:.2f} GB/s")
         lines.append(f"{'algorithm':>12} {'step: predicted us':>18} {'measured us':>12} "
-                     f"{'ratio':>6} | {'allreduce: predicted us':>23} {'measured us':>12} "
+                     f"{'error':>6} | {'allreduce: predicted us':>23} {'measured us':>12} "
                      f"{'ratio':>6}")
         for name, row in measured["algorithms"].items():
             lines.append(f"{name:>12} {row['predicted_step_seconds'] * 1e6:18.1f} "
-                         f"{row['measured_step_seconds'] * 1e6:12.1f} {row['ratio']:6.2f} | "
+                         f"{row['measured_step_seconds'] * 1e6:12.1f} "
+                         f"{100 * row['error']:+5.0f}% | "
                          f"{row['predicted_comm_seconds'] * 1e6:23.1f} "
                          f"{row['measured_allreduce_seconds'] * 1e6:12.1f} "
                          f"{row['comm_ratio']:6.2f}")
