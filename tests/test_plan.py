@@ -120,7 +120,7 @@ def test_plan_user_errors(tmp_path):
         assert done.stderr.count("mpitrain: error:") == 1 and message in done.stderr
 
 
-def check_validation(measured: dict, sizes: list[int]) -> None:
+def check_validation(measured: dict, sizes: list[int], repeats: int) -> None:
     """The documented ``measured`` block of plan's JSON for a launch on ``sizes``: the
     calibration (host share, compute, links) and, per algorithm, finite predicted and
     measured times and their error (their agreement is for benchmarks, not tests)."""
@@ -143,6 +143,9 @@ def check_validation(measured: dict, sizes: list[int]) -> None:
         for key in ("predicted_step_seconds", "measured_step_seconds", "ratio"):
             assert math.isfinite(row[key]) and row[key] > 0, key
         assert row["error"] == pytest.approx(row["ratio"] - 1)
+        runs = row["measured_step_runs"]
+        assert len(runs) == repeats and row["measured_step_seconds"] in runs
+        assert row["spread"] == pytest.approx(max(runs) / min(runs) - 1)
         if sum(sizes) > 1:
             assert row["measured_allreduce_seconds"] > 0 and row["comm_ratio"] > 0
 
@@ -153,8 +156,8 @@ def test_plan_measure_on_this_launch(tmp_path, ranks):
     algorithm that runs there, the documented JSON and the table."""
     done, path = plan(tmp_path, "--nodes", "2", "--ranks-per-node", "2", "--max-ranks", "8",
                       "--hidden", "16", "--batch", "32", "--measure", "--measure-steps",
-                      "5", "--compute-us", "200", ranks=ranks)
+                      "5", "--measure-repeats", "3", "--compute-us", "200", ranks=ranks)
     assert done.returncode == 0, done.stderr
-    check_validation(json.loads(path.read_text())["measured"], [ranks])
+    check_validation(json.loads(path.read_text())["measured"], [ranks], 3)
     assert f"## validation on this launch (1x{ranks})" in done.stdout
     assert "# calibrated: compute" in done.stdout

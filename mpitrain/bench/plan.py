@@ -41,15 +41,19 @@ JSON (``--json FILE``, rank 0)::
      "measured": null or {"layout", "ranks_per_node", "host": {"hosts", "ranks_on_host",
      "cores", "oversubscription", "load_average", "modelled_time_sharing"}, "compute":
      {"alone_seconds", "together_seconds", "time_sharing"}, "links", "algorithms": {name:
-     {"predicted_step_seconds", "measured_step_seconds", "ratio", "error",
+     {"predicted_step_seconds", "measured_step_seconds", "measured_step_runs", "spread",
+     "ratio", "error",
      "predicted_comm_seconds", "measured_comm_seconds", "measured_compute_seconds",
      "measured_allreduce_seconds", "comm_ratio"}}}}
 
-``measured_step_seconds`` is the slowest rank's loop time per step of a short training run
-(``--shuffle local``, evaluation included); ``measured_comm_seconds`` the time inside the
-reduction per step (waiting for the slowest rank included), ``measured_allreduce_seconds``
-the allreduce alone as ``bench allreduce`` times it (after a barrier, slowest rank), which
-``comm_ratio`` compares with the model; ``error`` is predicted / measured step - 1.
+``measured_step_seconds`` is the median over ``--measure-repeats`` short training runs
+(interleaved across algorithms; each run's slowest rank's loop time per step, ``--shuffle
+local``, evaluation included; ``measured_step_runs`` all of them, ``spread`` max / min - 1:
+how much the measurement itself moves on this machine); ``measured_comm_seconds`` the
+time inside the reduction per step (waiting for the slowest rank included),
+``measured_allreduce_seconds`` the allreduce alone as ``bench allreduce`` times it (after
+a barrier, slowest rank), which ``comm_ratio`` compares with the model; ``error`` is
+predicted / measured step - 1.
 
 Times in seconds, bandwidths in bytes/s. ``--plot FILE.png`` draws the projected
 efficiency against ranks per algorithm (and, with ``--measure``, predicted against
@@ -114,6 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "--reduce, compare predicted and measured step times")
     out.add_argument("--measure-steps", type=int, default=60, metavar="S",
                      help="training steps per algorithm with --measure (default: 60)")
+    out.add_argument("--measure-repeats", type=int, default=3, metavar="R",
+                     help="training runs per algorithm with --measure, interleaved; the "
+                          "median is compared, the spread reported (default: 3)")
     out.add_argument("--json", metavar="FILE", help="write the results as JSON (rank 0)")
     out.add_argument("--plot", metavar="FILE.png", help="draw the projection (matplotlib)")
 
@@ -130,7 +137,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def _check(args: argparse.Namespace) -> None:
     for name in ("nodes", "ranks_per_node", "max_ranks", "features", "classes", "batch",
-                 "measure_steps"):
+                 "measure_steps", "measure_repeats"):
         value = getattr(args, name)
         require(value >= 1, f"--{name.replace('_', '-')} must be >= 1 (got {value})")
     for name in ("link_gbps", "link_latency_us", "node_gbytes", "node_latency_us",
@@ -211,14 +218,36 @@ def scaling(message: int, itemsize: int, compute: float, per_node: int, max_rank
 
 # -- measurement on this launch ------------------------------------------------------------
 
+def _train_steps(args: argparse.Namespace, comm: MPI.Comm, name: str,
+                 rows: int) -> dict[str, float]:
+    """Collective: a short training run with ``--reduce name``; per step, the slowest
+    rank's loop seconds and the mean over ranks of compute and reduction seconds."""
+    from mpitrain.config import resolve
+    from mpitrain.training import train
+
+    size = comm.Get_size()
+    config = resolve({"data": "synthetic", "test_fraction": 0.2, "quiet": True,
+                      "shuffle": "local"},
+                     {"model": args.model, "hidden": _hidden(args.hidden)
+                      if args.model == "mlp" else (), "features": args.features,
+                      "classes": args.classes, "dtype": args.dtype,
+                      "samples": math.ceil(rows / 0.8), "epochs": 1,
+                      "batch_size": args.batch * size, "reduce": name})
+    history = train(config, comm=comm).history
+    steps = history[-1]["step"]
+    every = comm.allgather({key: sum(h[key] for h in history) / steps
+                            for key in ("seconds", "compute_seconds", "comm_seconds")})
+    return {"seconds": max(s["seconds"] for s in every),
+            "compute_seconds": statistics.fmean(s["compute_seconds"] for s in every),
+            "comm_seconds": statistics.fmean(s["comm_seconds"] for s in every)}
+
+
 def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
             step_compute: Callable[[MPI.Comm], float]) -> dict[str, Any]:
     """Collective: calibrate the model on this launch (:mod:`.calibrate`), predict each
     algorithm's step, then train with it and time its allreduce alone."""
     from mpitrain.bench.allreduce import measure as time_allreduce
     from mpitrain.bench.calibrate import calibrate_links, compute_share, host_share
-    from mpitrain.config import resolve
-    from mpitrain.training import train
 
     layout = state_of(comm).layout()
     host = host_share(comm)
@@ -236,30 +265,26 @@ def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
     alone = {row.algorithm: row.latency_us * 1e-6 for row in time_allreduce(
         comm, algorithms, np.dtype(args.dtype), work["message_bytes"] // itemsize * itemsize,
         "sum", 5, 40)} if algorithms else {}
+    names = algorithms or ["auto"]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for repeat in range(args.measure_repeats):  # interleaved: drifting load hits all alike
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            runs[name].append(_train_steps(args, comm, name, rows))
     results = {}
-    for name in algorithms or ["auto"]:
-        config = resolve({"data": "synthetic", "test_fraction": 0.2, "quiet": True,
-                          "shuffle": "local"},
-                         {"model": args.model, "hidden": _hidden(args.hidden)
-                          if args.model == "mlp" else (), "features": args.features,
-                          "classes": args.classes, "dtype": args.dtype,
-                          "samples": math.ceil(rows / 0.8), "epochs": 1,
-                          "batch_size": args.batch * size, "reduce": name})
-        history = train(config, comm=comm).history
-        steps = history[-1]["step"]
-        stats = {key: sum(h[key] for h in history) / steps
-                 for key in ("seconds", "compute_seconds", "comm_seconds")}
-        every = comm.allgather(stats)
-        step = max(s["seconds"] for s in every)
+    for name in names:
+        steps = [run["seconds"] for run in runs[name]]
+        step = statistics.median(steps)
         guess = predicted.get(name, {"step_seconds": compute, "comm_seconds": 0.0})
         timed = alone.get(name, 0.0)
         results[name] = {"predicted_step_seconds": guess["step_seconds"],
                          "measured_step_seconds": step,
+                         "measured_step_runs": steps,
+                         "spread": max(steps) / min(steps) - 1,
                          "predicted_comm_seconds": guess["comm_seconds"],
-                         "measured_comm_seconds": statistics.fmean(
-                             s["comm_seconds"] for s in every),
-                         "measured_compute_seconds": statistics.fmean(
-                             s["compute_seconds"] for s in every),
+                         "measured_comm_seconds": statistics.median(
+                             run["comm_seconds"] for run in runs[name]),
+                         "measured_compute_seconds": statistics.median(
+                             run["compute_seconds"] for run in runs[name]),
                          "measured_allreduce_seconds": timed,
                          "comm_ratio": guess["comm_seconds"] / timed if timed else 1.0,
                          "ratio": guess["step_seconds"] / step,
@@ -319,12 +344,12 @@ def report(doc: dict[str, Any]) -> str:
                      f"GB/s, in a node {fitted['alpha_node'] * 1e6:.1f} us + "
                      f"{fitted['beta_node'] / 1e9:.2f} GB/s")
         lines.append(f"{'algorithm':>12} {'step: predicted us':>18} {'measured us':>12} "
-                     f"{'error':>6} | {'allreduce: predicted us':>23} {'measured us':>12} "
-                     f"{'ratio':>6}")
+                     f"{'error':>6} {'spread':>6} | {'allreduce: predicted us':>23} "
+                     f"{'measured us':>12} {'ratio':>6}")
         for name, row in measured["algorithms"].items():
             lines.append(f"{name:>12} {row['predicted_step_seconds'] * 1e6:18.1f} "
                          f"{row['measured_step_seconds'] * 1e6:12.1f} "
-                         f"{100 * row['error']:+5.0f}% | "
+                         f"{100 * row['error']:+5.0f}% {100 * row['spread']:5.0f}% | "
                          f"{row['predicted_comm_seconds'] * 1e6:23.1f} "
                          f"{row['measured_allreduce_seconds'] * 1e6:12.1f} "
                          f"{row['comm_ratio']:6.2f}")
