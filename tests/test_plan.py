@@ -131,11 +131,14 @@ def check_validation(measured: dict, sizes: list[int], repeats: int) -> None:
     assert host["ranks_on_host"] == sum(sizes) and host["hosts"] == 1  # one machine
     assert host["oversubscription"] == pytest.approx(sum(sizes) / host["cores"])
     assert host["modelled_time_sharing"] == max(1.0, host["oversubscription"])
-    compute = measured["compute"]
-    assert compute["alone_seconds"] > 0 and compute["together_seconds"] > 0
-    assert compute["time_sharing"] == pytest.approx(compute["together_seconds"]
-                                                    / compute["alone_seconds"])
-    assert all(math.isfinite(v) and v > 0 for v in measured["links"].values())
+    for calibration in [measured, *measured["calibrations"]]:  # medians, each round
+        compute = calibration["compute"]
+        assert compute["alone_seconds"] > 0 and compute["together_seconds"] > 0
+        assert all(math.isfinite(v) and v > 0 for v in calibration["links"].values())
+    for calibration in measured["calibrations"]:
+        compute = calibration["compute"]
+        assert compute["time_sharing"] == pytest.approx(compute["together_seconds"]
+                                                        / compute["alone_seconds"])
     expected = ({"ring", "hierarchical", "mpi", "root"} if sum(sizes) > 1 else {"auto"}) | (
         {"shm"} if len(sizes) == 1 and sum(sizes) > 1 else set())
     assert set(measured["algorithms"]) == expected
@@ -146,8 +149,10 @@ def check_validation(measured: dict, sizes: list[int], repeats: int) -> None:
         runs = row["measured_step_runs"]
         assert len(runs) == repeats and row["measured_step_seconds"] in runs
         assert row["spread"] == pytest.approx(max(runs) / min(runs) - 1)
+        assert len(row["predicted_step_runs"]) == repeats
         if sum(sizes) > 1:
             assert row["measured_allreduce_seconds"] > 0 and row["comm_ratio"] > 0
+    assert len(measured["calibrations"]) == repeats
 
 
 @pytest.mark.parametrize("ranks", [1, 2])

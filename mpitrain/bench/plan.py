@@ -40,13 +40,16 @@ JSON (``--json FILE``, rank 0)::
      "communication_dominates_from": ranks or null,
      "measured": null or {"layout", "ranks_per_node", "host": {"hosts", "ranks_on_host",
      "cores", "oversubscription", "load_average", "modelled_time_sharing"}, "compute":
-     {"alone_seconds", "together_seconds", "time_sharing"}, "links", "algorithms": {name:
-     {"predicted_step_seconds", "measured_step_seconds", "measured_step_runs", "spread",
+     {"alone_seconds", "together_seconds", "time_sharing"}, "links", "calibrations":
+     [{"links", "compute"}, ...], "algorithms": {name: {"predicted_step_seconds",
+     "predicted_step_runs", "measured_step_seconds", "measured_step_runs", "spread",
      "ratio", "error",
      "predicted_comm_seconds", "measured_comm_seconds", "measured_compute_seconds",
      "measured_allreduce_seconds", "comm_ratio"}}}}
 
-``measured_step_seconds`` is the median over ``--measure-repeats`` short training runs
+``--measure-repeats`` rounds each calibrate (``calibrations``; ``compute`` and ``links``
+their medians), predict (``predicted_step_runs``, median ``predicted_step_seconds``) and
+train; ``measured_step_seconds`` is the median over the rounds' short training runs
 (interleaved across algorithms; each run's slowest rank's loop time per step, ``--shuffle
 local``, evaluation included; ``measured_step_runs`` all of them, ``spread`` max / min - 1:
 how much the measurement itself moves on this machine); ``measured_comm_seconds`` the
@@ -242,41 +245,51 @@ def _train_steps(args: argparse.Namespace, comm: MPI.Comm, name: str,
             "comm_seconds": statistics.fmean(s["comm_seconds"] for s in every)}
 
 
+def _median_of(records: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in records) for key in records[0]}
+
+
 def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
             step_compute: Callable[[MPI.Comm], float]) -> dict[str, Any]:
-    """Collective: calibrate the model on this launch (:mod:`.calibrate`), predict each
-    algorithm's step, then train with it and time its allreduce alone."""
+    """Collective: ``--measure-repeats`` rounds of: calibrate the model on this launch
+    (:mod:`.calibrate`), predict each algorithm's step from that calibration, train with
+    each (interleaved, so a drifting load hits every algorithm alike). Compared: the
+    medians over rounds of predicted and measured steps. Then each allreduce alone."""
     from mpitrain.bench.allreduce import measure as time_allreduce
     from mpitrain.bench.calibrate import calibrate_links, compute_share, host_share
 
     layout = state_of(comm).layout()
     host = host_share(comm)
-    links = calibrate_links(comm, layout, node_gbytes=args.node_gbytes)
-    share = compute_share(comm, step_compute)
     host["modelled_time_sharing"] = max(1.0, host["oversubscription"])
-    compute = share["together_seconds"]
     size = comm.Get_size()
     algorithms = [name for name in ("ring", "hierarchical", "mpi", "root", "shm")
                   if (name != "shm" or layout.nodes == 1) and size > 1]
-    predicted = predict(work["message_bytes"], compute, layout.nodes, max(layout.sizes),
-                        links)
+    names = algorithms or ["auto"]
     rows = args.batch * size * args.measure_steps
+    calibrations, guesses = [], []
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for repeat in range(args.measure_repeats):
+        links = calibrate_links(comm, layout, node_gbytes=args.node_gbytes)
+        share = compute_share(comm, step_compute)
+        calibrations.append({"links": links.__dict__, "compute": share})
+        guess = predict(work["message_bytes"], share["together_seconds"], layout.nodes,
+                        max(layout.sizes), links)
+        guesses.append({name: guess.get(name, {"step_seconds": share["together_seconds"],
+                                               "comm_seconds": 0.0}) for name in names})
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            runs[name].append(_train_steps(args, comm, name, rows))
     itemsize = np.dtype(args.dtype).itemsize
     alone = {row.algorithm: row.latency_us * 1e-6 for row in time_allreduce(
         comm, algorithms, np.dtype(args.dtype), work["message_bytes"] // itemsize * itemsize,
         "sum", 5, 40)} if algorithms else {}
-    names = algorithms or ["auto"]
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    for repeat in range(args.measure_repeats):  # interleaved: drifting load hits all alike
-        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-            runs[name].append(_train_steps(args, comm, name, rows))
     results = {}
     for name in names:
         steps = [run["seconds"] for run in runs[name]]
         step = statistics.median(steps)
-        guess = predicted.get(name, {"step_seconds": compute, "comm_seconds": 0.0})
+        guess = _median_of([g[name] for g in guesses])
         timed = alone.get(name, 0.0)
         results[name] = {"predicted_step_seconds": guess["step_seconds"],
+                         "predicted_step_runs": [g[name]["step_seconds"] for g in guesses],
                          "measured_step_seconds": step,
                          "measured_step_runs": steps,
                          "spread": max(steps) / min(steps) - 1,
@@ -290,8 +303,9 @@ def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
                          "ratio": guess["step_seconds"] / step,
                          "error": guess["step_seconds"] / step - 1}
     return {"layout": layout.describe(), "ranks_per_node": list(layout.sizes),
-            "host": host, "compute": share, "links": links.__dict__,
-            "algorithms": results}
+            "host": host, "compute": _median_of([c["compute"] for c in calibrations]),
+            "links": _median_of([c["links"] for c in calibrations]),
+            "calibrations": calibrations, "algorithms": results}
 
 
 # -- output ------------------------------------------------------------------------------
