@@ -103,10 +103,10 @@ def _alpha_beta(comm: MPI.Comm) -> tuple[float, float]:
     return alpha, big / max(large - alpha, 1e-9)
 
 
-def calibrate_links(comm: MPI.Comm, layout: Any, *, node_gbytes: float | None) -> Links:
-    """Collective: the links of the model, measured on ``comm`` (module docstring);
-    ``node_gbytes`` replaces the node-local bandwidth. A class the layout lacks (no node
-    with two ranks, or one node) takes the other's values."""
+def calibrate_links(comm: MPI.Comm, layout: Any) -> Links:
+    """Collective: the links of the model, measured on ``comm`` (module docstring). A
+    class the layout lacks (no node with two ranks, or one node) takes the other's
+    values."""
     node = net = None
     if max(layout.sizes) > 1:
         if layout.node.Get_size() > 1:
@@ -118,8 +118,7 @@ def calibrate_links(comm: MPI.Comm, layout: Any, *, node_gbytes: float | None) -
         net = _alpha_beta(comm)
     node = node or net or (1e-6, 1e10)
     net = net or node
-    beta_node = node_gbytes * 1e9 if node_gbytes is not None else node[1]
-    return Links(net[0], net[1], node[0], beta_node)
+    return Links(net[0], net[1], node[0], node[1])
 
 
 def compute_share(comm: MPI.Comm, step: Callable[[MPI.Comm], float]) -> dict[str, float]:

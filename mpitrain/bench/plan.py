@@ -269,7 +269,7 @@ def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
     calibrations, guesses = [], []
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for repeat in range(args.measure_repeats):
-        links = calibrate_links(comm, layout, node_gbytes=args.node_gbytes)
+        links = calibrate_links(comm, layout)
         share = compute_share(comm, step_compute)
         calibrations.append({"links": links.__dict__, "compute": share})
         guess = predict(work["message_bytes"], share["together_seconds"], layout.nodes,
