@@ -161,8 +161,11 @@ def test_plan_measure_on_this_launch(tmp_path, ranks):
     algorithm that runs there, the documented JSON and the table."""
     done, path = plan(tmp_path, "--nodes", "2", "--ranks-per-node", "2", "--max-ranks", "8",
                       "--hidden", "16", "--batch", "32", "--measure", "--measure-steps",
-                      "5", "--measure-repeats", "3", "--compute-us", "200", ranks=ranks)
+                      "5", "--measure-repeats", "3", "--compute-us", "200",
+                      "--plot", str(tmp_path / "check.png"), ranks=ranks)
     assert done.returncode == 0, done.stderr
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     check_validation(json.loads(path.read_text())["measured"], [ranks], 3)
     assert f"## validation on this launch (1x{ranks})" in done.stdout
     assert "# calibrated: compute" in done.stdout

@@ -409,11 +409,16 @@ def write_plot(path: str, doc: dict[str, Any]) -> bool:
         x = np.arange(len(names))
         ax.bar(x - 0.2, [r["predicted_step_seconds"] * 1e6 for r in rows], 0.4,
                label="predicted")
-        ax.bar(x + 0.2, [r["measured_step_seconds"] * 1e6 for r in rows], 0.4,
-               label="measured")
+        median = np.array([r["measured_step_seconds"] for r in rows])
+        runs = [r.get("measured_step_runs", [r["measured_step_seconds"]]) for r in rows]
+        ax.bar(x + 0.2, median * 1e6, 0.4, label="measured (median; bars: repeats' range)",
+               yerr=1e6 * np.array([median - [min(r) for r in runs],
+                                    [max(r) for r in runs] - median]), capsize=3)
         ax.set_xticks(x, names)
         ax.set_ylabel("step time (us)")
-        ax.set_title(f"emulated cluster {measured['layout']}: predicted vs measured")
+        ax.set_title(f"{measured['layout']} on this machine (load "
+                     f"{(measured['host']['load_average'] or [float('nan')])[0]:.0f}): "
+                     "predicted vs measured")
         ax.legend(fontsize="small")
     save_figure(fig, path)
     return True
