@@ -120,19 +120,52 @@ def test_plan_user_errors(tmp_path):
         assert done.stderr.count("mpitrain: error:") == 1 and message in done.stderr
 
 
-def test_plan_measure_on_this_launch(tmp_path):
-    """--measure under mpiexec: predicted and measured times for every algorithm that
-    runs on the launch's layout (finite, positive; their agreement is for benchmarks)."""
-    done, path = plan(tmp_path, "--nodes", "2", "--ranks-per-node", "2", "--max-ranks", "8",
-                      "--measure", "--measure-steps", "10", "--compute-us", "200", ranks=2)
-    assert done.returncode == 0, done.stderr
-    measured = json.loads(path.read_text())["measured"]
-    sizes = measured["ranks_per_node"]
-    assert sum(sizes) == 2
-    expected = {"ring", "hierarchical", "mpi", "root"} | ({"shm"} if len(sizes) == 1 else set())
+def check_validation(measured: dict, sizes: list[int], repeats: int) -> None:
+    """The documented ``measured`` block of plan's JSON for a launch on ``sizes``: the
+    calibration (host share, compute, links) and, per algorithm, finite predicted and
+    measured times and their error (their agreement is for benchmarks, not tests)."""
+    assert measured["ranks_per_node"] == sizes
+    host = measured["host"]
+    assert set(host) == {"hosts", "ranks_on_host", "cores", "oversubscription",
+                         "load_average", "modelled_time_sharing"}
+    assert host["ranks_on_host"] == sum(sizes) and host["hosts"] == 1  # one machine
+    assert host["oversubscription"] == pytest.approx(sum(sizes) / host["cores"])
+    assert host["modelled_time_sharing"] == max(1.0, host["oversubscription"])
+    for calibration in [measured, *measured["calibrations"]]:  # medians, each round
+        compute = calibration["compute"]
+        assert compute["alone_seconds"] > 0 and compute["together_seconds"] > 0
+        assert all(math.isfinite(v) and v > 0 for v in calibration["links"].values())
+    for calibration in measured["calibrations"]:
+        compute = calibration["compute"]
+        assert compute["time_sharing"] == pytest.approx(compute["together_seconds"]
+                                                        / compute["alone_seconds"])
+    expected = ({"ring", "hierarchical", "mpi", "root"} if sum(sizes) > 1 else {"auto"}) | (
+        {"shm"} if len(sizes) == 1 and sum(sizes) > 1 else set())
     assert set(measured["algorithms"]) == expected
     for row in measured["algorithms"].values():
-        for key in ("predicted_step_seconds", "measured_step_seconds",
-                    "measured_allreduce_seconds", "ratio", "comm_ratio"):
+        for key in ("predicted_step_seconds", "measured_step_seconds", "ratio"):
             assert math.isfinite(row[key]) and row[key] > 0, key
-    assert "## validation on this launch" in done.stdout
+        assert row["error"] == pytest.approx(row["ratio"] - 1)
+        runs = row["measured_step_runs"]
+        assert len(runs) == repeats and row["measured_step_seconds"] in runs
+        assert row["spread"] == pytest.approx(max(runs) / min(runs) - 1)
+        assert len(row["predicted_step_runs"]) == repeats
+        if sum(sizes) > 1:
+            assert row["measured_allreduce_seconds"] > 0 and row["comm_ratio"] > 0
+    assert len(measured["calibrations"]) == repeats
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_plan_measure_on_this_launch(tmp_path, ranks):
+    """--measure under mpiexec (one node): calibrated, predicted and measured for every
+    algorithm that runs there, the documented JSON and the table."""
+    done, path = plan(tmp_path, "--nodes", "2", "--ranks-per-node", "2", "--max-ranks", "8",
+                      "--hidden", "16", "--batch", "32", "--measure", "--measure-steps",
+                      "5", "--measure-repeats", "3", "--compute-us", "200",
+                      "--plot", str(tmp_path / "check.png"), ranks=ranks)
+    assert done.returncode == 0, done.stderr
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check_validation(json.loads(path.read_text())["measured"], [ranks], 3)
+    assert f"## validation on this launch (1x{ranks})" in done.stdout
+    assert "# calibrated: compute" in done.stdout

@@ -20,12 +20,14 @@ ranks, the fastest algorithm by the model, what ``--reduce auto`` picks
 (:func:`mpitrain.collectives.select.choose`), the step time and efficiency, and the scale
 from which communication takes more time than computation.
 
-``--measure`` (under ``mpiexec`` on 2+ ranks, e.g. on the emulated cluster of
-``tests/cluster.py``) validates the model on the launch's own layout: it fits the
-links (latency and bandwidth across nodes by ping-pong between rank 0 and the first rank
-of the next node; node-local latency by ping-pong between ranks 0 and 1 when they share a
-node, copy bandwidth as without ``--measure``), trains ``--measure-steps`` steps with each
-``--reduce``, and prints the predicted and measured step times and their ratio.
+``--measure`` (under ``mpiexec``, on any layout, e.g. the emulated cluster of
+``tests/cluster.py``) validates the model on the launch's own layout and machine: it
+calibrates the model's parameters there (:mod:`mpitrain.bench.calibrate`: ranks per host
+against usable cores, the kernels' step time alone and with every rank at once, latency
+and bandwidth per link class from lock-step rings with every rank active), predicts each
+``--reduce``'s step from them (compute with every rank at once + the algorithm's modelled
+allreduce), trains ``--measure-steps`` steps with each, and prints predicted against
+measured step times and the error. One rank trains with ``auto`` (no reduction).
 
 JSON (``--json FILE``, rank 0)::
 
@@ -36,16 +38,25 @@ JSON (``--json FILE``, rank 0)::
      "auto"}, "scaling": [{"nodes", "ranks", "fastest", "auto", "step_seconds",
      "efficiency", "comm_fraction", "seconds": {name: float}}, ...],
      "communication_dominates_from": ranks or null,
-     "measured": null or {"layout", "ranks_per_node", "links", "algorithms": {name:
-     {"predicted_step_seconds", "measured_step_seconds", "ratio", "predicted_comm_seconds",
-     "measured_comm_seconds", "measured_compute_seconds", "measured_allreduce_seconds",
-     "comm_ratio"}}}}
+     "measured": null or {"layout", "ranks_per_node", "host": {"hosts", "ranks_on_host",
+     "cores", "oversubscription", "load_average", "modelled_time_sharing"}, "compute":
+     {"alone_seconds", "together_seconds", "time_sharing"}, "links", "calibrations":
+     [{"links", "compute"}, ...], "algorithms": {name: {"predicted_step_seconds",
+     "predicted_step_runs", "measured_step_seconds", "measured_step_runs", "spread",
+     "ratio", "error",
+     "predicted_comm_seconds", "measured_comm_seconds", "measured_compute_seconds",
+     "measured_allreduce_seconds", "comm_ratio"}}}}
 
-``measured_step_seconds`` is the slowest rank's loop time per step of a short training run
-(``--shuffle local``, evaluation included); ``measured_comm_seconds`` the time inside the
-reduction per step (waiting for the slowest rank included), ``measured_allreduce_seconds``
-the allreduce alone as ``bench allreduce`` times it (after a barrier, slowest rank), which
-``comm_ratio`` compares with the model.
+``--measure-repeats`` rounds each calibrate (``calibrations``; ``compute`` and ``links``
+their medians), predict (``predicted_step_runs``, median ``predicted_step_seconds``) and
+train; ``measured_step_seconds`` is the median over the rounds' short training runs
+(interleaved across algorithms; each run's slowest rank's loop time per step, ``--shuffle
+local``, evaluation included; ``measured_step_runs`` all of them, ``spread`` max / min - 1:
+how much the measurement itself moves on this machine); ``measured_comm_seconds`` the
+time inside the reduction per step (waiting for the slowest rank included),
+``measured_allreduce_seconds`` the allreduce alone as ``bench allreduce`` times it (after
+a barrier, slowest rank), which ``comm_ratio`` compares with the model; ``error`` is
+predicted / measured step - 1.
 
 Times in seconds, bandwidths in bytes/s. ``--plot FILE.png`` draws the projected
 efficiency against ranks per algorithm (and, with ``--measure``, predicted against
@@ -58,6 +69,7 @@ import argparse
 import itertools
 import math
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -109,6 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "--reduce, compare predicted and measured step times")
     out.add_argument("--measure-steps", type=int, default=60, metavar="S",
                      help="training steps per algorithm with --measure (default: 60)")
+    out.add_argument("--measure-repeats", type=int, default=3, metavar="R",
+                     help="training runs per algorithm with --measure, interleaved; the "
+                          "median is compared, the spread reported (default: 3)")
     out.add_argument("--json", metavar="FILE", help="write the results as JSON (rank 0)")
     out.add_argument("--plot", metavar="FILE.png", help="draw the projection (matplotlib)")
 
@@ -125,7 +140,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def _check(args: argparse.Namespace) -> None:
     for name in ("nodes", "ranks_per_node", "max_ranks", "features", "classes", "batch",
-                 "measure_steps"):
+                 "measure_steps", "measure_repeats"):
         value = getattr(args, name)
         require(value >= 1, f"--{name.replace('_', '-')} must be >= 1 (got {value})")
     for name in ("link_gbps", "link_latency_us", "node_gbytes", "node_latency_us",
@@ -206,101 +221,91 @@ def scaling(message: int, itemsize: int, compute: float, per_node: int, max_rank
 
 # -- measurement on this launch ------------------------------------------------------------
 
-def _pingpong(comm: MPI.Comm, a: int, b: int, nbytes: int, repeats: int) -> float:
-    """Collective: one-way seconds of an ``nbytes`` message between ranks ``a`` and ``b``
-    (the fastest round trip / 2: on a shared machine slower ones include waiting for a
-    CPU, which is not the link's cost); the other ranks wait in a Barrier."""
-    buf = np.zeros(max(nbytes, 1), dtype=np.uint8)
-    rank = comm.Get_rank()
-    times = []
-    if rank in (a, b):
-        other = b if rank == a else a
-        for _ in range(repeats):
-            start = MPI.Wtime()
-            if rank == a:
-                comm.Send(buf, other, 7)
-                comm.Recv(buf, other, 7)
-            else:
-                comm.Recv(buf, other, 7)
-                comm.Send(buf, other, 7)
-            times.append((MPI.Wtime() - start) / 2)
-    value = min(times) if times else 0.0  # the link's own cost, without waits for a CPU
-    comm.Barrier()
-    return comm.bcast(value, root=a)
-
-
-def _fit(comm: MPI.Comm, a: int, b: int) -> tuple[float, float]:
-    """(alpha seconds, beta bytes/s) between ranks ``a`` and ``b`` by ping-pong."""
-    big = 1 << 20
-    alpha = _pingpong(comm, a, b, 8, 200)
-    large = _pingpong(comm, a, b, big, 30)
-    return alpha, big / max(large - alpha, 1e-9)
-
-
-def fit_links(comm: MPI.Comm, node_gbytes: float | None) -> tuple[Links, Any]:
-    """Collective: the links of this launch's layout: latencies and the network's bandwidth
-    fitted by ping-pong, the node-local copy bandwidth ``node_gbytes`` or measured (every
-    rank copying at once), and the layout."""
-    layout = state_of(comm).layout()
-    node_of = layout.node_of
-    a_node = 1e-6
-    if comm.Get_size() > 1 and node_of[1] == node_of[0]:
-        a_node = _pingpong(comm, 0, 1, 8, 200)
-    b_node = (node_gbytes * 1e9 if node_gbytes is not None
-              else copy_bandwidth(comm, 1 << 20))
-    if layout.nodes > 1:
-        a_net, b_net = _fit(comm, 0, node_of.index(1))
-    else:
-        a_net, b_net = a_node, b_node
-    return Links(a_net, b_net, a_node, b_node), layout
-
-
-def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
-            compute: float) -> dict[str, Any]:
-    """Collective: predicted against measured step times on this launch, per algorithm."""
+def _train_steps(args: argparse.Namespace, comm: MPI.Comm, name: str,
+                 rows: int) -> dict[str, float]:
+    """Collective: a short training run with ``--reduce name``; per step, the slowest
+    rank's loop seconds and the mean over ranks of compute and reduction seconds."""
     from mpitrain.config import resolve
     from mpitrain.training import train
 
-    links, layout = fit_links(comm, args.node_gbytes)
     size = comm.Get_size()
-    per_node = max(layout.sizes)
-    algorithms = [name for name in ("ring", "hierarchical", "mpi", "root", "shm")
-                  if name != "shm" or layout.nodes == 1]
-    predicted = predict(work["message_bytes"], compute, layout.nodes, per_node, links)
-    rows = args.batch * size * args.measure_steps
-    from mpitrain.bench.allreduce import measure as time_allreduce
+    config = resolve({"data": "synthetic", "test_fraction": 0.2, "quiet": True,
+                      "shuffle": "local"},
+                     {"model": args.model, "hidden": _hidden(args.hidden)
+                      if args.model == "mlp" else (), "features": args.features,
+                      "classes": args.classes, "dtype": args.dtype,
+                      "samples": math.ceil(rows / 0.8), "epochs": 1,
+                      "batch_size": args.batch * size, "reduce": name})
+    history = train(config, comm=comm).history
+    steps = history[-1]["step"]
+    every = comm.allgather({key: sum(h[key] for h in history) / steps
+                            for key in ("seconds", "compute_seconds", "comm_seconds")})
+    return {"seconds": max(s["seconds"] for s in every),
+            "compute_seconds": statistics.fmean(s["compute_seconds"] for s in every),
+            "comm_seconds": statistics.fmean(s["comm_seconds"] for s in every)}
 
+
+def _median_of(records: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in records) for key in records[0]}
+
+
+def measure(args: argparse.Namespace, comm: MPI.Comm, work: dict[str, Any],
+            step_compute: Callable[[MPI.Comm], float]) -> dict[str, Any]:
+    """Collective: ``--measure-repeats`` rounds of: calibrate the model on this launch
+    (:mod:`.calibrate`), predict each algorithm's step from that calibration, train with
+    each (interleaved, so a drifting load hits every algorithm alike). Compared: the
+    medians over rounds of predicted and measured steps. Then each allreduce alone."""
+    from mpitrain.bench.allreduce import measure as time_allreduce
+    from mpitrain.bench.calibrate import calibrate_links, compute_share, host_share
+
+    layout = state_of(comm).layout()
+    host = host_share(comm)
+    host["modelled_time_sharing"] = max(1.0, host["oversubscription"])
+    size = comm.Get_size()
+    algorithms = [name for name in ("ring", "hierarchical", "mpi", "root", "shm")
+                  if (name != "shm" or layout.nodes == 1) and size > 1]
+    names = algorithms or ["auto"]
+    rows = args.batch * size * args.measure_steps
+    calibrations, guesses = [], []
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for repeat in range(args.measure_repeats):
+        links = calibrate_links(comm, layout)
+        share = compute_share(comm, step_compute)
+        calibrations.append({"links": links.__dict__, "compute": share})
+        guess = predict(work["message_bytes"], share["together_seconds"], layout.nodes,
+                        max(layout.sizes), links)
+        guesses.append({name: guess.get(name, {"step_seconds": share["together_seconds"],
+                                               "comm_seconds": 0.0}) for name in names})
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            runs[name].append(_train_steps(args, comm, name, rows))
     itemsize = np.dtype(args.dtype).itemsize
     alone = {row.algorithm: row.latency_us * 1e-6 for row in time_allreduce(
         comm, algorithms, np.dtype(args.dtype), work["message_bytes"] // itemsize * itemsize,
-        "sum", 20, 200)}
+        "sum", 5, 40)} if algorithms else {}
     results = {}
-    for name in algorithms:
-        config = resolve({"data": "synthetic", "test_fraction": 0.2, "quiet": True,
-                          "shuffle": "local"},
-                         {"model": args.model, "hidden": _hidden(args.hidden)
-                          if args.model == "mlp" else (), "features": args.features,
-                          "classes": args.classes, "dtype": args.dtype,
-                          "samples": math.ceil(rows / 0.8), "epochs": 1,
-                          "batch_size": args.batch * size, "reduce": name})
-        history = train(config, comm=comm).history
-        steps = history[-1]["step"]
-        stats = {key: sum(h[key] for h in history) / steps
-                 for key in ("seconds", "compute_seconds", "comm_seconds")}
-        every = comm.allgather(stats)
-        step = max(s["seconds"] for s in every)
-        guess = predicted[name]["step_seconds"]
-        results[name] = {"predicted_step_seconds": guess, "measured_step_seconds": step,
-                         "predicted_comm_seconds": predicted[name]["comm_seconds"],
-                         "measured_comm_seconds": statistics.fmean(
-                             s["comm_seconds"] for s in every),
-                         "measured_compute_seconds": statistics.fmean(
-                             s["compute_seconds"] for s in every),
-                         "measured_allreduce_seconds": alone[name],
-                         "comm_ratio": predicted[name]["comm_seconds"] / alone[name],
-                         "ratio": guess / step}
+    for name in names:
+        steps = [run["seconds"] for run in runs[name]]
+        step = statistics.median(steps)
+        guess = _median_of([g[name] for g in guesses])
+        timed = alone.get(name, 0.0)
+        results[name] = {"predicted_step_seconds": guess["step_seconds"],
+                         "predicted_step_runs": [g[name]["step_seconds"] for g in guesses],
+                         "measured_step_seconds": step,
+                         "measured_step_runs": steps,
+                         "spread": max(steps) / min(steps) - 1,
+                         "predicted_comm_seconds": guess["comm_seconds"],
+                         "measured_comm_seconds": statistics.median(
+                             run["comm_seconds"] for run in runs[name]),
+                         "measured_compute_seconds": statistics.median(
+                             run["compute_seconds"] for run in runs[name]),
+                         "measured_allreduce_seconds": timed,
+                         "comm_ratio": guess["comm_seconds"] / timed if timed else 1.0,
+                         "ratio": guess["step_seconds"] / step,
+                         "error": guess["step_seconds"] / step - 1}
     return {"layout": layout.describe(), "ranks_per_node": list(layout.sizes),
-            "links": links.__dict__, "algorithms": results}
+            "host": host, "compute": _median_of([c["compute"] for c in calibrations]),
+            "links": _median_of([c["links"] for c in calibrations]),
+            "calibrations": calibrations, "algorithms": results}
 
 
 # -- output ------------------------------------------------------------------------------
@@ -339,15 +344,26 @@ def report(doc: dict[str, Any]) -> str:
                  if start else "communication stays below computation at every scale above")
     measured = doc.get("measured")
     if measured:
-        lines.append(f"## validation on this launch ({measured['layout']}), fitted links "
-                     f"{measured['links']['beta_net'] / 1e9:.2f} GB/s, "
-                     f"{measured['links']['alpha_net'] * 1e6:.1f} us across nodes")
+        host, share, fitted = measured["host"], measured["compute"], measured["links"]
+        load = host["load_average"]
+        lines.append(f"## validation on this launch ({measured['layout']}): "
+                     f"{host['ranks_on_host']} ranks on {host['cores']} cores of the busiest "
+                     f"host (oversubscription {host['oversubscription']:.2f}), load average "
+                     f"{load[0] if load else float('nan'):.1f}")
+        lines.append(f"# calibrated: compute {share['alone_seconds'] * 1e6:.1f} us alone, "
+                     f"{share['together_seconds'] * 1e6:.1f} us with every rank at once "
+                     f"(time-sharing x{share['time_sharing']:.2f}, cores alone would give "
+                     f"x{host['modelled_time_sharing']:.2f}); across nodes "
+                     f"{fitted['alpha_net'] * 1e6:.1f} us + {fitted['beta_net'] / 1e9:.2f} "
+                     f"GB/s, in a node {fitted['alpha_node'] * 1e6:.1f} us + "
+                     f"{fitted['beta_node'] / 1e9:.2f} GB/s")
         lines.append(f"{'algorithm':>12} {'step: predicted us':>18} {'measured us':>12} "
-                     f"{'ratio':>6} | {'allreduce: predicted us':>23} {'measured us':>12} "
-                     f"{'ratio':>6}")
+                     f"{'error':>6} {'spread':>6} | {'allreduce: predicted us':>23} "
+                     f"{'measured us':>12} {'ratio':>6}")
         for name, row in measured["algorithms"].items():
             lines.append(f"{name:>12} {row['predicted_step_seconds'] * 1e6:18.1f} "
-                         f"{row['measured_step_seconds'] * 1e6:12.1f} {row['ratio']:6.2f} | "
+                         f"{row['measured_step_seconds'] * 1e6:12.1f} "
+                         f"{100 * row['error']:+5.0f}% {100 * row['spread']:5.0f}% | "
                          f"{row['predicted_comm_seconds'] * 1e6:23.1f} "
                          f"{row['measured_allreduce_seconds'] * 1e6:12.1f} "
                          f"{row['comm_ratio']:6.2f}")
@@ -393,11 +409,16 @@ def write_plot(path: str, doc: dict[str, Any]) -> bool:
         x = np.arange(len(names))
         ax.bar(x - 0.2, [r["predicted_step_seconds"] * 1e6 for r in rows], 0.4,
                label="predicted")
-        ax.bar(x + 0.2, [r["measured_step_seconds"] * 1e6 for r in rows], 0.4,
-               label="measured")
+        median = np.array([r["measured_step_seconds"] for r in rows])
+        runs = [r.get("measured_step_runs", [r["measured_step_seconds"]]) for r in rows]
+        ax.bar(x + 0.2, median * 1e6, 0.4, label="measured (median; bars: repeats' range)",
+               yerr=1e6 * np.array([median - [min(r) for r in runs],
+                                    [max(r) for r in runs] - median]), capsize=3)
         ax.set_xticks(x, names)
         ax.set_ylabel("step time (us)")
-        ax.set_title(f"emulated cluster {measured['layout']}: predicted vs measured")
+        ax.set_title(f"{measured['layout']} on this machine (load "
+                     f"{(measured['host']['load_average'] or [float('nan')])[0]:.0f}): "
+                     "predicted vs measured")
         ax.legend(fontsize="small")
     save_figure(fig, path)
     return True
@@ -415,15 +436,15 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     checked(comm, _check, args)
     work = checked(comm, workload, args)
     itemsize = np.dtype(args.dtype).itemsize
-    if args.compute_us is not None:
-        compute = args.compute_us * 1e-6
-    else:
+    def step_compute(on: MPI.Comm) -> float:
         from mpitrain.bench.train import kernel_step_seconds
 
-        compute = kernel_step_seconds(comm, dims=work["dims"], model=args.model,
-                                      dtype=np.dtype(args.dtype), seed=0,
-                                      rows=max(4 * args.batch, 1024), batch=args.batch,
-                                      steps=200)
+        return kernel_step_seconds(on, dims=work["dims"], model=args.model,
+                                   dtype=np.dtype(args.dtype), seed=0,
+                                   rows=max(4 * args.batch, 1024), batch=args.batch,
+                                   steps=200)
+
+    compute = args.compute_us * 1e-6 if args.compute_us is not None else step_compute(comm)
     node_gbytes = (args.node_gbytes if args.node_gbytes is not None
                    else copy_bandwidth(comm, work["message_bytes"]) / 1e9)
     links = Links.from_network(gbps=args.link_gbps, latency_us=args.link_latency_us,
@@ -443,6 +464,6 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
                                        shared=nodes == 1, nodes=nodes, slices=per_node)},
            "scaling": table,
            "communication_dominates_from": dominated[0] if dominated else None,
-           "measured": measure(args, comm, work, compute) if args.measure else None}
+           "measured": measure(args, comm, work, step_compute) if args.measure else None}
     checked(comm, _outputs, args, comm, doc)
     return 0

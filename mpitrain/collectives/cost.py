@@ -30,8 +30,9 @@ bandwidth). Ranks are placed node by node. ``P = N * L`` ranks, message ``n`` by
   ``alpha_node + (L + 1) n / beta_node``.
 
 Non-power-of-two counts round ``log2`` up. The model ignores overlap of computation and
-communication, congestion beyond one node's link, and the network's topology; it is
-validated against measurements on the emulated cluster (``docs/multinode.md``).
+communication, congestion beyond one node's link, the network's topology and stragglers;
+``plan --measure`` checks it against training runs with parameters calibrated on the
+launch (:mod:`mpitrain.bench.calibrate`; method and measurements in ``docs/multinode.md``).
 """
 
 from __future__ import annotations
