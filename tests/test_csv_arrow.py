@@ -3,10 +3,12 @@ and messages of the numpy.loadtxt path, bit for bit, on tricky files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_mpi
 from test_data import load, write_text
 
 from mpitrain.data import csv_arrow
@@ -139,3 +141,17 @@ def test_gzip_reads_alike(tmp_path, monkeypatch):
     path = tmp_path / "a.csv.gz"
     path.write_bytes(gzip.compress(text.encode()))
     assert_same(*read_both(str(path), monkeypatch))
+
+
+def test_bench_data_csv_mode_writes_json(tmp_path):
+    out = tmp_path / "data.json"
+    done = run_mpi(["-m", "mpitrain", "bench", "data", "--format", "csv", "--rows", "2000",
+                    "--features", "8", "--repeat", "1", "--pyarrow", "--json", str(out)],
+                   ranks=2)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("csv read: 2000 rows")
+    result = json.loads(out.read_text())
+    assert result["format"] == "csv" and result["ranks"] == 2 and result["rows"] == 2000
+    assert result["seconds"] > 0 and result["cpu_seconds"] > 0
+    assert result["pyarrow_cpu_seconds"] > 0
+    assert result["share_MB_per_rank"] == [1000 * 9 * 8 / 2**20] * 2  # X and y, float64
