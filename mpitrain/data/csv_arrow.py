@@ -26,14 +26,14 @@ def _pyarrow() -> tuple[ModuleType, ModuleType] | None:
 
 
 def parse_lines(
-    raws: list[bytes], *, n_columns: int, feature_index: list[int], label_index: int
+    text: bytes, *, n_rows: int, n_columns: int, feature_index: list[int], label_index: int
 ) -> tuple[np.ndarray, np.ndarray | list[str]] | None:
-    """The data lines ``raws`` (raw bytes, one row each) as float64 features (rows by
+    """The ``n_rows`` data lines ``text`` (raw bytes, a row a line) as float64 features (rows by
     ``feature_index``) and labels (float64 when every label is a number as
     ``numpy.loadtxt`` reads it, else their stripped texts); None when pyarrow is missing
     or the lines are not plain numeric CSV."""
     modules = _pyarrow()
-    if modules is None or not raws or raws[0].startswith(b"\xef\xbb\xbf"):
+    if modules is None or not n_rows or text.startswith(b"\xef\xbb\xbf"):
         return None
     pa, csv = modules
     names = [f"c{j}" for j in range(n_columns)]
@@ -41,7 +41,7 @@ def parse_lines(
     types[names[label_index]] = pa.string()
     try:
         table = csv.read_csv(
-            pa.py_buffer(b"".join(raws)),
+            pa.py_buffer(text),  # not copied
             read_options=csv.ReadOptions(column_names=names, use_threads=False,
                                          block_size=1 << 24),
             parse_options=csv.ParseOptions(quote_char=False, ignore_empty_lines=False),
@@ -52,7 +52,7 @@ def parse_lines(
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(raws):  # a line split differently (a lone carriage return)
+    if table.num_rows != n_rows:  # a line split differently (a lone carriage return)
         return None
     X = np.empty((table.num_rows, len(feature_index)))
     for k, j in enumerate(feature_index):

@@ -167,11 +167,15 @@ class CsvSource(TextSource):
 
     def read(self, rows: np.ndarray) -> Block:
         raws, numbers = self.raw_lines(rows)
-        parsed = parse_lines(raws, n_columns=self.n_columns, feature_index=self.feature_index,
+        text = b"".join(raws)  # one line per row, each ending in a line feed but the last
+        del raws  # held once
+        parsed = parse_lines(text, n_rows=len(numbers), n_columns=self.n_columns,
+                             feature_index=self.feature_index,
                              label_index=self.label_index) if self.fast else None
         if parsed is None:  # no pyarrow, or not plain numbers: parse (and name the problem)
-            parsed = self.parse([_decode(raw) for raw in raws], numbers)
-        del raws
+            lines = text.split(b"\n")[: len(numbers)]
+            del text
+            parsed = self.parse([_decode(line) for line in lines], numbers)
         X, labels = parsed
         if isinstance(labels, np.ndarray):  # every label a number
             return Block(X=X, y=labels, rows=rows, lines=numbers)
