@@ -12,6 +12,7 @@ from cli_runner import run_mpi
 from test_data import load, write_text
 
 from mpitrain.data import csv_arrow
+from mpitrain.data import text as text_module
 from mpitrain.data.base import Block
 from mpitrain.data.text import CsvSource
 from mpitrain.errors import UserError
@@ -85,11 +86,14 @@ def test_tricky_numbers_are_parsed_bit_for_bit_alike(tmp_path, monkeypatch):
     "1,2,0\r3,4,1\n5,6,1\n",  # a lone carriage return is not a line break
     "a,b,label\n\"1\",2,0\n",  # quotes are not special: a non-numeric value
 ])
-def test_plain_and_odd_files_read_alike(tmp_path, monkeypatch, text):
+@pytest.mark.parametrize("chunk_bytes", [text_module.CHUNK_BYTES, 1])  # 1: a line a chunk
+def test_plain_and_odd_files_read_alike(tmp_path, monkeypatch, text, chunk_bytes):
+    default = text_module.CHUNK_BYTES
     path = write_text(tmp_path / "a.csv", text)
     results = []
-    for fast in (True, False):
+    for fast in (True, False):  # the reference: loadtxt over the whole block, as before
         monkeypatch.setattr(CsvSource, "fast", fast)
+        monkeypatch.setattr(text_module, "CHUNK_BYTES", chunk_bytes if fast else default)
         try:
             source = CsvSource(Path(path), option="--data")
             results.append(source.read(np.arange(source.n_rows, dtype=np.int64)))
@@ -101,7 +105,8 @@ def test_plain_and_odd_files_read_alike(tmp_path, monkeypatch, text):
         assert_same(*results)
 
 
-def test_named_columns_and_selected_rows(tmp_path, monkeypatch):
+@pytest.mark.parametrize("chunk_bytes", [text_module.CHUNK_BYTES, 5000])
+def test_named_columns_and_selected_rows(tmp_path, monkeypatch, chunk_bytes):
     rng = np.random.default_rng(1)
     lines = ["id,x,label,z,note"]
     lines += [f"r{i},{rng.standard_normal()!r},{['cat', 'dog', '2'][i % 3]},"
@@ -111,6 +116,7 @@ def test_named_columns_and_selected_rows(tmp_path, monkeypatch):
     blocks = []
     for fast in (True, False):
         monkeypatch.setattr(CsvSource, "fast", fast)
+        monkeypatch.setattr(text_module, "CHUNK_BYTES", chunk_bytes if fast else 1 << 40)
         source = CsvSource(Path(path), option="--data",
                            label_column="label", feature_columns=["z", "x"])
         blocks.append(source.read(rows))
@@ -119,8 +125,9 @@ def test_named_columns_and_selected_rows(tmp_path, monkeypatch):
 
 
 def test_bad_value_is_named_as_before(tmp_path, monkeypatch):
-    path = write_text(tmp_path / "a.csv", "a,b,label\n1,2,0\n3,x4,1\n")
+    path = write_text(tmp_path / "a.csv", "a,b,label\n1,2,0\n3,x4,1\n5,6,cat\n7,y,1\n")
     monkeypatch.setattr(CsvSource, "fast", True)
+    monkeypatch.setattr(text_module, "CHUNK_BYTES", 1)
     with pytest.raises(UserError, match=r"line 3 has a non-numeric value 'x4' in column 'b'"):
         load(path)
 

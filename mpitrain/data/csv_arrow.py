@@ -27,11 +27,11 @@ def _pyarrow() -> tuple[ModuleType, ModuleType] | None:
 
 def parse_lines(
     text: bytes, *, n_rows: int, n_columns: int, feature_index: list[int], label_index: int
-) -> tuple[np.ndarray, np.ndarray | list[str]] | None:
+) -> tuple[np.ndarray, np.ndarray | None, list[str]] | None:
     """The ``n_rows`` data lines ``text`` (raw bytes, a row a line) as float64 features (rows by
-    ``feature_index``) and labels (float64 when every label is a number as
-    ``numpy.loadtxt`` reads it, else their stripped texts); None when pyarrow is missing
-    or the lines are not plain numeric CSV."""
+    ``feature_index``), labels (float64 when every label is a number as ``numpy.loadtxt``
+    reads it, else None) and the labels' stripped texts; None when pyarrow is missing or
+    the lines are not plain numeric CSV."""
     modules = _pyarrow()
     if modules is None or not n_rows or text.startswith(b"\xef\xbb\xbf"):
         return None
@@ -58,18 +58,18 @@ def parse_lines(
     for k, j in enumerate(feature_index):
         X[:, k] = table.column(names[j]).to_numpy()
     texts = [text.strip() for text in table.column(names[label_index]).to_pylist()]
-    return X, _numeric_labels(texts)
+    return X, _numeric_labels(texts), texts
 
 
-def _numeric_labels(texts: list[str]) -> np.ndarray | list[str]:
+def _numeric_labels(texts: list[str]) -> np.ndarray | None:
     """The labels as float64 when ``numpy.loadtxt`` reads each as a number (as the
-    line-by-line parser decides), else the texts."""
+    line-by-line parser decides), else None."""
     if not all(texts):  # loadtxt would skip an empty one
-        return texts
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             y = np.loadtxt(texts, delimiter=",", dtype=np.float64, ndmin=1)
     except ValueError:
-        return texts
-    return y if y.shape == (len(texts),) else texts
+        return None
+    return y if y.shape == (len(texts),) else None
