@@ -6,6 +6,8 @@ files have their own parallel reader (:mod:`mpitrain.data.libsvm`).
 Opening a source scans the file once, counting data lines and remembering the byte
 offset of every :data:`CHECKPOINT_ROWS`-th one. Reading seeks to the checkpoint before the
 first wanted row and parses only the wanted lines, so a rank never holds other ranks' rows.
+CSV lines are parsed :data:`CHUNK_BYTES` of text at a time, by pyarrow when it is installed
+(:mod:`mpitrain.data.csv_arrow`), so a rank holds its arrays and one chunk of text.
 """
 
 from __future__ import annotations
