@@ -6,12 +6,15 @@ files have their own parallel reader (:mod:`mpitrain.data.libsvm`).
 Opening a source scans the file once, counting data lines and remembering the byte
 offset of every :data:`CHECKPOINT_ROWS`-th one. Reading seeks to the checkpoint before the
 first wanted row and parses only the wanted lines, so a rank never holds other ranks' rows.
+CSV lines are parsed :data:`CHUNK_BYTES` of text at a time, by pyarrow when it is installed
+(:mod:`mpitrain.data.csv_arrow`), so a rank holds its arrays and one chunk of text.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
@@ -19,11 +22,14 @@ from typing import IO
 import numpy as np
 
 from mpitrain.data.base import Block, Source, select_columns
+from mpitrain.data.csv_arrow import parse_lines
 from mpitrain.data.files import open_bytes
 from mpitrain.data.labels import split_labels
 
 #: A byte offset is remembered for every this many data lines.
 CHECKPOINT_ROWS = 1024
+#: Text parsed at a time when reading CSV rows (bounds the text a rank holds).
+CHUNK_BYTES = 1 << 24
 
 
 class TextSource(Source):
@@ -35,7 +41,7 @@ class TextSource(Source):
 
     def is_data(self, line: bytes) -> bool:
         """Whether a raw line holds a row (blank lines and comments do not)."""
-        return bool(line.strip())
+        return bool(line) and not line.isspace()  # as bool(line.strip()), without a copy
 
     def open_file(self) -> AbstractContextManager[IO[bytes]]:
         """The file as bytes (``.gz`` decompressed as it is read)."""
@@ -61,11 +67,29 @@ class TextSource(Source):
 
     def lines(self, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
         """The text and 1-based line numbers of the data lines with the given sorted indices."""
+        raws, numbers = self.raw_lines(rows)
+        return [_decode(raw) for raw in raws], numbers
+
+    def raw_lines(self, rows: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+        """The bytes and 1-based line numbers of the data lines with the given sorted indices."""
+        raws: list[bytes] = []
+        numbers: list[int] = []
+        for chunk, chunk_numbers in self.raw_chunks(rows):
+            raws += chunk
+            numbers += chunk_numbers
+        return raws, np.array(numbers, dtype=np.int64)
+
+    def raw_chunks(
+        self, rows: np.ndarray, chunk_bytes: float = math.inf
+    ) -> Iterator[tuple[list[bytes], list[int]]]:
+        """The bytes and 1-based line numbers of the data lines with the given sorted
+        indices, in chunks of about ``chunk_bytes`` (so a caller holds one chunk's text)."""
         if len(rows) == 0:
-            return [], np.empty(0, dtype=np.int64)
+            return
         wanted = rows.tolist()
         raws: list[bytes] = []
         numbers: list[int] = []
+        done, size = 0, 0
         checkpoint = wanted[0] // CHECKPOINT_ROWS
         index = checkpoint * CHECKPOINT_ROWS
         line = int(self.numbers[checkpoint])
@@ -77,15 +101,19 @@ class TextSource(Source):
                     if index == target:
                         raws.append(raw)
                         numbers.append(line)
-                        if len(raws) == len(wanted):
+                        done += 1
+                        size += len(raw)
+                        if done == len(wanted):
                             break
-                        target = wanted[len(raws)]
+                        target = wanted[done]
+                        if size >= chunk_bytes:
+                            yield raws, numbers
+                            raws, numbers, size = [], [], 0
                     index += 1
                 line += 1
-        if len(raws) != len(wanted):
+        if done != len(wanted):
             raise self.error(f"{self.quoted} changed while being read")
-        texts = [_decode(raw) for raw in raws]
-        return texts, np.array(numbers, dtype=np.int64)
+        yield raws, numbers
 
 
 def _decode(raw: bytes) -> str:
@@ -107,7 +135,13 @@ class CsvSource(TextSource):
     """Comma-separated numbers and a label (a number or a name), optional header line (a
     first line with a field before the last that is not a number). The label is the last
     column and the features the others, or with a header the columns named by
-    ``label_column`` and ``feature_columns`` (other columns may then hold anything)."""
+    ``label_column`` and ``feature_columns`` (other columns may then hold anything).
+
+    Lines are parsed by pyarrow when it is installed (:mod:`.csv_arrow`; ``fast=False``
+    or no pyarrow: ``numpy.loadtxt``), with the same values either way."""
+
+    #: Whether to try pyarrow's parser first (tests compare both paths).
+    fast = True
 
     def __init__(self, path: Path, *, option: str, label_column: str | None = None,
                  feature_columns: Sequence[str] = ()) -> None:
@@ -155,12 +189,46 @@ class CsvSource(TextSource):
         self.usecols = [*self.feature_index, self.label_index]
 
     def read(self, rows: np.ndarray) -> Block:
-        texts, numbers = self.lines(rows)
-        X, labels = self.parse(texts, numbers)
-        if isinstance(labels, np.ndarray):  # every label a number
-            return Block(X=X, y=labels, rows=rows, lines=numbers)
-        y, names, codes = split_labels(labels)
+        X = np.empty((len(rows), len(self.feature_index)))
+        numbers = np.empty(len(rows), dtype=np.int64)
+        ys: list[np.ndarray | None] = []  # per chunk: labels as numbers, or None
+        texts: list[str] = []  # every label's text (used when some label is a name)
+        start = 0
+        for raws, chunk_numbers in self.raw_chunks(rows, CHUNK_BYTES):
+            stop = start + len(raws)
+            numbers[start:stop] = chunk_numbers
+            ys.append(self._parse_chunk(raws, numbers[start:stop], X[start:stop], texts))
+            start = stop
+        if all(y is not None for y in ys):  # every label a number
+            y = np.concatenate(ys) if ys else np.empty(0)
+            return Block(X=X, y=y, rows=rows, lines=numbers)
+        y, names, codes = split_labels(texts)
         return Block(X=X, y=y, rows=rows, lines=numbers, label_names=names, label_codes=codes)
+
+    def _parse_chunk(self, raws: list[bytes], numbers: np.ndarray, X: np.ndarray,
+                     texts: list[str]) -> np.ndarray | None:
+        """Parse some lines into ``X``; their labels' texts go to ``texts``; returns the
+        labels when every one is a number, else None."""
+        text = b"".join(raws)  # a row a line, each ending in a line feed but the last
+        raws.clear()  # the chunk's text held once
+        parsed = parse_lines(text, n_rows=len(numbers), n_columns=self.n_columns,
+                             feature_index=self.feature_index,
+                             label_index=self.label_index) if self.fast else None
+        if parsed is not None:
+            X[...], y, label_texts = parsed
+            texts += label_texts
+            return y
+        # no pyarrow, or not plain numbers: parse (and name the problem) line by line
+        lines = [_decode(line) for line in text.split(b"\n")[: len(numbers)]]
+        del text
+        X[...], labels = self.parse(lines, numbers)
+        if isinstance(labels, np.ndarray):
+            last = self.label_index == self.n_columns - 1
+            texts += [(line.rpartition(",")[2] if last else line.split(",")[self.label_index])
+                      .strip() for line in lines]
+            return labels
+        texts += labels
+        return None
 
     def parse(
         self, texts: list[str], numbers: np.ndarray
