@@ -11,17 +11,25 @@ one flat buffer of its own, with the optimizer state for that buffer only.
 Per step (the collectives between the kernels of :mod:`mpitrain.kernels.tensor` live
 here):
 
-1. every rank packs its rows of the global batch; the group all-gathers them (with the
-   ranks' stop votes), so the ``T`` ranks of a group work on the same rows;
+1. every rank packs its rows of the global batch and its stop vote into one message; the
+   group all-gathers the messages in one exchange, so the ``T`` ranks of a group work on
+   the same rows;
 2. forward: a column-split layer's block of the hidden activation stays local; a row-split
-   layer's partial output is summed over the group (one ``Allreduce`` per pair), then its
+   layer's partial output is summed over the group (one group sum per pair), then its
    bias and activation are added; the head gives loss, correct count and output deltas;
 3. backward: each rank's gradient blocks; a column-split layer above the first sums its
-   partial input delta over the group (one ``Allreduce`` per pair; the first pair's input
+   partial input delta over the group (one group sum per pair; the first pair's input
    is the data, whose delta nobody needs);
 4. the local gradient and the tail (loss, correct, rows, stop vote) are reduced over the
-   data-parallel communicator (the persistent allreduce of the sync strategy), and each
-   rank applies the update to its blocks.
+   data-parallel communicator (the persistent allreduce of the sync strategy; nothing to
+   send with one replica), and each rank applies the update to its blocks.
+
+When the group shares a node (and shared memory is allowed) the exchange and the group
+sums go through one slot-sum window (:mod:`mpitrain.collectives.slot_sum`: a barrier on
+shared counters, ~4 us, where MPI's small collectives take 15-50 us and, on a busy
+machine, a wait for the partner rank at each of them); sums larger than ``auto``'s
+slot-sum limit, and groups across nodes, use MPI (``Allgather`` of fixed-size messages,
+``Allreduce``).
 
 Exact: the same sums as ``--tensor-parallel 1`` up to float rounding order (the group sum
 of partial products, the row grouping), 1e-9 in float64. The full model (``params``) is
