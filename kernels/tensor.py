@@ -24,27 +24,42 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": Fal
 
 
 @njit(**_JIT)
-def tp_unpack(block, A, labels):
-    """Split gathered rows ``block`` (``(n, d + 1)``: features, then the label) into the
-    input block ``A`` (``(n, d)``) and ``labels``."""
-    d = A.shape[1]
-    for i in range(A.shape[0]):
-        for j in range(d):
-            A[i, j] = block[i, j]
-        labels[i] = block[i, d]
-
-
-@njit(**_JIT)
-def tp_pack(X, y, rows, block):
-    """Copy ``X[rows]`` and ``y[rows]`` into ``block`` (``(len(rows), d + 1)``)."""
+def tp_pack(X, y, rows, vote, message):
+    """This rank's message of the group's row gather: ``[len(rows), vote]``, then ``X[r]``
+    and ``y[r]`` for each ``r`` in ``rows`` (``d + 1`` elements a row)."""
     n, d = X.shape
+    message[0] = rows.size
+    message[1] = vote
+    at = 2
     for i in range(rows.size):
         r = rows[i]
         if r < 0 or r >= n:
             raise IndexError("row index out of range")
         for j in range(d):
-            block[i, j] = X[r, j]
-        block[i, d] = y[r]
+            message[at + j] = X[r, j]
+        message[at + d] = y[r]
+        at += d + 1
+
+
+@njit(**_JIT)
+def tp_unpack(messages, b, A, labels):
+    """The gathered messages of :func:`tp_pack`, rank ``t``'s at ``messages[t, b]``: their
+    rows, in rank order, into the input block ``A`` and ``labels``; returns (rows, the
+    largest vote)."""
+    d = A.shape[1]
+    n = 0
+    vote = 0.0
+    for t in range(messages.shape[0]):
+        message = messages[t, b]
+        vote = max(vote, message[1])
+        at = 2
+        for _ in range(int(message[0])):
+            for j in range(d):
+                A[n, j] = message[at + j]
+            labels[n] = message[at + d]
+            n += 1
+            at += d + 1
+    return n, vote
 
 
 @njit(**_JIT)
@@ -107,11 +122,11 @@ def warm_up(dtype: np.dtype, label_dtype: np.dtype) -> None:
     rows, d, h, k = 3, 2, 4, 2
     X = np.arange(rows * d, dtype=dtype).reshape(rows, d)
     y = (np.arange(rows) % k).astype(label_dtype)
-    block = np.zeros((rows, d + 1), dtype=dtype)
-    tp_pack(X, y, np.arange(rows, dtype=np.int64), block)
+    messages = np.zeros((1, 2, 2 + rows * (d + 1)), dtype=dtype)
+    tp_pack(X, y, np.arange(rows, dtype=np.int64), 0.0, messages[0, 1])
     A = np.zeros((rows, d), dtype=dtype)
     labels = np.zeros(rows, dtype=dtype)
-    tp_unpack(block, A, labels)
+    tp_unpack(messages, 1, A, labels)
     flat = np.linspace(-1.0, 1.0, d * h + h * k).astype(dtype)
     W0, W1 = flat[:d * h].reshape(d, h), flat[d * h:].reshape(h, k)
     b0, b1 = np.zeros(h, dtype=dtype), np.zeros(k, dtype=dtype)

@@ -1,5 +1,6 @@
 """--tensor-parallel without MPI: the split plan (which blocks a rank holds, take/put
-round trips, the bytes it saves) and the option checks (one message, exit 2)."""
+round trips, the bytes it saves), the row gather's messages and the option checks (one
+message, exit 2)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from cli_runner import run_train
 
 from mpitrain.config import resolve
 from mpitrain.errors import UserError
+from mpitrain.kernels.tensor import tp_pack, tp_unpack
 from mpitrain.models import Layout
 from mpitrain.strategies.tensor_split import COLUMNS, ROWS, WHOLE, TensorSplit
 
@@ -22,6 +24,25 @@ pytestmark = pytest.mark.timeout(240)
 ])
 def test_hidden_layer_pairs_are_split_columns_then_rows(dims, kinds):
     assert TensorSplit(dims, 2).kinds == kinds
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gathered_messages_give_the_rows_in_rank_order_and_any_vote(dtype):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((9, 4)).astype(dtype)
+    y = np.arange(9).astype(dtype) % 3
+    picks = [np.array([7, 0, 2]), np.array([], dtype=np.int64), np.array([5, 5])]
+    messages = np.full((3, 2, 2 + 3 * 5), np.nan, dtype=dtype)  # (rank, slot, message)
+    for t, (rows, vote) in enumerate(zip(picks, (0.0, 1.0, 0.0), strict=True)):
+        tp_pack(X, y, rows, vote, messages[t, 1])
+    A, labels = np.zeros((8, 4), dtype=dtype), np.zeros(8, dtype=dtype)
+    n, vote = tp_unpack(messages, 1, A, labels)
+    rows = np.concatenate(picks)
+    assert (n, vote) == (5, 1.0)
+    np.testing.assert_array_equal(A[:n], X[rows])
+    np.testing.assert_array_equal(labels[:n], y[rows])
+    with pytest.raises(IndexError):
+        tp_pack(X, y, np.array([9]), 0.0, messages[0, 0])
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4])

@@ -31,7 +31,9 @@ def same_everywhere(flat):
     dict(optimizer="sgd", weight_decay=1e-3, hidden=(16,)),
     dict(optimizer="adam", lr=0.01, hidden=(11, 9, 5)),  # uneven blocks, a second pair
     dict(optimizer="momentum", hidden=(13, 6), shuffle="local"),  # a replicated top layer
-], ids=["sgd", "adam-two-pairs", "momentum-local"])
+    # the group's gather and sums over MPI instead of the shared-memory slots
+    dict(optimizer="adam", lr=0.01, hidden=(11, 9, 5), shared_memory=False),
+], ids=["sgd", "adam-two-pairs", "momentum-local", "adam-two-pairs-mpi"])
 def test_tensor_parallel_is_the_same_model(extra):
     options = {**EXACT, **extra}
     expected = train(**options)
