@@ -21,8 +21,11 @@ time is the slowest rank's, median over ``--repeats`` rounds):
 - ``serial-mpi``: the split kernels with each layer's reduction waited for at once (the
   split's own cost, no overlap possible).
 
-It also checks that every variant's reduced message is bitwise the same as ``plain-mpi``'s
-on a fixed batch (the exactness ``--overlap`` promises). Rank 0 prints microseconds per
+A progress probe then starts ``Iallreduce`` of the whole message and times its ``Wait``
+at once and after one gradient kernel with no MPI call in between: equal waits mean MPI
+moved nothing during the kernel. It also checks that every variant's reduced message is
+bitwise the same as ``plain-mpi``'s on a fixed batch (the exactness ``--overlap``
+promises). Rank 0 prints microseconds per
 step and each variant's ratio to ``plain``, the MPI thread level, whether MPICH's
 progress thread was asked for, and the load average before and after.
 """
@@ -72,6 +75,7 @@ class Step:
                                           exact_tail=TAIL, batch_size=rows)
                          for name, algorithm in (("plain", "auto"), ("plain-mpi", "mpi"))}
         self.message = np.zeros(count, dtype=dtype)
+        self.scratch = np.zeros(count, dtype=dtype)  # (the probe's kernel output)
         layers = self.gradient.layers
         self.buckets = []
         for layer in range(layers - 1, -1, -1):
@@ -104,6 +108,28 @@ class Step:
         for handle in handles:
             handle.wait()
         return message
+
+
+def progress_probe(step: Step, repeats: int) -> dict[str, float]:
+    """Does MPI move a nonblocking reduction while a kernel runs? The whole message's
+    ``Iallreduce`` is waited for at once (``wait_idle``) or after one fused gradient kernel
+    with no MPI call (``wait_after_kernel``); medians, slowest rank, microseconds. Without
+    progress during the kernel the second wait is as long as the first."""
+    comm, message = step.comm, step.message
+    idle, after = [], []
+    for _ in range(repeats):
+        for waits, compute in ((idle, False), (after, True)):
+            comm.Barrier()
+            handle = start_allreduce(message, comm, algorithm="mpi", op="sum")
+            if compute:
+                step.gradient.step(step.params, step.scratch, step.X, step.y, step.rows)
+            start = time.perf_counter()
+            handle.wait()
+            took = np.array([time.perf_counter() - start])
+            comm.Allreduce(MPI.IN_PLACE, took, op=MPI.MAX)
+            waits.append(float(took[0]) * 1e6)
+    return {"wait_idle_us": statistics.median(idle),
+            "wait_after_kernel_us": statistics.median(after)}
 
 
 def main() -> None:
@@ -140,6 +166,7 @@ def main() -> None:
             comm.Allreduce(MPI.IN_PLACE, took, op=MPI.MAX)
             times[variant].append(float(took[0]))
     median = {v: statistics.median(t) * 1e6 for v, t in times.items()}
+    probe = progress_probe(step, args.repeats)
     result = {
         "dims": dims, "params": step.n, "rows_per_rank": args.rows, "dtype": args.dtype,
         "ranks": comm.Get_size(), "steps": args.steps, "repeats": args.repeats,
@@ -149,7 +176,7 @@ def main() -> None:
         "median_us": median, "runs_us": {v: [t * 1e6 for t in ts] for v, ts in times.items()},
         "ratio_to_plain": {v: median["plain"] / m for v, m in median.items()}
         if "plain" in median else {},
-        "bitwise_equal_to_plain_mpi": exact,
+        "bitwise_equal_to_plain_mpi": exact, "progress_probe": probe,
         "load_before": load, "load_after": os.getloadavg()[0]}
     if rank0:
         print(f"dims {dims} ({step.n:,} params), {args.rows} rows/rank, {args.dtype}, "
@@ -160,6 +187,9 @@ def main() -> None:
             ratio = result["ratio_to_plain"].get(v, float("nan"))
             print(f"  {v:13s} {median[v]:10.0f} us/step  plain/this {ratio:5.2f}  "
                   f"exact {exact.get(v, '-')}")
+        print(f"  progress probe: Iallreduce of the message waited for at once "
+              f"{probe['wait_idle_us']:.0f} us, after a kernel with no MPI call "
+              f"{probe['wait_after_kernel_us']:.0f} us")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=1)
