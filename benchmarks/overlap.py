@@ -113,8 +113,10 @@ class Step:
 def progress_probe(step: Step, repeats: int) -> dict[str, float]:
     """Does MPI move a nonblocking reduction while a kernel runs? The whole message's
     ``Iallreduce`` is waited for at once (``wait_idle``) or after one fused gradient kernel
-    with no MPI call (``wait_after_kernel``); medians, slowest rank, microseconds. Without
-    progress during the kernel the second wait is as long as the first."""
+    with no MPI call (``wait_after_kernel``); medians of the shortest wait over the ranks
+    (the rank whose kernel ended last: the others' waits include its lateness),
+    microseconds. Without progress during the kernel the second wait is as long as the
+    first."""
     comm, message = step.comm, step.message
     idle, after = [], []
     for _ in range(repeats):
@@ -126,7 +128,7 @@ def progress_probe(step: Step, repeats: int) -> dict[str, float]:
             start = time.perf_counter()
             handle.wait()
             took = np.array([time.perf_counter() - start])
-            comm.Allreduce(MPI.IN_PLACE, took, op=MPI.MAX)
+            comm.Allreduce(MPI.IN_PLACE, took, op=MPI.MIN)
             waits.append(float(took[0]) * 1e6)
     return {"wait_idle_us": statistics.median(idle),
             "wait_after_kernel_us": statistics.median(after)}
