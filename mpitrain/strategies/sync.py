@@ -11,7 +11,8 @@ then backward layer by layer from the top; as soon as a layer's gradient is in i
 the message, a nonblocking allreduce of that slice starts (the top slice carries the tail,
 so the stop vote is cast before the step's work), in the same fixed order on every rank,
 and ``reduce`` waits for them all. Same sums as the plain path (exactly for ``mpi`` and any
-algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks).
+algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks). Whether a
+run overlaps, and why it is off by default, is :mod:`.overlap_rule`'s (docs/overlap.md).
 
 A model whose step touches only some rows of its first weight matrix (the sparse models,
 which have a ``touched_kernel``) reports those rows every step, and the reduction sends
