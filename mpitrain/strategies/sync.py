@@ -11,7 +11,8 @@ then backward layer by layer from the top; as soon as a layer's gradient is in i
 the message, a nonblocking allreduce of that slice starts (the top slice carries the tail,
 so the stop vote is cast before the step's work), in the same fixed order on every rank,
 and ``reduce`` waits for them all. Same sums as the plain path (exactly for ``mpi`` and any
-algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks).
+algorithm on 2 ranks; up to float rounding order for ``ring`` on more ranks). Whether a
+run overlaps, and why it is off by default, is :mod:`.overlap_rule`'s (docs/overlap.md).
 
 A model whose step touches only some rows of its first weight matrix (the sparse models,
 which have a ``touched_kernel``) reports those rows every step, and the reduction sends
@@ -22,6 +23,7 @@ the same bits as the dense allreduce either way).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -32,6 +34,8 @@ from mpi4py import MPI
 
 from mpitrain.asynchronous.straggler import Straggler, check_stragglers
 from mpitrain.collectives import AllreduceHandle, Allreducer, start_allreduce
+from mpitrain.collectives.context import state_of
+from mpitrain.collectives.shared_memory import cores
 from mpitrain.collectives.sparse import SparseRowAllreducer
 from mpitrain.config import shared_memory_allowed
 from mpitrain.data import Shard
@@ -43,6 +47,7 @@ from mpitrain.models.gradient import BatchGradient
 from mpitrain.optimizers import Optimizer, learning_rate, make_optimizer
 
 from .base import StopRequested, Strategy, Unit, vote, voted
+from .overlap_rule import OverlapDecision, async_progress, decide_overlap
 from .shards import memory_report
 
 if TYPE_CHECKING:
@@ -176,6 +181,7 @@ class SyncStrategy(MinibatchStrategy):
     _reducer: Allreducer | None = field(init=False, default=None)
     _rows_reducer: SparseRowAllreducer | None = field(init=False, default=None)
     _touched: np.ndarray | None = field(init=False, default=None)
+    _overlap_decision: OverlapDecision | None = field(init=False, default=None)
     _buckets: list[tuple[int, np.ndarray]] = field(init=False, default_factory=list)
     _handles: list[AllreduceHandle] = field(init=False, default_factory=list)
     _result: np.ndarray = field(init=False)  # the reduced message of the current step
@@ -400,14 +406,29 @@ class SyncStrategy(MinibatchStrategy):
             shard=self.shard, optimizer=self.optimizer.name, n=self.layout.size,
             itemsize=self.params.itemsize, state_bytes=int(held[0]),
             message_bytes=int(held[1]), reduced_bytes=int(held[2]))
+        overlap = {"overlap": self.overlap_decision().report()}
         if self._reducer is None:
-            return {**sparse, "memory": memory}
-        return {**sparse, "memory": memory, "reduce": reduce_report(self._reducer)}
+            return {**sparse, "memory": memory, **overlap}
+        return {**sparse, "memory": memory, "reduce": reduce_report(self._reducer), **overlap}
 
     def header(self) -> str | None:
-        if self._reducer is None or self._reducer.ranks == 1:
+        if self.comm.Get_size() == 1:
             return None
-        return reduce_header(reduce_report(self._reducer))
+        overlap = self.overlap_decision().header()
+        if self._reducer is None:
+            return overlap
+        return reduce_header(reduce_report(self._reducer)) + "\n" + overlap
+
+    def overlap_decision(self) -> OverlapDecision:
+        """Collective on first call (the node layout): whether this run overlaps its
+        reduction with the backward pass and why (:mod:`.overlap_rule`)."""
+        if self._overlap_decision is None:
+            layout = state_of(self.comm).layout()
+            self._overlap_decision = decide_overlap(
+                given=self.overlap, can_split=self.gradient.layers > 0,
+                ranks=self.comm.Get_size(), ranks_on_node=layout.sizes[layout.node_index],
+                cores_on_node=cores(), progress_thread=async_progress(os.environ))
+        return self._overlap_decision
 
     def _message_bytes(self) -> int:
         """Bytes of the step's working message (the reduced one, in place, unsharded)."""
