@@ -30,7 +30,7 @@ lint: install
 test: install lint test-serial test-mpi test-slurm test-multinode
 
 test-serial: install
-	$(PY) -m pytest -q -m "not mpi and not slurm and not multinode"
+	$(PY) -m pytest -q -m "not mpi and not slurm and not multinode" --durations=25
 
 test-mpi: install
 	for n in 2 3 4; do \
