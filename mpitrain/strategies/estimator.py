@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from abc import abstractmethod
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -123,7 +124,10 @@ class TreeEnsembleStrategy(EstimatorStrategy):
 
     def bin_data(self, config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> None:
         """Collective: ``bins`` (agreed edges), ``n_bins`` (histogram width), ``codes`` and
-        ``test_codes`` (this rank's binned rows)."""
+        ``test_codes`` (this rank's binned rows). Then the float rows are dropped (the
+        shards of :attr:`dataset` keep their labels, ``X`` has 0 rows): training, the
+        held-out metrics and the out-of-bag scores read the codes, so a rank holds its uint8
+        codes and histograms (the caller must not keep the loaded dataset either)."""
         started = time.perf_counter()
         train = dataset.train
         self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
@@ -131,6 +135,8 @@ class TreeEnsembleStrategy(EstimatorStrategy):
         self.n_bins = self.bins.n_bins  # codes of present values; NaN is bins.missing
         self.codes = self.bins.codes(train.X)
         self.test_codes = self.bins.codes(dataset.test.X)
+        self.dataset = replace(dataset, **{name: replace(shard, X=shard.X[:0]) for name, shard
+                                           in (("train", train), ("test", dataset.test))})
         self.binning_seconds = time.perf_counter() - started
 
     def summary(self) -> dict[str, Any]:
