@@ -199,6 +199,24 @@ def test_edges_are_numpy_unique_and_percentile_of_the_sample(kind):
             np.testing.assert_array_equal(got, expected)  # -0.0 == 0.0
 
 
+def test_codes_count_the_edges_below_each_value_like_searchsorted():
+    """bin_rows' grid-bounded search gives numpy's searchsorted count on any spread of
+    values: heavy tails, few values, one value, tiny scales, values beyond the edges, NaN."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((4000, 7))
+    X = np.column_stack([z[:, 0], np.exp(5 * z[:, 1]), np.exp(30 * z[:, 2]),
+                         np.round(z[:, 3] * 3), np.ones(4000), z[:, 5] * 1e-30,
+                         -np.exp(30 * z[:, 6])])
+    X[rng.random(X.shape) < 0.05] = np.nan
+    bins = agree_bins(MPI.COMM_SELF, X, first_row=0, rows=len(X), seed=0, max_bins=255)
+    beyond = np.vstack([X, X * 3, -X, X + 1e-9])
+    codes = bins.codes(beyond)
+    for j in range(X.shape[1]):
+        expected = np.searchsorted(bins.feature_edges(j), beyond[:, j], side="left")
+        expected[np.isnan(beyond[:, j])] = bins.missing
+        np.testing.assert_array_equal(codes[:, j], expected)
+
+
 @pytest.mark.parametrize("model", ["gbdt", "forest"])
 def test_tree_strategies_drop_the_float_rows_after_binning(model):
     """After binning a rank keeps its uint8 codes, not the float rows (train and test)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.kernels.trees import bin_rows, keyed_uniform
+from mpitrain.kernels.trees import GRID_CELLS, bin_rows, edge_grid, keyed_uniform
 
 #: Rows sampled to place the bin edges (scikit-learn samples 200 000 too).
 SAMPLE_ROWS = 200_000
@@ -48,7 +48,12 @@ class Bins:
         """The uint8 codes of the rows of ``X`` (NaN: :attr:`missing`)."""
         out = np.empty(X.shape, dtype=np.uint8)
         if X.size:
-            bin_rows(np.ascontiguousarray(X), self.edges, self.offsets, self.missing, out)
+            d = len(self.offsets) - 1
+            starts = np.zeros((d, GRID_CELLS), np.int32)
+            lows, scales = np.zeros(d), np.zeros(d)
+            edge_grid(self.edges, self.offsets, starts, lows, scales)
+            bin_rows(np.ascontiguousarray(X), self.edges, self.offsets, starts, lows, scales,
+                     self.missing, out)
         return out
 
 
