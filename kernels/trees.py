@@ -23,26 +23,68 @@ SQUARED, LOGISTIC, SOFTMAX = 0, 1, 2
 LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "softmax": SOFTMAX}
 
 
+#: Cells of a feature's value grid in :func:`edge_grid` (an edge count per cell: int32).
+GRID_CELLS = 2048
+
+
 @njit(cache=True, nogil=True)
-def bin_rows(X, edges, offsets, missing, out):  # pragma: no cover - numba
+def edge_grid(edges, offsets, starts, lows, scales):  # pragma: no cover - numba
+    """Fill ``starts`` (d, cells): for feature ``j`` the edges below each cell of the equal
+    cells between its first and last edge (``lows[j]``, ``scales[j]`` = cells per unit),
+    so :func:`bin_rows` starts its search next to the answer."""
+    d, cells = starts.shape
+    for j in range(d):
+        lo, hi = offsets[j], offsets[j + 1]
+        lows[j], scales[j] = 0.0, 0.0
+        if hi - lo < 2:
+            continue
+        lows[j] = edges[lo]
+        scales[j] = cells / (edges[hi - 1] - edges[lo])
+        pos = lo
+        for c in range(cells):
+            start = edges[lo] + c / scales[j]
+            while pos < hi and edges[pos] < start:
+                pos += 1
+            starts[j, c] = pos - lo
+
+
+@njit(cache=True, nogil=True)
+def bin_rows(X, edges, offsets, starts, lows, scales, missing, out):  # pragma: no cover
     """``out[i, j]`` = number of edges of feature ``j`` below ``X[i, j]`` (edges of feature
-    ``j`` are ``edges[offsets[j]:offsets[j + 1]]``, sorted), ``missing`` for NaN."""
+    ``j`` are ``edges[offsets[j]:offsets[j + 1]]``, sorted), ``missing`` for NaN.
+
+    The value's grid cell (:func:`edge_grid`) bounds a short binary search; two walks
+    then make the count exact whatever the rounding of the cell (about half the time of a
+    binary search over all the edges)."""
     n, d = X.shape
+    last_cell = starts.shape[1] - 1
     for i in range(n):  # rows outer: X is row-major
         for j in range(d):
             x = np.float64(X[i, j])
             if x != x:
                 out[i, j] = missing
                 continue
-            lo, hi = offsets[j], offsets[j + 1]
-            lo0 = lo
-            while lo < hi:  # first edge >= x
+            first, end = offsets[j], offsets[j + 1]
+            if end == first or x <= edges[first]:
+                out[i, j] = 0
+                continue
+            if x > edges[end - 1]:
+                out[i, j] = end - first
+                continue
+            c = min(max(int((x - lows[j]) * scales[j]), 0), last_cell)
+            lo = first + starts[j, c]
+            hi = first + starts[j, c + 1] if c < last_cell else end
+            while lo < hi:  # first edge >= x in the cell
                 mid = (lo + hi) // 2
                 if edges[mid] < x:
                     lo = mid + 1
                 else:
                     hi = mid
-            out[i, j] = lo - lo0
+            while lo > first and edges[lo - 1] >= x:
+                lo -= 1
+            while lo < end and edges[lo] < x:
+                lo += 1
+            out[i, j] = lo - first
 
 
 @njit(cache=True, nogil=True)
@@ -323,7 +365,9 @@ def warm(dtype: np.dtype) -> None:
     X = np.zeros((2, 1), dtype=dtype)
     edges, offsets = np.zeros(1), np.array([0, 1], dtype=np.int64)
     codes = np.zeros((2, 1), dtype=np.uint8)
-    bin_rows(X, edges, offsets, 2, codes)
+    starts, lows, scales = np.zeros((1, 2), np.int32), np.zeros(1), np.zeros(1)
+    edge_grid(edges, offsets, starts, lows, scales)
+    bin_rows(X, edges, offsets, starts, lows, scales, 2, codes)
     raw, y, g, h = np.zeros((2, 1)), np.zeros(2), np.zeros((2, 1)), np.zeros((2, 1))
     for loss in (SQUARED, LOGISTIC, SOFTMAX):
         gradients(loss, raw, y, g, h)

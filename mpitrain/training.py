@@ -138,9 +138,10 @@ def _train_estimator(config: TrainConfig, *, comm: MPI.Comm, arrays: Arrays,
     prepare_numba()
     in_waves(comm, lambda: warm_tree_kernels(np.dtype(config.dtype)))
     strategy = mode.build(config, dataset=dataset, comm=comm)
+    del dataset  # trees keep only their binned rows (strategy.dataset drops the floats)
     status, summary, history, trained = _run(
-        strategy, config, comm=comm, head=_summary_head(config, dataset, strategy.describe(),
-                                                        comm),
+        strategy, config, comm=comm, head=_summary_head(config, strategy.dataset,
+                                                        strategy.describe(), comm),
         trained_of=lambda: strategy.trained(version=__version__), write_model=save_estimator,
         stop_requested=stop_requested, started=started)
     return TrainResult(params=trained.arrays, flat=strategy.params.ravel(), history=history,

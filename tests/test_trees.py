@@ -12,7 +12,7 @@ from mpi4py import MPI
 from mpitrain import train
 from mpitrain.collectives.fixed import fixed_scale
 from mpitrain.models.predict import predict, predict_proba
-from mpitrain.trees.binning import agree_bins
+from mpitrain.trees.binning import agree_bins, feature_edges
 from mpitrain.trees.grow import GrowOptions, grow_trees
 
 pytestmark = pytest.mark.timeout(240)
@@ -170,6 +170,71 @@ def test_bins_are_quantiles_and_at_most_max_bins():
     np.testing.assert_array_equal(bins.feature_edges(1), [0.5, 1.5])
     counts = np.bincount(bins.codes(X)[:, 0])
     assert counts.min() >= 5000 / 255 * 0.5 and counts.max() <= 5000 / 255 * 2
+
+
+@pytest.mark.parametrize("kind", ["normal", "few_values", "nan", "heavy_tail", "signed_zeros"])
+def test_edges_are_numpy_unique_and_percentile_of_the_sample(kind):
+    """The edges read off the sorted sample equal numpy's (np.unique midpoints, or
+    np.percentile(method="midpoint") of the present values), for any max_bins."""
+    rng = np.random.default_rng(len(kind))
+    for max_bins in (2, 3, 17, 64, 255):
+        for n in (1, 2, 300, 4001):
+            v = rng.standard_normal(n)
+            if kind == "few_values":
+                v = np.round(v * 20)
+            elif kind == "nan":
+                v[rng.random(n) < 0.3] = np.nan
+            elif kind == "heavy_tail":
+                v = np.exp(20 * v)
+            elif kind == "signed_zeros":
+                v = np.where(rng.random(n) < 0.5, -0.0, 0.0) * np.round(v)
+            present = v[~np.isnan(v)]
+            if len(np.unique(present)) <= max_bins:
+                distinct = np.unique(present)
+                expected = (distinct[:-1] + distinct[1:]) / 2.0
+            else:
+                expected = np.unique(np.percentile(
+                    present, np.linspace(0, 100, max_bins + 1)[1:-1], method="midpoint"))
+            got = feature_edges(np.sort(present), max_bins)
+            np.testing.assert_array_equal(got, expected)  # -0.0 == 0.0
+
+
+def test_codes_count_the_edges_below_each_value_like_searchsorted():
+    """bin_rows' grid-bounded search gives numpy's searchsorted count on any spread of
+    values: heavy tails, few values, one value, tiny scales, values beyond the edges, NaN."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((4000, 7))
+    X = np.column_stack([z[:, 0], np.exp(5 * z[:, 1]), np.exp(30 * z[:, 2]),
+                         np.round(z[:, 3] * 3), np.ones(4000), z[:, 5] * 1e-30,
+                         -np.exp(30 * z[:, 6])])
+    X[rng.random(X.shape) < 0.05] = np.nan
+    bins = agree_bins(MPI.COMM_SELF, X, first_row=0, rows=len(X), seed=0, max_bins=255)
+    beyond = np.vstack([X, X * 3, -X, X + 1e-9])
+    codes = bins.codes(beyond)
+    for j in range(X.shape[1]):
+        expected = np.searchsorted(bins.feature_edges(j), beyond[:, j], side="left")
+        expected[np.isnan(beyond[:, j])] = bins.missing
+        np.testing.assert_array_equal(codes[:, j], expected)
+
+
+@pytest.mark.parametrize("model", ["gbdt", "forest"])
+def test_tree_strategies_drop_the_float_rows_after_binning(model):
+    """After binning a rank keeps its uint8 codes, not the float rows (train and test)."""
+    from mpitrain.config import TrainConfig
+    from mpitrain.data import load_dataset
+    from mpitrain.strategies import strategy_for
+    from mpitrain.training import synthetic_spec
+
+    config = TrainConfig(model=model, data="synthetic", samples=300, features=4, trees=2)
+    mode = strategy_for(config.model, config.mode)
+    dataset = load_dataset("synthetic", comm=MPI.COMM_SELF, dtype=np.float32, seed=0,
+                           synthetic=synthetic_spec(config), **mode.data_options(config))
+    strategy = mode.build(config, dataset=dataset, comm=MPI.COMM_SELF)
+    for shard, codes in ((strategy.dataset.train, strategy.codes),
+                         (strategy.dataset.test, strategy.test_codes)):
+        assert shard.X.shape == (0, 4) and codes.dtype == np.uint8
+        assert codes.shape == (shard.n_local, 4) and shard.n_local > 0
+    assert strategy.dataset.train.n_total == dataset.train.n_total
 
 
 def test_gbdt_on_digits_close_to_scikit_learn(tmp_path):

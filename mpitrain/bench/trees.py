@@ -14,7 +14,8 @@ by rank 0 and written with ``--json FILE``:
 
     {"ranks": P, "workload": {...}, "models": {name: {"seconds", "one_rank_seconds",
      "speedup", "efficiency", "test_accuracy" or "inertia", "binning_seconds" (trees),
-     "peers": {name: {"seconds", "test_accuracy" or "inertia"}}, "rss_mb_per_rank": [...]}}}
+     "peers": {name: {"seconds", "test_accuracy" or "inertia"}}, "rss_mb_per_rank": [...],
+     "rss_mb_after_binning_per_rank" (trees: RSS once the float rows are dropped)}}}
 
 A peer's ``seconds`` is its ``fit``, which bins the data; for LightGBM its binning
 (Dataset construction) and boosting are also timed apart.
@@ -176,6 +177,9 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
                                  "rss_mb_per_rank": rss}
         if "binning_seconds" in result.summary:  # not in "seconds" (peers' fit includes it)
             entry["binning_seconds"] = result.summary["binning_seconds"]
+        if "rss_mb_after_binning" in result.summary:  # floats dropped: the codes' RSS
+            entry["rss_mb_after_binning_per_rank"] = comm.gather(
+                result.summary["rss_mb_after_binning"], root=0)
         if ranks > 1 and args.ceiling:
             # every rank fits all the rows alone at once: what P independent runs get from
             # the shared memory bandwidth and cores (the ceiling of the P-rank speedup)

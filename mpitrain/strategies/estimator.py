@@ -10,9 +10,11 @@ model (saved as model.npz by :mod:`mpitrain.models.estimators`).
 
 from __future__ import annotations
 
+import os
 import time
 from abc import abstractmethod
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -32,6 +34,16 @@ if TYPE_CHECKING:
 
 # gradient-training options an estimator does not take: (field, default)
 _NOT_HONOURED = ("mode", "compress", "overlap", "shard")
+
+
+def _resident_mb() -> float | None:
+    """This process's resident memory now (MiB; None where /proc is missing): the float
+    rows loaded and dropped, it is the codes' working set (peak RSS keeps the loading)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None
 
 
 class EstimatorStrategy(Strategy):
@@ -123,7 +135,10 @@ class TreeEnsembleStrategy(EstimatorStrategy):
 
     def bin_data(self, config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> None:
         """Collective: ``bins`` (agreed edges), ``n_bins`` (histogram width), ``codes`` and
-        ``test_codes`` (this rank's binned rows)."""
+        ``test_codes`` (this rank's binned rows). Then the float rows are dropped (the
+        shards of :attr:`dataset` keep their labels, ``X`` has 0 rows): training, the
+        held-out metrics and the out-of-bag scores read the codes, so a rank holds its uint8
+        codes and histograms (the caller must not keep the loaded dataset either)."""
         started = time.perf_counter()
         train = dataset.train
         self.bins = agree_bins(comm, train.X, first_row=train.start, rows=train.n_total,
@@ -131,10 +146,14 @@ class TreeEnsembleStrategy(EstimatorStrategy):
         self.n_bins = self.bins.n_bins  # codes of present values; NaN is bins.missing
         self.codes = self.bins.codes(train.X)
         self.test_codes = self.bins.codes(dataset.test.X)
+        self.dataset = replace(dataset, **{name: replace(shard, X=shard.X[:0]) for name, shard
+                                           in (("train", train), ("test", dataset.test))})
         self.binning_seconds = time.perf_counter() - started
+        self.rss_mb_after_binning = _resident_mb()
 
     def summary(self) -> dict[str, Any]:
-        return {"model": self.describe(), "binning_seconds": self.binning_seconds}
+        return {"model": self.describe(), "binning_seconds": self.binning_seconds,
+                "rss_mb_after_binning": self.rss_mb_after_binning}
 
     @staticmethod
     def grow_options(config: TrainConfig, **fixed: Any) -> GrowOptions:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.kernels.trees import bin_rows, keyed_uniform
+from mpitrain.kernels.trees import GRID_CELLS, bin_rows, edge_grid, keyed_uniform
 
 #: Rows sampled to place the bin edges (scikit-learn samples 200 000 too).
 SAMPLE_ROWS = 200_000
@@ -48,22 +48,43 @@ class Bins:
         """The uint8 codes of the rows of ``X`` (NaN: :attr:`missing`)."""
         out = np.empty(X.shape, dtype=np.uint8)
         if X.size:
-            bin_rows(np.ascontiguousarray(X), self.edges, self.offsets, self.missing, out)
+            d = len(self.offsets) - 1
+            starts = np.zeros((d, GRID_CELLS), np.int32)
+            lows, scales = np.zeros(d), np.zeros(d)
+            edge_grid(self.edges, self.offsets, starts, lows, scales)
+            bin_rows(np.ascontiguousarray(X), self.edges, self.offsets, starts, lows, scales,
+                     self.missing, out)
         return out
 
 
-def feature_edges(values: np.ndarray, max_bins: int) -> np.ndarray:
-    """Edges (at most ``max_bins - 1``) splitting the present (not NaN) ``values`` into at
-    most ``max_bins`` bins."""
-    values = values[~np.isnan(values)]
-    if not len(values):
+def feature_edges(present: np.ndarray, max_bins: int) -> np.ndarray:
+    """Edges (at most ``max_bins - 1``) splitting the sorted present (not NaN) values
+    ``present`` into at most ``max_bins`` bins: what ``np.unique`` and ``np.percentile(...,
+    method="midpoint")`` give, bit for bit, read off the sorted values (no partitions)."""
+    if not len(present):
         return np.empty(0)
-    distinct = np.unique(values)
+    distinct = present[np.concatenate([[True], present[1:] != present[:-1]])]
     if len(distinct) <= max_bins:
         return (distinct[:-1] + distinct[1:]) / 2.0
-    quantiles = np.percentile(values, np.linspace(0, 100, max_bins + 1)[1:-1],
-                              method="midpoint")
-    return np.unique(quantiles)
+    return np.unique(_midpoint_quantiles(present, max_bins))
+
+
+def _midpoint_quantiles(ordered: np.ndarray, max_bins: int) -> np.ndarray:
+    """``np.percentile(ordered, np.linspace(0, 100, max_bins + 1)[1:-1],
+    method="midpoint")`` of sorted ``ordered``, with numpy's own arithmetic (index, weight,
+    interpolation), so the same doubles."""
+    quantiles = np.true_divide(np.linspace(0, 100, max_bins + 1)[1:-1], 100)
+    n = len(ordered)
+    virtual = 0.5 * (np.floor((n - 1) * quantiles) + np.ceil((n - 1) * quantiles))
+    previous = np.floor(virtual).astype(np.intp)
+    following = np.minimum(previous + 1, n - 1)
+    previous = np.clip(previous, 0, n - 1)
+    gamma = np.where(virtual % 1 == 0, 0.0, 0.5)
+    a, b = ordered[previous], ordered[following]
+    diff = b - a
+    result = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=result, where=gamma >= 0.5)
+    return result
 
 
 def agree_bins(comm: MPI.Comm, X: np.ndarray, *, first_row: int, rows: int, seed: int,
@@ -81,8 +102,9 @@ def agree_bins(comm: MPI.Comm, X: np.ndarray, *, first_row: int, rows: int, seed
     sample = np.empty(int(counts.sum()), dtype=np.float64)
     displacements = np.concatenate([[0], np.cumsum(counts)[:-1]])
     comm.Allgatherv(mine.ravel(), [sample, counts, displacements, MPI.DOUBLE])
-    sample = sample.reshape(-1, d)
-    per_feature = [feature_edges(sample[:, j], max_bins) for j in range(d)]
+    columns = np.sort(sample.reshape(-1, d).T, axis=1)  # (d, rows): NaN sorted last
+    present = len(columns[0]) - np.isnan(columns).sum(axis=1) if d else []
+    per_feature = [feature_edges(columns[j, :present[j]], max_bins) for j in range(d)]
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in per_feature])]).astype(np.int64)
     edges = np.concatenate(per_feature) if per_feature else np.empty(0)
     return Bins(edges=edges.astype(np.float64), offsets=offsets)
