@@ -45,9 +45,11 @@ test-slurm: install
 	timeout -k 10 900 $(PY) -m pytest -q -m slurm tests/slurm
 
 # The MPI and CLI tests again on emulated nodes (2x2, 3x1, 2+1; tests/cluster.py): adds the
-# node names to /etc/hosts when root, skips with the reason otherwise.
+# node names to /etc/hosts when root, skips with the reason otherwise; and the allreduce
+# over the rate-limited cluster of tests/multinode/shaped-cluster (root only).
 test-multinode: install
-	timeout -k 10 1800 $(PY) -m pytest -q -m multinode tests/test_multinode.py
+	timeout -k 10 1800 $(PY) -m pytest -q -m multinode tests/test_multinode.py \
+	    tests/test_shaped_cluster.py
 
 bench: install
 	$(MPIEXEC) -n 2 $(PY) -m mpitrain bench allreduce --json bench-results/allreduce.json
