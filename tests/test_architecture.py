@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # itself; "mpi4py" listed where MPI is allowed.
 ALLOWED: dict[str, set[str]] = {
     "mpitrain.kernels": set(),
-    "mpitrain.data": {"mpitrain.errors", "mpi4py"},
+    "mpitrain.data": {"mpitrain.errors", "mpitrain.exact", "mpi4py"},
     "mpitrain.models": {"mpitrain.kernels"},
     "mpitrain.optimizers": {"mpitrain.kernels"},
     "mpitrain.collectives": {"mpitrain.kernels", "mpitrain.runtime", "mpitrain.errors",
@@ -30,10 +30,13 @@ ALLOWED: dict[str, set[str]] = {
                             "mpitrain.collectives", "mpitrain.optimizers",
                             "mpitrain.federated", "mpitrain.asynchronous",
                             "mpitrain.evaluation", "mpitrain.config", "mpitrain.errors",
-                            "mpitrain.trees", "mpitrain.clustering", "mpi4py"},
+                            "mpitrain.trees", "mpitrain.clustering", "mpitrain.exact",
+                            "mpi4py"},
     "mpitrain.trees": {"mpitrain.data", "mpitrain.kernels", "mpitrain.collectives",
+                       "mpitrain.exact",
                        "mpitrain.errors", "mpi4py"},
     "mpitrain.clustering": {"mpitrain.data", "mpitrain.kernels", "mpitrain.collectives",
+                            "mpitrain.exact",
                             "mpitrain.errors", "mpi4py"},
     "mpitrain.runtime": {"mpitrain.errors", "mpitrain.kernels", "mpi4py"},
     "mpitrain.checkpoint.store": set(),

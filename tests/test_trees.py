@@ -10,7 +10,7 @@ from cli_runner import run_mpi, run_train
 from mpi4py import MPI
 
 from mpitrain import train
-from mpitrain.collectives.fixed import fixed_scale
+from mpitrain.exact import fixed_scale
 from mpitrain.models.predict import predict, predict_proba
 from mpitrain.trees.binning import agree_bins, feature_edges
 from mpitrain.trees.grow import GrowOptions, grow_trees

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives.fixed import exact_column_sums
+from mpitrain.exact import exact_column_sums
 from mpitrain.kernels.trees import keyed_uniform, nearest
 
 ROUNDS = 5

@@ -11,7 +11,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.collectives import allreduce
-from mpitrain.collectives.fixed import exact_column_sums, fixed_scale, global_max
+from mpitrain.exact import exact_column_sums, fixed_scale, global_max
 from mpitrain.kernels.kmeans import lloyd_pass, row_norms
 from mpitrain.kernels.trees import nearest
 
@@ -50,7 +50,7 @@ class LloydPass:
 
     The message is ``[per-center fixed-point sums (G·k·d) | counts (G·k) | inertia (G) |
     stop vote]``; summed over the ranks with any allreduce it is the same bits for any
-    number of ranks (:mod:`mpitrain.collectives.fixed`).
+    number of ranks (:mod:`mpitrain.exact`).
     """
 
     def __init__(self, X: np.ndarray, *, runs: int, k: int) -> None:

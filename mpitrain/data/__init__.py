@@ -2,8 +2,9 @@
 and which of its rows each step uses (:mod:`.batches`).
 
 Every rank reads only its own rows; the result never depends on the number of ranks. May
-import numpy, mpi4py (collective agreement on sizes and statistics) and
-:mod:`mpitrain.errors`; nothing of the models, kernels or training.
+import numpy, mpi4py (collective agreement on sizes and statistics), :mod:`mpitrain.errors`
+and :mod:`mpitrain.exact` (sums that are the same bits for any P); nothing of the models,
+kernels or training.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
 from ..errors import agree
+from ..exact import exact_column_sums, fixed_scale, global_max
 from ..kernels.trees import LOSSES, gradients, row_losses
 from ..models.layout import Layout
 from ..trees.grow import grow_trees

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..collectives.fixed import exact_column_sums, fixed_scale, global_max
+from ..exact import exact_column_sums, fixed_scale, global_max
 from ..kernels.trees import keyed_uniform, poisson_weights
 from ..models.layout import Layout
 from ..trees.grow import grow_trees

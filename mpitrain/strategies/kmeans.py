@@ -5,7 +5,7 @@ Build: ``--n-init`` k-means|| initialisations (:mod:`mpitrain.clustering.init`, 
 seeded by (seed, run)). One unit is one Lloyd iteration of every run still iterating (its
 message and update: :class:`mpitrain.clustering.lloyd.LloydPass`): ``contribute`` assigns
 this rank's rows to their nearest center of each run and sums them per center as
-fixed-point integers in float64 (:mod:`mpitrain.collectives.fixed`), with the counts, the
+fixed-point integers in float64 (:mod:`mpitrain.exact`), with the counts, the
 inertia and the stop vote, in one message (one pass over the rows for all runs);
 ``reduce`` sums it (one allreduce, exact in any order); ``apply`` moves the centers to the
 means (an empty cluster keeps its center). A run stops when its centers move less than

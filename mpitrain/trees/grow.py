@@ -12,7 +12,7 @@ Each step, every rank builds the histograms of the new children over its own row
 the smaller child of each split: the larger is its parent's histogram minus the smaller's,
 "histogram subtraction"), all of them in one message, summed with ONE allreduce: one
 collective per level (level-wise) or per split (best-first). Gradients travel as
-fixed-point integers in float64 (:mod:`mpitrain.collectives.fixed`), so the sums, the
+fixed-point integers in float64 (:mod:`mpitrain.exact`), so the sums, the
 splits and the leaf values are the same bits for any number of ranks. The ``k`` trees of
 a boosting round (one per class) grow side by side in the same messages.
 
