@@ -7,8 +7,8 @@ optimizer (``--optimizer sgd|momentum``, ``--momentum``) is passed explicitly to
 framework, so all of them run the same update rule (PyTorch's SGD convention).
 
 The data is mpitrain's own synthetic set, loaded with ``mpitrain.data.load_dataset`` (it
-needs numpy and mpi4py only, not numba), so every framework trains on exactly the rows,
-holdout, sharding and standardisation mpitrain uses. The repository root is put on
+needs mpitrain's dependencies but not mpitrain; setup-peers.sh installs them), so every
+framework trains on exactly the rows, holdout, sharding and standardisation mpitrain uses. The repository root is put on
 ``sys.path`` so a separate environment (one with torch or Horovod) can import it without
 installing mpitrain.
 """
@@ -19,6 +19,7 @@ import argparse
 import importlib
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,8 +49,11 @@ def first_missing(*modules: str) -> str | None:
 
 
 def skip(name: str, why: str) -> int:
-    """Print why a peer cannot run and return exit status 0 (skipped is not failed)."""
-    print(f"{name}: skipped: {why}", flush=True)
+    """Print why a peer cannot run (rank 0 of the launcher only) and return exit status 0
+    (skipped is not failed)."""
+    rank = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+    if rank == "0":
+        print(f"{name}: skipped: {why}", flush=True)
     return 0
 
 
