@@ -8,9 +8,9 @@ framework, so all of them run the same update rule (PyTorch's SGD convention).
 
 The data is mpitrain's own synthetic set, loaded with ``mpitrain.data.load_dataset`` (it
 needs mpitrain's dependencies but not mpitrain; setup-peers.sh installs them), so every
-framework trains on exactly the rows, holdout, sharding and standardisation mpitrain uses. The repository root is put on
-``sys.path`` so a separate environment (one with torch or Horovod) can import it without
-installing mpitrain.
+framework trains on exactly the rows, holdout, sharding and standardisation mpitrain uses.
+The repository root is put on ``sys.path`` so a separate environment (one with torch or
+Horovod) can import it without installing mpitrain.
 """
 
 from __future__ import annotations
