@@ -215,6 +215,51 @@ def test_peer_scripts_skip_cleanly_without_their_framework(script):
     assert "skipped:" in done.stdout and "not installed" in done.stdout
 
 
+def test_peer_compare_runs_a_model_size_with_every_framework_getting_the_same_options():
+    """compare.py on a tiny two-layer point: mpitrain trains it under the launcher, the peers
+    (no torch here) print why they were skipped, the table names the workload (no timing)."""
+    try:
+        import torch  # noqa: F401
+        pytest.skip("torch is installed here: the peers would run, not skip")
+    except ImportError:
+        pass
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers" / "compare.py"),
+                           "--ranks", "2", "--repeats", "1", "--epochs", "1",
+                           "--samples", "400", "--features", "12", "--hidden", "16,8",
+                           "--classes", "3", "--rows-per-rank", "8", "--dtype", "float64",
+                           "--peer-python", sys.executable, "--timeout", "240"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "torch_ddp: skipped: PyTorch is not installed" in done.stdout
+    assert "horovod: skipped: PyTorch is not installed" in done.stdout
+    assert ("# MLP 12-16-8-3 float64, 8 rows/rank/step, 400 samples, momentum 0.9 lr 0.1, "
+            "2 ranks, 1 epochs") in done.stdout
+    row = next(line.split() for line in done.stdout.splitlines()
+               if line.startswith("mpitrain "))
+    assert float(row[1].replace(",", "")) > 0 and 0.0 <= float(row[3]) <= 1.0
+
+
+def test_peer_workload_options_round_trip_to_the_peer_scripts():
+    """What compare.py passes to a peer script parses back to the same workload."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks" / "peers"))
+    p = common.parser("peer", "test")
+    default = p.parse_args([])
+    assert (default.features, default.hidden, default.rows_per_rank, default.dtype,
+            default.optimizer, default.momentum) == (64, (128,), 256, "float32",
+                                                    "momentum", 0.9)
+    large = p.parse_args(["--features", "784", "--hidden", "1024,512", "--rows-per-rank",
+                          "128", "--optimizer", "sgd"])
+    again = p.parse_args(common.workload_argv(large))
+    assert vars(again) == vars(large)
+    assert common.describe(large).startswith("MLP 784-1024-512-10 float32, 128 rows/rank/step")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--hidden", "0,4"])
+
+
 def test_peer_setup_script_needs_a_directory():
     """The Horovod build script stops before doing anything without its argument."""
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "peers" / "setup-peers.sh")],

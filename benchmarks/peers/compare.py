@@ -1,6 +1,13 @@
-"""mpitrain next to its peers on the standard workload, in one table.
+"""mpitrain next to its peers on one workload (standard by default), in one table.
 
     python benchmarks/peers/compare.py --ranks 2 --peer-python /path/to/env-with-torch/bin/python
+    python benchmarks/peers/compare.py --features 784 --hidden 1024 --rows-per-rank 128 \
+        --samples 50000 --peer-python ...          # a large point of `mpitrain bench matrix`
+
+The workload options (``--features``, ``--hidden H[,H2...]``, ``--rows-per-rank``,
+``--dtype``, ``--optimizer``/``--momentum``/``--lr``, ``--samples``, ``--epochs``; see
+common.py) go unchanged to every framework: the same synthetic data, MLP, batch per rank
+and update rule (momentum 0.9 by default, given explicitly to all).
 
 Runs, ``--repeats`` times in turn (medians reported, so noise from other work on the
 machine hits every framework alike): ``mpitrain train`` with ``--mpitrain-python``, then
@@ -19,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from common import add_workload, describe, workload_argv
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -39,9 +48,13 @@ def run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 def mpitrain_once(args: argparse.Namespace, out: Path) -> dict[str, float]:
     python = args.mpitrain_python
     command = [mpiexec_for(python), "-n", str(args.ranks), python, "-m", "mpitrain", "train",
-               "--data", "synthetic", "--samples", str(args.samples), "--features", "64",
-               "--classes", "10", "--model", "mlp", "--hidden", "128", "--lr", "0.1",
-               "--batch-size", str(256 * args.ranks), "--epochs", str(args.epochs),
+               "--data", "synthetic", "--samples", str(args.samples),
+               "--features", str(args.features), "--classes", str(args.classes),
+               "--model", "mlp", "--hidden", ",".join(map(str, args.hidden)),
+               "--dtype", args.dtype, "--lr", str(args.lr), "--optimizer", args.optimizer,
+               "--momentum", str(args.momentum), "--seed", str(args.seed),
+               "--batch-size", str(args.rows_per_rank * args.ranks),
+               "--epochs", str(args.epochs),
                "--shuffle", "local", "--quiet", "--overwrite", "--out", str(out)]
     done = run(command, args.timeout)
     if done.returncode != 0:
@@ -55,8 +68,7 @@ def mpitrain_once(args: argparse.Namespace, out: Path) -> dict[str, float]:
 def peer_once(args: argparse.Namespace, script: Path, out: Path) -> dict[str, float] | str:
     python = args.peer_python
     command = [mpiexec_for(python), "-n", str(args.ranks), python, str(script),
-               "--samples", str(args.samples), "--epochs", str(args.epochs),
-               "--json", str(out)]
+               *workload_argv(args), "--json", str(out)]
     done = run(command, args.timeout)
     if "skipped:" in done.stdout:
         return done.stdout.strip().splitlines()[-1]
@@ -66,10 +78,8 @@ def peer_once(args: argparse.Namespace, script: Path, out: Path) -> dict[str, fl
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = add_workload(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     p.add_argument("--ranks", type=int, default=2)
-    p.add_argument("--samples", type=int, default=200_000)
-    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--mpitrain-python", default=sys.executable)
     p.add_argument("--peer-python", default=sys.executable)
@@ -91,7 +101,7 @@ def main() -> int:
     for message in skipped.values():
         print(message)
     ours = statistics.median(r["samples_per_second"] for r in results["mpitrain"])
-    print(f"# standard workload, {args.ranks} ranks, {args.epochs} epochs, medians of "
+    print(f"# {describe(args)}, {args.ranks} ranks, {args.epochs} epochs, medians of "
           f"{args.repeats} runs (samples/s over the training loop)")
     print(f"{'framework':<10} {'samples/s':>12} {'per rank':>10} {'test acc':>9} "
           f"{'mpitrain is':>12}")
@@ -100,7 +110,7 @@ def main() -> int:
             continue
         rate = statistics.median(r["samples_per_second"] for r in runs)
         accuracy = statistics.median(r["test_accuracy"] for r in runs)
-        ratio = "" if name == "mpitrain" else f"{ours / rate:.1f}x"
+        ratio = "" if name == "mpitrain" else f"{ours / rate:.2f}x"
         print(f"{name:<10} {rate:>12,.0f} {rate / args.ranks:>10,.0f} {accuracy:>9.4f} "
               f"{ratio:>12}")
     return 0

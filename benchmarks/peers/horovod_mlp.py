@@ -1,9 +1,9 @@
-"""The standard workload with Horovod (PyTorch frontend, MPI), one thread per rank.
+"""The workload (standard by default) with Horovod (PyTorch frontend, MPI), one thread per rank.
 
     mpiexec -n 2 PYTHON benchmarks/peers/horovod_mlp.py [--epochs 2 ...]
 
 PYTHON needs horovod[pytorch] (built with MPI), torch, numpy and mpi4py (for mpitrain's
-data loader). Same model, data, batch, SGD lr 0.1 and epochs as ``mpitrain bench train``.
+data loader). Same model, data, batch, optimizer and epochs as ``mpitrain train`` in compare.py.
 Prints samples/s (training loop only) and test accuracy; exits 0 with "skipped: ..." when
 Horovod, torch or mpi4py is missing. Not a dependency of mpitrain.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from common import first_missing, load, parser, report, skip, train_torch_mlp
+from common import first_missing, load, make_sgd, parser, report, skip, train_torch_mlp
 
 NAME = "horovod"
 
@@ -33,7 +33,7 @@ def main() -> int:
     data = load(args, comm)
 
     def make_optimizer(module):
-        optimizer = hvd.DistributedOptimizer(torch.optim.SGD(module.parameters(), lr=args.lr),
+        optimizer = hvd.DistributedOptimizer(make_sgd(args, module.parameters()),
                                              named_parameters=module.named_parameters())
         hvd.broadcast_parameters(module.state_dict(), root_rank=0)
         return optimizer

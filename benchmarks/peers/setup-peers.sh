@@ -17,7 +17,8 @@ horovod_version=0.28.1
 
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip setuptools wheel
-"$venv/bin/pip" install -q "torch==$torch_version" mpich mpi4py numpy cmake
+# mpitrain's core dependencies: its data loader (the peers' rows) imports them
+"$venv/bin/pip" install -q "torch==$torch_version" mpich mpi4py numpy numba scipy threadpoolctl cmake
 # Horovod's own build requirements, since it is built without isolation (to see torch)
 "$venv/bin/pip" install -q cloudpickle psutil pyyaml packaging cffi
 

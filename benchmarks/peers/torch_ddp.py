@@ -1,12 +1,13 @@
-"""The standard workload with PyTorch DistributedDataParallel (gloo, CPU, one thread/rank).
+"""The workload (standard by default) with PyTorch DDP (gloo, CPU, one thread per rank).
 
     mpiexec -n 2 PYTHON benchmarks/peers/torch_ddp.py [--epochs 2 ...]
 
 PYTHON needs torch, numpy and mpi4py (mpi4py only provides ranks and loads mpitrain's data;
 gradients go through torch.distributed's gloo backend, as DDP users run it on CPUs). The
-model, data, batch (256 rows per rank per step, local shuffle), SGD lr 0.1 and epochs match
-``mpitrain bench train``. Prints samples/s (training loop only) and test accuracy; exits 0
-with "skipped: ..." when torch or mpi4py is missing. Not a dependency of mpitrain.
+model, data, batch (``--rows-per-rank``, 256 by default, local shuffle), optimizer (momentum
+0.9, lr 0.1 by default) and epochs are those compare.py gives ``mpitrain train``. Prints
+samples/s (training loop only) and test accuracy; exits 0 with "skipped: ..." when torch or
+mpi4py is missing. Not a dependency of mpitrain.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import socket
 import sys
 
-from common import first_missing, load, parser, report, skip, train_torch_mlp
+from common import first_missing, load, make_sgd, parser, report, skip, train_torch_mlp
 
 NAME = "torch_ddp"
 
@@ -43,7 +44,7 @@ def main() -> int:
     data = load(args, comm)
     _, seconds, samples, accuracy = train_torch_mlp(
         args, comm, data, wrap=torch.nn.parallel.DistributedDataParallel,
-        make_optimizer=lambda module: torch.optim.SGD(module.parameters(), lr=args.lr))
+        make_optimizer=lambda module: make_sgd(args, module.parameters()))
     report(NAME, args, comm, seconds, samples, accuracy,
            {"torch_version": torch.__version__, "backend": "gloo", "threads": 1})
     dist.destroy_process_group()
