@@ -37,6 +37,8 @@ def test_overlap_is_off_by_default_with_the_reason(change, reason):
     assert decision.report() == {"enabled": False, "source": "default",
                                  "reason": decision.reason}
     assert decision.header() == f"overlap: off by default: {decision.reason}"
+    # the run header shows the line only where --overlap may pay (else: summary.json)
+    assert decision.suggest is ("may pay" in reason)
 
 
 @pytest.mark.parametrize("value,on", [(None, False), ("0", False), ("", False), ("1", True),

@@ -275,10 +275,11 @@ def test_mpiexec_piped_to_head_finishes_the_run(tmp_path):
     leaving "running". Rank 0 now writes into that pipe itself: it warns once, trains on,
     and mpiexec exits 0."""
     out = tmp_path / "run"
-    done, statuses = _pipeline(_train(out), "| head -n 2")
+    done, statuses = _pipeline(_train(out), "| head -n 3")
     assert statuses == [0, 0], done.stderr
-    assert [line.split("  ")[0] for line in done.stdout.splitlines()] == [
-        "epoch 1/60", "epoch 2/60"]
+    header, *epochs = done.stdout.splitlines()
+    assert header.startswith("reduce: ")  # the run header: which reduction runs
+    assert [line.split("  ")[0] for line in epochs] == ["epoch 1/60", "epoch 2/60"]
     assert error_lines(done) == [WARNING]
     assert status(out) == "finished" and len(metrics_epochs(out)) == 60
     assert (out / "model.npz").is_file()
@@ -388,7 +389,7 @@ def test_no_command_prints_usage_and_one_error():
     lines = error_lines(done)
     assert lines[0].startswith("usage: mpitrain ") and "COMMAND" in lines[0]
     assert lines[-1] == ("mpitrain: error: no command given: choose one of train, predict, "
-                         "show, plot, tensorboard, checkpoint, plan, bench (python -m "
+                         "show, plot, tensorboard, checkpoint, tune, plan, bench (python -m "
                          "mpitrain COMMAND --help)")
     assert sum("error" in line for line in lines) == 1
 

@@ -34,6 +34,9 @@ class OverlapDecision:
     enabled: bool
     source: str  # "given" (--overlap) or "default"
     reason: str
+    #: Worth a line in the run header: only the case where trying --overlap may pay (the
+    #: others are in summary.json; a header line on every run would be noise).
+    suggest: bool = False
 
     def report(self) -> dict[str, Any]:
         """``summary.json``'s ``overlap`` section."""
@@ -73,4 +76,4 @@ def decide_overlap(*, given: bool, can_split: bool, ranks: int, ranks_on_node: i
                                "nothing is sent while the layer kernels run")
     return OverlapDecision(False, "default", "MPICH's progress thread has a spare core "
                            "per rank here, so --overlap may pay: measure it with "
-                           "benchmarks/overlap.py")
+                           "benchmarks/overlap.py", suggest=True)

@@ -414,10 +414,10 @@ class SyncStrategy(MinibatchStrategy):
     def header(self) -> str | None:
         if self.comm.Get_size() == 1:
             return None
-        overlap = self.overlap_decision().header()
-        if self._reducer is None:
-            return overlap
-        return reduce_header(reduce_report(self._reducer)) + "\n" + overlap
+        decision = self.overlap_decision()
+        lines = [] if self._reducer is None else [reduce_header(reduce_report(self._reducer))]
+        lines += [decision.header()] if decision.suggest else []
+        return "\n".join(lines) or None
 
     def overlap_decision(self) -> OverlapDecision:
         """Collective on first call (the node layout): whether this run overlaps its
