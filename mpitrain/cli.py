@@ -20,6 +20,7 @@ from mpi4py import MPI
 from mpitrain.runtime.direct_output import bypass_launcher_output
 from mpitrain.runtime.launch import MPIWiringError
 from mpitrain.runtime.preemption import EXIT_INTERRUPTED, install_stop_handlers, stop_status
+from mpitrain.runtime.watchdog import DRAIN_SECONDS, wait_until_read
 
 from . import __version__
 from .config import (
@@ -269,5 +270,6 @@ def _abort(comm: MPI.Comm, text: str, code: int) -> NoReturn:
     """Print with the rank named and take the whole job down."""
     print(f"mpitrain: rank {comm.Get_rank()} of {comm.Get_size()}: {text}",
           file=sys.stderr, flush=True)
+    wait_until_read(sys.stderr, DRAIN_SECONDS)  # else the abort can overtake the message
     comm.Abort(code)
     raise SystemExit(code)  # Abort does not return; keeps type checkers honest

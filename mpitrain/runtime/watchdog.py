@@ -36,8 +36,8 @@ _TAG = 0x57A1
 _FALLBACK = 30.0
 """Seconds a waiting rank other than the lowest waits for the lowest one's abort before
 aborting the job itself (the lowest one normally ends the job within a second)."""
-_DRAIN = 10.0
-"""Seconds the reporting rank waits at most for its stderr pipe to be read before aborting."""
+DRAIN_SECONDS = 10.0
+"""Seconds a rank about to abort waits at most for its stderr pipe to be read."""
 _JOIN = 60.0
 """Seconds :meth:`Watchdog.stop` waits at most for the watching thread to end: an idle one
 wakes at once; one that has begun a stall report ends in an abort instead."""
@@ -129,14 +129,14 @@ class Watchdog:
             print(f"mpitrain: stall: rank(s) {names} did not reach {label} within "
                   f"{self.timeout:g} s (--stall-timeout); aborting the job", file=sys.stderr,
                   flush=True)
-            _wait_until_read(sys.stderr, _DRAIN)
+            wait_until_read(sys.stderr, DRAIN_SECONDS)
         else:  # leave the report and the abort to the lowest waiting rank
             time.sleep(max(_FALLBACK, grace))
         del requests
         (comm if self.job is None else self.job).Abort(EXIT_STALLED)
 
 
-def _wait_until_read(stream, limit: float) -> None:
+def wait_until_read(stream, limit: float) -> None:
     """When ``stream`` is a pipe (to mpiexec's proxy, under hydra), wait until its reader has
     read everything written to it, at most ``limit`` seconds.
 
