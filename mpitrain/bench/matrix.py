@@ -14,7 +14,8 @@ For every point, in this order:
    :func:`mpitrain.bench.train.kernel_step_seconds`), both ``--rows-per-rank`` rows, median
    seconds/step of 5 blocks, mean over ranks. ``blas_vs_kernel`` = BLAS / kernel seconds
    (1: the step computes at the BLAS limit). The kernel time also sets the steps per epoch
-   (``--seconds`` of kernel time per epoch, 5 to 400 steps; quick: 3).
+   (``--seconds`` of kernel time per epoch, 20 to 400 steps: at least 20 so that one
+   descheduled step of a large model does not decide a point; quick: 3).
 2. ``--repeats`` rounds (the order of the runs rotates each round: interleaved), each:
    - every **variant** (:data:`VARIANTS`, ``--variants``): a P-rank ``mpitrain.train`` of
      the point with those options; ``default`` is the run without any of them (what a
@@ -288,7 +289,7 @@ def _measure_point(point: Point, variants: dict[str, dict[str, Any]],
     kernel = kernel_step_seconds(comm, dims=point.dims, model="mlp", dtype=dtype,
                                  seed=args.seed, rows=4 * batch, batch=batch,
                                  steps=kernel_steps)
-    steps = 3 if args.quick else int(min(400, max(5, round(args.seconds / kernel))))
+    steps = 3 if args.quick else int(min(400, max(20, round(args.seconds / kernel))))
     rows = steps * batch
     X, y = point_rows(point, rank=rank, rows=rows, seed=args.seed)
     base = _base(point, size, args.seed)
