@@ -194,7 +194,8 @@ class Allreducer:
     def start(self) -> AllreduceHandle:
         """Collective, ``in_flight`` only: start reducing the contribution written into
         :meth:`buffer`; ``wait()`` on the handle returns the result, a private array that
-        stays valid until ``in_flight + 1`` more calls have started."""
+        stays valid until the contribution of the call ``in_flight + 1`` later is
+        written."""
         self._check_open()
         if not self.in_flight:
             raise ValueError("start() needs an Allreducer built with in_flight >= 1")

@@ -122,7 +122,7 @@ class StaleSynchronousStrategy(SyncStrategy):
             # complete the reductions in flight but apply them when they are due, as an
             # uninterrupted run does: the checkpoint holds them (exact resume)
             for i, (step, pending, read) in enumerate(self._pending):
-                result = pending.wait()  # (valid until s + 1 more steps have started)
+                result = pending.wait()  # (kept until step s + 1 later writes its message)
                 if stopping:  # their stop votes are answered by this stop
                     result[-1] = 0.0
                 self._pending[i] = (step, DoneHandle(result), read)
