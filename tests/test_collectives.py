@@ -835,8 +835,9 @@ def test_started_reductions_in_flight(in_flight, algorithm, dtype):
     """``Allreducer(in_flight=d)``: ``start()`` returns without waiting for the other ranks
     (rank 0 starts and tests ``d`` calls before the others start any), up to ``d`` calls
     stay in flight while the next message is written, and a result stays valid until the
-    message of the call ``d + 1`` later is written. ``auto`` is the slot sum on one node (else as start_allreduce), and
-    the slot sum adds in rank order: numpy's rank-order sum, bit for bit."""
+    message of the call ``d + 1`` later is written. ``auto`` is the slot sum on one node
+    (else as start_allreduce), and the slot sum adds in rank order: numpy's rank-order
+    sum, bit for bit."""
     comm = MPI.COMM_WORLD
     if not runs_here(comm, algorithm):
         return
@@ -870,7 +871,7 @@ def test_started_reductions_in_flight(in_flight, algorithm, dtype):
             start(k)
     for k in range(in_flight, calls):
         if done and done[0][0] == k - in_flight - 1:  # kept until call k's message
-            k_old, result, copy = done.pop(0)
+            _, result, copy = done.pop(0)
             assert result.tobytes() == copy.tobytes()
         start(k)
         if k % 2:
