@@ -110,6 +110,14 @@ def test_local_sgd_runs_sync_for_the_local_after_epochs_then_local_steps():
     same_on_every_rank(local.flat)
     assert local.history[0]["staleness_max"] == 0  # the synchronous epoch
     assert local.history[1]["staleness_max"] == 3  # then up to H - 1 local steps
+    # the averaging reduction follows --tune like the step's, and summary.json says which
+    # one runs (no step reduction at all without --local-after)
+    for run in (local, train(mode="local-sgd", sync_every=4, tune="cache", **options)):
+        average = run.summary["average"]
+        assert average["tune"] == run.config.tune and average["requested"] == "auto"
+        assert average["message_bytes"] == 3 * run.flat.nbytes + 5 * 8  # params, m, v
+    assert "reduce" in local.summary
+    assert "reduce" not in train(mode="local-sgd", sync_every=4, **options).summary
 
 
 def test_gossip_is_reproducible_and_one_model_after_each_epoch():
