@@ -55,7 +55,10 @@ are on one node), on which the ring runs without staging copies.
 
 ``start_allreduce`` starts the same operation and returns a handle; the buffer must not
 be read or written until ``handle.wait()`` returns it (``handle.test()`` polls). See
-:func:`start_allreduce` for when each algorithm progresses (``shm`` is blocking only).
+:func:`start_allreduce` for when each algorithm progresses (``shm`` is blocking only
+there). A persistent reducer's started reductions (``Allreducer(..., in_flight=d)``,
+``--mode ssp``) do have a shared-memory form: the slot sum with ``2d + 1`` slots per rank
+(:mod:`.slot_sum`), which ``auto`` picks on one node (:func:`.select.resolve_started`).
 """
 
 from __future__ import annotations
