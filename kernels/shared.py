@@ -1,6 +1,6 @@
 """Kernel of the shared-memory step reduction (:mod:`mpitrain.collectives.slot_sum`).
 
-``slots`` is a C-contiguous ``(P, 2, n)`` array of float32 or float64 (every rank's two
+``slots`` is a C-contiguous ``(P, S, n)`` array of float32 or float64 (every rank's ``S``
 message slots, in rank order), ``b`` a Python int, ``out`` a C-contiguous 1-D array of at
 most ``n`` elements of the same dtype (a message shorter than the slots uses their start).
 No allocation.

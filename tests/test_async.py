@@ -137,8 +137,8 @@ def test_staleness_sums():
      "local-sgd, gossip, async-ps (got --mode fedavg)"),
     ({"mode": "sync", "simulate_schedule": True}, "--simulate-schedule applies to --mode "
      "async-ps (got --mode sync)"),
-    ({"mode": "ssp", "staleness": 2, "reduce": "shm"}, "--mode ssp --staleness 2 overlaps "
-     "nonblocking reductions, which --reduce shm does not have"),
+    ({"mode": "ssp", "staleness": 2, "reduce": "hierarchical"}, "--mode ssp --staleness 2 "
+     "starts nonblocking reductions, which --reduce hierarchical does not have"),
 ])
 def test_option_errors(options, message):
     with pytest.raises(UserError) as info:

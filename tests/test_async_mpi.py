@@ -9,6 +9,7 @@ from mpi4py import MPI
 
 from mpitrain import train
 from mpitrain.asynchronous.reshard import reshard
+from mpitrain.collectives.context import state_of
 from mpitrain.data import Shard
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(240)]
@@ -51,6 +52,48 @@ def test_ssp_is_deterministic_and_as_stale_as_asked(reduce):
         assert 0 < metrics["staleness_mean"] < 3
 
 
+def iallreduce_adds_in_rank_order(comm: MPI.Comm, n: int) -> bool:
+    """Collective: whether MPI's Iallreduce of ``n`` float64 adds in rank order (the
+    slot sum's order). Always on 2 ranks (a + b == b + a); MPICH on 3 ranks too, not on 4
+    (recursive doubling: (a + b) + (c + d))."""
+    rng = np.random.default_rng([comm.Get_rank(), n])
+    x = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)
+    gathered = np.empty((comm.Get_size(), n))
+    comm.Allgather(x, gathered)
+    want = gathered[0].copy()
+    for row in gathered[1:]:
+        want += row
+    comm.Iallreduce(MPI.IN_PLACE, x, op=MPI.SUM).Wait()
+    return comm.allreduce(int(x.tobytes() == want.tobytes()), op=MPI.MIN) == 1
+
+
+@pytest.mark.parametrize("staleness", [1, 2])
+def test_ssp_on_one_node_reduces_nonblocking_through_shared_memory(staleness):
+    """--reduce auto on one node: the started slot sum (summary.json says so); it adds in
+    rank order, so it gives MPI's nonblocking path's parameters bit for bit wherever MPI
+    does too (2 ranks; MPICH's 3), else within rounding; --no-shared-memory keeps MPI."""
+    comm = MPI.COMM_WORLD
+    if not state_of(comm).one_node():
+        pytest.skip("the shared-memory transports need every rank on one node")
+    shm = train(mode="ssp", staleness=staleness, **BASE)
+    assert shm.summary["reduce"] == {**shm.summary["reduce"], "algorithm": "shm",
+                                     "source": "table", "in_flight": staleness}
+    explicit = train(mode="ssp", staleness=staleness, reduce="shm", **BASE)
+    assert explicit.summary["reduce"]["source"] == "given"
+    assert explicit.flat.tobytes() == shm.flat.tobytes()
+    same_on_every_rank(shm.flat)
+    assert {m["staleness_max"] for m in shm.history} == {staleness}
+    mpi = train(mode="ssp", staleness=staleness, reduce="mpi", **BASE)
+    assert mpi.summary["reduce"]["algorithm"] == "mpi"
+    if iallreduce_adds_in_rank_order(comm, shm.flat.size + 4):
+        assert shm.flat.tobytes() == mpi.flat.tobytes()
+    else:
+        np.testing.assert_allclose(shm.flat, mpi.flat, rtol=1e-7, atol=1e-9)
+    p2p = train(mode="ssp", staleness=staleness, shared_memory=False, **BASE)
+    assert p2p.summary["reduce"]["algorithm"] != "shm"
+    np.testing.assert_allclose(p2p.flat, shm.flat, rtol=1e-7, atol=1e-9)
+
+
 def test_local_sgd_with_sync_every_one_is_sync_for_plain_sgd():
     options = {**BASE, "optimizer": "sgd", "weight_decay": 1e-3}
     want = train(**options).flat
@@ -67,6 +110,14 @@ def test_local_sgd_runs_sync_for_the_local_after_epochs_then_local_steps():
     same_on_every_rank(local.flat)
     assert local.history[0]["staleness_max"] == 0  # the synchronous epoch
     assert local.history[1]["staleness_max"] == 3  # then up to H - 1 local steps
+    # the averaging reduction follows --tune like the step's, and summary.json says which
+    # one runs (no step reduction at all without --local-after)
+    for run in (local, train(mode="local-sgd", sync_every=4, tune="cache", **options)):
+        average = run.summary["average"]
+        assert average["tune"] == run.config.tune and average["requested"] == "auto"
+        assert average["message_bytes"] == 3 * run.flat.nbytes + 5 * 8  # params, m, v
+    assert "reduce" in local.summary
+    assert "reduce" not in train(mode="local-sgd", sync_every=4, **options).summary
 
 
 def test_gossip_is_reproducible_and_one_model_after_each_epoch():

@@ -813,3 +813,100 @@ def test_allreducer_compressed_on_one_rank_rounds_like_compressed_allreduce(code
 
 def test_shm_refused_without_shared_memory_on_one_rank():
     assert_shm_refused_everywhere(MPI.COMM_SELF, "shared_memory=False", shared_memory=False)
+
+
+# -- started reductions of a persistent reducer (Allreducer in_flight: --mode ssp) ---------
+
+def rank_order_sum(comm: MPI.Comm, x: np.ndarray) -> np.ndarray:
+    """Every rank's ``x`` added in rank order, in ``x``'s dtype: the slot sum's bits."""
+    gathered = np.empty((comm.Get_size(), x.size), dtype=x.dtype)
+    comm.Allgather(x, gathered)
+    total = gathered[0].copy()
+    for row in gathered[1:]:
+        total += row
+    return total
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ["auto", "shm", "ring", "mpi", "root"])
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_started_reductions_in_flight(in_flight, algorithm, dtype):
+    """``Allreducer(in_flight=d)``: ``start()`` returns without waiting for the other ranks
+    (rank 0 starts and tests ``d`` calls before the others start any), up to ``d`` calls
+    stay in flight while the next message is written, and a result stays valid until the
+    message of the call ``d + 1`` later is written. ``auto`` is the slot sum on one node
+    (else as start_allreduce), and the slot sum adds in rank order: numpy's rank-order
+    sum, bit for bit."""
+    comm = MPI.COMM_WORLD
+    if not runs_here(comm, algorithm):
+        return
+    size, rank = comm.Get_size(), comm.Get_rank()
+    n = 1003
+    reducer = Allreducer(n, dtype, comm, algorithm=algorithm, in_flight=in_flight)
+    shared = one_node(comm) and size > 1
+    assert reducer.algorithm == ("shm" if algorithm == "auto" and shared else
+                                 algorithm if algorithm != "auto" else reducer.algorithm)
+    assert reducer.algorithm not in ("hierarchical", "compressed")
+    assert (reducer.algorithm == "shm") == (algorithm == "shm" or (algorithm == "auto"
+                                                                   and shared))
+    calls = 4 * in_flight + 3
+    messages = [inputs(comm, n, dtype) * (k + 1) for k in range(calls)]
+    pending: list = []
+    done: list = []
+
+    def start(k: int) -> None:
+        reducer.buffer()[...] = messages[k]
+        pending.append((k, reducer.start()))
+
+    if rank == 0:  # ahead of everyone: nothing of this may wait for the others
+        for k in range(in_flight):
+            start(k)
+        if reducer.algorithm != "root":  # (whose first test() is collective)
+            for _, handle in pending:
+                assert not handle.test() or size == 1
+    comm.Barrier()
+    if rank != 0:
+        for k in range(in_flight):
+            start(k)
+    for k in range(in_flight, calls):
+        if done and done[0][0] == k - in_flight - 1:  # kept until call k's message
+            _, result, copy = done.pop(0)
+            assert result.tobytes() == copy.tobytes()
+        start(k)
+        if k % 2:
+            pending[0][1].test()  # progress, never a wait
+        k_done, handle = pending.pop(0)
+        result = handle.wait()
+        check(comm, messages[k_done], result, "sum")
+        if reducer.algorithm == "shm":
+            assert result.tobytes() == rank_order_sum(comm, messages[k_done]).tobytes()
+        done.append((k_done, result, result.copy()))
+    for k, handle in pending:
+        check(comm, messages[k], handle.wait(), "sum")
+    reducer.close()
+
+
+@pytest.mark.mpi
+def test_started_slot_sum_mean_and_refusals():
+    """``op="mean"`` scales the slot sum; ``hierarchical``, ``compress`` and ``tune`` are
+    refused with in_flight (on every rank, before any communication), and a started
+    reducer is not called."""
+    comm = MPI.COMM_WORLD
+    reducer = Allreducer(77, np.float64, comm, op="mean", in_flight=1)
+    x = inputs(comm, 77, np.float64)
+    reducer.buffer()[...] = x
+    check(comm, x, reducer.start().wait(), "mean")
+    with pytest.raises(ValueError, match="an Allreducer with in_flight reduces with start"):
+        reducer()
+    reducer.close()
+    with pytest.raises(ValueError, match="start\\(\\) needs an Allreducer built with"):
+        Allreducer(3, np.float64, MPI.COMM_SELF).start()
+    with pytest.raises(ValueError, match="'hierarchical' cannot be started"):
+        Allreducer(3, np.float64, comm, algorithm="hierarchical", in_flight=1)
+    for options in ({"compress": "fp16"}, {"tune": "auto"}):
+        with pytest.raises(ValueError, match="takes neither compress nor tune"):
+            Allreducer(3, np.float32, comm, in_flight=2, **options)
+    p2p = Allreducer(3, np.float64, comm, in_flight=2, **P2P)
+    assert p2p.algorithm != "shm"
+    p2p.close()

@@ -55,7 +55,10 @@ are on one node), on which the ring runs without staging copies.
 
 ``start_allreduce`` starts the same operation and returns a handle; the buffer must not
 be read or written until ``handle.wait()`` returns it (``handle.test()`` polls). See
-:func:`start_allreduce` for when each algorithm progresses (``shm`` is blocking only).
+:func:`start_allreduce` for when each algorithm progresses (``shm`` is blocking only
+there). A persistent reducer's started reductions (``Allreducer(..., in_flight=d)``,
+``--mode ssp``) do have a shared-memory form: the slot sum with ``2d + 1`` slots per rank
+(:mod:`.slot_sum`), which ``auto`` picks on one node (:func:`.select.resolve_started`).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import blocking, native, ring, root, scatter
+from mpitrain.collectives import blocking, nonblocking, scatter
 from mpitrain.collectives.args import (
     ALGORITHMS,
     NONBLOCKING_ALGORITHMS,
@@ -75,7 +78,7 @@ from mpitrain.collectives.args import (
     flat_view,
 )
 from mpitrain.collectives.context import CommState, state_of
-from mpitrain.collectives.handles import AllreduceHandle, DoneHandle
+from mpitrain.collectives.handles import AllreduceHandle
 from mpitrain.collectives.persistent import Allreducer
 from mpitrain.collectives.select import choose, resolve, resolve_scatter
 
@@ -219,12 +222,4 @@ def start_allreduce(
     """
     flat, state, algorithm = _prepare(buf, comm, algorithm, op, shared_memory=False,
                                       nonblocking=True)
-    mean = op == "mean"
-    pcomm = state.comm
-    if flat.size == 0:
-        return DoneHandle(buf)
-    if algorithm == "ring":
-        return ring.RingAllreduce(buf, flat, pcomm, state.next_tags(), mean)
-    if algorithm == "mpi":
-        return native.NativeHandle(buf, flat, pcomm, mean)
-    return root.RootHandle(buf, flat, pcomm, mean)
+    return nonblocking.start(buf, flat, state, algorithm, op == "mean")

@@ -27,6 +27,18 @@ tuning cache, measuring on a miss (``auto``) or always (``force``):
 the algorithm came from (``given``, ``table``, ``cache``, ``measured``) and
 :attr:`Allreducer.tuning` holds the cache entry behind it (or None).
 
+``in_flight=d`` (``d >= 1``) makes the reductions nonblocking, like ``MPI_Start`` on a
+persistent request: :meth:`Allreducer.start` returns a handle at once, whose ``wait()``
+returns the sum, and up to ``d`` reductions may be in flight while the next contribution is
+written (call ``k`` finished before call ``k + d + 1`` starts; handles finished in the
+order they started). ``auto`` resolves by :func:`~mpitrain.collectives.select.resolve_started`:
+on one node with ``shared_memory``, ``shm`` with ``2d + 1`` slots per rank
+(:mod:`.slot_sum`'s started calls: no MPI call needed for progress, the blocking slot sum's
+bits); otherwise ``ring`` over MPI messages, ``mpi`` or ``root`` as
+:func:`~mpitrain.collectives.start_allreduce` runs them, on ``d + 1`` private buffers used
+in turn. No ``compress``, no ``hierarchical``, ``tune`` must be ``off``. Built for
+``--mode ssp``.
+
 A call allocates nothing but transient array views (the training step loop is
 allocation-free).
 """
@@ -36,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import blocking
+from mpitrain.collectives import blocking, nonblocking
 from mpitrain.collectives.args import (
     MPI_TYPES,
     OPS,
@@ -46,7 +58,8 @@ from mpitrain.collectives.args import (
 )
 from mpitrain.collectives.compressed import COMPRESSIONS, CompressedAllreduce
 from mpitrain.collectives.context import state_of, warm
-from mpitrain.collectives.select import resolve, resolve_tuned
+from mpitrain.collectives.handles import AllreduceHandle, DoneHandle
+from mpitrain.collectives.select import resolve, resolve_started, resolve_tuned
 from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
 from mpitrain.collectives.tuning import TUNE_MODES
 from mpitrain.kernels.reduce import scale_inplace
@@ -88,8 +101,9 @@ class Allreducer:
     def __init__(self, count: int, dtype: np.dtype | type, comm: MPI.Comm, *,
                  algorithm: str = "auto", op: str = "sum", shared_memory: bool = True,
                  compress: str = "none", exact_tail: int = 0, batch_size: int = 1,
-                 tune: str = "off") -> None:
+                 tune: str = "off", in_flight: int = 0) -> None:
         count = _check_int("count", count, 0)
+        in_flight = _check_int("in_flight", in_flight, 0)
         dtype = np.dtype(dtype)
         if dtype not in MPI_TYPES or not dtype.isnative:
             raise TypeError(f"dtype must be float32 or float64 (got {dtype})")
@@ -104,6 +118,9 @@ class Allreducer:
         if compress != "none" and algorithm != "auto":
             raise ValueError(f"compress={compress!r} is its own transport (16-bit words "
                              f"over MPI), so algorithm must be 'auto' (got {algorithm!r})")
+        if in_flight and (compress != "none" or tune != "off"):
+            raise ValueError(f"in_flight={in_flight} (started reductions) takes neither "
+                             f"compress nor tune (got compress={compress!r}, tune={tune!r})")
         check_comm(comm)
         self._state = state = state_of(comm)
         self.count, self.dtype, self.op, self.compress = count, dtype, op, compress
@@ -112,7 +129,11 @@ class Allreducer:
         size = state.comm.Get_size()
         self.ranks = size  # the ranks the reduction spans
         self._factor = 1.0 / size
-        self._result = np.zeros(count, dtype=dtype)
+        self.in_flight = in_flight
+        # the results of the calls in flight, used in turn (in_flight + 1 of them)
+        self._results = [np.zeros(count, dtype=dtype) for _ in range(in_flight + 1)]
+        self._result = self._results[0]
+        self._started = 0  # calls started (in_flight)
         self._shm: SharedMemoryAllreduce | None = None
         self._compressed: CompressedAllreduce | None = None
         self._closed = False
@@ -129,7 +150,10 @@ class Allreducer:
                     batch_size=batch_size)
             self._local = count == 0
             return
-        if algorithm == "auto":
+        if in_flight:
+            self.algorithm = resolve_started(algorithm, state, count * dtype.itemsize,
+                                             dtype.itemsize, shared_memory=shared_memory)
+        elif algorithm == "auto":
             self.algorithm, self.source, self.tuning = resolve_tuned(
                 state, count, dtype, shared_memory=shared_memory, tune=tune,
                 make=lambda name: Allreducer(count, dtype, comm, algorithm=name,
@@ -143,7 +167,10 @@ class Allreducer:
         if self._local:
             return
         if self.algorithm == "shm":
-            self._shm = SharedMemoryAllreduce(state.comm, n=count, dtype=dtype)
+            self._shm = SharedMemoryAllreduce(state.comm, n=count, dtype=dtype,
+                                              slots=2 * in_flight + 1 if in_flight else 2)
+        elif in_flight:
+            pass  # (started reductions over MPI: nothing to build)
         elif self.algorithm == "ring" and shared_memory:
             state.node_ring()  # build the ring's transport now, not in the first call
         elif self.algorithm == "hierarchical":
@@ -153,10 +180,32 @@ class Allreducer:
 
     def buffer(self) -> np.ndarray:
         """Where this rank writes its next contribution (``count`` elements). With ``shm``
-        it is this rank's shared slot, which alternates between two arrays: ask again
-        before every call. Otherwise it is the result array itself."""
+        it is this rank's shared slot, which alternates between two arrays (``in_flight``:
+        ``2 in_flight + 1``, and asking waits until every rank has finished the call that
+        used it last): ask again before every call. Otherwise it is the result array itself
+        (``in_flight``: the next call's, ``in_flight + 1`` used in turn)."""
         self._check_open()
+        if self.in_flight:
+            if self._shm is not None:
+                return self._shm.writable_slot()
+            return self._results[self._started % len(self._results)]
         return self._result if self._shm is None else self._shm.next_slot()
+
+    def start(self) -> AllreduceHandle:
+        """Collective, ``in_flight`` only: start reducing the contribution written into
+        :meth:`buffer`; ``wait()`` on the handle returns the result, a private array that
+        stays valid until the contribution of the call ``in_flight + 1`` later is
+        written."""
+        self._check_open()
+        if not self.in_flight:
+            raise ValueError("start() needs an Allreducer built with in_flight >= 1")
+        result = self._results[self._started % len(self._results)]
+        self._started += 1
+        if self._shm is not None:
+            return nonblocking.SlotSumHandle(self._shm, self._shm.start(), result, self._mean)
+        if self._local:
+            return DoneHandle(result)
+        return nonblocking.start(result, result, self._state, self.algorithm, self._mean)
 
     def __call__(self) -> np.ndarray:
         """Collective: reduce the contributions written into :meth:`buffer` and return the
@@ -164,6 +213,8 @@ class Allreducer:
         (overwritten by the next call, and for non-``shm`` algorithms by writing the next
         contribution)."""
         self._check_open()
+        if self.in_flight:
+            raise ValueError("an Allreducer with in_flight reduces with start(), not a call")
         result = self._result
         if self._shm is not None:
             self._shm.reduce_slot(result)

@@ -28,7 +28,7 @@ from mpitrain.collectives import Allreducer
 from mpitrain.errors import shared_error
 
 from .base import StopRequested, Unit, voted
-from .sync import TAIL, SyncStrategy
+from .sync import TAIL, SyncStrategy, reduce_header, reduce_report
 
 if TYPE_CHECKING:
     from mpitrain.config import TrainConfig
@@ -61,14 +61,23 @@ class LocalSGDStrategy(SyncStrategy):
                 "checkpoint_every": config.checkpoint_every}
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # the synchronous step's reduction (--local-after epochs)
+        if self.local_after > 0:
+            super().__post_init__()  # the synchronous step's reduction (--local-after epochs)
+        else:  # (none: no windows, no tuning for a reduction that never runs)
+            self._n = self.layout.size
+            self._owned = self.params
         n = self._n
         self._local = np.zeros(n + TAIL, dtype=self.params.dtype)
+        if self._reducer is None:
+            self._result = self._local
         self._since = np.zeros(3)
         state = len(self.optimizer.state)
+        # --tune as for sync's step: on an oversubscribed node the table's shared-memory ring
+        # (waiting 2(P-1) times a piece, each wait a context switch) cost 1.6x the CPU time
+        # of the measured choice, the slot sum (module docstring of collectives.select)
         self._average = Allreducer((1 + state) * n + AVERAGE_TAIL, self.params.dtype,
                                    self.comm, algorithm=self.reduce_algorithm,
-                                   shared_memory=self.shared_memory)
+                                   shared_memory=self.shared_memory, tune=self.tune)
 
     # -- which steps do what -----------------------------------------------------------------
     def synchronous(self, unit: Unit) -> bool:
@@ -162,6 +171,17 @@ class LocalSGDStrategy(SyncStrategy):
 
     def evaluate(self, unit: Unit) -> dict[str, Any]:
         return {**super().evaluate(unit), **self._staleness.take()}
+
+    def summary(self) -> dict[str, Any]:
+        """Sync's summary, with the averaging reduction's section (``average``)."""
+        return {**super().summary(), "average": reduce_report(self._average)}
+
+    def header(self) -> str | None:
+        if self.comm.Get_size() == 1:
+            return None
+        average = reduce_header(reduce_report(self._average)).replace(
+            "step message", "averaging message")
+        return "\n".join(line for line in (super().header(), average) if line)
 
     def close(self) -> None:
         self._average.close()

@@ -16,6 +16,14 @@ The delay is fixed rather than "whatever has arrived", so every rank applies the
 updates in the same order: the run is deterministic and reproducible bit for bit on the
 same number of ranks, and ``--staleness 0`` *is* ``--mode sync`` (same code path, same
 bits). Stop votes travel in the messages, so a stop is agreed ``s`` steps after it is cast.
+
+The reductions are a persistent :class:`~mpitrain.collectives.Allreducer` with
+``in_flight=s``: on one node (``--reduce auto`` or ``shm``, shared memory allowed) the
+slot sum with ``2s + 1`` slots per rank, which needs no MPI call to progress and sums in
+rank order (the bits of ``--reduce shm``'s blocking sum); otherwise (``--no-shared-memory``,
+``--stall-timeout``, several nodes, ``--reduce ring|mpi|root``) MPI's nonblocking
+reductions on ``s + 1`` buffers, which MPICH moves only inside MPI calls (so every
+``contribute`` tests them).
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mpitrain.asynchronous.staleness import Staleness
-from mpitrain.collectives import AllreduceHandle, start_allreduce
+from mpitrain.collectives import AllreduceHandle, Allreducer
+from mpitrain.collectives.handles import DoneHandle
 from mpitrain.errors import UserError
 
 from .base import StopRequested, Unit, vote, voted
@@ -46,10 +55,9 @@ class StaleSynchronousStrategy(SyncStrategy):
 
     staleness: int = 0
     checkpoint_every: int = 0
-    _messages: list[np.ndarray] = field(init=False, default_factory=list)
     # started reductions: (step, handle, updates applied when the step's gradient was read)
-    # (None once completed, at a stop or checkpoint, until its result is due)
-    _pending: deque[tuple[Unit, AllreduceHandle | None, int]] = field(
+    # (a DoneHandle of the sum once completed, at a stop or checkpoint, until it is due)
+    _pending: deque[tuple[Unit, AllreduceHandle, int]] = field(
         init=False, default_factory=deque)
     _ready: list[tuple[Unit, np.ndarray, int]] = field(init=False, default_factory=list)
     _applied: int = field(init=False, default=0)  # updates applied by this process
@@ -58,10 +66,10 @@ class StaleSynchronousStrategy(SyncStrategy):
 
     @classmethod
     def validate(cls, config: TrainConfig) -> None:
-        if config.staleness > 0 and config.reduce == "shm":
-            raise UserError(f"--mode ssp --staleness {config.staleness} overlaps nonblocking "
-                            "reductions, which --reduce shm does not have; use --reduce auto, "
-                            "ring, mpi or root")
+        if config.staleness > 0 and config.reduce == "hierarchical":
+            raise UserError(f"--mode ssp --staleness {config.staleness} starts nonblocking "
+                            "reductions, which --reduce hierarchical does not have; use "
+                            "--reduce auto, shm, ring, mpi or root")
 
     @classmethod
     def mode_fields(cls, config: TrainConfig) -> dict[str, Any]:
@@ -73,14 +81,16 @@ class StaleSynchronousStrategy(SyncStrategy):
             return
         self._n = self.layout.size
         self._owned = self.params
-        self._messages = [np.zeros(self._n + TAIL, dtype=self.params.dtype)
-                          for _ in range(self.staleness + 1)]
-        self._result = self._messages[0]
+        self._reducer = Allreducer(self._n + TAIL, self.params.dtype, self.comm,
+                                   algorithm=self.reduce_algorithm,
+                                   shared_memory=self.shared_memory,
+                                   in_flight=self.staleness)
+        self._result = self._reducer.buffer()  # (the first step's message)
 
     def _message_bytes(self) -> int:
         if self.staleness == 0:
             return super()._message_bytes()
-        return sum(message.nbytes for message in self._messages)
+        return self._result.nbytes * (self.staleness + 1)  # the sums kept until applied
 
     # -- the loop's hooks --------------------------------------------------------------------
     def contribute(self, unit: Unit, stop_requested: StopRequested) -> None:
@@ -88,7 +98,7 @@ class StaleSynchronousStrategy(SyncStrategy):
             super().contribute(unit, stop_requested)
             return
         rows = self._rows(unit)
-        message = self._slot(unit.index)
+        message = self._reducer.buffer()
         train = self.train
         started = perf_counter()
         self.gradient.step(self.params, message, train.X, train.y, rows)
@@ -101,9 +111,7 @@ class StaleSynchronousStrategy(SyncStrategy):
     def reduce(self, unit: Unit) -> bool:
         if self.staleness == 0:
             return super().reduce(unit)
-        handle = start_allreduce(self._slot(unit.index), self.comm,
-                                 algorithm=self.reduce_algorithm, op="sum")
-        self._pending.append((unit, handle, self._applied))
+        self._pending.append((unit, self._reducer.start(), self._applied))
         stopping = False
         if len(self._pending) > self.staleness:
             stopping = self._finish_oldest()
@@ -114,27 +122,15 @@ class StaleSynchronousStrategy(SyncStrategy):
             # complete the reductions in flight but apply them when they are due, as an
             # uninterrupted run does: the checkpoint holds them (exact resume)
             for i, (step, pending, read) in enumerate(self._pending):
-                self._complete(step, pending)
+                result = pending.wait()  # (kept until step s + 1 later writes its message)
                 if stopping:  # their stop votes are answered by this stop
-                    self._slot(step.index)[-1] = 0.0
-                self._pending[i] = (step, None, read)
+                    result[-1] = 0.0
+                self._pending[i] = (step, DoneHandle(result), read)
         return stopping
-
-    def _slot(self, index: int) -> np.ndarray:
-        """The message of step ``index`` (kept until it is applied)."""
-        return self._messages[index % len(self._messages)]
-
-    def _complete(self, step: Unit, handle: AllreduceHandle | None) -> np.ndarray:
-        slot = self._slot(step.index)
-        if handle is not None:
-            result = handle.wait()
-            if result is not slot:
-                slot[...] = result
-        return slot
 
     def _finish_oldest(self) -> bool:
         step, handle, read = self._pending.popleft()
-        result = self._complete(step, handle)
+        result = handle.wait()
         self._ready.append((step, result, read))
         return voted(result)
 
@@ -169,8 +165,8 @@ class StaleSynchronousStrategy(SyncStrategy):
         if self.staleness == 0:
             return arrays, {**meta, "staleness_sums": self._staleness.state()}
         pending = np.zeros((self.staleness, self._n + TAIL), dtype=self.params.dtype)
-        for i, (step, _, _) in enumerate(self._pending):
-            pending[i] = self._slot(step.index)
+        for i, (_, handle, _) in enumerate(self._pending):
+            pending[i] = handle.wait()
         arrays["pending"] = pending
         return arrays, {**meta, "staleness_sums": self._staleness.state(),
                         "pending_steps": [step.index for step, _, _ in self._pending],
@@ -187,6 +183,6 @@ class StaleSynchronousStrategy(SyncStrategy):
         for i, (index, late) in enumerate(zip(meta["pending_steps"],
                                               meta["pending_staleness"], strict=True)):
             epoch, step = divmod(int(index), steps)
-            self._slot(int(index))[...] = arrays["pending"][i]
-            self._pending.append((Unit(int(index), epoch, step, step == steps - 1), None,
+            self._pending.append((Unit(int(index), epoch, step, step == steps - 1),
+                                  DoneHandle(arrays["pending"][i].copy()),
                                   self._applied - int(late)))

@@ -67,6 +67,8 @@ def reduce_report(reducer: Allreducer) -> dict[str, Any]:
         "algorithm": reducer.algorithm, "source": reducer.source,
         "message_bytes": reducer.count * reducer.dtype.itemsize,
         "dtype": reducer.dtype.name, "ranks": reducer.ranks, "tune": reducer.tune}
+    if reducer.in_flight:  # --mode ssp: nonblocking, completed --staleness steps later
+        report["in_flight"] = reducer.in_flight
     if entry is not None:
         report.update({"bucket_bytes": entry["bytes"], "table": entry["table"],
                        "median_us": entry["median_us"], "measured": entry["measured"],
@@ -79,8 +81,10 @@ def reduce_header(section: dict[str, Any]) -> str:
     where = {"given": "as given", "table": "from the built-in table (mpitrain/collectives/"
              "select.py)", "cache": f"from the tuning cache {section.get('cache')}",
              "measured": f"measured now and cached in {section.get('cache')}"}
-    line = (f"reduce: {section['algorithm']} for the {section['message_bytes']:,}-byte "
-            f"{section['dtype']} step message on {section['ranks']} ranks, "
+    started = (f" (nonblocking, {section['in_flight']} in flight)"
+               if section.get("in_flight") else "")
+    line = (f"reduce: {section['algorithm']}{started} for the {section['message_bytes']:,}-"
+            f"byte {section['dtype']} step message on {section['ranks']} ranks, "
             f"{where[section['source']]}")
     if section.get("table") and section["table"] != section["algorithm"]:
         line += f" (the table says {section['table']})"
