@@ -154,13 +154,16 @@ def quantize(values, scale, out):  # pragma: no cover - numba
 @njit(cache=True, nogil=True)
 def histograms(codes, node_of_row, slot_of_node, grad, hess, counts, out):  # pragma: no cover
     """Add each row whose node has a slot (``slot_of_node[node] >= 0``) to that slot's
-    histogram: ``out[slot, feature, code] += (grad[0..m-1, row], hess[row], counts[row])``
-    (``grad`` is (m, n): m outputs per tree; ``out`` C-contiguous). One output (boosting)
-    has its own loop: three adds per row and feature, at flat offsets."""
+    histogram: ``out[feature, slot, code] += (grad[0..m-1, row], hess[row], counts[row])``
+    (``grad`` is (m, n): m outputs per tree; ``out`` C-contiguous, feature-major so that a
+    block of features is one contiguous part: what a reduce-scatter by feature sends).
+    One output (boosting) has its own loop: three adds per row and feature, at flat
+    offsets."""
     n, d = codes.shape
     m = grad.shape[0]
-    slots, _, width, stride = out.shape
-    flat = out.reshape(slots, d * width * stride)
+    _, slots, width, stride = out.shape
+    flat = out.reshape(d * slots * width * stride)
+    feature_step = slots * width * stride
     for i in range(n):
         slot = slot_of_node[node_of_row[i]]
         if slot < 0:
@@ -169,21 +172,21 @@ def histograms(codes, node_of_row, slot_of_node, grad, hess, counts, out):  # pr
         if w == 0.0:
             continue
         h = hess[i]
-        row = flat[slot]
+        base = slot * width * stride
         if m == 1:
             g = grad[0, i]
             for j in range(d):
-                k = (j * width + codes[i, j]) * 3
-                row[k] += g
-                row[k + 1] += h
-                row[k + 2] += w
+                k = base + j * feature_step + codes[i, j] * 3
+                flat[k] += g
+                flat[k + 1] += h
+                flat[k + 2] += w
         else:
             for j in range(d):
-                k = (j * width + codes[i, j]) * stride
+                k = base + j * feature_step + codes[i, j] * stride
                 for c in range(m):
-                    row[k + c] += grad[c, i]
-                row[k + m] += h
-                row[k + m + 1] += w
+                    flat[k + c] += grad[c, i]
+                flat[k + m] += h
+                flat[k + m + 1] += w
 
 
 @njit(cache=True, nogil=True)
@@ -216,10 +219,12 @@ def best_split(hist, total, n_edges, grad_scales, hess_scale, l2, min_count, min
             continue
         left[:] = 0.0
         last = n_edges[j]
+        # no missing value here: "missing left" is the same split as "right" (never better)
+        ways = 2 if hist[j, width - 1, m + 1] != 0.0 else 1
         for b in range(last + 1):
             for c in range(s):
                 left[c] += hist[j, b, c]
-            for way in range(2):
+            for way in range(ways):
                 if way == 1 and b == last:
                     continue
                 for c in range(s):

@@ -36,8 +36,17 @@ def assert_same(got, expected):
 def test_gbdt_same_trees_for_any_number_of_ranks(extra):
     options = {**DATA, "model": "gbdt", "trees": 4, "max_depth": 3, "max_bins": 32, **extra}
     expected = reference(**options)
-    for algorithm in ("mpi", "ring"):
+    for algorithm in ("auto", "mpi", "ring"):  # auto: reduce-scatter by feature
         assert_same(train(reduce=algorithm, **options).params, expected)
+
+
+@pytest.mark.parametrize("model", ["gbdt", "forest"])
+def test_fewer_features_than_ranks_same_trees(model):
+    """Ranks past the last feature search no split; the trees are still the one-rank ones."""
+    options = {**DATA, "features": 1, "model": model, "trees": 3, "max_depth": 3,
+               "max_bins": 16, "classes": 3}
+    expected = reference(**options)
+    assert_same(train(**options).params, expected)
 
 
 def test_gbdt_early_stopping_same_for_any_number_of_ranks():
