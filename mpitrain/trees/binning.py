@@ -91,20 +91,28 @@ def agree_bins(comm: MPI.Comm, X: np.ndarray, *, first_row: int, rows: int, seed
                max_bins: int) -> Bins:
     """Collective: the bins of the training rows (``X`` holds this rank's rows, global rows
     ``first_row...``; ``rows`` in all), the same for any number of ranks."""
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     if rows > SAMPLE_ROWS:
         draw = np.empty(len(X))
         keyed_uniform(seed, SAMPLE_STREAM, first_row, draw)
-        mine = np.ascontiguousarray(X[draw < SAMPLE_ROWS / rows], dtype=np.float64)
+        mine = np.ascontiguousarray(X[draw < SAMPLE_ROWS / rows], dtype=dtype)
     else:
-        mine = np.ascontiguousarray(X, dtype=np.float64)
+        mine = np.ascontiguousarray(X, dtype=dtype)
     d = X.shape[1]
     counts = np.array(comm.allgather(mine.size), dtype=np.int64)  # one int per rank
-    sample = np.empty(int(counts.sum()), dtype=np.float64)
+    # gathered in the rows' own dtype (float32 rows: half the bytes), one feature at a time
+    # in float64 (exact), so the sample is held once
+    sample = np.empty(int(counts.sum()), dtype=dtype)
     displacements = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    comm.Allgatherv(mine.ravel(), [sample, counts, displacements, MPI.DOUBLE])
-    columns = np.sort(sample.reshape(-1, d).T, axis=1)  # (d, rows): NaN sorted last
-    present = len(columns[0]) - np.isnan(columns).sum(axis=1) if d else []
-    per_feature = [feature_edges(columns[j, :present[j]], max_bins) for j in range(d)]
+    kind = MPI.FLOAT if dtype == np.float32 else MPI.DOUBLE
+    comm.Allgatherv(mine.ravel(), [sample, counts, displacements, kind])
+    del mine
+    sample = sample.reshape(-1, d)
+    per_feature = []
+    for j in range(d):
+        column = np.sort(sample[:, j].astype(np.float64))  # NaN sorted last
+        present = len(column) - int(np.isnan(column).sum())
+        per_feature.append(feature_edges(column[:present], max_bins))
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in per_feature])]).astype(np.int64)
     edges = np.concatenate(per_feature) if per_feature else np.empty(0)
     return Bins(edges=edges.astype(np.float64), offsets=offsets)
