@@ -147,8 +147,10 @@ class TreeEnsembleStrategy(EstimatorStrategy):
         self.n_bins = self.bins.n_bins  # codes of present values; NaN is bins.missing
         self.codes = self.bins.codes(train.X)
         self.test_codes = self.bins.codes(dataset.test.X)
-        self.dataset = replace(dataset, **{name: replace(shard, X=shard.X[:0]) for name, shard
-                                           in (("train", train), ("test", dataset.test))})
+        # a new empty array, not a view (``X[:0]`` would keep the whole float rows alive)
+        self.dataset = replace(dataset, **{
+            name: replace(shard, X=np.empty((0, shard.X.shape[1]), shard.X.dtype))
+            for name, shard in (("train", train), ("test", dataset.test))})
         self.binning_seconds = time.perf_counter() - started
 
     def summary(self) -> dict[str, Any]:

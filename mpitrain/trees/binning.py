@@ -21,6 +21,8 @@ from mpitrain.kernels.trees import GRID_CELLS, bin_rows, edge_grid, keyed_unifor
 SAMPLE_ROWS = 200_000
 #: The keyed-uniform stream of the binning sample.
 SAMPLE_STREAM = 0x5A
+#: Rows copied into the sample at a time.
+_COPY_ROWS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -91,22 +93,32 @@ def agree_bins(comm: MPI.Comm, X: np.ndarray, *, first_row: int, rows: int, seed
                max_bins: int) -> Bins:
     """Collective: the bins of the training rows (``X`` holds this rank's rows, global rows
     ``first_row...``; ``rows`` in all), the same for any number of ranks."""
-    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    dtype = X.dtype
     if rows > SAMPLE_ROWS:
         draw = np.empty(len(X))
         keyed_uniform(seed, SAMPLE_STREAM, first_row, draw)
-        mine = np.ascontiguousarray(X[draw < SAMPLE_ROWS / rows], dtype=dtype)
+        chosen = draw < SAMPLE_ROWS / rows
+        del draw
     else:
-        mine = np.ascontiguousarray(X, dtype=dtype)
+        chosen = np.ones(len(X), dtype=bool)
     d = X.shape[1]
-    counts = np.array(comm.allgather(mine.size), dtype=np.int64)  # one int per rank
-    # gathered in the rows' own dtype (float32 rows: half the bytes), one feature at a time
-    # in float64 (exact), so the sample is held once
-    sample = np.empty(int(counts.sum()), dtype=dtype)
+    counts = np.array(comm.allgather(int(chosen.sum()) * d), dtype=np.int64)  # one int a rank
     displacements = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # the sample is gathered in the rows' own dtype (float32 rows: half the bytes), this
+    # rank's part written in place (no copy of it), then sorted one feature at a time in
+    # float64 (exact): the sample is held once
+    sample = np.empty(int(counts.sum()), dtype=dtype)
+    start = int(displacements[comm.Get_rank()])
+    mine = sample[start:start + int(counts[comm.Get_rank()])].reshape(-1, d)
+    filled = 0
+    for first in range(0, len(X), _COPY_ROWS):  # in blocks: no temporary as large as mine
+        part = X[first:first + _COPY_ROWS][chosen[first:first + _COPY_ROWS]]
+        mine[filled:filled + len(part)] = part
+        filled += len(part)
     kind = MPI.FLOAT if dtype == np.float32 else MPI.DOUBLE
-    comm.Allgatherv(mine.ravel(), [sample, counts, displacements, kind])
-    del mine
+    comm.Allgatherv(MPI.IN_PLACE, [sample, counts, displacements, kind])
     sample = sample.reshape(-1, d)
     per_feature = []
     for j in range(d):
