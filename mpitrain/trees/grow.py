@@ -1,4 +1,4 @@
-"""Growth of regression trees on gradient histograms, one collective per growth step.
+"""Growth of regression trees on gradient histograms, one exchange per growth step.
 
 Two growth orders, the same machinery:
 
@@ -10,11 +10,18 @@ Two growth orders, the same machinery:
 
 Each step, every rank builds the histograms of the new children over its own rows (only
 the smaller child of each split: the larger is its parent's histogram minus the smaller's,
-"histogram subtraction"), all of them in one message, summed with ONE allreduce: one
-collective per level (level-wise) or per split (best-first). Gradients travel as
-fixed-point integers in float64 (:mod:`mpitrain.exact`), so the sums, the
-splits and the leaf values are the same bits for any number of ranks. The ``k`` trees of
-a boosting round (one per class) grow side by side in the same messages.
+"histogram subtraction"), all of them in one feature-major message. LightGBM's
+data-parallel exchange then sums it: a reduce-scatter by feature gives each rank the
+summed histograms of its block of features only (:func:`feature_blocks`); each rank
+searches the best split of every new node over its features and ONE small allgather of
+those candidates agrees the best (highest gain; ties: the lowest feature, as a scan of
+every feature on one rank), with its left child's stats. Two collectives per level
+(level-wise) or per split (best-first), and the split search, the subtraction and the
+histograms held shrink with P. (An explicit ``--reduce`` algorithm allreduces the message
+instead, then each rank takes its block.) Gradients travel as fixed-point integers in
+float64 (:mod:`mpitrain.exact`), so the sums, the splits and the leaf values are the same
+bits for any number of ranks. The ``k`` trees of a boosting round (one per class) grow
+side by side in the same messages.
 
 Split rule and leaf values as XGBoost/LightGBM: ``gain = GL²/(HL+λ) + GR²/(HR+λ) −
 G²/(H+λ)``, leaf ``−lr·G/(H+λ)``. Missing values (NaN, the last histogram bin) go to the
