@@ -154,16 +154,13 @@ def quantize(values, scale, out):  # pragma: no cover - numba
 @njit(cache=True, nogil=True)
 def histograms(codes, node_of_row, slot_of_node, grad, hess, counts, out):  # pragma: no cover
     """Add each row whose node has a slot (``slot_of_node[node] >= 0``) to that slot's
-    histogram: ``out[feature, slot, code] += (grad[0..m-1, row], hess[row], counts[row])``
-    (``grad`` is (m, n): m outputs per tree; ``out`` C-contiguous, feature-major so that a
-    block of features is one contiguous part: what a reduce-scatter by feature sends).
-    One output (boosting) has its own loop: three adds per row and feature, at flat
-    offsets."""
+    histogram: ``out[slot, feature, code] += (grad[0..m-1, row], hess[row], counts[row])``
+    (``grad`` is (m, n): m outputs per tree; ``out`` C-contiguous). One output (boosting)
+    has its own loop: three adds per row and feature, at flat offsets."""
     n, d = codes.shape
     m = grad.shape[0]
-    _, slots, width, stride = out.shape
-    flat = out.reshape(d * slots * width * stride)
-    feature_step = slots * width * stride
+    slots, _, width, stride = out.shape
+    flat = out.reshape(slots, d * width * stride)
     for i in range(n):
         slot = slot_of_node[node_of_row[i]]
         if slot < 0:
@@ -172,21 +169,21 @@ def histograms(codes, node_of_row, slot_of_node, grad, hess, counts, out):  # pr
         if w == 0.0:
             continue
         h = hess[i]
-        base = slot * width * stride
+        row = flat[slot]
         if m == 1:
             g = grad[0, i]
             for j in range(d):
-                k = base + j * feature_step + codes[i, j] * 3
-                flat[k] += g
-                flat[k + 1] += h
-                flat[k + 2] += w
+                k = (j * width + codes[i, j]) * 3
+                row[k] += g
+                row[k + 1] += h
+                row[k + 2] += w
         else:
             for j in range(d):
-                k = base + j * feature_step + codes[i, j] * stride
+                k = (j * width + codes[i, j]) * stride
                 for c in range(m):
-                    flat[k + c] += grad[c, i]
-                flat[k + m] += h
-                flat[k + m + 1] += w
+                    row[k + c] += grad[c, i]
+                row[k + m] += h
+                row[k + m + 1] += w
 
 
 @njit(cache=True, nogil=True)

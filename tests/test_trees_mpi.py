@@ -36,7 +36,7 @@ def assert_same(got, expected):
 def test_gbdt_same_trees_for_any_number_of_ranks(extra):
     options = {**DATA, "model": "gbdt", "trees": 4, "max_depth": 3, "max_bins": 32, **extra}
     expected = reference(**options)
-    for algorithm in ("auto", "mpi", "ring"):  # auto: reduce-scatter by feature
+    for algorithm in ("auto", "mpi", "ring", "shm"):  # shm: allreduce, then a block
         assert_same(train(reduce=algorithm, **options).params, expected)
 
 

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import allreduce
+from mpitrain.collectives import SCATTER_ALGORITHMS, allreduce, reduce_scatter
 from mpitrain.kernels.trees import best_split as split_kernel
 from mpitrain.kernels.trees import descend, histograms, quantize
 
@@ -163,7 +164,7 @@ def grow_trees(comm: MPI.Comm, *, codes: np.ndarray, grad: np.ndarray, hess: np.
     derive: list[list[tuple[int, int, int]]] = [[] for _ in range(k)]  # (node, parent, sibling)
     while any(build):
         slots = [(c, node) for c in range(k) for node in build[c]]
-        message = np.zeros((d, len(slots), width, m + 2))
+        message = np.zeros((len(slots), d, width, m + 2))
         slot_of_node = np.full((k, nodes), -1, dtype=np.int64)
         for slot, (c, node) in enumerate(slots):
             slot_of_node[c, node] = slot
@@ -178,7 +179,7 @@ def grow_trees(comm: MPI.Comm, *, codes: np.ndarray, grad: np.ndarray, hess: np.
             new = []
             for slot, (cc, node) in enumerate(slots):
                 if cc == c:
-                    g.hists[node] = np.ascontiguousarray(mine[:, slot])
+                    g.hists[node] = mine[slot]
                     new.append(node)
             for node, parent, sibling in derive[c]:
                 g.hists[node] = g.hists.pop(parent) - g.hists[sibling]
@@ -239,21 +240,30 @@ def _root_totals(comm: MPI.Comm, gq: np.ndarray, hq: np.ndarray, counts: np.ndar
 
 def _exchange(comm: MPI.Comm, message: np.ndarray, blocks: list[int],
               algorithm: str) -> np.ndarray:
-    """Collective: the histograms of this rank's features (``message`` is feature-major:
-    (d, slots, bins, stats)) summed over the ranks. ``auto``: a reduce-scatter by feature,
-    LightGBM's data-parallel exchange (each rank receives only the block it searches, half
-    an allreduce's traffic); another ``--reduce`` algorithm: that allreduce, then this
-    rank's block. Fixed-point integers in float64: the sums are exact in any order."""
+    """Collective: the histograms (slots, features, bins, stats) of this rank's block of
+    features summed over the ranks. A reduce-scatter (``--reduce`` auto, ring or mpi),
+    LightGBM's data-parallel exchange: each rank receives only the block it searches,
+    half an allreduce's traffic; another ``--reduce`` algorithm (shm, root): that
+    allreduce, then this rank's block. Fixed-point integers in float64: the sums are exact
+    in any order."""
     size, rank = comm.Get_size(), comm.Get_rank()
+    lo, hi = blocks[rank], blocks[rank + 1]
     if size == 1:
         return message
-    if algorithm != "auto":
-        return allreduce(message, comm, algorithm=algorithm)[blocks[rank]:blocks[rank + 1]]
-    per_feature = int(np.prod(message.shape[1:]))
-    counts = [(blocks[r + 1] - blocks[r]) * per_feature for r in range(size)]
-    out = np.empty((blocks[rank + 1] - blocks[rank], *message.shape[1:]))
-    comm.Reduce_scatter(message, out, recvcounts=counts, op=MPI.SUM)
-    return out
+    if algorithm not in SCATTER_ALGORITHMS:
+        return allreduce(message, comm, algorithm=algorithm)[:, lo:hi]
+    # The kernel fills slot after slot (each row adds into one slot's contiguous
+    # histograms: faster); one copy lays the blocks out as the reduce-scatter's equal
+    # chunks, rank r's at r * chunk (zero padding when the blocks differ by a feature).
+    slots, rest = len(message), message.shape[2:]
+    per_feature = slots * int(np.prod(rest))
+    chunk = max(b - a for a, b in pairwise(blocks)) * per_feature
+    by_block = np.zeros(size * chunk)
+    for r, (a, b) in enumerate(pairwise(blocks)):
+        by_block[r * chunk:r * chunk + (b - a) * per_feature].reshape(
+            slots, b - a, *rest)[...] = message[:, a:b]
+    mine = reduce_scatter(by_block, comm, algorithm=algorithm)
+    return mine[:(hi - lo) * per_feature].reshape(slots, hi - lo, *rest)
 
 
 #: Leading fields of a searched split: gain, feature, code, missing_left, parent gain term.
