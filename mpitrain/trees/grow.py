@@ -10,14 +10,14 @@ Two growth orders, the same machinery:
 
 Each step, every rank builds the histograms of the new children over its own rows (only
 the smaller child of each split: the larger is its parent's histogram minus the smaller's,
-"histogram subtraction"), all of them in one feature-major message. LightGBM's
-data-parallel exchange then sums it: a reduce-scatter by feature gives each rank the
-summed histograms of its block of features only (:func:`feature_blocks`); each rank
-searches the best split of every new node over its features and ONE small allgather of
-those candidates agrees the best (highest gain; ties: the lowest feature, as a scan of
-every feature on one rank), with its left child's stats. Two collectives per level
-(level-wise) or per split (best-first), and the split search, the subtraction and the
-histograms held shrink with P. (An explicit ``--reduce`` algorithm allreduces the message
+"histogram subtraction"), all of them in one message. LightGBM's data-parallel exchange
+then sums it: a reduce-scatter by feature gives each rank the summed histograms of its
+block of features only (:func:`feature_blocks`); each rank searches the best split of
+every new node over its features and ONE small allgather of those candidates agrees the
+best (highest gain; ties: the lowest feature, as a scan of every feature on one rank),
+with its left child's stats. Two collectives per level (level-wise) or per split
+(best-first), and the split search, the subtraction and the histograms held shrink with
+P. (``--reduce shm`` or ``root``, which have no reduce-scatter, allreduce the message
 instead, then each rank takes its block.) Gradients travel as fixed-point integers in
 float64 (:mod:`mpitrain.exact`), so the sums, the splits and the leaf values are the same
 bits for any number of ranks. The ``k`` trees of a boosting round (one per class) grow
