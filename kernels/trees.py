@@ -216,10 +216,12 @@ def best_split(hist, total, n_edges, grad_scales, hess_scale, l2, min_count, min
             continue
         left[:] = 0.0
         last = n_edges[j]
+        # no missing value here: "missing left" is the same split as "right" (never better)
+        ways = 2 if hist[j, width - 1, m + 1] != 0.0 else 1
         for b in range(last + 1):
             for c in range(s):
                 left[c] += hist[j, b, c]
-            for way in range(2):
+            for way in range(ways):
                 if way == 1 and b == last:
                     continue
                 for c in range(s):

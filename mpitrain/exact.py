@@ -46,7 +46,7 @@ def global_max(comm: MPI.Comm, values: np.ndarray) -> np.ndarray:
 
 
 #: Rows converted and rounded at a time by :func:`exact_column_sums` (bounds its temporaries).
-BLOCK_ROWS = 1 << 16
+BLOCK_ROWS = 1 << 13
 
 
 def exact_column_sums(comm: MPI.Comm, columns: np.ndarray, rows: int, *,

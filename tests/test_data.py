@@ -543,6 +543,23 @@ def test_synthetic_default_rows_are_unchanged(task, digest):
     assert changed == (task == "classification")  # regression ignores clusters
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_synthetic_rows_made_in_float32_are_the_float64_rows_rounded(task):
+    """A float32 source writes its rows rounded as it draws them: the same values as the
+    float64 rows converted afterwards (no float64 copy of the whole block)."""
+    spec = SyntheticSpec(samples=3 * CHUNK_ROWS + 5, features=4, classes=3, clusters=2)
+    rows = np.array([0, 5, CHUNK_ROWS, 2 * CHUNK_ROWS + 7, spec.samples - 1])
+    wide = SyntheticSource(spec, task=task, seed=1, option="--data").read(rows)
+    narrow = SyntheticSource(spec, task=task, seed=1, option="--data",
+                             dtype=np.float32).read(rows)
+    assert narrow.X.dtype == np.float32
+    np.testing.assert_array_equal(narrow.X, wide.X.astype(np.float32))
+    np.testing.assert_array_equal(narrow.y, wide.y)
+    loaded = load("synthetic", task=task, dtype=np.float32, synthetic=spec)
+    np.testing.assert_array_equal(loaded.train.X, load("synthetic", task=task,
+                                                       synthetic=spec).train.X.astype(np.float32))
+
+
 def test_synthetic_clusters_belong_to_class_k_mod_classes():
     spec = SyntheticSpec(samples=6000, features=6, classes=3, clusters=4, noise=0.0)
     source = SyntheticSource(spec, task="classification", seed=2, option="--data")

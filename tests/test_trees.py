@@ -11,6 +11,7 @@ from mpi4py import MPI
 
 from mpitrain import train
 from mpitrain.exact import fixed_scale
+from mpitrain.kernels.trees import keyed_uniform
 from mpitrain.models.predict import predict, predict_proba
 from mpitrain.trees.binning import agree_bins, feature_edges
 from mpitrain.trees.grow import GrowOptions, grow_trees
@@ -170,6 +171,35 @@ def test_bins_are_quantiles_and_at_most_max_bins():
     np.testing.assert_array_equal(bins.feature_edges(1), [0.5, 1.5])
     counts = np.bincount(bins.codes(X)[:, 0])
     assert counts.min() >= 5000 / 255 * 0.5 and counts.max() <= 5000 / 255 * 2
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_float32_rows_give_the_edges_of_their_float64_values(sampled, monkeypatch):
+    """The sample travels in the rows' dtype and each feature is sorted on its own in
+    float64: the edges are those of the same values held as float64, NaN included, with
+    and without the row sample."""
+    from mpitrain.trees import binning
+
+    if sampled:
+        monkeypatch.setattr(binning, "SAMPLE_ROWS", 700)
+    rng = np.random.default_rng(5)
+    X = np.column_stack([rng.normal(size=3000), np.round(rng.normal(size=3000) * 3),
+                         np.exp(8 * rng.normal(size=3000))]).astype(np.float32)
+    X[rng.random(3000) < 0.2, 0] = np.nan
+    narrow = agree_bins(MPI.COMM_SELF, X, first_row=0, rows=3000, seed=2, max_bins=64)
+    wide = agree_bins(MPI.COMM_SELF, X.astype(np.float64), first_row=0, rows=3000, seed=2,
+                      max_bins=64)
+    np.testing.assert_array_equal(narrow.edges, wide.edges)
+    np.testing.assert_array_equal(narrow.offsets, wide.offsets)
+    sample = X.astype(np.float64)
+    if sampled:
+        draw = np.empty(3000)
+        keyed_uniform(2, binning.SAMPLE_STREAM, 0, draw)
+        sample = sample[draw < 700 / 3000]
+    for j in range(3):
+        present = np.sort(sample[:, j][~np.isnan(sample[:, j])])
+        np.testing.assert_array_equal(narrow.feature_edges(j), feature_edges(present, 64))
+    np.testing.assert_array_equal(narrow.codes(X), wide.codes(X.astype(np.float64)))
 
 
 @pytest.mark.parametrize("kind", ["normal", "few_values", "nan", "heavy_tail", "signed_zeros"])
@@ -405,6 +435,8 @@ def test_bench_trees_runs_and_writes_json(tmp_path):
     for entry in report["models"].values():
         assert entry["seconds"] > 0 and entry["one_rank_seconds"] > 0
         assert "sklearn" in entry["peers"] and len(entry["rss_mb_per_rank"]) == 2
+        assert 0 < min(entry["rss_mb_per_rank"])
+    assert report["rss_mb_baseline"] > 0
 
 
 def missing_data(n, seed):

@@ -36,8 +36,34 @@ def assert_same(got, expected):
 def test_gbdt_same_trees_for_any_number_of_ranks(extra):
     options = {**DATA, "model": "gbdt", "trees": 4, "max_depth": 3, "max_bins": 32, **extra}
     expected = reference(**options)
-    for algorithm in ("mpi", "ring"):
+    for algorithm in ("auto", "mpi", "ring", "shm"):  # shm: allreduce, then a block
         assert_same(train(reduce=algorithm, **options).params, expected)
+
+
+def test_tied_features_on_different_ranks_split_on_the_lowest():
+    """Copies of one feature gain exactly the same wherever their block of features sits:
+    the agreed split is the lowest feature's, as a one-rank scan picks."""
+    rng = np.random.default_rng(6)
+    base = rng.normal(size=(400, 1))
+    X = np.hstack([rng.normal(size=(400, 1)), base, base, base, base, base])
+    y = (base[:, 0] + 0.3 * rng.normal(size=400) > 0).astype(float)
+    mine = MPI.COMM_WORLD.Get_rank() == 0
+    options = dict(model="gbdt", trees=3, max_depth=3, max_bins=16, quiet=True)
+    expected = (train(comm=MPI.COMM_SELF, X=X, y=y, **options).params if mine else None)
+    expected = MPI.COMM_WORLD.bcast(expected, root=0)
+    for algorithm in ("auto", "shm"):
+        got = train(X=X if mine else None, y=y if mine else None, reduce=algorithm, **options)
+        assert_same(got.params, expected)
+    assert expected["feature"][0, 0] == 1  # the first copy
+
+
+@pytest.mark.parametrize("model", ["gbdt", "forest"])
+def test_fewer_features_than_ranks_same_trees(model):
+    """Ranks past the last feature search no split; the trees are still the one-rank ones."""
+    options = {**DATA, "features": 1, "model": model, "trees": 3, "max_depth": 3,
+               "max_bins": 16, "classes": 3}
+    expected = reference(**options)
+    assert_same(train(**options).params, expected)
 
 
 def test_gbdt_early_stopping_same_for_any_number_of_ranks():

@@ -9,10 +9,14 @@ rank 0 alone on the same rows (``comm=COMM_SELF``; the others sleep in a polling
 barrier), then, on rank 0, the peers with the same settings and thread count (1: each
 rank is one core): scikit-learn's
 ``HistGradientBoostingClassifier`` / ``RandomForestClassifier`` / ``KMeans`` and
-``lightgbm.LGBMClassifier`` when importable. Also each rank's peak RSS. Results are printed
-by rank 0 and written with ``--json FILE``:
+``lightgbm.LGBMClassifier`` when importable. Also each rank's peak RSS during the P-rank
+run of each model (Linux: the peak is reset before it, so a model's figure is its own;
+elsewhere ``ru_maxrss``, the process's so far) and the RSS of an idle process with the
+package imported (``rss_mb_baseline``: what every figure includes). Results are printed by
+rank 0 and written with ``--json FILE``:
 
-    {"ranks": P, "workload": {...}, "models": {name: {"seconds", "one_rank_seconds",
+    {"ranks": P, "workload": {...}, "rss_mb_baseline": ...,
+     "models": {name: {"seconds", "one_rank_seconds",
      "speedup", "efficiency", "test_accuracy" or "inertia", "binning_seconds" (trees),
      "peers": {name: {"seconds", "test_accuracy" or "inertia"}}, "rss_mb_per_rank": [...],
      "rss_mb_after_binning_per_rank" (trees: RSS once the float rows are dropped)}}}
@@ -72,6 +76,27 @@ def _options(args: argparse.Namespace, model: str) -> dict[str, Any]:
         return {**common, "clusters": args.clusters, "max_iter": args.max_iter,
                 "tol": 0.0, "standardize": False}
     return {**common, "trees": args.trees, "max_depth": args.max_depth}
+
+
+def _reset_peak_rss() -> None:
+    """Start a new peak of this process's resident memory (Linux: VmHWM from now)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:  # not Linux, or not allowed: the peak stays the process's
+        pass
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory (MiB) since :func:`_reset_peak_rss`, else of the process."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _fit_seconds(result: Any) -> float:
@@ -167,11 +192,15 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     rank, ranks = comm.Get_rank(), comm.Get_size()
     report: dict[str, Any] = {"ranks": ranks, "workload": {
         k: getattr(args, k) for k in ("samples", "features", "classes", "trees", "max_depth",
-                                      "clusters", "max_iter")}, "models": {}}
+                                      "clusters", "max_iter")},
+        "rss_mb_baseline": _peak_rss_mb(), "models": {}}
+    if rank == 0:
+        print(json.dumps({"rss_mb_baseline": report["rss_mb_baseline"]}), flush=True)
     for model in models:
+        _reset_peak_rss()
         result = train(comm=comm, **_options(args, model))
         seconds = _fit_seconds(result)
-        rss = comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)
+        rss = comm.gather(_peak_rss_mb(), root=0)
         entry: dict[str, Any] = {"seconds": seconds, **_score(result),
                                  **_per_iteration(result, "seconds_per_iteration"),
                                  "rss_mb_per_rank": rss}

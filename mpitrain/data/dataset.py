@@ -265,7 +265,7 @@ def _open(
     require(read.zero_based in ZERO_BASED,
             f"--zero-based must be one of {', '.join(ZERO_BASED)} (got {read.zero_based!r})")
     train = open_source(source, option="--data", task=task, seed=seed, synthetic=synthetic,
-                        read=read, part=part)
+                        read=read, part=part, dtype=data_dtype)
     test = None if test_source is None else open_source(
         test_source, option="--test-data", task=task, seed=seed, synthetic=synthetic,
         builtin=False, read=read, part=part,

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mpitrain.data.base import Source
 from mpitrain.data.binary import NpyDirSource, NpzSource
 from mpitrain.data.digits import BundledSource
@@ -62,6 +64,7 @@ def open_source(
     builtin: bool = True,
     read: ReadOptions = ReadOptions(),
     part: tuple[int, int] = (0, 1),
+    dtype: np.dtype | type = np.float64,
 ) -> Source:
     """Open a source by name (``synthetic``, ``digits``, ``iris`` if ``builtin``) or by path; an
     already open source (in-memory arrays) is only checked.
@@ -69,11 +72,12 @@ def open_source(
     Local (no collectives): raises UserError for a missing, unreadable or malformed source.
     ``part=(rank, size)``: formats that open in parallel (libsvm) scan only that rank's
     share, and :func:`mpitrain.data.libsvm.share_scans` (collective) completes them.
+    ``dtype``: the features' dtype once loaded (the synthetic rows are made in it).
     """
     if isinstance(value, Source):
         source = value
     elif builtin and is_builtin(value) and value == "synthetic":
-        source = SyntheticSource(synthetic, task=task, seed=seed, option=option)
+        source = SyntheticSource(synthetic, task=task, seed=seed, option=option, dtype=dtype)
     elif builtin and is_builtin(value):
         source = BundledSource(value, option=option)
     elif builtin and value in BUILTIN:  # shadowed by a file or directory of that name

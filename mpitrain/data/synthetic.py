@@ -77,8 +77,13 @@ class SyntheticSource(Source):
     """Gaussian classes around seeded centres (one or more per class), or a noisy seeded
     linear model."""
 
-    def __init__(self, spec: SyntheticSpec, *, task: str, seed: int, option: str) -> None:
+    def __init__(self, spec: SyntheticSpec, *, task: str, seed: int, option: str,
+                 dtype: np.dtype | type = np.float64) -> None:
         spec.check(task)
+        #: The features' dtype of :meth:`read`: rows are drawn in float64 chunk by chunk
+        #: and stored rounded to it (the same values as converting afterwards, without a
+        #: float64 copy of the whole block).
+        self.dtype = np.dtype(dtype)
         super().__init__(option, spec.describe(task), "'synthetic'")
         self.spec = spec
         self.task = task
@@ -110,7 +115,7 @@ class SyntheticSource(Source):
 
     def read(self, rows: np.ndarray) -> Block:
         """Generate only the chunks that hold ``rows`` and keep those rows."""
-        X = np.empty((len(rows), self.spec.features))
+        X = np.empty((len(rows), self.spec.features), dtype=self.dtype)
         y = np.empty(len(rows))
         chunk_of = rows // CHUNK_ROWS
         for c in np.unique(chunk_of):

@@ -45,7 +45,7 @@ MODES = tuple(STRATEGIES)
 # (--mode stays sync): (module:class, one line for --help)
 ESTIMATORS: dict[str, tuple[str, str]] = {
     "gbdt": ("mpitrain.strategies.boosting:BoostingStrategy",
-             "gradient-boosted trees on histograms (one allreduce per tree level)"),
+             "gradient-boosted trees on histograms (one reduce-scatter per tree level)"),
     "forest": ("mpitrain.strategies.forest:ForestStrategy",
                "random forest, per-row Poisson bootstrap keyed by (seed, tree, row)"),
     "kmeans": ("mpitrain.strategies.kmeans:KMeansStrategy",

@@ -3,11 +3,12 @@
 One unit is one boosting round (a tree, or one tree per class for softmax): ``contribute``
 computes this rank's gradients and hessians (numba, :mod:`mpitrain.kernels.trees`) and
 their maxima with the stop vote; ``reduce`` agrees the fixed-point scales (one small
-collective) and grows the round's trees level by level, one allreduce of histograms per
-level (:mod:`mpitrain.trees.grow`); ``apply`` adds the new trees to the scores of the
-rank's training and test rows. Early stopping (``--early-stopping N``) watches the test
-loss and keeps the trees up to its best round. Checkpoints hold the trees; the scores are
-recomputed on resume, so a run resumes on any number of ranks.
+collective) and grows the round's trees level by level, histograms reduce-scattered by
+feature and the best splits agreed once per level (:mod:`mpitrain.trees.grow`); ``apply``
+adds the new trees to the scores of the rank's training and test rows. Early stopping
+(``--early-stopping N``) watches the test loss and keeps the trees up to its best round.
+Checkpoints hold the trees; the scores are recomputed on resume, so a run resumes on any
+number of ranks.
 """
 
 from __future__ import annotations

@@ -120,6 +120,7 @@ class TreeEnsembleStrategy(EstimatorStrategy):
     length_option: ClassVar[str] = "trees"
     trees: dict[str, np.ndarray]  # every tree's arrays (TREE_ARRAYS), one row per tree
     per_unit_arrays: ClassVar[bool] = True  # --trees may grow on resume
+    rss_mb_after_binning: float | None = None  # measured by summary() (its first call)
 
     def restore_trees(self, arrays: dict[str, np.ndarray]) -> None:
         """Copy checkpointed trees into :attr:`trees` (which may have room for more
@@ -146,12 +147,18 @@ class TreeEnsembleStrategy(EstimatorStrategy):
         self.n_bins = self.bins.n_bins  # codes of present values; NaN is bins.missing
         self.codes = self.bins.codes(train.X)
         self.test_codes = self.bins.codes(dataset.test.X)
-        self.dataset = replace(dataset, **{name: replace(shard, X=shard.X[:0]) for name, shard
-                                           in (("train", train), ("test", dataset.test))})
+        # a new empty array, not a view (``X[:0]`` would keep the whole float rows alive)
+        self.dataset = replace(dataset, **{
+            name: replace(shard, X=np.empty((0, shard.X.shape[1]), shard.X.dtype))
+            for name, shard in (("train", train), ("test", dataset.test))})
         self.binning_seconds = time.perf_counter() - started
-        self.rss_mb_after_binning = _resident_mb()
 
     def summary(self) -> dict[str, Any]:
+        """Also the binning seconds and ``rss_mb_after_binning``: the resident memory at
+        the first call, before the loop, once the caller dropped the loaded dataset (so the
+        float rows are gone): the codes' working set over the interpreter's."""
+        if self.rss_mb_after_binning is None:
+            self.rss_mb_after_binning = _resident_mb()
         return {"model": self.describe(), "binning_seconds": self.binning_seconds,
                 "rss_mb_after_binning": self.rss_mb_after_binning}
 

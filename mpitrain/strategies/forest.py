@@ -5,12 +5,13 @@ One unit is one tree. ``contribute`` draws this rank's bootstrap: per-row Poisso
 weights from uniform numbers keyed by (seed, tree, global row), so a row has the same
 weight on any rank; the targets become weighted sums (class indicators for a classifier,
 so the summed gain is the Gini decrease; the value for a regressor: variance decrease).
-``reduce`` grows the tree level by level with one allreduce of fixed-point histograms per
-level (:mod:`mpitrain.trees.grow`), each node splitting on ``--max-features`` features
-drawn with a generator keyed by (seed, tree, node). Leaves hold class shares (or means);
-the forest averages them. ``--oob-score``: each training row is also scored by the trees
-whose bootstrap gave it weight 0 (accuracy of the summed class shares, or R² of the mean,
-over the rows some tree left out, as scikit-learn's ``oob_score_``), from exact sums.
+``reduce`` grows the tree level by level, fixed-point histograms reduce-scattered by
+feature and the best splits agreed once per level (:mod:`mpitrain.trees.grow`), each node
+splitting on ``--max-features`` features drawn with a generator keyed by (seed, tree,
+node). Leaves hold class shares (or means); the forest averages them. ``--oob-score``:
+each training row is also scored by the trees whose bootstrap gave it weight 0 (accuracy
+of the summed class shares, or R² of the mean, over the rows some tree left out, as
+scikit-learn's ``oob_score_``), from exact sums.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from mpitrain.kernels.trees import GRID_CELLS, bin_rows, edge_grid, keyed_unifor
 SAMPLE_ROWS = 200_000
 #: The keyed-uniform stream of the binning sample.
 SAMPLE_STREAM = 0x5A
+#: Rows copied into the sample at a time.
+_COPY_ROWS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -91,20 +93,38 @@ def agree_bins(comm: MPI.Comm, X: np.ndarray, *, first_row: int, rows: int, seed
                max_bins: int) -> Bins:
     """Collective: the bins of the training rows (``X`` holds this rank's rows, global rows
     ``first_row...``; ``rows`` in all), the same for any number of ranks."""
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    dtype = X.dtype
     if rows > SAMPLE_ROWS:
         draw = np.empty(len(X))
         keyed_uniform(seed, SAMPLE_STREAM, first_row, draw)
-        mine = np.ascontiguousarray(X[draw < SAMPLE_ROWS / rows], dtype=np.float64)
+        chosen = draw < SAMPLE_ROWS / rows
+        del draw
     else:
-        mine = np.ascontiguousarray(X, dtype=np.float64)
+        chosen = np.ones(len(X), dtype=bool)
     d = X.shape[1]
-    counts = np.array(comm.allgather(mine.size), dtype=np.int64)  # one int per rank
-    sample = np.empty(int(counts.sum()), dtype=np.float64)
+    counts = np.array(comm.allgather(int(chosen.sum()) * d), dtype=np.int64)  # one int a rank
     displacements = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    comm.Allgatherv(mine.ravel(), [sample, counts, displacements, MPI.DOUBLE])
-    columns = np.sort(sample.reshape(-1, d).T, axis=1)  # (d, rows): NaN sorted last
-    present = len(columns[0]) - np.isnan(columns).sum(axis=1) if d else []
-    per_feature = [feature_edges(columns[j, :present[j]], max_bins) for j in range(d)]
+    # the sample is gathered in the rows' own dtype (float32 rows: half the bytes), this
+    # rank's part written in place (no copy of it), then sorted one feature at a time in
+    # float64 (exact): the sample is held once
+    sample = np.empty(int(counts.sum()), dtype=dtype)
+    start = int(displacements[comm.Get_rank()])
+    mine = sample[start:start + int(counts[comm.Get_rank()])].reshape(-1, d)
+    filled = 0
+    for first in range(0, len(X), _COPY_ROWS):  # in blocks: no temporary as large as mine
+        part = X[first:first + _COPY_ROWS][chosen[first:first + _COPY_ROWS]]
+        mine[filled:filled + len(part)] = part
+        filled += len(part)
+    kind = MPI.FLOAT if dtype == np.float32 else MPI.DOUBLE
+    comm.Allgatherv(MPI.IN_PLACE, [sample, counts, displacements, kind])
+    sample = sample.reshape(-1, d)
+    per_feature = []
+    for j in range(d):
+        column = np.sort(sample[:, j].astype(np.float64))  # NaN sorted last
+        present = len(column) - int(np.isnan(column).sum())
+        per_feature.append(feature_edges(column[:present], max_bins))
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in per_feature])]).astype(np.int64)
     edges = np.concatenate(per_feature) if per_feature else np.empty(0)
     return Bins(edges=edges.astype(np.float64), offsets=offsets)

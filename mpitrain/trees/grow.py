@@ -1,4 +1,4 @@
-"""Growth of regression trees on gradient histograms, one collective per growth step.
+"""Growth of regression trees on gradient histograms, one exchange per growth step.
 
 Two growth orders, the same machinery:
 
@@ -10,11 +10,18 @@ Two growth orders, the same machinery:
 
 Each step, every rank builds the histograms of the new children over its own rows (only
 the smaller child of each split: the larger is its parent's histogram minus the smaller's,
-"histogram subtraction"), all of them in one message, summed with ONE allreduce: one
-collective per level (level-wise) or per split (best-first). Gradients travel as
-fixed-point integers in float64 (:mod:`mpitrain.exact`), so the sums, the
-splits and the leaf values are the same bits for any number of ranks. The ``k`` trees of
-a boosting round (one per class) grow side by side in the same messages.
+"histogram subtraction"), all of them in one message. LightGBM's data-parallel exchange
+then sums it: a reduce-scatter by feature gives each rank the summed histograms of its
+block of features only (:func:`feature_blocks`); each rank searches the best split of
+every new node over its features and ONE small allgather of those candidates agrees the
+best (highest gain; ties: the lowest feature, as a scan of every feature on one rank),
+with its left child's stats. Two collectives per level (level-wise) or per split
+(best-first), and the split search, the subtraction and the histograms held shrink with
+P. (``--reduce shm`` or ``root``, which have no reduce-scatter, allreduce the message
+instead, then each rank takes its block.) Gradients travel as fixed-point integers in
+float64 (:mod:`mpitrain.exact`), so the sums, the splits and the leaf values are the same
+bits for any number of ranks. The ``k`` trees of a boosting round (one per class) grow
+side by side in the same messages.
 
 Split rule and leaf values as XGBoost/LightGBM: ``gain = GL²/(HL+λ) + GR²/(HR+λ) −
 G²/(H+λ)``, leaf ``−lr·G/(H+λ)``. Missing values (NaN, the last histogram bin) go to the
@@ -27,11 +34,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from mpi4py import MPI
 
-from mpitrain.collectives import allreduce
+from mpitrain.collectives import SCATTER_ALGORITHMS, allreduce, reduce_scatter
 from mpitrain.kernels.trees import best_split as split_kernel
 from mpitrain.kernels.trees import descend, histograms, quantize
 
@@ -148,6 +156,10 @@ def grow_trees(comm: MPI.Comm, *, codes: np.ndarray, grad: np.ndarray, hess: np.
         quantize(np.ascontiguousarray(grad[:, col]), float(scales[0][col]), gq[col])
     for c in range(k):
         quantize(np.ascontiguousarray(hess[:, c]), float(scales[1][c]), hq[c])
+    blocks = feature_blocks(d, comm.Get_size())
+    lo, hi = blocks[comm.Get_rank()], blocks[comm.Get_rank() + 1]
+    for g, total in zip(grown, _root_totals(comm, gq, hq, counts, m), strict=True):
+        g.stats[0] = total
     build: list[list[int]] = [[0] for _ in range(k)]  # nodes whose histogram is built here
     derive: list[list[tuple[int, int, int]]] = [[] for _ in range(k)]  # (node, parent, sibling)
     while any(build):
@@ -160,27 +172,34 @@ def grow_trees(comm: MPI.Comm, *, codes: np.ndarray, grad: np.ndarray, hess: np.
             if build[c]:
                 histograms(codes, node_of_row[c], slot_of_node[c], gq[c * m:(c + 1) * m],
                            hq[c], counts, message)
-        allreduce(message, comm, algorithm=options.algorithm)
+        mine = _exchange(comm, message, blocks, options.algorithm)  # own features, summed
+        searched: list[tuple[int, int]] = []  # (tree, node) of every new node, in order
         for c, g in enumerate(grown):
-            assert g.hists is not None and g.candidates is not None
+            assert g.hists is not None
             new = []
             for slot, (cc, node) in enumerate(slots):
                 if cc == c:
-                    g.hists[node] = message[slot]
+                    g.hists[node] = mine[slot]
                     new.append(node)
             for node, parent, sibling in derive[c]:
                 g.hists[node] = g.hists.pop(parent) - g.hists[sibling]
                 new.append(node)
-            if 0 in new:
-                g.stats[0] = g.hists[0][0].sum(axis=0)
+            searched += [(c, node) for node in sorted(new)]
+        found = np.empty((len(searched), _FOUND + m + 2))
+        for i, (c, node) in enumerate(searched):
+            g = grown[c]
+            assert g.hists is not None
+            allowed = None if features is None else features(c, node)
             tree_scales = (scales[0][c * m:(c + 1) * m], float(scales[1][c]))
-            for node in sorted(new):
-                allowed = None if features is None else features(c, node)
-                split = best_split(g.hists[node], g.stats[node], bins, tree_scales, options,
-                                   allowed)
-                if split is not None:
-                    g.candidates[node] = split
-            # keep the histograms of the leaves that may split (to derive a child from)
+            found[i] = best_split(g.hists[node], g.stats[node], bins, tree_scales, options,
+                                  None if allowed is None else allowed[lo:hi], first=lo)
+        for (c, node), split in zip(searched, _agree_splits(comm, found, m), strict=True):
+            if split is not None:
+                candidates = grown[c].candidates
+                assert candidates is not None
+                candidates[node] = split
+        for g in grown:  # keep the histograms of the leaves that may split (to derive from)
+            assert g.hists is not None and g.candidates is not None
             g.hists = {node: g.hists[node] for node in g.candidates}
         build, derive = _split_leaves(grown, options, bins)
         for c, g in enumerate(grown):
@@ -192,6 +211,90 @@ def grow_trees(comm: MPI.Comm, *, codes: np.ndarray, grad: np.ndarray, hess: np.
         leaves = (tree.feature < 0) & (stats[:, m + 1] > 0)
         tree.value[leaves] = -options.lr * gs[leaves] / (h[leaves] + options.l2)[:, None]
     return [g.tree for g in grown], node_of_row
+
+
+def feature_blocks(d: int, ranks: int) -> list[int]:
+    """Rank ``r`` searches the splits of features ``blocks[r] ... blocks[r + 1] - 1``:
+    contiguous blocks in feature order (the first ``d % ranks`` ranks one more)."""
+    q, extra = divmod(d, ranks)
+    return [r * q + min(r, extra) for r in range(ranks + 1)]
+
+
+def _root_totals(comm: MPI.Comm, gq: np.ndarray, hq: np.ndarray, counts: np.ndarray,
+                 m: int) -> np.ndarray:
+    """Collective: each tree's root stats (k, m + 2): the fixed-point G..., H and count of
+    every rank's counted rows (integer-valued sums: exact in any order, so the same bits
+    as the root histogram's sum over the bins of any feature)."""
+    k = len(hq)
+    kept = counts != 0.0
+    local = np.empty((k, m + 2))
+    local[:, :m] = gq[:, kept].sum(axis=1).reshape(k, m)
+    local[:, m] = hq[:, kept].sum(axis=1)
+    local[:, m + 1] = counts[kept].sum()
+    if comm.Get_size() == 1:
+        return local
+    total = np.empty_like(local)
+    comm.Allreduce(local, total, op=MPI.SUM)
+    return total
+
+
+def _exchange(comm: MPI.Comm, message: np.ndarray, blocks: list[int],
+              algorithm: str) -> np.ndarray:
+    """Collective: the histograms (slots, features, bins, stats) of this rank's block of
+    features summed over the ranks. A reduce-scatter (``--reduce`` auto, ring or mpi),
+    LightGBM's data-parallel exchange: each rank receives only the block it searches,
+    half an allreduce's traffic; another ``--reduce`` algorithm (shm, root): that
+    allreduce, then this rank's block. Fixed-point integers in float64: the sums are exact
+    in any order."""
+    size, rank = comm.Get_size(), comm.Get_rank()
+    lo, hi = blocks[rank], blocks[rank + 1]
+    if size == 1:
+        return message
+    if algorithm not in SCATTER_ALGORITHMS:
+        return allreduce(message, comm, algorithm=algorithm)[:, lo:hi]
+    # The kernel fills slot after slot (each row adds into one slot's contiguous
+    # histograms: faster); one copy lays the blocks out as the reduce-scatter's equal
+    # chunks, rank r's at r * chunk (zero padding when the blocks differ by a feature).
+    slots, rest = len(message), message.shape[2:]
+    per_feature = slots * int(np.prod(rest))
+    chunk = max(b - a for a, b in pairwise(blocks)) * per_feature
+    by_block = np.empty(size * chunk)  # every element written once (no memset first)
+    for r, (a, b) in enumerate(pairwise(blocks)):
+        filled = r * chunk + (b - a) * per_feature
+        by_block[r * chunk:filled].reshape(slots, b - a, *rest)[...] = message[:, a:b]
+        by_block[filled:(r + 1) * chunk] = 0.0
+    mine = reduce_scatter(by_block, comm, algorithm=algorithm)
+    return mine[:(hi - lo) * per_feature].reshape(slots, hi - lo, *rest)
+
+
+#: Leading fields of a searched split: gain, feature, code, missing_left, parent gain term.
+_FOUND = 5
+
+
+def _agree_splits(comm: MPI.Comm, found: np.ndarray, m: int) -> list[Split | None]:
+    """Collective: every searched node's best split over all features, from each rank's
+    best over its own (``found`` rows as :func:`best_split` fills them; one allgather).
+    The highest gain wins; ties go to the lowest rank, whose features come first, so the
+    split is the one a single rank's scan of every feature finds (the first best)."""
+    size = comm.Get_size()
+    if size == 1:
+        every = found[None]
+    else:
+        every = np.empty((size, *found.shape))
+        comm.Allgather(found, every)
+    splits: list[Split | None] = []
+    for i in range(found.shape[0]):
+        best = every[0, i]
+        for r in range(1, size):
+            if every[r, i, 0] > best[0]:
+                best = every[r, i]
+        gain, feature, parent = float(best[0]), int(best[1]), float(best[4])
+        if feature < 0 or not gain > 1e-12 * max(1.0, abs(parent)):
+            splits.append(None)
+            continue
+        splits.append(Split(gain, feature, int(best[2]), bool(best[3]),
+                            best[_FOUND:_FOUND + m + 2].copy()))
+    return splits
 
 
 def _split_leaves(grown: list[_Growing], options: GrowOptions,
@@ -242,22 +345,27 @@ def _apply(g: _Growing, node: int, split: Split, bins: Bins) -> tuple[int, int]:
 
 def best_split(hist: np.ndarray, total: np.ndarray, bins: Bins,
                scales: tuple[np.ndarray, float], options: GrowOptions,
-               allowed: np.ndarray | None) -> Split | None:
-    """The best split of a node whose histogram (features, bins + 1 missing, m + 2) is
-    ``hist`` (the numba kernel :func:`mpitrain.kernels.trees.best_split`), or None (no
-    split gains or satisfies the child constraints). Gains of several outputs add up.
-    Ties: the lowest feature, then code, then missing values going right. A split may
-    also send every present value left and the missing ones right."""
+               allowed: np.ndarray | None, *, first: int = 0) -> np.ndarray:
+    """The best split of a node over the features ``first ... first + len(hist) - 1``
+    whose histogram (features, bins + 1 missing, m + 2) is ``hist`` (the numba kernel
+    :func:`mpitrain.kernels.trees.best_split`), as a row ``(gain, feature, code,
+    missing_left, parent term, left child's stats (m + 2))``; gain ``-inf`` and feature -1
+    when no split satisfies the child constraints (:func:`_agree_splits` then also drops
+    splits that do not gain). Gains of several outputs add up. Ties: the lowest feature,
+    then code, then missing values going right. A split may also send every present value
+    left and the missing ones right."""
     m = hist.shape[-1] - 2
     d = hist.shape[0]
     found = np.zeros(5)
     mask = np.ones(d, dtype=np.bool_) if allowed is None else allowed
-    split_kernel(hist, total, np.diff(bins.offsets), np.asarray(scales[0], np.float64),
-                 float(scales[1]), float(options.l2), float(options.min_samples_leaf),
-                 float(options.min_child_weight), mask, found)
-    gain, feature, parent = float(found[0]), int(found[1]), float(found[4])
-    if feature < 0 or not gain > 1e-12 * max(1.0, abs(parent)):
-        return None
+    split_kernel(hist, total, np.diff(bins.offsets)[first:first + d],
+                 np.asarray(scales[0], np.float64), float(scales[1]), float(options.l2),
+                 float(options.min_samples_leaf), float(options.min_child_weight), mask, found)
+    out = np.zeros(_FOUND + m + 2)
+    out[0], out[1], out[4] = found[0], -1.0, found[4]
+    feature = int(found[1])
+    if feature < 0:
+        return out
     code, way = int(found[2]), int(found[3])
     chosen = hist[feature, :code + 1].sum(axis=0)
     missing = hist[feature, -1]
@@ -267,4 +375,6 @@ def best_split(hist: np.ndarray, total: np.ndarray, bins: Bins,
         missing_left = way == 1
     else:  # no missing value here: they go to the child with more rows
         missing_left = bool(chosen[m + 1] > total[m + 1] - chosen[m + 1])
-    return Split(gain, feature, code, missing_left, chosen)
+    out[1:4] = first + feature, code, 1.0 if missing_left else 0.0
+    out[_FOUND:] = chosen
+    return out
