@@ -40,7 +40,8 @@ def sgd_update_rows(params, grad, rows, n, width, dense_start, scale, lr, weight
     """:func:`sgd_update` of only the rows ``rows[:n]`` (``width`` elements each, distinct)
     of the block ``params[:dense_start]`` and of everything from ``dense_start`` on: the
     same bits as the dense update wherever ``grad`` is 0 outside those rows and
-    ``weight_decay`` is 0 (there the dense update computes ``p - lr * 0 == p``)."""
+    ``weight_decay`` is 0 (there the dense update computes ``p - lr * 0 == p``; for a
+    finite ``p``: an infinite weight, which the dense update would make NaN, stays)."""
     _check_sizes(params, grad)
     if width == 1:
         for e in range(n):

@@ -70,3 +70,21 @@ def test_compare_with_sgd_classifier_runs_and_reports(tmp_path):
         assert 0.8 * floor < result[name]["test_log_loss"] < 5  # learnt, not far below the floor
     assert result["ratio"] == result["mpitrain"]["test_log_loss"] / result["sklearn_sgd"][
         "test_log_loss"]
+
+
+def test_ceiling_compares_the_job_with_independent_runs(tmp_path, capsys):
+    meta_dir = tmp_path / "d"
+    make(meta_dir)
+    capsys.readouterr()
+    result = script("ceiling").main(
+        ["--data", str(meta_dir / "train.svm"), "--ranks", "2", "--batch-size", "32",
+         "--repeat", "1", "--json", str(tmp_path / "c.json"), "--", "--model", "logistic",
+         "--sparse", "on", "--epochs", "2"])
+    assert json.loads((tmp_path / "c.json").read_text()) == result
+    (repeat,) = result["repeats"]
+    assert result["ranks"] == 2 and len(repeat["independent_seconds"]) == 2
+    assert repeat["job_seconds"] > 0 and result["ratio"] == pytest.approx(
+        np.mean(repeat["independent_seconds"]) / repeat["job_seconds"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("repeat 1: 2 ranks ") and "ratio" in lines[0]
+    assert lines[-1].startswith("ceiling ratio (median of 1): ")
