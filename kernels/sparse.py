@@ -21,6 +21,7 @@ from numba import njit
 from .backward import _write_tail
 from .dense import outputs_of_logits
 from .network import _head
+from .sparse_reduce import add_distinct, clear_marks
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 
@@ -191,20 +192,11 @@ def distinct_columns(X, rows, mark, out):
     """The distinct columns of the CSR rows ``X[rows]`` in first-seen order into ``out``;
     returns their number. ``mark`` (uint8, one per column) must be all 0 and is left so."""
     _, indices, indptr = X
-    d = mark.size
     m = 0
     for i in range(rows.size):
         r = rows[i]
-        for p in range(indptr[r], indptr[r + 1]):
-            j = indices[p]
-            if j < 0 or j >= d:
-                raise IndexError("column index out of range")
-            if mark[j] == 0:
-                mark[j] = 1
-                out[m] = j
-                m += 1
-    for e in range(m):
-        mark[out[e]] = 0
+        m = add_distinct(indices, indptr[r], indptr[r + 1] - indptr[r], mark, out, m)
+    clear_marks(mark, out, m)
     return m
 
 

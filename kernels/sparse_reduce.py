@@ -29,7 +29,11 @@ _JIT = {"cache": True, "nogil": True, "boundscheck": False}
 def pack_payload(message, touched, m, width, dense_start, values):
     """Rows ``touched[:m]`` of ``message`` then ``message[dense_start:]`` into ``values``."""
     k = 0
-    for e in range(m):
+    if width == 1:  # (the common case, a loop numba compiles much tighter)
+        for e in range(m):
+            values[e] = message[touched[e]]
+        k = m
+    for e in range(m if width != 1 else 0):
         base = touched[e] * width
         for c in range(width):
             values[k] = message[base + c]
@@ -48,19 +52,8 @@ def pack_block(message, touched, m, width, dense_start, as_int, as_val, start, i
     as_int[at] = m
     for e in range(m):
         as_int[at + 1 + e] = touched[e]
-    k = (start + 8 + m * 8) // itemsize
-    if width == 1:  # (the common case, a loop numba compiles much tighter)
-        for e in range(m):
-            as_val[k + e] = message[touched[e]]
-        k += m
-    for e in range(m if width != 1 else 0):
-        base = touched[e] * width
-        for c in range(width):
-            as_val[k] = message[base + c]
-            k += 1
-    for i in range(dense_start, message.size):
-        as_val[k] = message[i]
-        k += 1
+    pack_payload(message, touched, m, width, dense_start,
+                 as_val[(start + 8 + m * 8) // itemsize :])
 
 
 @njit(**_JIT)
@@ -127,8 +120,7 @@ def ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_star
             vo += counts[r] * width
             for i in range(count - dense_start):
                 out[dense_start + i] += as_val[vo + i]
-        for e in range(n):
-            mark[dirty[e]] = 0
+        clear_marks(mark, dirty, n)
         return n
     q, rem = divmod(count, size)
     for r in range(size):
@@ -168,20 +160,38 @@ def _add_rows_first_set(out, as_int, as_val, m, io, vo, mark, dirty, n):
 
 
 @njit(**_JIT)
+def add_distinct(values, start, count, mark, out, m):
+    """Append to ``out[:m]`` those of ``values[start:start + count]`` not marked yet in
+    ``mark`` (uint8, one per possible value: IndexError for a value outside it), marking
+    them; returns the new length. Clear the marks with :func:`clear_marks` afterwards."""
+    d = mark.size
+    for e in range(start, start + count):
+        j = values[e]
+        if j < 0 or j >= d:
+            raise IndexError("column index out of range")
+        if mark[j] == 0:
+            mark[j] = 1
+            out[m] = j
+            m += 1
+    return m
+
+
+@njit(**_JIT)
+def clear_marks(mark, out, m):
+    """``mark`` of the ``out[:m]`` :func:`add_distinct` appended set back to 0."""
+    for e in range(m):
+        mark[out[e]] = 0
+
+
+@njit(**_JIT)
 def union_rows(as_int, counts, idx_off, mark, dirty):
     """The distinct rows of every rank's payload (rank ``r``'s ``counts[r]`` indices at
     ``as_int[idx_off[r]:]``) into ``dirty``, in first-seen order; returns their number.
     ``mark`` (uint8, one per row of the block) must be all 0 and is left so."""
     n = 0
     for r in range(counts.size):
-        for e in range(counts[r]):
-            j = as_int[idx_off[r] + e]
-            if mark[j] == 0:
-                mark[j] = 1
-                dirty[n] = j
-                n += 1
-    for e in range(n):
-        mark[dirty[e]] = 0
+        n = add_distinct(as_int, idx_off[r], counts[r], mark, dirty, n)
+    clear_marks(mark, dirty, n)
     return n
 
 

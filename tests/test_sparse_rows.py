@@ -7,19 +7,16 @@ MPI tests run under ``mpiexec -n P python -m pytest --with-mpi -m mpi`` (P = 2, 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from cli_runner import run_train
 from mpi4py import MPI
 from test_sparse_kernels import HEADS, random_csr
+from test_sparse_reduce_mpi import one_auto_dense
 from test_sparse_train import COMMON, sparse_file
 
 from mpitrain.collectives import Allreducer
 from mpitrain.kernels.optimizers import sgd_update, sgd_update_rows
 from mpitrain.kernels.sparse import sparse_rows_step, sparse_step, sparse_workspace_size
-from mpitrain.models import load_model
 from mpitrain.optimizers import make_optimizer
 
 pytestmark = pytest.mark.timeout(300)
@@ -118,16 +115,7 @@ def test_sgd_by_rows_trains_the_dense_updates_model(tmp_path, ranks, dtype):
     common = [c if c != "float64" else dtype for c in COMMON]
     options = ["--data", path, "--model", "logistic", "--sparse", "on", "--shuffle",
                "global", "--optimizer", "sgd", "--lr", "0.5", *common]
-    runs = {}
-    for name, p, reduce in (("one", 1, "auto"), ("auto", ranks, "auto"),
-                            ("dense", ranks, "dense")):
-        if name == "one" and dtype != "float64":
-            continue
-        out = tmp_path / name
-        done = run_train([*options, "--sparse-reduce", reduce, "--out", str(out)], ranks=p)
-        assert done.returncode == 0, done.stderr
-        runs[name] = (load_model(out / "model.npz"),
-                      json.loads((out / "summary.json").read_text()))
+    runs = one_auto_dense(tmp_path, options, ranks, one=dtype == "float64")
     reduction = runs["auto"][1]["sparse_reduction"]
     assert reduction["sparse_steps"] > 0 and reduction["dense_steps"] == 0
     assert reduction["transport"] == "shm"  # (as built: the slots are closed by then)
