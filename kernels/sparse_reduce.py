@@ -196,6 +196,45 @@ def union_rows(as_int, counts, idx_off, mark, dirty):
 
 
 @njit(**_JIT)
+def add_other_block(message, mine, m, as_int, as_val, start, width, dense_start, itemsize,
+                    mark, dirty):
+    """Two ranks: the other rank's block (at byte ``start``, as :func:`sum_blocks` reads
+    it) added into this rank's own ``message``, whose row block is zero outside its rows
+    ``mine[:m]``: each element becomes ``(own + 0) + other``, the bits of
+    :func:`ordered_sum`'s ``0 + a + b`` (a + b == b + a), without a second message. The
+    distinct rows now non-zero (``mine`` then the other's new ones) go into ``dirty``;
+    returns their number (``mark`` as in :func:`union_rows`)."""
+    n = 0
+    for e in range(m):
+        j = mine[e]
+        mark[j] = 1
+        dirty[n] = j
+        n += 1
+        for c in range(width):
+            message[j * width + c] += 0.0  # (own + 0: -0.0 gives 0.0, as in 0 + a)
+    for i in range(dense_start, message.size):
+        message[i] += 0.0
+    at = start // 8
+    other = as_int[at]
+    vo = (start + 8 + other * 8) // itemsize
+    for e in range(other):
+        j = as_int[at + 1 + e]
+        if mark[j] == 0:
+            mark[j] = 1
+            dirty[n] = j
+            n += 1
+        base = j * width
+        src = vo + e * width
+        for c in range(width):
+            message[base + c] += as_val[src + c]
+    vo += other * width
+    for i in range(message.size - dense_start):
+        message[dense_start + i] += as_val[vo + i]
+    clear_marks(mark, dirty, n)
+    return n
+
+
+@njit(**_JIT)
 def sum_blocks(out, dirty, n_dirty, as_int, as_val, starts, width, dense_start, order,
                itemsize, counts, idx_off, val_off, mark):
     """The bounded path's whole sum in one call: rank ``r``'s block starts at byte
@@ -222,6 +261,8 @@ def warm_up() -> None:
         pack_payload(msg, ints, 1, 2, 2, np.zeros(4, dtype=dtype))
         raw = np.zeros(64, np.uint8)
         pack_block(msg, ints, 1, 2, 2, raw.view(np.int64), raw.view(dtype), 0, msg.itemsize)
+        add_other_block(msg, ints, 1, raw.view(np.int64), raw.view(dtype), 0, 2, 2,
+                        msg.itemsize, np.zeros(2, np.uint8), np.zeros(4, np.int64))
         zero_rows(msg, ints, 1, 2)
         for order in (ORDER_RANKS, ORDER_RING):
             ordered_sum(msg, ints, msg, np.zeros(1, np.int64), ints[:1], ints[:1], 2, 2,

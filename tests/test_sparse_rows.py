@@ -82,29 +82,40 @@ def test_only_plain_sgd_without_weight_decay_updates_by_rows():
 
 
 @pytest.mark.mpi(min_size=2)
-@pytest.mark.parametrize("bound", [None, 50])
-def test_rows_written_is_the_union_of_every_ranks_rows(bound):
+@pytest.mark.parametrize("bound,in_place", [(None, False), (50, False), (50, True)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, dtype):
+    """... and the result the dense allreduce's bits, summed into the message itself
+    (``in_place``) on two ranks."""
     from mpitrain.collectives.sparse import SparseRowAllreducer
 
     comm = MPI.COMM_WORLD
-    rows, rank = 500, comm.Get_rank()
-    dense = Allreducer(rows + 3, np.float64, comm, algorithm="ring")
-    sparse = SparseRowAllreducer(dense, rows=rows, width=1, comm=comm, up_to=np.inf,
-                                 max_touched=bound)
+    rows, width, rank = 500, 2, comm.Get_rank()
+    count = rows * width + 3
+    dense = Allreducer(count, dtype, comm, algorithm="ring")
+    reference = Allreducer(count, dtype, comm, algorithm="ring")
+    sparse = SparseRowAllreducer(dense, rows=rows, width=width, comm=comm, up_to=np.inf,
+                                 max_touched=bound, in_place=in_place)
+    assert sparse.in_place == (in_place and comm.Get_size() == 2)
     rng = np.random.default_rng(11 + rank)
     for _ in range(4):
         touched = rng.choice(rows, 40, replace=False).astype(np.int64)
         message = dense.buffer()
         message[:] = 0
-        message[touched] = rng.standard_normal(40)
-        message[rows:] = 1.0
+        block = message[: rows * width].reshape(rows, width)
+        block[touched] = rng.standard_normal((40, width)) * 10.0 ** rng.integers(-3, 4)
+        message[rows * width:] = rng.standard_normal(3)
+        expected = reference.buffer()
+        expected[:] = message
+        expected = reference().copy()
         result = sparse(message, touched)
+        assert (result is message) == sparse.in_place
+        np.testing.assert_array_equal(result, expected)
         union = np.unique(np.concatenate(comm.allgather(touched)))
         written = sparse.rows_written
         assert written is not None and sorted(written) == union.tolist()
-        assert not np.delete(result[:rows], union).any()
-    sparse.close()
-    dense.close()
+    for reducer in (sparse, dense, reference):
+        reducer.close()
 
 
 @pytest.mark.parametrize("ranks,dtype", [(2, "float64"), (3, "float64"), (2, "float32")])

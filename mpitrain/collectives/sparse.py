@@ -27,7 +27,9 @@ same order on every rank), one of two paths, fixed at construction:
 Sparse either way, every rank then sums the payloads into the full message, each element
 in the order the dense allreduce adds it (:mod:`mpitrain.kernels.sparse_reduce`); the
 rows the previous sparse step wrote are zeroed first, so a step costs time in the touched
-rows, not the matrix.
+rows, not the matrix. On two ranks a caller may let the bounded path add the other rank's
+rows into its own message instead (``in_place``: a + b == b + a, so the same bits), which
+the sync strategy does: then the reduced step is one message, as on one rank.
 
 Why an allgather of each rank's rows rather than agreeing on the union and allreducing a
 packed buffer: for the sums to be the dense allreduce's bits, each element must be added
@@ -82,6 +84,7 @@ from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
 from mpitrain.kernels.sparse_reduce import (
     ORDER_RANKS,
     ORDER_RING,
+    add_other_block,
     ordered_sum,
     pack_block,
     pack_payload,
@@ -137,11 +140,15 @@ class SparseRowAllreducer:
 
     ``result`` is either the dense reducer's result or this object's own array (both full
     messages, the same bits on every rank and either way). :attr:`sparse_steps` and
-    :attr:`dense_steps` count the choices.
+    :attr:`dense_steps` count the choices. With ``in_place`` (a caller that can have its
+    message overwritten, and then non-zero in all :attr:`rows_written`) the bounded path on
+    two ranks adds the other rank's rows into ``message`` and returns it: no second
+    message to zero, sum into and sweep.
     """
 
     def __init__(self, dense: Allreducer, *, rows: int, width: int, comm: MPI.Comm,
-                 up_to: float | None = None, max_touched: int | None = None) -> None:
+                 up_to: float | None = None, max_touched: int | None = None,
+                 in_place: bool = False) -> None:
         if rows < 0 or width < 0 or rows * width > dense.count:
             raise ValueError(f"a row block of {rows} x {width} does not fit a message of "
                              f"{dense.count} elements")
@@ -204,6 +211,8 @@ class SparseRowAllreducer:
                 self._rank = self._comm.Get_rank()
         self._transport = ("allgatherv" if not self.bound else
                            "shm" if self._slots is not None else "allgather")
+        #: the bounded path on two ranks sums into the caller's message (``in_place``)
+        self.in_place = in_place and bool(self.bound) and size == 2
 
     def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
         """Collective: the sum over the ranks of ``message`` (this rank's contribution,
@@ -273,6 +282,12 @@ class SparseRowAllreducer:
                        self._itemsize)
             starts = self._starts[slots.exchange()[1]]  # type: ignore[index]
         as_int, as_val = self._typed(recv)
+        if self.in_place:  # (two ranks: the other's block into this rank's message)
+            self._n_dirty = add_other_block(message, touched, m, as_int, as_val,
+                                            int(starts[1 - self._rank]), self.width,
+                                            self.rows * self.width, self._itemsize,
+                                            self._mark, self._dirty)
+            return message
         counts, idx_off, val_off = self._scratch
         self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, as_int, as_val,
                                    starts, self.width, self.rows * self.width, self.order,

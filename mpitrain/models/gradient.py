@@ -102,6 +102,14 @@ class BatchGradient:
         held[1] = count
         return held[0][:count]
 
+    def holding(self, message: np.ndarray, rows: np.ndarray) -> None:
+        """Something else wrote ``message`` (filled by :meth:`step_rows`) and it is now zero
+        outside the distinct ``rows`` (an in-place reduction): zero those next time."""
+        held = self._held.get(message.__array_interface__["data"][0])
+        if held is not None:
+            held[0][: rows.size] = rows
+            held[1] = rows.size
+
     def forget(self) -> None:
         """Something else wrote the messages :meth:`step_rows` fills: zero their whole
         block next time."""

@@ -292,7 +292,7 @@ class SyncStrategy(MinibatchStrategy):
             if width and self.comm.Get_size() > 1 and self.sparse_reduce == "auto":
                 self._rows_reducer = SparseRowAllreducer(
                     self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm,
-                    max_touched=self.gradient.max_touched(self.train.X))
+                    max_touched=self.gradient.max_touched(self.train.X), in_place=True)
                 if not self._rows_reducer.enabled:  # (the same on every rank)
                     self._rows_reducer = None
             self._by_rows = bool(width) and (self.comm.Get_size() == 1
@@ -363,10 +363,13 @@ class SyncStrategy(MinibatchStrategy):
     def reduce(self, unit: Unit) -> bool:
         rows_reducer = self._rows_reducer
         if rows_reducer is not None:
-            self._result = rows_reducer(self._reducer.buffer(), self._touched)
+            message = self._reducer.buffer()
+            self._result = rows_reducer(message, self._touched)
             written = rows_reducer.rows_written
             if written is None:  # a dense step: it may have written the message buffer
                 self.gradient.forget()
+            elif self._result is message:  # (summed in place: non-zero in all of them)
+                self.gradient.holding(message, written)
             self._update_rows = written if self.optimizer.exact_on_rows else None
         elif self._reducer is not None:
             self._result = self._reducer()
