@@ -85,6 +85,9 @@ def test_ceiling_compares_the_job_with_independent_runs(tmp_path, capsys):
     assert result["ranks"] == 2 and len(repeat["independent_seconds"]) == 2
     assert repeat["job_seconds"] > 0 and result["ratio"] == pytest.approx(
         np.mean(repeat["independent_seconds"]) / repeat["job_seconds"])
+    assert 0 < repeat["job_fastest_seconds"] <= repeat["job_seconds"]
+    assert result["ratio_fastest"] == pytest.approx(
+        np.mean(repeat["independent_fastest_seconds"]) / repeat["job_fastest_seconds"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("repeat 1: 2 ranks ") and "ratio" in lines[0]
     assert lines[-1].startswith("ceiling ratio (median of 1): ")
