@@ -91,3 +91,15 @@ def test_ceiling_compares_the_job_with_independent_runs(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("repeat 1: 2 ranks ") and "ratio" in lines[0]
     assert lines[-1].startswith("ceiling ratio (median of 1): ")
+
+
+@pytest.mark.parametrize("path,optimizer", [("rows", "sgd"), ("full", "momentum")])
+def test_step_parts_times_each_part(tmp_path, capsys, path, optimizer):
+    make(tmp_path)
+    capsys.readouterr()
+    result = script("step_parts").main(
+        ["--data", str(tmp_path / "train.svm"), "--features", "512", "--batch-size", "8",
+         "--steps", "20", "--warmup", "2", "--path", path, "--optimizer", optimizer])
+    assert list(result) == ["gradient", "reduction", "optimizer", "step"]
+    assert all(0 < fastest <= median for fastest, median in result.values())
+    assert capsys.readouterr().out.startswith(f"1 rank(s), float32, {optimizer}, path {path}: ")
