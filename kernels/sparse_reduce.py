@@ -197,39 +197,46 @@ def union_rows(as_int, counts, idx_off, mark, dirty):
 
 @njit(**_JIT)
 def add_other_block(message, mine, m, as_int, as_val, start, width, dense_start, itemsize,
-                    mark, dirty):
+                    mark, dirty, distinct):
     """Two ranks: the other rank's block (at byte ``start``, as :func:`sum_blocks` reads
     it) added into this rank's own ``message``, whose row block is zero outside its rows
     ``mine[:m]``: each element becomes ``(own + 0) + other``, the bits of
     :func:`ordered_sum`'s ``0 + a + b`` (a + b == b + a), without a second message. The
-    distinct rows now non-zero (``mine`` then the other's new ones) go into ``dirty``;
-    returns their number (``mark`` as in :func:`union_rows`)."""
-    n = 0
-    for e in range(m):
-        j = mine[e]
-        mark[j] = 1
-        dirty[n] = j
-        n += 1
-        for c in range(width):
-            message[j * width + c] += 0.0  # (own + 0: -0.0 gives 0.0, as in 0 + a)
-    for i in range(dense_start, message.size):
-        message[i] += 0.0
+    rows now non-zero go into ``dirty`` (``mine`` then the other's: distinct when
+    ``distinct``, ``mark`` as in :func:`union_rows`; else with the repeats); returns how
+    many."""
     at = start // 8
     other = as_int[at]
+    io = at + 1
     vo = (start + 8 + other * 8) // itemsize
-    for e in range(other):
-        j = as_int[at + 1 + e]
-        if mark[j] == 0:
-            mark[j] = 1
-            dirty[n] = j
-            n += 1
-        base = j * width
-        src = vo + e * width
-        for c in range(width):
-            message[base + c] += as_val[src + c]
+    for i in range(dense_start, message.size):
+        message[i] += 0.0  # (own + 0: -0.0 gives 0.0, as in 0 + a)
+    if width == 1:  # (the common case, loops numba compiles much tighter)
+        for e in range(m):
+            message[mine[e]] += 0.0
+        for e in range(other):
+            message[as_int[io + e]] += as_val[vo + e]
+    else:
+        for e in range(m):
+            base = mine[e] * width
+            for c in range(width):
+                message[base + c] += 0.0
+        for e in range(other):
+            base = as_int[io + e] * width
+            for c in range(width):
+                message[base + c] += as_val[vo + e * width + c]
     vo += other * width
     for i in range(message.size - dense_start):
         message[dense_start + i] += as_val[vo + i]
+    for e in range(m):
+        dirty[e] = mine[e]
+    if not distinct:
+        for e in range(other):
+            dirty[m + e] = as_int[io + e]
+        return m + other
+    for e in range(m):
+        mark[mine[e]] = 1
+    n = add_distinct(as_int, io, other, mark, dirty, m)
     clear_marks(mark, dirty, n)
     return n
 
@@ -261,8 +268,10 @@ def warm_up() -> None:
         pack_payload(msg, ints, 1, 2, 2, np.zeros(4, dtype=dtype))
         raw = np.zeros(64, np.uint8)
         pack_block(msg, ints, 1, 2, 2, raw.view(np.int64), raw.view(dtype), 0, msg.itemsize)
-        add_other_block(msg, ints, 1, raw.view(np.int64), raw.view(dtype), 0, 2, 2,
-                        msg.itemsize, np.zeros(2, np.uint8), np.zeros(4, np.int64))
+        for distinct in (True, False):
+            add_other_block(msg, ints, 1, raw.view(np.int64), raw.view(dtype), 0, 2, 2,
+                            msg.itemsize, np.zeros(2, np.uint8), np.zeros(4, np.int64),
+                            distinct)
         zero_rows(msg, ints, 1, 2)
         for order in (ORDER_RANKS, ORDER_RING):
             ordered_sum(msg, ints, msg, np.zeros(1, np.int64), ints[:1], ints[:1], 2, 2,

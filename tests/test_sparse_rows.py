@@ -82,9 +82,10 @@ def test_only_plain_sgd_without_weight_decay_updates_by_rows():
 
 
 @pytest.mark.mpi(min_size=2)
-@pytest.mark.parametrize("bound,in_place", [(None, False), (50, False), (50, True)])
+@pytest.mark.parametrize("bound,in_place,distinct", [(None, False, True), (50, False, True),
+                                                     (50, True, True), (50, True, False)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, dtype):
+def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, distinct, dtype):
     """... and the result the dense allreduce's bits, summed into the message itself
     (``in_place``) on two ranks."""
     from mpitrain.collectives.sparse import SparseRowAllreducer
@@ -95,7 +96,8 @@ def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, dtype):
     dense = Allreducer(count, dtype, comm, algorithm="ring")
     reference = Allreducer(count, dtype, comm, algorithm="ring")
     sparse = SparseRowAllreducer(dense, rows=rows, width=width, comm=comm, up_to=np.inf,
-                                 max_touched=bound, in_place=in_place)
+                                 max_touched=bound, in_place=in_place,
+                                 distinct_rows=distinct)
     assert sparse.in_place == (in_place and comm.Get_size() == 2)
     rng = np.random.default_rng(11 + rank)
     for _ in range(4):
@@ -111,9 +113,11 @@ def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, dtype):
         result = sparse(message, touched)
         assert (result is message) == sparse.in_place
         np.testing.assert_array_equal(result, expected)
-        union = np.unique(np.concatenate(comm.allgather(touched)))
+        every = np.concatenate(comm.allgather(touched))
         written = sparse.rows_written
-        assert written is not None and sorted(written) == union.tolist()
+        assert written is not None and np.unique(written).tolist() == np.unique(every).tolist()
+        assert written.size == (every.size if not distinct and sparse.in_place
+                                else np.unique(every).size)
     for reducer in (sparse, dense, reference):
         reducer.close()
 

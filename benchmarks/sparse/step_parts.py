@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     dense = Allreducer(d + 1 + 4, dtype, comm)
     bound = batch * int(np.diff(Xa[2]).max())
     rows_reducer = (SparseRowAllreducer(dense, rows=d, width=1, comm=comm, max_touched=bound,
-                                        in_place=args.path == "rows") if size > 1 else None)
+                                        in_place=args.path == "rows",
+                                        distinct_rows=args.optimizer == "sgd")
+                    if size > 1 else None)
     n, held, scale = len(y) - batch, -1, 1.0 / (batch * size)
     times = np.zeros((args.steps, len(PARTS)))
     for step in range(args.warmup + args.steps):

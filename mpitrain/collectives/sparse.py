@@ -148,7 +148,7 @@ class SparseRowAllreducer:
 
     def __init__(self, dense: Allreducer, *, rows: int, width: int, comm: MPI.Comm,
                  up_to: float | None = None, max_touched: int | None = None,
-                 in_place: bool = False) -> None:
+                 in_place: bool = False, distinct_rows: bool = True) -> None:
         if rows < 0 or width < 0 or rows * width > dense.count:
             raise ValueError(f"a row block of {rows} x {width} does not fit a message of "
                              f"{dense.count} elements")
@@ -213,6 +213,7 @@ class SparseRowAllreducer:
                            "shm" if self._slots is not None else "allgather")
         #: the bounded path on two ranks sums into the caller's message (``in_place``)
         self.in_place = in_place and bool(self.bound) and size == 2
+        self._distinct = distinct_rows or not self.in_place
 
     def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
         """Collective: the sum over the ranks of ``message`` (this rank's contribution,
@@ -286,7 +287,7 @@ class SparseRowAllreducer:
             self._n_dirty = add_other_block(message, touched, m, as_int, as_val,
                                             int(starts[1 - self._rank]), self.width,
                                             self.rows * self.width, self._itemsize,
-                                            self._mark, self._dirty)
+                                            self._mark, self._dirty, self._distinct)
             return message
         counts, idx_off, val_off = self._scratch
         self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, as_int, as_val,
@@ -303,9 +304,10 @@ class SparseRowAllreducer:
 
     @property
     def rows_written(self) -> np.ndarray | None:
-        """The distinct rows (any order) of the row block in which the last call's result
-        may be non-zero, the union of every rank's touched rows; None when that call was
-        dense (the result may be non-zero anywhere)."""
+        """The rows (any order) of the row block in which the last call's result may be
+        non-zero, the union of every rank's touched rows (distinct, unless built with
+        ``distinct_rows=False`` and summing in place: then with repeats, for a caller that
+        only zeroes them); None when that call was dense (non-zero anywhere)."""
         return self._dirty[: self._n_dirty] if self._sparse_last else None
 
     @property

@@ -292,7 +292,8 @@ class SyncStrategy(MinibatchStrategy):
             if width and self.comm.Get_size() > 1 and self.sparse_reduce == "auto":
                 self._rows_reducer = SparseRowAllreducer(
                     self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm,
-                    max_touched=self.gradient.max_touched(self.train.X), in_place=True)
+                    max_touched=self.gradient.max_touched(self.train.X), in_place=True,
+                    distinct_rows=self.optimizer.exact_on_rows)
                 if not self._rows_reducer.enabled:  # (the same on every rank)
                     self._rows_reducer = None
             self._by_rows = bool(width) and (self.comm.Get_size() == 1
