@@ -15,9 +15,9 @@ the other (their order alternating between repeats):
 A run's time is the median of its epochs' ``seconds`` (metrics.jsonl) after the first
 ``--skip`` epochs (start-up and the first epoch's kernel loads are not the steady state).
 The repeat's ratio is the independent runs' mean time over the job's: 1.0 means the job
-loses nothing to communicating. The same ratio of the fastest epochs is printed too: on a
-machine other work shares, it is the better estimate of what an idle machine gives (a job
-whose ranks must meet every step loses more to being descheduled than lone runs do).
+loses nothing to communicating. The same ratio of the fastest epochs is printed too. On
+a machine other work shares both move with that work (a job whose ranks meet every step
+loses more to being descheduled than lone runs do): quote them with the load average.
 Prints one line per repeat, then the median ratios and the load average before and after
 (the machine's other work shows in both); ``--json`` writes the same. Options after
 ``--`` go to every run (OMP_NUM_THREADS=1 and MPITRAIN_TUNE=off are set unless already in
