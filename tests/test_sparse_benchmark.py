@@ -70,6 +70,15 @@ def test_compare_with_sgd_classifier_runs_and_reports(tmp_path):
         assert 0.8 * floor < result[name]["test_log_loss"] < 5  # learnt, not far below the floor
     assert result["ratio"] == result["mpitrain"]["test_log_loss"] / result["sklearn_sgd"][
         "test_log_loss"]
+    vw = result["vowpal_wabbit"]  # (an optional peer: run when installed)
+    try:
+        import vowpalwabbit  # noqa: F401
+    except ImportError:
+        assert "not installed" in vw["skipped"]
+    else:
+        assert 0.8 * floor < vw["test_log_loss"] < 5 and vw["rows_per_second"] > 0
+        assert result["vw_ratio"] == result["mpitrain"]["test_log_loss"] / vw["test_log_loss"]
+        assert result["throughput_per_core_vs_vw"] > 0
 
 
 def test_ceiling_compares_the_job_with_independent_runs(tmp_path, capsys):
