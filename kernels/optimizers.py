@@ -36,6 +36,30 @@ def sgd_update(params, grad, scale, lr, weight_decay):
 
 
 @njit(**_JIT)
+def sgd_update_rows(params, grad, rows, n, width, dense_start, scale, lr, weight_decay):
+    """:func:`sgd_update` of only the rows ``rows[:n]`` (``width`` elements each, distinct)
+    of the block ``params[:dense_start]`` and of everything from ``dense_start`` on: the
+    same bits as the dense update wherever ``grad`` is 0 outside those rows and
+    ``weight_decay`` is 0 (there the dense update computes ``p - lr * 0 == p``; for a
+    finite ``p``: an infinite weight, which the dense update would make NaN, stays)."""
+    _check_sizes(params, grad)
+    if width == 1:
+        for e in range(n):
+            i = rows[e]
+            p = params[i]
+            params[i] = p - lr * (grad[i] * scale + weight_decay * p)
+    for e in range(n if width != 1 else 0):
+        base = rows[e] * width
+        for c in range(width):
+            i = base + c
+            p = params[i]
+            params[i] = p - lr * (grad[i] * scale + weight_decay * p)
+    for i in range(dense_start, params.size):
+        p = params[i]
+        params[i] = p - lr * (grad[i] * scale + weight_decay * p)
+
+
+@njit(**_JIT)
 def momentum_update(params, grad, velocity, scale, lr, momentum, weight_decay, nesterov):
     """Heavy-ball / Nesterov momentum, PyTorch convention.
 

@@ -21,6 +21,7 @@ from numba import njit
 from .backward import _write_tail
 from .dense import outputs_of_logits
 from .network import _head
+from .sparse_reduce import add_distinct, clear_marks
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 
@@ -95,6 +96,15 @@ def sparse_gradient(params, grad, X, y, rows, work, spec):
     _check(params, X, spec, nrows, work)
     d, k = spec[1], spec[2]
     grad[: d * k + k] = 0
+    return _add_gradient(params, grad, X, y, rows, work, spec)
+
+
+@njit(**_JIT)
+def _add_gradient(params, grad, X, y, rows, work, spec):
+    """The batch's gradient added into ``grad`` (zero in the rows of the batch's columns
+    and in the bias); (loss sum, correct)."""
+    nrows = rows.size
+    d, k = spec[1], spec[2]
     if nrows == 0:
         return 0.0, 0.0
     Z = _logits(params, X, rows, work, spec)
@@ -131,6 +141,34 @@ def sparse_step(params, message, X, y, rows, work, spec):
 
 
 @njit(**_JIT)
+def sparse_rows_step(params, message, X, y, rows, work, spec, mark, touched, held):
+    """Protocol ``rows_step_kernel``: :func:`sparse_step` for a ``message`` whose ``W``
+    block is zero outside the rows ``touched[:held]`` (what this kernel wrote into it last
+    time; ``held < 0``: unknown, the whole block is zeroed), in time that grows with the
+    batch rather than ``d``: zeroes those rows, writes the batch's distinct columns into
+    ``touched`` (in first-seen order; ``mark`` as in :func:`batch_columns`) and the step
+    into ``message``, which is then zero outside them again; returns their number."""
+    nrows = rows.size
+    _check(params, X, spec, nrows, work)
+    d, k = spec[1], spec[2]
+    if held < 0:
+        message[: d * k] = 0
+    elif k == 1:
+        for e in range(held):
+            message[touched[e]] = 0
+    else:
+        for e in range(held):
+            base = touched[e] * k
+            for c in range(k):
+                message[base + c] = 0
+    message[d * k : d * k + k] = 0
+    m = distinct_columns(X, rows, mark, touched)
+    loss, correct = _add_gradient(params, message, X, y, rows, work, spec)
+    _write_tail(message, params.size, loss, correct, nrows)
+    return m
+
+
+@njit(**_JIT)
 def sparse_loss(params, X, y, rows, work, spec):
     """Protocol ``loss_kernel``: (loss sum, correct) of ``X[rows]``, forward only."""
     _check(params, X, spec, rows.size, work)
@@ -150,23 +188,22 @@ def sparse_predict(params, X, rows, out, work, spec):
 
 
 @njit(**_JIT)
-def batch_columns(X, rows, mark, out):
-    """The distinct columns of the CSR rows ``X[rows]``, sorted, into ``out``; returns
-    their number. ``mark`` (uint8, one per column) must be all 0 and is left so."""
+def distinct_columns(X, rows, mark, out):
+    """The distinct columns of the CSR rows ``X[rows]`` in first-seen order into ``out``;
+    returns their number. ``mark`` (uint8, one per column) must be all 0 and is left so."""
     _, indices, indptr = X
-    d = mark.size
     m = 0
     for i in range(rows.size):
         r = rows[i]
-        for p in range(indptr[r], indptr[r + 1]):
-            j = indices[p]
-            if j < 0 or j >= d:
-                raise IndexError("column index out of range")
-            if mark[j] == 0:
-                mark[j] = 1
-                out[m] = j
-                m += 1
-    for e in range(m):
-        mark[out[e]] = 0
+        m = add_distinct(indices, indptr[r], indptr[r + 1] - indptr[r], mark, out, m)
+    clear_marks(mark, out, m)
+    return m
+
+
+@njit(**_JIT)
+def batch_columns(X, rows, mark, out):
+    """The distinct columns of the CSR rows ``X[rows]``, sorted, into ``out``; returns
+    their number. ``mark`` (uint8, one per column) must be all 0 and is left so."""
+    m = distinct_columns(X, rows, mark, out)
     out[:m].sort()
     return m

@@ -4,7 +4,7 @@ message in the order the dense allreduce would have added them.
 
 A message is ``count`` elements whose first ``rows * width`` are a row block (row ``j`` at
 ``[j * width, (j + 1) * width)``) and the rest (``count - rows * width`` elements) dense.
-A rank's payload is its ``m`` sorted touched rows' indices (int64) and values: the ``m``
+A rank's payload is its ``m`` distinct touched rows' indices (int64) and values: the ``m``
 rows, then the dense rest. Summation order: ``ORDER_RANKS`` adds the ranks in rank order
 (the ``shm`` slot sum; any order is the same bits on 2 ranks, a + b == b + a);
 ``ORDER_RING`` starts element ``i`` at the rank whose number is the ring chunk holding
@@ -29,7 +29,11 @@ _JIT = {"cache": True, "nogil": True, "boundscheck": False}
 def pack_payload(message, touched, m, width, dense_start, values):
     """Rows ``touched[:m]`` of ``message`` then ``message[dense_start:]`` into ``values``."""
     k = 0
-    for e in range(m):
+    if width == 1:  # (the common case, a loop numba compiles much tighter)
+        for e in range(m):
+            values[e] = message[touched[e]]
+        k = m
+    for e in range(m if width != 1 else 0):
         base = touched[e] * width
         for c in range(width):
             values[k] = message[base + c]
@@ -37,6 +41,19 @@ def pack_payload(message, touched, m, width, dense_start, values):
     for i in range(dense_start, message.size):
         values[k] = message[i]
         k += 1
+
+
+@njit(**_JIT)
+def pack_block(message, touched, m, width, dense_start, as_int, as_val, start, itemsize):
+    """A bounded-path block at byte ``start`` of the buffer viewed as ``as_int`` (int64)
+    and ``as_val`` (the message dtype): ``m``, the rows' indices ``touched[:m]``, then
+    :func:`pack_payload`'s values."""
+    at = start // 8
+    as_int[at] = m
+    for e in range(m):
+        as_int[at + 1 + e] = touched[e]
+    pack_payload(message, touched, m, width, dense_start,
+                 as_val[(start + 8 + m * 8) // itemsize :])
 
 
 @njit(**_JIT)
@@ -53,6 +70,10 @@ def _start_rank(pos, order, q, rem, size):
 @njit(**_JIT)
 def zero_rows(out, rows, n, width):
     """``out``'s rows ``rows[:n]`` (of ``width`` elements) set to 0."""
+    if width == 1:
+        for e in range(n):
+            out[rows[e]] = 0
+        return
     for e in range(n):
         base = rows[e] * width
         for c in range(width):
@@ -60,39 +81,50 @@ def zero_rows(out, rows, n, width):
 
 
 @njit(**_JIT)
-def _add_payload(out, as_int, as_val, m, io, vo, width, dense_start):
-    """One rank's payload added into ``out``."""
-    for e in range(m):
-        base = as_int[io + e] * width
-        src = vo + e * width
-        for c in range(width):
-            out[base + c] += as_val[src + c]
-    vo += m * width
-    for i in range(out.size - dense_start):
-        out[dense_start + i] += as_val[vo + i]
-
-
-@njit(**_JIT)
-def ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_start, order):
-    """Every rank's payload summed into ``out`` in the dense allreduce's order.
+def ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_start, order,
+                mark, dirty):
+    """Every rank's payload summed into ``out`` in the dense allreduce's order; the distinct
+    rows written (every rank's touched rows) into ``dirty`` in first-seen order, and their
+    number returned (``mark``: uint8, one per row of the block, all 0, left so).
 
     Rank ``r``'s payload: ``counts[r]`` row indices at ``as_int[idx_off[r]:]`` and its
     values at ``as_val[val_off[r]:]`` (:func:`pack_payload`). ``out``'s touched rows and
-    touched rows and dense rest are set to 0 first; the other rows are left as they are
-    (the caller zeroes the rows an earlier call wrote).
+    dense rest are overwritten; the other rows are left as they are (the caller zeroes the
+    rows an earlier call wrote). Each element is ``0 + a + b + ...`` over the ranks that
+    sent it, in the dense order (the ranks that did not send it add 0: no change).
     """
     size = counts.size
     count = out.size
-    q, rem = divmod(count, size)
     for e in range(dense_start, count):
         out[e] = 0
+    if order == ORDER_RANKS:  # one pass, rank after rank; a row's first sender sets it
+        n = 0
+        for r in range(size):
+            io, vo = idx_off[r], val_off[r]
+            if width == 1:
+                n = _add_rows_first_set(out, as_int, as_val, counts[r], io, vo, mark, dirty,
+                                        n)
+            for e in range(counts[r] if width != 1 else 0):
+                j = as_int[io + e]
+                base = j * width
+                src = vo + e * width
+                if mark[j] == 0:
+                    mark[j] = 1
+                    dirty[n] = j
+                    n += 1
+                    for c in range(width):
+                        out[base + c] = 0.0 + as_val[src + c]  # (as 0 + a: -0.0 gives 0.0)
+                else:
+                    for c in range(width):
+                        out[base + c] += as_val[src + c]
+            vo += counts[r] * width
+            for i in range(count - dense_start):
+                out[dense_start + i] += as_val[vo + i]
+        clear_marks(mark, dirty, n)
+        return n
+    q, rem = divmod(count, size)
     for r in range(size):
         zero_rows(out, as_int[idx_off[r]:], counts[r], width)
-    if order == ORDER_RANKS:  # one pass, rank after rank
-        for r in range(size):
-            _add_payload(out, as_int, as_val, counts[r], idx_off[r], val_off[r], width,
-                         dense_start)
-        return
     for turn in range(size):  # the turn-th contribution of each element, for all of them
         for r in range(size):
             m = counts[r]
@@ -109,29 +141,123 @@ def ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_star
                 pos = dense_start + i
                 if (r - _start_rank(pos, order, q, rem, size)) % size == turn:
                     out[pos] += as_val[vo + i]
+    return union_rows(as_int, counts, idx_off, mark, dirty)
+
+
+@njit(**_JIT)
+def _add_rows_first_set(out, as_int, as_val, m, io, vo, mark, dirty, n):
+    """:func:`ordered_sum`'s rank loop for rows of one element."""
+    for e in range(m):
+        j = as_int[io + e]
+        if mark[j] == 0:
+            mark[j] = 1
+            dirty[n] = j
+            n += 1
+            out[j] = 0.0 + as_val[vo + e]
+        else:
+            out[j] += as_val[vo + e]
+    return n
+
+
+@njit(**_JIT)
+def add_distinct(values, start, count, mark, out, m):
+    """Append to ``out[:m]`` those of ``values[start:start + count]`` not marked yet in
+    ``mark`` (uint8, one per possible value: IndexError for a value outside it), marking
+    them; returns the new length. Clear the marks with :func:`clear_marks` afterwards."""
+    d = mark.size
+    for e in range(start, start + count):
+        j = values[e]
+        if j < 0 or j >= d:
+            raise IndexError("column index out of range")
+        if mark[j] == 0:
+            mark[j] = 1
+            out[m] = j
+            m += 1
+    return m
+
+
+@njit(**_JIT)
+def clear_marks(mark, out, m):
+    """``mark`` of the ``out[:m]`` :func:`add_distinct` appended set back to 0."""
+    for e in range(m):
+        mark[out[e]] = 0
+
+
+@njit(**_JIT)
+def union_rows(as_int, counts, idx_off, mark, dirty):
+    """The distinct rows of every rank's payload (rank ``r``'s ``counts[r]`` indices at
+    ``as_int[idx_off[r]:]``) into ``dirty``, in first-seen order; returns their number.
+    ``mark`` (uint8, one per row of the block) must be all 0 and is left so."""
+    n = 0
+    for r in range(counts.size):
+        n = add_distinct(as_int, idx_off[r], counts[r], mark, dirty, n)
+    clear_marks(mark, dirty, n)
+    return n
+
+
+@njit(**_JIT)
+def add_other_block(message, mine, m, as_int, as_val, start, width, dense_start, itemsize,
+                    mark, dirty, distinct):
+    """Two ranks: the other rank's block (at byte ``start``, as :func:`sum_blocks` reads
+    it) added into this rank's own ``message``, whose row block is zero outside its rows
+    ``mine[:m]``: each element becomes ``(own + 0) + other``, the bits of
+    :func:`ordered_sum`'s ``0 + a + b`` (a + b == b + a), without a second message. The
+    rows now non-zero go into ``dirty`` (``mine`` then the other's: distinct when
+    ``distinct``, ``mark`` as in :func:`union_rows`; else with the repeats); returns how
+    many."""
+    at = start // 8
+    other = as_int[at]
+    io = at + 1
+    vo = (start + 8 + other * 8) // itemsize
+    for i in range(dense_start, message.size):
+        message[i] += 0.0  # (own + 0: -0.0 gives 0.0, as in 0 + a)
+    if width == 1:  # (the common case, loops numba compiles much tighter)
+        for e in range(m):
+            message[mine[e]] += 0.0
+        for e in range(other):
+            message[as_int[io + e]] += as_val[vo + e]
+    else:
+        for e in range(m):
+            base = mine[e] * width
+            for c in range(width):
+                message[base + c] += 0.0
+        for e in range(other):
+            base = as_int[io + e] * width
+            for c in range(width):
+                message[base + c] += as_val[vo + e * width + c]
+    vo += other * width
+    for i in range(message.size - dense_start):
+        message[dense_start + i] += as_val[vo + i]
+    for e in range(m):
+        dirty[e] = mine[e]
+    if not distinct:
+        for e in range(other):
+            dirty[m + e] = as_int[io + e]
+        return m + other
+    for e in range(m):
+        mark[mine[e]] = 1
+    n = add_distinct(as_int, io, other, mark, dirty, m)
+    clear_marks(mark, dirty, n)
+    return n
 
 
 @njit(**_JIT)
 def sum_blocks(out, dirty, n_dirty, as_int, as_val, starts, width, dense_start, order,
-               itemsize, counts, idx_off, val_off):
+               itemsize, counts, idx_off, val_off, mark):
     """The bounded path's whole sum in one call: rank ``r``'s block starts at byte
     ``starts[r]`` (its row count as int64, then :func:`pack_payload`'s indices and values);
     zeroes the rows ``dirty[:n_dirty]`` an earlier call wrote, sums every block into
-    ``out`` (:func:`ordered_sum`), records the rows written now in ``dirty`` and returns
-    their number. ``counts``, ``idx_off``, ``val_off`` (int64, one per rank) are scratch."""
+    ``out`` and records the distinct rows written now in ``dirty`` (:func:`ordered_sum`,
+    ``mark`` its scratch); returns their number. ``counts``, ``idx_off``, ``val_off``
+    (int64, one per rank) are scratch."""
     zero_rows(out, dirty, n_dirty, width)
     for r in range(starts.size):
         m = as_int[starts[r] // 8]
         counts[r] = m
         idx_off[r] = starts[r] // 8 + 1
         val_off[r] = (starts[r] + 8 + m * 8) // itemsize
-    ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_start, order)
-    n = 0
-    for r in range(starts.size):
-        for e in range(counts[r]):
-            dirty[n] = as_int[idx_off[r] + e]
-            n += 1
-    return n
+    return ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_start,
+                       order, mark, dirty)
 
 
 def warm_up() -> None:
@@ -140,10 +266,18 @@ def warm_up() -> None:
     for dtype in (np.float32, np.float64):
         msg = np.zeros(4, dtype=dtype)
         pack_payload(msg, ints, 1, 2, 2, np.zeros(4, dtype=dtype))
+        raw = np.zeros(64, np.uint8)
+        pack_block(msg, ints, 1, 2, 2, raw.view(np.int64), raw.view(dtype), 0, msg.itemsize)
+        for distinct in (True, False):
+            add_other_block(msg, ints, 1, raw.view(np.int64), raw.view(dtype), 0, 2, 2,
+                            msg.itemsize, np.zeros(2, np.uint8), np.zeros(4, np.int64),
+                            distinct)
         zero_rows(msg, ints, 1, 2)
-        ordered_sum(msg, ints, msg, np.zeros(1, np.int64), ints[:1], ints[:1], 2, 2,
-                    ORDER_RANKS)
+        for order in (ORDER_RANKS, ORDER_RING):
+            ordered_sum(msg, ints, msg, np.zeros(1, np.int64), ints[:1], ints[:1], 2, 2,
+                        order, np.zeros(2, np.uint8), ints.copy())
         one = np.zeros(1, np.int64)
+        mark = np.zeros(2, np.uint8)
         sum_blocks(msg, np.zeros(4, np.int64), 0, np.zeros(4, np.int64),
                    np.zeros(4 * 8 // msg.itemsize, dtype), one, 2, 2, ORDER_RANKS,
-                   msg.itemsize, one.copy(), one.copy(), one.copy())
+                   msg.itemsize, one.copy(), one.copy(), one.copy(), mark)

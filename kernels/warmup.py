@@ -30,6 +30,7 @@ from .optimizers import (
     momentum_update,
     proximal_sgd_update,
     sgd_update,
+    sgd_update_rows,
 )
 
 _ROWS = 4
@@ -80,6 +81,8 @@ def _warm_optimizers(dtype: np.dtype, kernels: Collection[str]) -> None:
     state = [np.zeros(4, dtype=dtype) for _ in range(3)]
     if "sgd" in kernels:
         sgd_update(params, grad, 1.0, 0.1, 0.0)
+        rows = np.arange(2, dtype=np.int64)
+        sgd_update_rows(params, grad, rows, rows.size, 1, 2, 1.0, 0.1, 0.0)
     if "momentum" in kernels:
         momentum_update(params, grad, state[0], 1.0, 0.1, 0.9, 0.0, False)
     if "adam" in kernels:

@@ -70,3 +70,45 @@ def test_compare_with_sgd_classifier_runs_and_reports(tmp_path):
         assert 0.8 * floor < result[name]["test_log_loss"] < 5  # learnt, not far below the floor
     assert result["ratio"] == result["mpitrain"]["test_log_loss"] / result["sklearn_sgd"][
         "test_log_loss"]
+    vw = result["vowpal_wabbit"]  # (an optional peer: run when installed)
+    try:
+        import vowpalwabbit  # noqa: F401
+    except ImportError:
+        assert "not installed" in vw["skipped"]
+    else:
+        assert 0.8 * floor < vw["test_log_loss"] < 5 and vw["rows_per_second"] > 0
+        assert result["vw_ratio"] == result["mpitrain"]["test_log_loss"] / vw["test_log_loss"]
+        assert result["throughput_per_core_vs_vw"] > 0
+
+
+def test_ceiling_compares_the_job_with_independent_runs(tmp_path, capsys):
+    meta_dir = tmp_path / "d"
+    make(meta_dir)
+    capsys.readouterr()
+    result = script("ceiling").main(
+        ["--data", str(meta_dir / "train.svm"), "--ranks", "2", "--batch-size", "32",
+         "--repeat", "1", "--json", str(tmp_path / "c.json"), "--", "--model", "logistic",
+         "--sparse", "on", "--epochs", "2"])
+    assert json.loads((tmp_path / "c.json").read_text()) == result
+    (repeat,) = result["repeats"]
+    assert result["ranks"] == 2 and len(repeat["independent_seconds"]) == 2
+    assert repeat["job_seconds"] > 0 and result["ratio"] == pytest.approx(
+        np.mean(repeat["independent_seconds"]) / repeat["job_seconds"])
+    assert 0 < repeat["job_fastest_seconds"] <= repeat["job_seconds"]
+    assert result["ratio_fastest"] == pytest.approx(
+        np.mean(repeat["independent_fastest_seconds"]) / repeat["job_fastest_seconds"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("repeat 1: 2 ranks ") and "ratio" in lines[0]
+    assert lines[-1].startswith("ceiling ratio (median of 1): ")
+
+
+@pytest.mark.parametrize("path,optimizer", [("rows", "sgd"), ("full", "momentum")])
+def test_step_parts_times_each_part(tmp_path, capsys, path, optimizer):
+    make(tmp_path)
+    capsys.readouterr()
+    result = script("step_parts").main(
+        ["--data", str(tmp_path / "train.svm"), "--features", "512", "--batch-size", "8",
+         "--steps", "20", "--warmup", "2", "--path", path, "--optimizer", optimizer])
+    assert list(result) == ["gradient", "reduction", "optimizer", "step"]
+    assert all(0 < fastest <= median for fastest, median in result.values())
+    assert capsys.readouterr().out.startswith(f"1 rank(s), float32, {optimizer}, path {path}: ")

@@ -111,6 +111,22 @@ def test_batch_columns_are_the_sorted_distinct_columns():
     assert out[:m].tolist() == [1, 5, 9] and not mark.any()
 
 
+def one_auto_dense(tmp_path, options: list[str], ranks: int, *, one: bool = True) -> dict:
+    """Train with ``options`` on one rank (``one``), then on ``ranks`` with
+    --sparse-reduce auto and dense: ``{name: (SavedModel, summary)}``."""
+    runs = {}
+    for name, p, reduce in (("one", 1, "auto"), ("auto", ranks, "auto"),
+                            ("dense", ranks, "dense")):
+        if name == "one" and not one:
+            continue
+        out = tmp_path / name
+        done = run_train([*options, "--sparse-reduce", reduce, "--out", str(out)], ranks=p)
+        assert done.returncode == 0, done.stderr
+        runs[name] = (load_model(out / "model.npz"),
+                      json.loads((out / "summary.json").read_text()))
+    return runs
+
+
 @pytest.mark.parametrize("model,ranks", [("logistic", 2), ("logistic", 3), ("mlp", 3)])
 def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, model, ranks):
     """--sparse-reduce auto sends only the touched rows here, and trains the very model
@@ -118,14 +134,7 @@ def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, model, ranks):
     path = sparse_file(tmp_path / "w.svm", 240, 20000, 5, lambda i: i % 2)
     options = ["--data", path, "--model", model, "--hidden", "4", "--sparse", "on",
                "--shuffle", "global", *COMMON]
-    runs = {}
-    for name, p, reduce in (("one", 1, "auto"), ("auto", ranks, "auto"),
-                            ("dense", ranks, "dense")):
-        out = tmp_path / name
-        done = run_train([*options, "--sparse-reduce", reduce, "--out", str(out)], ranks=p)
-        assert done.returncode == 0, done.stderr
-        runs[name] = (load_model(out / "model.npz"),
-                      json.loads((out / "summary.json").read_text()))
+    runs = one_auto_dense(tmp_path, options, ranks)
     reduction = runs["auto"][1]["sparse_reduction"]
     assert reduction["enabled"] and reduction["sparse_steps"] > 0
     assert reduction["bound"] == 16 * 5  # (a step's rows times the non-zeros of a row)

@@ -13,6 +13,15 @@ Both models are scored on the same test rows, with ``mpitrain.predict_proba`` on
 scipy.sparse test matrix and ``SGDClassifier.predict_proba``; the hidden model's own
 log-loss (``meta.json``) is the floor. Prints one line per model and the ratio; exit 0
 unless a run fails.
+
+When the ``vowpalwabbit`` package is installed (``pip install vowpalwabbit``; not a
+dependency, skipped otherwise or with ``--no-vw``), Vowpal Wabbit trains too, in one
+process: the same files in its text format (``1``/``-1`` labels, the feature indices as
+names), ``--loss_function logistic``, ``--passes EPOCHS`` over its cache, its default
+learning rate (``--vw-lr``), ``-b --vw-bits`` hash bits (default: two more than the
+features need, so few collide). Its training time (parsing into the cache included, as
+``train`` includes reading) gives its rows per second, and the issue's throughput ratio is
+mpitrain's rows per second per rank (``summary.json``'s ``seconds``) over that.
 """
 
 from __future__ import annotations
@@ -69,6 +78,45 @@ def run_mpitrain(args: argparse.Namespace, out: Path) -> dict:
             "command": " ".join(command)}
 
 
+def to_vw_text(source: Path, target: Path) -> int:
+    """A 0/1-labelled libsvm file in Vowpal Wabbit's text format; returns its rows."""
+    rows = 0
+    with source.open() as lines, target.open("w") as out:
+        for line in lines:
+            label, _, features = line.partition(" ")
+            if label.strip():
+                out.write(f"{'1' if float(label) > 0 else '-1'} | {features.strip()}\n")
+                rows += 1
+    return rows
+
+
+def run_vw(args: argparse.Namespace, features: int, directory: Path) -> dict:
+    """Vowpal Wabbit on the same rows (module docstring), or why it did not run."""
+    try:
+        from vowpalwabbit import Workspace
+    except ImportError:
+        return {"skipped": "vowpalwabbit is not installed (pip install vowpalwabbit)"}
+    train, test, model = (directory / name for name in ("train.vw", "test.vw", "model.vw"))
+    rows = to_vw_text(args.dir / "train.svm", train)
+    to_vw_text(args.dir / "test.svm", test)
+    bits = args.vw_bits or max(18, int(np.ceil(np.log2(max(2, features)))) + 2)
+    options = (f"--loss_function logistic -b {bits} -l {args.vw_lr} --passes {args.epochs} "
+               f"-c -k --holdout_off --quiet")
+    start = time.perf_counter()
+    learner = Workspace(f"-d {train} -f {model} {options}")
+    learner.run_parser()
+    learner.finish()
+    seconds = time.perf_counter() - start
+    scorer = Workspace(f"-i {model} -t --link logistic --quiet")
+    with test.open() as lines:
+        p1 = np.array([scorer.predict(line) for line in lines])
+    scorer.finish()
+    y = np.array([1 if line.startswith("1") else 0 for line in test.open()])
+    return {"train_seconds": seconds, "rows_per_second": rows * args.epochs / seconds,
+            "test_log_loss": log_loss(y, p1), "options": f"-b {bits} -l {args.vw_lr} "
+            f"--passes {args.epochs} --loss_function logistic"}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", required=True, type=Path, help="make_data.py's output")
@@ -82,6 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="SGDClassifier's L2 (default: its own default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--no-vw", action="store_true", help="skip Vowpal Wabbit")
+    parser.add_argument("--vw-lr", type=float, default=0.5, help="VW's -l (its default)")
+    parser.add_argument("--vw-bits", type=int, default=0, help="VW's -b (0: see above)")
     args = parser.parse_args(argv)
     from sklearn.linear_model import SGDClassifier
 
@@ -110,16 +161,31 @@ def main(argv: list[str] | None = None) -> dict:
         sgd.fit(X, y)
     theirs = {"load_seconds": load_seconds, "fit_seconds": time.perf_counter() - start,
               "test_log_loss": log_loss(y_test, sgd.predict_proba(X_test)[:, 1])}
+    with tempfile.TemporaryDirectory() as tmp:
+        vw = ({"skipped": "--no-vw"} if args.no_vw else run_vw(args, features, Path(tmp)))
     result = {"data": meta, "ranks": args.ranks, "epochs": args.epochs,
-              "mpitrain": ours, "sklearn_sgd": theirs,
+              "mpitrain": ours, "sklearn_sgd": theirs, "vowpal_wabbit": vw,
               "hidden_model_test_log_loss": meta["test_true_log_loss"],
               "ratio": ours["test_log_loss"] / theirs["test_log_loss"]}
+    if "test_log_loss" in vw and ours.get("train_seconds"):
+        ours["rows_per_second_per_rank"] = (meta["rows"] * args.epochs / args.ranks
+                                            / ours["train_seconds"])
+        result["vw_ratio"] = ours["test_log_loss"] / vw["test_log_loss"]
+        result["throughput_per_core_vs_vw"] = (ours["rows_per_second_per_rank"]
+                                               / vw["rows_per_second"])
     print(f"mpitrain ({args.ranks} rank(s), {args.optimizer} lr {args.lr}, batch "
           f"{args.batch_size}): test log-loss {ours['test_log_loss']:.5f}, "
           f"{ours['seconds']:.1f} s end to end")
     print(f"scikit-learn SGDClassifier(log_loss, alpha {args.alpha}): test log-loss "
           f"{theirs['test_log_loss']:.5f}, load {load_seconds:.1f} s + fit "
           f"{theirs['fit_seconds']:.1f} s")
+    if "test_log_loss" in vw:
+        print(f"Vowpal Wabbit ({vw['options']}): test log-loss {vw['test_log_loss']:.5f}, "
+              f"train {vw['train_seconds']:.1f} s ({vw['rows_per_second']:,.0f} rows/s); "
+              f"mpitrain / VW: log-loss {result.get('vw_ratio', float('nan')):.4f}, rows/s "
+              f"per core {result.get('throughput_per_core_vs_vw', float('nan')):.2f}")
+    else:
+        print(f"Vowpal Wabbit: skipped ({vw['skipped']})")
     print(f"hidden model: {meta['test_true_log_loss']:.5f}; ratio mpitrain / scikit-learn "
           f"{result['ratio']:.4f}")
     if args.json:

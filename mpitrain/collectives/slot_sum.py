@@ -135,6 +135,13 @@ class SharedMemoryAllreduce:
         """Whether the ranks' slots lie back to back (what :meth:`exchange` needs)."""
         return self._span is not None
 
+    @property
+    def span(self) -> np.ndarray | None:
+        """The bytes of every rank's two slots, back to back (rank ``r``'s slot ``b`` at
+        byte ``r * 2 * capacity + b * capacity``; None when not contiguous); the next call
+        uses slots ``calls & 1``."""
+        return self._span
+
     def exchange(self) -> tuple[np.ndarray, int] | None:
         """Collective: the barrier of a call, after which every rank may read every rank's
         :meth:`next_slot` of this call until its next call: returns the bytes of all the

@@ -27,7 +27,9 @@ same order on every rank), one of two paths, fixed at construction:
 Sparse either way, every rank then sums the payloads into the full message, each element
 in the order the dense allreduce adds it (:mod:`mpitrain.kernels.sparse_reduce`); the
 rows the previous sparse step wrote are zeroed first, so a step costs time in the touched
-rows, not the matrix.
+rows, not the matrix. On two ranks a caller may let the bounded path add the other rank's
+rows into its own message instead (``in_place``: a + b == b + a, so the same bits), which
+the sync strategy does: then the reduced step is one message, as on one rank.
 
 Why an allgather of each rank's rows rather than agreeing on the union and allreducing a
 packed buffer: for the sums to be the dense allreduce's bits, each element must be added
@@ -82,7 +84,9 @@ from mpitrain.collectives.slot_sum import SharedMemoryAllreduce
 from mpitrain.kernels.sparse_reduce import (
     ORDER_RANKS,
     ORDER_RING,
+    add_other_block,
     ordered_sum,
+    pack_block,
     pack_payload,
     sum_blocks,
     zero_rows,
@@ -132,15 +136,19 @@ class SparseRowAllreducer:
 
         reducer = SparseRowAllreducer(dense, rows=d, width=k, comm=comm)
         message = dense.buffer()        # written by the gradient kernel
-        result = reducer(message, touched)   # sorted distinct rows this rank touched
+        result = reducer(message, touched)   # distinct rows this rank touched
 
     ``result`` is either the dense reducer's result or this object's own array (both full
     messages, the same bits on every rank and either way). :attr:`sparse_steps` and
-    :attr:`dense_steps` count the choices.
+    :attr:`dense_steps` count the choices. With ``in_place`` (a caller that can have its
+    message overwritten, and then non-zero in all :attr:`rows_written`) the bounded path on
+    two ranks adds the other rank's rows into ``message`` and returns it: no second
+    message to zero, sum into and sweep.
     """
 
     def __init__(self, dense: Allreducer, *, rows: int, width: int, comm: MPI.Comm,
-                 up_to: float | None = None, max_touched: int | None = None) -> None:
+                 up_to: float | None = None, max_touched: int | None = None,
+                 in_place: bool = False, distinct_rows: bool = True) -> None:
         if rows < 0 or width < 0 or rows * width > dense.count:
             raise ValueError(f"a row block of {rows} x {width} does not fit a message of "
                              f"{dense.count} elements")
@@ -164,6 +172,9 @@ class SparseRowAllreducer:
         self._recv = np.zeros(0, dtype=np.uint8)
         self._dirty = np.zeros(0, dtype=np.int64)  # rows of _out the last sparse call wrote
         self._n_dirty = 0
+        self._mark = np.zeros(rows if self.enabled else 0, dtype=np.uint8)
+        self._sparse_last = False  # whether the last call went sparse
+        self._transport = "none"
         self._slots: SharedMemoryAllreduce | None = None
         self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (the receive buffer's)
         #: touched rows a rank may send per step in the one-collective path (0: not used)
@@ -196,14 +207,21 @@ class SparseRowAllreducer:
                     cap = self._slots.capacity
                     self._starts = (ranks * 2 * cap, ranks * 2 * cap + cap)
                 self._dirty = np.zeros(size * self.bound, dtype=np.int64)
-                self._scratch = np.zeros((3, size), dtype=np.int64)
+                self._scratch = tuple(np.zeros(size, dtype=np.int64) for _ in range(3))
+                self._rank = self._comm.Get_rank()
+        self._transport = ("allgatherv" if not self.bound else
+                           "shm" if self._slots is not None else "allgather")
+        #: the bounded path on two ranks sums into the caller's message (``in_place``)
+        self.in_place = in_place and bool(self.bound) and size == 2
+        self._distinct = distinct_rows or not self.in_place
 
     def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
         """Collective: the sum over the ranks of ``message`` (this rank's contribution,
         where the dense reducer's :meth:`~Allreducer.buffer` was), whose row block is zero
-        outside the rows ``touched`` (sorted, distinct int64)."""
+        outside the rows ``touched`` (distinct int64, in any order)."""
         if not self.enabled:
             return self.dense()
+        self._sparse_last = True
         if self.bound:
             return self._bounded(message, touched)
         self._mine[0] = touched.size
@@ -213,6 +231,7 @@ class SparseRowAllreducer:
                                  itemsize=self._itemsize, dense_bytes=self._dense_bytes,
                                  up_to=self.up_to):
             self.dense_steps += 1
+            self._sparse_last = False
             return self.dense()
         self.sparse_steps += 1
         sizes = payload_bytes(counts, width=self.width, rest=self.rest,
@@ -232,52 +251,71 @@ class SparseRowAllreducer:
                                MPI.BYTE])
         out = self._out
         zero_rows(out, self._dirty, self._n_dirty, self.width)
-        ordered_sum(out, recv[:total].view(np.int64), recv[:total].view(self.dense.dtype),
-                    counts, displs // 8, (displs + counts * 8) // self._itemsize,
-                    self.width, self.rows * self.width, self.order)
-        self._remember_rows(recv[:total].view(np.int64), counts, displs // 8)
+        n = int(counts.sum())
+        if self._dirty.size < n:
+            self._dirty = np.zeros(max(n, 2 * self._dirty.size), dtype=np.int64)
+        self._n_dirty = ordered_sum(out, recv[:total].view(np.int64),
+                                    recv[:total].view(self.dense.dtype), counts, displs // 8,
+                                    (displs + counts * 8) // self._itemsize, self.width,
+                                    self.rows * self.width, self.order, self._mark,
+                                    self._dirty)
         return out
 
     def _bounded(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
         """The one-collective path: every rank sends a block of the bound's size (its
         count, then its payload), one ``Allgather``."""
-        m, block = int(touched.size), self._block
+        m = int(touched.size)
         if m > self.bound:
             raise ValueError(f"{m} touched rows exceed the agreed bound {self.bound}")
         self.sparse_steps += 1
         slots = self._slots
-        send = self._send if slots is None else slots.next_slot().view(np.uint8)
-        head = send.view(np.int64)
-        head[0] = m
-        head[1 : 1 + m] = touched
-        pack_payload(message, touched, m, self.width, self.rows * self.width,
-                     send[8 + m * 8 : block].view(self.dense.dtype))
         if slots is None:
             recv, starts = self._recv, self._starts[0]
-            self._comm.Allgather([send, MPI.BYTE], [recv, MPI.BYTE])
-        else:  # every rank's slot read in place, after the slots' barrier
-            recv, b = slots.exchange()  # type: ignore[misc]
-            starts = self._starts[b]
-        views = self._views.get(id(recv))
-        if views is None:
-            views = self._views[id(recv)] = (recv.view(np.int64),
-                                             recv.view(self.dense.dtype))
-        scratch = self._scratch
-        self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, *views, starts,
-                                   self.width, self.rows * self.width, self.order,
-                                   self._itemsize, scratch[0], scratch[1], scratch[2])
+            send_int, send_val = self._typed(self._send)
+            pack_block(message, touched, m, self.width, self.rows * self.width, send_int,
+                       send_val, 0, self._itemsize)
+            self._comm.Allgather([self._send, MPI.BYTE], [recv, MPI.BYTE])
+        else:  # written into this rank's slot and every slot read in place after the
+            recv = slots.span  # slots' barrier
+            send_int, send_val = self._typed(recv)
+            pack_block(message, touched, m, self.width, self.rows * self.width, send_int,
+                       send_val, int(self._starts[slots.calls & 1][self._rank]),
+                       self._itemsize)
+            starts = self._starts[slots.exchange()[1]]  # type: ignore[index]
+        as_int, as_val = self._typed(recv)
+        if self.in_place:  # (two ranks: the other's block into this rank's message)
+            self._n_dirty = add_other_block(message, touched, m, as_int, as_val,
+                                            int(starts[1 - self._rank]), self.width,
+                                            self.rows * self.width, self._itemsize,
+                                            self._mark, self._dirty, self._distinct)
+            return message
+        counts, idx_off, val_off = self._scratch
+        self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, as_int, as_val,
+                                   starts, self.width, self.rows * self.width, self.order,
+                                   self._itemsize, counts, idx_off, val_off, self._mark)
         return self._out
+
+    def _typed(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Byte buffer ``raw`` viewed as int64 and as the message dtype (cached)."""
+        views = self._views.get(id(raw))
+        if views is None:
+            views = self._views[id(raw)] = (raw.view(np.int64), raw.view(self.dense.dtype))
+        return views
+
+    @property
+    def rows_written(self) -> np.ndarray | None:
+        """The rows (any order) of the row block in which the last call's result may be
+        non-zero, the union of every rank's touched rows (distinct, unless built with
+        ``distinct_rows=False`` and summing in place: then with repeats, for a caller that
+        only zeroes them); None when that call was dense (non-zero anywhere)."""
+        return self._dirty[: self._n_dirty] if self._sparse_last else None
 
     @property
     def transport(self) -> str:
         """How the sparse payloads travel: ``shm`` (the bounded path's shared slots),
         ``allgather`` (the bounded path over MPI), ``allgatherv`` (the per-step path) or
-        ``none`` (never sparse)."""
-        if not self.enabled:
-            return "none"
-        if self.bound:
-            return "shm" if self._slots is not None else "allgather"
-        return "allgatherv"
+        ``none`` (never sparse); as built (also after :meth:`close`)."""
+        return self._transport
 
     def close(self) -> None:
         """Collective: release the shared-memory slots of the bounded path (idempotent;
@@ -293,15 +331,3 @@ class SparseRowAllreducer:
             buf = np.zeros(max(nbytes, 2 * buf.size), dtype=np.uint8)
             setattr(self, name, buf)
         return buf
-
-    def _remember_rows(self, as_int: np.ndarray, counts: np.ndarray,
-                       idx_off: np.ndarray) -> None:
-        """Keep the rows this call wrote, to zero them in the next sparse call."""
-        n = int(counts.sum())
-        if self._dirty.size < n:
-            self._dirty = np.zeros(max(n, 2 * self._dirty.size), dtype=np.int64)
-        at = 0
-        for r, m in enumerate(counts.tolist()):
-            self._dirty[at : at + m] = as_int[idx_off[r] : idx_off[r] + m]
-            at += m
-        self._n_dirty = n

@@ -52,6 +52,8 @@ def smoke_test(model: BoundModel, params: np.ndarray, X: np.ndarray, y: np.ndarr
         message = _guarded(n + TAIL, dtype)
         _call(name, "step_kernel", step, params, message, X, y, order, work, model.spec)
         _check_guard(name, "step_kernel", message, n + TAIL)
+    if "step" in wanted and model.hook("touched_kernel") is not None:
+        _smoke_rows_step(model, params, X, y, order, work)
     if "split" in wanted and model.can_split:
         message = _guarded(n + TAIL, dtype)
         _call(name, "forward_kernel", model.hook("forward_kernel"), params, message, X, y,
@@ -72,6 +74,22 @@ def smoke_test(model: BoundModel, params: np.ndarray, X: np.ndarray, y: np.ndarr
         if not np.all(out[-1] == dtype.type(SENTINEL)):
             raise ModelError(f"{name}: predict_kernel wrote past the end of out (it must "
                              f"write len(rows) rows of {model.outputs} values)")
+
+
+def _smoke_rows_step(model: BoundModel, params: np.ndarray, X: np.ndarray, y: np.ndarray,
+                     order: np.ndarray, work: np.ndarray) -> None:
+    """Call the ``touched_kernel`` and ``rows_step_kernel`` (when the model has them) the
+    way :meth:`~mpitrain.models.gradient.BatchGradient.step_rows` does."""
+    name, n = model.name, model.size
+    features = int(model.counts["n_features"])
+    mark, touched = np.zeros(features, np.uint8), np.zeros(features, np.int64)
+    _call(name, "touched_kernel", model.hook("touched_kernel"), X, order, mark, touched)
+    rows_step = model.hook("rows_step_kernel")
+    if rows_step is not None:
+        message = _guarded(n + TAIL, params.dtype)
+        _call(name, "rows_step_kernel", rows_step, params, message, X, y, order, work,
+              model.spec, mark, touched, -1)
+        _check_guard(name, "rows_step_kernel", message, n + TAIL)
 
 
 def _guarded(size: int, dtype: np.dtype) -> np.ndarray:

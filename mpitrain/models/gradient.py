@@ -35,6 +35,10 @@ class BatchGradient:
         self.n_features = model.counts["n_features"]
         self._mark = np.zeros(0, dtype=np.uint8)
         self._columns = np.zeros(0, dtype=np.int64)
+        self._rows_step = model.hook("rows_step_kernel")
+        # per message buffer (by address): the rows its block may be non-zero in, and how
+        # many (:meth:`step_rows`)
+        self._held: dict[int, list] = {}
 
     def compute(self, params: np.ndarray, out: np.ndarray, X: np.ndarray, y: np.ndarray,
                 rows: np.ndarray) -> tuple[float, float]:
@@ -75,6 +79,42 @@ class BatchGradient:
             self._columns = np.zeros(self.n_features, dtype=np.int64)
         count = self._touched(X, rows, self._mark, self._columns)
         return self._columns[:count]
+
+    def step_rows(self, params: np.ndarray, message: np.ndarray, X: np.ndarray,
+                  y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """:meth:`step` then :meth:`touched` (distinct, in any order), in time that grows
+        with the batch, not with the row block, when the model has a ``rows_step_kernel``:
+        only the rows the previous call wrote into this same ``message`` are zeroed.
+
+        So between two calls on a buffer nothing else may write its row block (a reduction
+        that leaves its result there) unless :meth:`forget` is called."""
+        if self._rows_step is None:
+            self.step(params, message, X, y, rows)
+            return self.touched(X, rows)
+        if self._mark.size != self.n_features:
+            self._mark = np.zeros(self.n_features, dtype=np.uint8)
+        key = message.__array_interface__["data"][0]
+        held = self._held.get(key)
+        if held is None:  # (first use of this buffer: its whole block is zeroed)
+            held = self._held[key] = [np.zeros(self.n_features, dtype=np.int64), -1]
+        count = self._rows_step(params, message, X, y, rows, self.work, self.spec, self._mark,
+                                held[0], held[1])
+        held[1] = count
+        return held[0][:count]
+
+    def holding(self, message: np.ndarray, rows: np.ndarray) -> None:
+        """Something else wrote ``message`` (filled by :meth:`step_rows`) and it is now zero
+        outside the distinct ``rows`` (an in-place reduction): zero those next time."""
+        held = self._held.get(message.__array_interface__["data"][0])
+        if held is not None:
+            held[0][: rows.size] = rows
+            held[1] = rows.size
+
+    def forget(self) -> None:
+        """Something else wrote the messages :meth:`step_rows` fills: zero their whole
+        block next time."""
+        for held in self._held.values():
+            held[1] = -1
 
     def max_touched(self, X: np.ndarray) -> int:
         """At most how many rows :meth:`touched` reports for one step on this rank's CSR

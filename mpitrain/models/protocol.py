@@ -40,6 +40,11 @@ the layers below are computed. ``touched_kernel(X, rows, mark, out) -> count`` w
 indices into ``out`` (int64, ``n_features`` long; ``mark`` is a zeroed uint8 array of
 ``n_features`` it must leave zeroed), so the sync strategy reduces only those rows
 (the built-in sparse models, :mod:`mpitrain.models.sparse`).
+``rows_step_kernel(params, message, X, y, rows, work, spec, mark, touched, held) -> count``
+is ``step_kernel`` + ``touched_kernel`` in time that grows with the batch, not the row
+block: the block of ``message`` is zero outside the rows ``touched[:held]`` (what the
+kernel reported for this message last time; ``held < 0``: unknown) and is left zero
+outside the rows it reports now (in any order, distinct) in ``touched``.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import numpy as np
 TASKS = ("classification", "regression")
 INIT_STREAM = 0x1A17  # distinguishes the init stream from data and shuffle streams
 KERNEL_HOOKS = ("gradient_kernel", "predict_kernel", "loss_kernel", "step_kernel",
-                "forward_kernel", "backward_kernel", "touched_kernel")
+                "forward_kernel", "backward_kernel", "touched_kernel", "rows_step_kernel")
 
 
 class Model:

@@ -10,7 +10,9 @@ triple ``X.arrays``; there is no per-layer split (``--overlap``).
 Their step touches only the rows of the first weight matrix (one row per input feature)
 of the features present in the batch: the ``touched_kernel`` says which, and
 :meth:`_SparseHooks.row_width` how wide a row is, so the sync strategy can reduce only
-those rows (:mod:`mpitrain.collectives.sparse`).
+those rows (:mod:`mpitrain.collectives.sparse`). The one-layer models also have a
+``rows_step_kernel``: the step that keeps its message zero outside the rows it wrote, so a
+step never sweeps the whole ``W`` (:meth:`~mpitrain.models.gradient.BatchGradient.step_rows`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mpitrain.kernels.sparse import (
     sparse_gradient,
     sparse_loss,
     sparse_predict,
+    sparse_rows_step,
     sparse_step,
     sparse_workspace_size,
 )
@@ -59,12 +62,18 @@ def _touched(X, rows, mark, out):
     return batch_columns(X.arrays, rows, mark, out)
 
 
+def _rows_step(params, message, X, y, rows, work, spec, mark, touched, held):
+    return sparse_rows_step(params, message, X.arrays, y, rows, work, spec, mark, touched,
+                            held)
+
+
 class _SparseHooks:
     """The sparse kernels in place of a dense network's (mixed in before the model)."""
 
     gradient_kernel, step_kernel, loss_kernel, predict_kernel = _on_csr(
         sparse_gradient, sparse_step, sparse_loss, sparse_predict)
     touched_kernel = staticmethod(_touched)
+    rows_step_kernel = staticmethod(_rows_step)
     forward_kernel = None
     backward_kernel = None
 
@@ -94,6 +103,8 @@ class SparseSoftmax(_SparseHooks, Softmax):
 
 class SparseMLP(_SparseHooks, MLP):
     """``mlp`` with its first layer on CSR rows (the layers above dense)."""
+
+    rows_step_kernel = None  # (its step zeroes the whole gradient)
 
     gradient_kernel, step_kernel, loss_kernel, predict_kernel = _on_csr(
         sparse_mlp_gradient, sparse_mlp_step, sparse_mlp_loss, sparse_mlp_predict)

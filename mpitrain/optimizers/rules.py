@@ -49,6 +49,29 @@ class Optimizer:
                                 self.steps)
 
 
+    @property
+    def exact_on_rows(self) -> bool:
+        """Whether :meth:`apply_rows` gives the dense update's bits: plain SGD without
+        weight decay, where a weight whose gradient is 0 does not change. (Momentum and
+        Adam keep moving every weight whose state is non-zero, and weight decay every
+        weight, so updating only some rows would need each skipped step replayed: no
+        saving.)"""
+        return self.name == "sgd" and self.weight_decay == 0.0
+
+    def apply_rows(self, params: np.ndarray, grad: np.ndarray, *, rows: np.ndarray,
+                   width: int, dense_start: int, scale: float, lr: float) -> None:
+        """:meth:`apply` where ``grad``'s block ``[:dense_start]`` is zero outside the rows
+        ``rows`` (distinct, ``width`` elements each): only those rows and the rest from
+        ``dense_start`` on are updated, in time that grows with them rather than with
+        ``params`` (only when :attr:`exact_on_rows`: the same bits as :meth:`apply`)."""
+        if not self.exact_on_rows:
+            raise ValueError(f"{self.name} (weight decay {self.weight_decay}) has no exact "
+                             "row-wise update; use apply()")
+        self.steps += 1
+        updates.sgd_update_rows(params, grad, rows, rows.size, width, dense_start, scale, lr,
+                                self.weight_decay)
+
+
 def make_optimizer(name: str, params: np.ndarray, *, weight_decay: float = 0.0,
                    momentum: float = 0.9, nesterov: bool = False, beta1: float = 0.9,
                    beta2: float = 0.999, eps: float = 1e-8) -> Optimizer:

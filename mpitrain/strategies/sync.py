@@ -17,7 +17,11 @@ run overlaps, and why it is off by default, is :mod:`.overlap_rule`'s (docs/over
 A model whose step touches only some rows of its first weight matrix (the sparse models,
 which have a ``touched_kernel``) reports those rows every step, and the reduction sends
 only them when that is cheaper (:class:`~mpitrain.collectives.sparse.SparseRowAllreducer`:
-the same bits as the dense allreduce either way).
+the same bits as the dense allreduce either way). Their step zeroes only the rows it wrote
+last time (:meth:`~mpitrain.models.gradient.BatchGradient.step_rows`), and plain SGD
+without weight decay updates only the rows the reduced gradient may be non-zero in (a
+weight with a zero gradient does not change: the same bits as the dense update), so with
+``--optimizer sgd`` no part of a step sweeps the whole weight matrix.
 """
 
 from __future__ import annotations
@@ -185,6 +189,11 @@ class SyncStrategy(MinibatchStrategy):
     _reducer: Allreducer | None = field(init=False, default=None)
     _rows_reducer: SparseRowAllreducer | None = field(init=False, default=None)
     _touched: np.ndarray | None = field(init=False, default=None)
+    # the rows-step path (BatchGradient.step_rows): a sparse model's plain step on one rank
+    # or with the row reduction; and, with an optimizer exact on rows, the rows of the
+    # reduced gradient that may be non-zero (None: update every weight)
+    _by_rows: bool = field(init=False, default=False)
+    _update_rows: np.ndarray | None = field(init=False, default=None)
     _overlap_decision: OverlapDecision | None = field(init=False, default=None)
     _buckets: list[tuple[int, np.ndarray]] = field(init=False, default_factory=list)
     _handles: list[AllreduceHandle] = field(init=False, default_factory=list)
@@ -287,9 +296,12 @@ class SyncStrategy(MinibatchStrategy):
             if width and self.comm.Get_size() > 1 and self.sparse_reduce == "auto":
                 self._rows_reducer = SparseRowAllreducer(
                     self._reducer, rows=self.gradient.n_features, width=width, comm=self.comm,
-                    max_touched=self.gradient.max_touched(self.train.X))
+                    max_touched=self.gradient.max_touched(self.train.X), in_place=True,
+                    distinct_rows=self.optimizer.exact_on_rows)
                 if not self._rows_reducer.enabled:  # (the same on every rank)
                     self._rows_reducer = None
+            self._by_rows = bool(width) and (self.comm.Get_size() == 1
+                                             or self._rows_reducer is not None)
             return
         self._result = np.zeros(count, dtype=self.params.dtype)
         # (layer, slice of the message), top layer first; the top slice runs to the end of
@@ -331,9 +343,11 @@ class SyncStrategy(MinibatchStrategy):
         if self._reducer is not None:
             message = self._reducer.buffer()
             started = perf_counter()
-            self.gradient.step(self.params, message, train.X, train.y, rows)
-            if self._rows_reducer is not None:
-                self._touched = self.gradient.touched(train.X, rows)
+            if self._by_rows:
+                self._touched = self.gradient.step_rows(self.params, message, train.X,
+                                                        train.y, rows)
+            else:
+                self.gradient.step(self.params, message, train.X, train.y, rows)
             self.straggler.slow_down(started)
             vote(message, stop_requested)
             return
@@ -352,10 +366,20 @@ class SyncStrategy(MinibatchStrategy):
         self.straggler.slow_down(started)
 
     def reduce(self, unit: Unit) -> bool:
-        if self._rows_reducer is not None:
-            self._result = self._rows_reducer(self._reducer.buffer(), self._touched)
+        rows_reducer = self._rows_reducer
+        if rows_reducer is not None:
+            message = self._reducer.buffer()
+            self._result = rows_reducer(message, self._touched)
+            written = rows_reducer.rows_written
+            if written is None:  # a dense step: it may have written the message buffer
+                self.gradient.forget()
+            elif self._result is message:  # (summed in place: non-zero in all of them)
+                self.gradient.holding(message, written)
+            self._update_rows = written if self.optimizer.exact_on_rows else None
         elif self._reducer is not None:
             self._result = self._reducer()
+            if self._by_rows and self.optimizer.exact_on_rows:  # (one rank)
+                self._update_rows = self._touched
         else:
             for handle in self._handles:
                 handle.wait()
@@ -375,8 +399,15 @@ class SyncStrategy(MinibatchStrategy):
                                "--lr; the last good checkpoint is kept")
         correct = float(message[n + 1])
         count = float(message[n + 2])
-        self.optimizer.apply(self._owned, message, scale=1.0 / count,
-                             lr=self.learning_rate(unit))
+        rows, self._update_rows = self._update_rows, None
+        if rows is None:
+            self.optimizer.apply(self._owned, message, scale=1.0 / count,
+                                 lr=self.learning_rate(unit))
+        else:  # the rows the gradient may be non-zero in (the same bits as apply)
+            width = self.gradient.row_width
+            self.optimizer.apply_rows(self._owned, message, rows=rows, width=width,
+                                      dense_start=self.gradient.n_features * width,
+                                      scale=1.0 / count, lr=self.learning_rate(unit))
         sums = self._sums
         sums[0] += loss
         sums[1] += correct
