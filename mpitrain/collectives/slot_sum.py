@@ -137,9 +137,9 @@ class SharedMemoryAllreduce:
 
     @property
     def span(self) -> np.ndarray | None:
-        """The bytes of every rank's two slots, back to back (rank ``r``'s slot ``b`` at
-        byte ``r * 2 * capacity + b * capacity``; None when not contiguous); the next call
-        uses slots ``calls & 1``."""
+        """The bytes of every rank's slots, back to back (rank ``r``'s slot ``b`` at byte
+        ``r * slots * capacity + b * capacity``; None when not contiguous); the next call
+        uses slot ``calls % slots``."""
         return self._span
 
     def exchange(self) -> tuple[np.ndarray, int] | None:

@@ -279,7 +279,7 @@ class SparseRowAllreducer:
             recv = slots.span  # slots' barrier
             send_int, send_val = self._typed(recv)
             pack_block(message, touched, m, self.width, self.rows * self.width, send_int,
-                       send_val, int(self._starts[slots.calls & 1][self._rank]),
+                       send_val, int(self._starts[slots.calls % slots.slots][self._rank]),
                        self._itemsize)
             starts = self._starts[slots.exchange()[1]]  # type: ignore[index]
         as_int, as_val = self._typed(recv)
