@@ -1,9 +1,10 @@
-"""Kernel of the shared-memory step reduction (:mod:`mpitrain.collectives.slot_sum`).
+"""Kernels of the shared-memory step reductions (:mod:`mpitrain.collectives.slot_sum`,
+:mod:`mpitrain.collectives.shared_update`).
 
 ``slots`` is a C-contiguous ``(P, S, n)`` array of float32 or float64 (every rank's ``S``
 message slots, in rank order), ``b`` a Python int, ``out`` a C-contiguous 1-D array of at
 most ``n`` elements of the same dtype (a message shorter than the slots uses their start).
-No allocation.
+:func:`sum_range` takes ``(P, n)`` (one slot per rank). No allocation.
 """
 
 from __future__ import annotations
@@ -28,8 +29,30 @@ def sum_slots(slots, b, out):  # pragma: no cover - compiled
             out[i] += src[i]
 
 
+BLOCK = 4096  # elements of ``out`` summed over every rank before the next block (in cache)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def sum_range(slots, lo, out):  # pragma: no cover - compiled
+    """``out[j] = slots[0, lo + j] + slots[1, lo + j] + ...`` for ``j < out.size``, added in
+    rank order: the bits of :func:`sum_slots` on those elements. Block by block, so a block
+    of ``out`` stays in cache while every rank's part of it is added."""
+    if lo < 0 or lo + out.size > slots.shape[1]:
+        raise ValueError("the range does not fit the slots")
+    for start in range(0, out.size, BLOCK):
+        stop = min(start + BLOCK, out.size)
+        first = slots[0]
+        for j in range(start, stop):
+            out[j] = first[lo + j]
+        for r in range(1, slots.shape[0]):
+            src = slots[r]
+            for j in range(start, stop):
+                out[j] += src[lo + j]
+
+
 def warm_up() -> None:
     """Compile or load both dtypes' specialisations."""
     for dtype in (np.float32, np.float64):
         slots = np.zeros((2, 2, 3), dtype=dtype)
         sum_slots(slots, 0, np.empty(3, dtype=dtype))
+        sum_range(np.zeros((2, 3), dtype=dtype), 1, np.empty(2, dtype=dtype))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .asynchronous.straggler import parse_stragglers
-from .collectives import ALGORITHMS, NONBLOCKING_ALGORITHMS
+from .collectives import NONBLOCKING_ALGORITHMS, STEP_ALGORITHMS
 from .collectives.compressed import COMPRESSIONS
 from .collectives.tuning import TUNE_ENV, TUNE_MODES, default_tune
 from .data.batches import SHUFFLES
@@ -142,10 +142,12 @@ class TrainConfig:
                          "shm (every rank's message in shared memory, summed by all; one "
                          "node), hierarchical (reduce-scatter in each node, one ring per "
                          "slice across nodes, allgather in each node), MPI's Allreduce, "
-                         "Reduce+Bcast through rank 0, or auto: "
+                         "Reduce+Bcast through rank 0, shared-update (--mode sync on one "
+                         "node: one copy of the parameters and optimizer state per node in "
+                         "shared memory, each rank sums and updates 1/P of them), or auto: "
                          "chosen by message size, rank count and node layout as measured in "
                          "mpitrain/collectives/select.py",
-                         choices=ALGORITHMS, group="parallel")
+                         choices=STEP_ALGORITHMS, group="parallel")
     # federated
     mode: str = option("sync", "; ".join(f"{name}: {text}"
                                          for name, (_, text) in STRATEGIES.items()),
@@ -581,6 +583,10 @@ def _validate_performance(config: TrainConfig) -> None:
         (config.overlap and config.reduce not in NONBLOCKING_ALGORITHMS,
          f"--overlap starts nonblocking reductions, which --reduce {config.reduce} does not "
          f"have; use --reduce {' or '.join(NONBLOCKING_ALGORITHMS)}"),
+        (config.reduce == "shared-update" and (config.mode != "sync"
+                                               or config.model in ESTIMATORS),
+         f"--reduce shared-update is a step of --mode sync with a gradient model (got "
+         f"--mode {config.mode} --model {config.model}); use another --reduce"),
         (config.reduce == "shm" and not shared_memory_allowed(config),
          "--reduce shm sums in shared memory, which --no-shared-memory and --stall-timeout "
          "rule out (the watchdog watches MPI calls); use another --reduce"),

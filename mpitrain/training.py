@@ -112,15 +112,17 @@ def train(config: TrainConfig | None = None, *, comm: MPI.Comm | None = None,
     _warm_kernels(comm, model, params, dataset, mode.kernels(config, ranks=comm.Get_size()),
                   announce=not config.quiet)
     strategy = mode.build(config, model=model, params=params, dataset=dataset, comm=comm)
+    del params  # strategy.params from here on (node-shared memory until strategy.close())
     status, summary, history, trained = _run(
         strategy, config, comm=comm, head=_summary_head(config, dataset, model.describe(), comm),
-        trained_of=lambda: trained_model(model, params, mean=dataset.mean, std=dataset.std,
+        trained_of=lambda: trained_model(model, strategy.params, mean=dataset.mean,
+                                         std=dataset.std,
                                          version=__version__, classes=dataset.classes,
                                          hash_bits=config.hash_bits,
                                          hash_seed=config.hash_seed),
         write_model=save_model, stop_requested=stop_requested, started=started)
-    return TrainResult(params=trained.params, flat=params, history=history, config=config,
-                       status=status, summary=summary, model=trained)
+    return TrainResult(params=trained.params, flat=strategy.params, history=history,
+                       config=config, status=status, summary=summary, model=trained)
 
 
 def _train_estimator(config: TrainConfig, *, comm: MPI.Comm, arrays: Arrays,

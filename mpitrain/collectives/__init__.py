@@ -72,6 +72,7 @@ from mpitrain.collectives.args import (
     NONBLOCKING_ALGORITHMS,
     OPS,
     SCATTER_ALGORITHMS,
+    STEP_ALGORITHMS,
     check_algorithm,
     check_choice,
     check_comm,
@@ -82,7 +83,7 @@ from mpitrain.collectives.handles import AllreduceHandle
 from mpitrain.collectives.persistent import Allreducer
 from mpitrain.collectives.select import choose, resolve, resolve_scatter
 
-__all__ = ["ALGORITHMS", "NONBLOCKING_ALGORITHMS", "OPS", "SCATTER_ALGORITHMS",
+__all__ = ["ALGORITHMS", "NONBLOCKING_ALGORITHMS", "OPS", "SCATTER_ALGORITHMS", "STEP_ALGORITHMS",
            "AllreduceHandle", "Allreducer", "allgather", "allreduce", "choose",
            "reduce_scatter", "shared_buffer", "start_allreduce"]
 

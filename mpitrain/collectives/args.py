@@ -6,6 +6,9 @@ import numpy as np
 from mpi4py import MPI
 
 ALGORITHMS = ("auto", "shm", "ring", "hierarchical", "mpi", "root")
+# --reduce of a training run: the allreduces, and the sync step's node-shared update
+# (.shared_update: not an allreduce, it updates the model too)
+STEP_ALGORITHMS = (*ALGORITHMS, "shared-update")
 # start_allreduce: "shm" polls shared memory outside MPI, and "hierarchical" is three
 # phases on different communicators, so they only exist blocking
 NONBLOCKING_ALGORITHMS = ("auto", "ring", "mpi", "root")

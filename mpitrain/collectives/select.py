@@ -281,6 +281,22 @@ def shm_threshold(size: int) -> int:
     return SHM_UP_TO[2] * 2 // size
 
 
+# The sync strategy's step (not an allreduce): from this many bytes of step message, on
+# 2+ ranks of one node with shared memory allowed and the plain path (no --overlap,
+# --compress, --shard, tensor parallelism, sparse rows), ``--reduce auto`` runs the
+# node-shared update (:mod:`.shared_update`: two counter barriers, each rank sums and
+# updates 1/P of the parameters) instead of an allreduce followed by a full update on every
+# rank. Measured by benchmarks/shared_update.py (see there).
+SHARED_UPDATE_FROM_BYTES = 256 * KIB
+
+
+def picks_shared_update(nbytes: int, size: int) -> bool:
+    """Whether ``--reduce auto`` uses the node-shared update for a step message of
+    ``nbytes`` on ``size`` ranks where it can run (one node, shared memory allowed, the
+    plain sync path)."""
+    return size >= 2 and nbytes >= SHARED_UPDATE_FROM_BYTES
+
+
 def uses_hierarchical(nbytes: int, size: int, nodes: int, slices: int) -> bool:
     """Whether ``auto`` uses the hierarchical allreduce for ``nbytes`` on ``size`` ranks
     spread over ``nodes`` nodes whose smallest holds ``slices`` ranks: from

@@ -154,15 +154,24 @@ class MinibatchStrategy(Strategy):
         """The parameters a checkpoint holds (all of them here)."""
         return self.params
 
+    def checkpointed_state(self) -> dict[str, np.ndarray]:
+        """The optimizer state a checkpoint holds (the buffers of the checkpointed
+        parameters)."""
+        return self.optimizer.state
+
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"params": self.checkpointed_params(),
-                  **{f"optimizer.{k}": v for k, v in self.optimizer.state.items()}}
+                  **{f"optimizer.{k}": v for k, v in self.checkpointed_state().items()}}
         return arrays, {"optimizer_steps": self.optimizer.steps, "epoch_sums": self._sums}
 
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.checkpointed_params()[...] = arrays["params"]  # (all of them, unsharded)
-        for name, value in self.optimizer.state.items():
+        for name, value in self.checkpointed_state().items():
             value[...] = arrays[f"optimizer.{name}"]
+        self.restore_counters(meta)
+
+    def restore_counters(self, meta: dict[str, Any]) -> None:
+        """The optimizer's step count and the epoch's sums of a checkpoint's ``meta``."""
         self.optimizer.steps = int(meta["optimizer_steps"])
         self._sums = [float(v) for v in meta["epoch_sums"]]
 
@@ -209,6 +218,9 @@ class SyncStrategy(MinibatchStrategy):
             from .tensor import validate_tensor_parallel
 
             validate_tensor_parallel(config)
+        from .node_shared import check_config
+
+        check_config(config)  # --reduce shared-update with options it cannot run with
         if config.shard == "none":
             return
         for name, value in (("overlap", config.overlap), ("compress", config.compress)):
@@ -237,6 +249,11 @@ class SyncStrategy(MinibatchStrategy):
             from .sharded import ShardedSyncStrategy  # (it subclasses this one)
 
             cls = ShardedSyncStrategy
+        if cls is SyncStrategy:
+            from .node_shared import NodeSharedStrategy, runs_node_shared  # (a subclass)
+
+            if runs_node_shared(config, model=model, params=params, comm=comm):
+                cls = NodeSharedStrategy  # one copy of the model per node
         agree(comm, None if model.can_split or not config.overlap else
               f"--overlap needs a model with per-layer kernels (forward_kernel, "
               f"backward_kernel, buckets), which {model.name} does not have; drop --overlap")
