@@ -43,8 +43,8 @@ import numpy as np
 from mpi4py import MPI
 
 from mpitrain.collectives.context import state_of
-from mpitrain.collectives.shared_memory import Counters, free_window, shared_arrays
 from mpitrain.collectives.ring import chunk_offsets
+from mpitrain.collectives.shared_memory import Counters, free_window, shared_arrays
 from mpitrain.kernels.reduce import add_into
 from mpitrain.kernels.shared import sum_range
 
