@@ -37,17 +37,19 @@ def sum_range(slots, lo, out):  # pragma: no cover - compiled
     """``out[j] = slots[0, lo + j] + slots[1, lo + j] + ...`` for ``j < out.size``, added in
     rank order: the bits of :func:`sum_slots` on those elements. Block by block, so a block
     of ``out`` stays in cache while every rank's part of it is added."""
-    if lo < 0 or lo + out.size > slots.shape[1]:
+    m = out.size
+    if lo < 0 or lo + m > slots.shape[1]:
         raise ValueError("the range does not fit the slots")
-    for start in range(0, out.size, BLOCK):
-        stop = min(start + BLOCK, out.size)
-        first = slots[0]
-        for j in range(start, stop):
-            out[j] = first[lo + j]
+    for start in range(0, m, BLOCK):
+        stop = min(start + BLOCK, m)
+        block = out[start:stop]  # (1-D views: the loops vectorise; indexing lo + j does not)
+        first = slots[0, lo + start:lo + stop]
+        for j in range(block.size):
+            block[j] = first[j]
         for r in range(1, slots.shape[0]):
-            src = slots[r]
-            for j in range(start, stop):
-                out[j] += src[lo + j]
+            src = slots[r, lo + start:lo + stop]
+            for j in range(block.size):
+                block[j] += src[j]
 
 
 def warm_up() -> None:

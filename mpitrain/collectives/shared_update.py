@@ -25,11 +25,13 @@ Per step: two counter flips (~1 us each) instead of an allreduce, and each rank 
 else crosses between ranks: no allgather (the parameters are shared), no copy of the
 reduced gradient.
 
-Measured on the 2-core machine of issue 13 (``mpiexec -n 2 python
-benchmarks/shared_update.py``, float32, SGD; median ms per step of the reduction + update
-part, interleaved; the slot sum / ring + a full update against this): see that script's
-docstring and :data:`mpitrain.collectives.select.SHARED_UPDATE_FROM_BYTES`, the message
-size from which ``--reduce auto`` picks it.
+Measured on the 2-vCPU machine of issue 13 (``OMP_NUM_THREADS=1 mpiexec -n 2 python
+benchmarks/shared_update.py``: per step, the message write, the reduction and the update,
+against each allreduce followed by the full update; the table is in that script): it
+overtakes the best allreduce + full update between 16 and 32 KB of step message on 2 and
+3 ranks, and is 25-50% faster from 64 KiB up to 9.6 MB (2 ranks, SGD: 13.1 against 17.5 us
+at 64 KiB, 63.5 against 115 us at 1 MiB, 2.06 against 3.70 ms at 9.6 MB). ``--reduce
+auto`` takes it from :data:`mpitrain.collectives.select.SHARED_UPDATE_FROM_BYTES` (64 KiB).
 
 Only when every rank of the communicator is on one node and shared memory is allowed.
 A rank that raises between the barriers leaves the others polling; an unexpected error
