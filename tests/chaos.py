@@ -51,6 +51,7 @@ from mpi4py import MPI  # noqa: E402
 from mpitrain.cli import main  # noqa: E402
 from mpitrain.runtime import outputs, preemption  # noqa: E402
 from mpitrain.strategies import MODES, strategy_class  # noqa: E402
+from mpitrain.strategies.node_shared import NodeSharedStrategy  # noqa: E402
 
 RANK = MPI.COMM_WORLD.Get_rank()
 HOLD_LIMIT = 120.0  # seconds CHAOS_HOLD waits for the stop signal at most
@@ -139,6 +140,7 @@ def patch(strategy: type) -> None:
 
 for mode in MODES:
     patch(strategy_class(mode))
+patch(NodeSharedStrategy)  # (--reduce shared-update: its own contribute and reduce)
 
 WRITE_ERROR = os.environ.get("CHAOS_WRITE_ERROR")
 if WRITE_ERROR:
