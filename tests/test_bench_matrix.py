@@ -11,12 +11,21 @@ import pytest
 from cli_runner import run_mpi
 from mpi4py import MPI
 
-from mpitrain.bench.matrix import MATRIX, QUICK, VARIANTS, blas_step_seconds, point_rows
+from mpitrain.bench.matrix import (
+    MATRIX,
+    QUICK,
+    VARIANTS,
+    blas_step_seconds,
+    default_update_slice,
+    point_rows,
+)
+from mpitrain.bench.train import kernel_step_seconds
 
 pytestmark = pytest.mark.timeout(300)
 
 POINT_KEYS = {"name", "features", "hidden", "classes", "rows_per_rank", "dtype", "parameters",
               "gradient_bytes", "steps_per_epoch", "blas_seconds", "kernel_seconds",
+              "kernel_updates",
               "blas_vs_kernel", "blas_vs_compute", "variants", "ceiling",
               "default_samples_per_second", "best", "best_samples_per_second",
               "default_vs_best", "vs_ceiling"}
@@ -25,21 +34,23 @@ POINT_KEYS = {"name", "features", "hidden", "classes", "rows_per_rank", "dtype",
 def test_bench_matrix_quick_runs_every_variant_and_the_ceiling(tmp_path):
     out, png = tmp_path / "results" / "matrix.json", tmp_path / "results" / "matrix.png"
     done = run_mpi(["-m", "mpitrain", "bench", "matrix", "--quick", "--repeats", "1",
-                    "--variants", "mpi,overlap,fp16", "--json", str(out), "--plot", str(png)],
+                    "--variants", "mpi,overlap,fp16,shared-update", "--json", str(out),
+                    "--plot", str(png)],
                    ranks=2, timeout=240)
     assert done.returncode == 0, done.stderr
     doc = json.loads(out.read_text())
     assert set(doc) == {"ranks", "mpi_library", "mpitrain_version", "cpus", "load_average",
                         "settings", "defaults", "points"}
     assert doc["ranks"] == 2 and len(doc["load_average"]) == 2
-    assert doc["settings"]["variants"] == ["mpi", "overlap", "fp16"]
+    assert doc["settings"]["variants"] == ["mpi", "overlap", "fp16", "shared-update"]
     assert [p["name"] for p in doc["points"]] == [p.name for p in QUICK]
     for point, spec in zip(doc["points"], QUICK, strict=True):
         assert set(point) == POINT_KEYS
         assert point["parameters"] == spec.parameters
         assert point["gradient_bytes"] == spec.parameters * np.dtype(spec.dtype).itemsize
         assert point["blas_seconds"] > 0 and point["kernel_seconds"] > 0
-        assert set(point["variants"]) == {"default", "mpi", "overlap", "fp16"}
+        assert point["kernel_updates"] == "all"  # tiny: the default is an allreduce
+        assert set(point["variants"]) == {"default", "mpi", "overlap", "fp16", "shared-update"}
         timed = {n: v for n, v in point["variants"].items() if "skipped" not in v}
         for variant in timed.values():
             assert len(variant["runs"]) == 1
@@ -47,9 +58,9 @@ def test_bench_matrix_quick_runs_every_variant_and_the_ceiling(tmp_path):
             assert variant["step_seconds"] > 0
         if spec.dtype == "float64":  # 16-bit transport needs float32: skipped, saying why
             assert "--dtype float32" in point["variants"]["fp16"]["skipped"]
-            assert set(timed) == {"default", "mpi", "overlap"}
+            assert set(timed) == {"default", "mpi", "overlap", "shared-update"}
         else:
-            assert set(timed) == {"default", "mpi", "overlap", "fp16"}
+            assert set(timed) == {"default", "mpi", "overlap", "fp16", "shared-update"}
         others = {n: v["samples_per_second"] for n, v in timed.items() if n != "default"}
         assert point["best"] == max(others, key=others.get)
         assert point["best_samples_per_second"] == others[point["best"]]
@@ -108,3 +119,11 @@ def test_bad_options_are_one_error(flags, message):
     assert done.returncode == 2
     assert done.stderr.count("mpitrain: error:") == 1 and message in done.stderr, done.stderr
     assert set(VARIANTS) >= {"mpi", "overlap", "fp16"}
+
+
+def test_shared_update_is_a_variant_and_the_kernel_probe_updates_the_slice():
+    assert VARIANTS["shared-update"] == {"reduce": "shared-update"}
+    assert default_update_slice(MATRIX[-1], MPI.COMM_SELF) is None  # one rank: all
+    assert kernel_step_seconds(MPI.COMM_SELF, dims=[8, 8, 3], model="mlp",
+                               dtype=np.dtype(np.float32), seed=0, rows=16, batch=8,
+                               steps=5, update=(20, 60)) > 0

@@ -79,7 +79,7 @@ def test_refused_for_tree_models():
 def test_refused_for_sparse_row_models(tmp_path):
     data = tmp_path / "rows.svm"
     data.write_text("".join(f"{i % 2} {i % 5 + 1}:1 {i % 7 + 6}:0.5\n" for i in range(60)))
-    with pytest.raises(UserError, match="the sparse-row model .* does not"):
+    with pytest.raises(UserError, match=r"the sparse-row model .* does not"):
         train(comm=MPI.COMM_SELF, reduce="shared-update", data=str(data), model="logistic",
               sparse="on", epochs=1, quiet=True)
 

@@ -12,10 +12,14 @@ For every point, in this order:
    shapes (per layer ``A @ W`` forward, ``A.T @ D`` and ``D @ W.T`` backward; no bias,
    activation, loss or update) and the fused numba step alone (gradient + SGD update,
    :func:`mpitrain.bench.train.kernel_step_seconds`), both ``--rows-per-rank`` rows, median
-   seconds/step of 5 blocks, mean over ranks. ``blas_vs_kernel`` = BLAS / kernel seconds
-   (1: the step computes at the BLAS limit). The kernel time also sets the steps per epoch
-   (``--seconds`` of kernel time per epoch, 20 to 400 steps: at least 20 so that one
-   descheduled step of a large model does not decide a point; quick: 3).
+   seconds/step of 5 blocks, mean over ranks. Where the default run takes the node-shared
+   update (``--reduce auto`` picks ``shared-update``: P >= 2 ranks on one node, a step
+   message from :data:`~mpitrain.collectives.select.SHARED_UPDATE_FROM_BYTES`), the
+   kernel updates the 1/P slice of the parameters its rank updates in training
+   (``kernel_updates``: ``"slice"``; ``"all"`` otherwise). ``blas_vs_kernel`` = BLAS /
+   kernel seconds (1: the step computes at the BLAS limit). The kernel time also sets the
+   steps per epoch (``--seconds`` of kernel time per epoch, 20 to 400 steps: at least 20
+   so that one descheduled step of a large model does not decide a point; quick: 3).
 2. ``--repeats`` rounds (the order of the runs rotates each round: interleaved), each:
    - every **variant** (:data:`VARIANTS`, ``--variants``): a P-rank ``mpitrain.train`` of
      the point with those options; ``default`` is the run without any of them (what a
@@ -41,7 +45,8 @@ JSON (``--json FILE``, rank 0)::
      "defaults": {"reduce", "overlap", "compress", "optimizer"},
      "points": [{"name", "features", "hidden", "classes", "rows_per_rank", "dtype",
                  "parameters", "gradient_bytes", "steps_per_epoch",
-                 "blas_seconds", "kernel_seconds", "blas_vs_kernel", "blas_vs_compute",
+                 "blas_seconds", "kernel_seconds", "kernel_updates", "blas_vs_kernel",
+                 "blas_vs_compute",
                  "variants": {NAME: {"options", "samples_per_second", "runs",
                                      "step_seconds", "compute_seconds", "comm_seconds"}
                               | {"options", "skipped": reason}},
@@ -87,6 +92,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hierarchical": {"reduce": "hierarchical"},
     "mpi": {"reduce": "mpi"},
     "root": {"reduce": "root"},
+    "shared-update": {"reduce": "shared-update"},
     "overlap": {"overlap": True},
     "ring+overlap": {"reduce": "ring", "overlap": True},
     "mpi+overlap": {"reduce": "mpi", "overlap": True},
@@ -286,9 +292,10 @@ def _measure_point(point: Point, variants: dict[str, dict[str, Any]],
     kernel_steps = 10 if args.quick else 50
     blas = blas_step_seconds(comm, dims=point.dims, dtype=dtype, batch=batch,
                              steps=kernel_steps, seed=args.seed)
+    update = default_update_slice(point, comm)
     kernel = kernel_step_seconds(comm, dims=point.dims, model="mlp", dtype=dtype,
                                  seed=args.seed, rows=4 * batch, batch=batch,
-                                 steps=kernel_steps)
+                                 steps=kernel_steps, update=update)
     steps = 3 if args.quick else int(min(400, max(20, round(args.seconds / kernel))))
     rows = steps * batch
     X, y = point_rows(point, rank=rank, rows=rows, seed=args.seed)
@@ -322,7 +329,25 @@ def _measure_point(point: Point, variants: dict[str, dict[str, Any]],
                                      if key in ("compute_seconds", "comm_seconds")
                                      else stats[key]) for key in stats})
     del X, y
-    return _summary(point, steps, blas, kernel, variants, runnable, skipped, runs)
+    summary = _summary(point, steps, blas, kernel, variants, runnable, skipped, runs)
+    return {**summary, "kernel_updates": "all" if update is None else "slice"}
+
+
+def default_update_slice(point: Point, comm: MPI.Comm) -> tuple[int, int] | None:
+    """Collective: the slice of the parameters this rank updates in the default run of
+    ``point`` when ``--reduce auto`` takes the node-shared update there (every rank on one
+    node, P >= 2, a large enough step message; the matrix's runs are plain sync ones);
+    None when every rank updates all of them."""
+    from mpitrain.collectives.context import state_of
+    from mpitrain.collectives.ring import chunk_offsets
+    from mpitrain.collectives.select import picks_shared_update
+
+    size = comm.Get_size()
+    nbytes = (point.parameters + 4) * np.dtype(point.dtype).itemsize
+    if not picks_shared_update(nbytes, size) or not state_of(comm).one_node():
+        return None
+    offsets = chunk_offsets(point.parameters, size)
+    return offsets[comm.Get_rank()], offsets[comm.Get_rank() + 1]
 
 
 def _on_workers(workers: Any, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:

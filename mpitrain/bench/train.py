@@ -335,10 +335,12 @@ def _kernel_step_seconds(args: argparse.Namespace, config: TrainConfig, comm: MP
 
 def kernel_step_seconds(comm: MPI.Comm, *, dims: list[int] | tuple[int, ...], model: str,
                         dtype: np.dtype, seed: int, rows: int, batch: int,
-                        steps: int) -> float:
+                        steps: int, update: tuple[int, int] | None = None) -> float:
     """Collective: the fused numba step (gradient + SGD update) alone, ``batch`` of
     ``rows`` random rows per step, layer sizes ``dims``, on every rank at once; the mean
-    over ranks of each rank's median seconds/step (``bench train`` and ``plan``)."""
+    over ranks of each rank's median seconds/step (``bench train`` and ``plan``).
+    ``update``: the slice ``[lo, hi)`` of the parameters this rank updates (the
+    node-shared update, ``--reduce shared-update``: 1/P of them); None: all."""
     from mpitrain.kernels.backward import step_gradient
     from mpitrain.kernels.network import workspace_size
     from mpitrain.kernels.optimizers import sgd_update
@@ -352,11 +354,13 @@ def kernel_step_seconds(comm: MPI.Comm, *, dims: list[int] | tuple[int, ...], mo
     work = np.empty(workspace_size(list(dims), batch), dtype=dtype)
     order = np.random.default_rng(seed).permutation(rows).astype(np.int64)
     dims_array = np.asarray(dims, dtype=np.int64)
+    lo, hi = update if update is not None else (0, bound.size)
+    updated, reduced = params[lo:hi], message[lo:]
 
     def step(index: int) -> None:
         at = (index * batch) % max(1, rows - batch + 1)
         step_gradient(params, message, dims_array, kind, X, y, order[at:at + batch], work)
-        sgd_update(params, message, 1.0 / batch, 0.0, 0.0)  # lr 0: stable numbers
+        sgd_update(updated, reduced, 1.0 / batch, 0.0, 0.0)  # lr 0: stable numbers
 
     return median_call_seconds(comm, step, steps)
 
