@@ -96,6 +96,8 @@ def test_data_sync_and_federated_training(layout, tmp_path):
     passed(run_on(layout, [*PYTEST_MPI, "tests/test_data_mpi.py"], tmp_path))
     passed(run_on(layout, [*PYTEST_MPI, "-k", "same_model or identical",
                            "tests/test_train_mpi.py", "tests/test_federated_mpi.py"], tmp_path))
+    # --reduce shared-update is refused across nodes, and auto does not take it there
+    passed(run_on(layout, [*PYTEST_MPI, "tests/test_shared_update_mpi.py"], tmp_path))
 
 
 CLI_TESTS = ("resume_on_another_number_of_ranks or federated_stop_and_resume "

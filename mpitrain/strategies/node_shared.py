@@ -229,7 +229,9 @@ class NodeSharedStrategy(SyncStrategy):
         where = ("as given" if self.chosen_by == "given" else
                  f"by --reduce auto (one node, a step message of at least "
                  f"{SHARED_UPDATE_FROM_BYTES:,} bytes: mpitrain/collectives/select.py)")
-        return (f"reduce: {NAME} (one copy of the parameters and optimizer state on the "
+        line = (f"reduce: {NAME} (one copy of the parameters and optimizer state on the "
                 f"node, each rank sums and updates 1/{section['ranks']} of them) for the "
                 f"{section['message_bytes']:,}-byte {section['dtype']} step message on "
                 f"{section['ranks']} ranks, {where}")
+        decision = self.overlap_decision()
+        return "\n".join([line, decision.header()] if decision.suggest else [line])
