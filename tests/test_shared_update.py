@@ -45,11 +45,12 @@ def test_sum_range_has_the_bits_of_the_slot_sum(dtype, ranks):
 
 
 def test_auto_takes_it_from_the_measured_threshold_on_two_or_more_ranks():
-    assert SHARED_UPDATE_FROM_BYTES == 64 * 1024
+    assert SHARED_UPDATE_FROM_BYTES == 128 * 1024
     assert picks_shared_update(SHARED_UPDATE_FROM_BYTES, 2)
     assert not picks_shared_update(SHARED_UPDATE_FROM_BYTES - 1, 2)
     assert not picks_shared_update(10**8, 1)
     assert not picks_shared_update(38_456, 2)  # the standard workload stays on shm
+    assert not picks_shared_update(76_912, 2)  # (in float64 too)
 
 
 @pytest.mark.parametrize("options,message", [
@@ -135,9 +136,9 @@ def test_cli_same_bits_as_the_slot_sum(tmp_path, ranks):
 
 
 def test_cli_auto_takes_it_for_a_large_step_message_and_says_so(tmp_path):
-    # 64 features x 256 hidden x 3 classes: 17,411 float32 parameters, a 69,660-byte message
+    # 64 features x 512 hidden x 3 classes: 34,819 float32 parameters, a 139,292-byte message
     args = ["--data", "synthetic", "--samples", "400", "--features", "64", "--classes",
-            "3", "--model", "mlp", "--hidden", "256", "--epochs", "1", "--batch-size", "64"]
+            "3", "--model", "mlp", "--hidden", "512", "--epochs", "1", "--batch-size", "64"]
     out = tmp_path / "auto"
     done = run_train([*args, "--out", str(out)], ranks=2, timeout=240)
     assert done.returncode == 0, done.stderr
@@ -147,7 +148,7 @@ def test_cli_auto_takes_it_for_a_large_step_message_and_says_so(tmp_path):
     reduce = summary_of(out)["reduce"]
     assert (reduce["requested"], reduce["algorithm"], reduce["source"]) == (
         "auto", "shared-update", "rule")
-    assert reduce["message_bytes"] == 69_660
+    assert reduce["message_bytes"] == 139_292
     off = tmp_path / "off"
     done = run_train([*args, "--no-shared-memory", "--out", str(off)], ranks=2, timeout=240)
     assert done.returncode == 0, done.stderr

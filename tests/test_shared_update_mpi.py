@@ -59,7 +59,7 @@ def test_same_bits_as_the_slot_sum_and_rounding_of_the_others(extra):
 
 def test_auto_takes_it_for_a_large_message_with_the_same_bits():
     options = dict(data="synthetic", samples=200, features=64, classes=3, model="mlp",
-                   hidden=(256,), epochs=1, batch_size=40, optimizer="adam", quiet=True)
+                   hidden=(512,), epochs=1, batch_size=40, optimizer="adam", quiet=True)
     auto = train(**options)
     if not one_node():
         assert auto.summary["reduce"]["algorithm"] != "shared-update"

@@ -287,10 +287,11 @@ def shm_threshold(size: int) -> int:
 # node-shared update (:mod:`.shared_update`: two counter barriers, each rank sums and
 # updates 1/P of the parameters) instead of an allreduce followed by a full update on every
 # rank. Measured by benchmarks/shared_update.py (the table is there): it overtakes the
-# best allreduce + full update between 16 and 32 KB on 2 and 3 ranks, and is 25-50% faster
-# from 64 KiB on (sgd and adam), so auto takes it from there (the standard workload's 38 KB
-# message stays on the slot sum).
-SHARED_UPDATE_FROM_BYTES = 64 * KIB
+# best allreduce + full update between 16 and 32 KB on 2 and 3 ranks (float32; float64
+# about 32 KB), and is 15-50% faster from 128 KiB on (sgd and adam, float32 and float64),
+# so auto takes it from there: the standard workload's step message (38 KB in float32,
+# 77 KB in float64, where it won by 9%, under a microsecond a step) stays on the slot sum.
+SHARED_UPDATE_FROM_BYTES = 128 * KIB
 
 
 def picks_shared_update(nbytes: int, size: int) -> bool:

@@ -29,9 +29,10 @@ Measured on the 2-vCPU machine of issue 13 (``OMP_NUM_THREADS=1 mpiexec -n 2 pyt
 benchmarks/shared_update.py``: per step, the message write, the reduction and the update,
 against each allreduce followed by the full update; the table is in that script): it
 overtakes the best allreduce + full update between 16 and 32 KB of step message on 2 and
-3 ranks, and is 25-50% faster from 64 KiB up to 9.6 MB (2 ranks, SGD: 13.1 against 17.5 us
-at 64 KiB, 63.5 against 115 us at 1 MiB, 2.06 against 3.70 ms at 9.6 MB). ``--reduce
-auto`` takes it from :data:`mpitrain.collectives.select.SHARED_UPDATE_FROM_BYTES` (64 KiB).
+3 ranks, and is 15-50% faster from 128 KiB up to 9.6 MB (2 ranks, SGD: 20.1 against 25.3
+us at 128 KiB, 63.5 against 115 us at 1 MiB, 2.06 against 3.70 ms at 9.6 MB). ``--reduce
+auto`` takes it from :data:`mpitrain.collectives.select.SHARED_UPDATE_FROM_BYTES`
+(128 KiB).
 
 Only when every rank of the communicator is on one node and shared memory is allowed.
 A rank that raises between the barriers leaves the others polling; an unexpected error
