@@ -253,7 +253,7 @@ def _compiled_kernels() -> int:
     kernels = [network.network_grad, network.network_loss, network.network_predict,
                backward.step_gradient, backward.forward_loss, backward.backward_layer,
                optimizers.sgd_update, optimizers.momentum_update, optimizers.adam_update,
-               reduce.add_into, reduce.scale_inplace, shared.sum_slots]
+               reduce.add_into, reduce.scale_inplace, shared.sum_slots, shared.sum_range]
     return sum(sum(kernel.stats.cache_misses.values()) for kernel in kernels)
 
 
@@ -282,6 +282,7 @@ def _kernel_allocations(dtype: np.dtype) -> int | None:
     rows = np.arange(5, dtype=np.int64)
     work = np.empty(workspace_size(dims, 5), dtype=dtype)
     slots = np.zeros((2, 2, n + 4), dtype=dtype)
+    span = np.zeros((2, n + 4), dtype=dtype)  # one slot per rank (the node-shared update)
     calls: list[tuple[int, Callable[[], object]]] = [
         (7, lambda: backward.step_gradient(p, m, dims, SOFTMAX_XENT, X, y, rows, work)),
         (7, lambda: backward.forward_loss(p, m, dims, SOFTMAX_XENT, X, y, rows, work)),
@@ -291,6 +292,7 @@ def _kernel_allocations(dtype: np.dtype) -> int | None:
         (3, lambda: optimizers.momentum_update(p, m, s1, 1.0, 0.1, 0.9, 0.0, False)),
         (4, lambda: optimizers.adam_update(p, m, s2, s3, 1.0, 0.1, 0.9, 0.999, 1e-8, 0.0, 1)),
         (2, lambda: shared.sum_slots(slots, 1, m)),
+        (2, lambda: shared.sum_range(span, 2, m[:n])),
         (2, lambda: reduce.add_into(m, m)),
     ]
     if dtype == np.dtype(np.float32):
