@@ -214,3 +214,63 @@ def test_damaged_or_unsupported_gzip_is_one_error(tmp_path):
     other.write_bytes(b"")
     with pytest.raises(UserError, match="is compressed, which only CSV and libsvm data can be"):
         load(str(other))
+
+
+def _odd_line(rng: np.random.Generator) -> str:
+    """A random line mixing the plain form with what the one-pass reader hands back to
+    the general one: separators, comments, qid, '+' and zero-padded indices, repeats,
+    unsorted indices, exponents, long mantissas, inf/nan, blank and comment-only lines."""
+    kind = rng.integers(12)
+    if kind == 0:
+        return str(rng.choice(["", "   ", "\t", "# only a comment", "  # x 1:2"]))
+    numbers = ["0", "-0", "1", "+1", "2.5", "-.5", "5.", "1e-3", "-2.5E+2", "0.000120",
+               "123456789012345678", "0.1234567890123456789", "1e300", "inf", "nan",
+               f"{rng.standard_normal():.17g}", f"{rng.standard_normal():.3f}"]
+    label = str(rng.choice(["0", "1", "-1", "+1", "2.0", "1e0"]))
+    columns = rng.integers(1, 40, rng.integers(0, 8))
+    if kind == 1:
+        columns = np.sort(columns)
+    tokens = [label]
+    for column in columns:
+        index = str(column)
+        if rng.random() < 0.05:
+            index = "+" + index
+        elif rng.random() < 0.05:
+            index = "00" + index
+        tokens.append(f"{index}:{rng.choice(numbers)}")
+    if rng.random() < 0.1:
+        tokens.insert(1, "qid:7")
+    separators = [str(rng.choice([" ", " ", " ", "\t", "  ", " \v", "\f"]))
+                  for _ in tokens]
+    line = "".join(s + t for s, t in zip(separators, tokens, strict=True))[1:]
+    if rng.random() < 0.1:
+        line += str(rng.choice([" # a 0:1 comment", "#c", "\t#"]))
+    if rng.random() < 0.1:
+        line = str(rng.choice([" ", "\t"])) + line
+    return line + str(rng.choice(["", "", " ", "\r"]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("chunk", [64, 1 << 20])
+def test_one_pass_reader_matches_the_python_reader_line_by_line(tmp_path, monkeypatch,
+                                                                 seed, chunk):
+    """The kernels (plain lines in one pass, the rest by the general path) give, row for
+    row, what the Python reader (``parse_line``) gives for each line, on any chunk size."""
+    monkeypatch.setattr(libsvm, "CHUNK_BYTES", chunk)
+    rng = np.random.default_rng(seed)
+    lines = [_odd_line(rng) for _ in range(400)]
+    path = Path(write_text(tmp_path / "a.svm", "\n".join(lines) + "\n"))
+    source = LibsvmSource(path, option="--data", zero_based="false")
+    block = source.read(np.arange(source.n_rows))
+    expected = [(number + 1, source.parse_line(line.encode(), number + 1))
+                for number, line in enumerate(lines) if line.split("#")[0].strip()]
+    assert source.n_rows == len(expected)
+    for k, (number, (label, entries)) in enumerate(expected):
+        lo, hi = block.X.indptr[k], block.X.indptr[k + 1]
+        assert block.lines[k] == number
+        assert block.y[k] == label or (np.isnan(block.y[k]) and np.isnan(label))
+        columns = sorted(entries)
+        assert block.X.indices[lo:hi].tolist() == columns, lines[number - 1]
+        got, want = block.X.data[lo:hi], np.array([entries[c] for c in columns])
+        np.testing.assert_array_equal(got, want)
+        assert (np.signbit(got) == np.signbit(want)).all(), lines[number - 1]

@@ -158,9 +158,11 @@ def _exact_quotient(m: int, k: int) -> float:
 
 
 @numba.njit(cache=True)
-def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
-    """The number in ``buf[start:end]`` and True, or (0, False) when this parser cannot
-    give Python's exact result (bad text, inf/nan, more than 18 significant digits)."""
+def _number(buf: np.ndarray, start: int, end: int) -> tuple[float, int, bool]:
+    """The number that starts at ``buf[start]`` (stopping at the first byte that cannot
+    continue it, or at ``end``): (value, where it stopped, True), or (0, _, False) when this
+    parser cannot give Python's exact result (no digits, a bare exponent, inf/nan, more
+    than 18 significant digits)."""
     i = start
     negative = False
     if i < end and (buf[i] == 43 or buf[i] == 45):
@@ -180,7 +182,7 @@ def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
                     exp10 -= 1
             else:
                 if digits == _MAX_DIGITS:
-                    return 0.0, False
+                    return 0.0, i, False
                 m = m * 10 + (c - 48)
                 digits += 1
                 if point:
@@ -191,24 +193,25 @@ def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
             break
         i += 1
     if not seen:
-        return 0.0, False
-    if i < end:
-        if buf[i] != 101 and buf[i] != 69:  # e/E
-            return 0.0, False
+        return 0.0, i, False
+    if i < end and (buf[i] == 101 or buf[i] == 69):  # e/E
         i += 1
         sign = 1
         if i < end and (buf[i] == 43 or buf[i] == 45):
             sign = -1 if buf[i] == 45 else 1
             i += 1
-        if i == end:
-            return 0.0, False
         e = 0
+        first = i
         while i < end:
             c = buf[i]
-            if not 48 <= c <= 57 or e > 100000:
-                return 0.0, False
+            if not 48 <= c <= 57:
+                break
+            if e > 100000:
+                return 0.0, i, False
             e = e * 10 + (c - 48)
             i += 1
+        if i == first:
+            return 0.0, i, False
         exp10 += sign * e
     if m == 0:
         value = 0.0
@@ -219,8 +222,18 @@ def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
     elif 0 <= exp10 <= 18 and m <= (2**63 - 1) // (10**exp10):
         value = float(m * 10**exp10)
     else:
-        return 0.0, False
-    return (-value if negative else value), True
+        return 0.0, i, False
+    return (-value if negative else value), i, True
+
+
+@numba.njit(cache=True)
+def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
+    """The number in ``buf[start:end]`` and True, or (0, False) when this parser cannot
+    give Python's exact result (bad text, inf/nan, more than 18 significant digits)."""
+    value, stop, ok = _number(buf, start, end)
+    if ok and stop == end:
+        return value, True
+    return 0.0, False
 
 
 @numba.njit(cache=True)
@@ -274,6 +287,77 @@ def canonical_row(indices: np.ndarray, values: np.ndarray, lo: int, hi: int,
     return out
 
 
+#: What :func:`_plain_row` found.
+_ROW_OK, _ROW_OTHER, _ROW_MORE, _ROW_ROOM = 0, 1, 2, 3
+
+
+@numba.njit(cache=True, inline="always")
+def _delimiter(c: int) -> bool:
+    """A byte that may follow a number: white space, the newline or a comment's '#'."""
+    return c == 32 or c == 9 or c == 10 or c == 13 or c == 35 or c == 11 or c == 12
+
+
+@numba.njit(cache=True)
+def _plain_row(buf, pos, n, final, base, indices, values, nnz):
+    """One pass over the plain line at ``pos`` (``label index:value ...``, space or tab
+    separated, plain decimal indices, an optional comment): the common case, read without
+    first finding the line's end. Returns (what, label, newline position, entries end,
+    whether the indices need sorting): _ROW_OK with the entries written from ``nnz``;
+    _ROW_MORE when the chunk ends first (nothing kept); _ROW_ROOM when ``indices`` is
+    full; _ROW_OTHER for anything else (not a data line, ``qid:``, a '+' index, an odd
+    number or byte, an error), which the general path reads from ``pos`` again."""
+    i = pos
+    while i < n and (buf[i] == 32 or buf[i] == 9):
+        i += 1
+    if i == n or not (48 <= buf[i] <= 57 or buf[i] == 45 or buf[i] == 43 or buf[i] == 46):
+        return _ROW_OTHER, 0.0, 0, nnz, False
+    label, i, ok = _number(buf, i, n)
+    if not ok or (i < n and not _delimiter(buf[i])):
+        return _ROW_OTHER, 0.0, 0, nnz, False
+    previous = -1
+    unsorted = False
+    room = len(indices)
+    while True:
+        if i >= n:
+            if not final:
+                return _ROW_MORE, 0.0, 0, nnz, False
+            return _ROW_OK, label, n, nnz, unsorted
+        c = buf[i]
+        if c == 32 or c == 9 or c == 13:
+            i += 1
+            continue
+        if c == _NEWLINE:
+            return _ROW_OK, label, i, nnz, unsorted
+        if c == _HASH:
+            end = _line_end(buf, i, n)
+            if end >= 0:
+                return _ROW_OK, label, end, nnz, unsorted
+            if not final:
+                return _ROW_MORE, 0.0, 0, nnz, False
+            return _ROW_OK, label, n, nnz, unsorted
+        if nnz == room:
+            return _ROW_ROOM, 0.0, 0, nnz, False
+        col = 0
+        j = i
+        while j < n and 48 <= buf[j] <= 57:
+            col = col * 10 + (buf[j] - 48)
+            if col > 2**31 - 1:
+                return _ROW_OTHER, 0.0, 0, nnz, False
+            j += 1
+        if j == i or j == n or buf[j] != _COLON or col < base:
+            return _ROW_OTHER, 0.0, 0, nnz, False
+        value, i, ok = _number(buf, j + 1, n)
+        if not ok or (i < n and not _delimiter(buf[i])):
+            return _ROW_OTHER, 0.0, 0, nnz, False
+        col -= base
+        if col <= previous:
+            unsorted = True
+        previous = col
+        indices[nnz] = col
+        values[nnz] = value
+        nnz += 1
+
+
 @numba.njit(cache=True)
 def parse_chunk(buf, pos, n, final, base, bits, seed, wanted, state, y, indptr, indices,
                 values, lines):
@@ -291,8 +375,28 @@ def parse_chunk(buf, pos, n, final, base, bits, seed, wanted, state, y, indptr, 
     """
     n_wanted = len(wanted)
     while pos < n:
-        if state[P_DONE] == n_wanted:
+        k = state[P_DONE]
+        if k == n_wanted:
             return pos, FINISHED
+        if bits == 0 and wanted[k] == state[P_ROW]:
+            what, label, end, nnz, unsorted = _plain_row(buf, pos, n, final, base, indices,
+                                                        values, state[P_NNZ])
+            if what == _ROW_OK:
+                if unsorted:
+                    nnz = canonical_row(indices, values, state[P_NNZ], nnz)
+                y[k] = label
+                indptr[k + 1] = nnz
+                lines[k] = state[P_LINE]
+                state[P_NNZ] = nnz
+                state[P_DONE] = k + 1
+                state[P_ROW] += 1
+                state[P_LINE] += 1
+                pos = end + 1
+                continue
+            if what == _ROW_MORE:
+                return pos, NEED_MORE
+            if what == _ROW_ROOM:
+                return pos, NEED_ROOM
         end = _line_end(buf, pos, n)
         if end < 0:
             if not final:
