@@ -225,6 +225,7 @@ def _odd_line(rng: np.random.Generator) -> str:
         return str(rng.choice(["", "   ", "\t", "# only a comment", "  # x 1:2"]))
     numbers = ["0", "-0", "1", "+1", "2.5", "-.5", "5.", "1e-3", "-2.5E+2", "0.000120",
                "123456789012345678", "0.1234567890123456789", "1e300", "inf", "nan",
+               "9007199254740993", "0.30000000000000004", "-0.000", "007.50",
                f"{rng.standard_normal():.17g}", f"{rng.standard_normal():.3f}"]
     label = str(rng.choice(["0", "1", "-1", "+1", "2.0", "1e0"]))
     columns = rng.integers(1, 40, rng.integers(0, 8))
@@ -274,3 +275,17 @@ def test_one_pass_reader_matches_the_python_reader_line_by_line(tmp_path, monkey
         got, want = block.X.data[lo:hi], np.array([entries[c] for c in columns])
         np.testing.assert_array_equal(got, want)
         assert (np.signbit(got) == np.signbit(want)).all(), lines[number - 1]
+
+
+@pytest.mark.parametrize("chunk", [16, 1 << 20])
+def test_the_scan_finds_an_index_0_only_where_a_token_is_one(tmp_path, monkeypatch, chunk):
+    """``--zero-based auto``: a token of zeros (``0:``, ``+0:``, ``00:``, after a space,
+    tab or other white space) makes the file 0-based; 10:, 0.5 values, qid:0 and comments
+    do not."""
+    monkeypatch.setattr(libsvm, "CHUNK_BYTES", chunk)
+    zero = ["1 0:1", "1 +0:1", "1 00:2 3:1", "1\t0:1", "1 2:1\v0:3", "0 0:0"]
+    not_zero = ["1 10:1", "1 100:1 20:0.5", "0 1:0 2:0.0", "1 qid:0 1:1", "1 1:1 # 0:1",
+                "# 0:1", "0 1:-0", "1 30:+0"]
+    for i, line in enumerate(zero + not_zero):
+        path = Path(write_text(tmp_path / f"{i}.svm", f"1 5:5\n{line}\n1 7:7\n"))
+        assert LibsvmSource(path, option="--data").has_zero == (line in zero), line

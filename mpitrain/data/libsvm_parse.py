@@ -77,27 +77,27 @@ def scan_chunk(buf, n, final, stop, every, state, ck_rows, ck_offsets, ck_lines,
             return pos, True
         # one pass over the line: data before any '#'? an index 0 (a token [+]0+: )?
         i = pos
-        data = False
-        comment = False
+        while i < n and (buf[i] == 32 or buf[i] == 9 or 11 <= buf[i] <= 13):
+            i += 1
+        data = i < n and buf[i] != _NEWLINE and buf[i] != _HASH
         zero = state[S_ZERO] != 0
         colons = 0
-        while i < n and buf[i] != _NEWLINE:
-            c = buf[i]
-            if c == _HASH:
-                comment = True
-            elif not comment:
-                if not data and not _space(c):
-                    data = True
+        if data:
+            while i < n:
+                c = buf[i]
                 if c == _COLON:
                     colons += 1
-                    if not zero:
+                    if not zero and i > pos and buf[i - 1] == 48:
                         j = i - 1
                         while j >= pos and buf[j] == 48:
                             j -= 1
-                        if j < i - 1:
-                            if j >= pos and buf[j] == 43:  # '+'
-                                j -= 1
-                            zero = j < pos or _space(buf[j])
+                        if j >= pos and buf[j] == 43:  # '+'
+                            j -= 1
+                        zero = j < pos or _space(buf[j])
+                elif c == _NEWLINE or c == _HASH:
+                    break
+                i += 1
+        while i < n and buf[i] != _NEWLINE:  # a comment
             i += 1
         if i == n and not final:
             return pos, False
