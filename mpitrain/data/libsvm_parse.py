@@ -5,6 +5,13 @@ unless told the chunk ends the file; they return how many bytes they consumed, s
 caller keeps the rest for the next chunk. Progress lives in a small ``int64`` state array,
 so a scan or parse can continue over any number of chunks.
 
+A plain line (``label index:value ...``: decimal numbers, space or tab separated, an
+optional comment) is read in one pass from its first byte to its newline, and its entries
+are sorted only when its indices do not increase. Anything else on a line (``qid:``, an
+index with a ``+``, white space other than spaces and tabs, a number the exact parser
+cannot take, a line without data) hands the line to the general path, which finds the
+line's end and comment first.
+
 Numbers are parsed exactly (correctly rounded, as Python's ``float``): up to 18
 significant digits by Clinger's fast path or an exact long division by a power of five.
 Anything else (``inf``, ``nan``, longer mantissas, a bad token) stops the parser at that
