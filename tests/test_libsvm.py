@@ -289,3 +289,48 @@ def test_the_scan_finds_an_index_0_only_where_a_token_is_one(tmp_path, monkeypat
     for i, line in enumerate(zero + not_zero):
         path = Path(write_text(tmp_path / f"{i}.svm", f"1 5:5\n{line}\n1 7:7\n"))
         assert LibsvmSource(path, option="--data").has_zero == (line in zero), line
+
+
+def _same_blocks(a, b) -> None:
+    np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(a.lines, b.lines)
+    np.testing.assert_array_equal(a.X.indptr, b.X.indptr)
+    np.testing.assert_array_equal(a.X.indices, b.X.indices)
+    np.testing.assert_array_equal(a.X.data, b.X.data)
+    assert a.X.n_cols == b.X.n_cols
+
+
+@pytest.mark.parametrize("zero_based", ["auto", "true", "false"])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_whole_file_opened_in_one_pass_reads_as_after_a_scan(tmp_path, monkeypatch,
+                                                                zero_based, seed):
+    """One rank opening a plain file parses every row at once and keeps them: reading
+    them all, a holdout split (some rows, then the others) and rows read again from the
+    file give what the scan-then-parse path gives."""
+    monkeypatch.setattr(libsvm, "CHUNK_BYTES", 256)  # several chunks, more row room
+    rng = np.random.default_rng(seed)
+    lines = [_odd_line(rng) for _ in range(3000)]
+    if seed == 1 and zero_based != "false":
+        lines[1700] = "1 0:2 3:1"
+    path = Path(write_text(tmp_path / "a.svm", "\n".join(lines) + "\n"))
+    one = LibsvmSource(path, option="--data", zero_based=zero_based)
+    assert one._held is not None
+    with monkeypatch.context() as patched:
+        patched.setattr(LibsvmSource, "_parse_whole", lambda self: False)
+        scanned = LibsvmSource(path, option="--data", zero_based=zero_based)
+    assert (one.n_rows, one.base, one.has_zero) == (
+        scanned.n_rows, scanned.base, scanned.has_zero)
+    split = np.sort(rng.choice(one.n_rows, one.n_rows // 5, replace=False))
+    rest = np.setdiff1d(np.arange(one.n_rows), split)
+    for rows in (rest, split, split[::3], np.arange(one.n_rows)):
+        _same_blocks(one.read(rows), scanned.read(rows))
+    again = LibsvmSource(path, option="--data", zero_based=zero_based)
+    _same_blocks(again.read(np.arange(again.n_rows)), scanned.read(np.arange(one.n_rows)))
+
+
+def test_an_index_0_in_a_1_based_file_is_named_after_a_one_pass_open(tmp_path):
+    path = write_text(tmp_path / "a.svm", "1 1:1\n1 0:1\n")
+    source = LibsvmSource(Path(path), option="--data", zero_based="false")
+    message = "line 2 has feature index '0' (expected an integer from 1 to 2147483647)"
+    with pytest.raises(UserError, match=re.escape(message)):
+        source.read(np.arange(source.n_rows))

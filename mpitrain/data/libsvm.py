@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -80,8 +81,12 @@ class LibsvmSource(Source):
         except OSError as exc:
             raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
         self.n_rows: int | None = None  # type: ignore[assignment]  # known once shared
+        #: Every row, parsed while opening (see :meth:`_parse_whole`), until read.
+        self._held: _Rows | None = None
         if is_gzip(path):  # a compressed stream has no byte ranges: every rank scans it all
             self.file_size, part = 2**62, (0, 1)
+        elif part[1] == 1 and not hash_bits and self._parse_whole():
+            return
         self._scan(*part)
         if part[1] == 1:
             self.settle(self._local_table()[None, :], *self._local_checkpoints())
@@ -117,6 +122,69 @@ class LibsvmSource(Source):
                 offset += used
         k = int(self._state[kernels.S_CHECKPOINTS])
         self._checkpoints = [a[:k].copy() for a in ck]
+
+    def _parse_whole(self) -> bool:
+        """Open a whole plain file in one pass: parse every row (the indices as written;
+        the base is known only now) and keep them for :meth:`read`, instead of a scan
+        then a parse. False (nothing kept) when a line is bad or an index 0 must be one
+        (the scan and :meth:`read` then name the line as usual)."""
+        self.base = 0  # the indices as written, for the Python path too
+        capacity = max(1024, self.file_size // 256)
+        wanted = np.arange(capacity, dtype=np.int64)
+        y, lines = np.empty(capacity), np.empty(capacity, dtype=np.int64)
+        indptr = np.zeros(capacity + 1, dtype=np.int64)
+        room = self.file_size // 12 + 16
+        indices, values = np.empty(room, dtype=np.int32), np.empty(room)
+        state = np.zeros(6, dtype=np.int64)
+        state[kernels.P_LINE] = 1
+        try:
+            with self.open_file() as fp:
+                start = self._first_line(fp, 0)
+                fp.seek(start)
+                buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
+                carry = 0
+                while True:
+                    got = fp.readinto(memoryview(buf)[carry:])
+                    n_bytes, pos = carry + got, 0
+                    while True:
+                        pos, why = kernels.parse_chunk(
+                            buf, pos, n_bytes, got == 0, 0, 0, 0, wanted, state, y, indptr,
+                            indices, values, lines)
+                        if why == kernels.NEED_ROOM:
+                            size = int(len(indices) * 1.5) + 16
+                            indices.resize(size, refcheck=False)
+                            values.resize(size, refcheck=False)
+                        elif why == kernels.PYTHON_LINE:
+                            indices, values = self._python_line(buf, state, wanted, y, indptr,
+                                                                indices, values, lines)
+                            pos = int(state[kernels.P_END]) + 1
+                        elif why == kernels.FINISHED and pos < n_bytes:  # more rows
+                            capacity *= 2
+                            wanted = np.arange(capacity, dtype=np.int64)
+                            for a in (y, lines, indptr):
+                                a.resize(len(a) + capacity // 2, refcheck=False)
+                        else:
+                            break
+                    if got == 0:
+                        break
+                    buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
+        except UserError:
+            return False
+        n, nnz = int(state[kernels.P_DONE]), int(state[kernels.P_NNZ])
+        has_zero = bool(nnz) and int(indices[:nnz].min()) == 0
+        if has_zero and self.zero_based == "false":
+            return False
+        for a in (y, lines):
+            a.resize(n, refcheck=False)
+        indptr.resize(n + 1, refcheck=False)
+        indices.resize(nnz, refcheck=False)
+        values.resize(nnz, refcheck=False)
+        self._held = _Rows(np.arange(n, dtype=np.int64), values, indices, indptr, y, lines)
+        table = np.array([1, n, state[kernels.P_LINE] - 1, has_zero, 1, self.file_size, nnz],
+                         dtype=np.int64)
+        self.settle(table[None, :], np.array([0, start, 0, 0], dtype=np.int64),
+                    np.array([1], dtype=np.int64))
+        return True
 
     def _first_line(self, fp: IO[bytes], lo: int) -> int:
         """Byte offset of the first line starting at or after ``lo`` (after a BOM at 0)."""
@@ -168,6 +236,14 @@ class LibsvmSource(Source):
 
     # ------------------------------------------------------------------ reading
     def read(self, rows: np.ndarray) -> Block:
+        held = self._held_rows(rows)
+        if held is not None:
+            indices = held.indices
+            if self.base:
+                indices -= self.base
+            width = self.n_features or (int(indices.max()) + 1 if len(indices) else 0)
+            X = Csr(held.values, indices, held.indptr, width)
+            return Block(X=X, y=held.y, rows=rows, lines=held.lines)
         n = len(rows)
         y = np.empty(n)
         indptr = np.zeros(n + 1, dtype=np.int64)
@@ -211,6 +287,24 @@ class LibsvmSource(Source):
         width = self.n_features or (int(indices.max()) + 1 if nnz else 0)
         X = Csr(values, indices, indptr, width)
         return Block(X=X, y=y, rows=rows, lines=lines)
+
+    def _held_rows(self, rows: np.ndarray) -> _Rows | None:
+        """The kept rows ``rows`` (taken out of what is kept: the rest stays for the next
+        read), or None when some are not kept (every kept row is then dropped)."""
+        held, self._held = self._held, None
+        if held is None:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == len(held.rows) and (rows == held.rows).all():
+            return held
+        at = np.searchsorted(held.rows, rows)
+        if not (at < len(held.rows)).all() or not (held.rows[np.minimum(
+                at, len(held.rows) - 1)] == rows).all():
+            return None
+        rest = np.ones(len(held.rows), dtype=bool)
+        rest[at] = False
+        self._held = held.take(np.flatnonzero(rest))  # a copy: the rows not read yet
+        return held.take(at, in_place=True)
 
     def _entries_at_most(self, rows: np.ndarray) -> int:
         """The colons between the checkpoints around ``rows``: room enough for their
@@ -302,6 +396,39 @@ class LibsvmSource(Source):
                 f"(expected an integer from {self.base} to {MAX_INDEX}{hint})"
             )
         return index
+
+
+@dataclass
+class _Rows:
+    """Parsed rows kept by a source: their row numbers, CSR arrays, labels, lines."""
+
+    rows: np.ndarray
+    values: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    y: np.ndarray
+    lines: np.ndarray
+
+    def take(self, at: np.ndarray, *, in_place: bool = False) -> _Rows:
+        """The rows at positions ``at`` (ascending): new arrays, or these arrays reused
+        and shrunk (``in_place``; this object is then spent)."""
+        n = len(at)
+        at = np.ascontiguousarray(at, dtype=np.int64)
+        if in_place:
+            out = self
+        else:
+            nnz = int((self.indptr[at + 1] - self.indptr[at]).sum())
+            out = _Rows(self.rows[at], np.empty(nnz), np.empty(nnz, dtype=np.int32),
+                        np.zeros(n + 1, dtype=np.int64), np.empty(n),
+                        np.empty(n, dtype=np.int64))
+        nnz = kernels.take_rows(self.values, self.indices, self.indptr, self.y, self.lines,
+                                at, out.values, out.indices, out.indptr, out.y, out.lines)
+        if in_place:
+            out.rows = self.rows[at]
+            for a, size in ((out.values, nnz), (out.indices, nnz), (out.indptr, n + 1),
+                            (out.y, n), (out.lines, n)):
+                a.resize(size, refcheck=False)
+        return out
 
 
 def _keep_tail(buf: np.ndarray, used: int, n: int) -> tuple[np.ndarray, int]:

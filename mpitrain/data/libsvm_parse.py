@@ -508,3 +508,23 @@ def parse_chunk(buf, pos, n, final, base, bits, seed, wanted, state, y, indptr, 
     if state[P_DONE] == n_wanted:
         return min(pos, n), FINISHED
     return min(pos, n), NEED_MORE
+
+
+@numba.njit(cache=True)
+def take_rows(data, indices, indptr, y, lines, rows, out_data, out_indices, out_indptr,
+              out_y, out_lines):
+    """CSR rows ``rows`` (ascending) of ``(data, indices, indptr)`` with their labels and
+    line numbers into the ``out_`` arrays (``out_indptr[0]`` must be 0). The outputs may
+    be the inputs themselves: rows only move towards the front."""
+    nnz = 0
+    for k in range(len(rows)):
+        r = rows[k]
+        lo, hi = indptr[r], indptr[r + 1]
+        for p in range(lo, hi):
+            out_data[nnz] = data[p]
+            out_indices[nnz] = indices[p]
+            nnz += 1
+        out_y[k] = y[r]
+        out_lines[k] = lines[r]
+        out_indptr[k + 1] = nnz
+    return nnz
