@@ -9,6 +9,11 @@ the first wanted row and parses the wanted lines chunk by chunk into CSR
 (:class:`~mpitrain.data.csr.Csr`) with numba (:mod:`.libsvm_parse`): a rank reads and
 holds about 1/P of the file and never more than its rows.
 
+One rank opening a whole plain file (``part=(0, 1)``, no ``--hash-bits``) skips the scan:
+it parses every row at once, keeps them, and serves its reads from them (all rows: the
+arrays themselves; a holdout split: the rows not asked for are copied out for the next
+read and the asked ones compacted in place), so the file is read once.
+
 Feature indices may be 1-based (libsvm's convention) or 0-based (scikit-learn's
 ``dump_svmlight_file`` default): ``--zero-based auto`` decides by whether any index in the
 file is 0, which the scan notes. Indices in a row may be unsorted or repeated (the last
