@@ -131,8 +131,8 @@ class LibsvmSource(Source):
     def _parse_whole(self) -> bool:
         """Open a whole plain file in one pass: parse every row (the indices as written;
         the base is known only now) and keep them for :meth:`read`, instead of a scan
-        then a parse. False (nothing kept) when a line is bad or an index 0 must be one
-        (the scan and :meth:`read` then name the line as usual)."""
+        then a parse. False (nothing kept) when a line is bad, an index 0 must be one
+        or memory runs out (the scan and :meth:`read` then say so as usual)."""
         self.base = 0  # the indices as written, for the Python path too
         capacity = max(1024, self.file_size // 256)
         wanted = np.arange(capacity, dtype=np.int64)
@@ -173,7 +173,7 @@ class LibsvmSource(Source):
                     if got == 0:
                         break
                     buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
-        except UserError:
+        except (UserError, MemoryError):
             return False
         n, nnz = int(state[kernels.P_DONE]), int(state[kernels.P_NNZ])
         has_zero = bool(nnz) and int(indices[:nnz].min()) == 0
