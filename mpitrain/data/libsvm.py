@@ -135,46 +135,17 @@ class LibsvmSource(Source):
         or memory runs out (the scan and :meth:`read` then say so as usual)."""
         self.base = 0  # the indices as written, for the Python path too
         capacity = max(1024, self.file_size // 256)
-        wanted = np.arange(capacity, dtype=np.int64)
-        y, lines = np.empty(capacity), np.empty(capacity, dtype=np.int64)
-        indptr = np.zeros(capacity + 1, dtype=np.int64)
-        room = self.file_size // 12 + 16
-        indices, values = np.empty(room, dtype=np.int32), np.empty(room)
-        state = np.zeros(6, dtype=np.int64)
-        state[kernels.P_LINE] = 1
+        out = _Parsed(np.arange(capacity, dtype=np.int64), self.file_size // 12 + 16)
+        out.state[kernels.P_LINE] = 1
         try:
             with self.open_file() as fp:
                 start = self._first_line(fp, 0)
                 fp.seek(start)
-                buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
-                carry = 0
-                while True:
-                    got = fp.readinto(memoryview(buf)[carry:])
-                    n_bytes, pos = carry + got, 0
-                    while True:
-                        pos, why = kernels.parse_chunk(
-                            buf, pos, n_bytes, got == 0, 0, 0, 0, wanted, state, y, indptr,
-                            indices, values, lines)
-                        if why == kernels.NEED_ROOM:
-                            size = int(len(indices) * 1.5) + 16
-                            indices.resize(size, refcheck=False)
-                            values.resize(size, refcheck=False)
-                        elif why == kernels.PYTHON_LINE:
-                            indices, values = self._python_line(buf, state, wanted, y, indptr,
-                                                                indices, values, lines)
-                            pos = int(state[kernels.P_END]) + 1
-                        elif why == kernels.FINISHED and pos < n_bytes:  # more rows
-                            capacity *= 2
-                            wanted = np.arange(capacity, dtype=np.int64)
-                            for a in (y, lines, indptr):
-                                a.resize(len(a) + capacity // 2, refcheck=False)
-                        else:
-                            break
-                    if got == 0:
-                        break
-                    buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
+                self._parse_stream(fp, out, every_row=True)
         except (UserError, MemoryError):
             return False
+        state, indices, values = out.state, out.indices, out.values
+        y, lines, indptr = out.y, out.lines, out.indptr
         n, nnz = int(state[kernels.P_DONE]), int(state[kernels.P_NNZ])
         has_zero = bool(nnz) and int(indices[:nnz].min()) == 0
         if has_zero and self.zero_based == "false":
@@ -250,40 +221,17 @@ class LibsvmSource(Source):
             X = Csr(held.values, indices, held.indptr, width)
             return Block(X=X, y=held.y, rows=rows, lines=held.lines)
         n = len(rows)
-        y = np.empty(n)
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        lines = np.empty(n, dtype=np.int64)
-        state = np.zeros(6, dtype=np.int64)
-        room = self._entries_at_most(rows) + 16
-        indices, values = np.empty(room, dtype=np.int32), np.empty(room)
+        out = _Parsed(np.ascontiguousarray(rows, dtype=np.int64),
+                      self._entries_at_most(rows) + 16)
         if n:
             k = int(np.searchsorted(self.ck_rows, rows[0], side="right")) - 1
-            state[kernels.P_ROW], state[kernels.P_LINE] = self.ck_rows[k], self.ck_lines[k]
-            wanted = np.ascontiguousarray(rows, dtype=np.int64)
+            out.state[kernels.P_ROW] = self.ck_rows[k]
+            out.state[kernels.P_LINE] = self.ck_lines[k]
             with self.open_file() as fp:
                 fp.seek(int(self.ck_offsets[k]))
-                buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
-                carry, why = 0, kernels.NEED_MORE
-                while why != kernels.FINISHED:
-                    got = fp.readinto(memoryview(buf)[carry:])
-                    n_bytes, pos = carry + got, 0
-                    while True:
-                        pos, why = kernels.parse_chunk(
-                            buf, pos, n_bytes, got == 0, self.base, self.hash_bits,
-                            self.hash_seed, wanted, state, y, indptr, indices, values, lines)
-                        if why == kernels.NEED_ROOM:
-                            size = int(len(indices) * 1.5) + 16
-                            indices.resize(size, refcheck=False)
-                            values.resize(size, refcheck=False)
-                        elif why == kernels.PYTHON_LINE:
-                            indices, values = self._python_line(buf, state, wanted, y, indptr,
-                                                                indices, values, lines)
-                            pos = int(state[kernels.P_END]) + 1
-                        else:
-                            break
-                    if why == kernels.FINISHED or got == 0:
-                        break
-                    buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
+                self._parse_stream(fp, out, every_row=False)
+        state, indices, values = out.state, out.indices, out.values
+        y, lines, indptr = out.y, out.lines, out.indptr
         if state[kernels.P_DONE] != n:
             raise self.error(f"{self.quoted} changed while being read")
         nnz = int(state[kernels.P_NNZ])
@@ -321,29 +269,51 @@ class LibsvmSource(Source):
         end = self.ck_colons[last] if last < len(self.ck_colons) else self.n_colons
         return int(end - self.ck_colons[first])
 
-    def _python_line(self, buf: np.ndarray, state: np.ndarray, wanted: np.ndarray,
-                     y: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
-                     values: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _parse_stream(self, fp: IO[bytes], out: _Parsed, *, every_row: bool) -> None:
+        """Parse ``out.wanted``'s rows from ``fp`` on, chunk by chunk, into ``out`` (with
+        ``every_row``: every row to the end of the file, the row arrays grown as needed)."""
+        buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
+        carry = 0
+        while True:
+            got = fp.readinto(memoryview(buf)[carry:])
+            n_bytes, pos = carry + got, 0
+            while True:
+                pos, why = kernels.parse_chunk(
+                    buf, pos, n_bytes, got == 0, self.base, self.hash_bits, self.hash_seed,
+                    out.wanted, out.state, out.y, out.indptr, out.indices, out.values,
+                    out.lines)
+                if why == kernels.NEED_ROOM:
+                    out.grow_entries(0)
+                elif why == kernels.PYTHON_LINE:
+                    self._python_line(buf, out)
+                    pos = int(out.state[kernels.P_END]) + 1
+                elif why == kernels.FINISHED and every_row and pos < n_bytes:
+                    out.grow_rows()
+                else:
+                    break
+            if got == 0 or (why == kernels.FINISHED and not every_row):
+                return
+            buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
+
+    def _python_line(self, buf: np.ndarray, out: _Parsed) -> None:
         """Parse the line the kernel left (unusual numbers, or an error to name) and record
         it as the kernel would have."""
+        state = out.state
         raw = bytes(buf[state[kernels.P_START] : state[kernels.P_END]])
         number = int(state[kernels.P_LINE])
         label, entries = (self.parse_hashed_line(raw, number) if self.hash_bits
                           else self.parse_line(raw, number))
         k, nnz = int(state[kernels.P_DONE]), int(state[kernels.P_NNZ])
-        if nnz + len(entries) > len(indices):
-            size = int(len(indices) * 1.5) + len(entries)
-            indices.resize(size, refcheck=False)
-            values.resize(size, refcheck=False)
+        if nnz + len(entries) > len(out.indices):
+            out.grow_entries(len(entries))
         for j, column in enumerate(sorted(entries)):
-            indices[nnz + j], values[nnz + j] = column, entries[column]
-        y[k], lines[k] = label, number
-        indptr[k + 1] = nnz + len(entries)
+            out.indices[nnz + j], out.values[nnz + j] = column, entries[column]
+        out.y[k], out.lines[k] = label, number
+        out.indptr[k + 1] = nnz + len(entries)
         state[kernels.P_NNZ] = nnz + len(entries)
         state[kernels.P_DONE] = k + 1
         state[kernels.P_ROW] += 1
         state[kernels.P_LINE] += 1
-        return indices, values
 
     def parse_line(self, raw: bytes, number: int) -> tuple[float, dict[int, float]]:
         """A line's label and ``{column: value}`` (the last value of a repeated index),
@@ -401,6 +371,32 @@ class LibsvmSource(Source):
                 f"(expected an integer from {self.base} to {MAX_INDEX}{hint})"
             )
         return index
+
+
+class _Parsed:
+    """What :func:`~.libsvm_parse.parse_chunk` fills: the wanted row numbers, the parse
+    state, labels, line numbers and CSR arrays (``room`` entries to start with)."""
+
+    def __init__(self, wanted: np.ndarray, room: int) -> None:
+        n = len(wanted)
+        self.wanted = wanted
+        self.state = np.zeros(6, dtype=np.int64)
+        self.y, self.lines = np.empty(n), np.empty(n, dtype=np.int64)
+        self.indptr = np.zeros(n + 1, dtype=np.int64)
+        self.indices, self.values = np.empty(room, dtype=np.int32), np.empty(room)
+
+    def grow_entries(self, extra: int) -> None:
+        size = int(len(self.indices) * 1.5) + 16 + extra
+        self.indices.resize(size, refcheck=False)
+        self.values.resize(size, refcheck=False)
+
+    def grow_rows(self) -> None:
+        """Twice the room for rows (reading every row of a file)."""
+        n = 2 * len(self.wanted)
+        self.wanted = np.arange(n, dtype=np.int64)
+        for a in (self.y, self.lines):
+            a.resize(n, refcheck=False)
+        self.indptr.resize(n + 1, refcheck=False)
 
 
 @dataclass
