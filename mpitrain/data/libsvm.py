@@ -252,8 +252,8 @@ class LibsvmSource(Source):
             return held
         at = np.searchsorted(held.rows, rows)
         if not (at < len(held.rows)).all() or not (held.rows[np.minimum(
-                at, len(held.rows) - 1)] == rows).all():
-            return None
+                at, len(held.rows) - 1)] == rows).all() or (np.diff(at) <= 0).any():
+            return None  # not all kept, or not ascending (in place needs ascending)
         rest = np.ones(len(held.rows), dtype=bool)
         rest[at] = False
         self._held = held.take(np.flatnonzero(rest))  # a copy: the rows not read yet
