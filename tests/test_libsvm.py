@@ -214,3 +214,123 @@ def test_damaged_or_unsupported_gzip_is_one_error(tmp_path):
     other.write_bytes(b"")
     with pytest.raises(UserError, match="is compressed, which only CSV and libsvm data can be"):
         load(str(other))
+
+
+def _odd_line(rng: np.random.Generator) -> str:
+    """A random line mixing the plain form with what the one-pass reader hands back to
+    the general one: separators, comments, qid, '+' and zero-padded indices, repeats,
+    unsorted indices, exponents, long mantissas, inf/nan, blank and comment-only lines."""
+    kind = rng.integers(12)
+    if kind == 0:
+        return str(rng.choice(["", "   ", "\t", "# only a comment", "  # x 1:2"]))
+    numbers = ["0", "-0", "1", "+1", "2.5", "-.5", "5.", "1e-3", "-2.5E+2", "0.000120",
+               "123456789012345678", "0.1234567890123456789", "1e300", "inf", "nan",
+               "9007199254740993", "0.30000000000000004", "-0.000", "007.50",
+               f"{rng.standard_normal():.17g}", f"{rng.standard_normal():.3f}"]
+    label = str(rng.choice(["0", "1", "-1", "+1", "2.0", "1e0"]))
+    columns = rng.integers(1, 40, rng.integers(0, 8))
+    if kind == 1:
+        columns = np.sort(columns)
+    tokens = [label]
+    for column in columns:
+        index = str(column)
+        if rng.random() < 0.05:
+            index = "+" + index
+        elif rng.random() < 0.05:
+            index = "00" + index
+        tokens.append(f"{index}:{rng.choice(numbers)}")
+    if rng.random() < 0.1:
+        tokens.insert(1, "qid:7")
+    separators = [str(rng.choice([" ", " ", " ", "\t", "  ", " \v", "\f"]))
+                  for _ in tokens]
+    line = "".join(s + t for s, t in zip(separators, tokens, strict=True))[1:]
+    if rng.random() < 0.1:
+        line += str(rng.choice([" # a 0:1 comment", "#c", "\t#"]))
+    if rng.random() < 0.1:
+        line = str(rng.choice([" ", "\t"])) + line
+    return line + str(rng.choice(["", "", " ", "\r"]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("chunk", [64, 1 << 20])
+def test_one_pass_reader_matches_the_python_reader_line_by_line(tmp_path, monkeypatch,
+                                                                 seed, chunk):
+    """The kernels (plain lines in one pass, the rest by the general path) give, row for
+    row, what the Python reader (``parse_line``) gives for each line, on any chunk size."""
+    monkeypatch.setattr(libsvm, "CHUNK_BYTES", chunk)
+    rng = np.random.default_rng(seed)
+    lines = [_odd_line(rng) for _ in range(400)]
+    path = Path(write_text(tmp_path / "a.svm", "\n".join(lines) + "\n"))
+    source = LibsvmSource(path, option="--data", zero_based="false")
+    block = source.read(np.arange(source.n_rows))
+    expected = [(number + 1, source.parse_line(line.encode(), number + 1))
+                for number, line in enumerate(lines) if line.split("#")[0].strip()]
+    assert source.n_rows == len(expected)
+    for k, (number, (label, entries)) in enumerate(expected):
+        lo, hi = block.X.indptr[k], block.X.indptr[k + 1]
+        assert block.lines[k] == number
+        assert block.y[k] == label or (np.isnan(block.y[k]) and np.isnan(label))
+        columns = sorted(entries)
+        assert block.X.indices[lo:hi].tolist() == columns, lines[number - 1]
+        got, want = block.X.data[lo:hi], np.array([entries[c] for c in columns])
+        np.testing.assert_array_equal(got, want)
+        assert (np.signbit(got) == np.signbit(want)).all(), lines[number - 1]
+
+
+@pytest.mark.parametrize("chunk", [16, 1 << 20])
+def test_the_scan_finds_an_index_0_only_where_a_token_is_one(tmp_path, monkeypatch, chunk):
+    """``--zero-based auto``: a token of zeros (``0:``, ``+0:``, ``00:``, after a space,
+    tab or other white space) makes the file 0-based; 10:, 0.5 values, qid:0 and comments
+    do not."""
+    monkeypatch.setattr(libsvm, "CHUNK_BYTES", chunk)
+    zero = ["1 0:1", "1 +0:1", "1 00:2 3:1", "1\t0:1", "1 2:1\v0:3", "0 0:0"]
+    not_zero = ["1 10:1", "1 100:1 20:0.5", "0 1:0 2:0.0", "1 qid:0 1:1", "1 1:1 # 0:1",
+                "# 0:1", "0 1:-0", "1 30:+0"]
+    for i, line in enumerate(zero + not_zero):
+        path = Path(write_text(tmp_path / f"{i}.svm", f"1 5:5\n{line}\n1 7:7\n"))
+        assert LibsvmSource(path, option="--data").has_zero == (line in zero), line
+
+
+def _same_blocks(a, b) -> None:
+    np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(a.lines, b.lines)
+    np.testing.assert_array_equal(a.X.indptr, b.X.indptr)
+    np.testing.assert_array_equal(a.X.indices, b.X.indices)
+    np.testing.assert_array_equal(a.X.data, b.X.data)
+    assert a.X.n_cols == b.X.n_cols
+
+
+@pytest.mark.parametrize("zero_based", ["auto", "true", "false"])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_whole_file_opened_in_one_pass_reads_as_after_a_scan(tmp_path, monkeypatch,
+                                                                zero_based, seed):
+    """One rank opening a plain file parses every row at once and keeps them: reading
+    them all, a holdout split (some rows, then the others) and rows read again from the
+    file give what the scan-then-parse path gives."""
+    monkeypatch.setattr(libsvm, "CHUNK_BYTES", 256)  # several chunks, more row room
+    rng = np.random.default_rng(seed)
+    lines = [_odd_line(rng) for _ in range(3000)]
+    if seed == 1 and zero_based != "false":
+        lines[1700] = "1 0:2 3:1"
+    path = Path(write_text(tmp_path / "a.svm", "\n".join(lines) + "\n"))
+    one = LibsvmSource(path, option="--data", zero_based=zero_based)
+    assert one._held is not None
+    with monkeypatch.context() as patched:
+        patched.setattr(LibsvmSource, "_parse_whole", lambda self: False)
+        scanned = LibsvmSource(path, option="--data", zero_based=zero_based)
+    assert (one.n_rows, one.base, one.has_zero) == (
+        scanned.n_rows, scanned.base, scanned.has_zero)
+    split = np.sort(rng.choice(one.n_rows, one.n_rows // 5, replace=False))
+    rest = np.setdiff1d(np.arange(one.n_rows), split)
+    for rows in (rest, split, split[::3], np.arange(one.n_rows)):
+        _same_blocks(one.read(rows), scanned.read(rows))
+    again = LibsvmSource(path, option="--data", zero_based=zero_based)
+    _same_blocks(again.read(np.arange(again.n_rows)), scanned.read(np.arange(one.n_rows)))
+
+
+def test_an_index_0_in_a_1_based_file_is_named_after_a_one_pass_open(tmp_path):
+    path = write_text(tmp_path / "a.svm", "1 1:1\n1 0:1\n")
+    source = LibsvmSource(Path(path), option="--data", zero_based="false")
+    message = "line 2 has feature index '0' (expected an integer from 1 to 2147483647)"
+    with pytest.raises(UserError, match=re.escape(message)):
+        source.read(np.arange(source.n_rows))

@@ -9,6 +9,11 @@ the first wanted row and parses the wanted lines chunk by chunk into CSR
 (:class:`~mpitrain.data.csr.Csr`) with numba (:mod:`.libsvm_parse`): a rank reads and
 holds about 1/P of the file and never more than its rows.
 
+One rank opening a whole plain file (``part=(0, 1)``, no ``--hash-bits``) skips the scan:
+it parses every row at once, keeps them, and serves its reads from them (all rows: the
+arrays themselves; a holdout split: the rows not asked for are copied out for the next
+read and the asked ones compacted in place), so the file is read once.
+
 Feature indices may be 1-based (libsvm's convention) or 0-based (scikit-learn's
 ``dump_svmlight_file`` default): ``--zero-based auto`` decides by whether any index in the
 file is 0, which the scan notes. Indices in a row may be unsorted or repeated (the last
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -80,8 +86,12 @@ class LibsvmSource(Source):
         except OSError as exc:
             raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
         self.n_rows: int | None = None  # type: ignore[assignment]  # known once shared
+        #: Every row, parsed while opening (see :meth:`_parse_whole`), until read.
+        self._held: _Rows | None = None
         if is_gzip(path):  # a compressed stream has no byte ranges: every rank scans it all
             self.file_size, part = 2**62, (0, 1)
+        elif part[1] == 1 and not hash_bits and self._parse_whole():
+            return
         self._scan(*part)
         if part[1] == 1:
             self.settle(self._local_table()[None, :], *self._local_checkpoints())
@@ -117,6 +127,40 @@ class LibsvmSource(Source):
                 offset += used
         k = int(self._state[kernels.S_CHECKPOINTS])
         self._checkpoints = [a[:k].copy() for a in ck]
+
+    def _parse_whole(self) -> bool:
+        """Open a whole plain file in one pass: parse every row (the indices as written;
+        the base is known only now) and keep them for :meth:`read`, instead of a scan
+        then a parse. False (nothing kept) when a line is bad, an index 0 must be one
+        or memory runs out (the scan and :meth:`read` then say so as usual)."""
+        self.base = 0  # the indices as written, for the Python path too
+        capacity = max(1024, self.file_size // 256)
+        out = _Parsed(np.arange(capacity, dtype=np.int64), self.file_size // 12 + 16)
+        out.state[kernels.P_LINE] = 1
+        try:
+            with self.open_file() as fp:
+                start = self._first_line(fp, 0)
+                fp.seek(start)
+                self._parse_stream(fp, out, every_row=True)
+        except (UserError, MemoryError):
+            return False
+        state, indices, values = out.state, out.indices, out.values
+        y, lines, indptr = out.y, out.lines, out.indptr
+        n, nnz = int(state[kernels.P_DONE]), int(state[kernels.P_NNZ])
+        has_zero = bool(nnz) and int(indices[:nnz].min()) == 0
+        if has_zero and self.zero_based == "false":
+            return False
+        for a in (y, lines):
+            a.resize(n, refcheck=False)
+        indptr.resize(n + 1, refcheck=False)
+        indices.resize(nnz, refcheck=False)
+        values.resize(nnz, refcheck=False)
+        self._held = _Rows(np.arange(n, dtype=np.int64), values, indices, indptr, y, lines)
+        table = np.array([1, n, state[kernels.P_LINE] - 1, has_zero, 1, self.file_size, nnz],
+                         dtype=np.int64)
+        self.settle(table[None, :], np.array([0, start, 0, 0], dtype=np.int64),
+                    np.array([1], dtype=np.int64))
+        return True
 
     def _first_line(self, fp: IO[bytes], lo: int) -> int:
         """Byte offset of the first line starting at or after ``lo`` (after a BOM at 0)."""
@@ -168,41 +212,26 @@ class LibsvmSource(Source):
 
     # ------------------------------------------------------------------ reading
     def read(self, rows: np.ndarray) -> Block:
+        held = self._held_rows(rows)
+        if held is not None:
+            indices = held.indices
+            if self.base:
+                indices -= self.base
+            width = self.n_features or (int(indices.max()) + 1 if len(indices) else 0)
+            X = Csr(held.values, indices, held.indptr, width)
+            return Block(X=X, y=held.y, rows=rows, lines=held.lines)
         n = len(rows)
-        y = np.empty(n)
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        lines = np.empty(n, dtype=np.int64)
-        state = np.zeros(6, dtype=np.int64)
-        room = self._entries_at_most(rows) + 16
-        indices, values = np.empty(room, dtype=np.int32), np.empty(room)
+        out = _Parsed(np.ascontiguousarray(rows, dtype=np.int64),
+                      self._entries_at_most(rows) + 16)
         if n:
             k = int(np.searchsorted(self.ck_rows, rows[0], side="right")) - 1
-            state[kernels.P_ROW], state[kernels.P_LINE] = self.ck_rows[k], self.ck_lines[k]
-            wanted = np.ascontiguousarray(rows, dtype=np.int64)
+            out.state[kernels.P_ROW] = self.ck_rows[k]
+            out.state[kernels.P_LINE] = self.ck_lines[k]
             with self.open_file() as fp:
                 fp.seek(int(self.ck_offsets[k]))
-                buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
-                carry, why = 0, kernels.NEED_MORE
-                while why != kernels.FINISHED:
-                    got = fp.readinto(memoryview(buf)[carry:])
-                    n_bytes, pos = carry + got, 0
-                    while True:
-                        pos, why = kernels.parse_chunk(
-                            buf, pos, n_bytes, got == 0, self.base, self.hash_bits,
-                            self.hash_seed, wanted, state, y, indptr, indices, values, lines)
-                        if why == kernels.NEED_ROOM:
-                            size = int(len(indices) * 1.5) + 16
-                            indices.resize(size, refcheck=False)
-                            values.resize(size, refcheck=False)
-                        elif why == kernels.PYTHON_LINE:
-                            indices, values = self._python_line(buf, state, wanted, y, indptr,
-                                                                indices, values, lines)
-                            pos = int(state[kernels.P_END]) + 1
-                        else:
-                            break
-                    if why == kernels.FINISHED or got == 0:
-                        break
-                    buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
+                self._parse_stream(fp, out, every_row=False)
+        state, indices, values = out.state, out.indices, out.values
+        y, lines, indptr = out.y, out.lines, out.indptr
         if state[kernels.P_DONE] != n:
             raise self.error(f"{self.quoted} changed while being read")
         nnz = int(state[kernels.P_NNZ])
@@ -211,6 +240,24 @@ class LibsvmSource(Source):
         width = self.n_features or (int(indices.max()) + 1 if nnz else 0)
         X = Csr(values, indices, indptr, width)
         return Block(X=X, y=y, rows=rows, lines=lines)
+
+    def _held_rows(self, rows: np.ndarray) -> _Rows | None:
+        """The kept rows ``rows`` (taken out of what is kept: the rest stays for the next
+        read), or None when some are not kept (every kept row is then dropped)."""
+        held, self._held = self._held, None
+        if held is None:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == len(held.rows) and (rows == held.rows).all():
+            return held
+        at = np.searchsorted(held.rows, rows)
+        if not (at < len(held.rows)).all() or not (held.rows[np.minimum(
+                at, len(held.rows) - 1)] == rows).all() or (np.diff(at) <= 0).any():
+            return None  # not all kept, or not ascending (in place needs ascending)
+        rest = np.ones(len(held.rows), dtype=bool)
+        rest[at] = False
+        self._held = held.take(np.flatnonzero(rest))  # a copy: the rows not read yet
+        return held.take(at, in_place=True)
 
     def _entries_at_most(self, rows: np.ndarray) -> int:
         """The colons between the checkpoints around ``rows``: room enough for their
@@ -222,29 +269,51 @@ class LibsvmSource(Source):
         end = self.ck_colons[last] if last < len(self.ck_colons) else self.n_colons
         return int(end - self.ck_colons[first])
 
-    def _python_line(self, buf: np.ndarray, state: np.ndarray, wanted: np.ndarray,
-                     y: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
-                     values: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _parse_stream(self, fp: IO[bytes], out: _Parsed, *, every_row: bool) -> None:
+        """Parse ``out.wanted``'s rows from ``fp`` on, chunk by chunk, into ``out`` (with
+        ``every_row``: every row to the end of the file, the row arrays grown as needed)."""
+        buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
+        carry = 0
+        while True:
+            got = fp.readinto(memoryview(buf)[carry:])
+            n_bytes, pos = carry + got, 0
+            while True:
+                pos, why = kernels.parse_chunk(
+                    buf, pos, n_bytes, got == 0, self.base, self.hash_bits, self.hash_seed,
+                    out.wanted, out.state, out.y, out.indptr, out.indices, out.values,
+                    out.lines)
+                if why == kernels.NEED_ROOM:
+                    out.grow_entries(0)
+                elif why == kernels.PYTHON_LINE:
+                    self._python_line(buf, out)
+                    pos = int(out.state[kernels.P_END]) + 1
+                elif why == kernels.FINISHED and every_row and pos < n_bytes:
+                    out.grow_rows()
+                else:
+                    break
+            if got == 0 or (why == kernels.FINISHED and not every_row):
+                return
+            buf, carry = _keep_tail(buf, min(pos, n_bytes), n_bytes)
+
+    def _python_line(self, buf: np.ndarray, out: _Parsed) -> None:
         """Parse the line the kernel left (unusual numbers, or an error to name) and record
         it as the kernel would have."""
+        state = out.state
         raw = bytes(buf[state[kernels.P_START] : state[kernels.P_END]])
         number = int(state[kernels.P_LINE])
         label, entries = (self.parse_hashed_line(raw, number) if self.hash_bits
                           else self.parse_line(raw, number))
         k, nnz = int(state[kernels.P_DONE]), int(state[kernels.P_NNZ])
-        if nnz + len(entries) > len(indices):
-            size = int(len(indices) * 1.5) + len(entries)
-            indices.resize(size, refcheck=False)
-            values.resize(size, refcheck=False)
+        if nnz + len(entries) > len(out.indices):
+            out.grow_entries(len(entries))
         for j, column in enumerate(sorted(entries)):
-            indices[nnz + j], values[nnz + j] = column, entries[column]
-        y[k], lines[k] = label, number
-        indptr[k + 1] = nnz + len(entries)
+            out.indices[nnz + j], out.values[nnz + j] = column, entries[column]
+        out.y[k], out.lines[k] = label, number
+        out.indptr[k + 1] = nnz + len(entries)
         state[kernels.P_NNZ] = nnz + len(entries)
         state[kernels.P_DONE] = k + 1
         state[kernels.P_ROW] += 1
         state[kernels.P_LINE] += 1
-        return indices, values
 
     def parse_line(self, raw: bytes, number: int) -> tuple[float, dict[int, float]]:
         """A line's label and ``{column: value}`` (the last value of a repeated index),
@@ -302,6 +371,65 @@ class LibsvmSource(Source):
                 f"(expected an integer from {self.base} to {MAX_INDEX}{hint})"
             )
         return index
+
+
+class _Parsed:
+    """What :func:`~.libsvm_parse.parse_chunk` fills: the wanted row numbers, the parse
+    state, labels, line numbers and CSR arrays (``room`` entries to start with)."""
+
+    def __init__(self, wanted: np.ndarray, room: int) -> None:
+        n = len(wanted)
+        self.wanted = wanted
+        self.state = np.zeros(6, dtype=np.int64)
+        self.y, self.lines = np.empty(n), np.empty(n, dtype=np.int64)
+        self.indptr = np.zeros(n + 1, dtype=np.int64)
+        self.indices, self.values = np.empty(room, dtype=np.int32), np.empty(room)
+
+    def grow_entries(self, extra: int) -> None:
+        size = int(len(self.indices) * 1.5) + 16 + extra
+        self.indices.resize(size, refcheck=False)
+        self.values.resize(size, refcheck=False)
+
+    def grow_rows(self) -> None:
+        """Twice the room for rows (reading every row of a file)."""
+        n = 2 * len(self.wanted)
+        self.wanted = np.arange(n, dtype=np.int64)
+        for a in (self.y, self.lines):
+            a.resize(n, refcheck=False)
+        self.indptr.resize(n + 1, refcheck=False)
+
+
+@dataclass
+class _Rows:
+    """Parsed rows kept by a source: their row numbers, CSR arrays, labels, lines."""
+
+    rows: np.ndarray
+    values: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    y: np.ndarray
+    lines: np.ndarray
+
+    def take(self, at: np.ndarray, *, in_place: bool = False) -> _Rows:
+        """The rows at positions ``at`` (ascending): new arrays, or these arrays reused
+        and shrunk (``in_place``; this object is then spent)."""
+        n = len(at)
+        at = np.ascontiguousarray(at, dtype=np.int64)
+        if in_place:
+            out = self
+        else:
+            nnz = int((self.indptr[at + 1] - self.indptr[at]).sum())
+            out = _Rows(self.rows[at], np.empty(nnz), np.empty(nnz, dtype=np.int32),
+                        np.zeros(n + 1, dtype=np.int64), np.empty(n),
+                        np.empty(n, dtype=np.int64))
+        nnz = kernels.take_rows(self.values, self.indices, self.indptr, self.y, self.lines,
+                                at, out.values, out.indices, out.indptr, out.y, out.lines)
+        if in_place:
+            out.rows = self.rows[at]
+            for a, size in ((out.values, nnz), (out.indices, nnz), (out.indptr, n + 1),
+                            (out.y, n), (out.lines, n)):
+                a.resize(size, refcheck=False)
+        return out
 
 
 def _keep_tail(buf: np.ndarray, used: int, n: int) -> tuple[np.ndarray, int]:

@@ -5,6 +5,13 @@ unless told the chunk ends the file; they return how many bytes they consumed, s
 caller keeps the rest for the next chunk. Progress lives in a small ``int64`` state array,
 so a scan or parse can continue over any number of chunks.
 
+A plain line (``label index:value ...``: decimal numbers, space or tab separated, an
+optional comment) is read in one pass from its first byte to its newline, and its entries
+are sorted only when its indices do not increase. Anything else on a line (``qid:``, an
+index with a ``+``, white space other than spaces and tabs, a number the exact parser
+cannot take, a line without data) hands the line to the general path, which finds the
+line's end and comment first.
+
 Numbers are parsed exactly (correctly rounded, as Python's ``float``): up to 18
 significant digits by Clinger's fast path or an exact long division by a power of five.
 Anything else (``inf``, ``nan``, longer mantissas, a bad token) stops the parser at that
@@ -77,27 +84,27 @@ def scan_chunk(buf, n, final, stop, every, state, ck_rows, ck_offsets, ck_lines,
             return pos, True
         # one pass over the line: data before any '#'? an index 0 (a token [+]0+: )?
         i = pos
-        data = False
-        comment = False
+        while i < n and (buf[i] == 32 or buf[i] == 9 or 11 <= buf[i] <= 13):
+            i += 1
+        data = i < n and buf[i] != _NEWLINE and buf[i] != _HASH
         zero = state[S_ZERO] != 0
         colons = 0
-        while i < n and buf[i] != _NEWLINE:
-            c = buf[i]
-            if c == _HASH:
-                comment = True
-            elif not comment:
-                if not data and not _space(c):
-                    data = True
+        if data:
+            while i < n:
+                c = buf[i]
                 if c == _COLON:
                     colons += 1
-                    if not zero:
+                    if not zero and i > pos and buf[i - 1] == 48:
                         j = i - 1
                         while j >= pos and buf[j] == 48:
                             j -= 1
-                        if j < i - 1:
-                            if j >= pos and buf[j] == 43:  # '+'
-                                j -= 1
-                            zero = j < pos or _space(buf[j])
+                        if j >= pos and buf[j] == 43:  # '+'
+                            j -= 1
+                        zero = j < pos or _space(buf[j])
+                elif c == _NEWLINE or c == _HASH:
+                    break
+                i += 1
+        while i < n and buf[i] != _NEWLINE:  # a comment
             i += 1
         if i == n and not final:
             return pos, False
@@ -158,9 +165,11 @@ def _exact_quotient(m: int, k: int) -> float:
 
 
 @numba.njit(cache=True)
-def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
-    """The number in ``buf[start:end]`` and True, or (0, False) when this parser cannot
-    give Python's exact result (bad text, inf/nan, more than 18 significant digits)."""
+def _number(buf: np.ndarray, start: int, end: int) -> tuple[float, int, bool]:
+    """The number that starts at ``buf[start]`` (stopping at the first byte that cannot
+    continue it, or at ``end``): (value, where it stopped, True), or (0, _, False) when this
+    parser cannot give Python's exact result (no digits, a bare exponent, inf/nan, more
+    than 18 significant digits)."""
     i = start
     negative = False
     if i < end and (buf[i] == 43 or buf[i] == 45):
@@ -180,7 +189,7 @@ def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
                     exp10 -= 1
             else:
                 if digits == _MAX_DIGITS:
-                    return 0.0, False
+                    return 0.0, i, False
                 m = m * 10 + (c - 48)
                 digits += 1
                 if point:
@@ -191,24 +200,25 @@ def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
             break
         i += 1
     if not seen:
-        return 0.0, False
-    if i < end:
-        if buf[i] != 101 and buf[i] != 69:  # e/E
-            return 0.0, False
+        return 0.0, i, False
+    if i < end and (buf[i] == 101 or buf[i] == 69):  # e/E
         i += 1
         sign = 1
         if i < end and (buf[i] == 43 or buf[i] == 45):
             sign = -1 if buf[i] == 45 else 1
             i += 1
-        if i == end:
-            return 0.0, False
         e = 0
+        first = i
         while i < end:
             c = buf[i]
-            if not 48 <= c <= 57 or e > 100000:
-                return 0.0, False
+            if not 48 <= c <= 57:
+                break
+            if e > 100000:
+                return 0.0, i, False
             e = e * 10 + (c - 48)
             i += 1
+        if i == first:
+            return 0.0, i, False
         exp10 += sign * e
     if m == 0:
         value = 0.0
@@ -219,8 +229,18 @@ def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
     elif 0 <= exp10 <= 18 and m <= (2**63 - 1) // (10**exp10):
         value = float(m * 10**exp10)
     else:
-        return 0.0, False
-    return (-value if negative else value), True
+        return 0.0, i, False
+    return (-value if negative else value), i, True
+
+
+@numba.njit(cache=True)
+def parse_float(buf: np.ndarray, start: int, end: int) -> tuple[float, bool]:
+    """The number in ``buf[start:end]`` and True, or (0, False) when this parser cannot
+    give Python's exact result (bad text, inf/nan, more than 18 significant digits)."""
+    value, stop, ok = _number(buf, start, end)
+    if ok and stop == end:
+        return value, True
+    return 0.0, False
 
 
 @numba.njit(cache=True)
@@ -274,6 +294,106 @@ def canonical_row(indices: np.ndarray, values: np.ndarray, lo: int, hi: int,
     return out
 
 
+@numba.njit(cache=True, inline="always")
+def _decimal(buf: np.ndarray, start: int, end: int) -> tuple[float, int, bool]:
+    """:func:`_number` for its commonest form, ``[-]digits[.digits]`` with at most 18
+    digits and a mantissa below 2**53, read in two tight loops (the same arithmetic, so
+    the same result); any other form goes to :func:`_number`."""
+    i = start
+    if i < end and buf[i] == 45:
+        i += 1
+    m = 0
+    first = i
+    while i < end and 48 <= buf[i] <= 57:
+        m = m * 10 + (buf[i] - 48)
+        i += 1
+    digits = i - first
+    fraction = 0
+    if i < end and buf[i] == 46:
+        i += 1
+        first = i
+        while i < end and 48 <= buf[i] <= 57:
+            m = m * 10 + (buf[i] - 48)
+            i += 1
+        fraction = i - first
+    digits += fraction
+    if (digits == 0 or digits > _MAX_DIGITS or m >= _TWO53
+            or (i < end and (buf[i] == 101 or buf[i] == 69))):
+        return _number(buf, start, end)
+    value = m / _POW10[fraction] if fraction else float(m)
+    return (-value if buf[start] == 45 else value), i, True
+
+
+#: What :func:`_plain_row` found.
+_ROW_OK, _ROW_OTHER, _ROW_MORE, _ROW_ROOM = 0, 1, 2, 3
+
+
+@numba.njit(cache=True, inline="always")
+def _delimiter(c: int) -> bool:
+    """A byte that may follow a number: white space, the newline or a comment's '#'."""
+    return c == 32 or c == 9 or c == 10 or c == 13 or c == 35 or c == 11 or c == 12
+
+
+@numba.njit(cache=True)
+def _plain_row(buf, pos, n, final, base, indices, values, nnz):
+    """One pass over the plain line at ``pos`` (``label index:value ...``, space or tab
+    separated, plain decimal indices, an optional comment): the common case, read without
+    first finding the line's end. Returns (what, label, newline position, entries end,
+    whether the indices need sorting): _ROW_OK with the entries written from ``nnz``;
+    _ROW_MORE when the chunk ends first (nothing kept); _ROW_ROOM when ``indices`` is
+    full; _ROW_OTHER for anything else (not a data line, ``qid:``, a '+' index, an odd
+    number or byte, an error), which the general path reads from ``pos`` again."""
+    i = pos
+    while i < n and (buf[i] == 32 or buf[i] == 9):
+        i += 1
+    if i == n or not (48 <= buf[i] <= 57 or buf[i] == 45 or buf[i] == 43 or buf[i] == 46):
+        return _ROW_OTHER, 0.0, 0, nnz, False
+    label, i, ok = _decimal(buf, i, n)
+    if not ok or (i < n and not _delimiter(buf[i])):
+        return _ROW_OTHER, 0.0, 0, nnz, False
+    previous = -1
+    unsorted = False
+    room = len(indices)
+    while True:
+        if i >= n:
+            if not final:
+                return _ROW_MORE, 0.0, 0, nnz, False
+            return _ROW_OK, label, n, nnz, unsorted
+        c = buf[i]
+        if c == 32 or c == 9 or c == 13:
+            i += 1
+            continue
+        if c == _NEWLINE:
+            return _ROW_OK, label, i, nnz, unsorted
+        if c == _HASH:
+            end = _line_end(buf, i, n)
+            if end >= 0:
+                return _ROW_OK, label, end, nnz, unsorted
+            if not final:
+                return _ROW_MORE, 0.0, 0, nnz, False
+            return _ROW_OK, label, n, nnz, unsorted
+        if nnz == room:
+            return _ROW_ROOM, 0.0, 0, nnz, False
+        col = 0
+        j = i
+        while j < n and 48 <= buf[j] <= 57:
+            col = col * 10 + (buf[j] - 48)
+            j += 1
+        if (j == i or j == n or buf[j] != _COLON or j - i > 10 or col > 2**31 - 1
+                or col < base):
+            return _ROW_OTHER, 0.0, 0, nnz, False
+        value, i, ok = _decimal(buf, j + 1, n)
+        if not ok or (i < n and not _delimiter(buf[i])):
+            return _ROW_OTHER, 0.0, 0, nnz, False
+        col -= base
+        if col <= previous:
+            unsorted = True
+        previous = col
+        indices[nnz] = col
+        values[nnz] = value
+        nnz += 1
+
+
 @numba.njit(cache=True)
 def parse_chunk(buf, pos, n, final, base, bits, seed, wanted, state, y, indptr, indices,
                 values, lines):
@@ -291,8 +411,28 @@ def parse_chunk(buf, pos, n, final, base, bits, seed, wanted, state, y, indptr, 
     """
     n_wanted = len(wanted)
     while pos < n:
-        if state[P_DONE] == n_wanted:
+        k = state[P_DONE]
+        if k == n_wanted:
             return pos, FINISHED
+        if bits == 0 and wanted[k] == state[P_ROW]:
+            what, label, end, nnz, unsorted = _plain_row(buf, pos, n, final, base, indices,
+                                                        values, state[P_NNZ])
+            if what == _ROW_OK:
+                if unsorted:
+                    nnz = canonical_row(indices, values, state[P_NNZ], nnz)
+                y[k] = label
+                indptr[k + 1] = nnz
+                lines[k] = state[P_LINE]
+                state[P_NNZ] = nnz
+                state[P_DONE] = k + 1
+                state[P_ROW] += 1
+                state[P_LINE] += 1
+                pos = end + 1
+                continue
+            if what == _ROW_MORE:
+                return pos, NEED_MORE
+            if what == _ROW_ROOM:
+                return pos, NEED_ROOM
         end = _line_end(buf, pos, n)
         if end < 0:
             if not final:
@@ -368,3 +508,23 @@ def parse_chunk(buf, pos, n, final, base, bits, seed, wanted, state, y, indptr, 
     if state[P_DONE] == n_wanted:
         return min(pos, n), FINISHED
     return min(pos, n), NEED_MORE
+
+
+@numba.njit(cache=True)
+def take_rows(data, indices, indptr, y, lines, rows, out_data, out_indices, out_indptr,
+              out_y, out_lines):
+    """CSR rows ``rows`` (ascending) of ``(data, indices, indptr)`` with their labels and
+    line numbers into the ``out_`` arrays (``out_indptr[0]`` must be 0). The outputs may
+    be the inputs themselves: rows only move towards the front."""
+    nnz = 0
+    for k in range(len(rows)):
+        r = rows[k]
+        lo, hi = indptr[r], indptr[r + 1]
+        for p in range(lo, hi):
+            out_data[nnz] = data[p]
+            out_indices[nnz] = indices[p]
+            nnz += 1
+        out_y[k] = y[r]
+        out_lines[k] = lines[r]
+        out_indptr[k + 1] = nnz
+    return nnz

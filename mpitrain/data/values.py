@@ -53,9 +53,9 @@ def sparse_features(block: Block, source: Source, width: int, dtype: np.dtype) -
     dense; values that are not finite in ``dtype`` raise UserError naming the row."""
     X = block.X
     with np.errstate(over="ignore"):
-        data = X.data.astype(dtype)
-    bad = ~np.isfinite(data)
-    if bad.any():
+        data = X.data.astype(dtype, copy=False)  # the block's own values when they fit
+    if not np.isfinite(data).all():
+        bad = ~np.isfinite(data)
         row = int(np.searchsorted(X.indptr, int(np.argmax(bad)), side="right")) - 1
         raise source.error(f"{source.quoted} has a non-finite value in {block.where(row)}")
     return Csr(data, X.indices, X.indptr, width)
