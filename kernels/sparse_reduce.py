@@ -44,16 +44,46 @@ def pack_payload(message, touched, m, width, dense_start, values):
 
 
 @njit(**_JIT)
-def pack_block(message, touched, m, width, dense_start, as_int, as_val, start, itemsize):
+def pack_block(message, touched, m, width, dense_start, as_int, as_val, start, itemsize,
+               own_plus_zero):
     """A bounded-path block at byte ``start`` of the buffer viewed as ``as_int`` (int64)
     and ``as_val`` (the message dtype): ``m``, the rows' indices ``touched[:m]``, then
-    :func:`pack_payload`'s values."""
+    :func:`pack_payload`'s values, in one pass. With ``own_plus_zero`` the packed elements
+    of ``message`` (its rows ``touched[:m]`` and its dense rest) become ``own + 0`` in the
+    same pass (-0.0 gives 0.0), the first half of :func:`add_other_block`'s sum."""
     at = start // 8
     as_int[at] = m
-    for e in range(m):
-        as_int[at + 1 + e] = touched[e]
-    pack_payload(message, touched, m, width, dense_start,
-                 as_val[(start + 8 + m * 8) // itemsize :])
+    vo = (start + 8 + m * 8) // itemsize
+    if width == 1:  # (the common case, loops numba compiles much tighter)
+        if own_plus_zero:
+            for e in range(m):
+                j = touched[e]
+                as_int[at + 1 + e] = j
+                v = message[j]
+                as_val[vo + e] = v
+                message[j] = v + 0.0
+        else:
+            for e in range(m):
+                j = touched[e]
+                as_int[at + 1 + e] = j
+                as_val[vo + e] = message[j]
+    else:
+        for e in range(m):
+            j = touched[e]
+            as_int[at + 1 + e] = j
+            base = j * width
+            dst = vo + e * width
+            for c in range(width):
+                v = message[base + c]
+                as_val[dst + c] = v
+                if own_plus_zero:
+                    message[base + c] = v + 0.0
+    vo += m * width
+    for i in range(message.size - dense_start):
+        v = message[dense_start + i]
+        as_val[vo + i] = v
+        if own_plus_zero:
+            message[dense_start + i] = v + 0.0
 
 
 @njit(**_JIT)
@@ -197,47 +227,59 @@ def union_rows(as_int, counts, idx_off, mark, dirty):
 
 @njit(**_JIT)
 def add_other_block(message, mine, m, as_int, as_val, start, width, dense_start, itemsize,
-                    mark, dirty, distinct):
+                    mark, room, spare, distinct):
     """Two ranks: the other rank's block (at byte ``start``, as :func:`sum_blocks` reads
     it) added into this rank's own ``message``, whose row block is zero outside its rows
-    ``mine[:m]``: each element becomes ``(own + 0) + other``, the bits of
-    :func:`ordered_sum`'s ``0 + a + b`` (a + b == b + a), without a second message. The
-    rows now non-zero go into ``dirty`` (``mine`` then the other's: distinct when
-    ``distinct``, ``mark`` as in :func:`union_rows`; else with the repeats); returns how
-    many."""
+    ``mine[:m]`` and whose packed elements :func:`pack_block` made ``own + 0``: each
+    element becomes ``(own + 0) + other``, the bits of :func:`ordered_sum`'s ``0 + a + b``
+    (a + b == b + a), without a second message.
+
+    The rows now non-zero are ``mine`` then the other's (distinct when ``distinct``,
+    ``mark`` as in :func:`union_rows`; else with the repeats), written in the same pass:
+    after ``mine`` in ``room`` when ``mine`` is the start of ``room`` and ``room`` has space
+    for them (no copy), else into ``spare`` (``mine`` copied first; at least ``m`` plus the
+    other's count long). Returns how many, and whether they are in ``room``."""
     at = start // 8
     other = as_int[at]
-    io = at + 1
     vo = (start + 8 + other * 8) // itemsize
-    for i in range(dense_start, message.size):
-        message[i] += 0.0  # (own + 0: -0.0 gives 0.0, as in 0 + a)
-    if width == 1:  # (the common case, loops numba compiles much tighter)
-        for e in range(m):
-            message[mine[e]] += 0.0
-        for e in range(other):
-            message[as_int[io + e]] += as_val[vo + e]
+    if room.ctypes.data == mine.ctypes.data and room.size >= m + other:
+        n = _add_rows(message, as_int, as_val, at + 1, vo, other, width, room, m, mark,
+                      distinct)
+        in_room = True
     else:
         for e in range(m):
-            base = mine[e] * width
-            for c in range(width):
-                message[base + c] += 0.0
-        for e in range(other):
-            base = as_int[io + e] * width
-            for c in range(width):
-                message[base + c] += as_val[vo + e * width + c]
+            spare[e] = mine[e]
+        n = _add_rows(message, as_int, as_val, at + 1, vo, other, width, spare, m, mark,
+                      distinct)
+        in_room = False
     vo += other * width
     for i in range(message.size - dense_start):
         message[dense_start + i] += as_val[vo + i]
-    for e in range(m):
-        dirty[e] = mine[e]
+    return n, in_room
+
+
+@njit(**_JIT)
+def _add_rows(message, as_int, as_val, io, vo, other, width, rows, m, mark, distinct):
+    """:func:`add_other_block`'s rows: the ``other`` rows (indices at ``as_int[io:]``,
+    values at ``as_val[vo:]``) added into ``message`` and appended to ``rows[:m]``."""
+    if width == 1 and not distinct:  # (the common case, as a loop of its own)
+        for e in range(other):
+            j = as_int[io + e]
+            message[j] += as_val[vo + e]
+            rows[m + e] = j
+        return m + other
+    for e in range(other):
+        base = as_int[io + e] * width
+        for c in range(width):
+            message[base + c] += as_val[vo + e * width + c]
     if not distinct:
         for e in range(other):
-            dirty[m + e] = as_int[io + e]
+            rows[m + e] = as_int[io + e]
         return m + other
     for e in range(m):
-        mark[mine[e]] = 1
-    n = add_distinct(as_int, io, other, mark, dirty, m)
-    clear_marks(mark, dirty, n)
+        mark[rows[e]] = 1
+    n = add_distinct(as_int, io, other, mark, rows, m)
+    clear_marks(mark, rows, n)
     return n
 
 
@@ -267,11 +309,13 @@ def warm_up() -> None:
         msg = np.zeros(4, dtype=dtype)
         pack_payload(msg, ints, 1, 2, 2, np.zeros(4, dtype=dtype))
         raw = np.zeros(64, np.uint8)
-        pack_block(msg, ints, 1, 2, 2, raw.view(np.int64), raw.view(dtype), 0, msg.itemsize)
+        for plus_zero in (True, False):
+            pack_block(msg, ints, 1, 2, 2, raw.view(np.int64), raw.view(dtype), 0,
+                       msg.itemsize, plus_zero)
         for distinct in (True, False):
             add_other_block(msg, ints, 1, raw.view(np.int64), raw.view(dtype), 0, 2, 2,
                             msg.itemsize, np.zeros(2, np.uint8), np.zeros(4, np.int64),
-                            distinct)
+                            np.zeros(4, np.int64), distinct)
         zero_rows(msg, ints, 1, 2)
         for order in (ORDER_RANKS, ORDER_RING):
             ordered_sum(msg, ints, msg, np.zeros(1, np.int64), ints[:1], ints[:1], 2, 2,

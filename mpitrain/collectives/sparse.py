@@ -172,6 +172,9 @@ class SparseRowAllreducer:
         self._recv = np.zeros(0, dtype=np.uint8)
         self._dirty = np.zeros(0, dtype=np.int64)  # rows of _out the last sparse call wrote
         self._n_dirty = 0
+        self._written = self._dirty  # where rows_written are: _dirty, or the caller's room
+        # (in place: the array the caller's touched rows start, or _dirty; and their base)
+        self._room, self._room_of = self._dirty, object()
         self._mark = np.zeros(rows if self.enabled else 0, dtype=np.uint8)
         self._sparse_last = False  # whether the last call went sparse
         self._transport = "none"
@@ -201,14 +204,17 @@ class SparseRowAllreducer:
                     if not contiguous[0]:  # (agreed: the same on every rank)
                         self.close()
                 ranks = np.arange(size, dtype=np.int64)
+                self._rank = self._comm.Get_rank()
                 if self._slots is None:
                     self._starts = (ranks * block,)
                 else:  # rank r's slot b starts at byte r * 2 * capacity + b * capacity
                     cap = self._slots.capacity
                     self._starts = (ranks * 2 * cap, ranks * 2 * cap + cap)
+                    self._mine_at = [int(starts[self._rank]) for starts in self._starts]
+                    span = self._slots.span
+                    self._span_views = (span.view(np.int64), span.view(dense.dtype))
                 self._dirty = np.zeros(size * self.bound, dtype=np.int64)
                 self._scratch = tuple(np.zeros(size, dtype=np.int64) for _ in range(3))
-                self._rank = self._comm.Get_rank()
         self._transport = ("allgatherv" if not self.bound else
                            "shm" if self._slots is not None else "allgather")
         #: the bounded path on two ranks sums into the caller's message (``in_place``)
@@ -259,40 +265,50 @@ class SparseRowAllreducer:
                                     (displs + counts * 8) // self._itemsize, self.width,
                                     self.rows * self.width, self.order, self._mark,
                                     self._dirty)
+        self._written = self._dirty
         return out
 
     def _bounded(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
-        """The one-collective path: every rank sends a block of the bound's size (its
-        count, then its payload), one ``Allgather``."""
-        m = int(touched.size)
+        """The one-exchange path: every rank writes a block of the bound's size (its count,
+        then its payload) into its shared-memory slot, or one ``Allgather`` carries them."""
+        m = touched.size
         if m > self.bound:
             raise ValueError(f"{m} touched rows exceed the agreed bound {self.bound}")
         self.sparse_steps += 1
         slots = self._slots
+        dense_start = self.rows * self.width
         if slots is None:
             recv, starts = self._recv, self._starts[0]
             send_int, send_val = self._typed(self._send)
-            pack_block(message, touched, m, self.width, self.rows * self.width, send_int,
-                       send_val, 0, self._itemsize)
+            pack_block(message, touched, m, self.width, dense_start, send_int, send_val, 0,
+                       self._itemsize, self.in_place)
             self._comm.Allgather([self._send, MPI.BYTE], [recv, MPI.BYTE])
+            as_int, as_val = self._typed(recv)
         else:  # written into this rank's slot and every slot read in place after the
-            recv = slots.span  # slots' barrier
-            send_int, send_val = self._typed(recv)
-            pack_block(message, touched, m, self.width, self.rows * self.width, send_int,
-                       send_val, int(self._starts[slots.calls % slots.slots][self._rank]),
-                       self._itemsize)
+            as_int, as_val = self._span_views  # slots' barrier
+            pack_block(message, touched, m, self.width, dense_start, as_int, as_val,
+                       self._mine_at[slots.calls % slots.slots], self._itemsize,
+                       self.in_place)
             starts = self._starts[slots.exchange()[1]]  # type: ignore[index]
-        as_int, as_val = self._typed(recv)
         if self.in_place:  # (two ranks: the other's block into this rank's message)
-            self._n_dirty = add_other_block(message, touched, m, as_int, as_val,
-                                            int(starts[1 - self._rank]), self.width,
-                                            self.rows * self.width, self._itemsize,
-                                            self._mark, self._dirty, self._distinct)
+            base = touched.base
+            if base is not self._room_of:  # (the caller's array: the same step to step)
+                self._room_of = base
+                self._room = (base if isinstance(base, np.ndarray) and base.ndim == 1
+                              and base.dtype == np.int64 and base.flags.c_contiguous
+                              and base.flags.writeable else self._dirty)
+            n, in_room = add_other_block(message, touched, m, as_int, as_val,
+                                         int(starts[1 - self._rank]), self.width,
+                                         dense_start, self._itemsize, self._mark,
+                                         self._room, self._dirty, self._distinct)
+            self._n_dirty = n
+            self._written = self._room if in_room else self._dirty
             return message
         counts, idx_off, val_off = self._scratch
         self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, as_int, as_val,
-                                   starts, self.width, self.rows * self.width, self.order,
+                                   starts, self.width, dense_start, self.order,
                                    self._itemsize, counts, idx_off, val_off, self._mark)
+        self._written = self._dirty
         return self._out
 
     def _typed(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -308,7 +324,7 @@ class SparseRowAllreducer:
         non-zero, the union of every rank's touched rows (distinct, unless built with
         ``distinct_rows=False`` and summing in place: then with repeats, for a caller that
         only zeroes them); None when that call was dense (non-zero anywhere)."""
-        return self._dirty[: self._n_dirty] if self._sparse_last else None
+        return self._written[: self._n_dirty] if self._sparse_last else None
 
     @property
     def transport(self) -> str:
