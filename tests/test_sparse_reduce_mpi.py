@@ -94,6 +94,9 @@ def test_the_threshold_compares_all_payloads_with_the_dense_message():
     counts = np.array([10, 0, 5])
     sizes = payload_bytes(counts, width=2, rest=3, itemsize=8)
     assert sizes.tolist() == [10 * 8 + 23 * 8, 3 * 8, 5 * 8 + 13 * 8]
+    # (a bounded block's int32 indices, padded to 8 bytes; float32 values likewise)
+    assert payload_bytes(counts, width=2, rest=3, itemsize=4, index_bytes=4).tolist() == [
+        40 + 96, 16, 24 + 56]
     total = int(sizes.sum())
     assert sparse_is_cheaper(counts, width=2, rest=3, itemsize=8, dense_bytes=total,
                              up_to=1.0)

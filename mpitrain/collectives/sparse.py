@@ -94,9 +94,9 @@ from mpitrain.kernels.sparse_reduce import (
 
 #: The per-step path goes sparse when all ranks' payload bytes together are at most this
 #: fraction of the dense message's bytes (measured: module docstring).
-SPARSE_UP_TO = 0.01
+SPARSE_UP_TO = 0.03
 #: The bounded path is used when ``P`` payloads of the bound are at most this fraction.
-BOUNDED_UP_TO = 0.1
+BOUNDED_UP_TO = 0.35
 
 
 def summation_order(algorithm: str, size: int) -> int | None:
@@ -112,11 +112,13 @@ def summation_order(algorithm: str, size: int) -> int | None:
     return None
 
 
-def payload_bytes(counts: np.ndarray, *, width: int, rest: int, itemsize: int) -> np.ndarray:
-    """Bytes of each rank's payload for ``counts`` touched rows: the indices (int64), then
-    the rows and the ``rest`` dense elements, padded to 8 bytes."""
+def payload_bytes(counts: np.ndarray, *, width: int, rest: int, itemsize: int,
+                  index_bytes: int = 8) -> np.ndarray:
+    """Bytes of each rank's payload for ``counts`` touched rows: the indices (int64, or
+    ``index_bytes`` each), then the rows and the ``rest`` dense elements, each part padded
+    to 8 bytes."""
     values = (counts * width + rest) * itemsize
-    return counts * 8 + -(-values // 8) * 8
+    return -(-(counts * index_bytes) // 8) * 8 + -(-values // 8) * 8
 
 
 def sparse_is_cheaper(counts: np.ndarray, *, width: int, rest: int, itemsize: int,
@@ -188,8 +190,11 @@ class SparseRowAllreducer:
         if max_touched is not None:  # agree on the largest bound (collective)
             agreed = np.array([min(max(0, max_touched), rows)], dtype=np.int64)
             self._comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
+            # (a block's indices: int32 where every row number fits)
+            self._index = np.dtype(np.int32 if rows <= 2**31 else np.int64)
             block = int(payload_bytes(agreed, width=width, rest=self.rest,
-                                      itemsize=self._itemsize)[0]) + 8
+                                      itemsize=self._itemsize,
+                                      index_bytes=self._index.itemsize)[0]) + 8
             if size * block <= bounded_up_to * self._dense_bytes and size * block < 2**31:
                 self.bound = int(agreed[0])
                 self._block = block
@@ -211,8 +216,7 @@ class SparseRowAllreducer:
                     cap = self._slots.capacity
                     self._starts = (ranks * 2 * cap, ranks * 2 * cap + cap)
                     self._mine_at = [int(starts[self._rank]) for starts in self._starts]
-                    span = self._slots.span
-                    self._span_views = (span.view(np.int64), span.view(dense.dtype))
+                    self._span_views = self._typed(self._slots.span)
                 self._dirty = np.zeros(size * self.bound, dtype=np.int64)
                 self._scratch = tuple(np.zeros(size, dtype=np.int64) for _ in range(3))
         self._transport = ("allgatherv" if not self.bound else
@@ -279,16 +283,15 @@ class SparseRowAllreducer:
         dense_start = self.rows * self.width
         if slots is None:
             recv, starts = self._recv, self._starts[0]
-            send_int, send_val = self._typed(self._send)
-            pack_block(message, touched, m, self.width, dense_start, send_int, send_val, 0,
-                       self._itemsize, self.in_place)
-            self._comm.Allgather([self._send, MPI.BYTE], [recv, MPI.BYTE])
-            as_int, as_val = self._typed(recv)
-        else:  # written into this rank's slot and every slot read in place after the
-            as_int, as_val = self._span_views  # slots' barrier
-            pack_block(message, touched, m, self.width, dense_start, as_int, as_val,
-                       self._mine_at[slots.calls % slots.slots], self._itemsize,
+            send_idx, send_val = self._typed(self._send)
+            pack_block(message, touched, m, self.width, dense_start, send_idx, send_val, 0,
                        self.in_place)
+            self._comm.Allgather([self._send, MPI.BYTE], [recv, MPI.BYTE])
+            as_idx, as_val = self._typed(recv)
+        else:  # written into this rank's slot and every slot read in place after the
+            as_idx, as_val = self._span_views  # slots' barrier
+            pack_block(message, touched, m, self.width, dense_start, as_idx, as_val,
+                       self._mine_at[slots.calls % slots.slots], self.in_place)
             starts = self._starts[slots.exchange()[1]]  # type: ignore[index]
         if self.in_place:  # (two ranks: the other's block into this rank's message)
             base = touched.base
@@ -297,25 +300,26 @@ class SparseRowAllreducer:
                 self._room = (base if isinstance(base, np.ndarray) and base.ndim == 1
                               and base.dtype == np.int64 and base.flags.c_contiguous
                               and base.flags.writeable else self._dirty)
-            n, in_room = add_other_block(message, touched, m, as_int, as_val,
+            n, in_room = add_other_block(message, touched, m, as_idx, as_val,
                                          int(starts[1 - self._rank]), self.width,
-                                         dense_start, self._itemsize, self._mark,
-                                         self._room, self._dirty, self._distinct)
+                                         dense_start, self._mark, self._room, self._dirty,
+                                         self._distinct)
             self._n_dirty = n
             self._written = self._room if in_room else self._dirty
             return message
         counts, idx_off, val_off = self._scratch
-        self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, as_int, as_val,
-                                   starts, self.width, dense_start, self.order,
-                                   self._itemsize, counts, idx_off, val_off, self._mark)
+        self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, as_idx, as_val,
+                                   starts, self.width, dense_start, self.order, counts,
+                                   idx_off, val_off, self._mark)
         self._written = self._dirty
         return self._out
 
     def _typed(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Byte buffer ``raw`` viewed as int64 and as the message dtype (cached)."""
+        """Bounded-path byte buffer ``raw`` viewed as the blocks' index dtype and as the
+        message dtype (cached)."""
         views = self._views.get(id(raw))
         if views is None:
-            views = self._views[id(raw)] = (raw.view(np.int64), raw.view(self.dense.dtype))
+            views = self._views[id(raw)] = (raw.view(self._index), raw.view(self.dense.dtype))
         return views
 
     @property
