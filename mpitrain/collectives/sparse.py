@@ -7,8 +7,9 @@ in the batch; on a 2^18-feature logistic model with 64 rows of ~40 non-zeros a s
 ~2,500 of 262,144 rows, yet the dense allreduce moves all of them every step.
 
 :class:`SparseRowAllreducer` wraps the step's persistent dense :class:`Allreducer`. A
-rank's *payload* is its touched rows' indices (int64), the rows, and the dense rest of the
-message (the other layers, biases and the loss/count/stop tail). Each step (collective,
+rank's *payload* is its touched rows' indices (int64; int32 in the bounded path's blocks),
+the rows, and the dense rest of the message (the other layers, biases and the
+loss/count/stop tail). Each step (collective,
 same order on every rank), one of two paths, fixed at construction:
 
 - **bounded** (when the caller gives ``max_touched``, a bound on the rows a rank touches
@@ -29,7 +30,12 @@ in the order the dense allreduce adds it (:mod:`mpitrain.kernels.sparse_reduce`)
 rows the previous sparse step wrote are zeroed first, so a step costs time in the touched
 rows, not the matrix. On two ranks a caller may let the bounded path add the other rank's
 rows into its own message instead (``in_place``: a + b == b + a, so the same bits), which
-the sync strategy does: then the reduced step is one message, as on one rank.
+the sync strategy does: then the reduced step is one message, as on one rank. That path
+is three passes over the touched rows and nothing else: packing the block (which also
+makes the packed elements ``own + 0``, :func:`~mpitrain.kernels.sparse_reduce.pack_block`),
+the flag barrier, and adding the other rank's block while listing its rows after the
+caller's own (written after ``touched`` in the array it starts, when there is room: the
+rows step's array, so nobody copies row lists).
 
 Why an allgather of each rank's rows rather than agreeing on the union and allreducing a
 packed buffer: for the sums to be the dense allreduce's bits, each element must be added
@@ -46,31 +52,35 @@ in IEEE arithmetic). With ``mpi``, ``root``, ``hierarchical`` on 3 or more ranks
 ``--compress``, the sparse path is off (every step dense), as it is on one rank. (A zero's
 sign may differ: -0.0 where the dense sum gives +0.0; the values are equal.)
 
-**The thresholds** (:data:`BOUNDED_UP_TO`, :data:`SPARSE_UP_TO`), measured 2026-11-30 on
-the 2-core machine while loaded (load average 8-10; 3 ranks oversubscribe it), float32,
-2^18 rows of width 1 plus 5 dense elements (1 MiB; the dense ``auto`` = ``ring`` through
-shared memory), bounded path through the shared-memory slots, 40 (P=3: 30) interleaved
-calls, median (min) us::
+**The thresholds** (:data:`BOUNDED_UP_TO`, :data:`SPARSE_UP_TO`) come from what a whole
+training step costs on each path, not the collective alone: the dense path also zeroes the
+whole gradient block for the next step (its result may have written it) and hands the
+optimizer a 1 MiB message, where the in-place bounded path only touches the rows. Measured
+2026-11-30 on the 2-core machine (shared with 2 other developers' work, load average
+3.5-5), 2 ranks, float32 logistic regression on 2^18 features (1 MiB message), momentum,
+30,000 rows of 40 non-zeros (the widest 80), 600 steps after 200, fastest / median us a
+step (``fraction``: the bounded path's ``P`` blocks of the bound, rows a step times 80,
+against the dense message, as :data:`BOUNDED_UP_TO` compares them), two interleaved
+rounds::
 
-    mpiexec -n P python benchmarks/sparse_reduce.py --dtype float32 --repeat 40
+    mpiexec -n 2 python benchmarks/sparse/step_parts.py --data wide.svm \
+        --batch-size B --reduce bounded|dense|per-step
 
-    P=2 rows/rank  fraction  dense        per-step path  bounded path
-          256      0.006     74 (56)      65 (37)        20 (11)
-         1280      0.029     68 (55)      91 (49)        26 (20)
-         2560      0.059     132 (57)     240 (64)       68 (33)
-         8192      0.188     153 (63)     383 (166)      219 (107)
-        16384      0.375     165 (75)     594 (286)      522 (182)
-    P=3   256      0.009     327 (253)    453 (302)      165 (126)
-         1280      0.044     441 (331)    848 (632)      426 (310)
-         2560      0.088     898 (344)    2398 (851)     949 (618)
-         8192      0.281     4449 (719)   16655 (7911)   4134 (2023)
+    rows/rank  fraction  bounded (shm)       dense (ring)        per-step (Allgatherv)
+       32      0.039     62-68 / 71-78       134-135 / 144-695   158-259 / 270-2698
+      128      0.156     112-114 / 118-218   163-835 / 884-938   164-225 / 265-409
+      256      0.313     161-162 / 185-196   194-199 / 212-223   244-251 / 573-838
+      384      0.469     224-241 / 247-264   232-233 / 237-321   339-347 / 346-3315
+      512      0.625     282-309 / 320-369   263-274 / 272-295   394-406 / 414-504
 
-The bounded path (one exchange) is about twice as fast as the dense ring up to a few
-percent of its bytes and even at about a tenth; the per-step path (two collectives, MPICH's
-``Allgatherv``) only wins below about 1% on 2 ranks; hence 0.1 and 0.01. (Under heavier
-load, load average 12-16, with the bounded path over MPI's ``Allgather``, the bounded path
-won up to about half the dense bytes: waiting for the other ranks to be scheduled then
-costs more than any bytes.) Not yet measured on an idle machine or across nodes.
+The bounded path (one exchange through the slots) wins by half at small batches and by
+~18% at 0.31, ties at 0.47 and loses at 0.63 (its cost grows with the rows sent; the dense
+ring's does not): hence 0.35. The per-step path (two MPI collectives) lost to the dense
+path at every size here, even at ~3% of the bytes (its fraction at 32 rows a rank,
+counting the distinct rows): it stays at 0.01, where the collective alone was measured to
+win (65 against 74 us at 0.006, loaded). The 3-rank bounded path was measured earlier on
+the collective only (load 8-10, ``benchmarks/sparse_reduce.py``): it beat the ring up to
+~0.3. Not yet measured on an idle machine or across nodes.
 """
 
 from __future__ import annotations
@@ -94,7 +104,7 @@ from mpitrain.kernels.sparse_reduce import (
 
 #: The per-step path goes sparse when all ranks' payload bytes together are at most this
 #: fraction of the dense message's bytes (measured: module docstring).
-SPARSE_UP_TO = 0.03
+SPARSE_UP_TO = 0.01
 #: The bounded path is used when ``P`` payloads of the bound are at most this fraction.
 BOUNDED_UP_TO = 0.35
 
@@ -228,7 +238,10 @@ class SparseRowAllreducer:
     def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
         """Collective: the sum over the ranks of ``message`` (this rank's contribution,
         where the dense reducer's :meth:`~Allreducer.buffer` was), whose row block is zero
-        outside the rows ``touched`` (distinct int64, in any order)."""
+        outside the rows ``touched`` (distinct int64, in any order). Summing in place, when
+        ``touched`` is the start of a longer int64 array, the other rank's rows are written
+        after it there (then :attr:`rows_written` is that array's start; nothing past them
+        is written)."""
         if not self.enabled:
             return self.dense()
         self._sparse_last = True
