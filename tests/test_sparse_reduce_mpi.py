@@ -130,7 +130,8 @@ def one_auto_dense(tmp_path, options: list[str], ranks: int, *, one: bool = True
     return runs
 
 
-@pytest.mark.parametrize("model,ranks", [("logistic", 2), ("logistic", 3), ("mlp", 3)])
+@pytest.mark.parametrize("model,ranks", [("logistic", 2), ("logistic", 3), ("mlp", 2),
+                                          ("mlp", 3)])
 def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, model, ranks):
     """--sparse-reduce auto sends only the touched rows here, and trains the very model
     --sparse-reduce dense trains (bits), which is the model of one rank (1e-10)."""
