@@ -4,8 +4,9 @@
 
 Prints, per touched-row count, the payload all ranks send as a fraction of the dense
 message and the median time (us) of the dense allreduce, the per-step measured sparse path
-and the bounded one-collective path (bound = the count): the measurement behind
-:data:`mpitrain.collectives.sparse.SPARSE_UP_TO`.
+and the bounded one-collective path (bound = the count): the collective alone.
+``benchmarks/sparse/step_parts.py --reduce`` times each path's whole training step, what
+:data:`mpitrain.collectives.sparse.BOUNDED_UP_TO` and ``SPARSE_UP_TO`` are set from.
 """
 
 from __future__ import annotations

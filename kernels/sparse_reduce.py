@@ -4,7 +4,8 @@ message in the order the dense allreduce would have added them.
 
 A message is ``count`` elements whose first ``rows * width`` are a row block (row ``j`` at
 ``[j * width, (j + 1) * width)``) and the rest (``count - rows * width`` elements) dense.
-A rank's payload is its ``m`` distinct touched rows' indices (int64) and values: the ``m``
+A rank's payload is its ``m`` distinct touched rows' indices (int64; int32 or int64 in a
+bounded-path block, :func:`block_at`) and values: the ``m``
 rows, then the dense rest. Summation order: ``ORDER_RANKS`` adds the ranks in rank order
 (the ``shm`` slot sum; any order is the same bits on 2 ranks, a + b == b + a);
 ``ORDER_RING`` starts element ``i`` at the rank whose number is the ring chunk holding
@@ -44,16 +45,55 @@ def pack_payload(message, touched, m, width, dense_start, values):
 
 
 @njit(**_JIT)
-def pack_block(message, touched, m, width, dense_start, as_int, as_val, start, itemsize):
-    """A bounded-path block at byte ``start`` of the buffer viewed as ``as_int`` (int64)
-    and ``as_val`` (the message dtype): ``m``, the rows' indices ``touched[:m]``, then
-    :func:`pack_payload`'s values."""
-    at = start // 8
-    as_int[at] = m
-    for e in range(m):
-        as_int[at + 1 + e] = touched[e]
-    pack_payload(message, touched, m, width, dense_start,
-                 as_val[(start + 8 + m * 8) // itemsize :])
+def block_at(start, m, as_idx, as_val):
+    """Where a bounded-path block at byte ``start`` holding ``m`` rows keeps its row
+    indices (an element of ``as_idx``, the buffer viewed as the index dtype) and its values
+    (an element of ``as_val``): the block is its row count (8 bytes), the indices (padded
+    to 8 bytes), then :func:`pack_payload`'s values."""
+    isz = as_idx.itemsize
+    return (start + 8) // isz, (start + 8 + (m * isz + 7) // 8 * 8) // as_val.itemsize
+
+
+@njit(**_JIT)
+def pack_block(message, touched, m, width, dense_start, as_idx, as_val, start, own_plus_zero):
+    """A bounded-path block at byte ``start`` of the buffer viewed as ``as_idx`` (the index
+    dtype, int32 or int64) and ``as_val`` (the message dtype): ``m``, the rows' indices
+    ``touched[:m]``, then :func:`pack_payload`'s values (:func:`block_at`), in one pass.
+    With ``own_plus_zero`` the packed elements of ``message`` (its rows ``touched[:m]`` and
+    its dense rest) become ``own + 0`` in the same pass (-0.0 gives 0.0), the first half of
+    :func:`add_other_block`'s sum."""
+    as_idx[start // as_idx.itemsize] = m
+    at, vo = block_at(start, m, as_idx, as_val)
+    if width == 1:  # (the common case, loops numba compiles much tighter)
+        if own_plus_zero:
+            for e in range(m):
+                j = touched[e]
+                as_idx[at + e] = j
+                v = message[j]
+                as_val[vo + e] = v
+                message[j] = v + 0.0
+        else:
+            for e in range(m):
+                j = touched[e]
+                as_idx[at + e] = j
+                as_val[vo + e] = message[j]
+    else:
+        for e in range(m):
+            j = touched[e]
+            as_idx[at + e] = j
+            base = j * width
+            dst = vo + e * width
+            for c in range(width):
+                v = message[base + c]
+                as_val[dst + c] = v
+                if own_plus_zero:
+                    message[base + c] = v + 0.0
+    vo += m * width
+    for i in range(message.size - dense_start):
+        v = message[dense_start + i]
+        as_val[vo + i] = v
+        if own_plus_zero:
+            message[dense_start + i] = v + 0.0
 
 
 @njit(**_JIT)
@@ -196,67 +236,76 @@ def union_rows(as_int, counts, idx_off, mark, dirty):
 
 
 @njit(**_JIT)
-def add_other_block(message, mine, m, as_int, as_val, start, width, dense_start, itemsize,
-                    mark, dirty, distinct):
+def add_other_block(message, mine, m, as_idx, as_val, start, width, dense_start, mark, room,
+                    spare, distinct):
     """Two ranks: the other rank's block (at byte ``start``, as :func:`sum_blocks` reads
     it) added into this rank's own ``message``, whose row block is zero outside its rows
-    ``mine[:m]``: each element becomes ``(own + 0) + other``, the bits of
-    :func:`ordered_sum`'s ``0 + a + b`` (a + b == b + a), without a second message. The
-    rows now non-zero go into ``dirty`` (``mine`` then the other's: distinct when
-    ``distinct``, ``mark`` as in :func:`union_rows`; else with the repeats); returns how
-    many."""
-    at = start // 8
-    other = as_int[at]
-    io = at + 1
-    vo = (start + 8 + other * 8) // itemsize
-    for i in range(dense_start, message.size):
-        message[i] += 0.0  # (own + 0: -0.0 gives 0.0, as in 0 + a)
-    if width == 1:  # (the common case, loops numba compiles much tighter)
-        for e in range(m):
-            message[mine[e]] += 0.0
-        for e in range(other):
-            message[as_int[io + e]] += as_val[vo + e]
+    ``mine[:m]`` and whose packed elements :func:`pack_block` made ``own + 0``: each
+    element becomes ``(own + 0) + other``, the bits of :func:`ordered_sum`'s ``0 + a + b``
+    (a + b == b + a), without a second message.
+
+    The rows now non-zero are ``mine`` then the other's (distinct when ``distinct``,
+    ``mark`` as in :func:`union_rows`; else with the repeats), written in the same pass:
+    after ``mine`` in ``room`` when ``mine`` is the start of ``room`` and ``room`` has space
+    for them (no copy), else into ``spare`` (``mine`` copied first; at least ``m`` plus the
+    other's count long). Returns how many, and whether they are in ``room``."""
+    other = as_idx[start // as_idx.itemsize]
+    io, vo = block_at(start, other, as_idx, as_val)
+    if room.ctypes.data == mine.ctypes.data and room.size >= m + other:
+        n = _add_rows(message, as_idx, as_val, io, vo, other, width, room, m, mark, distinct)
+        in_room = True
     else:
         for e in range(m):
-            base = mine[e] * width
-            for c in range(width):
-                message[base + c] += 0.0
-        for e in range(other):
-            base = as_int[io + e] * width
-            for c in range(width):
-                message[base + c] += as_val[vo + e * width + c]
+            spare[e] = mine[e]
+        n = _add_rows(message, as_idx, as_val, io, vo, other, width, spare, m, mark,
+                      distinct)
+        in_room = False
     vo += other * width
     for i in range(message.size - dense_start):
         message[dense_start + i] += as_val[vo + i]
-    for e in range(m):
-        dirty[e] = mine[e]
+    return n, in_room
+
+
+@njit(**_JIT)
+def _add_rows(message, as_int, as_val, io, vo, other, width, rows, m, mark, distinct):
+    """:func:`add_other_block`'s rows: the ``other`` rows (indices at ``as_int[io:]``,
+    values at ``as_val[vo:]``) added into ``message`` and appended to ``rows[:m]``."""
+    if width == 1 and not distinct:  # (the common case, as a loop of its own)
+        for e in range(other):
+            j = as_int[io + e]
+            message[j] += as_val[vo + e]
+            rows[m + e] = j
+        return m + other
+    for e in range(other):
+        base = as_int[io + e] * width
+        for c in range(width):
+            message[base + c] += as_val[vo + e * width + c]
     if not distinct:
         for e in range(other):
-            dirty[m + e] = as_int[io + e]
+            rows[m + e] = as_int[io + e]
         return m + other
     for e in range(m):
-        mark[mine[e]] = 1
-    n = add_distinct(as_int, io, other, mark, dirty, m)
-    clear_marks(mark, dirty, n)
+        mark[rows[e]] = 1
+    n = add_distinct(as_int, io, other, mark, rows, m)
+    clear_marks(mark, rows, n)
     return n
 
 
 @njit(**_JIT)
-def sum_blocks(out, dirty, n_dirty, as_int, as_val, starts, width, dense_start, order,
-               itemsize, counts, idx_off, val_off, mark):
+def sum_blocks(out, dirty, n_dirty, as_idx, as_val, starts, width, dense_start, order,
+               counts, idx_off, val_off, mark):
     """The bounded path's whole sum in one call: rank ``r``'s block starts at byte
-    ``starts[r]`` (its row count as int64, then :func:`pack_payload`'s indices and values);
+    ``starts[r]`` (:func:`block_at`: its row count, indices and values);
     zeroes the rows ``dirty[:n_dirty]`` an earlier call wrote, sums every block into
     ``out`` and records the distinct rows written now in ``dirty`` (:func:`ordered_sum`,
     ``mark`` its scratch); returns their number. ``counts``, ``idx_off``, ``val_off``
     (int64, one per rank) are scratch."""
     zero_rows(out, dirty, n_dirty, width)
     for r in range(starts.size):
-        m = as_int[starts[r] // 8]
+        m = as_idx[starts[r] // as_idx.itemsize]
         counts[r] = m
-        idx_off[r] = starts[r] // 8 + 1
-        val_off[r] = (starts[r] + 8 + m * 8) // itemsize
-    return ordered_sum(out, as_int, as_val, counts, idx_off, val_off, width, dense_start,
+        idx_off[r], val_off[r] = block_at(starts[r], m, as_idx, as_val)
+    return ordered_sum(out, as_idx, as_val, counts, idx_off, val_off, width, dense_start,
                        order, mark, dirty)
 
 
@@ -267,17 +316,19 @@ def warm_up() -> None:
         msg = np.zeros(4, dtype=dtype)
         pack_payload(msg, ints, 1, 2, 2, np.zeros(4, dtype=dtype))
         raw = np.zeros(64, np.uint8)
-        pack_block(msg, ints, 1, 2, 2, raw.view(np.int64), raw.view(dtype), 0, msg.itemsize)
-        for distinct in (True, False):
-            add_other_block(msg, ints, 1, raw.view(np.int64), raw.view(dtype), 0, 2, 2,
-                            msg.itemsize, np.zeros(2, np.uint8), np.zeros(4, np.int64),
-                            distinct)
         zero_rows(msg, ints, 1, 2)
         for order in (ORDER_RANKS, ORDER_RING):
             ordered_sum(msg, ints, msg, np.zeros(1, np.int64), ints[:1], ints[:1], 2, 2,
                         order, np.zeros(2, np.uint8), ints.copy())
-        one = np.zeros(1, np.int64)
-        mark = np.zeros(2, np.uint8)
-        sum_blocks(msg, np.zeros(4, np.int64), 0, np.zeros(4, np.int64),
-                   np.zeros(4 * 8 // msg.itemsize, dtype), one, 2, 2, ORDER_RANKS,
-                   msg.itemsize, one.copy(), one.copy(), one.copy(), mark)
+        for index in (np.int32, np.int64):  # (the bounded path's blocks)
+            as_idx, as_val = raw.view(index), raw.view(dtype)
+            for plus_zero in (True, False):
+                pack_block(msg, ints, 1, 2, 2, as_idx, as_val, 0, plus_zero)
+            for distinct in (True, False):
+                add_other_block(msg, ints, 1, as_idx, as_val, 0, 2, 2, np.zeros(2, np.uint8),
+                                np.zeros(4, np.int64), np.zeros(4, np.int64), distinct)
+            one = np.zeros(1, np.int64)
+            raw[:] = 0
+            for order in (ORDER_RANKS, ORDER_RING):
+                sum_blocks(msg, np.zeros(4, np.int64), 0, as_idx, as_val, one, 2, 2, order,
+                           one.copy(), one.copy(), one.copy(), np.zeros(2, np.uint8))

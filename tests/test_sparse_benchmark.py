@@ -111,4 +111,17 @@ def test_step_parts_times_each_part(tmp_path, capsys, path, optimizer):
          "--steps", "20", "--warmup", "2", "--path", path, "--optimizer", optimizer])
     assert list(result) == ["gradient", "reduction", "optimizer", "step"]
     assert all(0 < fastest <= median for fastest, median in result.values())
-    assert capsys.readouterr().out.startswith(f"1 rank(s), float32, {optimizer}, path {path}: ")
+    assert capsys.readouterr().out.startswith(
+        f"1 rank(s), float32, {optimizer}, path {path}, batch 8, reduce auto: ")
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("reduce", ["auto", "bounded", "per-step", "dense"])
+@pytest.mark.parametrize("optimizer", ["momentum", "sgd"])
+def test_step_parts_times_each_reduction_path(tmp_path, reduce, optimizer):
+    """Each path's whole step on P ranks (what the thresholds are set from)."""
+    make(tmp_path)  # (every rank its own copy: the data are deterministic)
+    result = script("step_parts").main(
+        ["--data", str(tmp_path / "train.svm"), "--features", "512", "--batch-size", "8",
+         "--steps", "20", "--warmup", "2", "--reduce", reduce, "--optimizer", optimizer])
+    assert all(0 < fastest <= median for fastest, median in result.values())

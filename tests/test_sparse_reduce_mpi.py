@@ -94,6 +94,9 @@ def test_the_threshold_compares_all_payloads_with_the_dense_message():
     counts = np.array([10, 0, 5])
     sizes = payload_bytes(counts, width=2, rest=3, itemsize=8)
     assert sizes.tolist() == [10 * 8 + 23 * 8, 3 * 8, 5 * 8 + 13 * 8]
+    # (a bounded block's int32 indices, padded to 8 bytes; float32 values likewise)
+    assert payload_bytes(counts, width=2, rest=3, itemsize=4, index_bytes=4).tolist() == [
+        40 + 96, 16, 24 + 56]
     total = int(sizes.sum())
     assert sparse_is_cheaper(counts, width=2, rest=3, itemsize=8, dense_bytes=total,
                              up_to=1.0)
@@ -127,7 +130,8 @@ def one_auto_dense(tmp_path, options: list[str], ranks: int, *, one: bool = True
     return runs
 
 
-@pytest.mark.parametrize("model,ranks", [("logistic", 2), ("logistic", 3), ("mlp", 3)])
+@pytest.mark.parametrize("model,ranks", [("logistic", 2), ("logistic", 3), ("mlp", 2),
+                                          ("mlp", 3)])
 def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, model, ranks):
     """--sparse-reduce auto sends only the touched rows here, and trains the very model
     --sparse-reduce dense trains (bits), which is the model of one rank (1e-10)."""

@@ -85,13 +85,18 @@ def test_only_plain_sgd_without_weight_decay_updates_by_rows():
 @pytest.mark.parametrize("bound,in_place,distinct", [(None, False, True), (50, False, True),
                                                      (50, True, True), (50, True, False)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, distinct, dtype):
-    """... and the result the dense allreduce's bits, summed into the message itself
-    (``in_place``) on two ranks."""
+@pytest.mark.parametrize("width", [1, 2])
+@pytest.mark.parametrize("room", [None, 60, 200])
+def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, distinct, dtype,
+                                                       width, room):
+    """... and the result the dense allreduce's bits (the same on every rank), summed into
+    the message itself (``in_place``) on two ranks; there the other rank's rows are
+    appended after this rank's in the array ``touched`` starts (``room`` elements long)
+    when they fit, and nothing else of that array is written."""
     from mpitrain.collectives.sparse import SparseRowAllreducer
 
     comm = MPI.COMM_WORLD
-    rows, width, rank = 500, 2, comm.Get_rank()
+    rows, rank = 500, comm.Get_rank()
     count = rows * width + 3
     dense = Allreducer(count, dtype, comm, algorithm="ring")
     reference = Allreducer(count, dtype, comm, algorithm="ring")
@@ -100,12 +105,18 @@ def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, distinct
                                  distinct_rows=distinct)
     assert sparse.in_place == (in_place and comm.Get_size() == 2)
     rng = np.random.default_rng(11 + rank)
-    for _ in range(4):
-        touched = rng.choice(rows, 40, replace=False).astype(np.int64)
+    base = np.full(room or 0, -7, dtype=np.int64)
+    for step in range(4):
+        touched = rng.choice(rows, 40 - 2 * step, replace=False).astype(np.int64)
+        if room is not None:  # (as the rows step returns them: the start of its array)
+            base[: touched.size] = touched
+            touched = base[: touched.size]
+        before = base.copy()
         message = dense.buffer()
         message[:] = 0
         block = message[: rows * width].reshape(rows, width)
-        block[touched] = rng.standard_normal((40, width)) * 10.0 ** rng.integers(-3, 4)
+        block[touched] = rng.standard_normal((touched.size, width)) * 10.0 ** rng.integers(-3, 4)
+        block[touched[0]] = -0.0  # (a zero's sign: every rank alike)
         message[rows * width:] = rng.standard_normal(3)
         expected = reference.buffer()
         expected[:] = message
@@ -113,11 +124,20 @@ def test_rows_written_is_the_union_of_every_ranks_rows(bound, in_place, distinct
         result = sparse(message, touched)
         assert (result is message) == sparse.in_place
         np.testing.assert_array_equal(result, expected)
+        bits = np.ascontiguousarray(result).view(np.uint8)
+        assert all(np.array_equal(bits, other) for other in comm.allgather(bits))
         every = np.concatenate(comm.allgather(touched))
         written = sparse.rows_written
         assert written is not None and np.unique(written).tolist() == np.unique(every).tolist()
         assert written.size == (every.size if not distinct and sparse.in_place
                                 else np.unique(every).size)
+        appended = sparse.in_place and room is not None and room >= 80
+        assert np.shares_memory(written, base) == appended
+        if appended:  # (this rank's rows first, then the other's; nothing past them)
+            assert written[: touched.size].tolist() == before[: touched.size].tolist()
+            assert base[written.size:].tolist() == before[written.size:].tolist()
+        else:
+            assert base.tolist() == before.tolist()
     for reducer in (sparse, dense, reference):
         reducer.close()
 

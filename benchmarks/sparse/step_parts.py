@@ -12,6 +12,13 @@ what a step did before the rows step: the whole-gradient step kernel, then the s
 touched rows, the reduction into its own message (not in place) and the update over all
 weights. Prints, on rank 0, the fastest and the median microseconds of each part over
 ``--steps`` steps after ``--warmup``.
+
+``--reduce`` picks the reduction on P ranks: ``auto`` (the thresholds of
+:mod:`mpitrain.collectives.sparse`, as training does), ``bounded`` (the one-exchange path
+whatever the payload), ``per-step`` (the counts, then ``Allgatherv``, whatever the payload)
+or ``dense`` (the whole message's allreduce; the next step then zeroes the whole gradient,
+as the sync strategy's dense steps do): the whole step of each path, what the thresholds
+are set from (``--batch-size`` 32, 128, 512 are the 2-rank job's batches 64, 256, 1024).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--optimizer", choices=("momentum", "sgd"), default="momentum")
     parser.add_argument("--path", choices=("rows", "full"), default="rows")
+    parser.add_argument("--reduce", choices=("auto", "bounded", "per-step", "dense"),
+                        default="auto")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200)
     return parser.parse_args(argv)
@@ -61,10 +70,13 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     mark, touched = np.zeros(d, np.uint8), np.zeros(d, np.int64)
     dense = Allreducer(d + 1 + 4, dtype, comm)
     bound = batch * int(np.diff(Xa[2]).max())
-    rows_reducer = (SparseRowAllreducer(dense, rows=d, width=1, comm=comm, max_touched=bound,
+    forced = {"auto": None, "bounded": np.inf, "per-step": np.inf}
+    rows_reducer = (SparseRowAllreducer(dense, rows=d, width=1, comm=comm,
+                                        max_touched=None if args.reduce == "per-step" else bound,
                                         in_place=args.path == "rows",
-                                        distinct_rows=args.optimizer == "sgd")
-                    if size > 1 else None)
+                                        distinct_rows=args.optimizer == "sgd",
+                                        up_to=forced[args.reduce])
+                    if size > 1 and args.reduce != "dense" else None)
     n, held, scale = len(y) - batch, -1, 1.0 / (batch * size)
     times = np.zeros((args.steps, len(PARTS)))
     for step in range(args.warmup + args.steps):
@@ -81,13 +93,15 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
         t1 = time.perf_counter()
         grad = rows_reducer(message, touched[:held]) if rows_reducer else dense()
         union = rows_reducer.rows_written if rows_reducer else touched[:held]
-        if grad is message:  # (in place: the message is non-zero in all of the union)
+        if union is None or (size > 1 and rows_reducer is None):  # a dense step
+            union, held = None, -1  # (it may have written the message: zero it all)
+        elif grad is message:  # (in place: the message is non-zero in all of the union)
             touched[: union.size] = union
             held = union.size
         t2 = time.perf_counter()
         if args.optimizer == "momentum":
             momentum_update(params, grad, velocity, scale, 0.1, 0.9, 0.0, False)
-        elif args.path == "rows":
+        elif args.path == "rows" and union is not None:
             sgd_update_rows(params, grad, union, union.size, 1, d, scale, 0.1, 0.0)
         else:
             sgd_update(params, grad, scale, 0.1, 0.0)
@@ -100,7 +114,11 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     result = {part: (float(times[:, i].min() * 1e6), float(np.median(times[:, i]) * 1e6))
               for i, part in enumerate(PARTS)}
     if rank == 0:
-        print(f"{size} rank(s), {args.dtype}, {args.optimizer}, path {args.path}: " + "; ".join(
+        how = "" if rows_reducer is None else (
+            f", {rows_reducer.transport} {rows_reducer.sparse_steps} sparse / "
+            f"{rows_reducer.dense_steps} dense steps")
+        print(f"{size} rank(s), {args.dtype}, {args.optimizer}, path {args.path}, batch "
+              f"{batch}, reduce {args.reduce}{how}: " + "; ".join(
             f"{part} {fast:.1f} / {mid:.1f} us" for part, (fast, mid) in result.items()))
     return result
 

@@ -7,8 +7,9 @@ in the batch; on a 2^18-feature logistic model with 64 rows of ~40 non-zeros a s
 ~2,500 of 262,144 rows, yet the dense allreduce moves all of them every step.
 
 :class:`SparseRowAllreducer` wraps the step's persistent dense :class:`Allreducer`. A
-rank's *payload* is its touched rows' indices (int64), the rows, and the dense rest of the
-message (the other layers, biases and the loss/count/stop tail). Each step (collective,
+rank's *payload* is its touched rows' indices (int64; int32 in the bounded path's blocks),
+the rows, and the dense rest of the message (the other layers, biases and the
+loss/count/stop tail). Each step (collective,
 same order on every rank), one of two paths, fixed at construction:
 
 - **bounded** (when the caller gives ``max_touched``, a bound on the rows a rank touches
@@ -29,7 +30,12 @@ in the order the dense allreduce adds it (:mod:`mpitrain.kernels.sparse_reduce`)
 rows the previous sparse step wrote are zeroed first, so a step costs time in the touched
 rows, not the matrix. On two ranks a caller may let the bounded path add the other rank's
 rows into its own message instead (``in_place``: a + b == b + a, so the same bits), which
-the sync strategy does: then the reduced step is one message, as on one rank.
+the sync strategy does: then the reduced step is one message, as on one rank. That path
+is three passes over the touched rows and nothing else: packing the block (which also
+makes the packed elements ``own + 0``, :func:`~mpitrain.kernels.sparse_reduce.pack_block`),
+the flag barrier, and adding the other rank's block while listing its rows after the
+caller's own (written after ``touched`` in the array it starts, when there is room: the
+rows step's array, so nobody copies row lists).
 
 Why an allgather of each rank's rows rather than agreeing on the union and allreducing a
 packed buffer: for the sums to be the dense allreduce's bits, each element must be added
@@ -46,31 +52,35 @@ in IEEE arithmetic). With ``mpi``, ``root``, ``hierarchical`` on 3 or more ranks
 ``--compress``, the sparse path is off (every step dense), as it is on one rank. (A zero's
 sign may differ: -0.0 where the dense sum gives +0.0; the values are equal.)
 
-**The thresholds** (:data:`BOUNDED_UP_TO`, :data:`SPARSE_UP_TO`), measured 2026-11-30 on
-the 2-core machine while loaded (load average 8-10; 3 ranks oversubscribe it), float32,
-2^18 rows of width 1 plus 5 dense elements (1 MiB; the dense ``auto`` = ``ring`` through
-shared memory), bounded path through the shared-memory slots, 40 (P=3: 30) interleaved
-calls, median (min) us::
+**The thresholds** (:data:`BOUNDED_UP_TO`, :data:`SPARSE_UP_TO`) come from what a whole
+training step costs on each path, not the collective alone: the dense path also zeroes the
+whole gradient block for the next step (its result may have written it) and hands the
+optimizer a 1 MiB message, where the in-place bounded path only touches the rows. Measured
+2026-11-30 on the 2-core machine (shared with 2 other developers' work, load average
+3.5-5), 2 ranks, float32 logistic regression on 2^18 features (1 MiB message), momentum,
+30,000 rows of 40 non-zeros (the widest 80), 600 steps after 200, fastest / median us a
+step (``fraction``: the bounded path's ``P`` blocks of the bound, rows a step times 80,
+against the dense message, as :data:`BOUNDED_UP_TO` compares them), two interleaved
+rounds::
 
-    mpiexec -n P python benchmarks/sparse_reduce.py --dtype float32 --repeat 40
+    mpiexec -n 2 python benchmarks/sparse/step_parts.py --data wide.svm \
+        --batch-size B --reduce bounded|dense|per-step
 
-    P=2 rows/rank  fraction  dense        per-step path  bounded path
-          256      0.006     74 (56)      65 (37)        20 (11)
-         1280      0.029     68 (55)      91 (49)        26 (20)
-         2560      0.059     132 (57)     240 (64)       68 (33)
-         8192      0.188     153 (63)     383 (166)      219 (107)
-        16384      0.375     165 (75)     594 (286)      522 (182)
-    P=3   256      0.009     327 (253)    453 (302)      165 (126)
-         1280      0.044     441 (331)    848 (632)      426 (310)
-         2560      0.088     898 (344)    2398 (851)     949 (618)
-         8192      0.281     4449 (719)   16655 (7911)   4134 (2023)
+    rows/rank  fraction  bounded (shm)       dense (ring)        per-step (Allgatherv)
+       32      0.039     62-68 / 71-78       134-135 / 144-695   158-259 / 270-2698
+      128      0.156     112-114 / 118-218   163-835 / 884-938   164-225 / 265-409
+      256      0.313     161-162 / 185-196   194-199 / 212-223   244-251 / 573-838
+      384      0.469     224-241 / 247-264   232-233 / 237-321   339-347 / 346-3315
+      512      0.625     282-309 / 320-369   263-274 / 272-295   394-406 / 414-504
 
-The bounded path (one exchange) is about twice as fast as the dense ring up to a few
-percent of its bytes and even at about a tenth; the per-step path (two collectives, MPICH's
-``Allgatherv``) only wins below about 1% on 2 ranks; hence 0.1 and 0.01. (Under heavier
-load, load average 12-16, with the bounded path over MPI's ``Allgather``, the bounded path
-won up to about half the dense bytes: waiting for the other ranks to be scheduled then
-costs more than any bytes.) Not yet measured on an idle machine or across nodes.
+The bounded path (one exchange through the slots) wins by half at small batches and by
+~18% at 0.31, ties at 0.47 and loses at 0.63 (its cost grows with the rows sent; the dense
+ring's does not): hence 0.35. The per-step path (two MPI collectives) lost to the dense
+path at every size here, even at ~3% of the bytes (its fraction at 32 rows a rank,
+counting the distinct rows): it stays at 0.01, where the collective alone was measured to
+win (65 against 74 us at 0.006, loaded). The 3-rank bounded path was measured earlier on
+the collective only (load 8-10, ``benchmarks/sparse_reduce.py``): it beat the ring up to
+~0.3. Not yet measured on an idle machine or across nodes.
 """
 
 from __future__ import annotations
@@ -96,7 +106,7 @@ from mpitrain.kernels.sparse_reduce import (
 #: fraction of the dense message's bytes (measured: module docstring).
 SPARSE_UP_TO = 0.01
 #: The bounded path is used when ``P`` payloads of the bound are at most this fraction.
-BOUNDED_UP_TO = 0.1
+BOUNDED_UP_TO = 0.35
 
 
 def summation_order(algorithm: str, size: int) -> int | None:
@@ -112,11 +122,13 @@ def summation_order(algorithm: str, size: int) -> int | None:
     return None
 
 
-def payload_bytes(counts: np.ndarray, *, width: int, rest: int, itemsize: int) -> np.ndarray:
-    """Bytes of each rank's payload for ``counts`` touched rows: the indices (int64), then
-    the rows and the ``rest`` dense elements, padded to 8 bytes."""
+def payload_bytes(counts: np.ndarray, *, width: int, rest: int, itemsize: int,
+                  index_bytes: int = 8) -> np.ndarray:
+    """Bytes of each rank's payload for ``counts`` touched rows: the indices (int64, or
+    ``index_bytes`` each), then the rows and the ``rest`` dense elements, each part padded
+    to 8 bytes."""
     values = (counts * width + rest) * itemsize
-    return counts * 8 + -(-values // 8) * 8
+    return -(-(counts * index_bytes) // 8) * 8 + -(-values // 8) * 8
 
 
 def sparse_is_cheaper(counts: np.ndarray, *, width: int, rest: int, itemsize: int,
@@ -172,6 +184,9 @@ class SparseRowAllreducer:
         self._recv = np.zeros(0, dtype=np.uint8)
         self._dirty = np.zeros(0, dtype=np.int64)  # rows of _out the last sparse call wrote
         self._n_dirty = 0
+        self._written = self._dirty  # where rows_written are: _dirty, or the caller's room
+        # (in place: the array the caller's touched rows start, or _dirty; and their base)
+        self._room, self._room_of = self._dirty, object()
         self._mark = np.zeros(rows if self.enabled else 0, dtype=np.uint8)
         self._sparse_last = False  # whether the last call went sparse
         self._transport = "none"
@@ -185,8 +200,11 @@ class SparseRowAllreducer:
         if max_touched is not None:  # agree on the largest bound (collective)
             agreed = np.array([min(max(0, max_touched), rows)], dtype=np.int64)
             self._comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
+            # (a block's indices: int32 where every row number fits)
+            self._index = np.dtype(np.int32 if rows <= 2**31 else np.int64)
             block = int(payload_bytes(agreed, width=width, rest=self.rest,
-                                      itemsize=self._itemsize)[0]) + 8
+                                      itemsize=self._itemsize,
+                                      index_bytes=self._index.itemsize)[0]) + 8
             if size * block <= bounded_up_to * self._dense_bytes and size * block < 2**31:
                 self.bound = int(agreed[0])
                 self._block = block
@@ -201,14 +219,16 @@ class SparseRowAllreducer:
                     if not contiguous[0]:  # (agreed: the same on every rank)
                         self.close()
                 ranks = np.arange(size, dtype=np.int64)
+                self._rank = self._comm.Get_rank()
                 if self._slots is None:
                     self._starts = (ranks * block,)
                 else:  # rank r's slot b starts at byte r * 2 * capacity + b * capacity
                     cap = self._slots.capacity
                     self._starts = (ranks * 2 * cap, ranks * 2 * cap + cap)
+                    self._mine_at = [int(starts[self._rank]) for starts in self._starts]
+                    self._span_views = self._typed(self._slots.span)
                 self._dirty = np.zeros(size * self.bound, dtype=np.int64)
                 self._scratch = tuple(np.zeros(size, dtype=np.int64) for _ in range(3))
-                self._rank = self._comm.Get_rank()
         self._transport = ("allgatherv" if not self.bound else
                            "shm" if self._slots is not None else "allgather")
         #: the bounded path on two ranks sums into the caller's message (``in_place``)
@@ -218,7 +238,10 @@ class SparseRowAllreducer:
     def __call__(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
         """Collective: the sum over the ranks of ``message`` (this rank's contribution,
         where the dense reducer's :meth:`~Allreducer.buffer` was), whose row block is zero
-        outside the rows ``touched`` (distinct int64, in any order)."""
+        outside the rows ``touched`` (distinct int64, in any order). Summing in place, when
+        ``touched`` is the start of a longer int64 array, the other rank's rows are written
+        after it there (then :attr:`rows_written` is that array's start; nothing past them
+        is written)."""
         if not self.enabled:
             return self.dense()
         self._sparse_last = True
@@ -259,47 +282,57 @@ class SparseRowAllreducer:
                                     (displs + counts * 8) // self._itemsize, self.width,
                                     self.rows * self.width, self.order, self._mark,
                                     self._dirty)
+        self._written = self._dirty
         return out
 
     def _bounded(self, message: np.ndarray, touched: np.ndarray) -> np.ndarray:
-        """The one-collective path: every rank sends a block of the bound's size (its
-        count, then its payload), one ``Allgather``."""
-        m = int(touched.size)
+        """The one-exchange path: every rank writes a block of the bound's size (its count,
+        then its payload) into its shared-memory slot, or one ``Allgather`` carries them."""
+        m = touched.size
         if m > self.bound:
             raise ValueError(f"{m} touched rows exceed the agreed bound {self.bound}")
         self.sparse_steps += 1
         slots = self._slots
+        dense_start = self.rows * self.width
         if slots is None:
             recv, starts = self._recv, self._starts[0]
-            send_int, send_val = self._typed(self._send)
-            pack_block(message, touched, m, self.width, self.rows * self.width, send_int,
-                       send_val, 0, self._itemsize)
+            send_idx, send_val = self._typed(self._send)
+            pack_block(message, touched, m, self.width, dense_start, send_idx, send_val, 0,
+                       self.in_place)
             self._comm.Allgather([self._send, MPI.BYTE], [recv, MPI.BYTE])
+            as_idx, as_val = self._typed(recv)
         else:  # written into this rank's slot and every slot read in place after the
-            recv = slots.span  # slots' barrier
-            send_int, send_val = self._typed(recv)
-            pack_block(message, touched, m, self.width, self.rows * self.width, send_int,
-                       send_val, int(self._starts[slots.calls % slots.slots][self._rank]),
-                       self._itemsize)
+            as_idx, as_val = self._span_views  # slots' barrier
+            pack_block(message, touched, m, self.width, dense_start, as_idx, as_val,
+                       self._mine_at[slots.calls % slots.slots], self.in_place)
             starts = self._starts[slots.exchange()[1]]  # type: ignore[index]
-        as_int, as_val = self._typed(recv)
         if self.in_place:  # (two ranks: the other's block into this rank's message)
-            self._n_dirty = add_other_block(message, touched, m, as_int, as_val,
-                                            int(starts[1 - self._rank]), self.width,
-                                            self.rows * self.width, self._itemsize,
-                                            self._mark, self._dirty, self._distinct)
+            base = touched.base
+            if base is not self._room_of:  # (the caller's array: the same step to step)
+                self._room_of = base
+                self._room = (base if isinstance(base, np.ndarray) and base.ndim == 1
+                              and base.dtype == np.int64 and base.flags.c_contiguous
+                              and base.flags.writeable else self._dirty)
+            n, in_room = add_other_block(message, touched, m, as_idx, as_val,
+                                         int(starts[1 - self._rank]), self.width,
+                                         dense_start, self._mark, self._room, self._dirty,
+                                         self._distinct)
+            self._n_dirty = n
+            self._written = self._room if in_room else self._dirty
             return message
         counts, idx_off, val_off = self._scratch
-        self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, as_int, as_val,
-                                   starts, self.width, self.rows * self.width, self.order,
-                                   self._itemsize, counts, idx_off, val_off, self._mark)
+        self._n_dirty = sum_blocks(self._out, self._dirty, self._n_dirty, as_idx, as_val,
+                                   starts, self.width, dense_start, self.order, counts,
+                                   idx_off, val_off, self._mark)
+        self._written = self._dirty
         return self._out
 
     def _typed(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Byte buffer ``raw`` viewed as int64 and as the message dtype (cached)."""
+        """Bounded-path byte buffer ``raw`` viewed as the blocks' index dtype and as the
+        message dtype (cached)."""
         views = self._views.get(id(raw))
         if views is None:
-            views = self._views[id(raw)] = (raw.view(np.int64), raw.view(self.dense.dtype))
+            views = self._views[id(raw)] = (raw.view(self._index), raw.view(self.dense.dtype))
         return views
 
     @property
@@ -308,7 +341,7 @@ class SparseRowAllreducer:
         non-zero, the union of every rank's touched rows (distinct, unless built with
         ``distinct_rows=False`` and summing in place: then with repeats, for a caller that
         only zeroes them); None when that call was dense (non-zero anywhere)."""
-        return self._dirty[: self._n_dirty] if self._sparse_last else None
+        return self._written[: self._n_dirty] if self._sparse_last else None
 
     @property
     def transport(self) -> str:

@@ -104,11 +104,14 @@ class BatchGradient:
 
     def holding(self, message: np.ndarray, rows: np.ndarray) -> None:
         """Something else wrote ``message`` (filled by :meth:`step_rows`) and it is now zero
-        outside the distinct ``rows`` (an in-place reduction): zero those next time."""
+        outside ``rows`` (an in-place reduction; repeats allowed): zero those next time."""
         held = self._held.get(message.__array_interface__["data"][0])
         if held is not None:
-            held[0][: rows.size] = rows
-            held[1] = rows.size
+            buf = held[0]
+            if rows.base is not buf or (rows.__array_interface__["data"][0]
+                                        != buf.__array_interface__["data"][0]):
+                buf[: rows.size] = rows  # (else they are there: a reduction that appended
+            held[1] = rows.size  # the other ranks' rows to the ones step_rows returned)
 
     def forget(self) -> None:
         """Something else wrote the messages :meth:`step_rows` fills: zero their whole
