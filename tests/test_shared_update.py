@@ -77,12 +77,15 @@ def test_refused_for_tree_models():
               features=4, classes=2, model="gbdt", trees=2, quiet=True)
 
 
-def test_refused_for_sparse_row_models(tmp_path):
+def test_sparse_row_models_on_one_rank_are_the_plain_update(tmp_path):
     data = tmp_path / "rows.svm"
     data.write_text("".join(f"{i % 2} {i % 5 + 1}:1 {i % 7 + 6}:0.5\n" for i in range(60)))
-    with pytest.raises(UserError, match=r"the sparse-row model .* does not"):
-        train(comm=MPI.COMM_SELF, reduce="shared-update", data=str(data), model="logistic",
-              sparse="on", epochs=1, quiet=True)
+    options = dict(data=str(data), model="logistic", sparse="on", epochs=2, batch_size=8,
+                   optimizer="momentum", dtype="float64", quiet=True)
+    shared = train(comm=MPI.COMM_SELF, reduce="shared-update", **options)
+    assert shared.summary["reduce"]["algorithm"] == "shared-update"
+    assert shared.flat.tobytes() == train(comm=MPI.COMM_SELF, reduce="mpi",
+                                          **options).flat.tobytes()
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])

@@ -72,6 +72,44 @@ def test_auto_takes_it_for_a_large_message_with_the_same_bits():
     assert auto.flat.tobytes() == train(reduce="shm", **options).flat.tobytes()
 
 
+def _sparse_rows(path, features: int) -> str:
+    """A libsvm file (rank 0 writes it) whose rows touch a few of ``features``."""
+    comm = MPI.COMM_WORLD
+    if comm.Get_rank() == 0:
+        rng = np.random.default_rng(7)
+        lines = []
+        for i in range(240):
+            cols = np.unique(rng.integers(1, features + 1, size=6))
+            lines.append(f"{i % 2} " + " ".join(f"{c}:{rng.uniform(0.5, 2):.3f}"
+                                                for c in cols))
+        path.write_text("\n".join(lines) + f"\n1 {features}:1\n")
+    comm.Barrier()
+    return str(path)
+
+
+@pytest.mark.parametrize("optimizer,weight_decay,takes_it", [
+    ("momentum", 0.0, True), ("adam", 0.0, True), ("sgd", 1e-3, True), ("sgd", 0.0, False)])
+def test_auto_takes_it_for_sparse_rows_when_every_weight_moves(mpi_tmp_path, optimizer,
+                                                              weight_decay, takes_it):
+    # 2^15 float64 weights: a 262 KB step message; the step touches ~6 rows a row
+    options = dict(data=_sparse_rows(mpi_tmp_path / "rows.svm", 2**15), model="logistic",
+                   sparse="on", dtype="float64", shuffle="global", epochs=2, batch_size=16,
+                   optimizer=optimizer, weight_decay=weight_decay, lr=0.05, quiet=True)
+    auto = train(**options)
+    picked = auto.summary["reduce"]["algorithm"] == "shared-update"
+    assert picked == (takes_it and one_node())
+    same_on_every_rank(auto.flat)
+    # the slot sum's bits (a sparse model's shm reduction gives the dense sum's bits);
+    # auto without it may sum in another order (the ring's, on 3+ ranks): rounding only
+    shm = train(reduce="shm", **options).flat
+    if picked:
+        assert auto.flat.tobytes() == shm.tobytes()
+    np.testing.assert_allclose(auto.flat, shm, rtol=1e-12, atol=1e-13)
+    if one_node():  # given explicitly it runs with plain SGD too, with the same bits
+        given = train(reduce="shared-update", **options)
+        assert given.flat.tobytes() == shm.tobytes()
+
+
 def test_the_windows_sum_slices_in_rank_order():
     comm = MPI.COMM_WORLD
     if not one_node():

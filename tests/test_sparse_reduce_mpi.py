@@ -136,8 +136,10 @@ def test_training_reduces_sparsely_with_the_dense_bits(tmp_path, model, ranks):
     """--sparse-reduce auto sends only the touched rows here, and trains the very model
     --sparse-reduce dense trains (bits), which is the model of one rank (1e-10)."""
     path = sparse_file(tmp_path / "w.svm", 240, 20000, 5, lambda i: i % 2)
+    # (--reduce shm: with momentum, --reduce auto takes the node-shared update on one
+    # node instead of a reduction: tests/test_shared_update_mpi.py)
     options = ["--data", path, "--model", model, "--hidden", "4", "--sparse", "on",
-               "--shuffle", "global", *COMMON]
+               "--shuffle", "global", "--reduce", "shm", *COMMON]
     runs = one_auto_dense(tmp_path, options, ranks)
     reduction = runs["auto"][1]["sparse_reduction"]
     assert reduction["enabled"] and reduction["sparse_steps"] > 0

@@ -14,8 +14,11 @@ schedule.
 
 ``--reduce auto`` runs it where it applies (:func:`runs_node_shared`): every rank on one
 node, shared memory allowed, the plain sync path (no ``--overlap``, ``--compress``,
-``--shard``, tensor parallelism, sparse-row models), 2+ ranks and a step message of at
-least :data:`~mpitrain.collectives.select.SHARED_UPDATE_FROM_BYTES`.
+``--shard``, tensor parallelism), 2+ ranks and a step message of at least
+:data:`~mpitrain.collectives.select.SHARED_UPDATE_FROM_BYTES`; for a sparse-row model
+(CSR rows, a step touching some rows of the first layer) only with an optimizer that moves
+every weight every step (momentum, Adam, weight decay: :func:`rows_update_is_exact`).
+Such a model's step zeroes only the rows of its slot it wrote the step before.
 
 Outside the steps: evaluation reads the shared parameters; checkpoints hold the full
 parameters and optimizer state (rank 0 writes them: they are in shared memory, complete
@@ -85,14 +88,14 @@ def runs_node_shared(config: TrainConfig, *, model: BoundModel, params: np.ndarr
                      comm: MPI.Comm) -> bool:
     """Collective (the same answer on every rank): whether this sync run uses the
     node-shared update: ``--reduce shared-update`` (a UserError on every rank where it
-    cannot run: several nodes, a sparse-row model), or ``--reduce auto`` where it applies
-    and the step message is large enough."""
+    cannot run: several nodes), or ``--reduce auto`` where it applies and the step
+    message is large enough."""
     if config.reduce not in ("auto", NAME) or static_problem(config) is not None:
         return False
     size = comm.Get_size()
-    sparse = model.hook("touched_kernel") is not None
     nbytes = (model.layout.size + TAIL) * params.itemsize
-    if config.reduce == "auto" and (sparse or not picks_shared_update(nbytes, size)):
+    if config.reduce == "auto" and (rows_update_is_exact(config, model)
+                                    or not picks_shared_update(nbytes, size)):
         return False
     one_node = state_of(comm).one_node()  # (collective on first use)
     if config.reduce == "auto":
@@ -100,10 +103,18 @@ def runs_node_shared(config: TrainConfig, *, model: BoundModel, params: np.ndarr
     agree(comm, None if one_node else
           f"--reduce {NAME} needs every rank on one node, but the ranks span several "
           "nodes; use --reduce auto")
-    agree(comm, None if not sparse else
-          f"--reduce {NAME} updates the whole model every step, which the sparse-row model "
-          f"{model.name} does not (its step touches some rows); use --reduce auto")
     return True
+
+
+def rows_update_is_exact(config: TrainConfig, model: BoundModel) -> bool:
+    """Whether a sparse-row model's step may update only the rows some rank touched (plain
+    SGD without weight decay: the same bits as the full update), which ``auto`` prefers to
+    the node-shared update: the touched rows' exchange and update cost time in the batch,
+    not the model. Momentum, Adam and weight decay move every weight every step, so a
+    sparse-row model with them takes the node-shared update like a dense one (each rank
+    updates 1/P of the weights instead of all)."""
+    sparse = model.hook("touched_kernel") is not None
+    return sparse and config.optimizer == "sgd" and config.weight_decay == 0.0
 
 
 @dataclass(kw_only=True)
@@ -149,7 +160,11 @@ class NodeSharedStrategy(SyncStrategy):
         message = self._shared.slot
         train = self.train
         started = perf_counter()
-        self.gradient.step(self.params, message, train.X, train.y, self._rows(unit))
+        if self.gradient.row_width:  # a sparse-row model zeroes only the rows it wrote
+            # last time (only this rank writes its slot: the others just read it)
+            self.gradient.step_rows(self.params, message, train.X, train.y, self._rows(unit))
+        else:
+            self.gradient.step(self.params, message, train.X, train.y, self._rows(unit))
         self.straggler.slow_down(started)
         vote(message, stop_requested)
 
