@@ -5,7 +5,8 @@
 learning rate of each step. May import :mod:`mpitrain.kernels` only.
 """
 
-from .rules import OPTIMIZERS, Optimizer, make_optimizer
+from .rules import OPTIMIZERS, Optimizer, exact_on_rows, make_optimizer
 from .schedules import SCHEDULES, learning_rate
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "Optimizer", "learning_rate", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Optimizer", "exact_on_rows", "learning_rate",
+           "make_optimizer"]

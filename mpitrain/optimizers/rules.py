@@ -56,7 +56,7 @@ class Optimizer:
         Adam keep moving every weight whose state is non-zero, and weight decay every
         weight, so updating only some rows would need each skipped step replayed: no
         saving.)"""
-        return self.name == "sgd" and self.weight_decay == 0.0
+        return exact_on_rows(self.name, weight_decay=self.weight_decay)
 
     def apply_rows(self, params: np.ndarray, grad: np.ndarray, *, rows: np.ndarray,
                    width: int, dense_start: int, scale: float, lr: float) -> None:
@@ -70,6 +70,12 @@ class Optimizer:
         self.steps += 1
         updates.sgd_update_rows(params, grad, rows, rows.size, width, dense_start, scale, lr,
                                 self.weight_decay)
+
+
+def exact_on_rows(name: str, *, weight_decay: float) -> bool:
+    """Whether the update rule ``name`` with ``weight_decay`` leaves a weight whose gradient
+    is 0 unchanged (:attr:`Optimizer.exact_on_rows`), known before any state exists."""
+    return name == "sgd" and weight_decay == 0.0
 
 
 def make_optimizer(name: str, params: np.ndarray, *, weight_decay: float = 0.0,

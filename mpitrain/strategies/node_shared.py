@@ -43,6 +43,7 @@ from mpitrain.collectives.select import SHARED_UPDATE_FROM_BYTES, picks_shared_u
 from mpitrain.collectives.shared_update import SharedUpdate
 from mpitrain.config import shared_memory_allowed
 from mpitrain.errors import UserError, agree
+from mpitrain.optimizers import exact_on_rows
 
 from .base import StopRequested, Unit, vote, voted
 from .shards import Slice, memory_report
@@ -114,7 +115,7 @@ def rows_update_is_exact(config: TrainConfig, model: BoundModel) -> bool:
     sparse-row model with them takes the node-shared update like a dense one (each rank
     updates 1/P of the weights instead of all)."""
     sparse = model.hook("touched_kernel") is not None
-    return sparse and config.optimizer == "sgd" and config.weight_decay == 0.0
+    return sparse and exact_on_rows(config.optimizer, weight_decay=config.weight_decay)
 
 
 @dataclass(kw_only=True)
