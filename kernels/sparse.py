@@ -16,6 +16,7 @@ Workspace for ``n`` rows: ``n * (k + 1)`` elements (logits, then labels).
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from .backward import _write_tail
@@ -96,17 +97,24 @@ def sparse_gradient(params, grad, X, y, rows, work, spec):
     _check(params, X, spec, nrows, work)
     d, k = spec[1], spec[2]
     grad[: d * k + k] = 0
-    return _add_gradient(params, grad, X, y, rows, work, spec)
+    no_mark = np.zeros(0, dtype=np.uint8)  # (no columns to list)
+    loss, correct, _ = _add_gradient(params, grad, X, y, rows, work, spec, no_mark,
+                                     np.zeros(0, dtype=np.int64))
+    return loss, correct
 
 
 @njit(**_JIT)
-def _add_gradient(params, grad, X, y, rows, work, spec):
+def _add_gradient(params, grad, X, y, rows, work, spec, mark, touched):
     """The batch's gradient added into ``grad`` (zero in the rows of the batch's columns
-    and in the bias); (loss sum, correct)."""
+    and in the bias); (loss sum, correct, m). With a ``mark`` (non-empty: as in
+    :func:`distinct_columns`) the batch's distinct columns go to ``touched[:m]``."""
     nrows = rows.size
     d, k = spec[1], spec[2]
     if nrows == 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0
+    if k == 1:
+        return _add_gradient_one(params, grad, X, y, rows, work, spec, mark, touched)
+    m = distinct_columns(X, rows, mark, touched) if mark.size else 0
     Z = _logits(params, X, rows, work, spec)
     loss, correct = _head(Z, _labels(y, rows, work, spec), spec[0], True)
     add_csr_outer(grad[: d * k].reshape((d, k)), X, rows, Z)
@@ -114,7 +122,57 @@ def _add_gradient(params, grad, X, y, rows, work, spec):
     for i in range(nrows):
         for c in range(k):
             gb[c] += Z[i, c]
-    return loss, correct
+    return loss, correct, m
+
+
+@njit(**_JIT)
+def _add_gradient_one(params, grad, X, y, rows, work, spec, mark, touched):
+    """:func:`_add_gradient` of a one-output model (linear, logistic), row by row: a row's
+    logit, its delta, then its entries' gradient while they are still in cache, and its
+    columns listed in the same pass (one pass over the batch instead of three). The same
+    operations in the same order as :func:`_logits`, the head and :func:`add_csr_outer`,
+    so the same bits."""
+    data, indices, indptr = X
+    d = spec[1]
+    n = rows.size
+    n_rows = indptr.size - 1
+    W = params[:d]
+    b = params[d]
+    gW = grad[:d]
+    Z = work[:n].reshape((n, 1))
+    labels = work[n : 2 * n]
+    listing = mark.size > 0
+    loss = 0.0
+    correct = 0.0
+    m = 0
+    for i in range(n):
+        r = rows[i]
+        if r < 0 or r >= n_rows:
+            raise IndexError("row index out of range")
+        lo, hi = indptr[r], indptr[r + 1]
+        z = Z.dtype.type(0)
+        for p in range(lo, hi):
+            j = indices[p]
+            if j < 0 or j >= d:
+                raise IndexError("column index out of range")
+            z += data[p] * W[j]
+        Z[i, 0] = z + b
+        labels[i] = y[r]
+        row_loss, row_correct = _head(Z[i : i + 1], labels[i : i + 1], spec[0], True)
+        loss += row_loss
+        correct += row_correct
+        delta = Z[i, 0]
+        for p in range(lo, hi):
+            j = indices[p]
+            if listing and mark[j] == 0:
+                mark[j] = 1
+                touched[m] = j
+                m += 1
+            gW[j] += data[p] * delta
+        grad[d] += delta
+    if listing:
+        clear_marks(mark, touched, m)
+    return loss, correct, m
 
 
 @njit(**_JIT)
@@ -162,8 +220,7 @@ def sparse_rows_step(params, message, X, y, rows, work, spec, mark, touched, hel
             for c in range(k):
                 message[base + c] = 0
     message[d * k : d * k + k] = 0
-    m = distinct_columns(X, rows, mark, touched)
-    loss, correct = _add_gradient(params, message, X, y, rows, work, spec)
+    loss, correct, m = _add_gradient(params, message, X, y, rows, work, spec, mark, touched)
     _write_tail(message, params.size, loss, correct, nrows)
     return m
 

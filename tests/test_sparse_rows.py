@@ -15,8 +15,15 @@ from test_sparse_reduce_mpi import one_auto_dense
 from test_sparse_train import COMMON, sparse_file
 
 from mpitrain.collectives import Allreducer
+from mpitrain.kernels.network import _head
 from mpitrain.kernels.optimizers import sgd_update, sgd_update_rows
-from mpitrain.kernels.sparse import sparse_rows_step, sparse_step, sparse_workspace_size
+from mpitrain.kernels.sparse import (
+    _logits,
+    add_csr_outer,
+    sparse_rows_step,
+    sparse_step,
+    sparse_workspace_size,
+)
 from mpitrain.optimizers import make_optimizer
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,6 +56,39 @@ def test_rows_step_gives_the_full_steps_message_step_after_step(name, dtype):
                                                     for r in rows] or [[]]).astype(int)])
         assert sorted(touched[:held]) == columns.tolist() and not mark.any()
         params -= dtype(0.1) * expected[: params.size]
+
+
+@pytest.mark.parametrize("name", ["linear", "logistic"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_output_step_row_by_row_gives_the_batch_formulas_bits(name, dtype):
+    """Linear and logistic steps go row by row (logit, delta, the row's gradient while its
+    entries are in cache): the bits of the batch formulas (all logits, the head, then the
+    outer product), with extreme values where an operation order would show."""
+    kind, k, _ = HEADS[name]
+    rng = np.random.default_rng(11)
+    n, d = 50, 300
+    (data, indices, indptr), _ = random_csr(rng, n, d, 0.05)
+    data = (data * 10.0 ** rng.integers(-6, 7, data.size)).astype(dtype)
+    X = (data, indices, indptr)
+    y = (rng.integers(0, 2, n) if name == "logistic" else rng.standard_normal(n)).astype(dtype)
+    spec = np.array([kind, d, k], dtype=np.int64)
+    params = (rng.standard_normal(d * k + k) * 10.0 ** rng.integers(-4, 3, d * k + k))
+    params = params.astype(dtype)
+    rows = np.concatenate([rng.choice(n, 30, replace=False), [3, 3]]).astype(np.int64)
+    work = np.empty(sparse_workspace_size(k, rows.size), dtype=dtype)
+    message = np.full(d * k + k + 3, 7.0, dtype=dtype)
+    sparse_step(params, message, X, y, rows, work, spec)
+    Z = _logits(params, X, rows, work, spec)
+    labels = work[rows.size : 2 * rows.size]
+    labels[:] = y[rows]
+    loss, correct = _head(Z, labels, kind, True)
+    expected = np.zeros(d * k + k, dtype=dtype)
+    add_csr_outer(expected[:d].reshape(d, 1), X, rows, Z)
+    for i in range(rows.size):  # the bias, in row order
+        expected[d] += Z[i, 0]
+    np.testing.assert_array_equal(message[: d + 1], expected)
+    assert (message[d + 1], message[d + 2], message[d + 3]) == (
+        dtype(loss), dtype(correct), rows.size)
 
 
 @pytest.mark.parametrize("width", [1, 3])

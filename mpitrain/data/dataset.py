@@ -27,6 +27,7 @@ from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
 from mpitrain.data.labels import name_labels
 from mpitrain.data.libsvm import share_scans
 from mpitrain.data.memory import Arrays, MemorySource, open_arrays
+from mpitrain.data.pages import with_small_pages
 from mpitrain.data.sharding import block_range
 from mpitrain.data.sources import (
     ZERO_BASED,
@@ -81,6 +82,7 @@ SPARSE = ("auto", "on", "off")
 AUTO_DENSITY = 0.1
 
 
+@with_small_pages
 def load_dataset(
     source: str,
     *,
