@@ -22,6 +22,7 @@ from numba import njit
 from .backward import _write_tail
 from .dense import outputs_of_logits
 from .network import _head
+from .prefetch import ROWS_AHEAD, prefetch_row
 from .sparse_reduce import add_distinct, clear_marks
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
@@ -129,7 +130,8 @@ def _add_gradient(params, grad, X, y, rows, work, spec, mark, touched):
 def _add_gradient_one(params, grad, X, y, rows, work, spec, mark, touched):
     """:func:`_add_gradient` of a one-output model (linear, logistic), row by row: a row's
     logit, its delta, then its entries' gradient while they are still in cache, and its
-    columns listed in the same pass (one pass over the batch instead of three). The same
+    columns listed in the same pass (one pass over the batch instead of three; the entries
+    of the rows ahead are prefetched). The same
     operations in the same order as :func:`_logits`, the head and :func:`add_csr_outer`,
     so the same bits."""
     data, indices, indptr = X
@@ -145,7 +147,13 @@ def _add_gradient_one(params, grad, X, y, rows, work, spec, mark, touched):
     loss = 0.0
     correct = 0.0
     m = 0
-    for i in range(n):
+    for i in range(-ROWS_AHEAD, n):
+        if i + ROWS_AHEAD < n:  # (the shuffled rows' entries lie anywhere: ask early)
+            ahead = rows[i + ROWS_AHEAD]
+            if 0 <= ahead < n_rows:
+                prefetch_row(data, indices, indptr, ahead)
+        if i < 0:
+            continue
         r = rows[i]
         if r < 0 or r >= n_rows:
             raise IndexError("row index out of range")
