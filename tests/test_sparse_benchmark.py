@@ -63,8 +63,9 @@ def test_compare_with_sgd_classifier_runs_and_reports(tmp_path):
     make(tmp_path / "d")
     out = tmp_path / "r.json"
     result = script("compare").main(["--dir", str(tmp_path / "d"), "--ranks", "2", "--epochs", "2",
-                             "--batch-size", "32", "--json", str(out)])
+                             "--batch-size", "32", "--dtype", "float32", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["dtype"] == "float32"
     floor = result["hidden_model_test_log_loss"]
     for name in ("mpitrain", "sklearn_sgd"):
         assert 0.8 * floor < result[name]["test_log_loss"] < 5  # learnt, not far below the floor

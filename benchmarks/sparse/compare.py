@@ -5,8 +5,8 @@
     python benchmarks/sparse/compare.py --dir data/sparse --ranks 2 --json sparse.json
 
 Runs ``mpiexec -n RANKS python -m mpitrain train --data DIR/train.svm --test-data
-DIR/test.svm --model logistic --sparse on --no-standardize --dtype float64`` with the given
-``--epochs``, ``--batch-size``, ``--optimizer`` and ``--lr``, then scikit-learn's
+DIR/test.svm --model logistic --sparse on --no-standardize`` with the given ``--dtype``
+(default float64), ``--epochs``, ``--batch-size``, ``--optimizer`` and ``--lr``, then scikit-learn's
 ``SGDClassifier(loss="log_loss", alpha=--alpha, max_iter=--epochs, tol=None)`` on the same
 training rows (loaded with ``load_svmlight_file``; its default "optimal" learning rate).
 Both models are scored on the same test rows, with ``mpitrain.predict_proba`` on the
@@ -64,7 +64,7 @@ def run_mpitrain(args: argparse.Namespace, out: Path) -> dict:
                "-n", str(args.ranks), sys.executable, "-m", "mpitrain", "train",
                "--data", str(args.dir / "train.svm"), "--test-data", str(args.dir / "test.svm"),
                "--model", "logistic", "--sparse", "on", "--no-standardize", "--dtype",
-               "float64", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               args.dtype, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                "--optimizer", args.optimizer, "--lr", str(args.lr), "--weight-decay",
                str(args.weight_decay), "--seed", str(args.seed), "--quiet", "--out", str(out)]
     start = time.perf_counter()
@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--optimizer", default="adam", help="mpitrain's update rule")
     parser.add_argument("--lr", type=float, default=0.005, help="mpitrain's learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="mpitrain's L2")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="mpitrain's float type (scikit-learn works in float64, Vowpal "
+                        "Wabbit in float32)")
     parser.add_argument("--alpha", type=float, default=1e-4,
                         help="SGDClassifier's L2 (default: its own default)")
     parser.add_argument("--seed", type=int, default=0)
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
               "test_log_loss": log_loss(y_test, sgd.predict_proba(X_test)[:, 1])}
     with tempfile.TemporaryDirectory() as tmp:
         vw = ({"skipped": "--no-vw"} if args.no_vw else run_vw(args, features, Path(tmp)))
-    result = {"data": meta, "ranks": args.ranks, "epochs": args.epochs,
+    result = {"data": meta, "ranks": args.ranks, "epochs": args.epochs, "dtype": args.dtype,
               "mpitrain": ours, "sklearn_sgd": theirs, "vowpal_wabbit": vw,
               "hidden_model_test_log_loss": meta["test_true_log_loss"],
               "ratio": ours["test_log_loss"] / theirs["test_log_loss"]}
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["throughput_per_core_vs_vw"] = (ours["rows_per_second_per_rank"]
                                                / vw["rows_per_second"])
     print(f"mpitrain ({args.ranks} rank(s), {args.optimizer} lr {args.lr}, batch "
-          f"{args.batch_size}): test log-loss {ours['test_log_loss']:.5f}, "
+          f"{args.batch_size}, {args.dtype}): test log-loss {ours['test_log_loss']:.5f}, "
           f"{ours['seconds']:.1f} s end to end")
     print(f"scikit-learn SGDClassifier(log_loss, alpha {args.alpha}): test log-loss "
           f"{theirs['test_log_loss']:.5f}, load {load_seconds:.1f} s + fit "
