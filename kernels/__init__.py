@@ -10,6 +10,8 @@ package (pyproject.toml maps it); its modules import each other relatively.
 - :mod:`.compress`: 16-bit codecs of ``--compress``;
 - :mod:`.reduce`: element-wise helpers of the allreduce algorithms;
 - :mod:`.shared`: the sum over shared-memory slots;
+- :mod:`.sparse`, :mod:`.sparse_mlp`, :mod:`.sparse_reduce`: models on CSR rows and the
+  sparse row reduction's helpers; :mod:`.prefetch`: cache hints for their shuffled rows;
 - :mod:`.trees`: binning, gradient histograms, tree traversal, k-means assignment and
   keyed uniform draws (``--model gbdt|forest|kmeans``);
 - :mod:`.kmeans`: the fused Lloyd pass of ``--model kmeans`` (distances, nearest center,

@@ -5,7 +5,12 @@ has no prefetch instruction).
 The sparse kernels visit a batch's rows in a shuffled order, so each row's CSR entries
 sit at a random place of a large array: without a hint the CPU waits for them row after
 row (on an 846 MB file about a third of a sparse logistic step; README, "Sparse logistic
-regression"). :func:`prefetch_row` asks for a row a few rows ahead.
+regression"). :func:`prefetch_ahead` asks for the row :data:`ROWS_AHEAD` rows ahead:
+
+    for i in range(-ROWS_AHEAD, rows.size):
+        prefetch_ahead(X, rows, i)
+        if i >= 0:
+            ...  # row rows[i]
 """
 
 from __future__ import annotations
@@ -53,3 +58,14 @@ def prefetch_row(data, indices, indptr, r):
     for p in range(lo, hi, max(1, 64 // data.itemsize)):
         prefetch(data, p)
     prefetch(data, hi - 1)
+
+
+@njit(**_JIT)
+def prefetch_ahead(X, rows, i):
+    """Prefetch the CSR row ``rows[i + ROWS_AHEAD]`` of ``X = (data, indices, indptr)``
+    (nothing past the end of ``rows`` or for a row number outside ``X``)."""
+    if i + ROWS_AHEAD < rows.size:
+        data, indices, indptr = X
+        r = rows[i + ROWS_AHEAD]
+        if 0 <= r < indptr.size - 1:
+            prefetch_row(data, indices, indptr, r)

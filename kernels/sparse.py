@@ -22,7 +22,7 @@ from numba import njit
 from .backward import _write_tail
 from .dense import outputs_of_logits
 from .network import _head
-from .prefetch import ROWS_AHEAD, prefetch_row
+from .prefetch import ROWS_AHEAD, prefetch_ahead
 from .sparse_reduce import add_distinct, clear_marks
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
@@ -63,7 +63,10 @@ def _logits(params, X, rows, work, spec):
     W = params[: d * k].reshape((d, k))
     b = params[d * k : d * k + k]
     Z = work[: n * k].reshape((n, k))
-    for i in range(n):
+    for i in range(-ROWS_AHEAD, n):
+        prefetch_ahead(X, rows, i)  # (shuffled rows lie anywhere in memory: ask early)
+        if i < 0:
+            continue
         r = rows[i]
         if r < 0 or r >= n_rows:
             raise IndexError("row index out of range")
@@ -148,10 +151,7 @@ def _add_gradient_one(params, grad, X, y, rows, work, spec, mark, touched):
     correct = 0.0
     m = 0
     for i in range(-ROWS_AHEAD, n):
-        if i + ROWS_AHEAD < n:  # (the shuffled rows' entries lie anywhere: ask early)
-            ahead = rows[i + ROWS_AHEAD]
-            if 0 <= ahead < n_rows:
-                prefetch_row(data, indices, indptr, ahead)
+        prefetch_ahead(X, rows, i)  # (shuffled rows lie anywhere in memory: ask early)
         if i < 0:
             continue
         r = rows[i]
