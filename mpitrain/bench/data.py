@@ -29,6 +29,7 @@ from mpi4py import MPI
 
 from mpitrain.bench import output_file
 from mpitrain.data.libsvm import LibsvmSource, share_scans
+from mpitrain.data.pages import with_small_pages
 from mpitrain.data.sharding import block_range
 from mpitrain.data.text import CsvSource
 from mpitrain.errors import UserError, agree, checked
@@ -113,13 +114,18 @@ def reset_peak() -> bool:
     return True
 
 
+@with_small_pages
 def read_share(path: Path, comm: MPI.Comm) -> tuple[LibsvmSource, object]:
-    """Collective: this rank's block of the file's rows, as ``mpitrain train`` reads them."""
+    """Collective: this rank's block of the file's rows, as ``mpitrain train`` reads them
+    (numpy's huge-page advice off, as in ``load_dataset``: with it, growing an array
+    while the rows move between ranks copies it)."""
     rank, size = comm.Get_rank(), comm.Get_size()
     source = checked(comm, LibsvmSource, path, option="--file", part=(rank, size))
     share_scans(comm, [source])
     start, stop = block_range(source.n_rows, size, rank)
-    block = checked(comm, source.read, np.arange(start, stop, dtype=np.int64))
+    rows = np.arange(start, stop, dtype=np.int64)
+    block = (source.exchange(comm, rows) if source.collective
+             else checked(comm, source.read, rows))
     return source, block
 
 

@@ -528,3 +528,10 @@ def take_rows(data, indices, indptr, y, lines, rows, out_data, out_indices, out_
         out_lines[k] = lines[r]
         out_indptr[k + 1] = nnz
     return nnz
+
+
+@numba.njit(cache=True)
+def move_right(a, n, by):
+    """Move ``a[:n]`` to ``a[by:by + n]`` in place (from the back: the ranges may overlap)."""
+    for i in range(n - 1, -1, -1):
+        a[i + by] = a[i]
