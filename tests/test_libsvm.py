@@ -335,3 +335,35 @@ def test_an_index_0_in_a_1_based_file_is_named_after_a_one_pass_open(tmp_path):
     message = "line 2 has feature index '0' (expected an integer from 1 to 2147483647)"
     with pytest.raises(UserError, match=re.escape(message)):
         source.read(np.arange(source.n_rows))
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, 8])
+def test_parsed_byte_ranges_together_hold_every_row_once(tmp_path, size):
+    """P ranks opening a plain file each parse the lines that start in their byte range
+    (simulated here): once the tables are shared, their rows, in rank order, are the
+    one-rank reader's rows with its global row and line numbers, also when a line spans
+    several ranges (ranges without a line start) and rows are very unequal."""
+    rng = np.random.default_rng(size)
+    long_row = "1 " + " ".join(f"{j + 1}:{j}.5" for j in range(2000))
+    lines = ["# comment", "", long_row, long_row] + [_odd_line(rng) for _ in range(400)]
+    lines.insert(200, long_row)
+    lines.append("0 " + " ".join(f"{j + 1}:{j}.5" for j in range(12000)))  # over half the file
+    path = Path(write_text(tmp_path / "a.svm", "\n".join(lines) + "\n"))
+    whole = LibsvmSource(path, option="--data")
+    parts = [LibsvmSource(path, option="--data", part=(r, size)) for r in range(size)]
+    assert all(p._held is not None for p in parts)
+    assert any(len(p._held.rows) == 0 for p in parts)  # a range inside the long rows
+    table = np.stack([p._local_table() for p in parts])
+    gathered = np.concatenate([p._local_checkpoints()[0] for p in parts])
+    for part in parts:
+        part.settle(table, gathered, table[:, 4])
+    held = [p._held for p in parts]
+    expected = whole.read(np.arange(whole.n_rows))
+    np.testing.assert_array_equal(np.concatenate([h.rows for h in held]),
+                                  np.arange(whole.n_rows))
+    np.testing.assert_array_equal(np.concatenate([h.lines for h in held]), expected.lines)
+    np.testing.assert_array_equal(np.concatenate([h.y for h in held]), expected.y)
+    np.testing.assert_array_equal(np.concatenate([h.indices for h in held]) - whole.base,
+                                  expected.X.indices)
+    np.testing.assert_array_equal(np.concatenate([h.values for h in held]), expected.X.data)
+    np.testing.assert_array_equal(parts[-1].offsets, [0, *np.cumsum(table[:, 1])])
