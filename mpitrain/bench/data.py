@@ -29,7 +29,6 @@ from mpi4py import MPI
 
 from mpitrain.bench import output_file
 from mpitrain.data.libsvm import LibsvmSource, share_scans
-from mpitrain.data.pages import with_small_pages
 from mpitrain.data.sharding import block_range
 from mpitrain.data.text import CsvSource
 from mpitrain.errors import UserError, agree, checked
@@ -114,11 +113,8 @@ def reset_peak() -> bool:
     return True
 
 
-@with_small_pages
 def read_share(path: Path, comm: MPI.Comm) -> tuple[LibsvmSource, object]:
-    """Collective: this rank's block of the file's rows, as ``mpitrain train`` reads them
-    (numpy's huge-page advice off, as in ``load_dataset``: with it, growing an array
-    while the rows move between ranks copies it)."""
+    """Collective: this rank's block of the file's rows, as ``mpitrain train`` reads them."""
     rank, size = comm.Get_rank(), comm.Get_size()
     source = checked(comm, LibsvmSource, path, option="--file", part=(rank, size))
     share_scans(comm, [source])

@@ -166,8 +166,9 @@ class LibsvmSource(Source):
         for a in (y, lines):
             a.resize(n, refcheck=False)
         indptr.resize(n + 1, refcheck=False)
-        indices.resize(nnz, refcheck=False)
-        values.resize(nnz, refcheck=False)
+        if size == 1:  # read as they are; on P ranks the room left takes rows of others
+            indices.resize(nnz, refcheck=False)
+            values.resize(nnz, refcheck=False)
         self._held = _Rows(np.arange(n, dtype=np.int64), values, indices, indptr, y, lines)
         table = np.array([_PARSED, n, state[kernels.P_LINE] - 1, has_zero, 1, self.file_size,
                           nnz], dtype=np.int64)
@@ -237,11 +238,12 @@ class LibsvmSource(Source):
     def read(self, rows: np.ndarray) -> Block:
         held = self._held_rows(rows)
         if held is not None:
-            indices = held.indices
+            nnz = int(held.indptr[-1])
+            values, indices = held.values[:nnz], held.indices[:nnz]
             if self.base:
                 indices -= self.base
             width = self.n_features or (int(indices.max()) + 1 if len(indices) else 0)
-            X = Csr(held.values, indices, held.indptr, width)
+            X = Csr(values, indices, held.indptr, width)
             return Block(X=X, y=held.y, rows=rows, lines=held.lines)
         n = len(rows)
         out = _Parsed(np.ascontiguousarray(rows, dtype=np.int64),
@@ -282,8 +284,8 @@ class LibsvmSource(Source):
         sent = held.take(np.concatenate([at[: ask_at[rank]], at[ask_at[rank + 1] :]]))
         rest = np.ones(len(held.rows), dtype=bool)
         rest[at] = False
-        self._held = held.take(np.flatnonzero(rest)) if rest.any() else None
-        own = held.take(at[ask_at[rank] : ask_at[rank + 1]], in_place=True)
+        self._held = held.take(np.flatnonzero(rest), room=True) if rest.any() else None
+        own = held.take(at[ask_at[rank] : ask_at[rank + 1]], in_place=True, room=True)
         send_rows, recv_rows = asked.copy(), wanted.copy()
         send_rows[rank] = recv_rows[rank] = 0  # our own rows stay where they are
         row_at = np.concatenate([[0], np.cumsum(wanted)]).astype(np.int64)
@@ -298,22 +300,25 @@ class LibsvmSource(Source):
         n_entries, first_entry = int(entry_at[-1]), int(entry_at[rank])
         by_rows = (send_rows, n, (recv_rows, row_at[:-1]), first)
         by_entries = (send_entries, n_entries, (recv_entries, entry_at[:-1]), first_entry)
-        for mine, theirs, (send, room, recv, shift) in (
-                (own.y, sent.y, by_rows), (own.lines, sent.lines, by_rows),
-                (own.values, sent.values, by_entries), (own.indices, sent.indices, by_entries)):
-            kept = len(mine)
-            mine.resize(room, refcheck=False)  # grown in place: the share is held once
+        own_nnz = int(own.indptr[-1])
+        for mine, theirs, kept, (send, room, recv, shift) in (
+                (own.y, sent.y, len(own.y), by_rows),
+                (own.lines, sent.lines, len(own.y), by_rows),
+                (own.values, sent.values, own_nnz, by_entries),
+                (own.indices, sent.indices, own_nnz, by_entries)):
+            if room > len(mine):  # the entry arrays mostly have room already
+                mine.resize(room, refcheck=False)
             kernels.move_right(mine, kept, shift)
             comm.Alltoallv([theirs, send], [mine, recv])
         indptr = own.indptr
         indptr.resize(n + 1, refcheck=False)
         np.cumsum(lengths, out=indptr[1:])
-        indices = own.indices
+        values, indices = own.values[:n_entries], own.indices[:n_entries]
         if self.base:
             indices -= self.base
         width = self.n_features or (int(indices.max()) + 1 if len(indices) else 0)
-        return Block(X=Csr(own.values, indices, indptr, width), y=own.y, rows=rows,
-                     lines=own.lines)
+        return Block(X=Csr(values, indices, indptr, width), y=own.y[:n], rows=rows,
+                     lines=own.lines[:n])
 
     def _held_rows(self, rows: np.ndarray) -> _Rows | None:
         """The kept rows ``rows`` (taken out of what is kept: the rest stays for the next
@@ -480,7 +485,8 @@ class _Parsed:
 
 @dataclass
 class _Rows:
-    """Parsed rows kept by a source: their row numbers, CSR arrays, labels, lines."""
+    """Parsed rows kept by a source: their row numbers, CSR arrays, labels, lines (the
+    entry arrays may have room past ``indptr[-1]``)."""
 
     rows: np.ndarray
     values: np.ndarray
@@ -495,15 +501,19 @@ class _Rows:
         return _Rows(np.empty(0, dtype=np.int64), np.empty(0), np.empty(0, dtype=np.int32),
                      np.zeros(1, dtype=np.int64), np.empty(0), np.empty(0, dtype=np.int64))
 
-    def take(self, at: np.ndarray, *, in_place: bool = False) -> _Rows:
+    def take(self, at: np.ndarray, *, in_place: bool = False, room: bool = False) -> _Rows:
         """The rows at positions ``at`` (ascending): new arrays, or these arrays reused
-        and shrunk (``in_place``; this object is then spent)."""
+        and shrunk (``in_place``; this object is then spent). With ``room`` the entry
+        arrays keep (or get) room for more entries, untouched so not resident: growing
+        them later needs no copy (moving an array numpy advised huge pages for copies
+        it)."""
         n = len(at)
         at = np.ascontiguousarray(at, dtype=np.int64)
         if in_place:
             out = self
         else:
             nnz = int((self.indptr[at + 1] - self.indptr[at]).sum())
+            nnz += nnz // 8 + 1024 if room else 0
             out = _Rows(self.rows[at], np.empty(nnz), np.empty(nnz, dtype=np.int32),
                         np.zeros(n + 1, dtype=np.int64), np.empty(n),
                         np.empty(n, dtype=np.int64))
@@ -512,7 +522,7 @@ class _Rows:
         if in_place:
             out.rows = self.rows[at]
             for a, size in ((out.values, nnz), (out.indices, nnz), (out.indptr, n + 1),
-                            (out.y, n), (out.lines, n)):
+                            (out.y, n), (out.lines, n))[2 * room :]:
                 a.resize(size, refcheck=False)
         return out
 
