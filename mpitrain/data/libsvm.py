@@ -270,8 +270,9 @@ class LibsvmSource(Source):
         """Collective (:attr:`collective` sources): the rows with the given sorted global
         numbers, from the ranks that parsed them while opening (each row once: the rows
         nobody asks for are kept for the next exchange). A rank's block differs from the
-        rows it parsed only near the ends, so little moves; its own rows are compacted in
-        place and the others received into the same arrays, grown (memory: its share)."""
+        rows it parsed only near the ends, so little moves: its own rows are moved (a run
+        of rows: at most once) or compacted in place and the others received into the
+        same arrays, which have room for them (memory: its share)."""
         rank = comm.Get_rank()
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         wanted, asked, requested = request_rows(comm, rows, self.offsets)
@@ -285,13 +286,20 @@ class LibsvmSource(Source):
         rest = np.ones(len(held.rows), dtype=bool)
         rest[at] = False
         self._held = held.take(np.flatnonzero(rest), room=True) if rest.any() else None
-        own = held.take(at[ask_at[rank] : ask_at[rank + 1]], in_place=True, room=True)
+        mine_at = at[ask_at[rank] : ask_at[rank + 1]]
+        if len(mine_at) and mine_at[-1] - mine_at[0] + 1 == len(mine_at):
+            own, own_row = held, int(mine_at[0])  # a run of rows: moved once, below
+        else:
+            own, own_row = held.take(mine_at, in_place=True, room=True), 0
+        own_entry = int(own.indptr[own_row])
+        own_nnz = int(own.indptr[own_row + len(mine_at)]) - own_entry
         send_rows, recv_rows = asked.copy(), wanted.copy()
         send_rows[rank] = recv_rows[rank] = 0  # our own rows stay where they are
         row_at = np.concatenate([[0], np.cumsum(wanted)]).astype(np.int64)
         n, first = len(rows), int(row_at[rank])
         lengths = np.empty(n, dtype=np.int64)
-        lengths[first : first + len(own.y)] = np.diff(own.indptr)
+        lengths[first : first + len(mine_at)] = np.diff(
+            own.indptr[own_row : own_row + len(mine_at) + 1])
         comm.Alltoallv([np.diff(sent.indptr), send_rows], [lengths, (recv_rows, row_at[:-1])])
         entry_at = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)[row_at]
         sent_lengths = np.diff(sent.indptr)
@@ -300,18 +308,19 @@ class LibsvmSource(Source):
         n_entries, first_entry = int(entry_at[-1]), int(entry_at[rank])
         by_rows = (send_rows, n, (recv_rows, row_at[:-1]), first)
         by_entries = (send_entries, n_entries, (recv_entries, entry_at[:-1]), first_entry)
-        own_nnz = int(own.indptr[-1])
-        for mine, theirs, kept, (send, room, recv, shift) in (
-                (own.y, sent.y, len(own.y), by_rows),
-                (own.lines, sent.lines, len(own.y), by_rows),
-                (own.values, sent.values, own_nnz, by_entries),
-                (own.indices, sent.indices, own_nnz, by_entries)):
+        for mine, theirs, (src, kept), (send, room, recv, dst) in (
+                (own.y, sent.y, (own_row, len(mine_at)), by_rows),
+                (own.lines, sent.lines, (own_row, len(mine_at)), by_rows),
+                (own.values, sent.values, (own_entry, own_nnz), by_entries),
+                (own.indices, sent.indices, (own_entry, own_nnz), by_entries)):
             if room > len(mine):  # the entry arrays mostly have room already
                 mine.resize(room, refcheck=False)
-            kernels.move_right(mine, kept, shift)
+            kernels.move(mine, src, dst, kept)
             comm.Alltoallv([theirs, send], [mine, recv])
         indptr = own.indptr
-        indptr.resize(n + 1, refcheck=False)
+        if n + 1 > len(indptr):
+            indptr.resize(n + 1, refcheck=False)
+        indptr = indptr[: n + 1]
         np.cumsum(lengths, out=indptr[1:])
         values, indices = own.values[:n_entries], own.indices[:n_entries]
         if self.base:

@@ -531,7 +531,11 @@ def take_rows(data, indices, indptr, y, lines, rows, out_data, out_indices, out_
 
 
 @numba.njit(cache=True)
-def move_right(a, n, by):
-    """Move ``a[:n]`` to ``a[by:by + n]`` in place (from the back: the ranges may overlap)."""
-    for i in range(n - 1, -1, -1):
-        a[i + by] = a[i]
+def move(a, src, dst, n):
+    """Move ``a[src:src + n]`` to ``a[dst:dst + n]`` in place (the ranges may overlap)."""
+    if dst > src:
+        for i in range(n - 1, -1, -1):
+            a[dst + i] = a[src + i]
+    elif dst < src:
+        for i in range(n):
+            a[dst + i] = a[src + i]
