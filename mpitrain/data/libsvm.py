@@ -9,10 +9,15 @@ the first wanted row and parses the wanted lines chunk by chunk into CSR
 (:class:`~mpitrain.data.csr.Csr`) with numba (:mod:`.libsvm_parse`): a rank reads and
 holds about 1/P of the file and never more than its rows.
 
-One rank opening a whole plain file (``part=(0, 1)``, no ``--hash-bits``) skips the scan:
-it parses every row at once, keeps them, and serves its reads from them (all rows: the
-arrays themselves; a holdout split: the rows not asked for are copied out for the next
-read and the asked ones compacted in place), so the file is read once.
+A plain file (no ``.gz``, no ``--hash-bits``) skips the scan: each rank parses every row of
+the lines that start in its byte range at once and keeps them (one rank: the whole file),
+so the file is read once. One rank serves its reads from them (all rows: the arrays
+themselves; a holdout split: the rows not asked for are copied out for the next read and
+the asked ones compacted in place). On P ranks :func:`share_scans` shares the counts, which
+number the kept rows globally, and :meth:`LibsvmSource.exchange` (collective) moves the
+rows each rank's block needs from the neighbours that parsed them. A rank that finds a bad
+line or runs out of memory scans instead; the ranks then read as above (from the file),
+so errors name their line as before.
 
 Feature indices may be 1-based (libsvm's convention) or 0-based (scikit-learn's
 ``dump_svmlight_file`` default): ``--zero-based auto`` decides by whether any index in the
