@@ -141,13 +141,10 @@ def _one_pass_and_serial(path: str, **options) -> tuple[LibsvmSource, LibsvmSour
 
 
 def _same_block(a, b) -> None:
+    from test_libsvm import _same_blocks
+
     np.testing.assert_array_equal(a.rows, b.rows)
-    np.testing.assert_array_equal(a.lines, b.lines)
-    np.testing.assert_array_equal(a.y, b.y)
-    np.testing.assert_array_equal(a.X.indptr, b.X.indptr)
-    np.testing.assert_array_equal(a.X.indices, b.X.indices)
-    np.testing.assert_array_equal(a.X.data, b.X.data)
-    assert a.X.n_cols == b.X.n_cols
+    _same_blocks(a, b)
 
 
 @pytest.mark.parametrize("zero_based", ["auto", "true", "false"])

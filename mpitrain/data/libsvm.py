@@ -64,9 +64,11 @@ _CHECKPOINT_ARRAYS = 4  # rows, byte offsets, line numbers, colons before
 
 
 class LibsvmSource(Source):
-    """A libsvm/svmlight file. ``part=(rank, size)`` scans only that rank's byte range;
-    :func:`share_scans` (collective) then completes every rank's view. With the default
-    ``(0, 1)`` the whole file is scanned and the source is ready at once.
+    """A libsvm/svmlight file. ``part=(rank, size)`` parses (plain files) or scans only
+    that rank's byte range; :func:`share_scans` (collective) then completes every rank's
+    view, and :attr:`collective` says whether the rows are then read with
+    :meth:`exchange` (every rank parsed its range) or :meth:`read`. With the default
+    ``(0, 1)`` the whole file is opened and the source is ready at once.
 
     ``n_features`` is None: the width is the largest index over the whole file, known once
     every rank has read its rows. ``zero_based``: ``"true"`` (index 0 is column 0),
