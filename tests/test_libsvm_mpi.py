@@ -222,3 +222,25 @@ def test_a_bad_line_in_the_second_half_names_its_global_line_on_every_rank(
 def write_text_file(path: Path, text: str) -> str:
     path.write_text(text + "\n")
     return str(path)
+
+
+def test_ranks_read_from_the_file_when_one_rank_could_not_parse_its_range(mpi_tmp_path,
+                                                                          monkeypatch):
+    """A rank that scans instead (out of memory while parsing) makes every rank read its
+    rows as before, the others from the rows they kept or the file."""
+    path = on_rank0(lambda: _varied_file(mpi_tmp_path, "mixed.svm", finite=True))
+    if RANK == SIZE - 1:
+        monkeypatch.setattr(LibsvmSource, "_parse_range", lambda self, rank, size: False)
+    parallel, serial = _one_pass_and_serial(path)
+    assert not parallel.collective
+    for rows in (np.arange(*block_range(serial.n_rows, SIZE, RANK)), np.arange(0, 300, 7)):
+        _same_block(parallel.read(rows), serial.read(rows))
+    options = {"test_fraction": 0.3, "task": "regression"}
+    with monkeypatch.context() as patched:
+        if RANK == 0:
+            patched.setattr(LibsvmSource, "_parse_range", lambda self, rank, size: False)
+        mixed = load(path, **options)
+    whole = load(path, MPI.COMM_SELF, **options)
+    start, stop = block_range(whole.train.n_total, SIZE, RANK)
+    np.testing.assert_array_equal(mixed.train.X, whole.train.X[start:stop])
+    np.testing.assert_array_equal(mixed.train.y, whole.train.y[start:stop])
