@@ -119,7 +119,9 @@ def read_share(path: Path, comm: MPI.Comm) -> tuple[LibsvmSource, object]:
     source = checked(comm, LibsvmSource, path, option="--file", part=(rank, size))
     share_scans(comm, [source])
     start, stop = block_range(source.n_rows, size, rank)
-    block = checked(comm, source.read, np.arange(start, stop, dtype=np.int64))
+    rows = np.arange(start, stop, dtype=np.int64)
+    block = (source.exchange(comm, rows) if source.collective
+             else checked(comm, source.read, rows))
     return source, block
 
 

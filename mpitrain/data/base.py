@@ -53,6 +53,9 @@ class Source(ABC):
     declared_classes: int = 0
     #: libsvm convention: labels -1/+1 stand for classes 0/1.
     signed_labels: bool = False
+    #: Whether the rows are read with the collective ``exchange(comm, rows)`` (from the
+    #: ranks that hold them) rather than :meth:`read`.
+    collective: bool = False
 
     def __init__(self, option: str, name: str, quoted: str) -> None:
         self.option = option  # the command-line option that named this source

@@ -26,7 +26,7 @@ from mpitrain.data.hashing import check_hashing
 from mpitrain.data.holdout import Holdout, make_holdout, no_holdout
 from mpitrain.data.labels import name_labels
 from mpitrain.data.libsvm import share_scans
-from mpitrain.data.memory import Arrays, MemorySource, open_arrays
+from mpitrain.data.memory import Arrays, open_arrays
 from mpitrain.data.pages import with_small_pages
 from mpitrain.data.sharding import block_range
 from mpitrain.data.sources import (
@@ -313,12 +313,12 @@ def _read(comm: MPI.Comm, sources: list[Source], rows: list[np.ndarray]) -> list
     local = checked(
         comm,
         _in_memory,
-        lambda: [None if isinstance(s, MemorySource) else s.read(r)
+        lambda: [None if s.collective else s.read(r)
                  for s, r in zip(sources, rows, strict=True)],
         rank,
     )
     return [
-        s.exchange(comm, r) if isinstance(s, MemorySource) else block
+        s.exchange(comm, r) if s.collective else block  # type: ignore[attr-defined]
         for s, r, block in zip(sources, rows, local, strict=True)
     ]
 

@@ -9,10 +9,15 @@ the first wanted row and parses the wanted lines chunk by chunk into CSR
 (:class:`~mpitrain.data.csr.Csr`) with numba (:mod:`.libsvm_parse`): a rank reads and
 holds about 1/P of the file and never more than its rows.
 
-One rank opening a whole plain file (``part=(0, 1)``, no ``--hash-bits``) skips the scan:
-it parses every row at once, keeps them, and serves its reads from them (all rows: the
-arrays themselves; a holdout split: the rows not asked for are copied out for the next
-read and the asked ones compacted in place), so the file is read once.
+A plain file (no ``.gz``, no ``--hash-bits``) skips the scan: each rank parses every row of
+the lines that start in its byte range at once and keeps them (one rank: the whole file),
+so the file is read once. One rank serves its reads from them (all rows: the arrays
+themselves; a holdout split: the rows not asked for are copied out for the next read and
+the asked ones compacted in place). On P ranks :func:`share_scans` shares the counts, which
+number the kept rows globally, and :meth:`LibsvmSource.exchange` (collective) moves the
+rows each rank's block needs from the neighbours that parsed them. A rank that finds a bad
+line or runs out of memory scans instead; the ranks then read as above (from the file),
+so errors name their line as before.
 
 Feature indices may be 1-based (libsvm's convention) or 0-based (scikit-learn's
 ``dump_svmlight_file`` default): ``--zero-based auto`` decides by whether any index in the
@@ -41,6 +46,7 @@ from mpitrain.data.base import Block, Source
 from mpitrain.data.csr import Csr
 from mpitrain.data.files import is_gzip, open_bytes
 from mpitrain.data.hashing import hash_name
+from mpitrain.data.memory import request_rows, segment_sums
 from mpitrain.errors import UserError
 
 #: A checkpoint is kept every this many data lines.
@@ -50,15 +56,19 @@ MAX_INDEX = 2**31 - 1
 #: Bytes read at a time (a longer line grows the buffer).
 CHUNK_BYTES = 4 << 20
 _BOM = b"\xef\xbb\xbf"
-#: Per rank and file in share_scans: libsvm?, rows, lines, zero, checkpoints, size, colons.
+#: Per rank and file in share_scans: libsvm? (_SCANNED or _PARSED), rows, lines, zero,
+#: checkpoints, size, colons (entries, when parsed).
 _FIELDS = 7
+_SCANNED, _PARSED = 1, 2
 _CHECKPOINT_ARRAYS = 4  # rows, byte offsets, line numbers, colons before
 
 
 class LibsvmSource(Source):
-    """A libsvm/svmlight file. ``part=(rank, size)`` scans only that rank's byte range;
-    :func:`share_scans` (collective) then completes every rank's view. With the default
-    ``(0, 1)`` the whole file is scanned and the source is ready at once.
+    """A libsvm/svmlight file. ``part=(rank, size)`` parses (plain files) or scans only
+    that rank's byte range; :func:`share_scans` (collective) then completes every rank's
+    view, and :attr:`collective` says whether the rows are then read with
+    :meth:`exchange` (every rank parsed its range) or :meth:`read`. With the default
+    ``(0, 1)`` the whole file is opened and the source is ready at once.
 
     ``n_features`` is None: the width is the largest index over the whole file, known once
     every rank has read its rows. ``zero_based``: ``"true"`` (index 0 is column 0),
@@ -86,11 +96,17 @@ class LibsvmSource(Source):
         except OSError as exc:
             raise self.error(f"cannot read {self.quoted} ({exc.strerror or exc})") from exc
         self.n_rows: int | None = None  # type: ignore[assignment]  # known once shared
-        #: Every row, parsed while opening (see :meth:`_parse_whole`), until read.
+        #: The rows parsed while opening (see :meth:`_parse_range`), until read.
         self._held: _Rows | None = None
+        #: What :func:`share_scans` learns of a parsed range (table row, checkpoint).
+        self._parsed: tuple[np.ndarray, np.ndarray] | None = None
+        #: Whether the rows are read with the collective :meth:`exchange` (every rank
+        #: parsed its byte range while opening; see :func:`share_scans`).
+        self.collective = False
+        self._rank = part[0]
         if is_gzip(path):  # a compressed stream has no byte ranges: every rank scans it all
             self.file_size, part = 2**62, (0, 1)
-        elif part[1] == 1 and not hash_bits and self._parse_whole():
+        elif not hash_bits and self._parse_range(*part):
             return
         self._scan(*part)
         if part[1] == 1:
@@ -128,20 +144,24 @@ class LibsvmSource(Source):
         k = int(self._state[kernels.S_CHECKPOINTS])
         self._checkpoints = [a[:k].copy() for a in ck]
 
-    def _parse_whole(self) -> bool:
-        """Open a whole plain file in one pass: parse every row (the indices as written;
-        the base is known only now) and keep them for :meth:`read`, instead of a scan
-        then a parse. False (nothing kept) when a line is bad, an index 0 must be one
-        or memory runs out (the scan and :meth:`read` then say so as usual)."""
+    def _parse_range(self, rank: int, size: int) -> bool:
+        """Open a plain file in one pass: parse every row of the lines that start in this
+        rank's byte range (the indices as written; the base is known only later) and keep
+        them, instead of a scan then a parse. Their row and line numbers are local until
+        :func:`share_scans` (one rank: at once). False (nothing kept) when a line is bad,
+        an index 0 must be one or memory runs out (the scan and :meth:`read` then say so
+        as usual, with the global line number)."""
         self.base = 0  # the indices as written, for the Python path too
-        capacity = max(1024, self.file_size // 256)
-        out = _Parsed(np.arange(capacity, dtype=np.int64), self.file_size // 12 + 16)
+        lo, hi = self.file_size * rank // size, self.file_size * (rank + 1) // size
+        capacity = max(1024, (hi - lo) // 256)
+        out = _Parsed(np.arange(capacity, dtype=np.int64), (hi - lo) // 12 + 16)
         out.state[kernels.P_LINE] = 1
         try:
             with self.open_file() as fp:
-                start = self._first_line(fp, 0)
+                start = self._first_line(fp, lo)
+                stop = self.file_size if rank == size - 1 else self._first_line(fp, hi)
                 fp.seek(start)
-                self._parse_stream(fp, out, every_row=True)
+                self._parse_stream(fp, out, every_row=True, limit=max(stop - start, 0))
         except (UserError, MemoryError):
             return False
         state, indices, values = out.state, out.indices, out.values
@@ -153,13 +173,15 @@ class LibsvmSource(Source):
         for a in (y, lines):
             a.resize(n, refcheck=False)
         indptr.resize(n + 1, refcheck=False)
-        indices.resize(nnz, refcheck=False)
-        values.resize(nnz, refcheck=False)
+        if size == 1:  # read as they are; on P ranks the room left takes rows of others
+            indices.resize(nnz, refcheck=False)
+            values.resize(nnz, refcheck=False)
         self._held = _Rows(np.arange(n, dtype=np.int64), values, indices, indptr, y, lines)
-        table = np.array([1, n, state[kernels.P_LINE] - 1, has_zero, 1, self.file_size, nnz],
-                         dtype=np.int64)
-        self.settle(table[None, :], np.array([0, start, 0, 0], dtype=np.int64),
-                    np.array([1], dtype=np.int64))
+        table = np.array([_PARSED, n, state[kernels.P_LINE] - 1, has_zero, 1, self.file_size,
+                          nnz], dtype=np.int64)
+        self._parsed = table, np.array([0, start, 0, 0], dtype=np.int64)
+        if size == 1:
+            self.settle(table[None, :], *self._local_checkpoints())
         return True
 
     def _first_line(self, fp: IO[bytes], lo: int) -> int:
@@ -178,12 +200,16 @@ class LibsvmSource(Source):
             position += len(chunk)
 
     def _local_table(self) -> np.ndarray:
+        if self._parsed is not None:
+            return self._parsed[0]
         s = self._state
-        return np.array([1, s[kernels.S_ROWS], s[kernels.S_LINES], s[kernels.S_ZERO],
+        return np.array([_SCANNED, s[kernels.S_ROWS], s[kernels.S_LINES], s[kernels.S_ZERO],
                          s[kernels.S_CHECKPOINTS], self.file_size, s[kernels.S_COLONS]],
                         dtype=np.int64)
 
     def _local_checkpoints(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._parsed is not None:
+            return self._parsed[1], np.array([1], dtype=np.int64)
         counts = np.array([len(self._checkpoints[0])], dtype=np.int64)
         return np.concatenate(self._checkpoints), counts
 
@@ -201,6 +227,11 @@ class LibsvmSource(Source):
             ck[2].append(lines + before[1][owner] + 1)
             ck[3].append(colons + before[2][owner])
         self.ck_rows, self.ck_offsets, self.ck_lines, self.ck_colons = map(np.concatenate, ck)
+        #: The first row each rank holds (parsed), then the row count (see exchange).
+        self.offsets = before[0]
+        if self._held is not None and len(table) > 1:  # the rows this rank parsed
+            self._held.rows += before[0][self._rank]
+            self._held.lines += before[1][self._rank]
         self.n_rows = int(before[0][-1])
         self.n_colons = int(before[2][-1])
         self.has_zero = bool(table[:, 3].any())
@@ -214,11 +245,12 @@ class LibsvmSource(Source):
     def read(self, rows: np.ndarray) -> Block:
         held = self._held_rows(rows)
         if held is not None:
-            indices = held.indices
+            nnz = int(held.indptr[-1])
+            values, indices = held.values[:nnz], held.indices[:nnz]
             if self.base:
                 indices -= self.base
             width = self.n_features or (int(indices.max()) + 1 if len(indices) else 0)
-            X = Csr(held.values, indices, held.indptr, width)
+            X = Csr(values, indices, held.indptr, width)
             return Block(X=X, y=held.y, rows=rows, lines=held.lines)
         n = len(rows)
         out = _Parsed(np.ascontiguousarray(rows, dtype=np.int64),
@@ -240,6 +272,69 @@ class LibsvmSource(Source):
         width = self.n_features or (int(indices.max()) + 1 if nnz else 0)
         X = Csr(values, indices, indptr, width)
         return Block(X=X, y=y, rows=rows, lines=lines)
+
+    def exchange(self, comm: MPI.Comm, rows: np.ndarray) -> Block:
+        """Collective (:attr:`collective` sources): the rows with the given sorted global
+        numbers, from the ranks that parsed them while opening (each row once: the rows
+        nobody asks for are kept for the next exchange). A rank's block differs from the
+        rows it parsed only near the ends, so little moves: its own rows are moved (a run
+        of rows: at most once) or compacted in place and the others received into the
+        same arrays, which have room for them (memory: its share)."""
+        rank = comm.Get_rank()
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        wanted, asked, requested = request_rows(comm, rows, self.offsets)
+        held = self._held or _Rows.empty()
+        at = np.searchsorted(held.rows, requested)
+        if len(at) and (at[-1] >= len(held.rows) or not (held.rows[np.minimum(
+                at, len(held.rows) - 1)] == requested).all()):
+            raise RuntimeError(f"{self.quoted}: rows asked for were read already")
+        ask_at = np.concatenate([[0], np.cumsum(asked)]).astype(np.int64)
+        sent = held.take(np.concatenate([at[: ask_at[rank]], at[ask_at[rank + 1] :]]))
+        rest = np.ones(len(held.rows), dtype=bool)
+        rest[at] = False
+        self._held = held.take(np.flatnonzero(rest), room=True) if rest.any() else None
+        mine_at = at[ask_at[rank] : ask_at[rank + 1]]
+        if len(mine_at) and mine_at[-1] - mine_at[0] + 1 == len(mine_at):
+            own, own_row = held, int(mine_at[0])  # a run of rows: moved once, below
+        else:
+            own, own_row = held.take(mine_at, in_place=True, room=True), 0
+        own_entry = int(own.indptr[own_row])
+        own_nnz = int(own.indptr[own_row + len(mine_at)]) - own_entry
+        send_rows, recv_rows = asked.copy(), wanted.copy()
+        send_rows[rank] = recv_rows[rank] = 0  # our own rows stay where they are
+        row_at = np.concatenate([[0], np.cumsum(wanted)]).astype(np.int64)
+        n, first = len(rows), int(row_at[rank])
+        lengths = np.empty(n, dtype=np.int64)
+        lengths[first : first + len(mine_at)] = np.diff(
+            own.indptr[own_row : own_row + len(mine_at) + 1])
+        comm.Alltoallv([np.diff(sent.indptr), send_rows], [lengths, (recv_rows, row_at[:-1])])
+        entry_at = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)[row_at]
+        sent_lengths = np.diff(sent.indptr)
+        send_entries, recv_entries = segment_sums(sent_lengths, send_rows), np.diff(entry_at)
+        recv_entries[rank] = 0
+        n_entries, first_entry = int(entry_at[-1]), int(entry_at[rank])
+        by_rows = (send_rows, n, (recv_rows, row_at[:-1]), first)
+        by_entries = (send_entries, n_entries, (recv_entries, entry_at[:-1]), first_entry)
+        for mine, theirs, (src, kept), (send, room, recv, dst) in (
+                (own.y, sent.y, (own_row, len(mine_at)), by_rows),
+                (own.lines, sent.lines, (own_row, len(mine_at)), by_rows),
+                (own.values, sent.values, (own_entry, own_nnz), by_entries),
+                (own.indices, sent.indices, (own_entry, own_nnz), by_entries)):
+            if room > len(mine):  # the entry arrays mostly have room already
+                mine.resize(room, refcheck=False)
+            kernels.move(mine, src, dst, kept)
+            comm.Alltoallv([theirs, send], [mine, recv])
+        indptr = own.indptr
+        if n + 1 > len(indptr):
+            indptr.resize(n + 1, refcheck=False)
+        indptr = indptr[: n + 1]
+        np.cumsum(lengths, out=indptr[1:])
+        values, indices = own.values[:n_entries], own.indices[:n_entries]
+        if self.base:
+            indices -= self.base
+        width = self.n_features or (int(indices.max()) + 1 if len(indices) else 0)
+        return Block(X=Csr(values, indices, indptr, width), y=own.y[:n], rows=rows,
+                     lines=own.lines[:n])
 
     def _held_rows(self, rows: np.ndarray) -> _Rows | None:
         """The kept rows ``rows`` (taken out of what is kept: the rest stays for the next
@@ -269,13 +364,18 @@ class LibsvmSource(Source):
         end = self.ck_colons[last] if last < len(self.ck_colons) else self.n_colons
         return int(end - self.ck_colons[first])
 
-    def _parse_stream(self, fp: IO[bytes], out: _Parsed, *, every_row: bool) -> None:
+    def _parse_stream(self, fp: IO[bytes], out: _Parsed, *, every_row: bool,
+                      limit: int | None = None) -> None:
         """Parse ``out.wanted``'s rows from ``fp`` on, chunk by chunk, into ``out`` (with
-        ``every_row``: every row to the end of the file, the row arrays grown as needed)."""
+        ``every_row``: every row to the end of the file, or of its next ``limit`` bytes,
+        the row arrays grown as needed)."""
         buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
         carry = 0
         while True:
-            got = fp.readinto(memoryview(buf)[carry:])
+            room = len(buf) - carry if limit is None else min(len(buf) - carry, limit)
+            got = fp.readinto(memoryview(buf)[carry : carry + room])
+            if limit is not None:
+                limit -= got
             n_bytes, pos = carry + got, 0
             while True:
                 pos, why = kernels.parse_chunk(
@@ -401,7 +501,8 @@ class _Parsed:
 
 @dataclass
 class _Rows:
-    """Parsed rows kept by a source: their row numbers, CSR arrays, labels, lines."""
+    """Parsed rows kept by a source: their row numbers, CSR arrays, labels, lines (the
+    entry arrays may have room past ``indptr[-1]``)."""
 
     rows: np.ndarray
     values: np.ndarray
@@ -410,15 +511,25 @@ class _Rows:
     y: np.ndarray
     lines: np.ndarray
 
-    def take(self, at: np.ndarray, *, in_place: bool = False) -> _Rows:
+    @staticmethod
+    def empty() -> _Rows:
+        """No rows."""
+        return _Rows(np.empty(0, dtype=np.int64), np.empty(0), np.empty(0, dtype=np.int32),
+                     np.zeros(1, dtype=np.int64), np.empty(0), np.empty(0, dtype=np.int64))
+
+    def take(self, at: np.ndarray, *, in_place: bool = False, room: bool = False) -> _Rows:
         """The rows at positions ``at`` (ascending): new arrays, or these arrays reused
-        and shrunk (``in_place``; this object is then spent)."""
+        and shrunk (``in_place``; this object is then spent). With ``room`` the entry
+        arrays keep (or get) room for more entries, untouched so not resident: growing
+        them later needs no copy (moving an array numpy advised huge pages for copies
+        it)."""
         n = len(at)
         at = np.ascontiguousarray(at, dtype=np.int64)
         if in_place:
             out = self
         else:
             nnz = int((self.indptr[at + 1] - self.indptr[at]).sum())
+            nnz += nnz // 8 + 1024 if room else 0
             out = _Rows(self.rows[at], np.empty(nnz), np.empty(nnz, dtype=np.int32),
                         np.zeros(n + 1, dtype=np.int64), np.empty(n),
                         np.empty(n, dtype=np.int64))
@@ -427,7 +538,7 @@ class _Rows:
         if in_place:
             out.rows = self.rows[at]
             for a, size in ((out.values, nnz), (out.indices, nnz), (out.indptr, n + 1),
-                            (out.y, n), (out.lines, n)):
+                            (out.y, n), (out.lines, n))[2 * room :]:
                 a.resize(size, refcheck=False)
         return out
 
@@ -473,5 +584,8 @@ def share_scans(comm: MPI.Comm, sources: Sequence[Source | None]) -> None:
             source.settle(table, gathered, counts)  # type: ignore[union-attr]
         except UserError as exc:  # the same on every rank: all have the same table
             message = message or str(exc)
+            continue
+        # every rank parsed its range: the rows move between ranks (exchange), no rescan
+        source.collective = size > 1 and bool((table[:, 0] == _PARSED).all())  # type: ignore[union-attr]
     if message:
         raise UserError(message)

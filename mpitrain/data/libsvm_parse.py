@@ -528,3 +528,14 @@ def take_rows(data, indices, indptr, y, lines, rows, out_data, out_indices, out_
         out_lines[k] = lines[r]
         out_indptr[k + 1] = nnz
     return nnz
+
+
+@numba.njit(cache=True)
+def move(a, src, dst, n):
+    """Move ``a[src:src + n]`` to ``a[dst:dst + n]`` in place (the ranges may overlap)."""
+    if dst > src:
+        for i in range(n - 1, -1, -1):
+            a[dst + i] = a[src + i]
+    elif dst < src:
+        for i in range(n):
+            a[dst + i] = a[src + i]

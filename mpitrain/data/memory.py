@@ -59,6 +59,8 @@ class _Local:
 class MemorySource(Source):
     """Rows held in the ranks' memory; ``exchange`` (collective) replaces ``read``."""
 
+    collective = True
+
     def __init__(self, *, X: np.ndarray, y: np.ndarray, codes: np.ndarray | None,
                  names: np.ndarray | None, offsets: np.ndarray, dtype: np.dtype,
                  keywords: tuple[str, str]) -> None:
@@ -77,13 +79,8 @@ class MemorySource(Source):
 
     def exchange(self, comm: MPI.Comm, rows: np.ndarray) -> Block:
         """Collective: the rows with the given sorted global indices, from their ranks."""
-        size, rank = comm.Get_size(), comm.Get_rank()
-        wanted = np.diff(np.searchsorted(rows, self.offsets)).astype(np.int64)
-        asked = np.empty(size, dtype=np.int64)
-        comm.Alltoall(wanted, asked)
-        requested = np.empty(int(asked.sum()), dtype=np.int64)
-        comm.Alltoallv([np.ascontiguousarray(rows, dtype=np.int64), wanted],
-                       [requested, asked])
+        rank = comm.Get_rank()
+        wanted, asked, requested = request_rows(comm, rows, self.offsets)
         local = requested - self.offsets[rank]
         if len(local) and local[-1] - local[0] + 1 == len(local):
             local = slice(int(local[0]), int(local[-1]) + 1)  # a view: no copy to send
@@ -111,8 +108,8 @@ class MemorySource(Source):
         lengths = np.diff(mine.indptr).astype(np.int64)
         got = np.empty(int(wanted.sum()), dtype=np.int64)
         comm.Alltoallv([lengths, asked], [got, wanted])
-        send = _segment_sums(lengths, asked)
-        recv = _segment_sums(got, wanted)
+        send = segment_sums(lengths, asked)
+        recv = segment_sums(got, wanted)
         index_type = np.int32 if self.n_features <= 2**31 - 1 else np.int64
         indices = np.empty(int(recv.sum()), dtype=index_type)
         data = np.empty(int(recv.sum()), dtype=self.dtype)
@@ -123,7 +120,20 @@ class MemorySource(Source):
         return Csr(data, indices, indptr, self.n_features)
 
 
-def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def request_rows(comm: MPI.Comm, rows: np.ndarray, offsets: np.ndarray,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Collective: ask each rank for the rows it holds among ``rows`` (sorted global
+    numbers; rank ``q`` holds ``offsets[q]`` to ``offsets[q + 1] - 1``). Returns how many
+    rows we get from each rank, how many each rank asks of us, and which (in rank order)."""
+    wanted = np.diff(np.searchsorted(rows, offsets)).astype(np.int64)
+    asked = np.empty(comm.Get_size(), dtype=np.int64)
+    comm.Alltoall(wanted, asked)
+    requested = np.empty(int(asked.sum()), dtype=np.int64)
+    comm.Alltoallv([np.ascontiguousarray(rows, dtype=np.int64), wanted], [requested, asked])
+    return wanted, asked, requested
+
+
+def segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Sums of consecutive runs of ``values``, ``counts[i]`` long each."""
     ends = np.concatenate([[0], np.cumsum(values)]).astype(np.int64)
     bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
