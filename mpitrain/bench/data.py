@@ -29,6 +29,7 @@ from mpi4py import MPI
 
 from mpitrain.bench import output_file
 from mpitrain.data.libsvm import LibsvmSource, share_scans
+from mpitrain.data.pages import with_small_pages
 from mpitrain.data.sharding import block_range
 from mpitrain.data.text import CsvSource
 from mpitrain.errors import UserError, agree, checked
@@ -113,6 +114,7 @@ def reset_peak() -> bool:
     return True
 
 
+@with_small_pages  # (as load_dataset reads)
 def read_share(path: Path, comm: MPI.Comm) -> tuple[LibsvmSource, object]:
     """Collective: this rank's block of the file's rows, as ``mpitrain train`` reads them."""
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -125,6 +127,7 @@ def read_share(path: Path, comm: MPI.Comm) -> tuple[LibsvmSource, object]:
     return source, block
 
 
+@with_small_pages
 def read_csv_share(path: Path, comm: MPI.Comm) -> tuple[CsvSource, object]:
     """Collective: this rank's block of the CSV file's rows, as ``mpitrain train`` reads them."""
     source = checked(comm, CsvSource, path, option="--file")
