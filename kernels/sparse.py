@@ -54,22 +54,32 @@ def check_csr(X):
 
 
 @njit(**_JIT)
+def _row_at(X, rows, i):
+    """``rows[i]`` (IndexError outside ``X``), after asking for the CSR row
+    :data:`~.prefetch.ROWS_AHEAD` further (shuffled rows lie anywhere in memory); -1 for
+    ``i < 0`` (the loops start at ``-ROWS_AHEAD`` to ask for their first rows)."""
+    prefetch_ahead(X, rows, i)
+    if i < 0:
+        return -1
+    r = rows[i]
+    if r < 0 or r >= X[2].size - 1:
+        raise IndexError("row index out of range")
+    return r
+
+
+@njit(**_JIT)
 def _logits(params, X, rows, work, spec):
     """``Z = X[rows] @ W + b`` into the workspace (touching only the rows' non-zeros)."""
     data, indices, indptr = X
     d, k = spec[1], spec[2]
     n = rows.size
-    n_rows = indptr.size - 1
     W = params[: d * k].reshape((d, k))
     b = params[d * k : d * k + k]
     Z = work[: n * k].reshape((n, k))
     for i in range(-ROWS_AHEAD, n):
-        prefetch_ahead(X, rows, i)  # (shuffled rows lie anywhere in memory: ask early)
-        if i < 0:
+        r = _row_at(X, rows, i)
+        if r < 0:
             continue
-        r = rows[i]
-        if r < 0 or r >= n_rows:
-            raise IndexError("row index out of range")
         for c in range(k):
             Z[i, c] = 0
         for p in range(indptr[r], indptr[r + 1]):
@@ -140,7 +150,6 @@ def _add_gradient_one(params, grad, X, y, rows, work, spec, mark, touched):
     data, indices, indptr = X
     d = spec[1]
     n = rows.size
-    n_rows = indptr.size - 1
     W = params[:d]
     b = params[d]
     gW = grad[:d]
@@ -151,12 +160,9 @@ def _add_gradient_one(params, grad, X, y, rows, work, spec, mark, touched):
     correct = 0.0
     m = 0
     for i in range(-ROWS_AHEAD, n):
-        prefetch_ahead(X, rows, i)  # (shuffled rows lie anywhere in memory: ask early)
-        if i < 0:
+        r = _row_at(X, rows, i)
+        if r < 0:
             continue
-        r = rows[i]
-        if r < 0 or r >= n_rows:
-            raise IndexError("row index out of range")
         lo, hi = indptr[r], indptr[r + 1]
         z = Z.dtype.type(0)
         for p in range(lo, hi):
