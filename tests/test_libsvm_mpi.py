@@ -186,6 +186,18 @@ def test_a_file_with_fewer_rows_than_ranks_and_ranks_without_a_line_start(mpi_tm
     _same_block(parallel.exchange(COMM, rows), serial.read(rows))
 
 
+def test_asking_again_for_rows_already_read_fails_on_every_rank(mpi_tmp_path):
+    """A misuse (rows moved once are gone) is one error on every rank, not a rank raising
+    while the others wait in the exchange."""
+    path = on_rank0(lambda: _varied_file(mpi_tmp_path, "again.svm"))
+    parallel, _ = _one_pass_and_serial(path)
+    rows = np.arange(*block_range(parallel.n_rows, SIZE, RANK), dtype=np.int64)
+    parallel.exchange(COMM, rows)
+    again = rows[:1] if RANK == 0 else rows[:0]  # (only rank 0 asks: rank 0's check fails)
+    with pytest.raises(RuntimeError, match="rows asked for were read already"):
+        parallel.exchange(COMM, again)
+
+
 def test_loading_reads_the_same_rows_for_any_rank_count(mpi_tmp_path):
     path = on_rank0(lambda: _varied_file(mpi_tmp_path, "load.svm", finite=True))
     for option in ({"test_fraction": 0.3, "sparse": "on", "task": "regression"},

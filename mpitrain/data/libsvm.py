@@ -285,9 +285,12 @@ class LibsvmSource(Source):
         wanted, asked, requested = request_rows(comm, rows, self.offsets)
         held = self._held or _Rows.empty()
         at = np.searchsorted(held.rows, requested)
-        if len(at) and (at[-1] >= len(held.rows) or not (held.rows[np.minimum(
-                at, len(held.rows) - 1)] == requested).all()):
-            raise RuntimeError(f"{self.quoted}: rows asked for were read already")
+        gone = np.array([len(at) > 0 and (at[-1] >= len(held.rows) or not (held.rows[
+            np.minimum(at, len(held.rows) - 1)] == requested).all())], dtype=np.int64)
+        comm.Allreduce(MPI.IN_PLACE, gone, op=MPI.MAX)  # (every rank raises: none waits)
+        if gone[0]:
+            raise RuntimeError(f"{self.quoted}: rows asked for were read already (on some "
+                               "rank)")
         ask_at = np.concatenate([[0], np.cumsum(asked)]).astype(np.int64)
         sent = held.take(np.concatenate([at[: ask_at[rank]], at[ask_at[rank + 1] :]]))
         rest = np.ones(len(held.rows), dtype=bool)
