@@ -144,9 +144,8 @@ def _add_gradient_one(params, grad, X, y, rows, work, spec, mark, touched):
     """:func:`_add_gradient` of a one-output model (linear, logistic), row by row: a row's
     logit, its delta, then its entries' gradient while they are still in cache, and its
     columns listed in the same pass (one pass over the batch instead of three; the entries
-    of the rows ahead are prefetched). The same
-    operations in the same order as :func:`_logits`, the head and :func:`add_csr_outer`,
-    so the same bits."""
+    of the rows ahead are prefetched). The same operations in the same order as
+    :func:`_logits`, the head and :func:`add_csr_outer`, so the same bits."""
     data, indices, indptr = X
     d = spec[1]
     n = rows.size
